@@ -1,0 +1,5 @@
+"""Options read by the workers part."""
+
+from brood.config.option import Option
+
+OPTIONS: list[Option] = []
