@@ -3,7 +3,8 @@
 Parts read options by their uWSGI name (``cfg["http-to"]``). Unset options read as their
 declared default; repeatable ones as a list (empty when never given). ``ordered()`` keeps
 the order options were given in, which matters where uWSGI's does (socket order decides
-zerg fd order and shared-socket numbers).
+zerg fd order and shared-socket numbers). ``argv`` and ``ini_files`` remember where the
+values came from, so the master can re-exec itself with the same sources on reload.
 """
 
 from __future__ import annotations
@@ -18,7 +19,17 @@ from brood.config.option import Option, OptionError, lookup
 class Config(Mapping[str, Any]):
     """Read-only option values by canonical name."""
 
-    def __init__(self, given: Iterable[tuple[str, Any]] = ()) -> None:
+    def __init__(
+        self,
+        given: Iterable[tuple[str, Any]] = (),
+        *,
+        argv: Iterable[str] = (),
+        ini_files: Iterable[str] = (),
+    ) -> None:
+        #: the command line this config was loaded from (without the program name)
+        self.argv: tuple[str, ...] = tuple(argv)
+        #: absolute paths of every ini file read, includes too, in reading order
+        self.ini_files: tuple[str, ...] = tuple(ini_files)
         self._order: list[tuple[str, Any]] = []
         self._values: dict[str, Any] = {}
         for name, value in given:
@@ -64,7 +75,7 @@ class Config(Mapping[str, Any]):
     def with_values(self, **overrides: Any) -> Config:
         """A copy with some options replaced (keyword names use ``_`` for ``-``)."""
         kept = [(n, v) for n, v in self._order if n.replace("-", "_") not in overrides]
-        cfg = Config(kept)
+        cfg = Config(kept, argv=self.argv, ini_files=self.ini_files)
         for key, value in overrides.items():
             opt = _require(key.replace("_", "-"))
             cfg._values.pop(opt.name, None)

@@ -1,5 +1,41 @@
-"""Options read by the workers part."""
+"""Options read by the workers part: the sockets workers serve and the WSGI app they run."""
 
 from brood.config.option import Option
 
-OPTIONS: list[Option] = []
+OPTIONS: list[Option] = [
+    Option("socket", "workers", "serve the uwsgi protocol on ADDR (host:port, /path, @abstract, =N)",
+           short="s", aliases=("uwsgi-socket",), multi=True, metavar="ADDR"),
+    Option("http-socket", "workers", "serve plain HTTP/1.1 on ADDR", multi=True, metavar="ADDR"),
+    Option("processes", "workers", "number of worker processes", kind="int", default=1,
+           short="p", aliases=("workers",), metavar="N"),
+    Option("threads", "workers", "threads per worker", kind="int", default=1, metavar="N"),
+    Option("enable-threads", "workers", "let the app start its own threads", kind="bool",
+           short="T"),
+    Option("wsgi-file", "workers", "load the WSGI app from a .py file", aliases=("file",),
+           metavar="FILE"),
+    Option("module", "workers", "load the WSGI app from a module (pkg.mod or pkg.mod:callable)",
+           short="w", aliases=("wsgi",), metavar="MODULE"),
+    Option("callable", "workers", "name of the WSGI callable in the module or file",
+           default="application", metavar="NAME"),
+    Option("lazy-apps", "workers", "load the app in each worker instead of once in the master",
+           kind="bool"),
+    Option("lazy", "workers", "load the app in each worker and reload workers on every reload",
+           kind="bool"),
+    Option("harakiri", "workers", "kill a worker stuck on one request longer than N seconds (0 = off)",
+           kind="int", default=0, short="t", metavar="SECONDS"),
+    Option("harakiri-verbose", "workers", "log details of the request a harakiri killed",
+           kind="bool"),
+    Option("max-requests", "workers", "recycle a worker after N requests (0 = off)", kind="int",
+           default=0, short="R", metavar="N"),
+    Option("reload-on-rss", "workers", "recycle a worker after its request if RSS exceeds MB (0 = off)",
+           kind="int", default=0, metavar="MB"),
+    Option("evil-reload-on-rss", "workers",
+           "kill a worker as soon as its RSS exceeds MB, even mid-request (0 = off)",
+           kind="int", default=0, metavar="MB"),
+    Option("limit-post", "workers", "largest request body accepted (0 = no limit)",
+           kind="size", default=0),
+    Option("reload-mercy", "workers", "seconds to wait for processes to finish on reload/stop",
+           kind="int", default=60, metavar="SECONDS"),
+    Option("worker-reload-mercy", "workers", "seconds a worker may take to finish on reload",
+           kind="int", default=60, metavar="SECONDS"),
+]

@@ -1,0 +1,113 @@
+"""uWSGI's command-line syntax (getopt_long style) turned into typed option values.
+
+Forms accepted: ``--opt value``, ``--opt=value``, ``-s value``, ``-svalue`` and grouped
+short flags (``-Mp 4``, ``-Mp4``: flags first, the last letter may take a value). A bare
+boolean is True; a value for a boolean needs ``=`` (``--master=0``), so a bare ``--master``
+never swallows the next word. ``optional`` options given bare take their ``implicit`` value.
+A positional argument naming an ini file (``*.ini``, ``file.ini:section`` or any existing
+file) means ``--ini`` with it. ``--`` ends the options.
+
+This module does no file I/O beyond asking whether a positional names a file; ``--ini``
+entries come back as ``("ini", spec)`` pairs for ``load`` to expand in place.
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+from typing import Any
+
+from brood.config.option import Option, OptionError, all_names, lookup, lookup_short
+
+
+def unknown_option(name: str, where: str = "") -> OptionError:
+    """The error for an unknown long option, suggesting the closest declared name."""
+    close = difflib.get_close_matches(name, all_names(), n=1, cutoff=0.6)
+    hint = f" (did you mean --{close[0]}?)" if close else ""
+    prefix = f"{where}: " if where else ""
+    return OptionError(f"{prefix}unknown option --{_printable(name)}{hint}")
+
+
+def _printable(text: str) -> str:
+    """Keep error messages on one line whatever the user typed."""
+    return text if text.isprintable() else repr(text)
+
+
+def bare_value(opt: Option, shown: str) -> Any:
+    """The value of ``opt`` given without one: True for flags, ``implicit`` for optional
+    options; OptionError when it needs a value. ``shown`` is how the user wrote it."""
+    if opt.kind == "bool":
+        return True
+    if opt.optional:
+        return opt.convert(opt.implicit if opt.implicit is not None else "")
+    raise OptionError(f"{shown} needs a value")
+
+
+def parse_argv(argv: list[str]) -> list[tuple[Option, Any]]:
+    """(option, typed value) in command-line order; OptionError on the first mistake."""
+    given: list[tuple[Option, Any]] = []
+    words = list(argv)
+    i = 0
+    only_positionals = False
+    while i < len(words):
+        word = words[i]
+        i += 1
+        if only_positionals or word == "-" or not word.startswith("-"):
+            given.append(_positional(word))
+        elif word == "--":
+            only_positionals = True
+        elif word.startswith("--"):
+            i = _long(word[2:], words, i, given)
+        else:
+            i = _shorts(word[1:], words, i, given)
+    return given
+
+
+def _long(body: str, words: list[str], i: int, given: list[tuple[Option, Any]]) -> int:
+    name, eq, value = body.partition("=")
+    opt = lookup(name)
+    if opt is None:
+        raise unknown_option(name)
+    if eq:
+        given.append((opt, opt.convert(value)))
+    elif not opt.takes_value:
+        given.append((opt, bare_value(opt, f"--{name}")))
+    elif i < len(words) and not _names_option(words[i]):
+        given.append((opt, opt.convert(words[i])))
+        i += 1
+    else:
+        raise OptionError(f"--{name} needs a value")
+    return i
+
+
+def _shorts(letters: str, words: list[str], i: int, given: list[tuple[Option, Any]]) -> int:
+    for pos, letter in enumerate(letters):
+        opt = lookup_short(letter)
+        if opt is None:
+            raise OptionError(f"unknown option -{_printable(letter)}")
+        if not opt.takes_value:
+            given.append((opt, bare_value(opt, f"-{letter}")))
+            continue
+        rest = letters[pos + 1 :]
+        if rest:
+            given.append((opt, opt.convert(rest)))
+        elif i < len(words) and not _names_option(words[i]):
+            given.append((opt, opt.convert(words[i])))
+            i += 1
+        else:
+            raise OptionError(f"-{letter} (--{opt.name}) needs a value")
+        break
+    return i
+
+
+def _names_option(word: str) -> bool:
+    """A following ``--known-option`` is a forgotten value, not the value itself."""
+    return word.startswith("--") and lookup(word[2:].partition("=")[0]) is not None
+
+
+def _positional(word: str) -> tuple[Option, Any]:
+    ini = lookup("ini")
+    path = word.rpartition(":")[0] if ".ini:" in word else word
+    if ini is not None and (path.endswith(".ini") or os.path.isfile(word)):
+        return ini, word
+    raise OptionError(f"unexpected argument {word!r} (options start with --)")

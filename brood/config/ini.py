@@ -1,0 +1,272 @@
+"""uWSGI-style ini files: read one section into raw (key, value) entries.
+
+This module knows nothing about which options exist: it only applies the file-level
+syntax, so any uWSGI ini parses here and unknown keys are judged later, by ``load``.
+
+How it works: lines are read in order; only lines inside ``[section]`` (``uwsgi`` by
+default; a section may appear several times) count. Blank lines and lines starting with
+``#`` or ``;`` are comments. ``key = value`` gives one entry per occurrence (repeated keys
+are repeated options); ``key`` alone gives an entry whose value is None (a bare flag).
+Values are expanded once, left to right:
+
+  ``%d`` directory of the file with a trailing slash, ``%p`` absolute path of the file,
+  ``%s`` file name, ``%n`` file name without extension, ``%c`` name of the directory
+  holding the file, ``%%`` a literal ``%``, ``$(VAR)`` the environment (empty if unset),
+  ``%(name)`` the last value given to ``name`` earlier in this file (or a ``set-placeholder``,
+  or ``_``: the value an enclosing ``if-*`` matched). Anything else, such as log-format's
+  ``%(method)``, is left as written.
+
+Conditional blocks ``if-exists``/``if-not-exists``, ``if-file``/``if-not-file``,
+``if-dir``/``if-not-dir``, ``if-env``/``if-not-env`` and ``if-opt``/``if-not-opt`` (an option
+given earlier in this file, ``name`` or ``name=value``) run to the matching ``endif`` and
+nest. Lines in a skipped block are not expanded.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+
+from brood.config.option import OptionError
+
+DEFAULT_SECTION = "uwsgi"
+_SECTION = re.compile(r"^\[([^\]]*)\]$")
+# %(name), %X (any single character) or $(VAR)
+_MAGIC = re.compile(r"%\(([^()]*)\)|%(.)|\$\(([^()]*)\)", re.DOTALL)
+_PLACEHOLDER_KEYS = ("set-placeholder", "set-ph")
+
+
+@dataclass(frozen=True)
+class IniEntry:
+    """One ``key = value`` line that survived conditionals, with where it was written."""
+
+    key: str
+    value: str | None  # None: the key was alone on its line
+    path: str
+    line: int
+
+    @property
+    def where(self) -> str:
+        return f"{self.path}:{self.line}"
+
+
+@dataclass
+class IniFile:
+    """What one section of one file gives: entries in order, and the names that other
+    values referred to as ``%(name)`` (custom keys used that way are placeholders, not typos)."""
+
+    path: str
+    section: str
+    entries: list[IniEntry] = field(default_factory=list)
+    referenced: set[str] = field(default_factory=set)
+
+
+def split_spec(spec: str) -> tuple[str, str]:
+    """``file.ini:section`` -> (path, section); a plain path reads ``[uwsgi]``."""
+    path, colon, section = spec.rpartition(":")
+    if colon and path and section and "/" not in section and not os.path.isfile(spec):
+        return path, section
+    return spec, DEFAULT_SECTION
+
+
+def read_ini(
+    path: str, section: str = DEFAULT_SECTION, environ: Mapping[str, str] | None = None
+) -> list[tuple[str, str]]:
+    """Raw (key, value) pairs of ``[section]`` after magic and conditionals.
+
+    A key alone on its line reads as value ``""`` here; ``read_ini_file`` keeps the
+    difference for callers that need it.
+    """
+    parsed = read_ini_file(path, section, environ)
+    return [(e.key, e.value if e.value is not None else "") for e in parsed.entries]
+
+
+def read_ini_file(
+    path: str, section: str = DEFAULT_SECTION, environ: Mapping[str, str] | None = None
+) -> IniFile:
+    """Read and parse ``path``; OptionError (one line) when it is missing or unreadable."""
+    try:
+        with open(path, encoding="utf-8") as fh:
+            text = fh.read()
+    except FileNotFoundError:
+        raise OptionError(f"--ini: no such file: {path}")
+    except UnicodeDecodeError:
+        raise OptionError(f"--ini: {path} is not UTF-8 text")
+    except OSError as exc:
+        raise OptionError(f"--ini: cannot read {path}: {exc.strerror or exc}")
+    return parse_ini(text, path, section, os.environ if environ is None else environ)
+
+
+def parse_ini(text: str, path: str, section: str, environ: Mapping[str, str]) -> IniFile:
+    """Parse ini ``text`` as if read from ``path`` (which the magic variables describe)."""
+    parser = _Parser(path, section, environ)
+    for number, raw in enumerate(text.splitlines(), 1):
+        parser.feed(raw, number)
+    return parser.finish()
+
+
+def _if_exists(arg: str, env: Mapping[str, str], seen: Mapping[str, str]) -> bool:
+    return os.path.exists(arg)
+
+
+def _if_file(arg: str, env: Mapping[str, str], seen: Mapping[str, str]) -> bool:
+    return os.path.isfile(arg)
+
+
+def _if_dir(arg: str, env: Mapping[str, str], seen: Mapping[str, str]) -> bool:
+    return os.path.isdir(arg)
+
+
+def _if_env(arg: str, env: Mapping[str, str], seen: Mapping[str, str]) -> bool:
+    return arg in env
+
+
+def _if_opt(arg: str, env: Mapping[str, str], seen: Mapping[str, str]) -> bool:
+    name, eq, want = arg.partition("=")
+    value = _recall(seen, name.strip())
+    return value is not None and (not eq or value == want.strip())
+
+
+_Check = Callable[[str, Mapping[str, str], Mapping[str, str]], bool]
+_CONDITIONS: dict[str, _Check] = {
+    "exists": _if_exists,
+    "file": _if_file,
+    "dir": _if_dir,
+    "env": _if_env,
+    "opt": _if_opt,
+}
+
+
+def _condition(key: str) -> tuple[_Check, bool] | None:
+    """(check, wanted result) for ``if-X`` / ``if-not-X`` keys, else None."""
+    if not key.startswith("if-"):
+        return None
+    rest = key[3:]
+    negate = rest.startswith("not-")
+    check = _CONDITIONS.get(rest[4:] if negate else rest)
+    return (check, not negate) if check else None
+
+
+def _recall(seen: Mapping[str, str], name: str) -> str | None:
+    if name in seen:
+        return seen[name]
+    return seen.get(name.replace("_", "-"))
+
+
+@dataclass
+class _Block:
+    line: int
+    was_active: bool
+    context: str | None
+
+
+class _Parser:
+    """Line-by-line state: current section, open if-blocks, values seen so far."""
+
+    def __init__(self, path: str, section: str, environ: Mapping[str, str]) -> None:
+        self.result = IniFile(path, section)
+        self.environ = environ
+        absolute = os.path.abspath(path)
+        directory = os.path.dirname(absolute)
+        filename = os.path.basename(absolute)
+        self.magic = {
+            "d": directory.rstrip("/") + "/",
+            "p": absolute,
+            "s": filename,
+            "n": os.path.splitext(filename)[0],
+            "c": os.path.basename(directory),
+            "%": "%",
+        }
+        self.in_section = False
+        self.section_found = False
+        self.active = True
+        self.blocks: list[_Block] = []
+        self.context: str | None = None  # %(_)
+        self.seen: dict[str, str] = {}
+
+    def feed(self, raw: str, number: int) -> None:
+        line = raw.strip()
+        if not line or line[0] in "#;":
+            return
+        header = _SECTION.match(line)
+        if header:
+            self.in_section = header.group(1).strip() == self.result.section
+            self.section_found = self.section_found or self.in_section
+            return
+        if not self.in_section:
+            return
+        key, eq, value = line.partition("=")
+        key = key.strip()
+        if not key:
+            raise OptionError(f"{self.result.path}:{number}: line has no option name")
+        if key == "endif":
+            self._endif(number)
+            return
+        cond = _condition(key)
+        if cond is not None:
+            self._open(key, value.strip() if eq else None, cond, number)
+            return
+        if not self.active:
+            return
+        expanded = self.expand(value.strip()) if eq else None
+        if key in _PLACEHOLDER_KEYS:
+            self._placeholder(key, expanded, number)
+            return
+        self.seen[key] = "true" if expanded is None else expanded
+        self.result.entries.append(IniEntry(key, expanded, self.result.path, number))
+
+    def finish(self) -> IniFile:
+        if self.blocks:
+            line = self.blocks[-1].line
+            raise OptionError(f"{self.result.path}:{line}: if-block is never closed by endif")
+        if not self.section_found:
+            raise OptionError(f"--ini: {self.result.path} has no [{self.result.section}] section")
+        return self.result
+
+    def expand(self, value: str) -> str:
+        """Apply the magic variables of this file to one value."""
+        if "%" not in value and "$(" not in value:
+            return value
+
+        def one(match: re.Match[str]) -> str:
+            name, letter, env = match.groups()
+            if env is not None:
+                return self.environ.get(env, "")
+            if letter is not None:
+                return self.magic.get(letter, match.group(0))
+            if name == "_" and self.context is not None:
+                return self.context
+            known = _recall(self.seen, name)
+            if known is None:
+                return match.group(0)
+            self.result.referenced.add(name)
+            return known
+
+        return _MAGIC.sub(one, value)
+
+    def _open(self, key: str, arg: str | None, cond: tuple[_Check, bool], number: int) -> None:
+        self.blocks.append(_Block(number, self.active, self.context))
+        if not self.active:
+            return
+        if not arg:
+            raise OptionError(f"{self.result.path}:{number}: {key} needs a value")
+        target = self.expand(arg)
+        check, wanted = cond
+        self.active = check(target, self.environ, self.seen) == wanted
+        if self.active and wanted:
+            self.context = self.environ.get(target, "") if key == "if-env" else target
+
+    def _endif(self, number: int) -> None:
+        if not self.blocks:
+            raise OptionError(f"{self.result.path}:{number}: endif without a matching if-*")
+        block = self.blocks.pop()
+        self.active = block.was_active
+        self.context = block.context
+
+    def _placeholder(self, key: str, value: str | None, number: int) -> None:
+        name, eq, text = (value or "").partition("=")
+        if not eq or not name.strip():
+            raise OptionError(f"{self.result.path}:{number}: {key} wants NAME=VALUE")
+        self.seen[name.strip()] = text.strip()

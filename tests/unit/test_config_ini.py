@@ -1,0 +1,263 @@
+"""Ini files: syntax, magic variables, conditionals, and the real vassal file."""
+
+import os
+from pathlib import Path
+
+import pytest
+
+from brood.config.ini import parse_ini, read_ini, read_ini_file, split_spec
+from brood.config.option import OptionError
+
+VASSAL = Path("/work/shared/fixtures/fifo/zerg_dance_vassal.ini")
+
+
+def write(tmp_path, text, name="app.ini"):
+    path = tmp_path / name
+    path.write_text(text)
+    return str(path)
+
+
+def test_basic_syntax_and_repeated_keys(tmp_path):
+    path = write(tmp_path, """
+# a comment
+; another
+[uwsgi]
+socket = :3031
+socket=:3032
+processes =   4
+master
+[other]
+socket = :9
+""")
+    assert read_ini(path) == [
+        ("socket", ":3031"), ("socket", ":3032"), ("processes", "4"), ("master", ""),
+    ]
+
+
+def test_bare_key_keeps_none_in_entries(tmp_path):
+    path = write(tmp_path, "[uwsgi]\nmaster\nvacuum =\n")
+    entries = read_ini_file(path).entries
+    assert [(e.key, e.value, e.line) for e in entries] == [("master", None, 2), ("vacuum", "", 3)]
+
+
+def test_named_section_and_repeated_sections(tmp_path):
+    path = write(tmp_path, "[a]\nx = 1\n[uwsgi]\ny = 2\n[a]\nz = 3\n")
+    assert read_ini(path, "a") == [("x", "1"), ("z", "3")]
+
+
+def test_missing_section_is_an_error(tmp_path):
+    path = write(tmp_path, "[uwsgi]\nx = 1\n")
+    with pytest.raises(OptionError, match=r"has no \[nope\] section"):
+        read_ini(path, "nope")
+
+
+def test_empty_section_is_fine(tmp_path):
+    assert read_ini(write(tmp_path, "[uwsgi]\n")) == []
+
+
+def test_missing_file(tmp_path):
+    missing = str(tmp_path / "gone.ini")
+    with pytest.raises(OptionError) as info:
+        read_ini(missing)
+    assert str(info.value) == f"--ini: no such file: {missing}"
+
+
+def test_split_spec(tmp_path):
+    assert split_spec("a/b.ini:prod") == ("a/b.ini", "prod")
+    assert split_spec("a/b.ini") == ("a/b.ini", "uwsgi")
+    assert split_spec("/x:y/b.ini") == ("/x:y/b.ini", "uwsgi")
+
+
+def test_file_magic(tmp_path):
+    sub = tmp_path / "site"
+    sub.mkdir()
+    path = write(sub, "[uwsgi]\nd = %d\np = %p\nn = %n\nc = %c\ns = %s\npct = 100%%\n",
+                 name="blog.ini")
+    got = dict(read_ini(path))
+    assert got["d"] == str(sub) + "/"
+    assert got["p"] == str(sub / "blog.ini")
+    assert got["n"] == "blog"
+    assert got["c"] == "site"
+    assert got["s"] == "blog.ini"
+    assert got["pct"] == "100%"
+
+
+def test_socket_from_file_name(tmp_path):
+    path = write(tmp_path, "[uwsgi]\nsocket = /tmp/%n.sock\n", name="shop.ini")
+    assert read_ini(path) == [("socket", "/tmp/shop.sock")]
+
+
+def test_env_magic(tmp_path):
+    path = write(tmp_path, "[uwsgi]\nchdir = $(HOME)/app\nx = [$(UNSET_ONE)]\n")
+    assert read_ini(path, environ={"HOME": "/home/u"}) == [("chdir", "/home/u/app"), ("x", "[]")]
+
+
+def test_placeholders_from_earlier_keys(tmp_path):
+    path = write(tmp_path, """[uwsgi]
+my_domain = example.org
+base = /srv
+set-ph = port=8001
+chdir = %(base)/%(my_domain)
+socket = :%(port)
+""")
+    assert read_ini(path)[-2:] == [("chdir", "/srv/example.org"), ("socket", ":8001")]
+    assert read_ini_file(path).referenced == {"base", "my_domain", "port"}
+
+
+def test_placeholder_uses_last_value_and_unknown_ones_stay(tmp_path):
+    path = write(tmp_path, "[uwsgi]\na = 1\na = 2\nb = %(a)\nlog-format = %(method) %(uri)\n")
+    assert read_ini(path)[2:] == [("b", "2"), ("log-format", "%(method) %(uri)")]
+
+
+def test_placeholder_only_sees_earlier_lines(tmp_path):
+    path = write(tmp_path, "[uwsgi]\nb = %(a)\na = 1\n")
+    assert read_ini(path)[0] == ("b", "%(a)")
+
+
+def test_bad_set_placeholder(tmp_path):
+    path = write(tmp_path, "[uwsgi]\nset-placeholder = novalue\n")
+    with pytest.raises(OptionError, match=r"app.ini:2: set-placeholder wants NAME=VALUE"):
+        read_ini(path)
+
+
+def test_if_exists_and_not_exists(tmp_path):
+    there = tmp_path / "flag"
+    there.write_text("")
+    path = write(tmp_path, f"""[uwsgi]
+if-exists = {there}
+  a = %(_)
+endif =
+if-not-exists = {there}
+  b = 1
+endif
+if-exists = {tmp_path}/nothing
+  c = 1
+endif
+if-not-exists = {tmp_path}/nothing
+  d = 1
+endif
+""")
+    assert read_ini(path) == [("a", str(there)), ("d", "1")]
+
+
+def test_if_file_and_if_dir(tmp_path):
+    (tmp_path / "f").write_text("")
+    path = write(tmp_path, """[uwsgi]
+if-file = %df
+a = 1
+endif
+if-dir = %df
+b = 1
+endif
+if-dir = %d
+c = 1
+endif
+if-not-file = %d
+d = 1
+endif
+if-not-dir = %d
+e = 1
+endif
+""")
+    assert [k for k, _ in read_ini(path)] == ["a", "c", "d"]
+
+
+def test_if_env(tmp_path):
+    path = write(tmp_path, """[uwsgi]
+if-env = MODE
+mode = %(_)
+endif
+if-not-env = MISSING
+x = 1
+endif
+if-env = MISSING
+y = 1
+endif
+""")
+    assert read_ini(path, environ={"MODE": "prod"}) == [("mode", "prod"), ("x", "1")]
+
+
+def test_if_opt(tmp_path):
+    path = write(tmp_path, """[uwsgi]
+processes = 4
+if-opt = processes
+a = 1
+endif
+if-opt = processes=4
+b = 1
+endif
+if-opt = processes=5
+c = 1
+endif
+if-not-opt = threads
+d = 1
+endif
+""")
+    assert [k for k, _ in read_ini(path)][1:] == ["a", "b", "d"]
+
+
+def test_nested_conditionals_skip_inner_blocks(tmp_path):
+    path = write(tmp_path, """[uwsgi]
+if-env = NOPE
+  if-env = YES
+    a = 1
+  endif
+  b = 1
+endif
+if-env = YES
+  if-not-env = NOPE
+    c = %(_)
+  endif
+  d = %(_)
+endif
+""")
+    assert read_ini(path, environ={"YES": "y"}) == [("c", "y"), ("d", "y")]
+
+
+def test_skipped_lines_are_not_expanded(tmp_path):
+    path = write(tmp_path, "[uwsgi]\nif-env = NOPE\nset-ph = broken\nendif\n")
+    assert read_ini(path, environ={}) == []
+
+
+def test_unclosed_if(tmp_path):
+    path = write(tmp_path, "[uwsgi]\nx = 1\nif-env = A\ny = 1\n")
+    with pytest.raises(OptionError, match=r"app.ini:3: if-block is never closed by endif"):
+        read_ini(path)
+
+
+def test_stray_endif(tmp_path):
+    path = write(tmp_path, "[uwsgi]\nendif =\n")
+    with pytest.raises(OptionError, match=r"app.ini:2: endif without a matching if-\*"):
+        read_ini(path)
+
+
+def test_if_without_argument(tmp_path):
+    path = write(tmp_path, "[uwsgi]\nif-exists\nendif\n")
+    with pytest.raises(OptionError, match="if-exists needs a value"):
+        read_ini(path)
+
+
+def test_line_without_key(tmp_path):
+    with pytest.raises(OptionError, match=r"app.ini:2: line has no option name"):
+        read_ini(write(tmp_path, "[uwsgi]\n= 3\n"))
+
+
+def test_parse_ini_is_pure_text():
+    got = parse_ini("[uwsgi]\nsocket = %d%n.sock\n", "/etc/brood/x.ini", "uwsgi", {})
+    assert [(e.key, e.value) for e in got.entries] == [("socket", "/etc/brood/x.sock")]
+
+
+@pytest.mark.skipif(not VASSAL.exists(), reason="shared fixture not present")
+def test_real_zerg_dance_vassal_parses():
+    pairs = read_ini(str(VASSAL), environ={})
+    keys = [k for k, _ in pairs]
+    assert keys.count("master-fifo") == 3
+    assert ("wsgi-file", "/tmp/uw/app.py") in pairs
+    assert ("zerg", "/tmp/uw/zd/pool.sock") in pairs
+    hooks = [v for k, v in pairs if k == "hook-accepting1-once"]
+    expected = ["writefifo:/tmp/uw/zd/new.fifo 1"]
+    if os.path.exists("/tmp/uw/zd/running.fifo"):
+        expected.insert(0, "writefifo:/tmp/uw/zd/running.fifo 2p")
+    if os.path.exists("/tmp/uw/zd/sleeping.fifo"):
+        expected.insert(0, "writefifo:/tmp/uw/zd/sleeping.fifo Q")
+    assert hooks == expected

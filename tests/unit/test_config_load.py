@@ -1,0 +1,133 @@
+"""load_config with ini files: applied in place, includes, loops, typed values, errors."""
+
+import pytest
+
+from brood.config.load import load_config
+from brood.config.option import OptionError
+
+
+def write(tmp_path, name, text):
+    path = tmp_path / name
+    path.write_text(text)
+    return str(path)
+
+
+def test_ini_applied_where_it_appears(tmp_path):
+    ini = write(tmp_path, "a.ini", "[uwsgi]\nprocesses = 4\nsocket = :2\n")
+    cfg = load_config(["-p", "2", "-s", ":1", "--ini", ini, "-s", ":3"])
+    assert cfg["processes"] == 4
+    assert cfg["socket"] == [":1", ":2", ":3"]
+    cfg = load_config(["--ini", ini, "-p", "8"])
+    assert cfg["processes"] == 8
+
+
+def test_positional_ini_and_section(tmp_path):
+    ini = write(tmp_path, "a.ini", "[uwsgi]\nprocesses = 2\n[prod]\nprocesses = 9\n")
+    assert load_config([ini])["processes"] == 2
+    assert load_config([f"{ini}:prod"])["processes"] == 9
+    assert load_config(["--ini", f"{ini}:prod"])["processes"] == 9
+
+
+def test_positional_existing_file_without_ini_suffix(tmp_path):
+    conf = write(tmp_path, "site.conf", "[uwsgi]\nthreads = 3\n")
+    assert load_config([conf])["threads"] == 3
+
+
+def test_ini_values_are_typed_and_bare_bool_is_true(tmp_path):
+    ini = write(tmp_path, "a.ini", "[uwsgi]\nmaster\nvacuum = false\nbuffer-size = 32k\n")
+    cfg = load_config(["--ini", ini])
+    assert cfg["master"] is True
+    assert cfg["vacuum"] is False
+    assert cfg["buffer-size"] == 32768
+
+
+def test_bare_key_needing_value(tmp_path):
+    ini = write(tmp_path, "a.ini", "[uwsgi]\nsocket\n")
+    with pytest.raises(OptionError) as info:
+        load_config([ini])
+    assert str(info.value) == f"{ini}:2: socket needs a value"
+
+
+def test_bad_value_names_file_and_line(tmp_path):
+    ini = write(tmp_path, "a.ini", "[uwsgi]\n\nprocesses = lots\n")
+    with pytest.raises(OptionError) as info:
+        load_config([ini])
+    assert str(info.value) == f"{ini}:3: --processes: expected a whole number, got 'lots'"
+
+
+def test_unknown_key_in_ini_is_an_error_with_suggestion(tmp_path):
+    ini = write(tmp_path, "a.ini", "[uwsgi]\nproceses = 4\n")
+    with pytest.raises(OptionError) as info:
+        load_config([ini])
+    assert str(info.value) == f"{ini}:2: unknown option --proceses (did you mean --processes?)"
+
+
+def test_custom_key_used_as_placeholder_is_not_an_error(tmp_path):
+    ini = write(tmp_path, "a.ini", "[uwsgi]\nbase_dir = /srv\nchdir = %(base_dir)/app\n")
+    cfg = load_config([ini])
+    assert cfg["chdir"] == "/srv/app"
+
+
+def test_plugins_key_is_accepted(tmp_path):
+    ini = write(tmp_path, "a.ini", "[uwsgi]\nplugins = python3\nmaster = true\n")
+    assert load_config([ini])["master"] is True
+
+
+def test_include_from_ini(tmp_path):
+    inner = write(tmp_path, "inner.ini", "[uwsgi]\nsocket = :2\nprocesses = 3\n")
+    outer = write(tmp_path, "outer.ini",
+                  "[uwsgi]\nsocket = :1\nini = %dinner.ini\nsocket = :3\nprocesses = 5\n")
+    cfg = load_config([outer])
+    assert cfg["socket"] == [":1", ":2", ":3"]
+    assert cfg["processes"] == 5
+    assert cfg.ini_files == (outer, inner)
+    assert cfg["ini"] == [outer, inner]
+
+
+def test_same_file_other_section_is_not_a_loop(tmp_path):
+    ini = write(tmp_path, "a.ini", "[uwsgi]\nini = %p:base\nprocesses = 2\n[base]\nthreads = 4\n")
+    cfg = load_config([ini])
+    assert (cfg["processes"], cfg["threads"]) == (2, 4)
+
+
+def test_include_loop_is_an_error(tmp_path):
+    a = write(tmp_path, "a.ini", "[uwsgi]\nini = %db.ini\n")
+    write(tmp_path, "b.ini", "[uwsgi]\nini = %da.ini\n")
+    with pytest.raises(OptionError, match=r"^--ini: include loop: .*a\.ini -> .*b\.ini -> .*a\.ini$"):
+        load_config([a])
+
+
+def test_self_include_is_an_error(tmp_path):
+    a = write(tmp_path, "a.ini", "[uwsgi]\nini = %p\n")
+    with pytest.raises(OptionError, match="include loop"):
+        load_config(["--ini", a])
+
+
+def test_same_file_twice_from_argv_is_fine(tmp_path):
+    a = write(tmp_path, "a.ini", "[uwsgi]\nsocket = :1\n")
+    assert load_config([a, a])["socket"] == [":1", ":1"]
+
+
+def test_missing_ini(tmp_path):
+    missing = str(tmp_path / "nope.ini")
+    with pytest.raises(OptionError) as info:
+        load_config(["--ini", missing])
+    assert str(info.value) == f"--ini: no such file: {missing}"
+
+
+def test_unknown_section(tmp_path):
+    a = write(tmp_path, "a.ini", "[uwsgi]\n")
+    with pytest.raises(OptionError, match=r"has no \[staging\] section"):
+        load_config([f"{a}:staging"])
+
+
+def test_environ_is_passed_to_ini(tmp_path):
+    a = write(tmp_path, "a.ini", "[uwsgi]\nchdir = $(APP_DIR)\nif-env = WORKERS\nprocesses = %(_)\nendif\n")
+    cfg = load_config([a], environ={"APP_DIR": "/srv/app", "WORKERS": "7"})
+    assert (cfg["chdir"], cfg["processes"]) == ("/srv/app", 7)
+
+
+def test_ordered_keeps_sources_order(tmp_path):
+    a = write(tmp_path, "a.ini", "[uwsgi]\nsocket = :2\n")
+    cfg = load_config(["-s", ":1", a])
+    assert [pair for pair in cfg.ordered() if pair[0] == "socket"] == [("socket", ":1"), ("socket", ":2")]
