@@ -1,0 +1,195 @@
+"""Combining mappers in uWSGI's precedence, and building a router's resolver from options.
+
+uWSGI picks exactly one mapper per router (corerouter.c), first configured wins:
+
+    use-cache > use-pattern > subscription server > use-base > use-code-string
+    > use-socket > to (static nodes)
+
+``build_resolver`` does the same by default. ``chain_all=True`` (a brood addition) keeps
+every configured mapper in that order and asks the next one when a mapper has no node.
+``--X-fallback`` nodes are not a chain stage: they come after a failed connect, driven
+by the retry policy (brood.routers.health).
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from collections.abc import Callable, Collection, Sequence
+from typing import Any
+
+from brood.config.model import Config
+from brood.config.option import lookup
+from brood.routers.balance import make_balancer
+from brood.routers.node import Node
+from brood.routers.resolve.base import MAX_KEY, MAX_MAPPED_NODES, NodePool, Resolver
+from brood.routers.resolve.mappers import (
+    BaseResolver,
+    CacheResolver,
+    CacheStore,
+    CodeResolver,
+    FallbackResolver,
+    PatternResolver,
+    SocketResolver,
+    StaticResolver,
+)
+
+
+class FallbackKeyResolver:
+    """``--X-subscription-fallback-key K``: a key without nodes borrows K's nodes."""
+
+    def __init__(self, inner: Resolver, fallback_key: bytes) -> None:
+        self.inner = inner
+        self.fallback_key = fallback_key
+
+    def resolve(
+        self, key: bytes, now: float, client: bytes = b"", exclude: Collection[Node] = ()
+    ) -> Node | None:
+        node = self.inner.resolve(key, now, client, exclude)
+        if node is None and key != self.fallback_key:
+            node = self.inner.resolve(self.fallback_key, now, client, exclude)
+        return node
+
+    def on_connect_failed(self, node: Node, now: float) -> None:
+        self.inner.on_connect_failed(node, now)
+
+    def __getattr__(self, name: str) -> Any:  # stats/cheap hooks of the table
+        return getattr(self.inner, name)
+
+
+class ChainResolver:
+    """The resolver of one router: its stages in precedence order, first answer wins.
+
+    Also what the engine reads for stats: ``static_nodes`` (the ``--X-to`` nodes, listed
+    by uWSGI even when another mapper is in charge) and ``subscriptions`` (whatever the
+    subscription table exposes under that name). ``fallback`` holds the ``--X-fallback``
+    nodes for the retry policy.
+    """
+
+    def __init__(
+        self,
+        stages: Sequence[Resolver],
+        *,
+        static: StaticResolver | None = None,
+        fallback: FallbackResolver | None = None,
+        subscription: Resolver | None = None,
+    ) -> None:
+        self.stages = list(stages)
+        self.static = static
+        self.fallback = fallback
+        self.subscription = subscription
+        self._owner: OrderedDict[int, tuple[Node, Resolver]] = OrderedDict()
+
+    @property
+    def static_nodes(self) -> list[Node]:
+        return self.static.static_nodes if self.static is not None else []
+
+    @property
+    def subscriptions(self) -> Any:
+        if self.subscription is None:
+            return None
+        return getattr(self.subscription, "subscriptions", None)
+
+    def resolve(
+        self, key: bytes, now: float, client: bytes = b"", exclude: Collection[Node] = ()
+    ) -> Node | None:
+        if len(key) > MAX_KEY:
+            return None
+        for stage in self.stages:
+            node = stage.resolve(key, now, client, exclude)
+            if node is not None:
+                self._owner[id(node)] = (node, stage)
+                self._owner.move_to_end(id(node))
+                if len(self._owner) > MAX_MAPPED_NODES:
+                    self._owner.popitem(last=False)
+                return node
+        return None
+
+    def on_connect_failed(self, node: Node, now: float) -> None:
+        entry = self._owner.get(id(node))
+        if entry is not None and entry[0] is node:
+            entry[1].on_connect_failed(node, now)
+        elif self.fallback is not None:
+            self.fallback.on_connect_failed(node, now)
+
+
+def _get(cfg: Config, name: str, default: Any = None) -> Any:
+    """``cfg[name]`` when declared and set, else ``default``."""
+    if lookup(name) is None or not cfg.is_set(name):
+        return default
+    value = cfg[name]
+    return default if value is None else value
+
+
+def use_socket_address(value: str, sockets: Sequence[str]) -> str:
+    """The address ``--X-use-socket VALUE`` means: the Nth of this instance's uwsgi
+    sockets, or (brood) an address given directly."""
+    text = (value or "0").strip()
+    if text.isdigit():
+        index = int(text)
+        if index >= len(sockets):
+            raise ValueError(f"use-socket {index}: this instance has {len(sockets)} socket(s)")
+        return sockets[index]
+    return text
+
+
+def build_resolver(
+    cfg: Config,
+    prefix: str,
+    subscription: Resolver | None = None,
+    *,
+    sockets: Sequence[str] | None = None,
+    cache_store: CacheStore | None = None,
+    report: Callable[[str], None] | None = None,
+    chain_all: bool = False,
+) -> ChainResolver:
+    """The resolver of router ``prefix`` ("http", "fastrouter", "rawrouter", "sslrouter").
+
+    ``subscription`` is the subscription table's resolver when the router runs a
+    subscription server; ``--X-subscription-fallback-key`` is wrapped around it unless
+    it (or its ``table``) already applies a ``fallback_key`` itself. ``sockets`` are this instance's uwsgi sockets for
+    ``--X-use-socket`` (default: ``--socket`` values). ``report`` receives the errors of
+    a code-string mapper. ValueError for a bad configuration (code-string file, socket
+    number, algorithm).
+    """
+    gracetime = float(_get(cfg, f"{prefix}-gracetime", 30))
+    algo = _get(cfg, f"{prefix}-algo")
+    default_algo = _get(cfg, "subscription-algo", "wrr")
+    pool = NodePool()
+
+    static = None
+    if _get(cfg, f"{prefix}-to", []):
+        static = StaticResolver(
+            _get(cfg, f"{prefix}-to"), balancer=make_balancer(algo or "rr"), gracetime=gracetime
+        )
+    fallback = None
+    if _get(cfg, f"{prefix}-fallback", []):
+        fallback = FallbackResolver(_get(cfg, f"{prefix}-fallback"), gracetime=gracetime)
+
+    candidates: list[Resolver | None] = []
+    if cfg.is_set(f"{prefix}-use-cache"):
+        candidates.append(CacheResolver(cache_store, balancer=make_balancer(algo or default_algo),
+                                        gracetime=gracetime, pool=pool))
+    if _get(cfg, f"{prefix}-use-pattern"):
+        candidates.append(PatternResolver(_get(cfg, f"{prefix}-use-pattern"), pool))
+    if subscription is not None:
+        fallback_key = _get(cfg, f"{prefix}-subscription-fallback-key")
+        sub: Resolver = subscription
+        table = getattr(subscription, "table", subscription)
+        if fallback_key and getattr(table, "fallback_key", None) is None:
+            sub = FallbackKeyResolver(subscription, fallback_key.encode("utf-8", "surrogateescape"))
+        candidates.append(sub)
+    if _get(cfg, f"{prefix}-use-base"):
+        candidates.append(BaseResolver(_get(cfg, f"{prefix}-use-base"), pool))
+    if _get(cfg, f"{prefix}-use-code-string"):
+        candidates.append(CodeResolver.from_spec(_get(cfg, f"{prefix}-use-code-string"),
+                                                 pool, report))
+    if cfg.is_set(f"{prefix}-use-socket"):
+        own = list(sockets) if sockets is not None else list(_get(cfg, "socket", []))
+        address = use_socket_address(_get(cfg, f"{prefix}-use-socket", "0"), own)
+        candidates.append(SocketResolver(address, pool))
+    candidates.append(static)
+
+    stages = [c for c in candidates if c is not None]
+    if not chain_all:
+        stages = stages[:1]
+    return ChainResolver(stages, static=static, fallback=fallback, subscription=subscription)

@@ -1,0 +1,246 @@
+"""The router stats document (``--X-stats``), byte for byte in uWSGI's shape (WIRE §3.2).
+
+uWSGI writes its stats JSON by hand (core/stats.c), and tools compare bytes, so this
+module reproduces the writer rather than calling ``json.dumps`` on a dict:
+
+* ``{`` newline, then one ``"key":value`` per line, indented with tabs, ``,`` + newline
+  between items, no space after the colon;
+* a list opens with ``[`` + newline; an object inside a list is indented at its depth;
+  a list or object closes with newline, the outer indentation, then ``]``/``}``;
+* an empty list is therefore ``[`` newline newline tabs ``]``;
+* quirk: the socket-name strings of the router's own list are written with no
+  indentation at all;
+* no newline after the final ``}``.
+
+With ``minified`` (``--stats-minified``) no newlines or tabs are written.
+Strings are JSON-escaped (uWSGI does not escape; for ordinary names the bytes agree).
+New brood fields may only ever be appended at the end (``extra``).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+from brood import __version__
+from brood.routers.health import grace_stat
+from brood.routers.node import Node
+
+# Field order of one subscription node, as uWSGI writes it.
+NODE_FIELDS: tuple[str, ...] = (
+    "name", "modifier1", "modifier2", "last_check", "pid", "uid", "gid", "requests",
+    "last_requests", "tx", "rx", "cores", "load", "weight", "wrr", "ref", "failcnt",
+    "death_mark",
+)
+
+
+class StatsWriter:
+    """uWSGI's stats writer: tabs, newlines and commas exactly where it puts them."""
+
+    def __init__(self, minified: bool = False) -> None:
+        self.minified = minified
+        self.parts: list[str] = ["{" if minified else "{\n"]
+        self.tabs = 1
+
+    def _nl(self) -> None:
+        if not self.minified:
+            self.parts.append("\n")
+
+    def _indent(self) -> None:
+        if not self.minified:
+            self.parts.append("\t" * self.tabs)
+
+    def comma(self) -> None:
+        self.parts.append(",")
+        self._nl()
+
+    def key(self, name: str) -> None:
+        self._indent()
+        self.parts.append(f"{_str(name)}:")
+
+    def keyval(self, name: str, value: str) -> None:
+        self._indent()
+        self.parts.append(f"{_str(name)}:{_str(value)}")
+
+    def keylong(self, name: str, value: int) -> None:
+        self._indent()
+        self.parts.append(f"{_str(name)}:{int(value)}")
+
+    def string(self, value: str) -> None:
+        self.parts.append(_str(value))  # the quirk: no indentation
+
+    def list_open(self) -> None:
+        self.tabs += 1
+        self.parts.append("[")
+        self._nl()
+
+    def list_close(self) -> None:
+        self._close("]")
+
+    def object_open(self) -> None:
+        self._indent()
+        if not self.minified:
+            self.tabs += 1
+        self.parts.append("{")
+        self._nl()
+
+    def object_close(self) -> None:
+        self._close("}")
+
+    def _close(self, symbol: str) -> None:
+        if not self.minified:
+            self.parts.append("\n")
+            self.tabs -= 1
+            self._indent()
+        self.parts.append(symbol)
+
+    def finish(self) -> bytes:
+        self.tabs = 1
+        self._close("}")
+        return "".join(self.parts).encode("utf-8", "surrogateescape")
+
+
+def _str(value: str) -> str:
+    return json.dumps(value, ensure_ascii=False)
+
+
+def _text(value: Any) -> str:
+    if isinstance(value, bytes | bytearray):
+        return bytes(value).decode("utf-8", "surrogateescape")
+    return str(value)
+
+
+def _field(item: Any, name: str, default: Any = 0) -> Any:
+    if isinstance(item, Mapping):
+        return item.get(name, default)
+    return getattr(item, name, default)
+
+
+def _node_value(node: Any, name: str) -> Any:
+    value = _field(node, name)
+    if name == "ref" and isinstance(node, Mapping) and "ref" not in node:
+        value = node.get("reference", 0)
+    return value
+
+
+def _write_node(w: StatsWriter, node: Node | Mapping[str, Any]) -> None:
+    w.object_open()
+    for i, name in enumerate(NODE_FIELDS):
+        if i:
+            w.comma()
+        if name == "name":
+            w.keyval("name", _text(_field(node, "name", "")))
+        else:
+            w.keylong(name, int(_node_value(node, name) or 0))
+    w.object_close()
+
+
+def _write_slot(w: StatsWriter, slot: Any) -> None:
+    w.object_open()
+    w.keyval("key", _text(_field(slot, "key", "")))
+    w.comma()
+    w.keylong("hash", int(_field(slot, "hash", 0)))
+    w.comma()
+    w.keylong("hits", int(_field(slot, "hits", 0)))
+    w.comma()
+    w.keylong("sni_enabled", int(bool(_field(slot, "sni_enabled", 0))))
+    w.comma()
+    w.key("nodes")
+    w.list_open()
+    for i, node in enumerate(_field(slot, "nodes", ()) or ()):
+        if i:
+            w.comma()
+        _write_node(w, node)
+    w.list_close()
+    w.object_close()
+
+
+def router_stats(
+    kind: str,
+    *,
+    pid: int,
+    uid: int,
+    gid: int,
+    cwd: str,
+    active_sessions: int,
+    socket_names: Sequence[str],
+    static_nodes: Sequence[Node] | None,
+    subscriptions: Iterable[Any] | None,
+    cheap: bool,
+    now: float,
+    version: str = __version__,
+    minified: bool = False,
+    extra: Mapping[str, int | str] | None = None,
+) -> bytes:
+    """The stats document of one router process.
+
+    ``kind`` is the router's short name ("http", "fastrouter", "rawrouter",
+    "sslrouter"), also the key of its socket list (every gateway socket it owns, the
+    subscription server included, in option order). ``static_nodes``: the ``--X-to``
+    nodes, or None/empty to leave the key out (uWSGI prints it only when configured).
+    ``subscriptions``: the slots in bucket order, each a mapping or object with
+    ``key, hash, hits, sni_enabled, nodes`` (nodes: Node or mappings with NODE_FIELDS);
+    None when the router has no subscription server (the key is left out); an object
+    with ``stats_slots(now)`` (the subscription table) is asked for them. ``extra``:
+    brood totals appended after ``cheap`` (ints or strings).
+    """
+    w = StatsWriter(minified)
+    w.keyval("version", version)
+    w.comma()
+    for name, value in (("pid", pid), ("uid", uid), ("gid", gid)):
+        w.keylong(name, value)
+        w.comma()
+    w.keyval("cwd", cwd)
+    w.comma()
+    w.keylong("active_sessions", active_sessions)
+    w.comma()
+
+    w.key(kind)
+    w.list_open()
+    for i, name in enumerate(socket_names):
+        if i:
+            w.comma()
+        w.string(name)
+    w.list_close()
+    w.comma()
+
+    if static_nodes:
+        w.key("static_nodes")
+        w.list_open()
+        for i, node in enumerate(static_nodes):
+            if i:
+                w.comma()
+            w.object_open()
+            w.keyval("name", node.name)
+            w.comma()
+            w.keylong("hits", node.requests)
+            w.comma()
+            w.keylong("grace", grace_stat(node, now))
+            w.object_close()
+        w.list_close()
+        w.comma()
+
+    if subscriptions is not None:
+        if hasattr(subscriptions, "stats_slots"):  # the subscription table itself
+            subscriptions = subscriptions.stats_slots(now)
+        w.key("subscriptions")
+        w.list_open()
+        for i, slot in enumerate(subscriptions):
+            if i:
+                w.comma()
+            _write_slot(w, slot)
+        w.list_close()
+        w.comma()
+
+    w.keylong("cheap", int(bool(cheap)))
+    for name, value in (extra or {}).items():
+        w.comma()
+        if isinstance(value, str):
+            w.keyval(name, value)
+        else:
+            w.keylong(name, value)
+    return w.finish()
+
+
+__all__ = ["NODE_FIELDS", "StatsWriter", "router_stats"]
