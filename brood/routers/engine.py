@@ -1,0 +1,257 @@
+"""The router engine: the per-request flow every front (http, fastrouter, rawrouter,
+sslrouter) shares, written once.
+
+A front parses its own protocol and finds a key; everything after that is here::
+
+    async with engine.session(peer):               # active_sessions, router harakiri
+        upstream = await engine.connect(key, client=ip)   # resolve, connect, retry,
+        async with upstream:                               # gracetime, fallbacks
+            await upstream.send(first_bytes)
+            await upstream.relay(client_sock)              # counts tx/rx on the node
+
+``connect`` raises a ``RoutingError`` (503/502/504) the front turns into its own kind of
+error (an HTTP answer, a close). While an ``Upstream`` is open its node's ``ref``
+(in-flight) counter is raised; ``requests`` counts successful connects ("hits").
+Cheap mode: with ``--X-cheap`` and no node, the accept loops wait in ``wait_serving``.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections.abc import AsyncIterator, Callable, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+import trio
+
+from brood.config.model import Config
+from brood.config.option import lookup
+from brood.routers.errors import RoutingError
+from brood.routers.net.backend import ConnectPlan, connect_node
+from brood.routers.net.relay import Endpoint, RelayResult, relay, send_all
+from brood.routers.node import Node
+from brood.routers.resolve import Resolver
+
+log = logging.getLogger("brood.routers")
+
+
+def option(cfg: Config, name: str, default: Any) -> Any:
+    """``cfg[name]``, or ``default`` when the option is unset or not declared in this
+    build (so one engine serves every prefix, whatever each declares)."""
+    if lookup(name) is None or not cfg.is_set(name):
+        return default
+    value = cfg[name]
+    return default if value is None else value
+
+
+@dataclass
+class RouterSettings:
+    """The engine's knobs for one router kind, read once from ``--<kind>-*`` options."""
+
+    kind: str
+    timeout: float = 60.0  # --X-timeout: idle timeout of a session, and the connect timeout
+    gracetime: float = 30.0  # --X-gracetime: a refusing node is skipped this long
+    max_retries: int = 3  # --X-max-retries: next nodes tried after a failed connect
+    harakiri: float = 0.0  # --X-harakiri: a session older than this is cut (0: never)
+    buffer_size: int = 4096  # --X-buffer-size, else --buffer-size: request head limit
+    cheap: bool = False  # --X-cheap: accept nothing while there is no node
+    quiet: bool = False  # --X-quiet: do not log failed requests
+    fallbacks: Sequence[str] = field(default_factory=tuple)  # --X-fallback
+
+    @classmethod
+    def from_config(cls, cfg: Config, kind: str) -> RouterSettings:
+        buffer_size = option(cfg, f"{kind}-buffer-size", 0) or option(cfg, "buffer-size", 4096)
+        return cls(
+            kind=kind,
+            timeout=float(option(cfg, f"{kind}-timeout", 60)),
+            gracetime=float(option(cfg, f"{kind}-gracetime", 30)),
+            max_retries=int(option(cfg, f"{kind}-max-retries", 3)),
+            harakiri=float(option(cfg, f"{kind}-harakiri", 0)),
+            buffer_size=int(buffer_size),
+            cheap=bool(option(cfg, f"{kind}-cheap", False)),
+            quiet=bool(option(cfg, f"{kind}-quiet", False)),
+            fallbacks=tuple(option(cfg, f"{kind}-fallback", [])),
+        )
+
+
+class Upstream:
+    """A connected node for one request. Use as ``async with``: closing it closes the
+    socket and drops the node's in-flight count."""
+
+    def __init__(self, engine: Engine, node: Node, sock: Any) -> None:
+        self.engine = engine
+        self.node = node
+        self.sock = sock  # raw trio socket
+        self.closed = False
+
+    async def send(self, data: bytes | bytearray | memoryview) -> None:
+        """Write bytes to the node (a request head already read from the client)."""
+        await send_all(self.sock, data)
+        self.node.tx += len(data)
+
+    async def receive_some(self, max_bytes: int = 65536) -> bytes:
+        data = await self.sock.recv(max_bytes)
+        self.node.rx += len(data)
+        return data
+
+    async def relay(self, client: Endpoint, *, end_when_node_done: bool = True,
+                    splice: bool | None = None) -> RelayResult:
+        """Pipe client <-> node until done (the node closing its answer ends a uwsgi
+        session; a raw TCP session waits for both sides), with the idle timeout."""
+        result = RelayResult()
+        try:
+            await relay(client, self.sock, idle_timeout=self.engine.settings.timeout,
+                        end_when_b_done=end_when_node_done, splice=splice, result=result)
+        finally:
+            self.node.tx += result.a_to_b
+            self.node.rx += result.b_to_a
+        return result
+
+    def close(self) -> None:
+        if not self.closed:
+            self.closed = True
+            self.node.ref -= 1
+            self.sock.close()
+
+    async def __aenter__(self) -> Upstream:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        self.close()
+
+
+class Engine:
+    """Shared routing state of one router process: resolver, fallbacks, counters."""
+
+    def __init__(self, settings: RouterSettings, resolver: Resolver, *,
+                 clock: Callable[[], float] = time.time, has_nodes: bool = True) -> None:
+        self.settings = settings
+        self.kind = settings.kind
+        self.resolver = resolver
+        self.clock = clock
+        self.fallback_nodes = [Node(name) for name in settings.fallbacks]
+        self.plan = ConnectPlan(
+            connect_timeout=settings.timeout,
+            max_retries=settings.max_retries,
+            gracetime=settings.gracetime,
+            fallbacks=self.fallback_nodes,
+        )
+        self.active_sessions = 0
+        self.sessions_total = 0
+        self._has_nodes = has_nodes
+        self._idle: trio.Event | None = None
+        self._serving = trio.Event()
+        if not self.cheap:
+            self._serving.set()
+
+    # -- cheap mode ---------------------------------------------------------------------
+    @property
+    def cheap(self) -> bool:
+        return self.settings.cheap and not self._has_nodes
+
+    def nodes_changed(self, has_nodes: bool) -> None:
+        """The subscription table (or any dynamic source) says whether nodes exist."""
+        was_cheap = self.cheap
+        self._has_nodes = has_nodes
+        if was_cheap and not self.cheap:
+            log.info("leaving cheap mode... (%s)", self.kind)
+            self._serving.set()
+        elif not was_cheap and self.cheap:
+            log.info("no more nodes available. Going cheap... (%s)", self.kind)
+            self._serving = trio.Event()
+
+    async def wait_serving(self) -> None:
+        """Return at once unless in cheap mode; then wait until a node exists."""
+        while self.cheap:
+            await self._serving.wait()
+        await trio.lowlevel.checkpoint()
+
+    # -- sessions -----------------------------------------------------------------------
+    @asynccontextmanager
+    async def session(self, peer: Any = None) -> AsyncIterator[trio.CancelScope]:
+        """Counts the session as active; ``--X-harakiri`` bounds its lifetime."""
+        self.active_sessions += 1
+        self.sessions_total += 1
+        deadline = (trio.current_time() + self.settings.harakiri
+                    if self.settings.harakiri > 0 else float("inf"))
+        try:
+            with trio.CancelScope(deadline=deadline) as scope:
+                yield scope
+            if scope.cancelled_caught:
+                self.log_failure(peer, f"harakiri: session older than "
+                                       f"{self.settings.harakiri:g}s cut")
+        finally:
+            self.active_sessions -= 1
+            if not self.active_sessions and self._idle is not None:
+                self._idle.set()
+
+    async def wait_idle(self) -> None:
+        """Return once no session is active (graceful stop waits here)."""
+        while self.active_sessions:
+            self._idle = trio.Event()
+            await self._idle.wait()
+        await trio.lowlevel.checkpoint()
+
+    async def connect(self, key: bytes | None, *, client: bytes = b"",
+                      fallback_only: bool = False) -> Upstream:
+        """Resolve ``key`` and connect (retries, gracetime, fallbacks); RoutingError else."""
+        node, sock, failed = await connect_node(
+            self.resolver, key, self.plan, client=client, clock=self.clock,
+            use_fallbacks_only=fallback_only,
+        )
+        if failed and not self.settings.quiet:
+            for attempt in failed:
+                log.warning("%s: node %s failed: %s", self.kind, attempt.node, attempt.error)
+        node.requests += 1
+        node.ref += 1
+        return Upstream(self, node, sock)
+
+    def log_failure(self, peer: Any, reason: str | RoutingError) -> None:
+        if self.settings.quiet:
+            return
+        if isinstance(reason, RoutingError):
+            reason = f"{reason.status} {reason.reason}"
+        log.warning("%s: request from %s: %s", self.kind, _peer_text(peer), reason)
+
+    # -- stats --------------------------------------------------------------------------
+    def static_nodes(self) -> list[Node]:
+        """Nodes configured statically (``--X-to`` and fallbacks) for the stats JSON."""
+        nodes = list(getattr(self.resolver, "static_nodes", ()) or ())
+        return nodes + [n for n in self.fallback_nodes if n not in nodes]
+
+    def subscriptions(self) -> Any:
+        return getattr(self.resolver, "subscriptions", None)
+
+    def stats(self, socket_names: Sequence[str]) -> bytes:
+        """The router stats JSON document (WIRE §3.2) of this process."""
+        from brood.routers.stats import router_stats
+
+        return router_stats(
+            self.kind,
+            pid=os.getpid(),
+            uid=os.getuid(),
+            gid=os.getgid(),
+            cwd=os.getcwd(),
+            active_sessions=self.active_sessions,
+            socket_names=list(socket_names),
+            static_nodes=self.static_nodes(),
+            subscriptions=self.subscriptions(),
+            cheap=self.cheap,
+            now=self.clock(),
+        )
+
+
+def _peer_text(peer: Any) -> str:
+    if isinstance(peer, tuple) and len(peer) >= 2:
+        return f"{peer[0]}:{peer[1]}"
+    return str(peer) if peer else "unix socket"
+
+
+def client_ip(peer: Any) -> bytes:
+    """The client's address as the resolver's ``client`` argument (iphash) wants it."""
+    if isinstance(peer, tuple) and peer:
+        return str(peer[0]).encode()
+    return b""

@@ -1,0 +1,214 @@
+"""The fastrouter front: uwsgi packets in, the same packets out to a node chosen by key.
+
+Per connection: read the header and the whole vars block (bounded by the buffer size),
+take the key (``UWSGI_FASTROUTER_KEY``, else the last ``HTTP_HOST``, else ``SERVER_NAME``;
+or ``--fastrouter-force-key`` for every request), optionally spool the body
+(``--fastrouter-post-buffering``), connect through the engine, send the packet with header
+bytes 0 and 3 replaced by the node's modifier1/modifier2, then relay body and answer.
+
+Where uWSGI closes silently (no key, unknown key, bad packet, dead nodes), brood answers a
+short HTTP error (400/502/503/504) and logs why: the fastrouter's client is usually nginx,
+which would otherwise show its own 502 with no reason.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import tempfile
+from http import HTTPStatus
+from typing import Any
+
+import trio
+
+from brood.config.model import Config
+from brood.listener import Listener
+from brood.protocol.errors import ProtocolError
+from brood.protocol.uwsgi import MAX_VARS_SIZE, Packet, PacketReader, header_with_modifiers
+from brood.protocol.vars import routing_key
+from brood.routers.engine import Engine, Upstream, client_ip, option
+from brood.routers.errors import NodeTimeout, RoutingError, error_body
+from brood.routers.net.listen import ConnectionHandler
+from brood.routers.net.relay import receive_some, send_all
+
+log = logging.getLogger("brood.routers")
+
+RECV_CHUNK = 65536
+
+
+def error_response(status: int) -> bytes:
+    """A complete HTTP/1.0 error answer; uwsgi clients (nginx) parse it like a node's."""
+    body = error_body(status)
+    try:
+        phrase = HTTPStatus(status).phrase
+    except ValueError:
+        phrase = "Error"
+    head = (f"HTTP/1.0 {status} {phrase}\r\nContent-Type: text/plain\r\n"
+            f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n")
+    return head.encode("latin-1") + body
+
+
+class Spool:
+    """A request body held before the node is contacted: in memory up to ``memory_limit``
+    bytes, then in an unnamed temporary file (``--fastrouter-post-buffering-dir``).
+
+    File writes are synchronous: they land in the page cache, far faster than the socket
+    feeding them, so a thread hop would cost more than it saves."""
+
+    def __init__(self, memory_limit: int, directory: str | None = None) -> None:
+        self.memory_limit = memory_limit
+        self.directory = directory
+        self.memory = bytearray()
+        self.file: Any = None
+        self.size = 0
+
+    def write(self, data: bytes) -> None:
+        self.size += len(data)
+        if self.file is None and len(self.memory) + len(data) <= self.memory_limit:
+            self.memory += data
+            return
+        if self.file is None:
+            self.file = tempfile.TemporaryFile(dir=self.directory or None)  # noqa: SIM115 (lives past this call; close() ends it)
+            self.file.write(self.memory)
+            self.memory = bytearray()
+        self.file.write(data)
+
+    async def send_to(self, sock: trio.socket.SocketType) -> None:
+        """Write the spooled body to ``sock`` (sendfile(2) for the file case)."""
+        if self.file is None:
+            await send_all(sock, self.memory)
+            return
+        self.file.flush()
+        fd, offset = self.file.fileno(), 0
+        while offset < self.size:
+            try:
+                offset += os.sendfile(sock.fileno(), fd, offset, self.size - offset)
+            except BlockingIOError:
+                await trio.lowlevel.wait_writable(sock)
+
+    def close(self) -> None:
+        if self.file is not None:
+            self.file.close()
+            self.file = None
+
+
+def content_length(pairs: list[tuple[bytes, bytes]]) -> int:
+    """CONTENT_LENGTH of the request (the last one given), 0 when absent or not a number."""
+    value = b""
+    for key, val in pairs:
+        if key == b"CONTENT_LENGTH":
+            value = val
+    return int(value) if value.strip().isdigit() else 0
+
+
+class FastRouter:
+    """Connection handler of one fastrouter socket."""
+
+    def __init__(self, engine: Engine, cfg: Config) -> None:
+        self.engine = engine
+        force = option(cfg, "fastrouter-force-key", None)
+        self.force_key: bytes | None = force.encode() if isinstance(force, str) else force
+        self.fallback_on_no_key = bool(option(cfg, "fastrouter-fallback-on-no-key", False))
+        self.post_buffering = int(option(cfg, "fastrouter-post-buffering", 0))
+        self.post_buffering_dir = option(cfg, "fastrouter-post-buffering-dir", None)
+        self.limit = min(engine.settings.buffer_size, MAX_VARS_SIZE)
+
+    async def __call__(self, conn: trio.socket.SocketType, peer: Any) -> None:
+        engine = self.engine
+        async with engine.session(peer):
+            timeout = engine.settings.timeout
+            try:
+                with trio.fail_after(timeout):
+                    packet, rest = await self.read_packet(conn)
+            except ProtocolError as exc:
+                engine.log_failure(peer, f"bad uwsgi packet: {exc.reason}")
+                await self.answer(conn, exc.status)
+                return
+            except trio.TooSlowError:
+                engine.log_failure(peer, f"no complete uwsgi packet within {timeout:g}s")
+                return
+            if packet is None:
+                return  # the client closed before sending a whole packet
+            key = self.force_key if self.force_key is not None else routing_key(packet.vars)
+            spool = None
+            try:
+                if self.post_buffering > 0:
+                    spool, rest = await self.buffer_body(conn, packet, rest)
+                    if spool is None:
+                        return
+                try:
+                    upstream = await engine.connect(
+                        key, client=client_ip(peer),
+                        fallback_only=key is None and self.fallback_on_no_key)
+                except RoutingError as exc:
+                    engine.log_failure(peer, exc)
+                    await self.answer(conn, exc.status)
+                    return
+                async with upstream:
+                    await self.forward(conn, peer, upstream, packet, rest, spool)
+            finally:
+                if spool is not None:
+                    spool.close()
+
+    async def read_packet(self, conn: trio.socket.SocketType) -> tuple[Packet | None, bytes]:
+        """Header + complete vars block, and the body bytes that came with them."""
+        reader = PacketReader(self.limit)
+        while True:
+            data = await receive_some(conn, RECV_CHUNK)
+            if not data:
+                return None, b""
+            packet = reader.feed(data)
+            if packet is not None:
+                return packet, reader.rest
+
+    async def buffer_body(self, conn: trio.socket.SocketType, packet: Packet,
+                          rest: bytes) -> tuple[Spool | None, bytes]:
+        """Read CONTENT_LENGTH body bytes into a Spool before any node is contacted.
+        (None, b"") when the client went away or stalled past the timeout."""
+        length = content_length(packet.vars)
+        spool = Spool(self.post_buffering, self.post_buffering_dir)
+        spool.write(rest[:length])
+        rest = rest[length:]
+        while spool.size < length:
+            with trio.move_on_after(self.engine.settings.timeout):
+                data = await receive_some(conn, min(RECV_CHUNK, length - spool.size))
+                if not data:
+                    break
+                spool.write(data)
+                continue
+            break
+        if spool.size < length:
+            spool.close()
+            self.engine.log_failure(None, f"request body ended at {spool.size} of {length} bytes")
+            return None, b""
+        return spool, rest
+
+    async def forward(self, conn: trio.socket.SocketType, peer: Any, upstream: Upstream,
+                      packet: Packet, rest: bytes, spool: Spool | None) -> None:
+        node = upstream.node
+        head = header_with_modifiers(packet.raw, node.modifier1, node.modifier2)
+        await upstream.send(head + packet.raw[4:] + (b"" if spool else rest))
+        if spool is not None:
+            await spool.send_to(upstream.sock)
+            node.tx += spool.size
+            if rest:
+                await upstream.send(rest)
+        result = await upstream.relay(conn, end_when_node_done=True)
+        if result.timed_out:
+            err = NodeTimeout(f"node {node.name} idle for {self.engine.settings.timeout:g}s")
+            self.engine.log_failure(peer, err)
+            if result.b_to_a == 0:
+                await self.answer(conn, err.status)
+
+    async def answer(self, conn: trio.socket.SocketType, status: int) -> None:
+        """Best effort: the client may already be gone."""
+        try:
+            with trio.move_on_after(self.engine.settings.timeout):
+                await send_all(conn, error_response(status))
+        except OSError:
+            pass
+
+
+def make_handler(engine: Engine, cfg: Config, listener: Listener) -> ConnectionHandler:
+    """The front entry point used by ``brood.routers.process``."""
+    return FastRouter(engine, cfg)

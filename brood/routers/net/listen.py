@@ -1,0 +1,77 @@
+"""The accept loop of a router process on a listening socket the master bound.
+
+Several router processes accept on the same inherited socket; the kernel hands each
+connection to one of them. Accepted sockets stay raw ``trio.socket`` sockets (the fronts
+wrap them only when they must, e.g. TLS) and get TCP_NODELAY at once.
+
+The loop runs until its cancel scope is cancelled (graceful stop: no more accepts), while
+the connections it started live in a separate ``sessions`` nursery owned by the caller,
+so they can finish after accepting stopped.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import socket
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import trio
+
+from brood.routers.net.relay import set_nodelay
+
+log = logging.getLogger("brood.routers")
+
+ConnectionHandler = Callable[[trio.socket.SocketType, Any], Awaitable[None]]
+
+# Out of file descriptors or memory: accepting again at once would spin; trio's own
+# serve_listeners waits 100 ms too.
+_RESOURCE_ERRORS = {errno.EMFILE, errno.ENFILE, errno.ENOMEM, errno.ENOBUFS}
+_RESOURCE_PAUSE = 0.1
+
+
+def adopt(sock: socket.socket) -> trio.socket.SocketType:
+    """A trio socket over a duplicate of ``sock``'s fd (the Listener keeps its own)."""
+    return trio.socket.from_stdlib_socket(sock.dup())
+
+
+async def accept_loop(
+    listen_sock: trio.socket.SocketType,
+    handler: ConnectionHandler,
+    sessions: trio.Nursery,
+    *,
+    may_accept: Callable[[], Awaitable[None]] | None = None,
+    task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """Accept forever, running ``handler(sock, peer)`` for each connection in ``sessions``.
+
+    ``may_accept`` is awaited before each accept (cheap mode waits there for nodes).
+    The handler owns nothing: the accepted socket is closed here when it returns.
+    """
+    task_status.started()
+    while True:
+        if may_accept is not None:
+            await may_accept()
+        try:
+            conn, peer = await listen_sock.accept()
+        except OSError as exc:
+            if exc.errno in _RESOURCE_ERRORS:
+                log.error("accept on %s: %s, pausing", listen_sock, exc.strerror)
+                await trio.sleep(_RESOURCE_PAUSE)
+                continue
+            if exc.errno in (errno.ECONNABORTED, errno.EPROTO, errno.EPERM):
+                continue  # the client left before we took it
+            raise
+        set_nodelay(conn)
+        sessions.start_soon(_run_connection, handler, conn, peer)
+
+
+async def _run_connection(handler: ConnectionHandler, conn: trio.socket.SocketType,
+                          peer: Any) -> None:
+    with conn:
+        try:
+            await handler(conn, peer)
+        except (OSError, trio.BrokenResourceError, trio.ClosedResourceError) as exc:
+            # A peer that resets mid-request is routine for a router, not a crash.
+            log.debug("connection from %s ended: %s", peer, exc)

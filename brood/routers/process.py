@@ -1,0 +1,204 @@
+"""A router process: the target the master forks for ``--X-processes`` (one per core).
+
+``run_router`` is what a router ``ChildSpec`` calls in the forked child: it starts
+``trio.run`` with the front's accept loops on the inherited listening sockets, the
+``--X-stats`` server in the same loop, and the signal handling:
+
+* SIGHUP / SIGTERM: graceful. Stop accepting at once (another process or the next
+  generation takes new connections), let open sessions finish within the mercy
+  (``--reload-mercy``, 60 s), then exit 0.
+* SIGINT / SIGQUIT: immediate. Cancel everything, exit 0.
+
+``serve_router`` is the same minus signals, for embedding and in-process tests::
+
+    server = await nursery.start(serve_router, "fastrouter", cfg, listeners)
+    server.stop_accepting(); await server.drain(5)   # or server.stop()
+
+A front is a module with ``make_handler(engine, cfg, listener) -> ConnectionHandler``
+(an ``async (sock, peer)`` callable that serves one accepted raw socket).
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import signal
+import socket
+from collections.abc import Sequence
+from typing import Any
+
+import trio
+
+from brood.config.model import Config
+from brood.listener import Listener
+from brood.routers.engine import Engine, RouterSettings, option
+from brood.routers.net.listen import accept_loop, adopt
+from brood.routers.net.relay import receive_some, send_all
+
+log = logging.getLogger("brood.routers")
+
+# Router kind -> the module serving it. "https" sockets belong to the HTTP router.
+FRONTS = {
+    "fastrouter": "brood.routers.fastrouter",
+    "rawrouter": "brood.routers.rawrouter",
+    "http": "brood.routers.http.router",
+    "sslrouter": "brood.routers.sslrouter",
+}
+# Option prefix (--X-to, --X-timeout...) of each listener proto.
+PREFIX = {"https": "http"}
+
+GRACEFUL = (signal.SIGHUP, signal.SIGTERM)
+IMMEDIATE = (signal.SIGINT, signal.SIGQUIT)
+# --stats-http: how long to wait for the request bytes before answering anyway.
+STATS_HTTP_WAIT = 5.0
+
+
+def build_engine(kind: str, cfg: Config) -> Engine:
+    """The engine for ``kind`` from the config: settings plus the resolver chain."""
+    from brood.routers.resolve import build_resolver
+
+    resolver = build_resolver(cfg, kind)
+    settings = RouterSettings.from_config(cfg, kind)
+    return Engine(settings, resolver, has_nodes=_has_static_mapping(cfg, kind))
+
+
+def _has_static_mapping(cfg: Config, kind: str) -> bool:
+    mappers = ("to", "use-pattern", "use-base", "use-cache", "use-code-string", "use-socket",
+               "fallback")
+    return any(option(cfg, f"{kind}-{m}", None) for m in mappers)
+
+
+class RouterServer:
+    """Handle on a running router: its engine and how to stop it."""
+
+    def __init__(self, engine: Engine, names: list[str]) -> None:
+        self.engine = engine
+        self.socket_names = names
+        self.accept_scope = trio.CancelScope()
+        self.session_scope = trio.CancelScope()
+
+    def stop_accepting(self) -> None:
+        self.accept_scope.cancel()
+
+    async def drain(self, mercy: float) -> bool:
+        """After ``stop_accepting``: wait for sessions to end, at most ``mercy`` seconds;
+        then cut the rest. True when every session ended by itself."""
+        with trio.move_on_after(mercy):
+            await self.engine.wait_idle()
+            return True
+        self.session_scope.cancel()
+        return False
+
+    def stop(self) -> None:
+        """Immediate: no more accepts, every session cut."""
+        self.accept_scope.cancel()
+        self.session_scope.cancel()
+
+
+async def serve_router(
+    kind: str,
+    cfg: Config,
+    listeners: Sequence[Listener],
+    *,
+    engine: Engine | None = None,
+    task_status: trio.TaskStatus[RouterServer] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """Serve every listener of ``kind`` (and its stats sockets) until stopped."""
+    prefix = PREFIX.get(kind, kind)
+    engine = engine or build_engine(prefix, cfg)
+    front = importlib.import_module(FRONTS[prefix])
+    mine = [lst for lst in listeners if PREFIX.get(lst.proto, lst.proto) == prefix]
+    stats = _stats_listeners(prefix, cfg, listeners)
+    server = RouterServer(engine, [lst.name for lst in mine])
+    stats_http = bool(option(cfg, "stats-http", False))
+
+    async def stats_handler(conn: trio.socket.SocketType, peer: Any) -> None:
+        await serve_stats(conn, engine.stats(server.socket_names), http=stats_http)
+
+    with server.session_scope:
+        async with trio.open_nursery() as sessions:
+            with server.accept_scope:
+                async with trio.open_nursery() as accepts:
+                    for lst in mine:
+                        handler = front.make_handler(engine, cfg, lst)
+                        await accepts.start(_accept_on, lst.sock, handler, sessions,
+                                            engine.wait_serving)
+                    for sock in stats:
+                        await accepts.start(_accept_on, sock, stats_handler, sessions, None)
+                    task_status.started(server)
+
+
+async def _accept_on(sock: socket.socket, handler: Any, sessions: trio.Nursery, may_accept: Any,
+                     *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+    with adopt(sock) as tsock:
+        await accept_loop(tsock, handler, sessions, may_accept=may_accept,
+                          task_status=task_status)
+
+
+def _stats_listeners(prefix: str, cfg: Config, listeners: Sequence[Listener]) -> list[socket.socket]:
+    """The stats sockets: handed over by the master (proto "<kind>-stats", or "stats" with
+    the configured name), else bound here with SO_REUSEPORT so every process answers."""
+    address = option(cfg, f"{prefix}-stats", None)
+    given = [lst.sock for lst in listeners
+             if lst.proto == f"{prefix}-stats" or (lst.proto == "stats" and lst.name == address)]
+    if given or not address:
+        return given
+    return [bind_stats(address)]
+
+
+def bind_stats(address: str) -> socket.socket:
+    from brood.routers.resolve import parse_node_address
+
+    family, sockaddr = parse_node_address(address)
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        if family != socket.AF_UNIX:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        sock.bind(sockaddr)
+        sock.listen(128)
+    except BaseException:
+        sock.close()
+        raise
+    return sock
+
+
+async def serve_stats(conn: trio.socket.SocketType, document: bytes, *, http: bool) -> None:
+    """One stats answer: the JSON on accept, or (``--stats-http``) an HTTP response once
+    the client's request bytes arrived, as uWSGI does."""
+    if http:
+        with trio.move_on_after(STATS_HTTP_WAIT):
+            await receive_some(conn, 4096)
+        head = (b"HTTP/1.0 200 OK\r\nContent-Type: application/json\r\n"
+                b"Access-Control-Allow-Origin: *\r\nContent-Length: "
+                + str(len(document)).encode() + b"\r\n\r\n")
+        document = head + document
+    with trio.move_on_after(STATS_HTTP_WAIT):
+        await send_all(conn, document)
+
+
+async def router_main(kind: str, cfg: Config, listeners: Sequence[Listener]) -> int:
+    """``serve_router`` plus the signal handling of a router process."""
+    mercy = float(option(cfg, "reload-mercy", 60))
+    with trio.open_signal_receiver(*GRACEFUL, *IMMEDIATE) as signals:
+        async with trio.open_nursery() as nursery:
+            server: RouterServer = await nursery.start(serve_router, kind, cfg, listeners)
+            async for signum in signals:
+                if signum in GRACEFUL:
+                    log.info("%s %s: graceful stop, %d sessions to finish", kind,
+                             signal.Signals(signum).name, server.engine.active_sessions)
+                    server.stop_accepting()
+                    await server.drain(mercy)
+                else:
+                    server.stop()
+                break
+            nursery.cancel_scope.cancel()
+    return 0
+
+
+def run_router(kind: str, index: int, cfg: Config, listeners: list[Listener]) -> int:
+    """Body of router process ``index`` (1-based); returns the exit status."""
+    try:
+        return trio.run(router_main, kind, cfg, listeners)
+    except KeyboardInterrupt:
+        return 0

@@ -1,0 +1,128 @@
+"""Loopback helpers for the router integration tests: listeners on port 0, tiny backends
+started with ``nursery.start`` (so tests know when they listen), and a dict resolver."""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import trio
+
+from brood.listener import Listener
+from brood.protocol.uwsgi import read_packet
+from brood.routers.node import Node
+
+ANSWER = b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 9\r\n\r\ncaptured\n"
+
+
+def bind_listener(proto: str) -> Listener:
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.bind(("127.0.0.1", 0))
+    sock.listen(128)
+    host, port = sock.getsockname()
+    return Listener(sock, f"{host}:{port}", proto)
+
+
+def refused_address() -> str:
+    """A loopback port nothing listens on (bound, then closed)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return f"127.0.0.1:{sock.getsockname()[1]}"
+
+
+async def connect(address: str) -> trio.socket.SocketType:
+    host, port = address.rsplit(":", 1)
+    sock = trio.socket.socket()
+    await sock.connect((host, int(port)))
+    return sock
+
+
+async def send_all(sock: trio.socket.SocketType, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[await sock.send(view):]
+
+
+async def read_all(sock: trio.socket.SocketType, limit: float = 10) -> bytes:
+    out = bytearray()
+    with trio.fail_after(limit):
+        while data := await sock.recv(1 << 20):
+            out += data
+    return bytes(out)
+
+
+@dataclass
+class Backend:
+    """A loopback server; ``received`` holds the bytes of each connection it served."""
+
+    address: str
+    received: list[bytes] = field(default_factory=list)
+    connections: int = 0
+
+
+def _uwsgi_complete(buf: bytes) -> bool:
+    if len(buf) < 4 or len(buf) < 4 + int.from_bytes(buf[1:3], "little"):
+        return False
+    packet, rest = read_packet(buf)
+    length = 0
+    for key, value in packet.vars:
+        if key == b"CONTENT_LENGTH":
+            length = int(value or b"0")
+    return len(rest) >= length
+
+
+async def uwsgi_backend(answer: bytes = ANSWER, *, stall: bool = False,
+                        task_status=trio.TASK_STATUS_IGNORED) -> None:
+    """Reads one whole uwsgi request per connection, records it, answers ``answer`` and
+    closes (``stall``: never answers)."""
+    lsock = trio.socket.socket()
+    await lsock.bind(("127.0.0.1", 0))
+    lsock.listen(64)
+    backend = Backend(f"127.0.0.1:{lsock.getsockname()[1]}")
+
+    async def serve(conn):
+        with conn:
+            buf = b""
+            while not _uwsgi_complete(buf):
+                data = await conn.recv(65536)
+                if not data:
+                    break
+                buf += data
+            backend.received.append(buf)
+            if stall:
+                await trio.sleep_forever()
+            await send_all(conn, answer)
+
+    with lsock:
+        task_status.started(backend)
+        async with trio.open_nursery() as nursery:
+            while True:
+                conn, _ = await lsock.accept()
+                backend.connections += 1
+                nursery.start_soon(serve, conn)
+
+
+class DictResolver:
+    """Key -> node names, round robin, skipping excluded and graced nodes; records keys."""
+
+    def __init__(self, table: dict[bytes, Sequence[str]], gracetime: float = 30.0) -> None:
+        self.nodes = {key: [Node(name) for name in names] for key, names in table.items()}
+        self.gracetime = gracetime
+        self.keys: list[bytes] = []
+        self._next: dict[bytes, int] = {}
+        self.static_nodes = [n for nodes in self.nodes.values() for n in nodes]
+
+    def resolve(self, key: bytes, now: float, client: bytes = b"", exclude=()) -> Node | None:
+        self.keys.append(key)
+        nodes = self.nodes.get(key, [])
+        for _ in range(len(nodes)):
+            index = self._next.get(key, 0) % len(nodes)
+            self._next[key] = index + 1
+            node = nodes[index]
+            if node not in exclude and node.usable(now):
+                return node
+        return None
+
+    def on_connect_failed(self, node: Node, now: float) -> None:
+        node.mark_failed_connect(now, self.gracetime)

@@ -1,0 +1,145 @@
+"""The rawrouter on loopback: byte pipe with half-close, node-first protocols, xclient,
+splice for bulk, no-node close."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import socket
+from functools import partial
+
+import trio
+from _routerkit import DictResolver, bind_listener, connect, read_all, send_all
+
+from brood.config.model import Config
+from brood.routers.engine import Engine, RouterSettings
+from brood.routers.net import relay as relay_mod
+from brood.routers.process import serve_router
+
+
+async def tcp_backend(conversation, *, task_status=trio.TASK_STATUS_IGNORED):
+    """Runs ``conversation(conn)`` for each connection."""
+    lsock = trio.socket.socket()
+    await lsock.bind(("127.0.0.1", 0))
+    lsock.listen(16)
+
+    async def serve(conn):
+        with conn:
+            await conversation(conn)
+
+    with lsock:
+        task_status.started(f"127.0.0.1:{lsock.getsockname()[1]}")
+        async with trio.open_nursery() as nursery:
+            while True:
+                conn, _ = await lsock.accept()
+                nursery.start_soon(serve, conn)
+
+
+async def digest_after_eof(conn):
+    """Reads to EOF (the client's half-close), then answers the sha256 and closes."""
+    data = await read_all(conn, 30)
+    await send_all(conn, hashlib.sha256(data).hexdigest().encode())
+
+
+async def start_raw(nursery, backend_address, cfg=None, **settings):
+    listener = bind_listener("rawrouter")
+    resolver = DictResolver({listener.name.encode(): [backend_address]})
+    engine = Engine(RouterSettings("rawrouter", **settings), resolver)
+    server = await nursery.start(
+        partial(serve_router, "rawrouter", cfg or Config(), [listener], engine=engine))
+    return listener.name, server, resolver
+
+
+async def test_half_close_both_ways():
+    payload = os.urandom(300_000)
+    async with trio.open_nursery() as nursery:
+        backend = await nursery.start(tcp_backend, digest_after_eof)
+        address, server, resolver = await start_raw(nursery, backend)
+        sock = await connect(address)
+        with sock:
+            await send_all(sock, payload)
+            sock.shutdown(socket.SHUT_WR)  # the node must see EOF and still answer
+            assert await read_all(sock) == hashlib.sha256(payload).hexdigest().encode()
+        await server.engine.wait_idle()
+        nursery.cancel_scope.cancel()
+    (node,) = resolver.nodes[address.encode()]
+    assert (node.requests, node.ref, node.tx, node.rx) == (1, 0, len(payload), 64)
+
+
+async def test_node_speaks_first():
+    async def banner(conn):
+        await send_all(conn, b"220 hello\r\n")
+        assert await conn.recv(100) == b"QUIT\r\n"
+        await send_all(conn, b"221 bye\r\n")
+
+    async with trio.open_nursery() as nursery:
+        backend = await nursery.start(tcp_backend, banner)
+        address, _, _ = await start_raw(nursery, backend)
+        sock = await connect(address)
+        with sock:
+            with trio.fail_after(5):
+                assert await sock.recv(100) == b"220 hello\r\n"  # nothing sent yet
+            await send_all(sock, b"QUIT\r\n")
+            assert await read_all(sock) == b"221 bye\r\n"
+        nursery.cancel_scope.cancel()
+
+
+async def test_xclient_after_banner():
+    seen = []
+
+    async def smtp(conn):
+        await send_all(conn, b"220 first greeting\r\n")
+        seen.append(await conn.recv(100))
+        await send_all(conn, b"220 second greeting\r\n")
+        seen.append(await read_all(conn))
+
+    cfg = Config.from_dict({"rawrouter-xclient": True})
+    async with trio.open_nursery() as nursery:
+        backend = await nursery.start(tcp_backend, smtp)
+        address, _, _ = await start_raw(nursery, backend, cfg)
+        sock = await connect(address)
+        with sock:
+            with trio.fail_after(5):
+                assert await sock.recv(100) == b"220 second greeting\r\n"
+            await send_all(sock, b"EHLO x\r\n")
+            sock.shutdown(socket.SHUT_WR)
+            assert await read_all(sock) == b""
+        nursery.cancel_scope.cancel()
+    assert seen == [b"XCLIENT ADDR=127.0.0.1\r\n", b"EHLO x\r\n"]
+
+
+async def test_bulk_goes_through_splice(monkeypatch):
+    spliced = []
+    real_splice = os.splice
+
+    def counting(*args, **kwargs):
+        moved = real_splice(*args, **kwargs)
+        spliced.append(moved)
+        return moved
+
+    monkeypatch.setattr(relay_mod.os, "splice", counting)
+    payload = os.urandom(8 << 20)
+    async with trio.open_nursery() as nursery:
+        backend = await nursery.start(tcp_backend, digest_after_eof)
+        address, _, _ = await start_raw(nursery, backend)
+        sock = await connect(address)
+        with sock:
+            await send_all(sock, payload)
+            sock.shutdown(socket.SHUT_WR)
+            assert await read_all(sock) == hashlib.sha256(payload).hexdigest().encode()
+        nursery.cancel_scope.cancel()
+    # every byte crossed twice (socket -> pipe -> socket), both directions included
+    assert sum(spliced) == 2 * (len(payload) + 64)
+
+
+async def test_no_node_closes_and_keeps_serving():
+    async with trio.open_nursery() as nursery:
+        listener = bind_listener("rawrouter")
+        engine = Engine(RouterSettings("rawrouter"), DictResolver({}))
+        await nursery.start(partial(serve_router, "rawrouter", Config(), [listener],
+                                    engine=engine))
+        for _ in range(2):
+            sock = await connect(listener.name)
+            with sock:
+                assert await read_all(sock) == b""
+        nursery.cancel_scope.cancel()
