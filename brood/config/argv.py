@@ -43,6 +43,12 @@ def bare_value(opt: Option, shown: str) -> Any:
     raise OptionError(f"{shown} needs a value")
 
 
+def _is_bool_word(word: str) -> bool:
+    """A flag declared ``value_follows`` (uWSGI 2.0's ``--auto-weight 1``) takes the next
+    word when it is a boolean literal, and only then."""
+    return word.strip().lower() in {"1", "0", "true", "false", "yes", "no", "on", "off"}
+
+
 def parse_argv(argv: list[str]) -> list[tuple[Option, Any]]:
     """(option, typed value) in command-line order; OptionError on the first mistake."""
     given: list[tuple[Option, Any]] = []
@@ -70,6 +76,9 @@ def _long(body: str, words: list[str], i: int, given: list[tuple[Option, Any]]) 
         raise unknown_option(name)
     if eq:
         given.append((opt, opt.convert(value)))
+    elif opt.extra.get("value_follows") and i < len(words) and _is_bool_word(words[i]):
+        given.append((opt, opt.convert(words[i])))
+        i += 1
     elif not opt.takes_value:
         given.append((opt, bare_value(opt, f"--{name}")))
     elif i < len(words) and not _names_option(words[i]):

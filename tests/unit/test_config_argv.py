@@ -163,3 +163,11 @@ def test_unprintable_unknown_option_stays_one_line():
     with pytest.raises(OptionError) as info:
         load_config(["--a\nb"])
     assert "\n" not in str(info.value)
+
+
+def test_auto_weight_takes_a_following_boolean_word_as_uwsgi_2_0_does():
+    from brood.config.load import load_config
+
+    assert load_config(["--auto-weight", "0", "--master"])["auto-weight"] is False
+    cfg = load_config(["--auto-weight", "--master"])
+    assert cfg["auto-weight"] is True and cfg["master"] is True

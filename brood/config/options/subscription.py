@@ -46,7 +46,7 @@ OPTIONS: list[Option] = [
     _opt("weight", "weight announced for this instance (0 on the wire means 1)",
          kind="int", default=0, metavar="N"),
     _opt("auto-weight", "announce processes x cores as the weight", kind="bool",
-         default=False),
+         default=False, extra={"value_follows": True}),
     _opt("unsubscribe-on-graceful-reload", "send unsubscribes on a graceful reload too",
          kind="bool", default=False),
     _opt("start-unsubscribed", "configure subscriptions but send none until the master "
