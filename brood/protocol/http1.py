@@ -1,0 +1,492 @@
+"""HTTP/1.0 and 1.1 heads: a strict request parser, a tolerant response parser.
+
+Shared by the HTTP router (client side) and ``--http-socket`` workers.
+
+How it works. The caller keeps a buffer and calls ``parse_request_head`` after
+each read: ``None`` means "need more", a ``RequestHead`` says how many bytes
+the head took (``size``) and how the body is framed. The head is found with one
+``bytes.find`` for CRLFCRLF bounded by ``limit``, split into lines once, and
+each line checked by one compiled regex, so the work per request is a handful
+of C-level scans, no per-byte Python loop.
+
+Request smuggling is the threat model (RFC 9112 §6.3, §11.2): the router and the
+worker behind it must agree on where each request ends, so every head whose
+framing could be read two ways is refused rather than guessed at:
+
+* Line endings must be CRLF. A bare LF or a bare CR anywhere in the head is a
+  400 (decision: no "lenient LF" mode, because a peer behind us might split
+  lines differently). Empty lines before the request line are skipped
+  (RFC 9112 §2.2: clients send a stray CRLF after a POST body).
+* obs-fold (a line starting with SP/HTAB), whitespace before the colon, a name
+  that is not a token, control characters in a value: 400.
+* Content-Length: digits only; repeated (or a list) only with one equal value.
+* Transfer-Encoding: the codings must end in a single ``chunked``; a final
+  coding other than chunked is 400 (length undeterminable), other codings
+  before chunked are 501 (we do not decode them). Together with
+  Content-Length, or in an HTTP/1.0 request: 400.
+* Host: at most one; required in HTTP/1.1; restricted to URI host characters
+  (no ``/``, no spaces) because it becomes a routing key and a path part for
+  ``--http-use-pattern``.
+* Versions other than 1.0 and 1.1 (including HTTP/0.9 lines and the HTTP/2
+  preface): 505.
+
+The response parser frames a backend's answer so the router can keep the
+client connection alive; the backend is our own side, so it accepts bare LF
+line endings and a missing reason phrase, but still refuses ambiguous framing
+(both Content-Length and Transfer-Encoding, differing lengths) with a 502.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+from .errors import (
+    BadRequest,
+    BadResponse,
+    HeadTooLarge,
+    NotImplementedCoding,
+    UnsupportedVersion,
+)
+
+# Default head limit: uWSGI's HTTP router caps a request head at 64 KiB
+# (WIRE §1.6); it must also fit a 65535-byte vars block after conversion.
+DEFAULT_HEAD_LIMIT = 65535
+# 18 decimal digits stay below 2**63: longer lengths are absurd and would only
+# feed big-int arithmetic to an attacker.
+_MAX_LENGTH_DIGITS = 18
+
+_TOKEN = rb"[-!#$%&'*+.^_`|~0-9A-Za-z]+"
+_TOKEN_RE = re.compile(_TOKEN)
+# A header line: token, colon, then any visible bytes, SP and HTAB (obs-text allowed).
+_HEADER_RE = re.compile(rb"(" + _TOKEN + rb"):([\t\x20-\x7e\x80-\xff]*)")
+# Request target: no controls, no spaces; obs-text tolerated as browsers send it.
+# The whole header block at once: lines of that shape, each ending in CRLF.
+_HEADERS_RE = re.compile(rb"(?:" + _TOKEN + rb":[\t\x20-\x7e\x80-\xff]*\r\n)*")
+# Header names whose values decide framing, persistence or routing.
+_SPECIAL = (b"host", b"content-length", b"transfer-encoding", b"connection", b"upgrade", b"expect")
+_TARGET_RE = re.compile(rb"[\x21-\x7e\x80-\xff]+")
+_VERSION_RE = re.compile(rb"HTTP/([0-9])\.([0-9])")
+# What the first bytes of a request may look like before its line is complete:
+# lets the router refuse TLS or binary garbage at once instead of waiting.
+_REQUEST_PREFIX_RE = re.compile(rb"(?:\r\n)*" + rb"[-!#$%&'*+.^_`|~0-9A-Za-z]*(?: |\r?\Z)")
+# URI host characters (RFC 3986 reg-name, IP literals, port): what a Host may hold.
+_HOST_RE = re.compile(rb"[-A-Za-z0-9._~!$&'()*+,;=:\[\]%]*")
+_HOST_CHARS = b"-ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789._~!$&'()*+,;=:[]%"
+_ABSOLUTE_RE = re.compile(rb"[A-Za-z][-A-Za-z0-9+.]*://([^/?#]*)([^?#]*)(?:\?([^#]*))?")
+_LENGTH_RE = re.compile(rb"[0-9]{1,%d}" % _MAX_LENGTH_DIGITS)
+_STATUS_RE = re.compile(rb"HTTP/1\.([01]) ([0-9]{3})(?:[ \t](.*))?")
+
+_OWS = b" \t"
+
+
+@dataclass(slots=True)
+class RequestHead:
+    """A parsed request head; ``size`` is the bytes it took, body framing included."""
+
+    method: bytes
+    target: bytes
+    path: bytes  # raw (still percent-encoded), before '?'
+    query: bytes  # raw, after the first '?'
+    version: bytes  # b"HTTP/1.0" or b"HTTP/1.1"
+    headers: list[tuple[bytes, bytes]]  # names as sent, values OWS-stripped
+    content_length: int | None
+    chunked: bool
+    keep_alive: bool
+    expect_continue: bool
+    upgrade: bytes | None
+    host: bytes | None
+    size: int
+
+
+@dataclass(slots=True)
+class ResponseHead:
+    """A parsed backend response head and how its body is framed.
+
+    ``body_kind``: "length" (``content_length`` bytes), "chunked", "close"
+    (until EOF) or "none". A 1xx head is followed by another head; 101 turns
+    the connection into a tunnel.
+    """
+
+    version: bytes
+    status: int
+    reason: bytes
+    headers: list[tuple[bytes, bytes]]
+    content_length: int | None
+    chunked: bool
+    keep_alive: bool
+    size: int
+    body_kind: str = field(default="close")
+
+
+def _tokens(values: list[bytes]) -> list[bytes]:
+    """Lower-cased elements of comma-separated header values."""
+    out = []
+    for value in values:
+        for part in value.split(b","):
+            part = part.strip(_OWS)
+            if part:
+                out.append(part.lower())
+    return out
+
+
+def _keep_alive(http11: bool, connection: list[bytes]) -> bool:
+    """HTTP/1.1 persists unless "close"; HTTP/1.0 only with "keep-alive"."""
+    if b"close" in connection:
+        return False
+    return http11 or b"keep-alive" in connection
+
+
+def _content_length(values: list[bytes], error: type[BadRequest] | type[BadResponse]) -> int:
+    """One length from every Content-Length value; they must all agree."""
+    lengths = set()
+    for value in values:
+        for part in value.split(b","):
+            part = part.strip(_OWS)
+            if not _LENGTH_RE.fullmatch(part):
+                raise error(f"invalid Content-Length {value[:40]!r}")
+            lengths.add(int(part))
+    if len(lengths) != 1:
+        raise error("conflicting Content-Length values")
+    return lengths.pop()
+
+
+def _header_error(line: bytes) -> BadRequest:
+    """Say precisely why a header line failed the regex."""
+    if line[:1] in (b" ", b"\t"):
+        return BadRequest("obs-fold (folded header line)")
+    if b"\r" in line or b"\n" in line:
+        return BadRequest("bare CR or LF in the head")
+    colon = line.find(b":")
+    if colon < 0:
+        return BadRequest("header line without a colon")
+    name = line[:colon]
+    if name[-1:] in (b" ", b"\t"):
+        return BadRequest("whitespace between header name and colon")
+    if not _TOKEN_RE.fullmatch(name):
+        return BadRequest("invalid character in header name")
+    return BadRequest("control character in header value")
+
+
+def _find_head_end(buf: bytes | bytearray, start: int, limit: int) -> int:
+    """Index of the CRLFCRLF ending the head, -1 if not yet there."""
+    end = buf.find(b"\r\n\r\n", start, limit)
+    if end >= 0:
+        return end
+    if len(buf) >= limit:
+        raise HeadTooLarge(f"request head larger than {limit} bytes")
+    if b"\n\n" in buf or b"\r\r" in buf:
+        raise BadRequest("bare CR or LF in the head")
+    if not _REQUEST_PREFIX_RE.match(buf, start):
+        raise BadRequest("not an HTTP/1 request")
+    first = buf.find(b"\r\n", start)
+    if first >= 0:
+        _request_line(bytes(buf[start:first]))  # refuse a bad request line early
+    return -1
+
+
+def _request_line(line: bytes) -> tuple[bytes, bytes, bytes]:
+    if b"\n" in line or b"\r" in line:
+        raise BadRequest("bare CR or LF in the request line")
+    parts = line.split(b" ")
+    if len(parts) != 3:
+        if len(parts) == 2 and _TOKEN_RE.fullmatch(parts[0]) and _TARGET_RE.fullmatch(parts[1]):
+            raise UnsupportedVersion("HTTP/0.9 request line")
+        raise BadRequest("malformed request line")
+    method, target, version = parts
+    if not _TOKEN_RE.fullmatch(method):
+        raise BadRequest("invalid method")
+    if not _TARGET_RE.fullmatch(target):
+        raise BadRequest("invalid request target")
+    match = _VERSION_RE.fullmatch(version)
+    if match is None:
+        raise UnsupportedVersion("unrecognised HTTP version")
+    if version not in (b"HTTP/1.1", b"HTTP/1.0"):
+        raise UnsupportedVersion(f"HTTP/{match[1].decode()}.{match[2].decode()} not supported")
+    return method, target, version
+
+
+def _split_target(method: bytes, target: bytes) -> tuple[bytes, bytes, bytes | None]:
+    """(path, query, authority) from the four request-target forms (RFC 9112 §3.2)."""
+    if target[:1] == b"/":
+        path, _, query = target.partition(b"?")
+        return path, query, None
+    if target == b"*":
+        if method != b"OPTIONS":
+            raise BadRequest("asterisk-form only with OPTIONS")
+        return b"*", b"", None
+    if method == b"CONNECT":
+        if not _HOST_RE.fullmatch(target) or b":" not in target:
+            raise BadRequest("CONNECT needs an authority-form target")
+        return b"", b"", target
+    match = _ABSOLUTE_RE.fullmatch(target)
+    if match is None:
+        raise BadRequest("invalid request target")
+    authority = match[1]
+    if b"@" in authority or not _HOST_RE.fullmatch(authority):
+        raise BadRequest("invalid authority in request target")
+    return match[2] or b"/", match[3] or b"", authority
+
+
+def parse_request_head(buf: bytes | bytearray, limit: int = DEFAULT_HEAD_LIMIT) -> RequestHead | None:
+    """Parse a request head at the start of ``buf``; None when incomplete.
+
+    Raises HeadTooLarge when the head (with its final CRLFCRLF) does not fit in
+    ``limit`` bytes, BadRequest/UnsupportedVersion/NotImplementedCoding when it
+    is malformed or ambiguous (see the module docstring).
+    """
+    start = 0
+    while buf.startswith(b"\r\n", start):
+        start += 2
+    end = _find_head_end(buf, start, limit)
+    if end < 0:
+        return None
+    head_bytes = bytes(buf[start : end + 2])  # through the last header's CRLF
+    lines = head_bytes.split(b"\r\n")
+    lines.pop()  # the empty piece after the final CRLF
+    request_line = lines[0]
+    method, target, version = _request_line(request_line)
+    http11 = version == b"HTTP/1.1"
+
+    del lines[0]
+    # One C-level scan validates every header line; only a failure looks closer.
+    if lines and not _HEADERS_RE.fullmatch(head_bytes, len(request_line) + 2):
+        for line in lines:
+            if not _HEADER_RE.fullmatch(line):
+                raise _header_error(line)
+    headers: list[tuple[bytes, bytes]] = []
+    append = headers.append
+    special: dict[bytes, list[bytes]] = {name: [] for name in _SPECIAL}
+    get_special = special.get
+    for line in lines:
+        name, _, value = line.partition(b":")
+        value = value.strip(_OWS)
+        append((name, value))
+        bucket = get_special(name.lower())
+        if bucket is not None:
+            bucket.append(value)
+    hosts = special[b"host"]
+    lengths = special[b"content-length"]
+    codings = special[b"transfer-encoding"]
+    connection = special[b"connection"]
+    upgrade = special[b"upgrade"]
+    expect = special[b"expect"]
+
+    path, query, authority = _split_target(method, target)
+
+    if len(hosts) > 1:
+        raise BadRequest("several Host headers")
+    host = hosts[0] if hosts else None
+    if host is None and http11:
+        raise BadRequest("HTTP/1.1 request without Host")
+    if host is not None and host.translate(None, _HOST_CHARS):
+        raise BadRequest("invalid Host header")
+    if authority is not None and method != b"CONNECT":
+        host = authority  # RFC 9112 §3.2.2: absolute-form wins over Host
+
+    content_length = _content_length(lengths, BadRequest) if lengths else None
+    chunked = False
+    if codings:
+        if not http11:
+            raise BadRequest("Transfer-Encoding in an HTTP/1.0 request")
+        if content_length is not None:
+            raise BadRequest("both Content-Length and Transfer-Encoding")
+        names = _tokens(codings)
+        if not names or names[-1] != b"chunked" or b"chunked" in names[:-1]:
+            raise BadRequest("Transfer-Encoding must end with one chunked")
+        if len(names) > 1:
+            raise NotImplementedCoding(f"unsupported transfer coding {names[0][:40]!r}")
+        chunked = True
+
+    conn = _tokens(connection) if connection else []
+    keep_alive = _keep_alive(http11, conn)
+    up = b", ".join(upgrade) if upgrade and http11 and b"upgrade" in conn else None
+    expect_continue = http11 and any(v.lower() == b"100-continue" for v in expect)
+
+    return RequestHead(
+        method=method,
+        target=target,
+        path=path,
+        query=query,
+        version=version,
+        headers=headers,
+        content_length=content_length,
+        chunked=chunked,
+        keep_alive=keep_alive,
+        expect_continue=expect_continue,
+        upgrade=up,
+        host=host,
+        size=end + 4,
+    )
+
+
+def _find_response_end(buf: bytes | bytearray, limit: int) -> int:
+    """End (exclusive) of a response head, tolerating bare-LF lines; -1 if incomplete."""
+    ends = []
+    lf = buf.find(b"\n\n", 0, limit)
+    if lf >= 0:
+        ends.append(lf + 2)
+    crlf = buf.find(b"\n\r\n", 0, limit)
+    if crlf >= 0:
+        ends.append(crlf + 3)
+    if ends:
+        return min(ends)
+    if len(buf) >= limit:
+        raise BadResponse(f"response head larger than {limit} bytes")
+    if len(buf) >= 5 and not buf.startswith(b"HTTP/"):
+        raise BadResponse("backend answer is not HTTP/1")
+    return -1
+
+
+def parse_response_head(
+    buf: bytes | bytearray, limit: int = DEFAULT_HEAD_LIMIT, request_method: bytes = b"GET"
+) -> ResponseHead | None:
+    """Parse a backend's response head; None when incomplete, BadResponse when unusable."""
+    end = _find_response_end(buf, limit)
+    if end < 0:
+        return None
+    lines = bytes(buf[:end]).split(b"\n")
+    status_line = lines[0].rstrip(b"\r")
+    match = _STATUS_RE.fullmatch(status_line)
+    if match is None:
+        raise BadResponse(f"bad status line {status_line[:60]!r}")
+    http11 = match[1] == b"1"
+    status = int(match[2])
+    reason = (match[3] or b"").strip(_OWS)
+
+    headers: list[tuple[bytes, bytes]] = []
+    lengths: list[bytes] = []
+    codings: list[bytes] = []
+    connection: list[bytes] = []
+    for raw in lines[1:]:
+        line = raw[:-1] if raw[-1:] == b"\r" else raw
+        if not line:
+            continue  # the blank line(s) ending the head
+        hmatch = _HEADER_RE.fullmatch(line)
+        if hmatch is None:
+            raise BadResponse(f"bad response header line {line[:60]!r}")
+        name = hmatch[1]
+        value = hmatch[2].strip(_OWS)
+        headers.append((name, value))
+        lname = name.lower()
+        if lname == b"content-length":
+            lengths.append(value)
+        elif lname == b"transfer-encoding":
+            codings.append(value)
+        elif lname == b"connection":
+            connection.append(value)
+
+    if lengths and codings:
+        raise BadResponse("both Content-Length and Transfer-Encoding in response")
+    content_length = _content_length(lengths, BadResponse) if lengths else None
+    names = _tokens(codings)
+    chunked = bool(names) and names[-1] == b"chunked" and http11
+
+    method = request_method.upper()
+    if method == b"HEAD" or status < 200 or status in (204, 304):
+        body_kind = "none"
+    elif method == b"CONNECT" and status < 300:
+        body_kind = "close"
+    elif codings:
+        body_kind = "chunked" if chunked else "close"
+    elif content_length is not None:
+        body_kind = "length"
+    else:
+        body_kind = "close"
+
+    keep_alive = _keep_alive(http11, _tokens(connection))
+    if body_kind == "close" or status == 101:
+        keep_alive = False
+
+    return ResponseHead(
+        version=b"HTTP/1.1" if http11 else b"HTTP/1.0",
+        status=status,
+        reason=reason,
+        headers=headers,
+        content_length=content_length,
+        chunked=chunked,
+        keep_alive=keep_alive,
+        size=end,
+        body_kind=body_kind,
+    )
+
+
+STATUS_REASONS: dict[int, str] = {
+    100: "Continue",
+    101: "Switching Protocols",
+    200: "OK",
+    201: "Created",
+    202: "Accepted",
+    204: "No Content",
+    206: "Partial Content",
+    301: "Moved Permanently",
+    302: "Found",
+    303: "See Other",
+    304: "Not Modified",
+    307: "Temporary Redirect",
+    308: "Permanent Redirect",
+    400: "Bad Request",
+    401: "Unauthorized",
+    403: "Forbidden",
+    404: "Not Found",
+    405: "Method Not Allowed",
+    408: "Request Timeout",
+    411: "Length Required",
+    413: "Content Too Large",
+    414: "URI Too Long",
+    415: "Unsupported Media Type",
+    417: "Expectation Failed",
+    421: "Misdirected Request",
+    426: "Upgrade Required",
+    429: "Too Many Requests",
+    431: "Request Header Fields Too Large",
+    500: "Internal Server Error",
+    501: "Not Implemented",
+    502: "Bad Gateway",
+    503: "Service Unavailable",
+    504: "Gateway Timeout",
+    505: "HTTP Version Not Supported",
+}
+
+
+def simple_response(
+    status: int,
+    body: bytes | None = None,
+    headers: Iterable[tuple[bytes, bytes]] = (),
+    keep_alive: bool = False,
+    version: bytes = b"HTTP/1.1",
+) -> bytes:
+    """A complete small response (router error pages).
+
+    ``body=None`` gives a one-line text body such as ``502 Bad Gateway``;
+    statuses that cannot carry a body (1xx, 204, 304) never get one.
+    """
+    reason = STATUS_REASONS.get(status, "Unknown").encode("ascii")
+    no_body = status < 200 or status in (204, 304)
+    if no_body:
+        body = b""
+    elif body is None:
+        body = b"%d %s\n" % (status, reason)
+    extra = list(headers)
+    names = {name.lower() for name, _ in extra}
+    lines = [b"%s %d %s" % (version, status, reason)]
+    if not no_body:
+        if b"content-type" not in names:
+            lines.append(b"Content-Type: text/plain; charset=utf-8")
+        lines.append(b"Content-Length: %d" % len(body))
+    lines.extend(b"%s: %s" % (name, value) for name, value in extra)
+    if b"connection" not in names:
+        lines.append(b"Connection: keep-alive" if keep_alive else b"Connection: close")
+    return b"\r\n".join(lines) + b"\r\n\r\n" + body
+
+
+__all__ = [
+    "DEFAULT_HEAD_LIMIT",
+    "STATUS_REASONS",
+    "RequestHead",
+    "ResponseHead",
+    "parse_request_head",
+    "parse_response_head",
+    "simple_response",
+]
