@@ -1,0 +1,355 @@
+"""The master: a synchronous supervisor that binds, forks and keeps its children alive.
+
+How it works
+------------
+Start-up (``run_master``): detach or redirect the log (``--daemonize``/``--logto``; not
+again after a re-exec), apply ``--env``/``--chdir``, catch signals into a self-pipe,
+build the plan (binding each socket, or adopting the fd the previous incarnation left
+open across exec), write ``--pidfile``, drop ``--gid``/``--uid``, run the plan's prepare
+hooks (preloading the app unless ``--lazy-apps``), fork every child. There is no trio
+here: children start their own event loops after the fork, so forking is always safe.
+
+The loop: ``select`` over the signal pipe and the services' fds with a timeout of at
+most one master cycle (1 s), shorter when a harakiri deadline or a delayed respawn is
+due. Each turn: handle signals, serve readable services, reap with ``WNOHANG`` and
+respawn (delayed when a child keeps dying young), harakiri, then once per cycle the
+service ticks, ``--touch-reload`` mtimes and the ``--reload-on-rss`` backup check.
+``brood: ready`` is logged once every worker says it is accepting.
+
+Signals, as uWSGI 2.0: SIGHUP graceful reload (children get their graceful signal and
+``--worker-reload-mercy`` seconds to finish in-flight work, then the master re-executes
+itself with the same argv, keeping the listening sockets open across exec); SIGTERM
+brutal reload (children interrupted, then the same re-exec), or a graceful shutdown
+with ``--die-on-term``; SIGINT/SIGQUIT immediate shutdown (children SIGINT, SIGKILL
+after a short mercy); SIGCHLD only wakes the loop.
+
+brood always runs this supervisor, with or without ``--master``: a single worker still
+gets respawn, harakiri and reloads (uWSGI without a master has none of these; there is
+no behaviour a user could want from losing them).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import selectors
+import signal
+import sys
+import time
+from typing import Any
+
+from brood.config.model import Config
+from brood.config.option import OptionError
+from brood.log import log, plain
+from brood.master_children import ChildTable
+from brood.master_env import (
+    FDS_ENV,
+    RELOADS_ENV,
+    Binder,
+    daemonize,
+    drop_privileges,
+    logto,
+    write_pidfile,
+)
+from brood.plan import Plan, build_plan
+from brood.signals import SignalPipe
+from brood.workers.loader import AppLoadError
+
+CYCLE = 1.0  # seconds per master cycle, as uWSGI's
+IMMEDIATE_MERCY = 3.0  # seconds children get after SIGINT before SIGKILL
+DEFAULT_WORKER_MERCY = 60.0  # uWSGI's --worker-reload-mercy default
+_CAUGHT = (signal.SIGHUP, signal.SIGTERM, signal.SIGINT, signal.SIGQUIT, signal.SIGCHLD)
+
+# What a signal asks for: (how children are stopped, then re-exec or exit).
+GRACEFUL_RELOAD = ("graceful", "reload")
+BRUTAL_RELOAD = ("brutal", "reload")
+GRACEFUL_SHUTDOWN = ("graceful", "exit")
+IMMEDIATE_SHUTDOWN = ("brutal", "exit")
+
+
+class StartupError(Exception):
+    """The app could not be loaded or the process set up; message already one line."""
+
+
+class Master:
+    """One incarnation of the master process (a reload re-execs into a new one)."""
+
+    def __init__(self, cfg: Config, argv: list[str], start_cwd: str) -> None:
+        self.cfg = cfg
+        self.argv = argv
+        self.start_cwd = start_cwd
+        self.reloads = int(os.environ.pop(RELOADS_ENV, "0") or 0)
+        self.binder = Binder(int(cfg["listen"] or 100), bool(cfg["reuse-port"]))
+        self.sigpipe: SignalPipe | None = None
+        self.selector: selectors.BaseSelector | None = None
+        self.plan: Plan | None = None
+        self.children: ChildTable | None = None
+        self.ready = False
+        self.touched: dict[str, float | None] = {}
+        self.next_cycle = 0.0
+
+    # -- start-up ----------------------------------------------------------------------
+
+    def start(self) -> None:
+        cfg = self.cfg
+        self.sigpipe = SignalPipe(_CAUGHT)
+        plain(f"*** Starting brood {_version()} (uWSGI-compatible master) ***")
+        log(f"current working directory: {os.getcwd()}")
+        log(f"master pid: {os.getpid()} (reloads: {self.reloads})")
+        self.plan = plan = build_plan(cfg, self.binder)
+        self.binder.close_unclaimed()
+        self.selector = selectors.DefaultSelector()  # created after binding: sockets get fd 3...
+        self.selector.register(self.sigpipe.fileno(), selectors.EVENT_READ, None)
+        if not plan.children and not plan.services:
+            raise OptionError("nothing to do: give --socket, --http-socket or a router option")
+        if cfg["pidfile"]:
+            write_pidfile(cfg["pidfile"])
+        drop_privileges(cfg["uid"], cfg["gid"])
+        for hook in plan.prepare:
+            hook()
+        for svc in plan.services:
+            fd = svc.fileno()
+            if fd is not None:
+                self.selector.register(fd, selectors.EVENT_READ, svc)
+        self.touched = {path: _mtime(path) for path in cfg["touch-reload"]}
+        self.children = ChildTable(plan.children, self._in_child)
+        log(f"spawned uWSGI master process (pid: {os.getpid()})")
+        self.children.spawn_all(time.time())
+
+    def _in_child(self) -> None:
+        """Right after fork, in the child: drop what belongs to the master alone."""
+        if self.sigpipe is not None:
+            self.sigpipe.close()
+        if self.selector is not None:
+            self.selector.close()
+        for svc in self.plan.services if self.plan else ():
+            with contextlib.suppress(Exception):
+                svc.close_in_child()
+
+    # -- the loop ----------------------------------------------------------------------
+
+    def loop(self) -> tuple[str, str]:
+        """Run until a signal or a touched file asks for a reload or shutdown."""
+        assert self.children is not None and self.sigpipe is not None and self.selector
+        harakiri = int(self.cfg["harakiri"] or 0)
+        while True:
+            now = time.time()
+            timeout = self._timeout(now, self.children.check_harakiri(now, harakiri))
+            for key, _ in self.selector.select(timeout):
+                if key.data is not None:
+                    self._service_call(key.data.on_readable, time.time())
+            action = self._signals(self.sigpipe.drain())
+            now = time.time()
+            self.children.reap(now)
+            if action:
+                return action
+            self.children.respawn_due(now)
+            if now >= self.next_cycle:
+                self.next_cycle = now + CYCLE
+                action = self._cycle(now)
+                if action:
+                    return action
+            if not self.ready and self.children.all_accepting():
+                self.ready = True
+                plain(f"brood: ready (pid: {os.getpid()})")
+
+    def _timeout(self, now: float, harakiri_at: float | None) -> float:
+        due = [self.next_cycle]
+        if harakiri_at is not None:
+            due.append(harakiri_at)
+        respawn_at = self.children.next_respawn() if self.children else None
+        if respawn_at is not None:
+            due.append(respawn_at)
+        timeout = max(0.0, min(due) - now)
+        if not self.ready:
+            timeout = min(timeout, 0.05)  # start-up: notice workers accepting promptly
+        return min(timeout, CYCLE)
+
+    def _signals(self, signums: list[int]) -> tuple[str, str] | None:
+        action = None
+        for signum in signums:
+            if signum == signal.SIGHUP:
+                log("...gracefully killing workers...")
+                action = action or GRACEFUL_RELOAD
+            elif signum == signal.SIGTERM:
+                if self.cfg["die-on-term"]:
+                    log("SIGTERM received: graceful shutdown (--die-on-term)")
+                    action = action or GRACEFUL_SHUTDOWN
+                else:
+                    log("...brutally killing workers...")
+                    action = action or BRUTAL_RELOAD
+            elif signum in (signal.SIGINT, signal.SIGQUIT):
+                log(f"{signal.Signals(signum).name} received...killing workers...")
+                action = IMMEDIATE_SHUTDOWN  # wins over any reload asked before
+        return action
+
+    def _cycle(self, now: float) -> tuple[str, str] | None:
+        assert self.plan is not None and self.children is not None
+        for svc in self.plan.services:
+            self._service_call(svc.tick, now)
+        for path, before in self.touched.items():
+            if _mtime(path) != before:
+                log(f"*** {path} has been touched... grace them all !!! ***")
+                return GRACEFUL_RELOAD
+        self.children.check_rss(now, int(self.cfg["reload-on-rss"] or 0), self._worker_mercy())
+        return None
+
+    def _service_call(self, fn: Any, now: float) -> None:
+        """Services must not take the master down; a failure is logged, not hidden."""
+        try:
+            fn(now)
+        except Exception as exc:  # noqa: BLE001 - logged with its type, loop continues
+            log(f"master service error in {getattr(fn, '__qualname__', fn)}: "
+                f"{type(exc).__name__}: {exc}")
+
+    # -- stopping ----------------------------------------------------------------------
+
+    def _worker_mercy(self) -> float:
+        value = self.cfg["worker-reload-mercy"]
+        return float(DEFAULT_WORKER_MERCY if value is None else value)
+
+    def stop_children(self, how: str) -> None:
+        """Graceful: each child's graceful signal and the worker mercy; brutal: SIGINT and
+        a short mercy. SIGKILL whatever is left. Signals keep being served meanwhile."""
+        assert self.children is not None and self.sigpipe is not None and self.selector
+        table = self.children
+        table.respawning = False
+        mercy = self.cfg["reload-mercy"] if self.cfg.is_set("reload-mercy") else None
+        if how == "graceful":
+            table.signal_all(None)
+            deadline = time.time() + self._worker_mercy()
+        else:
+            table.signal_all(signal.SIGINT)
+            deadline = time.time() + (IMMEDIATE_MERCY if mercy is None else float(mercy))
+        killed = False
+        for _ in range(1_000_000):  # bounded by the deadline below as well
+            now = time.time()
+            table.reap(now)
+            if not table.alive():
+                return
+            if now >= deadline:
+                if killed:
+                    return
+                table.kill_remaining()
+                killed = True
+                deadline = now + 5.0
+            for key, _ in self.selector.select(min(0.1, max(0.0, deadline - now))):
+                if key.data is not None:
+                    self._service_call(key.data.on_readable, time.time())
+            for signum in self.sigpipe.drain():
+                if signum in (signal.SIGINT, signal.SIGQUIT) and how == "graceful":
+                    log(f"{signal.Signals(signum).name} received...killing workers...")
+                    how = "brutal"
+                    table.signal_all(signal.SIGINT)
+                    deadline = min(deadline, time.time() + IMMEDIATE_MERCY)
+
+    def shutdown(self) -> None:
+        """Services down, --vacuum, goodbye."""
+        for svc in self.plan.services if self.plan else ():
+            with contextlib.suppress(Exception):
+                svc.on_shutdown()
+        if self.cfg["vacuum"]:
+            self.vacuum()
+        log("goodbye to uWSGI.")
+
+    def vacuum(self) -> None:
+        paths = self.binder.unix_paths()
+        if self.cfg["pidfile"]:
+            paths.append(self.cfg["pidfile"])
+        for path in paths:
+            with contextlib.suppress(OSError):
+                os.unlink(path)
+                log(f"VACUUM: removed {path}")
+
+    def before_reload(self, graceful: bool) -> None:
+        """Tell the services a reload is coming (the announcer unsubscribes on a brutal
+        one), before children stop, so routers move traffic away first."""
+        for svc in self.plan.services if self.plan else ():
+            try:
+                svc.on_reload(graceful=graceful)
+            except Exception as exc:  # a service must not stop the reload
+                log(f"reload: {type(svc).__name__} failed: {exc}")
+
+    def reexec(self) -> None:
+        """Become a fresh master with the same argv, listening sockets kept open."""
+        env = dict(os.environ)
+        env[FDS_ENV] = self.binder.export()
+        env[RELOADS_ENV] = str(self.reloads + 1)
+        if self.sigpipe is not None:
+            self.sigpipe.close()
+        os.chdir(self.start_cwd)
+        log("binary reloading brood...")
+        sys.stdout.flush()
+        sys.stderr.flush()
+        args = [sys.executable, "-m", "brood", *self.argv]
+        os.execve(sys.executable, args, env)
+
+
+def _mtime(path: str) -> float | None:
+    try:
+        return os.stat(path).st_mtime_ns / 1e9
+    except OSError:
+        return None
+
+
+def _version() -> str:
+    from brood import __version__
+
+    return __version__
+
+
+def _process_setup(cfg: Config, first_start: bool) -> Config:
+    """Log redirection and the process environment; returns cfg with --chdir absolute
+    (the app loader applies --chdir again and must land in the same place)."""
+    if first_start and cfg["daemonize"]:
+        daemonize(cfg["daemonize"])
+    elif first_start and cfg["logto"]:
+        logto(cfg["logto"])
+    for item in cfg["env"]:
+        key, _, value = str(item).partition("=")
+        if key:
+            os.environ[key] = value
+    if cfg["chdir"]:
+        target = os.path.abspath(cfg["chdir"])
+        try:
+            os.chdir(target)
+        except OSError as exc:
+            raise OptionError(f"--chdir {cfg['chdir']}: {exc.strerror}")
+        log(f"chdir() to {target}")
+        cfg = cfg.with_values(chdir=target)
+    return cfg
+
+
+def run_master(cfg: Config, argv: list[str]) -> int:
+    """Run the master until shutdown (re-execs in place on reload). User errors raise
+    OptionError; an app that does not load is logged and gives exit status 1."""
+    start_cwd = os.getcwd()
+    first_start = not os.environ.get(RELOADS_ENV)
+    cfg = _process_setup(cfg, first_start)
+    master = Master(cfg, argv, start_cwd)
+    try:
+        master.start()
+    except OptionError:
+        _abort(master)
+        raise
+    except AppLoadError as exc:
+        log(f"{exc}")
+        log("no app could be loaded: giving up")
+        _abort(master)
+        return 1
+    how, then = master.loop()
+    if then == "reload":
+        master.before_reload(graceful=how == "graceful")
+    master.stop_children(how)
+    if then == "reload":
+        master.reexec()
+    master.shutdown()
+    return 0
+
+
+def _abort(master: Master) -> None:
+    """Start-up failed: stop anything already forked, vacuum, keep the error visible."""
+    if master.children is not None:
+        master.stop_children("brutal")
+    if master.cfg["vacuum"]:
+        master.vacuum()

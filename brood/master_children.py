@@ -1,0 +1,237 @@
+"""The master's table of forked children: spawn, reap, respawn, harakiri, rss checks.
+
+One ``_Child`` per (ChildSpec, index). Everything here is synchronous and non-blocking:
+``reap`` uses ``waitpid(WNOHANG)``; a respawn that must wait (the "too fast" guard) is
+scheduled with ``respawn_at`` and picked up by a later master cycle, so a crash-looping
+child never stalls the master's handling of signals and stats.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import sys
+import traceback
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from brood.log import log
+from brood.plan import ChildSpec
+
+FAST_DEATH = 1.0  # a child that dies younger than this counts as dying "too fast"
+MAX_BACKOFF = 8.0  # ceiling for the respawn delay of a crash-looping child
+
+
+@dataclass
+class _Child:
+    spec: ChildSpec
+    index: int
+    pid: int = 0
+    started: float = 0.0
+    fast_deaths: int = 0
+    respawn_at: float | None = None
+    harakiri_for: int = 0  # request_start of the request already punished
+    stop_deadline: float | None = None  # SIGKILL after this (graceful stop of one child)
+
+    @property
+    def name(self) -> str:
+        return f"{self.spec.label.removeprefix('uWSGI ')} {self.index}"
+
+
+def describe_status(status: int) -> str:
+    """"killed by signal 9" / "exit status 0" for a waitpid status."""
+    if os.WIFSIGNALED(status):
+        return f"killed by signal {os.WTERMSIG(status)}"
+    return f"exit status {os.waitstatus_to_exitcode(status)}"
+
+
+class ChildTable:
+    """All children of a plan. ``in_child`` runs right after fork in the child."""
+
+    def __init__(self, specs: list[ChildSpec], in_child: Callable[[], None]) -> None:
+        self.children = [_Child(s, i) for s in specs for i in range(1, s.count + 1)]
+        self.in_child = in_child
+        self.respawning = True  # False once a reload or shutdown began
+
+    # -- spawning --------------------------------------------------------------------
+
+    def spawn_all(self, now: float) -> None:
+        for child in self.children:
+            self.spawn(child, now)
+
+    def spawn(self, child: _Child, now: float) -> None:
+        spec = child.spec
+        if spec.scoreboard is not None:
+            slot = spec.scoreboard.slot(child.index)
+            slot.reset()
+            slot.respawn_count += 1
+            slot.generation += 1
+            slot.last_spawn = int(now)
+        sys.stdout.flush()
+        sys.stderr.flush()
+        pid = os.fork()
+        if pid == 0:
+            self._run_child(child)
+        child.pid, child.started, child.respawn_at = pid, now, None
+        child.harakiri_for, child.stop_deadline = 0, None
+        if spec.scoreboard is not None:
+            spec.scoreboard.slot(child.index).pid = pid
+        log(f"spawned {spec.label} {child.index} (pid: {pid}, cores: 1)")
+
+    def _run_child(self, child: _Child) -> None:
+        """In the forked child: never returns into the master's code."""
+        status = 1
+        try:
+            self.in_child()
+            status = int(child.spec.target(child.index) or 0)
+        except SystemExit as exc:
+            status = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+        except BaseException:
+            traceback.print_exc()
+        finally:
+            with contextlib.suppress(Exception):
+                sys.stdout.flush()
+                sys.stderr.flush()
+            os._exit(status)
+
+    # -- reaping and respawning ------------------------------------------------------
+
+    def _by_pid(self, pid: int) -> _Child | None:
+        return next((c for c in self.children if c.pid == pid), None)
+
+    def reap(self, now: float) -> int:
+        """Collect dead children, schedule respawns; returns how many died."""
+        died = 0
+        for _ in range(4096):  # bounded: never more than the children we forked
+            try:
+                pid, status = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                break
+            if pid == 0:
+                break
+            child = self._by_pid(pid)
+            if child is None:
+                continue
+            died += 1
+            child.pid = 0
+            if child.spec.scoreboard is not None:
+                slot = child.spec.scoreboard.slot(child.index)
+                slot.accepting = 0
+                slot.request_start = 0
+            if not self.respawning:
+                log(f"{child.name} (pid: {pid}) exited ({describe_status(status)})")
+                continue
+            self._schedule_respawn(child, pid, status, now)
+        return died
+
+    def _schedule_respawn(self, child: _Child, pid: int, status: int, now: float) -> None:
+        lived = now - child.started
+        child.fast_deaths = child.fast_deaths + 1 if lived < FAST_DEATH else 0
+        delay = 0.0
+        if child.fast_deaths >= 2:
+            delay = min(MAX_BACKOFF, 2.0 ** (child.fast_deaths - 2))
+        log(f"{child.name} (pid: {pid}) died ({describe_status(status)}), respawning")
+        if delay:
+            log(f"{child.name} respawning too fast !!! i have to sleep a bit "
+                f"({delay:g} seconds)...")
+        child.respawn_at = now + delay
+
+    def respawn_due(self, now: float) -> None:
+        if not self.respawning:
+            return
+        for child in self.children:
+            if child.pid == 0 and child.respawn_at is not None and now >= child.respawn_at:
+                self.spawn(child, now)
+
+    def alive(self) -> list[_Child]:
+        return [c for c in self.children if c.pid]
+
+    # -- signalling ------------------------------------------------------------------
+
+    def signal_all(self, signum: int | None) -> None:
+        """Send ``signum`` (None: each child's graceful signal) to every live child."""
+        for child in self.alive():
+            self._kill(child, child.spec.graceful_signal if signum is None else signum)
+
+    def _kill(self, child: _Child, signum: int) -> None:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(child.pid, signum)
+
+    def kill_remaining(self) -> None:
+        for child in self.alive():
+            log(f"{child.name} (pid: {child.pid}) did not stop in time, SIGKILL")
+            self._kill(child, signal.SIGKILL)
+
+    # -- per-cycle checks ------------------------------------------------------------
+
+    def check_harakiri(self, now: float, seconds: int) -> float | None:
+        """SIGKILL workers stuck in one request for ``seconds``; next deadline or None."""
+        if seconds <= 0:
+            return None
+        now_us = int(now * 1_000_000)
+        soonest: float | None = None
+        for child in self.alive():
+            board = child.spec.scoreboard
+            if board is None:
+                continue
+            slot = board.slot(child.index)
+            start = slot.request_start
+            if not start or start == child.harakiri_for:
+                continue
+            deadline_us = start + seconds * 1_000_000
+            if now_us >= deadline_us:
+                log(f"*** HARAKIRI ON WORKER {child.index} (pid: {child.pid}, try: 1) ***")
+                slot.harakiri_count += 1
+                child.harakiri_for = start
+                self._kill(child, signal.SIGKILL)
+            else:
+                at = deadline_us / 1_000_000
+                soonest = at if soonest is None else min(soonest, at)
+        return soonest
+
+    def check_rss(self, now: float, limit_mb: int, mercy: float) -> None:
+        """Gracefully recycle workers above ``--reload-on-rss`` (backup to the worker's own
+        check), and SIGKILL a recycled worker that outlives ``mercy``."""
+        for child in self.alive():
+            if child.stop_deadline is not None:
+                if now > child.stop_deadline:
+                    log(f"{child.name} (pid: {child.pid}) ignored the reload request, SIGKILL")
+                    self._kill(child, signal.SIGKILL)
+                    child.stop_deadline = None
+                continue
+            board = child.spec.scoreboard
+            if board is None or limit_mb <= 0:
+                continue
+            rss = board.slot(child.index).rss or _proc_rss(child.pid)
+            if rss > limit_mb * 1024 * 1024:
+                log(f"{child.name} (pid: {child.pid}) rss {rss // (1024 * 1024)} MB is above "
+                    f"reload-on-rss {limit_mb} MB, recycling it")
+                self._kill(child, child.spec.graceful_signal)
+                child.stop_deadline = now + mercy
+
+    def next_respawn(self) -> float | None:
+        times = [c.respawn_at for c in self.children if c.pid == 0 and c.respawn_at is not None]
+        return min(times) if times else None
+
+    def all_accepting(self) -> bool:
+        """True when every worker with a scoreboard slot says it is accepting."""
+        for child in self.children:
+            board = child.spec.scoreboard
+            if board is None:
+                continue
+            if not child.pid or not board.slot(child.index).accepting:
+                return False
+        return True
+
+
+_PAGE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
+
+
+def _proc_rss(pid: int) -> int:
+    """Resident set size of ``pid`` in bytes from /proc (0 when unavailable)."""
+    try:
+        with open(f"/proc/{pid}/statm") as fh:
+            return int(fh.read().split()[1]) * _PAGE
+    except (OSError, ValueError, IndexError):
+        return 0

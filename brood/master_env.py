@@ -1,0 +1,198 @@
+"""Process-level chores of the master: pidfiles, --reload/--stop actions, daemonizing,
+dropping privileges, and the sockets kept open across the master's re-exec.
+
+Sockets across re-exec: before ``execve`` the master clears close-on-exec on every
+listener and writes ``BROOD_FDS`` = JSON ``[{"key": "socket=127.0.0.1:0", "fd": 3}]``
+into the environment; the key is the option and the value as the user wrote it. The new
+master's ``Binder`` adopts an inherited fd whose key matches instead of binding again,
+so the port (even one chosen by ``:0``) never closes and clients only wait in the
+listen queue. Inherited fds nobody claims (the option was removed) are closed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import grp
+import json
+import os
+import pwd
+import signal
+
+from brood.config.option import OptionError
+from brood.listener import Listener
+from brood.log import log, redirect_output
+from brood.sockets import (
+    DEFAULT_BACKLOG,
+    address_family_label,
+    adopt_fd,
+    bind_listener,
+    make_inheritable,
+    socket_name,
+    unix_path,
+)
+
+FDS_ENV = "BROOD_FDS"
+RELOADS_ENV = "BROOD_RELOADS"
+
+
+# -- pidfiles and the --reload / --stop actions ---------------------------------------
+
+def write_pidfile(path: str) -> None:
+    try:
+        with open(path, "w") as fh:
+            fh.write(f"{os.getpid()}\n")
+    except OSError as exc:
+        raise OptionError(f"--pidfile {path}: cannot write: {exc.strerror}")
+
+
+def read_pidfile(path: str, option: str) -> int:
+    """The pid in ``path``; OptionError with a clear reason when there is none."""
+    try:
+        with open(path) as fh:
+            text = fh.read().strip()
+    except FileNotFoundError:
+        raise OptionError(f"--{option} {path}: pidfile not found")
+    except OSError as exc:
+        raise OptionError(f"--{option} {path}: cannot read pidfile: {exc.strerror}")
+    if not text.isdigit() or int(text) <= 0:
+        raise OptionError(f"--{option} {path}: pidfile does not hold a pid ({text[:20]!r})")
+    return int(text)
+
+
+def signal_pidfile(path: str, signum: int, option: str) -> None:
+    """Send ``signum`` to the pid written in ``path`` (``--reload``/``--stop``)."""
+    pid = read_pidfile(path, option)
+    try:
+        os.kill(pid, signum)
+    except ProcessLookupError:
+        raise OptionError(f"--{option} {path}: no process with pid {pid} (stale pidfile)")
+    except PermissionError:
+        raise OptionError(f"--{option} {path}: not allowed to signal pid {pid}")
+    log(f"sent {signal.Signals(signum).name} to pid {pid}")
+
+
+# -- daemonizing and privileges --------------------------------------------------------
+
+def daemonize(logfile: str) -> None:
+    """Detach: fork, setsid, fork again; stdin from /dev/null, stdout/stderr to logfile.
+
+    The log file is opened before forking so a bad path fails in the foreground.
+    """
+    fd = _open_log(logfile)
+    os.close(fd)
+    if os.fork():
+        os._exit(0)
+    os.setsid()
+    if os.fork():
+        os._exit(0)
+    null = os.open(os.devnull, os.O_RDONLY)
+    os.dup2(null, 0)
+    os.close(null)
+    redirect_output(logfile)
+
+
+def logto(logfile: str) -> None:
+    """--logto: the same redirection without detaching."""
+    os.close(_open_log(logfile))
+    redirect_output(logfile)
+
+
+def _open_log(path: str) -> int:
+    try:
+        return os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o640)
+    except OSError as exc:
+        raise OptionError(f"cannot open log file {path}: {exc.strerror}")
+
+
+def _user_id(value: str) -> int:
+    text = str(value).strip()
+    if text.isdigit():
+        return int(text)
+    try:
+        return pwd.getpwnam(text).pw_uid
+    except KeyError:
+        raise OptionError(f"--uid {text}: no such user")
+
+
+def _group_id(value: str) -> int:
+    text = str(value).strip()
+    if text.isdigit():
+        return int(text)
+    try:
+        return grp.getgrnam(text).gr_gid
+    except KeyError:
+        raise OptionError(f"--gid {text}: no such group")
+
+
+def drop_privileges(uid: str | None, gid: str | None) -> None:
+    """setgid then setuid (after binding, before loading the app), as uWSGI does."""
+    if gid:
+        target = _group_id(gid)
+        if target != os.getgid():
+            try:
+                if os.getuid() == 0:
+                    os.setgroups([target])
+                os.setgid(target)
+            except OSError as exc:
+                raise OptionError(f"--gid {gid}: cannot switch group: {exc.strerror}")
+        log(f"setgid() to {target}")
+    if uid:
+        target = _user_id(uid)
+        if target != os.getuid():
+            try:
+                os.setuid(target)
+            except OSError as exc:
+                raise OptionError(f"--uid {uid}: cannot switch user: {exc.strerror}")
+        log(f"setuid() to {target}")
+
+
+# -- binding, or adopting what the previous incarnation left us ------------------------
+
+class Binder:
+    """Binds sockets for the plan; adopts fds inherited across re-exec when keys match."""
+
+    def __init__(self, backlog: int = DEFAULT_BACKLOG, reuse_port: bool = False) -> None:
+        self.backlog = backlog
+        self.reuse_port = reuse_port
+        self.inherited: dict[str, list[int]] = {}
+        self.bound: list[tuple[str, Listener]] = []
+        raw = os.environ.pop(FDS_ENV, "")
+        if raw:
+            with contextlib.suppress(ValueError, TypeError, KeyError):
+                for item in json.loads(raw):
+                    self.inherited.setdefault(str(item["key"]), []).append(int(item["fd"]))
+
+    def __call__(self, spec: str, proto: str, option: str, label: str) -> Listener:
+        key = f"{option}={spec}"
+        fds = self.inherited.get(key)
+        if fds:
+            fd = fds.pop(0)
+            sock = adopt_fd(fd, spec, option)
+            lst = Listener(sock, socket_name(sock), proto)
+            how = "inherited"
+        else:
+            lst = bind_listener(spec, proto, self.backlog, self.reuse_port, option)
+            how = "bound to"
+        log(f"{label} {how} {address_family_label(lst.sock)} address {lst.name} "
+            f"fd {lst.fileno()}")
+        self.bound.append((key, lst))
+        return lst
+
+    def close_unclaimed(self) -> None:
+        """Close inherited fds no option asked for any more."""
+        for fds in self.inherited.values():
+            for fd in fds:
+                with contextlib.suppress(OSError):
+                    os.close(fd)
+        self.inherited.clear()
+
+    def export(self) -> str:
+        """Mark every listener inheritable and describe them for the next incarnation."""
+        items = []
+        for key, lst in self.bound:
+            with contextlib.suppress(OSError):
+                items.append({"key": key, "fd": make_inheritable(lst.sock)})
+        return json.dumps(items)
+
+    def unix_paths(self) -> list[str]:
+        return [p for _, lst in self.bound if (p := unix_path(lst))]

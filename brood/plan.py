@@ -1,0 +1,233 @@
+"""What the master runs, derived from a Config: sockets, child processes, master services.
+
+The master knows nothing about WSGI, routers or stats. It asks ``build_plan`` for:
+
+* the listening sockets, bound in uWSGI's order: ``--shared-socket``s first (numbered
+  0, 1, ...), then ``--socket``/``--http-socket`` in option order; ``=N`` values resolve
+  to shared socket N (same fd, ``shared: 1`` in stats);
+* ``ChildSpec``s: kinds of forked children (workers now; routers later), each with a
+  count and a ``target(index) -> exit status`` run in the child after the fork;
+* ``MasterService``s: things the master loop drives in its own process (stats server;
+  later the subscription announcer and the master FIFO);
+* ``prepare`` hooks run once after binding and before forking (preloading the app).
+
+Seam for other parts: a *plan contributor* is ``fn(cfg, builder) -> None``; it may call
+``builder.listen()``, ``add_child()``, ``add_service()``, ``add_prepare()``. Register it
+with ``register_contributor(fn)`` at import time of the part's module, and name that
+module in ``CONTRIBUTOR_MODULES`` so ``build_plan`` imports it. Contributors run after
+the built-in ones (workers, then the worker stats server), in registration order.
+"""
+
+from __future__ import annotations
+
+import importlib
+import signal
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from brood.config.model import Config
+from brood.config.option import OptionError
+from brood.listener import Listener
+from brood.log import log
+from brood.scoreboard import Scoreboard
+from brood.sockets import parse_address
+
+# Modules of other parts that call register_contributor() when imported (routers,
+# subscription announcer, master FIFO, zerg). Appended to by those parts.
+CONTRIBUTOR_MODULES: list[str] = ["brood.routers.plan", "brood.subscription.plan"]
+
+
+@dataclass
+class ChildSpec:
+    """``count`` children of one kind. ``target(index)`` runs in the forked child with its
+    1-based index and returns the exit status the master's child then ``os._exit``s with.
+
+    ``graceful_signal`` asks a child to finish in-flight work and exit (reloads);
+    ``scoreboard`` (workers) lets the master do harakiri, rss checks and respawn counts.
+    ``label`` names the child in log lines ("uWSGI worker", "uWSGI http").
+    """
+
+    kind: str
+    count: int
+    target: Callable[[int], int]
+    graceful_signal: int = signal.SIGHUP
+    scoreboard: Scoreboard | None = None
+    label: str = ""
+
+    def __post_init__(self) -> None:
+        if not self.label:
+            self.label = f"uWSGI {self.kind}"
+
+
+class MasterService(Protocol):
+    """Something the synchronous master loop drives in its own process.
+
+    ``fileno()``: an fd to watch for readability, or None (tick-only). ``on_readable``
+    is called when it is readable, ``tick`` once per master cycle (about 1 s), both with
+    ``time.time()``. ``on_reload(graceful=)`` runs before a reload stops the children,
+    ``on_shutdown`` before exit; ``close_in_child`` in every forked child, to drop fds
+    the child must not keep. None of them may block for long: the master serves signals.
+    """
+
+    def fileno(self) -> int | None: ...
+    def on_readable(self, now: float) -> None: ...
+    def tick(self, now: float) -> None: ...
+    def on_reload(self, graceful: bool | None = None) -> None: ...
+    def on_shutdown(self) -> None: ...
+    def close_in_child(self) -> None: ...
+
+
+# binder(spec, proto, option, label) -> Listener: binds, or adopts an fd kept across re-exec.
+Binder = Callable[[str, str, str, str], Listener]
+
+
+@dataclass(frozen=True)
+class SocketSpec:
+    """One socket option value in binding order (pure; see ``socket_specs``)."""
+
+    option: str  # "shared-socket", "socket", "http-socket"
+    spec: str
+    proto: str  # "uwsgi" / "http" ("shared" for --shared-socket itself)
+    number: int  # its number in its own list: shared socket N or uwsgi socket K
+
+
+_WORKER_SOCKET_PROTO = {"socket": "uwsgi", "http-socket": "http"}
+
+
+def socket_specs(cfg: Config) -> list[SocketSpec]:
+    """Shared sockets first, then worker sockets in the order they were given."""
+    shared = [SocketSpec("shared-socket", v, "shared", i)
+              for i, v in enumerate(cfg["shared-socket"])]
+    workers: list[SocketSpec] = []
+    for name, value in cfg.ordered():
+        if name in _WORKER_SOCKET_PROTO:
+            workers.append(SocketSpec(name, value, _WORKER_SOCKET_PROTO[name], len(workers)))
+    return shared + workers
+
+
+@dataclass
+class Plan:
+    """Everything the master runs. ``listeners``: every socket bound or inherited."""
+
+    cfg: Config
+    listeners: list[Listener] = field(default_factory=list)
+    shared: list[Listener] = field(default_factory=list)
+    worker_listeners: list[Listener] = field(default_factory=list)
+    children: list[ChildSpec] = field(default_factory=list)
+    services: list[Any] = field(default_factory=list)  # MasterService
+    prepare: list[Callable[[], None]] = field(default_factory=list)
+
+    def child(self, kind: str) -> ChildSpec | None:
+        return next((c for c in self.children if c.kind == kind), None)
+
+
+class PlanBuilder:
+    """Handed to contributors; collects sockets, children, services and hooks."""
+
+    def __init__(self, cfg: Config, binder: Binder) -> None:
+        self.cfg = cfg
+        self.plan = Plan(cfg)
+        self._binder = binder
+
+    def bind_shared(self) -> None:
+        for spec in socket_specs(self.cfg):
+            if spec.option == "shared-socket":
+                if parse_address(spec.spec, "shared-socket").is_reference:
+                    raise OptionError(f"--shared-socket {spec.spec}: cannot reference itself")
+                lst = self._binder(spec.spec, "shared", "shared-socket",
+                                   f"uwsgi shared socket {spec.number}")
+                lst.shared, lst.shared_index = True, spec.number
+                self.plan.shared.append(lst)
+                self.plan.listeners.append(lst)
+
+    def listen(self, spec: str, proto: str, option: str, label: str) -> Listener:
+        """A listener for ``spec``: ``=N`` maps to shared socket N, else bind (or inherit)."""
+        addr = parse_address(spec, option)
+        if addr.is_reference:
+            if addr.number >= len(self.plan.shared):
+                raise OptionError(f"--{option} {spec}: there is no shared socket {addr.number}")
+            base = self.plan.shared[addr.number]
+            log(f"{label} mapped to shared socket {addr.number} ({base.name}) fd {base.fileno()}")
+            return Listener(base.sock, base.name, proto, shared=True, shared_index=addr.number)
+        lst = self._binder(spec, proto, option, label)
+        self.plan.listeners.append(lst)
+        return lst
+
+    def add_child(self, child: ChildSpec) -> None:
+        self.plan.children.append(child)
+
+    def add_service(self, service: MasterService) -> None:
+        self.plan.services.append(service)
+
+    def add_prepare(self, hook: Callable[[], None]) -> None:
+        self.plan.prepare.append(hook)
+
+
+Contributor = Callable[[Config, PlanBuilder], None]
+_contributors: list[Contributor] = []
+ConfigHook = Callable[[Config], Config]
+_config_hooks: list[ConfigHook] = []
+
+
+def register_config_hook(fn: ConfigHook) -> ConfigHook:
+    """Add a config rewrite run before binding (embedded mode adds its worker socket)."""
+    if fn not in _config_hooks:
+        _config_hooks.append(fn)
+    return fn
+
+
+def register_contributor(fn: Contributor) -> Contributor:
+    """Add a plan contributor (usable as a decorator); idempotent per function."""
+    if fn not in _contributors:
+        _contributors.append(fn)
+    return fn
+
+
+def contribute_workers(cfg: Config, b: PlanBuilder) -> None:
+    """Worker sockets and the prefork WSGI workers serving them."""
+    listeners = [b.listen(s.spec, s.proto, s.option, f"uwsgi socket {s.number}")
+                 for s in socket_specs(cfg) if s.option != "shared-socket"]
+    if not listeners:
+        return
+    b.plan.worker_listeners = listeners
+    count = max(1, int(cfg["processes"] or 1))
+    board = Scoreboard(count)
+    loaded: dict[str, Any] = {}
+    if not (cfg["lazy-apps"] or cfg["lazy"]):
+        def preload() -> None:
+            from brood.workers.loader import load_app
+
+            loaded["app"] = load_app(cfg)
+
+        b.add_prepare(preload)
+
+    def run(index: int) -> int:
+        from brood.workers.wsgi import run_worker
+
+        return run_worker(index, listeners, loaded.get("app"), cfg, board.slot(index))
+
+    b.add_child(ChildSpec("worker", count, run, signal.SIGHUP, board, "uWSGI worker"))
+
+
+def contribute_stats(cfg: Config, b: PlanBuilder) -> None:
+    """The worker stats server (``--stats``), served from the master."""
+    if not cfg["stats"]:
+        return
+    from brood.stats import StatsServer
+
+    lst = b.listen(cfg["stats"], "stats", "stats", "stats server")
+    b.add_service(StatsServer.for_plan(lst, b.plan))
+
+
+def build_plan(cfg: Config, binder: Binder) -> Plan:
+    """Bind everything ``cfg`` asks for and collect the children and services."""
+    for module in CONTRIBUTOR_MODULES:
+        importlib.import_module(module)
+    for hook in _config_hooks:
+        cfg = hook(cfg)
+    b = PlanBuilder(cfg, binder)
+    b.bind_shared()
+    for fn in (contribute_workers, contribute_stats, *_contributors):
+        fn(cfg, b)
+    return b.plan

@@ -1,0 +1,81 @@
+"""Plan contributor for the router processes: binds ``--http``/``--fastrouter``/
+``--rawrouter`` sockets in the master and forks ``--X-processes`` trio processes on them.
+
+Embedded mode (``brood --http :8080 --wsgi-file app.py -p 4``), as uWSGI does it: an
+``--http`` router with no mapping of its own routes to the instance's own workers. When
+the instance has an app but no worker socket, ``embedded_config`` first adds a uwsgi
+socket on 127.0.0.1 with a kernel-chosen port; the router is then pointed at the worker
+sockets once they are bound (their real names are only known then).
+
+Per-kind extras (the subscription feed) plug in through ``ROUTER_EXTRAS``: a callable
+``(cfg, builder, kind, count) -> (index -> dict)`` run at plan time in the master; the
+dict it returns for a process index is passed to ``run_router`` as keyword arguments.
+"""
+
+from __future__ import annotations
+
+import signal
+from collections.abc import Callable
+from typing import Any
+
+from brood.config.model import Config
+from brood.plan import ChildSpec, PlanBuilder, register_config_hook, register_contributor
+
+KINDS = ("http", "fastrouter", "rawrouter")
+# Options that give a router nodes of its own; without any, --http is embedded mode.
+_MAPPERS = ("to", "use-pattern", "use-base", "use-cache", "use-code-string", "use-socket",
+            "subscription-server")
+# Where embedded mode puts the workers when the config names no socket.
+EMBEDDED_SOCKET = "127.0.0.1:0"
+
+ExtrasFactory = Callable[[Config, PlanBuilder, str, int], Callable[[int], dict[str, Any]]]
+ROUTER_EXTRAS: list[ExtrasFactory] = []
+
+
+def _has_mapping(cfg: Config, kind: str) -> bool:
+    return any(cfg.get(f"{kind}-{m}") for m in _MAPPERS)
+
+
+def _has_app(cfg: Config) -> bool:
+    return bool(cfg["wsgi-file"] or cfg["module"])
+
+
+@register_config_hook
+def embedded_config(cfg: Config) -> Config:
+    """Add the internal worker socket embedded mode needs, if the config lacks one."""
+    if (cfg["http"] and not _has_mapping(cfg, "http") and _has_app(cfg)
+            and not cfg["socket"] and not cfg["http-socket"]):
+        return cfg.with_values(socket=[EMBEDDED_SOCKET])
+    return cfg
+
+
+@register_contributor
+def contribute_routers(cfg: Config, b: PlanBuilder) -> None:
+    """Bind each router's sockets and add its processes."""
+    for kind in KINDS:
+        addresses = cfg[kind]
+        if not addresses:
+            continue
+        listeners = [b.listen(addr, kind, kind, f"uWSGI {kind} socket {i}")
+                     for i, addr in enumerate(addresses)]
+        router_cfg = cfg
+        if kind == "http" and not _has_mapping(cfg, kind):
+            own = [lst.name for lst in b.plan.worker_listeners if lst.proto == "uwsgi"]
+            if own:
+                router_cfg = cfg.with_values(http_to=own)
+        count = max(1, int(cfg[f"{kind}-processes"] or 1))
+        extras = [factory(router_cfg, b, kind, count) for factory in ROUTER_EXTRAS]
+        b.add_child(ChildSpec(kind, count, _target(kind, router_cfg, listeners, extras),
+                              signal.SIGHUP, None, f"uWSGI {kind}"))
+
+
+def _target(kind: str, cfg: Config, listeners: list, extras: list) -> Callable[[int], int]:
+    def run(index: int) -> int:
+        from brood.routers.process import run_router
+
+        kwargs: dict[str, Any] = {}
+        for per_index in extras:
+            kwargs.update(per_index(index))
+        return run_router(kind, index, cfg, listeners, **kwargs)
+
+    return run

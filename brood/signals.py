@@ -1,0 +1,66 @@
+"""Signals for a synchronous loop: a self-pipe the master can select on.
+
+``signal.set_wakeup_fd`` makes the interpreter write each caught signal's number as one
+byte into a pipe; the master's selector wakes on it and ``drain()`` returns the numbers
+in arrival order. The Python-level handlers do nothing: all the work happens in the loop,
+never inside a handler, so there is no re-entrancy to think about.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import os
+import signal
+from collections.abc import Iterable
+
+
+def _high_fd(fd: int) -> int:
+    """Move ``fd`` out of the low numbers, so listening sockets get 3, 4, ... as in uWSGI."""
+    moved = fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, 64)
+    os.close(fd)
+    return moved
+
+
+def _noop(signum: int, frame: object) -> None:
+    """Installed so the signal is caught (and written to the wakeup fd) instead of acted on."""
+
+
+class SignalPipe:
+    """Catches ``signums`` into a non-blocking pipe; one per master process."""
+
+    def __init__(self, signums: Iterable[int]) -> None:
+        self.signums = tuple(signums)
+        self._r, self._w = (_high_fd(fd) for fd in os.pipe())
+        os.set_blocking(self._r, False)
+        os.set_blocking(self._w, False)
+        self._previous_wakeup = signal.set_wakeup_fd(self._w, warn_on_full_buffer=False)
+        for signum in self.signums:
+            signal.signal(signum, _noop)
+
+    def fileno(self) -> int:
+        return self._r
+
+    def drain(self) -> list[int]:
+        """Signal numbers received since the last call, oldest first."""
+        got: list[int] = []
+        for _ in range(64):  # bounded: the pipe holds at most a few KB of 1-byte records
+            try:
+                chunk = os.read(self._r, 4096)
+            except BlockingIOError:
+                break
+            if not chunk:
+                break
+            got.extend(chunk)
+        return got
+
+    def close(self) -> None:
+        """Restore default dispositions and drop the pipe (before exec, or in a child)."""
+        with contextlib.suppress(ValueError):
+            signal.set_wakeup_fd(-1)
+        for signum in self.signums:
+            signal.signal(signum, signal.SIG_DFL)
+        for fd in (self._r, self._w):
+            with contextlib.suppress(OSError):
+                os.close(fd)
+        self._r = self._w = -1

@@ -1,0 +1,226 @@
+"""Socket addresses as uWSGI writes them, and binding/inheriting the sockets behind them.
+
+Address forms (``parse_address``):
+
+* ``host:port`` TCP (IPv4 or a name), ``:port`` every IPv4 interface, ``[::1]:port`` IPv6;
+* ``/path/app.sock`` or any value without ``:``: a unix socket path;
+* ``@name``: a Linux abstract unix socket;
+* ``=N``: shared socket N (resolved by the plan, never bound here);
+* ``fd://N``: an already open socket inherited as file descriptor N.
+
+A bad address is a user's mistake: ``OptionError`` whose message names the option.
+Sockets are created close-on-exec; the master clears that flag only right before it
+re-executes itself (``make_inheritable``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import socket
+import stat
+from dataclasses import dataclass
+
+from brood.config.option import OptionError
+from brood.listener import Listener
+
+DEFAULT_BACKLOG = 100  # uWSGI's --listen default; stats report it as max_queue
+
+
+@dataclass(frozen=True)
+class Address:
+    """A parsed address. ``kind``: "tcp", "unix", "abstract", "shared" or "fd"."""
+
+    kind: str
+    host: str = ""
+    port: int = 0
+    path: str = ""
+    number: int = -1  # N of "=N" or "fd://N"
+    ipv6: bool = False
+
+    @property
+    def is_reference(self) -> bool:
+        """True for ``=N``: names a shared socket instead of an address to bind."""
+        return self.kind == "shared"
+
+
+def parse_address(spec: str, option: str = "socket") -> Address:
+    """Parse ``spec`` the way uWSGI reads a socket option value."""
+    text = spec.strip()
+    if not text:
+        raise OptionError(f"--{option}: empty address")
+    if text.startswith("="):
+        return Address("shared", number=_small_int(text[1:], spec, option, "shared socket number"))
+    if text.startswith("fd://"):
+        return Address("fd", number=_small_int(text[5:], spec, option, "file descriptor"))
+    if text.startswith("@"):
+        if len(text) == 1:
+            raise OptionError(f"--{option} {spec}: abstract socket needs a name after @")
+        return Address("abstract", path=text[1:])
+    if text.startswith("["):
+        host, sep, rest = text[1:].partition("]")
+        if not sep or not rest.startswith(":") or not host:
+            raise OptionError(f"--{option} {spec}: expected [ipv6-address]:port")
+        return Address("tcp", host=host, port=_port(rest[1:], spec, option), ipv6=True)
+    if ":" in text:
+        host, _, port = text.rpartition(":")
+        if ":" in host:
+            raise OptionError(f"--{option} {spec}: write IPv6 addresses as [addr]:port")
+        return Address("tcp", host=host or "0.0.0.0", port=_port(port, spec, option))
+    return Address("unix", path=text)
+
+
+def _port(raw: str, spec: str, option: str) -> int:
+    if not raw.isdigit() or int(raw) > 65535:
+        raise OptionError(f"--{option} {spec}: port must be a number from 0 to 65535")
+    return int(raw)
+
+
+def _small_int(raw: str, spec: str, option: str, what: str) -> int:
+    if not raw.isdigit():
+        raise OptionError(f"--{option} {spec}: expected a {what} after the prefix")
+    return int(raw)
+
+
+def socket_name(sock: socket.socket) -> str:
+    """The name uWSGI prints and announces: real port after ``:0``, ``@name`` if abstract."""
+    addr = sock.getsockname()
+    if sock.family == socket.AF_INET:
+        return f"{addr[0]}:{addr[1]}"
+    if sock.family == socket.AF_INET6:
+        return f"[{addr[0]}]:{addr[1]}"
+    if isinstance(addr, bytes):
+        addr = addr.decode("utf-8", "replace")
+    if addr.startswith("\0"):
+        return "@" + addr[1:].rstrip("\0")
+    return addr
+
+
+def address_family_label(sock: socket.socket) -> str:
+    """"TCP" or "UNIX", the word uWSGI's bind log lines use."""
+    return "UNIX" if sock.family == socket.AF_UNIX else "TCP"
+
+
+def _resolve(addr: Address, socktype: int, spec: str, option: str) -> tuple[int, tuple]:
+    """(family, sockaddr) for a tcp Address; names resolved once at bind time."""
+    if addr.ipv6:
+        return socket.AF_INET6, (addr.host, addr.port, 0, 0)
+    try:
+        socket.inet_aton(addr.host)
+        return socket.AF_INET, (addr.host, addr.port)
+    except OSError:
+        pass
+    try:
+        infos = socket.getaddrinfo(addr.host, addr.port, socket.AF_UNSPEC, socktype, 0,
+                                   socket.AI_PASSIVE)
+    except socket.gaierror as exc:
+        raise OptionError(f"--{option} {spec}: cannot resolve {addr.host!r}: {exc.strerror}")
+    family, _, _, _, sockaddr = infos[0]
+    return family, sockaddr
+
+
+def _unlink_stale(path: str, spec: str, option: str) -> None:
+    """Remove a unix socket file nobody listens on; refuse a live one or a regular file."""
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        return
+    if not stat.S_ISSOCK(st.st_mode):
+        raise OptionError(f"--{option} {spec}: {path} exists and is not a socket")
+    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        probe.settimeout(0.5)
+        probe.connect(path)
+    except OSError:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(path)
+        return
+    finally:
+        probe.close()
+    raise OptionError(f"--{option} {spec}: address already in use (a process listens there)")
+
+
+def _new_socket(addr: Address, socktype: int, spec: str, option: str) -> tuple[socket.socket, object]:
+    if addr.kind == "tcp":
+        family, sockaddr = _resolve(addr, socktype, spec, option)
+        sock = socket.socket(family, socktype)
+        if family == socket.AF_INET6:
+            with contextlib.suppress(OSError):
+                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+        return sock, sockaddr
+    if addr.kind == "unix":
+        if socktype == socket.SOCK_STREAM:
+            _unlink_stale(addr.path, spec, option)
+        else:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(addr.path)
+        return socket.socket(socket.AF_UNIX, socktype), addr.path
+    if addr.kind == "abstract":
+        return socket.socket(socket.AF_UNIX, socktype), "\0" + addr.path
+    raise OptionError(f"--{option} {spec}: cannot bind this kind of address")
+
+
+def bind_listener(spec: str, proto: str, backlog: int = DEFAULT_BACKLOG,
+                  reuse_port: bool = False, option: str = "socket") -> Listener:
+    """Bind and listen on ``spec`` (or adopt ``fd://N``); the Listener names the real address.
+
+    ``=N`` is not bindable: the plan resolves it to shared socket N.
+    """
+    addr = parse_address(spec, option)
+    if addr.kind == "shared":
+        raise OptionError(f"--{option} {spec}: shared socket references are resolved by the plan")
+    if addr.kind == "fd":
+        sock = adopt_fd(addr.number, spec, option)
+        return Listener(sock, socket_name(sock), proto)
+    sock, sockaddr = _new_socket(addr, socket.SOCK_STREAM, spec, option)
+    try:
+        if addr.kind == "tcp":
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            if reuse_port and hasattr(socket, "SO_REUSEPORT"):
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        sock.bind(sockaddr)
+        sock.listen(backlog)
+    except OSError as exc:
+        sock.close()
+        raise OptionError(f"--{option} {spec}: cannot bind: {exc.strerror or exc}")
+    return Listener(sock, socket_name(sock), proto)
+
+
+def adopt_fd(fd: int, spec: str = "", option: str = "socket") -> socket.socket:
+    """Wrap an inherited listening fd (``fd://N``, or one kept across re-exec)."""
+    try:
+        sock = socket.socket(fileno=fd)
+    except OSError as exc:
+        raise OptionError(f"--{option} {spec or fd}: fd {fd} is not a usable socket: "
+                          f"{exc.strerror or exc}")
+    sock.set_inheritable(False)
+    return sock
+
+
+def bind_datagram(spec: str, option: str = "socket") -> socket.socket:
+    """A bound datagram socket: UDP for ``host:port``, unix datagram for paths and ``@name``."""
+    addr = parse_address(spec, option)
+    if addr.kind == "fd":
+        return adopt_fd(addr.number, spec, option)
+    sock, sockaddr = _new_socket(addr, socket.SOCK_DGRAM, spec, option)
+    try:
+        if addr.kind == "tcp":
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(sockaddr)
+    except OSError as exc:
+        sock.close()
+        raise OptionError(f"--{option} {spec}: cannot bind: {exc.strerror or exc}")
+    return sock
+
+
+def unix_path(listener: Listener) -> str | None:
+    """The filesystem path of a unix listener (for --vacuum), else None."""
+    if listener.sock.family != socket.AF_UNIX or listener.name.startswith("@"):
+        return None
+    return listener.name or None
+
+
+def make_inheritable(sock: socket.socket) -> int:
+    """Clear close-on-exec so the fd survives the master's re-exec; returns the fd."""
+    sock.set_inheritable(True)
+    return sock.fileno()

@@ -1,0 +1,166 @@
+"""The plan (socket order, =N, contributors) and the stats service, in-process on loopback."""
+
+from __future__ import annotations
+
+import socket
+import time
+
+import pytest
+
+import brood.plan
+from brood.config.model import Config
+from brood.config.option import OptionError
+from brood.listener import Listener
+from brood.master_env import Binder
+from brood.plan import ChildSpec, PlanBuilder, build_plan, register_contributor, socket_specs
+from brood.sockets import bind_listener
+from brood.stats import HTTP_HEAD, StatsServer
+
+
+def test_socket_order_shared_first_then_option_order() -> None:
+    cfg = Config([("http-socket", "127.0.0.1:0"), ("shared-socket", "127.0.0.1:0"),
+                  ("socket", "=0"), ("http-socket", "/tmp/x.sock"),
+                  ("shared-socket", "@s")])
+    assert [(s.option, s.spec, s.proto, s.number) for s in socket_specs(cfg)] == [
+        ("shared-socket", "127.0.0.1:0", "shared", 0),
+        ("shared-socket", "@s", "shared", 1),
+        ("http-socket", "127.0.0.1:0", "http", 0),
+        ("socket", "=0", "uwsgi", 1),
+        ("http-socket", "/tmp/x.sock", "http", 2),
+    ]
+
+
+def _close(plan) -> None:
+    for lst in plan.listeners:
+        lst.sock.close()
+    for svc in plan.services:
+        svc.on_shutdown()
+
+
+def test_plan_resolves_shared_references_and_adds_stats() -> None:
+    cfg = Config([("shared-socket", "127.0.0.1:0"), ("socket", "=0"),
+                  ("http-socket", "127.0.0.1:0"), ("processes", 3), ("lazy-apps", True),
+                  ("stats", "127.0.0.1:0")])
+    plan = build_plan(cfg, Binder())
+    try:
+        shared, ref, http = plan.shared[0], *plan.worker_listeners
+        assert ref.sock is shared.sock and ref.shared and ref.shared_index == 0
+        assert ref.proto == "uwsgi" and http.proto == "http" and not http.shared
+        workers = plan.child("worker")
+        assert workers is not None and workers.count == 3 and workers.scoreboard is not None
+        assert plan.prepare == []  # lazy-apps: nothing preloaded in the master
+        assert len(plan.services) == 1
+    finally:
+        _close(plan)
+
+
+def test_reference_to_a_missing_shared_socket() -> None:
+    with pytest.raises(OptionError, match=r"^--socket =1: there is no shared socket 1"):
+        build_plan(Config([("socket", "=1")]), Binder())
+
+
+def test_contributors_extend_the_plan() -> None:
+    seen: list[str] = []
+
+    def router(cfg: Config, b: PlanBuilder) -> None:
+        if not cfg.is_set("shared-socket"):
+            return
+        lst = b.listen("=0", "http", "http", "uWSGI http")
+        seen.append(lst.name)
+        b.add_child(ChildSpec("http", 1, lambda index: 0))
+
+    register_contributor(router)
+    register_contributor(router)  # idempotent
+    try:
+        plan = build_plan(Config([("shared-socket", "127.0.0.1:0")]), Binder())
+        try:
+            assert seen == [plan.shared[0].name]
+            assert [c.kind for c in plan.children] == ["http"]
+            assert plan.children[0].label == "uWSGI http"
+        finally:
+            _close(plan)
+    finally:
+        brood.plan._contributors.remove(router)
+
+
+def _render() -> bytes:
+    return b'{"workers":[]}'
+
+
+def _client(lst: Listener) -> socket.socket:
+    c = socket.create_connection(("127.0.0.1", lst.sock.getsockname()[1]), timeout=5)
+    return c
+
+
+def _pump(svc: StatsServer, until, seconds: float = 5.0) -> None:
+    deadline = time.monotonic() + seconds
+    while not until():
+        assert time.monotonic() < deadline, "stats service made no progress"
+        svc.on_readable(time.time())
+        time.sleep(0.01)
+
+
+def test_stats_service_writes_on_accept_and_closes() -> None:
+    lst = bind_listener("127.0.0.1:0", "stats")
+    svc = StatsServer(lst, _render)
+    try:
+        c = _client(lst)
+        _pump(svc, lambda: _readable(c))
+        assert c.recv(100) == b'{"workers":[]}' and c.recv(10) == b""
+        c.close()
+    finally:
+        svc.on_shutdown()
+        lst.sock.close()
+
+
+def _readable(sock: socket.socket) -> bool:
+    import select
+
+    return bool(select.select([sock], [], [], 0)[0])
+
+
+def test_stats_http_waits_for_bytes_and_silent_clients_expire() -> None:
+    lst = bind_listener("127.0.0.1:0", "stats")
+    svc = StatsServer(lst, _render, http=True)
+    try:
+        silent = _client(lst)
+        talker = _client(lst)
+        _pump(svc, lambda: len(svc._clients) == 2)
+        assert not _readable(silent)  # nothing is sent before the request
+        talker.sendall(b"GET / HTTP/1.0\r\n\r\n")
+        _pump(svc, lambda: _readable(talker))
+        data = b""
+        for _ in range(10):
+            chunk = talker.recv(4096)
+            if not chunk:
+                break
+            data += chunk
+        assert data == HTTP_HEAD + b'{"workers":[]}'
+        # The silent one costs nothing until its deadline, then is dropped by tick().
+        svc.tick(time.time() + 60)
+        assert svc._clients == {}
+        assert silent.recv(10) == b""
+        silent.close()
+        talker.close()
+    finally:
+        svc.on_shutdown()
+        lst.sock.close()
+
+
+def test_slow_reader_never_blocks_the_service() -> None:
+    big = b"x" * (8 * 1024 * 1024)  # far more than the socket buffers hold
+    lst = bind_listener("127.0.0.1:0", "stats")
+    svc = StatsServer(lst, lambda: big)
+    try:
+        c = _client(lst)
+        started = time.monotonic()
+        _pump(svc, lambda: len(svc._clients) == 1)
+        svc.on_readable(time.time())
+        assert time.monotonic() - started < 2.0
+        assert svc._clients  # still pending: it waits for EPOLLOUT instead of blocking
+        svc.tick(time.time() + 60)
+        assert not svc._clients
+        c.close()
+    finally:
+        svc.on_shutdown()
+        lst.sock.close()

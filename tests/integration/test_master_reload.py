@@ -1,0 +1,77 @@
+"""Reloads: SIGHUP under load loses nothing, SIGTERM re-execs, touch-reload, die-on-term."""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+
+from _broodkit import http_get, uwsgi_request, wait_until, worker_pids
+from test_master_respawn import _load
+
+
+def test_sighup_under_load_loses_no_request(start_brood, hello_app) -> None:
+    b = start_brood("--http-socket", "127.0.0.1:0", "--wsgi-file", hello_app,
+                    "--processes", "2", "--master", "--stats", "127.0.0.1:0")
+    addr = b.address_of("uwsgi socket 0")
+    before = set(worker_pids(b.stats()))
+    result: dict[str, object] = {}
+    loader = threading.Thread(target=lambda: result.update(r=_load(addr, 2.5, threads=6)))
+    loader.start()
+    wait_until(lambda: sum(w["requests"] for w in b.stats()["workers"]) >= 10, what="load")
+    b.send_signal(signal.SIGHUP)
+    b.wait_ready(count=2, timeout=30)
+    loader.join(90)
+    ok, failures = result["r"]  # type: ignore[misc]
+    assert failures == []
+    assert ok > 10
+    assert b.address_of("uwsgi socket 0") == addr
+    assert "uwsgi socket 0 inherited TCP address" in b.log()
+    after = set(worker_pids(b.stats()))
+    assert after.isdisjoint(before) and 0 not in after
+    assert b.stats()["pid"] == b.pid  # same master pid: re-exec, not a new process
+    assert http_get(addr) == (200, b"Hello World")
+
+
+def test_graceful_reload_finishes_in_flight_request(start_brood, hello_app) -> None:
+    b = start_brood("--socket", "127.0.0.1:0", "--wsgi-file", hello_app,
+                    "--stats", "127.0.0.1:0")
+    addr = b.address_of("uwsgi socket 0")
+    got: dict[str, object] = {}
+    slow = threading.Thread(target=lambda: got.update(r=uwsgi_request(addr, "/sleep?s=1.5")))
+    slow.start()
+    wait_until(lambda: b.stats()["workers"][0]["status"] == "busy", what="request in flight")
+    b.send_signal(signal.SIGHUP)
+    slow.join(30)
+    assert got["r"] == (200, b"slept\n")
+    b.wait_ready(count=2)
+
+
+def test_sigterm_is_a_brutal_reload(start_brood, hello_app) -> None:
+    b = start_brood("--http-socket", "127.0.0.1:0", "--wsgi-file", hello_app)
+    addr = b.address_of("uwsgi socket 0")
+    b.send_signal(signal.SIGTERM)
+    b.wait_ready(count=2)
+    assert b.proc.poll() is None
+    assert http_get(addr) == (200, b"Hello World")
+
+
+def test_die_on_term_shuts_down(start_brood, hello_app) -> None:
+    b = start_brood("--http-socket", "127.0.0.1:0", "--wsgi-file", hello_app, "--die-on-term")
+    b.send_signal(signal.SIGTERM)
+    assert b.wait_exit() == 0
+    assert "goodbye to uWSGI." in b.log()
+
+
+def test_touch_reload(start_brood, hello_app, tmp_path) -> None:
+    trigger = tmp_path / "reload.trigger"
+    trigger.write_text("1")
+    b = start_brood("--http-socket", "127.0.0.1:0", "--wsgi-file", hello_app,
+                    "--touch-reload", str(trigger), "--stats", "127.0.0.1:0")
+    first = worker_pids(b.stats())
+    st = trigger.stat()
+    os.utime(trigger, ns=(st.st_atime_ns, st.st_mtime_ns + 5_000_000_000))
+    b.wait_for_log(r"has been touched\.\.\. grace them all")
+    b.wait_ready(count=2)
+    assert worker_pids(b.stats()) != first
+    assert http_get(b.address_of("uwsgi socket 0")) == (200, b"Hello World")
