@@ -1,0 +1,155 @@
+"""Find and load the WSGI app the options name (--wsgi-file, --module, --callable).
+
+Runs in the master before forking (shared app) or in each worker after the fork
+(--lazy-apps). The process environment the app sees is prepared first, in uWSGI's
+order: env vars, chdir, the virtualenv's site-packages, then --pythonpath entries.
+Every failure is an AppLoadError with a one-line message; the original exception,
+when there was one, is chained so a caller can print its traceback.
+"""
+
+from __future__ import annotations
+
+import glob
+import importlib
+import importlib.util
+import os
+import site
+import sys
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any
+
+import brood.config.options  # noqa: F401  (fills the option registry read by lookup)
+from brood.config.option import lookup
+
+WSGIApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
+
+
+class AppLoadError(Exception):
+    """No app could be loaded; the message is one line for the log."""
+
+
+def option(cfg: Mapping[str, Any], name: str, default: Any = None) -> Any:
+    """``cfg[name]``, or ``default`` when this build declares no such option."""
+    if lookup(name) is None:
+        return default
+    value = cfg[name]
+    return default if value is None else value
+
+
+def prepare_process(cfg: Mapping[str, Any]) -> None:
+    """Apply env, chdir, home/virtualenv and pythonpath before importing the app."""
+    for item in _as_list(option(cfg, "env", [])):
+        key, _, value = str(item).partition("=")
+        if key:
+            os.environ[key] = value
+    chdir = option(cfg, "chdir")
+    if chdir:
+        try:
+            os.chdir(chdir)
+        except OSError as exc:
+            raise AppLoadError(f"chdir() to {chdir}: {exc.strerror}") from exc
+    home = option(cfg, "home") or option(cfg, "virtualenv")
+    if home:
+        add_virtualenv(home)
+    for entry in reversed(_as_list(option(cfg, "pythonpath", []))):
+        for path in sorted(glob.glob(entry)) or [entry]:
+            if path not in sys.path:
+                sys.path.insert(0, path)
+
+
+def add_virtualenv(home: str) -> None:
+    """Put a virtualenv's site-packages on sys.path (processing its .pth files)."""
+    if not os.path.isdir(home):
+        raise AppLoadError(f"virtualenv {home} is not a directory")
+    ver = f"python{sys.version_info.major}.{sys.version_info.minor}"
+    found = False
+    for lib in ("lib", "lib64"):
+        path = os.path.join(home, lib, ver, "site-packages")
+        if os.path.isdir(path):
+            site.addsitedir(path)
+            found = True
+    if not found:
+        raise AppLoadError(f"virtualenv {home} has no lib/{ver}/site-packages")
+
+
+def load_app(cfg: Mapping[str, Any]) -> WSGIApp:
+    """Prepare the process and return the app callable the options name."""
+    prepare_process(cfg)
+    callable_name = option(cfg, "callable") or "application"
+    wsgi_file = option(cfg, "wsgi-file")
+    module = option(cfg, "module")
+    if wsgi_file:
+        return from_file(wsgi_file, callable_name)
+    if module:
+        if module.endswith(".py") and ":" not in module:
+            return from_file(module, callable_name)
+        return from_module(module, callable_name)
+    raise AppLoadError("no app configured: give --wsgi-file or --module")
+
+
+def from_file(path: str, callable_name: str = "application") -> WSGIApp:
+    """Execute a Python file as a fresh module and take its callable."""
+    full = os.path.abspath(path)
+    if not os.path.isfile(full):
+        raise AppLoadError(f"wsgi-file {path} not found")
+    name = "uwsgi_file_" + "".join(c if c.isalnum() else "_" for c in full)
+    spec = importlib.util.spec_from_file_location(name, full)
+    if spec is None or spec.loader is None:
+        raise AppLoadError(f"wsgi-file {path} cannot be loaded as Python")
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules[name] = mod
+    folder = os.path.dirname(full)
+    if folder not in sys.path:
+        sys.path.insert(0, folder)
+    try:
+        spec.loader.exec_module(mod)
+    except BaseException as exc:
+        sys.modules.pop(name, None)
+        if isinstance(exc, KeyboardInterrupt):
+            raise
+        raise AppLoadError(f"wsgi-file {path} failed: {_one_line(exc)}") from exc
+    return _resolve(mod, callable_name, f"wsgi-file {path}")
+
+
+def from_module(spec: str, callable_name: str = "application") -> WSGIApp:
+    """Import ``pkg.mod`` / ``pkg.mod:callable`` / ``pkg.mod:attr.attr``."""
+    modname, _, attr = spec.partition(":")
+    modname = modname.strip()
+    if not modname:
+        raise AppLoadError(f"module {spec!r}: no module name")
+    try:
+        mod = importlib.import_module(modname)
+    except ModuleNotFoundError as exc:
+        if exc.name and (modname == exc.name or modname.startswith(exc.name + ".")):
+            raise AppLoadError(f"module {modname} not found") from exc
+        raise AppLoadError(f"module {modname} failed: {_one_line(exc)}") from exc
+    except BaseException as exc:
+        if isinstance(exc, KeyboardInterrupt):
+            raise
+        raise AppLoadError(f"module {modname} failed: {_one_line(exc)}") from exc
+    return _resolve(mod, attr.strip() or callable_name, f"module {modname}")
+
+
+def _resolve(obj: Any, dotted: str, where: str) -> WSGIApp:
+    target = obj
+    for part in dotted.split("."):
+        try:
+            target = getattr(target, part)
+        except AttributeError:
+            raise AppLoadError(f"{where} has no callable {dotted!r}") from None
+    if not callable(target):
+        raise AppLoadError(f"{where}: {dotted!r} is not callable")
+    return target
+
+
+def _as_list(value: Any) -> list[Any]:
+    if value is None:
+        return []
+    if isinstance(value, list | tuple):
+        return list(value)
+    return [value]
+
+
+def _one_line(exc: BaseException) -> str:
+    text = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+    return " ".join(text.split())

@@ -1,0 +1,89 @@
+"""One connection on a uwsgi-protocol socket: a packet in, raw HTTP out, then close.
+
+The vars block is read with brood.protocol.uwsgi (limited by --buffer-size); the body
+follows on the same stream, CONTENT_LENGTH bytes, and is handed to the app as
+wsgi.input without reading past it. The answer starts with the request's
+SERVER_PROTOCOL (HTTP/1.0 when absent), as uWSGI's python workers do.
+"""
+
+from __future__ import annotations
+
+import io
+import socket
+from typing import TYPE_CHECKING, Any
+
+from brood.protocol.errors import ProtocolError
+from brood.protocol.uwsgi import PacketReader
+from brood.workers.environ import build_environ
+from brood.workers.input import LengthInput
+from brood.workers.response import Core, error_response, linger_close
+
+if TYPE_CHECKING:
+    from brood.workers.wsgi import Endpoint
+
+_RECV = 65536
+# Unread body bytes dropped before closing; past this, a lingering close.
+_DRAIN_LIMIT = 65536
+
+
+def serve_uwsgi(core: Core, conn: socket.socket, addr: Any, endpoint: Endpoint) -> None:
+    """Serve the one request a uwsgi connection carries."""
+    worker = core.worker
+    reader = PacketReader(worker.buffer_size)
+    try:
+        packet = None
+        while packet is None:
+            data = conn.recv(_RECV)
+            if not data:
+                return
+            packet = reader.feed(data)
+    except ProtocolError as exc:
+        worker.log(f"invalid uwsgi request from {endpoint.peer(addr)}: {exc.reason}")
+        conn.sendall(error_response("HTTP/1.0", exc.status))
+        return
+    if packet.modifier1 != 0:
+        worker.log(f"unsupported uwsgi modifier1 {packet.modifier1} from {endpoint.peer(addr)}")
+        return
+    pairs = packet.vars
+    environ = build_environ(
+        pairs,
+        wsgi_input=None,
+        errors=worker.errors,
+        multithread=worker.multithread,
+        multiprocess=worker.multiprocess,
+        file_wrapper=worker.file_wrapper,
+        extra=worker.extra_environ,
+    )
+    raw_length = environ.get("CONTENT_LENGTH")
+    try:
+        length = int(raw_length) if raw_length else 0
+    except ValueError:
+        length = -1
+    version = environ.get("SERVER_PROTOCOL") or "HTTP/1.0"
+    if length < 0:
+        worker.log(f"bad CONTENT_LENGTH {raw_length!r} from {endpoint.peer(addr)}")
+        conn.sendall(error_response(version, 400))
+        return
+    if worker.limit_post and length > worker.limit_post:
+        worker.log(f"body of {length} bytes over limit-post {worker.limit_post}: 413")
+        conn.sendall(error_response(version, 413))
+        linger_close(conn)
+        return
+    body = reader.rest
+    inp = None
+    if len(body) >= length:
+        environ["wsgi.input"] = io.BytesIO(body[:length])
+    else:
+        environ["wsgi.input"] = inp = LengthInput(conn, body, length - len(body))
+    core.version = version
+    core.http = False
+    core.keep = False
+    core.head_only = False
+    worker.serve_request(core, environ, len(packet.raw) - 4, len(pairs))
+    if inp is not None:
+        try:
+            done = inp.drain(_DRAIN_LIMIT)
+        except OSError:
+            done = False
+        if not done:
+            linger_close(conn)  # unread body: a plain close would reset the answer

@@ -1,0 +1,153 @@
+"""Worker lifecycle: signals, max-requests, reload-on-rss, threads, lazy apps, the
+scoreboard and the access log."""
+
+from __future__ import annotations
+
+import json
+import re
+import signal
+import threading
+import time
+
+from _workerkit import HttpConn, WorkerProcess, http_get, wait_for
+
+import brood.demo.hello
+from brood.demo.hello import application as app
+from brood.scoreboard import STATUS_BUSY, STATUS_IDLE
+
+
+def _start_slow(worker: WorkerProcess, seconds: float) -> tuple[HttpConn, object]:
+    sock = worker.connect()
+    conn = HttpConn(sock)
+    conn.send(f"GET /sleep?s={seconds} HTTP/1.1\r\nHost: t\r\n\r\n".encode())
+    wait_for(lambda: worker.slot.status == STATUS_BUSY, what="request in progress")
+    return conn, sock
+
+
+def test_scoreboard_counters(tmp_path):
+    with WorkerProcess(app, tmp_path, disable_logging=True) as w:
+        assert w.slot.pid == w.pid and w.slot.accepting == 1
+        assert http_get(w, "/").status == 200
+        assert http_get(w, "/error").status == 500
+        wait_for(lambda: w.slot.requests == 2, what="2 requests")
+        assert w.slot.exceptions == 1
+        assert w.slot.tx > 11
+        assert w.slot.status == STATUS_IDLE and w.slot.request_start == 0
+        assert w.slot.avg_rt > 0
+
+
+def test_graceful_sighup_finishes_in_flight_request(tmp_path):
+    with WorkerProcess(app, tmp_path, disable_logging=True) as w:
+        conn, sock = _start_slow(w, 0.5)
+        w.signal(signal.SIGHUP)
+        resp = conn.response()
+        assert resp.status == 200 and resp.body == b"slept\n"
+        assert resp.headers["connection"] == "close"
+        assert w.wait() == 0
+        sock.close()
+
+
+def test_graceful_sigterm_does_not_wait_for_idle_keepalive(tmp_path):
+    with WorkerProcess(app, tmp_path, disable_logging=True) as w:
+        sock = w.connect()
+        conn = HttpConn(sock)
+        conn.send(b"GET / HTTP/1.1\r\nHost: t\r\n\r\n")
+        assert conn.response().status == 200
+        wait_for(lambda: w.slot.requests == 1, what="request accounted")
+        started = time.monotonic()
+        w.signal(signal.SIGTERM)
+        assert w.wait() == 0
+        assert time.monotonic() - started < 5  # not the 15 s keep-alive timeout
+        assert conn.closed()
+        sock.close()
+
+
+def test_sigint_stops_at_once(tmp_path):
+    with WorkerProcess(app, tmp_path, disable_logging=True) as w:
+        conn, sock = _start_slow(w, 30)
+        started = time.monotonic()
+        w.signal(signal.SIGINT)
+        assert w.wait() == 0
+        assert time.monotonic() - started < 5
+        sock.close()
+
+
+def test_max_requests_exits_zero(tmp_path):
+    with WorkerProcess(app, tmp_path, max_requests=3, disable_logging=True) as w:
+        with w.connect() as sock:
+            conn = HttpConn(sock)
+            for _ in range(3):
+                conn.send(b"GET / HTTP/1.1\r\nHost: t\r\n\r\n")
+                resp = conn.response()
+                assert resp.status == 200
+            assert resp.headers["connection"] == "close"  # the last one says so
+        assert w.wait() == 0
+        assert w.slot.requests == 3
+        assert "max-requests" in w.log()
+
+
+def test_reload_on_rss_exits_after_request(tmp_path):
+    with WorkerProcess(app, tmp_path, reload_on_rss=1, disable_logging=True) as w:
+        assert http_get(w).status == 200
+        assert w.wait() == 0
+        assert w.slot.rss > 1024 * 1024
+
+
+def test_threads_serve_concurrently(tmp_path):
+    with WorkerProcess(app, tmp_path, threads=2, disable_logging=True) as w:
+        env = json.loads(http_get(w, "/env").body)
+        assert env["wsgi.multithread"] is True
+        results = []
+
+        def slow():
+            results.append(http_get(w, "/sleep?s=1").status)
+
+        started = time.monotonic()
+        threads = [threading.Thread(target=slow) for _ in range(2)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(10)
+        assert results == [200, 200]
+        assert time.monotonic() - started < 1.9
+        wait_for(lambda: w.slot.requests == 3, what="3 requests")
+        assert w.slot.status == STATUS_IDLE
+
+
+def test_threads_graceful_stop(tmp_path):
+    with WorkerProcess(app, tmp_path, threads=2, disable_logging=True) as w:
+        conn, sock = _start_slow(w, 0.5)
+        w.signal(signal.SIGHUP)
+        assert conn.response().body == b"slept\n"
+        assert w.wait() == 0
+        sock.close()
+
+
+def test_lazy_app_loaded_in_worker(tmp_path):
+    with WorkerProcess(None, tmp_path, wsgi_file=brood.demo.hello.__file__,
+                       disable_logging=True) as w:  # fmt: skip
+        assert http_get(w).body == b"Hello World"
+
+
+def test_lazy_app_load_error_exits_one(tmp_path):
+    w = WorkerProcess(None, tmp_path, wsgi_file=str(tmp_path / "missing.py"))
+    with w:
+        assert w.wait() == 1
+        assert "missing.py not found" in w.log()
+
+
+ACCESS = re.compile(
+    r"\[pid: (\d+)\|app: 0\|req: 1/1\] 127\.0\.0\.1 \(\) \{(\d+) vars in (\d+) bytes\} "
+    r"\[\w{3} \w{3} [ \d]\d \d\d:\d\d:\d\d \d{4}\] GET /big\?x=1 => generated 65536 bytes "
+    r"in \d+ msecs \(HTTP/1\.1 200\) (\d+) headers in (\d+) bytes \(1 switches on core 0\)\n"
+)
+
+
+def test_access_log_line(tmp_path):
+    with WorkerProcess(app, tmp_path) as w:
+        http_get(w, "/big?x=1")
+        wait_for(lambda: "generated" in w.log(), what="access log line")
+        match = ACCESS.search(w.log())
+        assert match, w.log()
+        assert int(match[1]) == w.pid
+        assert int(match[4]) == 3  # Content-Type, Content-Length, Connection: close
