@@ -173,8 +173,7 @@ class Engine:
     @asynccontextmanager
     async def session(self, peer: Any = None) -> AsyncIterator[trio.CancelScope]:
         """Counts the session as active; ``--X-harakiri`` bounds its lifetime."""
-        self.active_sessions += 1
-        self.sessions_total += 1
+        self.session_opened()
         deadline = (trio.current_time() + self.settings.harakiri
                     if self.settings.harakiri > 0 else float("inf"))
         try:
@@ -184,9 +183,20 @@ class Engine:
                 self.log_failure(peer, f"harakiri: session older than "
                                        f"{self.settings.harakiri:g}s cut")
         finally:
-            self.active_sessions -= 1
-            if not self.active_sessions and self._idle is not None:
-                self._idle.set()
+            self.session_closed()
+
+    def session_opened(self) -> None:
+        """Count a session by hand (a front that applies harakiri itself through a
+        cancel scope it already has: ``session`` costs a scope and a generator per
+        request, which the HTTP keep-alive loop cannot afford). Pair with
+        ``session_closed`` in a ``finally``."""
+        self.active_sessions += 1
+        self.sessions_total += 1
+
+    def session_closed(self) -> None:
+        self.active_sessions -= 1
+        if not self.active_sessions and self._idle is not None:
+            self._idle.set()
 
     async def wait_idle(self) -> None:
         """Return once no session is active (graceful stop waits here)."""

@@ -9,8 +9,10 @@ Failure handling, in order: the resolver picks a node; a refused or timed-out co
 tells the resolver (``on_connect_failed`` puts the node in its gracetime) and the next
 node is asked for with the failed ones excluded, up to ``max_retries`` more times; then
 the fallback nodes are tried in order. The error raised says what the client should see:
-``NoNode`` (503) when nothing could even be tried, ``NodeTimeout`` (504) when the last
-attempt timed out, ``NodeFailed`` (502) otherwise.
+``NoNode`` (503) when nothing could even be tried, or when every node tried was a unix
+socket file that does not exist (a ``--X-use-pattern``/``--X-use-base`` key with no app
+behind it), ``NodeTimeout`` (504) when the last attempt timed out, ``NodeFailed`` (502)
+otherwise.
 """
 
 from __future__ import annotations
@@ -80,6 +82,7 @@ async def connect_node(
     attempts: list[Attempt] = []
     tried: list[Node] = []
     timed_out = False
+    missing = 0  # attempts that found no unix socket file at all
     if key is not None and not use_fallbacks_only:
         for _ in range(1 + max(0, plan.max_retries)):
             node = resolver.resolve(key, clock(), client, exclude=tuple(tried))
@@ -92,6 +95,7 @@ async def connect_node(
                 attempts.append(Attempt(node.name, "connect timeout"))
             except OSError as exc:
                 timed_out = False
+                missing += isinstance(exc, FileNotFoundError)
                 attempts.append(Attempt(node.name, exc.strerror or str(exc)))
             else:
                 return node, sock, attempts
@@ -108,6 +112,7 @@ async def connect_node(
             attempts.append(Attempt(node.name, "connect timeout"))
         except OSError as exc:
             timed_out = False
+            missing += isinstance(exc, FileNotFoundError)
             attempts.append(Attempt(node.name, exc.strerror or str(exc)))
         else:
             node.clear_grace()
@@ -117,6 +122,8 @@ async def connect_node(
     detail = "; ".join(f"{a.node}: {a.error}" for a in attempts)
     if not attempts:
         raise NoNode("no node for key" if key is not None else "no key, no fallback")
+    if missing == len(attempts):
+        raise NoNode(f"no node for key ({detail})")
     if timed_out:
         raise NodeTimeout(f"connect timed out ({detail})")
     raise NodeFailed(f"connect failed ({detail})")

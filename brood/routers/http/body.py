@@ -1,0 +1,146 @@
+"""The client side of a connection and request bodies on their way to a node.
+
+``Client`` is one accepted connection: its socket (raw, or a TLS stream later) and the
+bytes read but not used yet, so a pipelined next request is never lost.
+
+A body is planned before the node is contacted (``plan_body``) and finished after
+(``BodyPlan.stream``):
+
+* Content-Length: the bytes already read go out with the request head, in one send;
+  the rest is relayed as it comes, never held whole.
+* chunked, default: de-chunked while the body fits in ``chunked_buffer``; a complete
+  body goes out with CONTENT_LENGTH. A larger one switches to streaming: what was read
+  is re-encoded as chunks and the rest follows chunk by chunk (re-encoded, so the node
+  only ever sees clean framing: no extensions, no trailers).
+* chunked with ``--http-chunked-input``: streamed chunked from the first byte.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import trio
+
+from brood.protocol.chunked import LAST_CHUNK, ChunkedDecoder, encode_chunk
+from brood.protocol.http1 import RequestHead
+from brood.routers.net.relay import Endpoint, receive_some, send_all
+
+RECV = 65536
+
+
+class ClientGone(Exception):
+    """The client closed or stalled in the middle of a request: nothing to answer."""
+
+
+class Client:
+    """One client connection and its unread bytes."""
+
+    __slots__ = ("sock", "buf", "remote_addr", "remote_port")
+
+    def __init__(self, sock: Endpoint, remote_addr: str, remote_port: int) -> None:
+        self.sock = sock
+        self.buf = b""
+        self.remote_addr = remote_addr
+        self.remote_port = remote_port
+
+    async def read_more(self) -> bool:
+        """Append one read to ``buf``; False at EOF."""
+        data = await receive_some(self.sock, RECV)
+        if not data:
+            return False
+        self.buf = self.buf + data if self.buf else data
+        return True
+
+    async def receive(self, max_bytes: int = RECV) -> bytes:
+        """Unread bytes first, then the socket."""
+        if self.buf:
+            data, self.buf = self.buf[:max_bytes], self.buf[max_bytes:]
+            return data
+        return await receive_some(self.sock, max_bytes)
+
+
+@dataclass(slots=True)
+class BodyPlan:
+    """How a request body reaches the node: ``prefix`` goes with the head; ``remaining``
+    Content-Length bytes or a ``decoder`` (chunked streaming) follow via ``stream``."""
+
+    prefix: bytes = b""
+    content_length: int | None = None  # set when a chunked body was de-chunked whole
+    remaining: int = 0
+    decoder: ChunkedDecoder | None = None
+
+    @property
+    def pending(self) -> bool:
+        return self.remaining > 0 or self.decoder is not None
+
+    async def stream(self, client: Client, node: Endpoint, touch: Callable[[], None]) -> int:
+        """Send the rest of the body to ``node``; returns the bytes sent. ClientGone when
+        the client stops sending; OSError when the node stops reading."""
+        sent = 0
+        while self.remaining:
+            data = await client.receive(min(RECV, self.remaining))
+            if not data:
+                raise ClientGone(f"client closed with {self.remaining} body bytes missing")
+            self.remaining -= len(data)
+            touch()
+            await send_all(node, data)
+            sent += len(data)
+        decoder = self.decoder
+        while decoder is not None:
+            data = await client.receive()
+            if not data:
+                raise ClientGone("client closed inside a chunked body")
+            touch()
+            out = b"".join([encode_chunk(piece) for piece in decoder.feed(data)])
+            if decoder.done:
+                out += LAST_CHUNK
+                client.buf = decoder.rest
+                self.decoder = decoder = None
+            if out:
+                await send_all(node, out)
+                sent += len(out)
+        return sent
+
+
+async def plan_body(client: Client, head: RequestHead, *, chunked_input: bool,
+                    chunked_buffer: int, timeout: float) -> BodyPlan:
+    """Take the body bytes already read off ``client.buf`` and decide how the rest goes.
+    May read a chunked body (bounded by ``chunked_buffer``) before any node is chosen;
+    ProtocolError for a malformed one, ClientGone when the client stops."""
+    if head.chunked:
+        return await _plan_chunked(client, chunked_input, chunked_buffer, timeout)
+    length = head.content_length or 0
+    if not length:
+        return BodyPlan()
+    buf = client.buf
+    if len(buf) >= length:
+        client.buf = buf[length:]
+        return BodyPlan(prefix=buf[:length] if len(buf) > length else buf)
+    client.buf = b""
+    return BodyPlan(prefix=buf, remaining=length - len(buf))
+
+
+async def _plan_chunked(client: Client, chunked_input: bool, limit: int,
+                        timeout: float) -> BodyPlan:
+    decoder = ChunkedDecoder()
+    pieces = decoder.feed(client.buf) if client.buf else []
+    client.buf = b""
+    if not chunked_input:
+        while not decoder.done and decoder.received <= limit:
+            with trio.move_on_after(timeout):
+                data = await receive_some(client.sock, RECV)
+                if not data:
+                    raise ClientGone("client closed inside a chunked body")
+                pieces += decoder.feed(data)
+                continue
+            raise ClientGone(f"chunked body stalled for {timeout:g}s")
+        if decoder.done:
+            client.buf = decoder.rest
+            body = b"".join(pieces)
+            return BodyPlan(prefix=body, content_length=len(body))
+    prefix = b"".join([encode_chunk(piece) for piece in pieces])
+    if decoder.done:
+        client.buf = decoder.rest
+        return BodyPlan(prefix=prefix + LAST_CHUNK)
+    return BodyPlan(prefix=prefix, decoder=decoder)

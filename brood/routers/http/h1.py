@@ -1,0 +1,155 @@
+"""One HTTP/1 request through a node: the uwsgi packet, the body, the answer, upgrades.
+
+``build_packet`` turns a parsed head into the vars block uWSGI's router would send
+(WIRE §1.6) plus brood's additions (X-Forwarded-For append, de-chunked length).
+``exchange`` runs on a connected ``Upstream``: head and the body bytes already read go
+out in one send; a body still arriving is relayed by a sibling task while the answer is
+read, so a node answering early (413, 401) is not held up by a slow upload. Both
+directions share one idle deadline, pushed forward by every chunk moved: the deadline of
+the connection's own cancel scope (one scope per connection, not per request or per
+read: on this path a cancel scope costs as much as a syscall).
+
+Upgrades: when the node answers 101 the connection becomes a two-way pipe with
+half-close (relay with ``end_when_b_done=False``). ``--http-raw-body`` pipes everything
+after the head to the node unparsed and ends when the node has answered.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass
+
+import trio
+
+from brood.protocol.http1 import RequestHead
+from brood.protocol.uwsgi import encode_header, encode_vars
+from brood.protocol.vars import request_vars
+from brood.routers.engine import Upstream
+from brood.routers.http.body import BodyPlan, Client, ClientGone
+from brood.routers.http.response import Outcome, relay_response, wants_gzip
+from brood.routers.http.settings import HttpSettings
+
+# A cheap C-level test for the rare header that needs a second pass over the vars.
+_XFF_RE = re.compile(rb"\r\nx-forwarded-for:", re.IGNORECASE)
+
+
+@dataclass(slots=True)
+class Request:
+    """A parsed request ready for a node: the vars block and how the body follows."""
+
+    head: RequestHead
+    block: bytes  # encoded vars, without the 4-byte header
+    body: BodyPlan
+
+
+def has_forwarded_for(buf: bytes, head_size: int) -> bool:
+    """Whether the head in ``buf`` carries X-Forwarded-For (one C-level scan)."""
+    return _XFF_RE.search(buf, 0, head_size) is not None
+
+
+def build_vars_block(head: RequestHead, client: Client, settings: HttpSettings, *,
+                     server_port: bytes, https: bool, content_length: int | None,
+                     forwarded_for: bool) -> bytes:
+    """The encoded vars block for ``head``."""
+    pairs = request_vars(
+        head,
+        remote_addr=client.remote_addr,
+        remote_port=client.remote_port,
+        server_name=settings.server_name,
+        server_port=server_port,
+        https=https,
+        extra=settings.extra_vars,
+        server_name_as_http_host=settings.server_name_as_http_host,
+        content_length=content_length,
+    )
+    if forwarded_for:
+        # The proxy chain grows by the client we saw: "<existing>, <client ip>".
+        addr = client.remote_addr.encode("ascii")
+        for i, (key, value) in enumerate(pairs):
+            if key == b"HTTP_X_FORWARDED_FOR":
+                pairs[i] = (key, value + b", " + addr)
+                break
+    return encode_vars(pairs)
+
+
+async def exchange(up: Upstream, client: Client, request: Request, settings: HttpSettings,
+                   out: Outcome, scope: trio.CancelScope, hard_deadline: float) -> None:
+    """Send ``request`` to the node and relay its answer; fills ``out``.
+
+    ``scope`` is the connection's cancel scope: its deadline becomes the node idle
+    timeout, pushed forward by every chunk moved, never past ``hard_deadline``
+    (harakiri). When it fires the caller sees the scope cancelled and answers 504 if no
+    byte went out yet. BadResponse means 502."""
+    node = up.node
+    head = request.head
+    m1 = node.modifier1 if settings.modifier1 is None else settings.modifier1
+    m2 = node.modifier2 if settings.modifier2 is None else settings.modifier2
+    packet = encode_header(m1, len(request.block), m2) + request.block + request.body.prefix
+    timeout = settings.timeout
+    if hard_deadline == math.inf:
+        def touch() -> None:
+            scope.deadline = trio.current_time() + timeout
+    else:
+        def touch() -> None:
+            scope.deadline = min(trio.current_time() + timeout, hard_deadline)
+    touch()
+    if settings.raw_body:
+        await up.send(packet)
+        scope.deadline = hard_deadline  # the relay keeps its own idle timeout
+        await _raw_pipe(up, client, out, end_when_node_done=True)
+        return
+    accepts_gzip = settings.auto_gzip and wants_gzip(head.headers)
+    await up.send(packet)
+    if not request.body.pending:
+        await relay_response(up, client.sock, method=head.method,
+                             client_http11=head.version == b"HTTP/1.1",
+                             accepts_gzip=accepts_gzip, auto_chunked=settings.auto_chunked,
+                             auto_gzip=settings.auto_gzip, touch=touch, out=out)
+    else:
+        answer = dict(method=head.method, client_http11=head.version == b"HTTP/1.1",
+                      accepts_gzip=accepts_gzip, auto_chunked=settings.auto_chunked,
+                      auto_gzip=settings.auto_gzip, touch=touch, out=out)
+        await _with_body(up, client, request.body, touch, answer, out)
+    if out.upgraded:
+        scope.deadline = hard_deadline
+        await _raw_pipe(up, client, out, end_when_node_done=False)
+
+
+async def _with_body(up: Upstream, client: Client, body: BodyPlan, touch, answer: dict,
+                     out: Outcome) -> None:
+    """Relay the rest of the body while reading the answer."""
+    state = {"done": False, "gone": None}
+
+    async def send_body() -> None:
+        try:
+            up.node.tx += await body.stream(client, up.sock, touch)
+            state["done"] = True
+        except ClientGone as exc:
+            state["gone"] = exc
+            nursery.cancel_scope.cancel()
+        except OSError:
+            pass  # the node stopped reading: its answer (if any) still counts
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(send_body)
+        await relay_response(up, client.sock, **answer)
+        if not state["done"]:
+            nursery.cancel_scope.cancel()
+    if state["gone"] is not None:
+        raise state["gone"]
+    if not state["done"]:
+        out.keep_alive = False  # unread body bytes: the next request cannot be found
+
+
+async def _raw_pipe(up: Upstream, client: Client, out: Outcome, *,
+                    end_when_node_done: bool) -> None:
+    """After a 101 (or with --http-raw-body): bytes both ways until done."""
+    out.keep_alive = False
+    if client.buf:
+        await up.send(client.buf)
+        client.buf = b""
+    result = await up.relay(client.sock, end_when_node_done=end_when_node_done)
+    out.sent += result.b_to_a
+    out.complete = not result.timed_out and result.error is None
+

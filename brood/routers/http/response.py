@@ -1,0 +1,231 @@
+"""A node's answer on its way to the client: parse only the head, relay the body.
+
+How it works. The first read from the node usually holds the whole answer of a small
+request; its head is parsed once (``parse_response_head``) for status and framing, and
+the bytes go to the client in one send. Then, by framing:
+
+* ``length``: exactly Content-Length bytes are relayed (extra bytes are dropped);
+* ``chunked``: bytes are relayed as they come while a ChunkedDecoder follows the
+  framing to find the last chunk;
+* ``none`` (HEAD, 1xx, 204, 304): the head only;
+* ``close``: relayed until the node closes. With ``--http-auto-chunked`` (or auto-gzip)
+  and an HTTP/1.1 client, such an answer is re-framed chunked so keep-alive continues.
+
+Interim 1xx heads are relayed and the next head read; 101 hands the connection over to
+the caller (an upgrade). ``--http-auto-gzip`` follows uWSGI: a node opts in with the
+header ``uWSGI-Encoding: gzip`` on an answer that has no Content-Length,
+Transfer-Encoding nor Content-Encoding; the router compresses it when the client
+accepts gzip. The ``uWSGI-Encoding`` header is an instruction to the router and never
+reaches the client while auto-gzip is on.
+
+The answer is complete (the client connection may be kept) only when the whole framed
+body went out; ``Outcome.complete`` says so.
+"""
+
+from __future__ import annotations
+
+import zlib
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from brood.protocol.chunked import LAST_CHUNK, ChunkedDecoder, encode_chunk
+from brood.protocol.errors import BadResponse
+from brood.protocol.http1 import ResponseHead, parse_response_head
+from brood.routers.engine import Upstream
+from brood.routers.net.relay import Endpoint, send_all
+
+RECV = 65536
+# A node's response head may be as large as a request head; more is garbage.
+RESPONSE_HEAD_LIMIT = 65535
+_UWSGI_ENCODING = b"uwsgi-encoding"
+_FRAMING = {b"content-length", b"transfer-encoding", b"content-encoding"}
+
+
+@dataclass(slots=True)
+class Outcome:
+    """What one exchange did, for keep-alive, the access log and error handling."""
+
+    status: int = 0
+    sent: int = 0  # bytes written to the client (an error page is only possible at 0)
+    keep_alive: bool = False  # the node's answer allows another request
+    complete: bool = False
+    upgraded: bool = False
+
+
+def rewrite_head(raw: bytes, drop: set[bytes], add: list[bytes]) -> bytes:
+    """``raw`` (a response head) without the headers named in ``drop`` (lower case) and
+    with the ``add`` lines; CRLF line endings."""
+    lines = [line.rstrip(b"\r") for line in raw.split(b"\n")]
+    out = [lines[0]]
+    for line in lines[1:]:
+        if line and line.split(b":", 1)[0].strip().lower() not in drop:
+            out.append(line)
+    out.extend(add)
+    return b"\r\n".join(out) + b"\r\n\r\n"
+
+
+def wants_gzip(headers: list[tuple[bytes, bytes]]) -> bool:
+    """The client's Accept-Encoding lists gzip (without q=0)."""
+    for name, value in headers:
+        if name.lower() == b"accept-encoding":
+            for part in value.lower().split(b","):
+                coding, _, params = part.strip().partition(b";")
+                if coding.strip() in (b"gzip", b"*"):
+                    q = params.strip().replace(b" ", b"")
+                    if q not in (b"q=0", b"q=0.0", b"q=0.00", b"q=0.000"):
+                        return True
+    return False
+
+
+async def read_head(up: Upstream, method: bytes, client: Endpoint, touch: Callable[[], None],
+                    out: Outcome) -> tuple[ResponseHead, bytes]:
+    """The final response head and every byte read so far (interim 1xx relayed)."""
+    data = b""
+    while True:
+        chunk = await up.receive_some(RECV)
+        if not chunk:
+            raise BadResponse("node closed before a complete response head"
+                              if data else "node closed without answering")
+        touch()
+        data = data + chunk if data else chunk
+        head = parse_response_head(data, RESPONSE_HEAD_LIMIT, method)
+        while head is not None and head.status < 200 and head.status != 101:
+            await send_all(client, data[:head.size])
+            out.sent += head.size
+            data = data[head.size:]
+            head = parse_response_head(data, RESPONSE_HEAD_LIMIT, method) if data else None
+        if head is not None:
+            return head, data
+
+
+async def relay_response(up: Upstream, client: Endpoint, *, method: bytes, client_http11: bool,
+                         accepts_gzip: bool, auto_chunked: bool, auto_gzip: bool,
+                         touch: Callable[[], None], out: Outcome) -> None:
+    """Relay the node's answer to ``client``, filling ``out``."""
+    head, data = await read_head(up, method, client, touch, out)
+    out.status = head.status
+    if head.status == 101:
+        out.upgraded = True
+        await send_all(client, data)
+        out.sent += len(data)
+        return
+    kind = head.body_kind
+    out.keep_alive = head.keep_alive
+    if kind == "length":
+        await _relay_length(up, client, data, head.size + (head.content_length or 0), touch, out)
+    elif kind == "none":
+        await send_all(client, data[:head.size])
+        out.sent += head.size
+        out.complete = True
+    elif kind == "chunked":
+        await _relay_chunked(up, client, head, data, touch, out)
+    elif auto_gzip or auto_chunked:
+        gzip = auto_gzip and accepts_gzip and _gzip_opt_in(head)
+        # chunked framing needs an HTTP/1.1 answer to an HTTP/1.1 client
+        chunk = (client_http11 and head.version == b"HTTP/1.1" and head.status != 101
+                 and (auto_chunked or gzip))
+        await _relay_reframed(up, client, head, data, touch, out, gzip=gzip, chunk=chunk)
+    else:
+        await _relay_until_close(up, client, data, touch, out)
+
+
+def _gzip_opt_in(head: ResponseHead) -> bool:
+    """uWSGI's condition: ``uWSGI-Encoding: gzip`` and no size nor Content-Encoding."""
+    opted = False
+    for name, value in head.headers:
+        lname = name.lower()
+        if lname == _UWSGI_ENCODING and value.strip().lower() == b"gzip":
+            opted = True
+        elif lname in _FRAMING:
+            return False
+    return opted and head.status not in (204, 304) and head.status >= 200
+
+
+async def _relay_length(up: Upstream, client: Endpoint, data: bytes, total: int,
+                        touch: Callable[[], None], out: Outcome) -> None:
+    if len(data) >= total:
+        await send_all(client, data if len(data) == total else data[:total])
+        out.sent += total
+        out.complete = True
+        return
+    await send_all(client, data)
+    out.sent += len(data)
+    remaining = total - len(data)
+    while remaining:
+        data = await up.receive_some(min(RECV, remaining))
+        if not data:
+            out.keep_alive = False
+            return  # truncated by the node: the client sees the connection close
+        touch()
+        await send_all(client, data)
+        out.sent += len(data)
+        remaining -= len(data)
+    out.complete = True
+
+
+async def _relay_chunked(up: Upstream, client: Endpoint, head: ResponseHead, data: bytes,
+                         touch: Callable[[], None], out: Outcome) -> None:
+    decoder = ChunkedDecoder(error=BadResponse)
+    body = data[head.size:]
+    while True:
+        if body:
+            decoder.feed(body)
+            if decoder.done and decoder.rest:
+                data = data[:len(data) - len(decoder.rest)]
+        await send_all(client, data)
+        out.sent += len(data)
+        if decoder.done:
+            out.complete = True
+            return
+        data = body = await up.receive_some(RECV)
+        if not data:
+            out.keep_alive = False
+            return
+        touch()
+
+
+async def _relay_until_close(up: Upstream, client: Endpoint, data: bytes,
+                             touch: Callable[[], None], out: Outcome) -> None:
+    out.keep_alive = False
+    while data:
+        await send_all(client, data)
+        out.sent += len(data)
+        data = await up.receive_some(RECV)
+        touch()
+    out.complete = True
+
+
+async def _relay_reframed(up: Upstream, client: Endpoint, head: ResponseHead, data: bytes,
+                          touch: Callable[[], None], out: Outcome, *, gzip: bool,
+                          chunk: bool) -> None:
+    """A close-delimited answer, maybe gzipped, maybe re-framed chunked."""
+    add = []
+    if gzip:
+        add += [b"Content-Encoding: gzip", b"Vary: Accept-Encoding"]
+    if chunk:
+        add.append(b"Transfer-Encoding: chunked")
+    drop = {_UWSGI_ENCODING, b"connection"} if chunk else {_UWSGI_ENCODING}
+    pending = rewrite_head(data[:head.size], drop, add)
+    out.keep_alive = chunk
+    compressor = zlib.compressobj(6, zlib.DEFLATED, 31) if gzip else None
+    body = data[head.size:]
+    while True:
+        if body:
+            if compressor is not None:
+                body = compressor.compress(body) + compressor.flush(zlib.Z_SYNC_FLUSH)
+            pending += encode_chunk(body) if chunk else body
+        if pending:
+            await send_all(client, pending)
+            out.sent += len(pending)
+        body = await up.receive_some(RECV)
+        touch()
+        if not body:
+            break
+        pending = b""
+    tail = compressor.flush() if compressor is not None else b""
+    if chunk:
+        tail = encode_chunk(tail) + LAST_CHUNK
+    if tail:
+        await send_all(client, tail)
+        out.sent += len(tail)
+    out.complete = True

@@ -1,0 +1,338 @@
+"""The HTTP router front (``--http ADDR``): HTTP/1.x clients in, uwsgi packets to nodes.
+
+Per connection: an optional PROXY v1/v2 header (``--http-enable-proxy-protocol``), then
+requests one after another (keep-alive). Per request:
+
+1. read the whole head, bounded by the head limit and ``--http-headers-timeout``, before
+   any node is chosen: a slow client never holds a node;
+2. plan the body (a chunked one may be de-chunked here, see ``body``);
+3. build the vars (WIRE §1.6) and take the key: the Host header as sent, port kept, or
+   the machine's hostname without one (WIRE §7.2);
+4. connect through the engine, send head + vars + early body in one send, relay the
+   answer (``h1.exchange``), log an access line, and loop while keep-alive allows.
+
+Where uWSGI closes silently (bad request, unknown host, dead node, WIRE §7.2), brood
+answers: 400/431/501/505 for the request, 413 for ``--http-manage-expect``, 503 no node,
+502 node refused or answered garbage, 504 node silent, 408 head not complete in time.
+Each with a short text body and ``Connection: close``, and a log line with the reason.
+
+A ``--http-to-https`` socket answers every request with a 301 to ``https://`` + Host +
+the request target, and never contacts a node.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import socket
+import time
+from typing import Any
+
+import trio
+
+from brood.config.model import Config
+from brood.listener import Listener
+from brood.protocol.errors import BadResponse, ProtocolError
+from brood.protocol.http1 import RequestHead, parse_request_head, simple_response
+from brood.protocol.proxy import parse_proxy
+from brood.protocol.uwsgi import MAX_VARS_SIZE
+from brood.routers.engine import Engine, client_ip
+from brood.routers.errors import NodeFailed, NodeTimeout, RoutingError
+from brood.routers.http import accesslog
+from brood.routers.http.body import BodyPlan, Client, ClientGone, plan_body
+from brood.routers.http.h1 import Request, build_vars_block, exchange, has_forwarded_for
+from brood.routers.http.response import Outcome
+from brood.routers.http.settings import HttpSettings
+from brood.routers.net.listen import ConnectionHandler
+from brood.routers.net.relay import Endpoint, receive_some, send_all
+
+log = logging.getLogger("brood.routers")
+
+CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
+# After an error answer, read and drop what the client still sends for this long (and
+# at most this much) before closing, so a close with unread bytes does not reset the
+# connection and destroy the answer in flight.
+LINGER_TIME = 1.0
+LINGER_BYTES = 1 << 20
+# Error answers are small; a client that does not take one in this time is gone.
+ERROR_SEND_TIMEOUT = 5.0
+
+
+def _server_port(listener: Listener | None) -> bytes:
+    """SERVER_PORT: the port part of the router's bound address (empty for unix)."""
+    if listener is None:
+        return b""
+    name = listener.name
+    if ":" in name and not name.startswith(("/", "@")):
+        return name.rsplit(":", 1)[1].encode()
+    try:
+        addr = listener.sock.getsockname()
+    except OSError:
+        return b""
+    return str(addr[1]).encode() if isinstance(addr, tuple) else b""
+
+
+_IDLE, _HEAD, _BODY, _NODE = range(4)
+
+
+class _Conn:
+    """One connection's cancel scope and where it was when the scope fired.
+
+    One scope per connection, its deadline moved per phase (idle between requests, the
+    rest of a head, the node's answer): cheaper than a scope per read, and the cause of
+    a timeout is still known, so the right answer (none, 408, 504) can follow."""
+
+    __slots__ = ("scope", "phase", "head", "key", "out", "hard_deadline")
+
+    def __init__(self) -> None:
+        self.scope = trio.CancelScope()
+        self.phase = _IDLE
+        self.head: RequestHead | None = None
+        self.key: bytes | None = None
+        self.out: Outcome | None = None
+        self.hard_deadline = math.inf
+
+
+def _peer_address(peer: Any) -> tuple[str, int]:
+    if isinstance(peer, tuple) and len(peer) >= 2:
+        return str(peer[0]), int(peer[1])
+    return "", 0
+
+
+class HttpRouter:
+    """Connection handler of one ``--http`` (or ``--https``, ``--http-to-https``) socket."""
+
+    def __init__(self, engine: Engine, settings: HttpSettings,
+                 listener: Listener | None = None) -> None:
+        self.engine = engine
+        self.settings = settings
+        self.server_port = _server_port(listener)
+        proto = listener.proto if listener is not None else "http"
+        self.https = proto == "https"
+        self.to_https = proto == "http-to-https" or (
+            listener is not None and listener.name in settings.to_https)
+
+    async def __call__(self, sock: Endpoint, peer: Any) -> None:
+        client = Client(sock, *_peer_address(peer))
+        conn = _Conn()
+        settings = self.settings
+        try:
+            with conn.scope:
+                if settings.proxy_protocol and not await self.read_proxy(client, peer, conn):
+                    return
+                wait = settings.headers_timeout
+                while True:
+                    conn.phase = _IDLE
+                    conn.scope.deadline = trio.current_time() + wait
+                    head = await self.read_head(client, conn)
+                    if head is None:
+                        return
+                    wait = settings.keepalive_idle
+                    if not await self.serve(client, head, peer, conn):
+                        return
+        except ProtocolError as exc:
+            await self.fail(client, peer, exc.status, f"bad request: {exc.reason}", None)
+            return
+        except ClientGone as exc:
+            log.debug("http: client %s gone: %s", peer, exc)
+            return
+        if conn.scope.cancelled_caught:
+            await self.timed_out(client, peer, conn)
+
+    # -- reading --------------------------------------------------------------------------
+    async def read_proxy(self, client: Client, peer: Any, conn: _Conn) -> bool:
+        """Consume the PROXY header; the client address then comes from it."""
+        conn.phase = _HEAD
+        conn.scope.deadline = trio.current_time() + self.settings.headers_timeout
+        while True:
+            try:
+                parsed = parse_proxy(client.buf)
+            except ProtocolError as exc:
+                await self.fail(client, peer, 400, f"bad PROXY header: {exc.reason}", None)
+                return False
+            if parsed is not None:
+                break
+            if not await client.read_more():
+                return False
+        info, used = parsed
+        client.buf = client.buf[used:]
+        if info is not None:
+            client.remote_addr, client.remote_port = info.src_addr, info.src_port
+        return True
+
+    async def read_head(self, client: Client, conn: _Conn) -> RequestHead | None:
+        """The next request head, None when the client closed between requests (the
+        connection scope's deadline bounds the wait). ProtocolError for a bad head."""
+        limit = self.settings.head_limit
+        if not client.buf and not await client.read_more():
+            return None
+        head = parse_request_head(client.buf, limit)
+        if head is not None:
+            return head
+        conn.phase = _HEAD
+        conn.scope.deadline = trio.current_time() + self.settings.headers_timeout
+        while head is None:
+            if not await client.read_more():
+                raise ClientGone("client closed inside a request head")
+            head = parse_request_head(client.buf, limit)
+        return head
+
+    # -- one request ----------------------------------------------------------------------
+    async def serve(self, client: Client, head: RequestHead, peer: Any, conn: _Conn) -> bool:
+        """Route one request; True when the connection may carry another."""
+        settings = self.settings
+        engine = self.engine
+        started = time.monotonic()
+        buf = client.buf
+        forwarded_for = has_forwarded_for(buf, head.size)
+        client.buf = buf[head.size:]
+        key = head.host if head.host is not None else settings.server_name
+        conn.head, conn.key = head, key
+        if self.to_https:
+            return await self.redirect(client, head, key)
+        has_body = head.chunked or bool(head.content_length)
+        if has_body:
+            if head.expect_continue and not client.buf:
+                limit = settings.manage_expect
+                if limit and (head.content_length or 0) > limit:
+                    await self.fail(client, peer, 413, f"Content-Length {head.content_length}"
+                                    f" over --http-manage-expect {limit}", head)
+                    return False
+                await send_all(client.sock, CONTINUE)
+            if head.chunked:
+                conn.phase = _BODY
+                conn.scope.deadline = math.inf  # plan_body times each read itself
+        try:
+            if settings.raw_body:
+                body, client.buf = BodyPlan(prefix=client.buf), b""
+            else:
+                body = await plan_body(client, head, chunked_input=settings.chunked_input,
+                                       chunked_buffer=settings.chunked_buffer,
+                                       timeout=settings.timeout)
+            block = build_vars_block(head, client, settings, server_port=self.server_port,
+                                     https=self.https, content_length=body.content_length,
+                                     forwarded_for=forwarded_for)
+        except ProtocolError as exc:
+            await self.fail(client, peer, exc.status, f"bad request: {exc.reason}", head)
+            return False
+        if len(block) > MAX_VARS_SIZE:
+            await self.fail(client, peer, 431, f"vars block of {len(block)} bytes", head)
+            return False
+        out = conn.out = Outcome()
+        conn.phase = _NODE
+        harakiri = engine.settings.harakiri
+        conn.hard_deadline = trio.current_time() + harakiri if harakiri > 0 else math.inf
+        conn.scope.deadline = conn.hard_deadline
+        node_name = ""
+        engine.session_opened()
+        try:
+            try:
+                upstream = await engine.connect(key, client=client_ip(peer))
+            except RoutingError as exc:
+                await self.fail(client, peer, exc.status, exc, head, key)
+                return False
+            async with upstream:
+                node_name = upstream.node.name
+                error = await self._exchange(upstream, client, Request(head, block, body),
+                                             out, conn)
+            if error is not None:
+                if out.sent:
+                    engine.log_failure(peer, error)
+                else:
+                    await self.fail(client, peer, error.status, error, head, key)
+                return False
+        finally:
+            engine.session_closed()
+        if accesslog.enabled():
+            accesslog.log_request(
+                f"{client.remote_addr}:{client.remote_port}", head.method, head.target,
+                head.version, out.status, out.sent, key, node_name,
+                time.monotonic() - started)
+        return (settings.keepalive and head.keep_alive and out.keep_alive and out.complete)
+
+    async def _exchange(self, upstream: Any, client: Client, request: Request,
+                        out: Outcome, conn: _Conn) -> RoutingError | None:
+        """``h1.exchange``, its failures turned into routing errors (None: success)."""
+        node = upstream.node.name
+        try:
+            await exchange(upstream, client, request, self.settings, out, conn.scope,
+                           conn.hard_deadline)
+        except BadResponse as exc:
+            return NodeFailed(f"node {node}: {exc.reason}")
+        except OSError as exc:
+            return NodeFailed(f"node {node}: {exc.strerror or exc}")
+        return None
+
+    async def timed_out(self, client: Client, peer: Any, conn: _Conn) -> None:
+        """The connection scope fired: say why, answer when the client can still use it."""
+        phase = conn.phase
+        if phase == _IDLE:
+            return  # idle between requests: a quiet close, as every HTTP server does
+        if phase == _HEAD:
+            await self.fail(client, peer, 408, f"request head not complete within "
+                            f"{self.settings.headers_timeout:g}s", None)
+            return
+        if trio.current_time() >= conn.hard_deadline:
+            self.engine.log_failure(peer, f"harakiri: request older than "
+                                          f"{self.engine.settings.harakiri:g}s cut")
+            return
+        error = NodeTimeout(f"node silent for {self.settings.timeout:g}s")
+        if conn.out is not None and conn.out.sent:
+            self.engine.log_failure(peer, error)
+        else:
+            await self.fail(client, peer, error.status, error, conn.head, conn.key)
+
+    async def redirect(self, client: Client, head: RequestHead, host: bytes) -> bool:
+        """``--http-to-https``: 301 to the same host and target over https."""
+        target = head.target if head.target.startswith(b"/") else (
+            head.path + (b"?" + head.query if head.query else b""))
+        keep = self.settings.keepalive and head.keep_alive and not (
+            head.chunked or head.content_length)
+        answer = simple_response(301, b"", [(b"Location", b"https://" + host + target)],
+                                 keep_alive=keep)
+        await send_all(client.sock, answer)
+        return keep
+
+    # -- errors -----------------------------------------------------------------------------
+    async def fail(self, client: Client, peer: Any, status: int, reason: str | RoutingError,
+                   head: RequestHead | None, key: bytes | None = None) -> None:
+        """Log why, answer ``status`` with Connection: close, linger, and let the caller
+        close. Best effort: the client may already be gone."""
+        text = f"{reason.status} {reason.reason}" if isinstance(reason, RoutingError) else reason
+        if head is not None:
+            text = (f"{head.method.decode('latin-1')} {head.target[:200].decode('latin-1')}"
+                    f"{' host=' + key.decode('latin-1') if key is not None else ''}: {text}")
+        self.engine.log_failure(peer, f"{status}: {text}")
+        answer = simple_response(status)
+        if head is not None and head.method == b"HEAD":
+            answer = answer[:answer.index(b"\r\n\r\n") + 4]
+        with trio.move_on_after(ERROR_SEND_TIMEOUT):
+            try:
+                await send_all(client.sock, answer)
+            except (OSError, trio.BrokenResourceError, trio.ClosedResourceError):
+                return
+            await _linger(client.sock)
+
+
+async def _linger(sock: Endpoint) -> None:
+    """Half-close, then drop what the client still sends for a moment."""
+    if isinstance(sock, trio.socket.SocketType):
+        try:
+            sock.shutdown(socket.SHUT_WR)
+        except OSError:
+            return
+    dropped = 0
+    with trio.move_on_after(LINGER_TIME):
+        try:
+            while dropped < LINGER_BYTES:
+                data = await receive_some(sock, 65536)
+                if not data:
+                    return
+                dropped += len(data)
+        except (OSError, trio.BrokenResourceError, trio.ClosedResourceError):
+            return
+
+
+def make_handler(engine: Engine, cfg: Config, listener: Listener) -> ConnectionHandler:
+    """The front entry point used by ``brood.routers.process``."""
+    return HttpRouter(engine, HttpSettings.from_config(cfg), listener)

@@ -1,0 +1,124 @@
+"""The HTTP router's own knobs (``--http-*``), read once per router process.
+
+Choices where uWSGI leaves room, each documented where the option is read:
+
+* Head limit: ``--http-buffer-size``, else ``--buffer-size`` when given, else 65535.
+  uWSGI's router accepts about 56 KB of headers with no option (WIRE §1.6); the vars
+  built from a head are about its size and must fit a u16 vars block, so 65535 is also
+  the ceiling. A ``--buffer-size`` given for the workers caps the router too: a worker
+  would refuse a larger vars block anyway.
+* Keep-alive is on by default for HTTP/1.1 clients (uWSGI needs ``--http-keepalive``);
+  ``--http-keepalive=0`` turns it off, ``--http-keepalive=N`` (N > 1) makes N seconds
+  the idle time between requests, which is otherwise ``--http-timeout``.
+* Upgrades (websockets...) are relayed whenever the node answers 101, with or without
+  ``--http-websockets`` (accepted for compatibility): a 101 is the node's decision.
+* ``--http-auto-chunked`` stays opt-in: re-framing a close-delimited answer costs a copy
+  per read, and without it the answer is still correct (the connection just closes).
+* Chunked request bodies are de-chunked and sent with CONTENT_LENGTH when the whole body
+  fits in ``CHUNKED_BUFFER`` (1 MiB); larger ones, or every one with
+  ``--http-chunked-input``, go to the node still chunked (HTTP_TRANSFER_ENCODING,
+  no CONTENT_LENGTH). uWSGI drops such bodies without the flag (WIRE §8.2).
+"""
+
+from __future__ import annotations
+
+import socket
+from dataclasses import dataclass, field
+
+from brood.config.model import Config
+from brood.protocol.uwsgi import MAX_VARS_SIZE
+from brood.routers.engine import option
+
+# A de-chunked request body is held in memory up to this size before the node is
+# contacted; past it the body is streamed chunked. 1 MiB covers form posts and JSON
+# documents while bounding what one slow client can make us hold.
+CHUNKED_BUFFER = 1 << 20
+DEFAULT_HEAD_LIMIT = MAX_VARS_SIZE
+
+
+def _keepalive(value: object, timeout: float) -> tuple[bool, float]:
+    """(enabled, idle seconds) from ``--http-keepalive``'s optional value."""
+    if value is None or value is True:
+        return True, timeout
+    try:
+        seconds = float(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return True, timeout
+    if seconds <= 0:
+        return False, 0.0
+    return True, (timeout if seconds == 1 else seconds)
+
+
+def _var(text: str | bytes) -> tuple[bytes, bytes]:
+    raw = text.encode() if isinstance(text, str) else bytes(text)
+    key, _, value = raw.partition(b"=")
+    return key, value
+
+
+def _names(value: object) -> frozenset[str]:
+    if not value:
+        return frozenset()
+    if isinstance(value, str):
+        return frozenset((value,))
+    return frozenset(str(v) for v in value)  # type: ignore[attr-defined]
+
+
+def _modifier(value: object) -> int | None:
+    if value is None or value == "":
+        return None
+    return int(value)  # type: ignore[call-overload]
+
+
+@dataclass
+class HttpSettings:
+    """Everything the HTTP front reads besides the engine's RouterSettings."""
+
+    head_limit: int = DEFAULT_HEAD_LIMIT
+    headers_timeout: float = 60.0  # --http-headers-timeout: the whole head must come by then
+    timeout: float = 60.0  # --http-timeout: idle limit while talking to a node / reading a body
+    keepalive: bool = True
+    keepalive_idle: float = 60.0
+    auto_chunked: bool = False
+    auto_gzip: bool = False
+    manage_expect: int | None = None  # None: off; 0: 100 Continue only; N: 413 above N
+    raw_body: bool = False
+    chunked_input: bool = False
+    chunked_buffer: int = CHUNKED_BUFFER
+    server_name_as_http_host: bool = False
+    proxy_protocol: bool = False
+    modifier1: int | None = None  # None: the node's own modifier1
+    modifier2: int | None = None
+    extra_vars: list[tuple[bytes, bytes]] = field(default_factory=list)
+    to_https: frozenset[str] = frozenset()  # --http-to-https listener names
+    server_name: bytes = b""  # SERVER_NAME and the key of Host-less requests
+
+    @classmethod
+    def from_config(cls, cfg: Config) -> HttpSettings:
+        timeout = float(option(cfg, "http-timeout", 60))
+        explicit = option(cfg, "http-buffer-size", 0) or option(cfg, "buffer-size", 0)
+        head_limit = min(int(explicit), MAX_VARS_SIZE) if explicit else DEFAULT_HEAD_LIMIT
+        keepalive, idle = _keepalive(option(cfg, "http-keepalive", None), timeout)
+        expect = option(cfg, "http-manage-expect", None)
+        if expect is True:
+            expect = 0
+        elif expect is False:
+            expect = None
+        return cls(
+            head_limit=head_limit,
+            headers_timeout=float(option(cfg, "http-headers-timeout", timeout)),
+            timeout=timeout,
+            keepalive=keepalive,
+            keepalive_idle=idle,
+            auto_chunked=bool(option(cfg, "http-auto-chunked", False)),
+            auto_gzip=bool(option(cfg, "http-auto-gzip", False)),
+            manage_expect=None if expect is None else int(expect),
+            raw_body=bool(option(cfg, "http-raw-body", False)),
+            chunked_input=bool(option(cfg, "http-chunked-input", False)),
+            server_name_as_http_host=bool(option(cfg, "http-server-name-as-http-host", False)),
+            proxy_protocol=bool(option(cfg, "http-enable-proxy-protocol", False)),
+            modifier1=_modifier(option(cfg, "http-modifier1", None)),
+            modifier2=_modifier(option(cfg, "http-modifier2", None)),
+            extra_vars=[_var(v) for v in option(cfg, "http-var", [])],
+            to_https=_names(option(cfg, "http-to-https", [])),
+            server_name=socket.gethostname().encode(),
+        )

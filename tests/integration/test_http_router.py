@@ -1,0 +1,427 @@
+"""The HTTP router front on loopback, in-process: vars, keep-alive, bodies, upgrades."""
+
+from __future__ import annotations
+
+import gzip
+import socket
+import struct
+from functools import partial
+from pathlib import Path
+
+import trio
+import trio.testing
+from _httpkit import (
+    OK,
+    HttpClient,
+    answer,
+    http_router,
+    node_server,
+    open_client,
+    packet_vars,
+)
+from _routerkit import DictResolver, bind_listener, send_all
+
+from brood.config.model import Config
+from brood.protocol.uwsgi import encode_packet, read_packet
+from brood.routers.engine import Engine, RouterSettings
+from brood.routers.http.settings import HttpSettings
+from brood.routers.process import serve_router
+
+FIXTURES = Path("/work/shared/fixtures/requests")
+HOST = b"www.example.test"
+
+
+def settings(**kw) -> HttpSettings:
+    kw.setdefault("server_name", b"vm")
+    return HttpSettings(**kw)
+
+
+def normalised(captured: bytes, fixture: bytes) -> bytes:
+    """``captured`` with REMOTE_PORT/SERVER_NAME/SERVER_PORT taken from ``fixture``."""
+    mine, body = read_packet(captured)
+    theirs = dict(read_packet(fixture)[0].vars)
+    pairs = [(k, theirs[k] if k in (b"REMOTE_PORT", b"SERVER_NAME", b"SERVER_PORT") else v)
+             for k, v in mine.vars]
+    return encode_packet(pairs, mine.modifier1, mine.modifier2) + body
+
+
+async def one_request(raw: bytes, *, host: bytes = HOST, proto: str = "http",
+                      **kw) -> tuple[bytes, bytes, bytes]:
+    """Send ``raw`` through a router to a capture node: (head, body, what the node got)."""
+    async with trio.open_nursery() as nursery:
+        node = await nursery.start(node_server)
+        async with http_router({host: [node.address]}, settings(**kw), proto=proto) as router:
+            with await open_client(router.address) as sock:
+                client = HttpClient(sock)
+                await client.send(raw)
+                head, body = await client.response()
+        nursery.cancel_scope.cancel()
+    return head, body, node.requests[0]
+
+
+FIXTURE_REQUESTS = {
+    "httprouter_get_query.bin": (b"GET /path/x?a=1&b=2 HTTP/1.0\r\nHost: www.example.test\r\n"
+                                 b"X-Custom: v1\r\nCookie: c=1\r\n\r\n", {}),
+    "httprouter_post_form.bin": (b"POST /post HTTP/1.0\r\nHost: www.example.test\r\n"
+                                 b"Content-Type: application/x-www-form-urlencoded\r\n"
+                                 b"Content-Length: 11\r\n\r\nhello=world", {}),
+    "httprouter_dup_headers.bin": (b"GET /dup HTTP/1.0\r\nHost: a.test\r\nX-A: 1\r\nX-A: 2\r\n"
+                                   b"x-lower_under: z\r\n\r\n", {}),
+    "httprouter_get_http11.bin": (b"GET /h11 HTTP/1.1\r\nHost: www.example.test\r\n"
+                                  b"Connection: close\r\n\r\n", {}),
+    "httprouter_post_chunked_input_flag.bin": (
+        b"POST /chunked HTTP/1.1\r\nHost: www.example.test\r\nTransfer-Encoding: chunked\r\n"
+        b"Connection: close\r\n\r\n5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n",
+        {"chunked_input": True}),
+    "httprouter_get_56k_headers.bin": (
+        b"GET /big56 HTTP/1.0\r\nHost: www.example.test\r\n"
+        + b"".join(b"X-Big%d: %s\r\n" % (i, b"x" * 8000) for i in range(7)) + b"\r\n", {}),
+    "httprouter_https_get_pctencoded_httpvar.bin": (
+        b"GET /tls/%41%20b?q=%41 HTTP/1.0\r\nHost: www.example.test\r\n\r\n",
+        {"extra_vars": [(b"EXTRA_VAR", b"hello")], "proto": "https"}),
+}
+
+
+async def test_vars_match_the_uwsgi_router_captures_byte_for_byte():
+    for name, (raw, kw) in FIXTURE_REQUESTS.items():
+        fixture = (FIXTURES / name).read_bytes()
+        host = dict(read_packet(fixture)[0].vars)[b"HTTP_HOST"]
+        head, _, captured = await one_request(raw, host=host, **kw)
+        assert head.startswith(b"HTTP/1.1 200 OK"), name
+        assert normalised(captured, fixture) == fixture, name
+
+
+async def test_server_name_port_and_remote_address():
+    head, _, captured = await one_request(b"GET / HTTP/1.0\r\nHost: www.example.test\r\n\r\n")
+    found, _ = packet_vars(captured)
+    assert found[b"SERVER_NAME"] == b"vm"
+    assert found[b"REMOTE_ADDR"] == b"127.0.0.1" and int(found[b"REMOTE_PORT"]) > 0
+    assert int(found[b"SERVER_PORT"]) > 0
+
+
+async def test_server_name_as_http_host_and_modifiers():
+    _, _, captured = await one_request(
+        b"GET / HTTP/1.0\r\nHost: www.example.test\r\n\r\n",
+        server_name_as_http_host=True, modifier1=5, modifier2=3)
+    packet, _ = read_packet(captured)
+    keys = [k for k, _ in packet.vars]
+    assert (packet.modifier1, packet.modifier2) == (5, 3)
+    assert keys[keys.index(b"HTTP_HOST") - 1] == b"SERVER_NAME"
+    assert dict(packet.vars)[b"SERVER_NAME"] == HOST
+
+
+async def test_x_forwarded_for_gets_the_client_appended():
+    _, _, captured = await one_request(
+        b"GET / HTTP/1.0\r\nHost: www.example.test\r\nX-Forwarded-For: 10.0.0.1\r\n\r\n")
+    assert packet_vars(captured)[0][b"HTTP_X_FORWARDED_FOR"] == b"10.0.0.1, 127.0.0.1"
+
+
+async def test_no_host_routes_by_hostname():
+    hostname = socket.gethostname().encode()
+    head, _, captured = await one_request(b"GET / HTTP/1.0\r\n\r\n", host=hostname,
+                                          server_name=hostname)
+    assert head.startswith(b"HTTP/1.1 200")
+    assert b"HTTP_HOST" not in packet_vars(captured)[0]
+
+
+async def test_keepalive_two_requests_two_node_connections():
+    fixture = (FIXTURES / "httprouter_keepalive_second_request.bin").read_bytes()
+    async with trio.open_nursery() as nursery:
+        node = await nursery.start(node_server)
+        extra = [(b"EXTRA_VAR", b"hello")]
+        async with http_router({b"a": [node.address]}, settings(extra_vars=extra)) as router:
+            with await open_client(router.address) as sock:
+                client = HttpClient(sock)
+                await client.send(b"GET /ka1 HTTP/1.1\r\nHost: a\r\n\r\n")
+                assert await client.response() == (OK[:-3], b"ok\n")
+                await client.send(b"GET /ka2 HTTP/1.1\r\nHost: a\r\n\r\n")
+                assert (await client.response())[1] == b"ok\n"
+                # pipelined: both heads in one send
+                await client.send(b"GET /p1 HTTP/1.1\r\nHost: a\r\n\r\n"
+                                  b"GET /p2 HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n")
+                assert (await client.response())[1] == b"ok\n"
+                assert (await client.response())[1] == b"ok\n"
+                assert await client.closed()
+        nursery.cancel_scope.cancel()
+    assert node.connections == 4
+    assert normalised(node.requests[1], fixture) == fixture
+    assert [packet_vars(r)[0][b"PATH_INFO"] for r in node.requests] == [
+        b"/ka1", b"/ka2", b"/p1", b"/p2"]
+
+
+async def test_keepalive_off_and_http10_close():
+    async with trio.open_nursery() as nursery:
+        node = await nursery.start(node_server)
+        async with http_router({b"a": [node.address]}, settings(keepalive=False)) as router:
+            with await open_client(router.address) as sock:
+                client = HttpClient(sock)
+                await client.send(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n")
+                await client.response()
+                assert await client.closed()
+        async with http_router({b"a": [node.address]}, settings()) as router:
+            with await open_client(router.address) as sock:
+                client = HttpClient(sock)
+                await client.send(b"GET / HTTP/1.0\r\nHost: a\r\n\r\n")
+                await client.response()
+                assert await client.closed()
+        nursery.cancel_scope.cancel()
+
+
+async def test_content_length_bodies_stream_both_ways():
+    size = 3 << 20
+    payload = bytes(range(256)) * (size // 256)
+
+    async def echo(conn, request):
+        _, body = packet_vars(request)
+        await send_all(conn, b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % len(body) + body)
+
+    async with trio.open_nursery() as nursery:
+        node = await nursery.start(node_server, echo)
+        async with http_router({b"a": [node.address]}, settings()) as router:
+            with await open_client(router.address) as sock:
+                client = HttpClient(sock)
+
+                async def upload():
+                    await client.send(b"POST /up HTTP/1.1\r\nHost: a\r\nContent-Length: %d"
+                                      b"\r\n\r\n" % size + payload)
+                nursery.start_soon(upload)
+                head, body = await client.response(limit=30)
+                assert body == payload
+        nursery.cancel_scope.cancel()
+
+
+async def test_chunked_request_dechunked_with_content_length():
+    raw = (b"POST /c HTTP/1.1\r\nHost: www.example.test\r\nTransfer-Encoding: chunked\r\n\r\n"
+           b"5\r\nhello\r\n6;ext=1\r\n world\r\n0\r\nTrailer: x\r\n\r\n")
+    _, _, captured = await one_request(raw)
+    found, body = packet_vars(captured)
+    assert body == b"hello world" and found[b"CONTENT_LENGTH"] == b"11"
+    assert b"HTTP_TRANSFER_ENCODING" not in found
+
+
+async def test_chunked_request_over_the_buffer_streams_chunked():
+    raw = (b"POST /c HTTP/1.1\r\nHost: www.example.test\r\nTransfer-Encoding: chunked\r\n\r\n"
+           b"5\r\nhello\r\n6\r\n world\r\n")
+    async with trio.open_nursery() as nursery:
+        node = await nursery.start(node_server)
+        async with http_router({HOST: [node.address]}, settings(chunked_buffer=8)) as router:
+            with await open_client(router.address) as sock:
+                client = HttpClient(sock)
+                await client.send(raw)
+                await trio.testing.wait_all_tasks_blocked()
+                await client.send(b"3;x=y\r\n!!!\r\n0\r\n\r\n")
+                head, body = await client.response()
+                assert body == b"ok\n"
+        nursery.cancel_scope.cancel()
+    found, body = packet_vars(node.requests[0])
+    assert found[b"HTTP_TRANSFER_ENCODING"] == b"chunked" and b"CONTENT_LENGTH" not in found
+    assert body == b"5\r\nhello\r\n6\r\n world\r\n3\r\n!!!\r\n0\r\n\r\n"
+
+
+async def test_expect_100_continue_and_413():
+    async with trio.open_nursery() as nursery:
+        node = await nursery.start(node_server)
+        async with http_router({b"a": [node.address]}, settings(manage_expect=10)) as router:
+            with await open_client(router.address) as sock:
+                client = HttpClient(sock)
+                await client.send(b"POST / HTTP/1.1\r\nHost: a\r\nExpect: 100-continue\r\n"
+                                  b"Content-Length: 5\r\n\r\n")
+                head, _ = await client.response()
+                assert head.startswith(b"HTTP/1.1 100 Continue")
+                await client.send(b"hello")
+                head, body = await client.response()
+                assert body == b"ok\n"
+            with await open_client(router.address) as sock:
+                client = HttpClient(sock)
+                await client.send(b"POST / HTTP/1.1\r\nHost: a\r\nExpect: 100-continue\r\n"
+                                  b"Content-Length: 100\r\n\r\n")
+                head, _ = await client.response()
+                assert head.startswith(b"HTTP/1.1 413") and b"Connection: close" in head
+        nursery.cancel_scope.cancel()
+    assert node.connections == 1 and packet_vars(node.requests[0])[1] == b"hello"
+
+
+async def test_head_204_304_have_no_body_and_keep_alive():
+    responses = {
+        b"/head": b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n",
+        b"/204": b"HTTP/1.1 204 No Content\r\n\r\nJUNK",
+        b"/304": b"HTTP/1.1 304 Not Modified\r\nETag: x\r\n\r\n",
+    }
+
+    async def behave(conn, request):
+        await send_all(conn, responses[packet_vars(request)[0][b"PATH_INFO"]])
+
+    async with trio.open_nursery() as nursery:
+        node = await nursery.start(node_server, behave)
+        async with http_router({b"a": [node.address]}, settings()) as router:
+            with await open_client(router.address) as sock:
+                client = HttpClient(sock)
+                for path, method in ((b"/head", b"HEAD"), (b"/204", b"GET"), (b"/304", b"GET")):
+                    await client.send(method + b" " + path + b" HTTP/1.1\r\nHost: a\r\n\r\n")
+                    head, body = await client.response(method)
+                    assert head == responses[path].split(b"\r\n\r\n")[0] + b"\r\n\r\n"
+                    assert body == b""
+                assert client.buf == b""
+        nursery.cancel_scope.cancel()
+
+
+async def test_chunked_and_close_delimited_answers():
+    chunked = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n"
+    close = b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\n\r\nuntil close"
+
+    async def behave(conn, request):
+        await send_all(conn, chunked if packet_vars(request)[0][b"PATH_INFO"] == b"/c" else close)
+
+    async with trio.open_nursery() as nursery:
+        node = await nursery.start(node_server, behave)
+        async with http_router({b"a": [node.address]}, settings()) as router:
+            with await open_client(router.address) as sock:
+                client = HttpClient(sock)
+                await client.send(b"GET /c HTTP/1.1\r\nHost: a\r\n\r\n")
+                assert (await client.response())[1] == b"abc"
+                await client.send(b"GET /close HTTP/1.1\r\nHost: a\r\n\r\n")
+                assert (await client.response())[1] == b"until close"
+                assert await client.closed()
+        async with http_router({b"a": [node.address]}, settings(auto_chunked=True)) as router:
+            with await open_client(router.address) as sock:
+                client = HttpClient(sock)
+                for _ in range(2):
+                    await client.send(b"GET /close HTTP/1.1\r\nHost: a\r\n\r\n")
+                    head, body = await client.response()
+                    assert b"Transfer-Encoding: chunked" in head and body == b"until close"
+        nursery.cancel_scope.cancel()
+
+
+async def test_auto_gzip_when_the_node_opts_in():
+    text = b"hello gzip " * 200
+    opted = b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nuWSGI-Encoding: gzip\r\n\r\n" + text
+    async with trio.open_nursery() as nursery:
+        node = await nursery.start(node_server, answer(opted))
+        async with http_router({b"a": [node.address]}, settings(auto_gzip=True)) as router:
+            with await open_client(router.address) as sock:
+                client = HttpClient(sock)
+                for _ in range(2):  # chunked framing keeps the connection
+                    await client.send(b"GET / HTTP/1.1\r\nHost: a\r\n"
+                                      b"Accept-Encoding: deflate, gzip\r\n\r\n")
+                    head, body = await client.response()
+                    assert b"Content-Encoding: gzip" in head and b"uWSGI-Encoding" not in head
+                    assert gzip.decompress(body) == text and len(body) < len(text)
+                await client.send(b"GET / HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n")
+                head, body = await client.response()
+                assert b"Content-Encoding" not in head and b"uWSGI-Encoding" not in head
+                assert body == text
+        nursery.cancel_scope.cancel()
+
+
+async def test_websocket_upgrade_is_a_raw_pipe_with_half_close():
+    async def ws(conn, request):
+        await send_all(conn, b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
+                             b"Connection: Upgrade\r\n\r\n")
+        while data := await conn.recv(65536):
+            await send_all(conn, data.upper())
+        await send_all(conn, b"BYE")  # the client half-closed; we still talk
+
+    async with trio.open_nursery() as nursery:
+        node = await nursery.start(node_server, ws)
+        async with http_router({b"a": [node.address]}, settings()) as router:
+            with await open_client(router.address) as sock:
+                client = HttpClient(sock)
+                await client.send(b"GET /ws HTTP/1.1\r\nHost: a\r\nUpgrade: websocket\r\n"
+                                  b"Connection: Upgrade\r\n\r\n")
+                head, _ = await client.response()
+                assert head.startswith(b"HTTP/1.1 101")
+                await client.send(b"frame-one")
+                with trio.fail_after(5):
+                    got = client.buf
+                    while got != b"FRAME-ONE":
+                        got += await sock.recv(100)
+                client.buf = b""
+                await client.send(b"two")
+                sock.shutdown(socket.SHUT_WR)
+                rest = b""
+                with trio.fail_after(5):
+                    while data := await sock.recv(100):
+                        rest += data
+                assert rest == b"TWOBYE"
+        nursery.cancel_scope.cancel()
+    assert packet_vars(node.requests[0])[0][b"HTTP_UPGRADE"] == b"websocket"
+
+
+async def test_proxy_protocol_v1_and_v2_give_the_client_address():
+    v1 = b"PROXY TCP4 192.0.2.7 198.51.100.1 40000 80\r\n"
+    v2 = (b"\r\n\r\n\x00\r\nQUIT\n" + bytes([0x21, 0x11]) + struct.pack("!H", 12)
+          + socket.inet_aton("203.0.113.9") + socket.inet_aton("198.51.100.1")
+          + struct.pack("!HH", 41000, 80))
+    request = b"GET / HTTP/1.0\r\nHost: www.example.test\r\n\r\n"
+    for header, addr, port in ((v1, b"192.0.2.7", b"40000"), (v2, b"203.0.113.9", b"41000")):
+        _, _, captured = await one_request(header + request, proxy_protocol=True)
+        found, _ = packet_vars(captured)
+        assert (found[b"REMOTE_ADDR"], found[b"REMOTE_PORT"]) == (addr, port)
+
+
+async def test_to_https_answers_301():
+    async with http_router({}, settings(), proto="http-to-https") as router:
+        with await open_client(router.address) as sock:
+            client = HttpClient(sock)
+            await client.send(b"GET /a/b?c=1 HTTP/1.1\r\nHost: example.com:8080\r\n\r\n")
+            head, body = await client.response()
+            assert head.startswith(b"HTTP/1.1 301 ")
+            assert b"\r\nLocation: https://example.com:8080/a/b?c=1\r\n" in head
+            await client.send(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+            head, _ = await client.response()
+            assert b"Location: https://x/\r\n" in head
+
+
+async def test_raw_body_pipes_everything_after_the_head():
+    async def behave(conn, request):
+        more = await conn.recv(100)
+        await send_all(conn, b"HTTP/1.0 200 OK\r\n\r\n" + request[-3:] + more)
+
+    async with trio.open_nursery() as nursery:
+        node = await nursery.start(node_server, behave)
+        async with http_router({b"a": [node.address]}, settings(raw_body=True)) as router:
+            with await open_client(router.address) as sock:
+                client = HttpClient(sock)
+                await client.send(b"PUT / HTTP/1.1\r\nHost: a\r\n\r\nabc")
+                await trio.testing.wait_all_tasks_blocked()
+                await client.send(b"def")
+                head, body = await client.response()
+                assert body == b"abcdef"
+        nursery.cancel_scope.cancel()
+
+
+async def test_served_through_serve_router_with_default_config():
+    async with trio.open_nursery() as nursery:
+        node = await nursery.start(node_server)
+        resolver = DictResolver({b"a": [node.address]})
+        engine = Engine(RouterSettings("http"), resolver)
+        listener = bind_listener("http")
+        server = await nursery.start(partial(serve_router, "http", Config(), [listener],
+                                             engine=engine))
+        with await open_client(listener.name) as sock:
+            client = HttpClient(sock)
+            for _ in range(2):
+                await client.send(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n")
+                assert (await client.response())[1] == b"ok\n"
+        server.stop_accepting()
+        assert await server.drain(5)
+        nursery.cancel_scope.cancel()
+    assert (resolver.nodes[b"a"][0].requests, resolver.nodes[b"a"][0].ref) == (2, 0)
+
+
+async def test_node_answer_read_whole_request_even_when_node_reads_slowly():
+    async def slow(conn, request):
+        await send_all(conn, OK)
+
+    async with trio.open_nursery() as nursery:
+        node = await nursery.start(node_server, slow)
+        async with http_router({b"a": [node.address]}, settings()) as router:
+            with await open_client(router.address) as sock:
+                client = HttpClient(sock)
+                await client.send(b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 4\r\n\r\nab")
+                await trio.testing.wait_all_tasks_blocked()
+                await client.send(b"cd")
+                assert (await client.response())[1] == b"ok\n"
+        nursery.cancel_scope.cancel()
+    assert packet_vars(node.requests[0])[1] == b"abcd"
+
