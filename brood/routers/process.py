@@ -20,6 +20,7 @@ A front is a module with ``make_handler(engine, cfg, listener) -> ConnectionHand
 
 from __future__ import annotations
 
+import functools
 import importlib
 import logging
 import signal
@@ -53,11 +54,12 @@ IMMEDIATE = (signal.SIGINT, signal.SIGQUIT)
 STATS_HTTP_WAIT = 5.0
 
 
-def build_engine(kind: str, cfg: Config) -> Engine:
-    """The engine for ``kind`` from the config: settings plus the resolver chain."""
+def build_engine(kind: str, cfg: Config, subscription: Any = None) -> Engine:
+    """The engine for ``kind`` from the config: settings plus the resolver chain
+    (``subscription``: the table replica's resolver, when the router has a feed)."""
     from brood.routers.resolve import build_resolver
 
-    resolver = build_resolver(cfg, kind)
+    resolver = build_resolver(cfg, kind, subscription)
     settings = RouterSettings.from_config(cfg, kind)
     return Engine(settings, resolver, has_nodes=_has_static_mapping(cfg, kind))
 
@@ -101,11 +103,15 @@ async def serve_router(
     listeners: Sequence[Listener],
     *,
     engine: Engine | None = None,
+    feed: Any = None,
     task_status: trio.TaskStatus[RouterServer] = trio.TASK_STATUS_IGNORED,
 ) -> None:
-    """Serve every listener of ``kind`` (and its stats sockets) until stopped."""
+    """Serve every listener of ``kind`` (and its stats sockets) until stopped.
+
+    ``feed`` (a ``brood.subscription.feed.RouterFeed``) keeps this process's
+    subscription table replica up to date; its task stops with the accept loops."""
     prefix = PREFIX.get(kind, kind)
-    engine = engine or build_engine(prefix, cfg)
+    engine = engine or build_engine(prefix, cfg, feed.resolver if feed is not None else None)
     front = importlib.import_module(FRONTS[prefix])
     mine = [lst for lst in listeners if PREFIX.get(lst.proto, lst.proto) == prefix]
     stats = _stats_listeners(prefix, cfg, listeners)
@@ -119,6 +125,8 @@ async def serve_router(
         async with trio.open_nursery() as sessions:
             with server.accept_scope:
                 async with trio.open_nursery() as accepts:
+                    if feed is not None:
+                        await accepts.start(feed.run, engine, _has_static_mapping(cfg, prefix))
                     for lst in mine:
                         handler = front.make_handler(engine, cfg, lst)
                         await accepts.start(_accept_on, lst.sock, handler, sessions,
@@ -177,12 +185,14 @@ async def serve_stats(conn: trio.socket.SocketType, document: bytes, *, http: bo
         await send_all(conn, document)
 
 
-async def router_main(kind: str, cfg: Config, listeners: Sequence[Listener]) -> int:
+async def router_main(kind: str, cfg: Config, listeners: Sequence[Listener],
+                      feed: Any = None) -> int:
     """``serve_router`` plus the signal handling of a router process."""
     mercy = float(option(cfg, "reload-mercy", 60))
     with trio.open_signal_receiver(*GRACEFUL, *IMMEDIATE) as signals:
         async with trio.open_nursery() as nursery:
-            server: RouterServer = await nursery.start(serve_router, kind, cfg, listeners)
+            server: RouterServer = await nursery.start(
+                functools.partial(serve_router, kind, cfg, listeners, feed=feed))
             async for signum in signals:
                 if signum in GRACEFUL:
                     log.info("%s %s: graceful stop, %d sessions to finish", kind,
@@ -196,9 +206,11 @@ async def router_main(kind: str, cfg: Config, listeners: Sequence[Listener]) -> 
     return 0
 
 
-def run_router(kind: str, index: int, cfg: Config, listeners: list[Listener]) -> int:
-    """Body of router process ``index`` (1-based); returns the exit status."""
+def run_router(kind: str, index: int, cfg: Config, listeners: list[Listener],
+               feed: Any = None) -> int:
+    """Body of router process ``index`` (1-based); returns the exit status. ``feed``:
+    its subscription channel (``brood.subscription.plan`` passes it)."""
     try:
-        return trio.run(router_main, kind, cfg, listeners)
+        return trio.run(router_main, kind, cfg, listeners, feed)
     except KeyboardInterrupt:
         return 0

@@ -1,0 +1,254 @@
+"""The channel from the master's subscription hub to each router process's table replica.
+
+Why: the master owns the subscription sockets and the authoritative table (see
+``server``); each router process routes from its own replica, so lookups stay local
+and lock-free. One ``socketpair(AF_UNIX, SOCK_DGRAM)`` per router process index, made
+before the fork: unix datagrams are reliable and ordered, keep message boundaries,
+and the master never blocks on them (its end is non-blocking).
+
+Messages, one datagram each, first byte the type:
+
+* ``P`` + packets: subscription datagrams to apply in order, each prefixed by its
+  length (2 bytes, big endian); batched so a snapshot needs few datagrams (a unix
+  datagram queue holds only ``net.unix.max_dgram_qlen`` messages, 512 by default);
+* ``B`` / ``E``: a snapshot begins / ends. Between them the master re-sends every node
+  as a subscribe; at ``E`` the replica unsubscribes what the snapshot did not mention;
+* ``H`` (router -> master): hello, "send me a snapshot".
+
+A new or respawned router process drains what is queued on its end (stale updates
+written while no process read them), sends ``H`` and applies everything that follows:
+updates pushed between the drain and ``B`` are current, and the snapshot then fixes the
+whole state. When the master cannot write (the queue of a stuck or dead process is
+full) it marks the channel for a resync and retries on its ticks.
+
+In-flight counts and connect-refused dead marks stay in the replica: they describe the
+router process's own traffic. Replicas do not check signatures (the master did).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import socket
+import struct
+import time
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any
+
+import trio
+
+from brood.config.model import Config
+from brood.subscription.packet import (
+    UNSUBSCRIBE,
+    Subscription,
+    SubscriptionError,
+    decode_subscription,
+    encode_subscription,
+)
+from brood.subscription.table import Event, SubscriptionTable, TableResolver
+
+PACKETS, BEGIN, END, HELLO = b"P", b"B", b"E", b"H"
+# Batch size of one P message: well under the default unix socket buffers (~208 KiB).
+MAX_MESSAGE = 32768
+# Receive buffer for one message (a batch, or one 4096-byte packet plus framing).
+RECV_SIZE = 65536
+# The master end's send buffer: room for a few snapshot batches in flight.
+SNDBUF = 1 << 20
+# The replica's own sweep (leaving nodes whose last request ended, lazy expiry).
+SWEEP_EVERY = 1.0
+# Stale messages a starting router process throws away at most before saying hello.
+MAX_DRAIN = 100_000
+_LEN = struct.Struct(">H")
+
+
+def pack(packets: Sequence[bytes]) -> list[bytes]:
+    """``P`` messages carrying ``packets`` in order, each message <= MAX_MESSAGE bytes."""
+    messages: list[bytes] = []
+    current = bytearray(PACKETS)
+    for packet in packets:
+        framed = _LEN.pack(len(packet)) + packet
+        if len(current) > 1 and len(current) + len(framed) > MAX_MESSAGE:
+            messages.append(bytes(current))
+            current = bytearray(PACKETS)
+        current += framed
+    if len(current) > 1:
+        messages.append(bytes(current))
+    return messages
+
+
+def unpack(message: bytes) -> Iterator[bytes]:
+    """The packets of a ``P`` message (a truncated tail is dropped)."""
+    pos = 1
+    while pos + 2 <= len(message):
+        (size,) = _LEN.unpack_from(message, pos)
+        pos += 2
+        if pos + size > len(message):
+            return
+        yield message[pos:pos + size]
+        pos += size
+
+
+def table_from_config(cfg: Config) -> SubscriptionTable:
+    """A table with the --subscription-* settings (the fallback key is the resolver's)."""
+    return SubscriptionTable(
+        tolerance=float(cfg["subscription-tolerance"]),
+        dotsplit=bool(cfg["subscription-dotsplit"]),
+        mountpoints=int(cfg["subscription-mountpoints"] or 0),
+        default_algo=str(cfg["subscription-algo"] or "wrr"),
+    )
+
+
+def removal_packet(key: bytes, address: bytes) -> bytes:
+    """An unsubscribe for (key, address): how the master tells replicas a node expired."""
+    return encode_subscription(Subscription(key, address), UNSUBSCRIBE)
+
+
+class Channel:
+    """Both ends of one router process's channel; lives in the master, ends inherited."""
+
+    def __init__(self, index: int) -> None:
+        self.index = index
+        self.master, self.child = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self.master.setblocking(False)
+        with contextlib.suppress(OSError):
+            self.master.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, SNDBUF)
+        self.needs_resync = False
+        self.dropped = 0
+
+    def send(self, messages: Sequence[bytes]) -> bool:
+        """Write without blocking; on a full queue, give up and ask for a resync."""
+        if self.needs_resync or self.master.fileno() < 0:
+            return False
+        for message in messages:
+            try:
+                self.master.send(message)
+            except OSError:
+                self.dropped += 1
+                self.needs_resync = True
+                return False
+        return True
+
+    def resync(self, snapshot: Sequence[bytes]) -> bool:
+        """Send a full snapshot (B, packets, E); True when it all went out."""
+        self.needs_resync = False
+        if self.send([BEGIN, *pack(snapshot), END]):
+            return True
+        self.needs_resync = True
+        return False
+
+    def read_hellos(self) -> int:
+        """Consume the hellos queued on the master end; how many there were."""
+        count = 0
+        for _ in range(64):
+            try:
+                data = self.master.recv(16)
+            except (BlockingIOError, InterruptedError):
+                break
+            if data[:1] == HELLO:
+                count += 1
+        return count
+
+    def close_master_end(self) -> None:
+        self.master.close()
+
+
+class RouterFeed:
+    """The router process's side: a table replica fed from its channel end."""
+
+    def __init__(self, sock: socket.socket, table: SubscriptionTable, *,
+                 clock: Callable[[], float] = time.time,
+                 on_events: Callable[[list[Event]], None] | None = None) -> None:
+        self.sock = sock
+        self.table = table
+        self.resolver = TableResolver(table)
+        self.clock = clock
+        self.on_events = on_events  # e.g. the HTTPS router's SNI store (sni_added/removed)
+        self.applied = 0
+        self._snapshot: set[tuple[bytes, bytes]] | None = None
+
+    # -- pure-ish message handling (tests drive it directly) ------------------------------
+    def handle(self, message: bytes, now: float) -> None:
+        kind = message[:1]
+        if kind == BEGIN:
+            self._snapshot = set()
+        elif kind == END:
+            self._end_snapshot(now)
+        elif kind == PACKETS:
+            for packet in unpack(message):
+                self._apply(packet, now)
+
+    def _apply(self, packet: bytes, now: float) -> None:
+        try:
+            sub = decode_subscription(packet)
+        except SubscriptionError:
+            return  # the master only sends what it decoded; nothing to do with garbage
+        events = self.table.apply(sub, now)
+        self.applied += 1
+        if self._snapshot is not None and not sub.unsubscribe:
+            self._snapshot.add((sub.key, sub.address))
+        self._emit(events)
+
+    def _end_snapshot(self, now: float) -> None:
+        seen, self._snapshot = self._snapshot, None
+        if seen is None:
+            return
+        for slot in self.table.slots():
+            for node in list(slot.nodes):
+                address = node.name.encode("utf-8", "surrogateescape")
+                if (slot.key, address) not in seen:
+                    self._emit(self.table.apply(Subscription(slot.key, address,
+                                                             command=UNSUBSCRIBE), now))
+
+    def _emit(self, events: list[Event]) -> None:
+        if events and self.on_events is not None:
+            self.on_events(events)
+
+    # -- the trio task ----------------------------------------------------------------------
+    def drain(self) -> int:
+        """Throw away what was queued before this process started (stale updates)."""
+        self.sock.setblocking(False)
+        count = 0
+        for _ in range(MAX_DRAIN):
+            try:
+                self.sock.recv(RECV_SIZE)
+            except (BlockingIOError, InterruptedError):
+                break
+            count += 1
+        return count
+
+    async def run(self, engine: Any = None, static_nodes: bool = False, *,
+                  task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Say hello, then apply messages; keeps ``engine``'s cheap mode in step."""
+        self.drain()
+        tsock = trio.socket.from_stdlib_socket(self.sock)
+        await tsock.send(HELLO)
+        task_status.started()
+
+        def changed() -> None:
+            self._emit(self.table.take_events())
+            if engine is not None:
+                engine.nodes_changed(static_nodes or self.table.has_nodes())
+
+        next_sweep = trio.current_time() + SWEEP_EVERY
+        while True:
+            with trio.move_on_at(next_sweep):
+                message = await tsock.recv(RECV_SIZE)
+                self.handle(message, self.clock())
+                changed()
+                continue
+            next_sweep = trio.current_time() + SWEEP_EVERY
+            self._emit(self.table.expire(self.clock()))
+            changed()
+
+
+def feed_for(channels: Sequence[Channel], index: int, cfg: Config) -> RouterFeed:
+    """In router process ``index`` (1-based), after the fork: its feed; the other
+    processes' ends are closed here (this process never reads them)."""
+    mine = None
+    for channel in channels:
+        if channel.index == index:
+            mine = channel.child
+        else:
+            channel.child.close()
+    if mine is None:
+        raise LookupError(f"no subscription channel for router process {index}")
+    return RouterFeed(mine, table_from_config(cfg))

@@ -1,0 +1,67 @@
+"""Plan wiring of the subscription part (named in ``brood.plan.CONTRIBUTOR_MODULES``).
+
+* Router side, through ``brood.routers.plan.ROUTER_EXTRAS``: for a router kind with
+  ``--X-subscription-server``s, bind each one (UDP ``host:port``/``[v6]:port``, or a
+  unix datagram path), make the ``SubscriptionHub`` with one channel per router process
+  (before the fork, so each process inherits its end), add the master services, and
+  hand process ``index`` its feed as ``run_router(..., feed=RouterFeed)``.
+* Node side, a contributor: the ``Announcer`` when ``--subscribe-to``/``--subscribe2``
+  is given. It runs after the worker contributor, so the default address (the first
+  worker socket, real port after ``:0``) is known.
+
+Datagram sockets are bound here, not through the plan's binder (which only keeps
+listening stream sockets across re-exec): they close on exec and the next incarnation
+binds them again, so at most the datagrams of that instant are lost.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from brood.config.model import Config
+from brood.log import log
+from brood.plan import PlanBuilder, register_contributor
+from brood.routers.plan import ROUTER_EXTRAS
+from brood.sockets import bind_datagram, socket_name
+from brood.subscription.announcer import Announcer, NodeFacts
+from brood.subscription.server import ChannelService, SubscriptionHub, SubscriptionSocket
+
+
+def _no_extras(index: int) -> dict[str, Any]:
+    return {}
+
+
+def subscription_extras(cfg: Config, b: PlanBuilder, kind: str,
+                        count: int) -> Callable[[int], dict[str, Any]]:
+    """A ``ROUTER_EXTRAS`` factory: the subscription server of router ``kind``."""
+    option = f"{kind}-subscription-server"
+    servers = cfg[option]
+    if not servers:
+        return _no_extras
+    hub = SubscriptionHub.from_config(cfg, kind, count)
+    for spec in servers:
+        sock = bind_datagram(spec, option)
+        log(f"uWSGI {kind} subscription server bound on {socket_name(sock)} fd {sock.fileno()}")
+        b.add_service(SubscriptionSocket(sock, hub))
+    b.add_service(hub)
+    for channel in hub.channels:
+        b.add_service(ChannelService(channel, hub))
+    return hub.feed_kwargs(cfg)
+
+
+def contribute_announcer(cfg: Config, b: PlanBuilder) -> None:
+    """``--subscribe-to``/``--subscribe2``: announce this instance from the master."""
+    if not cfg["subscribe-to"] and not cfg["subscribe2"]:
+        return
+    facts = NodeFacts.from_config(
+        cfg,
+        worker_sockets=[lst.name for lst in b.plan.worker_listeners],
+        shared_sockets=[lst.name for lst in b.plan.shared],
+    )
+    b.add_service(Announcer.from_config(cfg, facts))
+
+
+if subscription_extras not in ROUTER_EXTRAS:
+    ROUTER_EXTRAS.append(subscription_extras)
+register_contributor(contribute_announcer)

@@ -1,0 +1,344 @@
+"""The router-side subscription server, run by the synchronous master (WIRE §2.6-§2.11).
+
+Why in the master: uWSGI lets whichever router process receives a datagram forward it to
+its siblings over internal pipes, so every process verifies and logs it again and acks
+can go out once per process. brood's master owns each ``--X-subscription-server``
+socket instead (the ``SubscriptionSocket`` services) and one ``SubscriptionHub`` per
+router kind does the work once:
+
+1. decode (at most 4096 bytes per datagram, as uWSGI's router reads); a bad packet is
+   logged with its reason and dropped, and the server keeps going;
+2. verify the signature once (``--subscriptions-sign-check``);
+3. apply it to the authoritative table: log ``new pool``/``new node``/``marking ...
+   as failed`` like uWSGI, send the notify ack once (WIRE §2.9);
+4. push the datagram to every router process of the kind (``feed``), whose replica
+   applies it without re-verifying; a respawned process gets a snapshot first;
+5. forward it to the ``--X-resubscribe`` servers.
+
+Each master cycle ``tick`` expires silent nodes (active expiry, uWSGI's is lazy) and
+pushes the removals, so replicas and stats agree on who is alive.
+
+Resubscribe loops: two routers that resubscribe to each other bounce a datagram
+forever in uWSGI (100% CPU). A packet cannot be marked as forwarded (a signed packet's
+``sign`` must stay the last pair, and uWSGI routers downstream must read it unchanged),
+so the hub keeps a digest of every datagram it forwarded and does not forward the same
+bytes again within ``LOOP_WINDOW`` seconds. A loop comes back within milliseconds; a
+node's identical re-announces are at least a master cycle (1 s) apart, so they still
+go through. Signed packets stop by themselves anyway: the copy coming back is a replay.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import socket
+from collections.abc import Sequence
+from typing import Any
+
+from brood.config.model import Config
+from brood.log import log
+from brood.sockets import socket_name
+from brood.subscription.announcer import server_sockaddr
+from brood.subscription.feed import Channel, feed_for, pack, removal_packet, table_from_config
+from brood.subscription.packet import (
+    MAX_DATAGRAM,
+    Subscription,
+    SubscriptionError,
+    decode_subscription,
+    encode_subscription,
+)
+from brood.subscription.signing import SignChecker
+from brood.subscription.table import Event, SubscriptionTable
+
+# Do not forward the same datagram twice within this many seconds (loop breaker).
+LOOP_WINDOW = 0.5
+# Digests kept at most; past it the oldest go first (bounded memory under a flood).
+MAX_RECENT = 65536
+# Datagrams read per readable event, so one busy socket cannot hold the master loop.
+MAX_PER_CALL = 256
+
+
+class Forwarder:
+    """``--X-resubscribe``: sends accepted datagrams on, unchanged, never in a loop."""
+
+    def __init__(self, servers: Sequence[str], bind: str | None = None,
+                 option: str = "resubscribe") -> None:
+        self.targets = [(s, *server_sockaddr(s, option)) for s in servers]
+        self.bind = bind
+        self.forwarded = 0
+        self.suppressed = 0
+        self._recent: dict[bytes, float] = {}
+        self._socks: dict[int, socket.socket] = {}
+        self._failing: set[str] = set()
+
+    def _sock(self, family: int) -> socket.socket:
+        sock = self._socks.get(family)
+        if sock is None:
+            sock = socket.socket(family, socket.SOCK_DGRAM)
+            sock.setblocking(False)
+            if self.bind and family != socket.AF_UNIX:
+                bfamily, baddr = server_sockaddr(self.bind, "resubscribe-bind")
+                if bfamily == family:
+                    sock.bind(baddr)
+            self._socks[family] = sock
+        return sock
+
+    def forward(self, data: bytes, now: float) -> bool:
+        """Send ``data`` to every target unless the same bytes went out just now."""
+        if not self.targets:
+            return False
+        digest = hashlib.blake2b(data, digest_size=16).digest()
+        seen = self._recent.pop(digest, None)
+        self._recent[digest] = now if seen is None or now - seen >= LOOP_WINDOW else seen
+        if len(self._recent) > MAX_RECENT:
+            del self._recent[next(iter(self._recent))]
+        if seen is not None and now - seen < LOOP_WINDOW:
+            self.suppressed += 1
+            return False
+        for name, family, sockaddr in self.targets:
+            try:
+                self._sock(family).sendto(data, sockaddr)
+            except OSError as exc:
+                if name not in self._failing:
+                    self._failing.add(name)
+                    log(f"resubscribe to {name} failed: {exc.strerror or exc}")
+                continue
+            self._failing.discard(name)
+        self.forwarded += 1
+        return True
+
+    def prune(self, now: float) -> None:
+        old = [d for d, t in self._recent.items() if now - t >= LOOP_WINDOW]
+        for digest in old:
+            del self._recent[digest]
+
+    def close(self) -> None:
+        for sock in self._socks.values():
+            sock.close()
+        self._socks.clear()
+
+
+class SubscriptionHub:
+    """One router kind's table, checker, channels and forwarder; a tick-only service."""
+
+    def __init__(self, kind: str, table: SubscriptionTable, *,
+                 checker: SignChecker | None = None, channels: Sequence[Channel] = (),
+                 forwarder: Forwarder | None = None) -> None:
+        self.kind = kind
+        self.table = table
+        self.checker = checker
+        self.channels = list(channels)
+        self.forwarder = forwarder
+        self.received = 0
+        self.dropped = 0
+        self._notify_sock: socket.socket | None = None
+
+    @classmethod
+    def from_config(cls, cfg: Config, kind: str, processes: int) -> SubscriptionHub:
+        checker = SignChecker.from_options(
+            cfg["subscriptions-sign-check"], float(cfg["subscriptions-sign-check-tolerance"]),
+            mountpoints=bool(cfg["subscription-mountpoints"]))
+        resub = cfg[f"{kind}-resubscribe"]
+        forwarder = (Forwarder(resub, cfg[f"{kind}-resubscribe-bind"], f"{kind}-resubscribe")
+                     if resub else None)
+        return cls(kind, table_from_config(cfg), checker=checker,
+                   channels=[Channel(i) for i in range(1, processes + 1)],
+                   forwarder=forwarder)
+
+    def _log(self, message: str) -> None:
+        log(f"[uWSGI {self.kind} pid {os.getpid()}] {message}")
+
+    # -- datagrams --------------------------------------------------------------------
+    def receive(self, datagram: bytes, now: float) -> list[Event]:
+        """One datagram from a subscription socket; the table's events (for tests)."""
+        data = bytes(datagram[:MAX_DATAGRAM])
+        self.received += 1
+        try:
+            sub = decode_subscription(data)
+        except SubscriptionError as exc:
+            return self._drop(f"invalid subscription packet ({exc.reason}), dropped")
+        if self.checker is not None:
+            verdict = self.checker.check(sub, now)
+            if not verdict.ok:
+                what = "unsubscribe" if sub.unsubscribe else "subscription"
+                return self._drop(f"{what} for {_text(sub.key)} refused: {verdict.reason}")
+        events = self.table.apply(sub, now)
+        if events and events[0][0] == "rejected":
+            return self._drop(f"subscription for {_text(sub.key)[:64]} dropped: {events[0][1]}")
+        self._handle(events)
+        if events or not sub.unsubscribe:
+            self.push([data])
+        if self.forwarder is not None:
+            self.forwarder.forward(data, now)
+        return events
+
+    def _drop(self, message: str) -> list[Event]:
+        self.dropped += 1
+        self._log(message)
+        return [("rejected", message)]
+
+    def _handle(self, events: list[Event]) -> None:
+        for event in events:
+            name = event[0]
+            if name == "new_pool":
+                self._log(f"new pool: {_text(event[1])} (hash key: {event[2]})")
+            elif name == "new_node":
+                self._log(f"{_text(event[1])} => new node: {_text(event[2])}")
+            elif name == "marked_failed":
+                why = "" if event[3] == "unsubscribed" else f" ({event[3]})"
+                self._log(f"{_text(event[1])} => marking {_text(event[2])} as failed{why}")
+            elif name == "notify":
+                self._ack(event[1], event[2])
+
+    def _ack(self, path: bytes, text: bytes) -> None:
+        """The notify ack: one unix datagram, sent once, not once per router process."""
+        if self._notify_sock is None:
+            self._notify_sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+            self._notify_sock.setblocking(False)
+        target = path.decode("utf-8", "surrogateescape")
+        if target.startswith("@"):
+            target = "\0" + target[1:]
+        try:
+            self._notify_sock.sendto(text, target)
+        except OSError as exc:
+            self._log(f"cannot ack to {_text(path)}: {exc.strerror or exc}")
+
+    # -- replicas -----------------------------------------------------------------------
+    def push(self, packets: Sequence[bytes]) -> None:
+        messages = pack(packets)
+        for channel in self.channels:
+            channel.send(messages)
+
+    def snapshot(self) -> list[bytes]:
+        """Every node as a subscribe datagram, slot by slot in subscription order."""
+        out = []
+        for slot in self.table.slots():
+            for i, node in enumerate(slot.nodes):
+                sub = Subscription(
+                    slot.key, node.name.encode("utf-8", "surrogateescape"),
+                    modifier1=node.modifier1, modifier2=node.modifier2, cores=node.cores,
+                    load=node.load, weight=node.weight, backup=node.backup,
+                    algo=slot.algo if slot.algo != self.table.default_algo else None)
+                if i == 0 and slot.sni_enabled:
+                    sub.sni_key, sub.sni_crt, sub.sni_ca = slot.sni_key, slot.sni_crt, slot.sni_ca
+                out.append(encode_subscription(sub))
+        return out
+
+    def resync(self, channel: Channel) -> bool:
+        return channel.resync(self.snapshot())
+
+    def feed_kwargs(self, cfg: Config) -> Any:
+        """For brood.routers.plan.ROUTER_EXTRAS: ``index -> {"feed": RouterFeed}``."""
+        return lambda index: {"feed": feed_for(self.channels, index, cfg)}
+
+    # -- MasterService --------------------------------------------------------------------
+    def fileno(self) -> int | None:
+        return None
+
+    def on_readable(self, now: float) -> None:
+        return None
+
+    def tick(self, now: float) -> None:
+        events = self.table.expire(now)
+        self._handle(events)
+        gone = [removal_packet(e[1], e[2]) for e in events if e[0] == "removed_node"]
+        if gone:
+            self.push(gone)
+        for channel in self.channels:
+            if channel.needs_resync:
+                self.resync(channel)
+        if self.checker is not None:
+            self.checker.prune(now)
+        if self.forwarder is not None:
+            self.forwarder.prune(now)
+
+    def on_reload(self, graceful: bool | None = None) -> None:
+        return None
+
+    def on_shutdown(self) -> None:
+        self.close()
+
+    def close(self) -> None:
+        if self.forwarder is not None:
+            self.forwarder.close()
+        if self._notify_sock is not None:
+            self._notify_sock.close()
+            self._notify_sock = None
+
+    def close_in_child(self) -> None:
+        self.close()
+
+
+class ChannelService:
+    """The master end of one router process's channel: answers its hello."""
+
+    def __init__(self, channel: Channel, hub: SubscriptionHub) -> None:
+        self.channel = channel
+        self.hub = hub
+
+    def fileno(self) -> int | None:
+        fd = self.channel.master.fileno()
+        return fd if fd >= 0 else None
+
+    def on_readable(self, now: float) -> None:
+        if self.channel.read_hellos():
+            self.hub.resync(self.channel)
+
+    def tick(self, now: float) -> None:
+        return None
+
+    def on_reload(self, graceful: bool | None = None) -> None:
+        return None
+
+    def on_shutdown(self) -> None:
+        return None
+
+    def close_in_child(self) -> None:
+        self.channel.close_master_end()
+
+
+class SubscriptionSocket:
+    """One bound ``--X-subscription-server`` socket, read by the master."""
+
+    def __init__(self, sock: socket.socket, hub: SubscriptionHub) -> None:
+        sock.setblocking(False)
+        self.sock = sock
+        self.hub = hub
+        self.name = socket_name(sock)
+
+    def fileno(self) -> int | None:
+        return self.sock.fileno()
+
+    def on_readable(self, now: float) -> None:
+        for _ in range(MAX_PER_CALL):
+            try:
+                data = self.sock.recv(MAX_DATAGRAM)
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as exc:  # e.g. ECONNREFUSED reported for an earlier send
+                self.hub._log(f"subscription socket {self.name}: {exc.strerror or exc}")
+                return
+            self.hub.receive(data, now)
+
+    def tick(self, now: float) -> None:
+        return None
+
+    def on_reload(self, graceful: bool | None = None) -> None:
+        self.close()
+
+    def on_shutdown(self) -> None:
+        self.close()
+        if self.sock.family == socket.AF_UNIX and self.name and not self.name.startswith("@"):
+            with contextlib.suppress(OSError):
+                os.unlink(self.name)
+
+    def close(self) -> None:
+        self.sock.close()
+
+    def close_in_child(self) -> None:
+        self.sock.close()
+
+
+def _text(value: bytes) -> str:
+    return value.decode("utf-8", "replace")

@@ -1,0 +1,255 @@
+"""The master-side subscription server on real loopback sockets: packets, bad packets,
+signatures, notify acks, resubscribe (and its loop breaker), replicas and snapshots."""
+
+from __future__ import annotations
+
+import shutil
+import socket
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from brood.subscription.feed import Channel, RouterFeed, table_from_config
+from brood.subscription.packet import Subscription, encode_subscription
+from brood.subscription.server import (
+    ChannelService,
+    Forwarder,
+    SubscriptionHub,
+    SubscriptionSocket,
+)
+from brood.subscription.signing import SignChecker, Signer
+from brood.subscription.table import SubscriptionTable
+
+FIX = Path("/work/shared/fixtures")
+SUBS = FIX / "subscription"
+KEYS = FIX / "keys"
+
+if not SUBS.is_dir():  # pragma: no cover
+    pytest.skip("subscription fixtures not available", allow_module_level=True)
+
+NOW = 1_800_000_000.0
+
+
+def udp() -> socket.socket:
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sock.bind(("127.0.0.1", 0))
+    sock.setblocking(False)
+    return sock
+
+
+def addr(sock: socket.socket) -> str:
+    host, port = sock.getsockname()
+    return f"{host}:{port}"
+
+
+@pytest.fixture
+def served() -> Iterator[tuple[SubscriptionSocket, socket.socket]]:
+    """A hub behind a real UDP socket, and a client socket to send from."""
+    hub = SubscriptionHub("fastrouter", SubscriptionTable())
+    service = SubscriptionSocket(udp(), hub)
+    client = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    yield service, client
+    client.close()
+    service.close()
+
+
+def send(service: SubscriptionSocket, client: socket.socket, *datagrams: bytes) -> None:
+    for data in datagrams:
+        client.sendto(data, service.sock.getsockname())
+    service.on_readable(NOW)
+
+
+def nodes(table: SubscriptionTable) -> dict[str, list[str]]:
+    return {s.key.decode(): [n.name for n in s.nodes] for s in table.slots()}
+
+
+def test_fixture_packets_applied(served, capfd) -> None:
+    service, client = served
+    send(service, client, *[(SUBS / f).read_bytes() for f in (
+        "sub_plain.bin", "sub_modifier1_5.bin", "sub_explicit_address.bin",
+        "sub2_full_sni.bin")])
+    assert nodes(service.hub.table) == {
+        "example.com": ["127.0.0.1:27091"], "mod5.example.com": ["127.0.0.1:27091"],
+        "explicit.example.com": ["127.0.0.1:5555"], "s2.example.com": ["127.0.0.1:9999"]}
+    err = capfd.readouterr().err
+    assert "new pool: example.com (hash key: " in err
+    assert "example.com => new node: 127.0.0.1:27091" in err
+    send(service, client, (SUBS / "unsub_plain_shutdown.bin").read_bytes())
+    assert "example.com" not in nodes(service.hub.table)
+    assert "example.com => marking 127.0.0.1:27091 as failed" in capfd.readouterr().err
+
+
+def test_bad_packets_logged_dropped_server_keeps_going(served, capfd) -> None:
+    service, client = served
+    crafted = {p.name: p.read_bytes() for p in (SUBS / "crafted").glob("*.bin")}
+    send(service, client, b"", *crafted.values())
+    err = capfd.readouterr().err
+    assert "invalid subscription packet (no address), dropped" in err
+    assert "invalid subscription packet (address of 256 bytes (max 255)), dropped" in err
+    assert "invalid subscription packet (too short (3 bytes)), dropped" in err
+    assert "key of 256 bytes is never routable" in err
+    assert service.hub.dropped >= 5
+    send(service, client, (SUBS / "sub_plain.bin").read_bytes())
+    assert nodes(service.hub.table)["example.com"] == ["127.0.0.1:27091"]
+
+
+@pytest.fixture
+def signed_hub(tmp_path: Path) -> SubscriptionHub:
+    shutil.copy(KEYS / "TEST-ONLY-test.example.com.pub.pem", tmp_path / "test.example.com.pem")
+    return SubscriptionHub("http", SubscriptionTable(),
+                           checker=SignChecker("SHA1", tmp_path))
+
+
+def signed(unix_now: float, weight: int = 0) -> bytes:
+    signer = Signer("SHA1", KEYS / "TEST-ONLY-test.example.com.key")
+    sub = Subscription(b"test.example.com", b"127.0.0.1:27091", cores=2, weight=weight)
+    return encode_subscription(sub, 0, signer=signer, now=unix_now)
+
+
+def test_signed_accepted_forged_replayed_unsigned(signed_hub: SubscriptionHub, capfd) -> None:
+    hub = signed_hub
+    good = signed(NOW)
+    assert hub.receive(good, NOW)[-1][0] == "new_node"
+    assert hub.receive(good, NOW + 1)[0][0] == "rejected"  # exact replay
+    forged = bytearray(signed(NOW + 2, weight=5))
+    forged[forged.index(b"weight") + 8] = ord("9")
+    assert hub.receive(bytes(forged), NOW + 2)[0][0] == "rejected"
+    unsigned = encode_subscription(Subscription(b"test.example.com", b"127.0.0.1:1"))
+    assert hub.receive(unsigned, NOW + 2)[0][0] == "rejected"
+    assert nodes(hub.table) == {"test.example.com": ["127.0.0.1:27091"]}
+    err = capfd.readouterr().err
+    assert "invalid (sniffed ?) packet" in err and "invalid signature" in err
+    assert "unsigned packet for a signed key" in err
+    # the captured uWSGI packet signed with the same key (its own clock: Nov 2026)
+    capture = (SUBS / "sub_signed_sha1.bin").read_bytes()
+    hub2 = SubscriptionHub("http", SubscriptionTable(), checker=hub.checker)
+    hub2.checker._last.clear()  # type: ignore[union-attr]
+    assert hub2.receive(capture, 1795435350.0)[-1][0] == "new_node"
+
+
+def test_notify_ack_sent_once(tmp_path: Path) -> None:
+    path = tmp_path / "notify.sock"
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as notify:
+        notify.bind(str(path))
+        notify.setblocking(False)
+        hub = SubscriptionHub("http", SubscriptionTable(), channels=[Channel(1), Channel(2)])
+        sub = Subscription(b"py.example.com", b"127.0.0.1:27101", notify=str(path).encode())
+        for _ in range(3):  # new node, then two refreshes
+            hub.receive(encode_subscription(sub), NOW)
+        assert notify.recv(4096) == b"[subscription ack] py.example.com => new node: 127.0.0.1:27101"
+        with pytest.raises(BlockingIOError):
+            notify.recv(4096)
+        hub.close()
+
+
+def test_resubscribe_forwards_accepted_packets_unchanged() -> None:
+    downstream = udp()
+    hub = SubscriptionHub("fastrouter", SubscriptionTable(),
+                          forwarder=Forwarder([addr(downstream)]))
+    data = (SUBS / "sub_plain.bin").read_bytes()
+    hub.receive(data, NOW)
+    hub.receive(b"garbage!", NOW)
+    assert downstream.recv(4096) == data
+    with pytest.raises(BlockingIOError):
+        downstream.recv(4096)
+    hub.receive(data, NOW + 1)  # the node's next announce, a cycle later: forwarded
+    assert downstream.recv(4096) == data
+    hub.close()
+    downstream.close()
+
+
+def test_two_servers_resubscribing_to_each_other_do_not_loop() -> None:
+    sock_a, sock_b = udp(), udp()
+    hub_a = SubscriptionHub("fastrouter", SubscriptionTable(), forwarder=Forwarder([addr(sock_b)]))
+    hub_b = SubscriptionHub("fastrouter", SubscriptionTable(), forwarder=Forwarder([addr(sock_a)]))
+    svc_a, svc_b = SubscriptionSocket(sock_a, hub_a), SubscriptionSocket(sock_b, hub_b)
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as node:
+        node.sendto((SUBS / "sub_plain.bin").read_bytes(), sock_a.getsockname())
+        for _ in range(50):  # bounded pump; a loop would keep both busy every round
+            svc_a.on_readable(NOW)
+            svc_b.on_readable(NOW)
+    assert (hub_a.received, hub_b.received) == (2, 1)
+    assert hub_a.forwarder.forwarded == 1 and hub_b.forwarder.forwarded == 1  # type: ignore[union-attr]
+    assert hub_a.forwarder.suppressed == 1  # type: ignore[union-attr]
+    assert nodes(hub_b.table) == {"example.com": ["127.0.0.1:27091"]}
+    for svc in (svc_a, svc_b):
+        svc.close()
+        svc.hub.close()
+
+
+def replica(channel: Channel) -> RouterFeed:
+    from brood.config.model import Config
+
+    channel.child.setblocking(False)
+    return RouterFeed(channel.child, table_from_config(Config()), clock=lambda: NOW)
+
+
+def pump(feed: RouterFeed) -> int:
+    """Apply what the channel holds; the number of messages."""
+    for count in range(1000):
+        try:
+            message = feed.sock.recv(65536)
+        except BlockingIOError:
+            return count
+        feed.handle(message, NOW)
+    raise AssertionError("endless channel")
+
+
+def test_replica_follows_and_new_child_gets_a_snapshot() -> None:
+    channel = Channel(1)
+    hub = SubscriptionHub("fastrouter", SubscriptionTable(), channels=[channel])
+    service = ChannelService(channel, hub)
+    for port in range(5000, 5300):  # more nodes than one batch and the dgram queue
+        hub.receive(encode_subscription(Subscription(b"k%d" % (port % 7),
+                                                     b"127.0.0.1:%d" % port)), NOW)
+    # a respawned process: stale updates are drained, the hello brings a snapshot
+    feed = replica(channel)
+    assert feed.drain() > 0
+    feed.sock.send(b"H")
+    service.on_readable(NOW)
+    assert pump(feed) >= 3
+    assert nodes(feed.table) == nodes(hub.table)
+    assert sum(len(v) for v in nodes(feed.table).values()) == 300
+    # live updates, then an expiry pushed by the master's tick
+    hub.receive(encode_subscription(Subscription(b"new", b"127.0.0.1:1")), NOW + 10)
+    pump(feed)
+    assert nodes(feed.table)["new"] == ["127.0.0.1:1"]
+    hub.tick(NOW + 20)  # the 300 first nodes are silent for 20 s > 17 s
+    pump(feed)
+    assert nodes(feed.table) == {"new": ["127.0.0.1:1"]} == nodes(hub.table)
+    channel.master.close()
+    channel.child.close()
+
+
+def test_snapshot_removes_what_the_replica_should_not_have() -> None:
+    channel = Channel(1)
+    hub = SubscriptionHub("fastrouter", SubscriptionTable(), channels=[channel])
+    feed = replica(channel)
+    feed.table.apply(Subscription(b"gone", b"127.0.0.1:9"), NOW)  # e.g. a missed removal
+    hub.receive(encode_subscription(Subscription(b"kept", b"127.0.0.1:8")), NOW)
+    hub.resync(channel)
+    pump(feed)
+    assert nodes(feed.table) == {"kept": ["127.0.0.1:8"]}
+    channel.master.close()
+    channel.child.close()
+
+
+def test_full_queue_marks_resync_and_tick_recovers() -> None:
+    channel = Channel(1)
+    hub = SubscriptionHub("fastrouter", SubscriptionTable(), channels=[channel])
+    sub = encode_subscription(Subscription(b"k", b"127.0.0.1:1"))
+    for _ in range(5000):  # nobody reads: the queue fills, the master never blocks
+        hub.push([sub])
+        if channel.needs_resync:
+            break
+    assert channel.needs_resync
+    hub.receive(sub, NOW)
+    feed = replica(channel)
+    feed.drain()
+    hub.tick(NOW)
+    assert not channel.needs_resync
+    pump(feed)
+    assert nodes(feed.table) == {"k": ["127.0.0.1:1"]}
+    channel.master.close()
+    channel.child.close()
