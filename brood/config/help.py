@@ -84,3 +84,48 @@ def render_help() -> str:
             sections += ["", f"{part} options:"]
             sections += [_line(opt) for opt in by_part[part]]
     return "\n".join(sections) + "\n"
+
+
+# -- the README's option reference ---------------------------------------------------------
+# ``scripts/options-reference`` prints it; tests/unit/test_readme_options.py checks that the
+# README's block between the markers below is exactly this text.
+
+MARKDOWN_BEGIN = "<!-- options:begin -->"
+MARKDOWN_END = "<!-- options:end -->"
+_MD_SPECIAL = str.maketrans({"\\": "\\\\", "|": "\\|", "*": "\\*", "<": "&lt;", ">": "&gt;"})
+
+
+def _md_value(opt: Option) -> str:
+    """The value column: kind, then default, choices and repeatability."""
+    notes = ["flag" if opt.kind == "bool" else opt.kind]
+    if opt.optional:
+        notes.append(f"may be given bare (= {opt.implicit or 'empty'})")
+    if opt.default not in (None, False, "", 0) and not opt.multi:
+        notes.append(f"default {opt.default}")
+    if opt.choices:
+        notes.append("one of " + ", ".join(opt.choices))
+    if opt.multi:
+        notes.append("repeatable")
+    return ", ".join(notes)
+
+
+def _md_row(opt: Option) -> str:
+    usage = option_usage(opt).strip().replace("|", "\\|")
+    names = ", ".join(f"`{part}`" for part in usage.split(", "))
+    aliases = ", ".join(f"`--{a}`" for a in opt.aliases)
+    return f"| {names} | {aliases} | {_md_value(opt)} | {opt.help.translate(_MD_SPECIAL)} |"
+
+
+def render_markdown() -> str:
+    """The option reference as Markdown: one table per part, in ``--help`` order."""
+    by_part: dict[str, list[Option]] = {}
+    for opt in all_options():
+        by_part.setdefault(opt.part, []).append(opt)
+    lines: list[str] = []
+    for part in part_order():
+        if by_part.get(part):
+            lines += [f"### {part} options", "", "| option | aliases | value | help |",
+                      "| --- | --- | --- | --- |"]
+            lines += [_md_row(opt) for opt in by_part[part]]
+            lines.append("")
+    return "\n".join(lines)

@@ -19,9 +19,13 @@ from collections.abc import Callable
 from typing import Any
 
 from brood.config.model import Config
+from brood.config.option import OptionError
 from brood.plan import ChildSpec, PlanBuilder, register_config_hook, register_contributor
 
 KINDS = ("http", "fastrouter", "rawrouter")
+# Declared so uWSGI ini files parse, but the TLS router is not in this release: asking for
+# one is an error naming it, never a socket silently left out.
+NOT_YET = {"sslrouter": "the TLS router (sslrouter) is not available in this release"}
 # Options that give a router nodes of its own; without any, --http is embedded mode.
 _MAPPERS = ("to", "use-pattern", "use-base", "use-cache", "use-code-string", "use-socket",
             "subscription-server")
@@ -52,6 +56,9 @@ def embedded_config(cfg: Config) -> Config:
 @register_contributor
 def contribute_routers(cfg: Config, b: PlanBuilder) -> None:
     """Bind each router's sockets and add its processes."""
+    for kind, why in NOT_YET.items():
+        if cfg.get(kind):
+            raise OptionError(f"--{kind}: {why}")
     for kind in KINDS:
         addresses = cfg[kind]
         if not addresses:
