@@ -1,30 +1,41 @@
-"""Node health for the routing path: gracetime marks, and the retry policy of a request.
+"""Node health for the routing path: gracetime marks, and the order in which one
+request tries nodes.
 
 A node that refuses or times out a connect is put in grace for ``--X-gracetime``
 seconds (uWSGI: "retry connections to dead static nodes after the specified amount of
 seconds"); the balancers skip it until then. Subscription nodes are marked dead by
 their table instead, which is the table's business.
 
-:class:`RetryPolicy` is the order in which one request tries nodes, as a pure state
-machine the connecting shell drives::
+How it works
+------------
+:class:`RetryState` is the try-order of one request as a pure state machine; the
+connecting shell (brood.routers.net.backend) drives it and does the connects::
 
-    attempt = policy.begin(resolver, key, client=ip, fallback=fallbacks)
-    while (node := attempt.next_node(clock())) is not None:
+    state = policy.begin(resolver, key, client=ip)
+    while (node := state.next_node(clock())) is not None:
         try: sock = await connect(node)
-        except OSError as exc: attempt.failed(node, clock(), exc.strerror)
-        else: attempt.succeeded(node); break
+        except OSError as exc: state.failed(node, clock(), exc.strerror)
+        else: state.succeeded(node); break
     else:
-        raise attempt.error()
+        raise state.error()
 
 Order: the resolver is asked again with the failed nodes excluded, at most
-``1 + max_retries`` times in all (fewer when it runs out of nodes); then the
-``--X-fallback`` nodes, in order, each once. The error says what the client should see:
-NoNode (503) when nothing could be tried, NodeTimeout (504) when the last attempt timed
-out, NodeFailed (502) otherwise.
+``1 + max_retries`` times in all (fewer when it runs out of nodes); a failure goes to
+``resolver.on_connect_failed``. Then the ``--X-fallback`` nodes, in order, each once,
+skipping those in grace; a failing fallback is put in grace itself. A request without a
+key tries nothing, unless ``fallback_only`` (``--fastrouter-fallback-on-no-key``)
+sends it straight to the fallbacks; ``fallback_only`` with a key skips the resolver too.
+A node that connects leaves its grace.
+
+The error says what the client should see: NoNode (503) when nothing could be tried,
+or when every attempt found no unix socket file (a ``--X-use-pattern``/``--X-use-base``
+key with no app behind it); NodeTimeout (504) when the last attempt timed out;
+NodeFailed (502) otherwise.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -50,104 +61,103 @@ def grace_stat(node: Node, now: float) -> int:
     return int(node.grace_marked_at) if in_grace(node, now) else 0
 
 
-@dataclass
+@dataclass(slots=True)
 class Attempt:
-    """One node tried for a request, for the shell's log line."""
+    """One failed connect of a request, for the shell's log line and the error."""
 
     node: str
     reason: str
     timed_out: bool = False
+    missing: bool = False  # a unix socket file that does not exist
     fallback: bool = False
 
 
-@dataclass
 class RetryState:
-    """The attempts of one request; see the module docstring for the loop."""
+    """The attempts of one request; see the module docstring for the loop.
 
-    resolver: Resolver | None
-    key: bytes | None
-    client: bytes
-    max_tries: int
-    fallback: Resolver | None
-    tried: list[Node] = field(default_factory=list)
-    attempts: list[Attempt] = field(default_factory=list)
-    resolver_tries: int = 0
-    in_fallback: bool = False
-    resolver_done: bool = False
-    done: bool = False
+    A plain slotted class: one is made per request, on the router's hot path."""
+
+    __slots__ = ("resolver", "key", "client", "tries_left", "fallbacks", "gracetime",
+                 "next_fallback", "tried", "attempts", "done")
+
+    def __init__(self, resolver: Resolver, key: bytes | None, client: bytes, tries: int,
+                 fallbacks: Sequence[Node], gracetime: float) -> None:
+        self.resolver = resolver
+        self.key = key
+        self.client = client
+        self.tries_left = tries  # resolver lookups still allowed
+        self.fallbacks = fallbacks
+        self.gracetime = gracetime
+        self.next_fallback = 0  # index of the next fallback to consider
+        self.tried: list[Node] = []  # resolver nodes that failed (excluded from now on)
+        self.attempts: list[Attempt] = []
+        self.done = False
 
     def next_node(self, now: float) -> Node | None:
         """The next node to connect to, or None when the request has run out."""
         if self.done:
             return None
-        if not self.resolver_done:
-            if self.resolver is None or self.key is None or self.resolver_tries >= self.max_tries:
-                self.resolver_done = True
-            else:
-                self.resolver_tries += 1
-                node = self.resolver.resolve(self.key, now, self.client, exclude=tuple(self.tried))
-                if node is not None and node not in self.tried:
-                    return node
-                self.resolver_done = True
-        if self.fallback is None:
-            self.done = True
-            return None
-        self.in_fallback = True
-        node = self.fallback.resolve(self.key or b"", now, self.client, exclude=tuple(self.tried))
-        if node is None or node in self.tried:
-            self.done = True
-            return None
-        return node
+        if self.tries_left > 0:
+            self.tries_left -= 1
+            node = self.resolver.resolve(self.key,  # type: ignore[arg-type]  # not None here
+                                         now, self.client, tuple(self.tried))
+            if node is not None:
+                return node
+            self.tries_left = 0
+        while self.next_fallback < len(self.fallbacks):
+            node = self.fallbacks[self.next_fallback]
+            self.next_fallback += 1
+            if node.usable(now):
+                return node
+        self.done = True
+        return None
 
-    def failed(self, node: Node, now: float, reason: str, *, timed_out: bool = False) -> None:
-        """The connect to ``node`` failed: tell its owner (grace), remember it."""
-        owner = self.fallback if self.in_fallback else self.resolver
-        if owner is not None:
-            owner.on_connect_failed(node, now)
-        self.tried.append(node)
-        self.attempts.append(Attempt(node.name, reason, timed_out, self.in_fallback))
+    def failed(self, node: Node, now: float, reason: str, *,
+               timed_out: bool = False, missing: bool = False) -> None:
+        """The connect to ``node`` (the last ``next_node``) failed."""
+        fallback = self.next_fallback > 0  # the resolver phase is over once one was taken
+        if fallback:
+            mark_failed(node, now, self.gracetime)
+        else:
+            self.tried.append(node)
+            self.resolver.on_connect_failed(node, now)
+        self.attempts.append(Attempt(node.name, reason, timed_out, missing, fallback))
 
     def succeeded(self, node: Node) -> None:
-        """Connected: a node that was in grace is healthy again."""
+        """Connected: the request is done, and a node that was in grace is healthy."""
         if node.grace_until:
             node.clear_grace()
         self.done = True
 
     def error(self) -> RoutingError:
         """What to raise when ``next_node`` returned None without a success."""
-        if not self.attempts:
+        attempts = self.attempts
+        if not attempts:
             return NoNode.for_key(self.key)
-        detail = "; ".join(f"{a.node}: {a.reason}" for a in self.attempts)
-        if self.attempts[-1].timed_out:
+        detail = "; ".join(f"{a.node}: {a.reason}" for a in attempts)
+        if all(a.missing for a in attempts):
+            return NoNode(f"no node for key ({detail})")
+        if attempts[-1].timed_out:
             return NodeTimeout(f"connect timed out ({detail})")
         return NodeFailed(f"connect failed ({detail})")
 
 
-@dataclass(frozen=True)
+@dataclass
 class RetryPolicy:
-    """``--X-max-retries``: how many more nodes a request may try after the first."""
+    """How many nodes a request may try: ``--X-max-retries`` more resolver nodes after
+    the first, then the ``--X-fallback`` nodes (put in grace ``--X-gracetime`` seconds
+    when they fail)."""
 
     max_retries: int = 3
+    gracetime: float = 30.0
+    fallbacks: Sequence[Node] = field(default_factory=tuple)
 
-    def begin(
-        self,
-        resolver: Resolver | None,
-        key: bytes | None,
-        *,
-        client: bytes = b"",
-        fallback: Resolver | None = None,
-        fallback_only: bool = False,
-    ) -> RetryState:
-        """The attempt state of one request. ``key`` None (no routing key) or
-        ``fallback_only`` (``--fastrouter-fallback-on-no-key``) goes straight to the
-        fallbacks."""
-        return RetryState(
-            resolver=None if fallback_only else resolver,
-            key=key,
-            client=client,
-            max_tries=1 + max(0, self.max_retries),
-            fallback=fallback,
-        )
+    def begin(self, resolver: Resolver, key: bytes | None, *, client: bytes = b"",
+              fallback_only: bool = False) -> RetryState:
+        """The attempt state of one request (``key`` None: no routing key)."""
+        tries = 1 + max(0, self.max_retries) if key is not None and not fallback_only else 0
+        fallbacks = self.fallbacks if key is not None or fallback_only else ()
+        return RetryState(resolver, key, client, tries, fallbacks, self.gracetime)
 
 
 __all__ = ["Attempt", "RetryPolicy", "RetryState", "grace_stat", "in_grace", "mark_failed"]

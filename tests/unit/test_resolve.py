@@ -16,7 +16,6 @@ from brood.routers.resolve import (
     CodeResolver,
     FakeResolver,
     FallbackKeyResolver,
-    FallbackResolver,
     NodePool,
     PatternResolver,
     SocketResolver,
@@ -172,15 +171,6 @@ def test_cache_mapper_reads_uwsgi_values_from_any_store() -> None:
     assert cache.resolve(b"bad", NOW) is None
 
 
-def test_fallback_in_order_with_grace() -> None:
-    fallback = FallbackResolver(["f1:1", "f2:2"], gracetime=30)
-    first = fallback.resolve(b"", NOW)
-    assert first.name == "f1:1"
-    assert fallback.resolve(b"", NOW, exclude=[first]).name == "f2:2"
-    fallback.on_connect_failed(first, NOW)
-    assert fallback.resolve(b"", NOW + 1).name == "f2:2"
-
-
 def test_fallback_key_borrows_nodes() -> None:
     table = FakeResolver({b"main": ["m:1"], b"other": ["o:1"]})
     resolver = FallbackKeyResolver(table, b"main")
@@ -212,7 +202,7 @@ def test_build_static_only() -> None:
     node = resolver.static_nodes[0]
     resolver.on_connect_failed(node, NOW)
     assert node.grace_until == NOW + 5
-    assert resolver.fallback is None and resolver.subscriptions is None
+    assert resolver.subscriptions is None
 
 
 def test_uwsgi_precedence_one_mapper_wins() -> None:
@@ -252,7 +242,6 @@ def test_chain_all_falls_through_and_routes_failures_to_owner() -> None:
     resolver.on_connect_failed(node, NOW)
     assert sub.failed == ["sub:1"]
     assert resolver.resolve(b"known", NOW, exclude=[node]).name == "s:1"
-    assert [n.name for n in resolver.fallback.nodes] == ["f:1"]
     assert resolver.subscriptions is None  # the fake exposes none
 
 

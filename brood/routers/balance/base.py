@@ -52,6 +52,22 @@ def live_tier(nodes: Sequence[Node], now: float, exclude: Collection[Node] = ())
     return tier
 
 
+def probe(nodes: Sequence[Node], tier: Collection[Node], start: int) -> int | None:
+    """The index of the first node of ``tier`` in ``nodes`` at or after ``start``,
+    wrapping around (None only if no tier node is in the pool).
+
+    For the algorithms that choose a position in the whole pool (a rotation cursor, a
+    hash): stepping forward past unusable nodes moves only their share of the traffic.
+    """
+    allowed = {id(n) for n in tier}
+    size = len(nodes)
+    for step in range(size):
+        index = (start + step) % size
+        if id(nodes[index]) in allowed:
+            return index
+    return None
+
+
 def load_ratio(node: Node) -> float:
     """In-flight requests per unit of weight (weight is never below 1)."""
     return node.ref / max(1, node.weight)

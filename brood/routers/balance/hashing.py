@@ -22,7 +22,7 @@ import hashlib
 import zlib
 from collections.abc import Collection, Sequence
 
-from brood.routers.balance.base import live_tier
+from brood.routers.balance.base import live_tier, probe
 from brood.routers.node import Node
 
 # Points per unit of weight on the ring. 160 (ketama's value) keeps the load of each
@@ -53,13 +53,8 @@ class IpHash:
         tier = live_tier(nodes, now, exclude)
         if not tier:
             return None
-        allowed = {id(n) for n in tier}
-        start = zlib.crc32(hash_subject(client, key)) % len(nodes)
-        for step in range(len(nodes)):
-            node = nodes[(start + step) % len(nodes)]
-            if id(node) in allowed:
-                return node
-        return None  # unreachable: tier nodes are pool nodes
+        index = probe(nodes, tier, zlib.crc32(hash_subject(client, key)))
+        return None if index is None else nodes[index]  # None: unreachable
 
 
 class ConsistentHash:

@@ -19,7 +19,7 @@ from __future__ import annotations
 from collections import OrderedDict
 from collections.abc import Collection, Sequence
 
-from brood.routers.balance.base import live_tier
+from brood.routers.balance.base import live_tier, probe
 from brood.routers.node import Node
 
 # Cursors kept by RoundRobin: one per distinct pool. A resolver with many keys (the
@@ -48,15 +48,11 @@ class RoundRobin:
         if not tier:
             return None
         pool = tuple(id(n) for n in nodes)
-        start = self._cursors.pop(pool, 0) % len(nodes)
-        allowed = {id(n) for n in tier}
-        for step in range(len(nodes)):
-            index = (start + step) % len(nodes)
-            if id(nodes[index]) in allowed:
-                self._remember(pool, index + 1)
-                return nodes[index]
-        self._remember(pool, start + 1)  # unreachable while tier is non-empty
-        return None
+        index = probe(nodes, tier, self._cursors.pop(pool, 0))
+        if index is None:  # unreachable: tier nodes are pool nodes
+            return None
+        self._remember(pool, index + 1)
+        return nodes[index]
 
     def _remember(self, pool: tuple[int, ...], cursor: int) -> None:
         self._cursors[pool] = cursor

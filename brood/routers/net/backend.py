@@ -5,46 +5,30 @@ once per request; that cost decides a Python router's speed (PERF.md), hence raw
 ``trio.socket`` sockets and no stream wrappers on this path. TCP_NODELAY is set on every
 TCP node socket.
 
-Failure handling, in order: the resolver picks a node; a refused or timed-out connect
-tells the resolver (``on_connect_failed`` puts the node in its gracetime) and the next
-node is asked for with the failed ones excluded, up to ``max_retries`` more times; then
-the fallback nodes are tried in order. The error raised says what the client should see:
-``NoNode`` (503) when nothing could even be tried, or when every node tried was a unix
-socket file that does not exist (a ``--X-use-pattern``/``--X-use-base`` key with no app
-behind it), ``NodeTimeout`` (504) when the last attempt timed out, ``NodeFailed`` (502)
-otherwise.
+Which node to try next, gracetime marks, fallbacks and the error a failed request
+raises (503/502/504) are the pure retry policy of brood.routers.health; this shell
+only connects and reports each outcome to it.
 """
 
 from __future__ import annotations
 
 import socket
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass
 
 import trio
 
-from brood.routers.errors import NodeFailed, NodeTimeout, NoNode
+from brood.routers.health import Attempt, RetryPolicy
 from brood.routers.net.relay import set_nodelay
 from brood.routers.node import Node
 from brood.routers.resolve import Resolver, parse_node_address
 
 
 @dataclass
-class Attempt:
-    """One connect tried, for the log line of a failed request."""
-
-    node: str
-    error: str
-
-
-@dataclass
-class ConnectPlan:
-    """How hard to try: the knobs of one router (``--X-max-retries`` etc.)."""
+class ConnectPlan(RetryPolicy):
+    """How hard to try: the retry policy of one router plus its connect timeout."""
 
     connect_timeout: float = 60.0
-    max_retries: int = 3
-    gracetime: float = 30.0
-    fallbacks: Sequence[Node] = field(default_factory=tuple)
 
 
 async def open_node(node: Node, connect_timeout: float) -> trio.socket.SocketType:
@@ -71,59 +55,23 @@ async def connect_node(
     use_fallbacks_only: bool = False,
     opener: Callable[[Node, float], object] = open_node,
 ) -> tuple[Node, trio.socket.SocketType, list[Attempt]]:
-    """Resolve ``key`` and connect, retrying and falling back as the module says.
+    """Resolve ``key`` and connect, retrying and falling back as ``plan`` says.
 
-    Returns the node, its connected socket and the failed attempts before it.
-    ``key`` None (no routing key in the request) is NoNode, unless
-    ``use_fallbacks_only`` (``--fastrouter-fallback-on-no-key``) sends it to the fallbacks.
+    Returns the node, its connected socket and the failed attempts before it; raises
+    the policy's RoutingError when no node could be reached. ``key`` None (no routing
+    key in the request) is NoNode, unless ``use_fallbacks_only``
+    (``--fastrouter-fallback-on-no-key``) sends it to the fallbacks.
     """
-    if key is None and not use_fallbacks_only:
-        raise NoNode("no key in request")
-    attempts: list[Attempt] = []
-    tried: list[Node] = []
-    timed_out = False
-    missing = 0  # attempts that found no unix socket file at all
-    if key is not None and not use_fallbacks_only:
-        for _ in range(1 + max(0, plan.max_retries)):
-            node = resolver.resolve(key, clock(), client, exclude=tuple(tried))
-            if node is None:
-                break
-            try:
-                sock = await opener(node, plan.connect_timeout)  # type: ignore[misc]
-            except trio.TooSlowError:
-                timed_out = True
-                attempts.append(Attempt(node.name, "connect timeout"))
-            except OSError as exc:
-                timed_out = False
-                missing += isinstance(exc, FileNotFoundError)
-                attempts.append(Attempt(node.name, exc.strerror or str(exc)))
-            else:
-                return node, sock, attempts
-            tried.append(node)
-            resolver.on_connect_failed(node, clock())
-    now = clock()
-    for node in plan.fallbacks:
-        if not node.usable(now):
-            continue
+    state = plan.begin(resolver, key, client=client, fallback_only=use_fallbacks_only)
+    while (node := state.next_node(clock())) is not None:
         try:
             sock = await opener(node, plan.connect_timeout)  # type: ignore[misc]
         except trio.TooSlowError:
-            timed_out = True
-            attempts.append(Attempt(node.name, "connect timeout"))
+            state.failed(node, clock(), "connect timeout", timed_out=True)
         except OSError as exc:
-            timed_out = False
-            missing += isinstance(exc, FileNotFoundError)
-            attempts.append(Attempt(node.name, exc.strerror or str(exc)))
+            state.failed(node, clock(), exc.strerror or str(exc),
+                         missing=isinstance(exc, FileNotFoundError))
         else:
-            node.clear_grace()
-            return node, sock, attempts
-        now = clock()
-        node.mark_failed_connect(now, plan.gracetime)
-    detail = "; ".join(f"{a.node}: {a.error}" for a in attempts)
-    if not attempts:
-        raise NoNode("no node for key" if key is not None else "no key, no fallback")
-    if missing == len(attempts):
-        raise NoNode(f"no node for key ({detail})")
-    if timed_out:
-        raise NodeTimeout(f"connect timed out ({detail})")
-    raise NodeFailed(f"connect failed ({detail})")
+            state.succeeded(node)
+            return node, sock, state.attempts
+    raise state.error()

@@ -3,7 +3,7 @@ rawrouter, sslrouter), with uWSGI's mappers and their precedence.
 
 * ``address``  parse_node_address and friends (shared with the connect code)
 * ``base``     the Resolver protocol, the per-address Node cache, FakeResolver
-* ``mappers``  static list, pattern, base, cache, code string, use-socket, fallback
+* ``mappers``  static list, pattern, base, cache, code string, use-socket
 * ``chain``    ChainResolver (precedence, stats hooks) and build_resolver(cfg, prefix)
 
 A resolver returns None for "no node for this key"; it never raises for a lookup. The
@@ -24,7 +24,6 @@ from brood.routers.resolve.mappers import (
     CacheResolver,
     CacheStore,
     CodeResolver,
-    FallbackResolver,
     MemoryCache,
     PatternResolver,
     SocketResolver,
@@ -40,7 +39,6 @@ __all__ = [
     "CodeResolver",
     "FakeResolver",
     "FallbackKeyResolver",
-    "FallbackResolver",
     "MemoryCache",
     "NodePool",
     "PatternResolver",

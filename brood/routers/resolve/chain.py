@@ -27,7 +27,6 @@ from brood.routers.resolve.mappers import (
     CacheResolver,
     CacheStore,
     CodeResolver,
-    FallbackResolver,
     PatternResolver,
     SocketResolver,
     StaticResolver,
@@ -61,8 +60,7 @@ class ChainResolver:
 
     Also what the engine reads for stats: ``static_nodes`` (the ``--X-to`` nodes, listed
     by uWSGI even when another mapper is in charge) and ``subscriptions`` (whatever the
-    subscription table exposes under that name). ``fallback`` holds the ``--X-fallback``
-    nodes for the retry policy.
+    subscription table exposes under that name).
     """
 
     def __init__(
@@ -70,12 +68,10 @@ class ChainResolver:
         stages: Sequence[Resolver],
         *,
         static: StaticResolver | None = None,
-        fallback: FallbackResolver | None = None,
         subscription: Resolver | None = None,
     ) -> None:
         self.stages = list(stages)
         self.static = static
-        self.fallback = fallback
         self.subscription = subscription
         self._owner: OrderedDict[int, tuple[Node, Resolver]] = OrderedDict()
 
@@ -108,8 +104,6 @@ class ChainResolver:
         entry = self._owner.get(id(node))
         if entry is not None and entry[0] is node:
             entry[1].on_connect_failed(node, now)
-        elif self.fallback is not None:
-            self.fallback.on_connect_failed(node, now)
 
 
 def _get(cfg: Config, name: str, default: Any = None) -> Any:
@@ -161,10 +155,6 @@ def build_resolver(
         static = StaticResolver(
             _get(cfg, f"{prefix}-to"), balancer=make_balancer(algo or "rr"), gracetime=gracetime
         )
-    fallback = None
-    if _get(cfg, f"{prefix}-fallback", []):
-        fallback = FallbackResolver(_get(cfg, f"{prefix}-fallback"), gracetime=gracetime)
-
     candidates: list[Resolver | None] = []
     if cfg.is_set(f"{prefix}-use-cache"):
         candidates.append(CacheResolver(cache_store, balancer=make_balancer(algo or default_algo),
@@ -192,4 +182,4 @@ def build_resolver(
     stages = [c for c in candidates if c is not None]
     if not chain_all:
         stages = stages[:1]
-    return ChainResolver(stages, static=static, fallback=fallback, subscription=subscription)
+    return ChainResolver(stages, static=static, subscription=subscription)

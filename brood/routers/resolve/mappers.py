@@ -1,6 +1,6 @@
 """The key -> node mappers of uWSGI's corerouter, one class each (cr_map.c's set).
 
-Pool mappers (``--X-to``, ``--X-use-cache``, ``--X-fallback``) choose among several
+Pool mappers (``--X-to``, ``--X-use-cache``) choose among several
 nodes and put a refusing node in grace for ``--X-gracetime`` seconds. Address mappers
 (pattern, base, code string, use-socket) compute the one address for a key; as in
 uWSGI they put no grace mark on it (there is no other node to steer to, and the node
@@ -17,7 +17,7 @@ from brood.routers.balance import Balancer, make_balancer
 from brood.routers.health import mark_failed
 from brood.routers.node import Node
 from brood.routers.resolve.address import key_text, path_safe, split_modifier
-from brood.routers.resolve.base import NodePool, first_usable
+from brood.routers.resolve.base import NodePool
 
 
 class StaticResolver:
@@ -261,23 +261,4 @@ class CacheResolver:
 
     def on_connect_failed(self, node: Node, now: float) -> None:
         if node in self.pool:
-            mark_failed(node, now, self.gracetime)
-
-
-class FallbackResolver:
-    """``--X-fallback A --X-fallback B``: tried in order, whatever the key, once the
-    chosen node failed (or, with ``--fastrouter-fallback-on-no-key``, when there is no
-    key). A refusing fallback gets the same gracetime as a static node."""
-
-    def __init__(self, addresses: Sequence[str], *, gracetime: float = 30.0) -> None:
-        self.nodes = [Node(address) for address in addresses]
-        self.gracetime = gracetime
-
-    def resolve(
-        self, key: bytes, now: float, client: bytes = b"", exclude: Collection[Node] = ()
-    ) -> Node | None:
-        return first_usable(self.nodes, now, exclude)
-
-    def on_connect_failed(self, node: Node, now: float) -> None:
-        if any(node is n for n in self.nodes):
             mark_failed(node, now, self.gracetime)

@@ -1,0 +1,167 @@
+"""Dropping privileges (--uid/--gid) after binding, and recycling workers over
+--reload-on-rss."""
+
+from __future__ import annotations
+
+import grp
+import os
+import pwd
+import shutil
+import socket
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from _broodkit import http_get, wait_until, worker_pids
+
+# Answers "uid gid euid egid groups pid" of the worker that served the request.
+WHOAMI_APP = """\
+import os
+
+def application(environ, start_response):
+    groups = ",".join(str(g) for g in sorted(os.getgroups()))
+    body = (f"{os.getuid()} {os.getgid()} {os.geteuid()} {os.getegid()} {groups} "
+            f"{os.getpid()}").encode()
+    start_response("200 OK", [("Content-Type", "text/plain"),
+                              ("Content-Length", str(len(body)))])
+    return [body]
+"""
+
+# /grow?MB keeps MB more megabytes alive in the worker (every page written, so they
+# count in its RSS); /hold?MB&PATH does the same, then waits until PATH exists before
+# answering. Every answer is the worker's pid.
+GROW_APP = """\
+import os
+import time
+
+HOARD = []
+
+def application(environ, start_response):
+    path, query = environ["PATH_INFO"], environ.get("QUERY_STRING", "")
+    if path in ("/grow", "/hold"):
+        megabytes, _, release = query.partition("&")
+        HOARD.append(b"\\x01" * (int(megabytes) * 1024 * 1024))
+        deadline = time.monotonic() + 30
+        while path == "/hold" and not os.path.exists(release) and time.monotonic() < deadline:
+            time.sleep(0.01)
+    body = str(os.getpid()).encode()
+    start_response("200 OK", [("Content-Type", "text/plain"),
+                              ("Content-Length", str(len(body)))])
+    return [body]
+"""
+
+NOBODY = 65534
+RSS_LIMIT_MB = 64  # a fresh worker is well below this (about 25 MB)
+GROWTH_MB = 96  # one request's worth: takes any worker over the limit
+
+
+@pytest.fixture
+def open_dir() -> Iterator[Path]:
+    """A directory every user may read (pytest's tmp_path is root-only), for the app a
+    worker running as nobody must load; removed afterwards."""
+    path = Path(tempfile.mkdtemp(prefix="brood-privileges-"))
+    path.chmod(0o755)
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
+
+
+def _ids(pid: int) -> dict[str, list[int]]:
+    """Uid, Gid (real, effective, saved, fs) and Groups of ``pid`` from /proc."""
+    found = {}
+    with open(f"/proc/{pid}/status") as fh:
+        for line in fh:
+            name, _, value = line.partition(":")
+            if name in ("Uid", "Gid", "Groups"):
+                found[name] = [int(v) for v in value.split()]
+    return found
+
+
+def _numeric(uid: str, gid: str) -> tuple[int, int] | None:
+    """(uid, gid) the options name, or None when a name does not exist here."""
+    try:
+        return (int(uid) if uid.isdigit() else pwd.getpwnam(uid).pw_uid,
+                int(gid) if gid.isdigit() else grp.getgrnam(gid).gr_gid)
+    except KeyError:
+        return None
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="dropping privileges needs root")
+@pytest.mark.parametrize("uid, gid", [("nobody", "nogroup"), (str(NOBODY), str(NOBODY))])
+def test_workers_run_as_uid_gid_on_a_socket_bound_before(open_dir, start_brood,
+                                                         uid, gid) -> None:
+    # (open_dir first: it outlives the instance, which start_brood stops at teardown)
+    ids = _numeric(uid, gid)
+    if ids is None:
+        pytest.skip(f"no user {uid} or group {gid} here")
+    user, group = ids
+    app = open_dir / "whoami.py"
+    app.write_text(WHOAMI_APP)
+    app.chmod(0o644)
+    run = open_dir / "run"  # only root may create files here: nobody could not bind
+    run.mkdir(mode=0o755)
+    sock = run / "app.sock"
+    b = start_brood("--http-socket", str(sock), "--wsgi-file", str(app), "--processes", "2",
+                    "--uid", uid, "--gid", gid, "--stats", "127.0.0.1:0", cwd=str(open_dir))
+    assert sock.stat().st_uid == 0  # bound by the master while still root
+    status, body = http_get(str(sock))
+    assert status == 200
+    ruid, rgid, euid, egid, groups, _ = body.decode().split()
+    assert (ruid, rgid, euid, egid, groups) == (str(user), str(group), str(user),
+                                                str(group), str(group))
+    stats = b.stats()
+    assert (stats["uid"], stats["gid"]) == (user, group)  # the master dropped too
+    for pid in [b.pid, *worker_pids(stats)]:
+        assert _ids(pid) == {"Uid": [user] * 4, "Gid": [group] * 4, "Groups": [group]}
+    assert f"setgid() to {group}" in b.log() and f"setuid() to {user}" in b.log()
+
+
+def _grow_app(tmp_path: Path) -> Path:
+    app = tmp_path / "grow.py"
+    app.write_text(GROW_APP)
+    return app
+
+
+def _single_worker(b) -> int:
+    """The pid of the one worker once the stats show it started."""
+    return wait_until(lambda: (pids := worker_pids(b.stats())) and pids[0], what="a worker")
+
+
+def test_reload_on_rss_recycles_the_worker_after_its_request(start_brood, tmp_path) -> None:
+    b = start_brood("--http-socket", "127.0.0.1:0", "--wsgi-file", _grow_app(tmp_path),
+                    "--reload-on-rss", RSS_LIMIT_MB, "--stats", "127.0.0.1:0")
+    address = b.address_of("uwsgi socket 0")
+    first = _single_worker(b)
+    assert http_get(address) == (200, str(first).encode())
+    assert http_get(address, f"/grow?{GROWTH_MB}") == (200, str(first).encode())
+    # The worker stops after that answer; the next request waits in the listen queue for
+    # its replacement rather than failing.
+    status, body = http_get(address)
+    assert status == 200 and int(body) != first
+    assert worker_pids(b.stats()) == [int(body)]
+    assert "over reload-on-rss" in b.log()
+    assert http_get(address) == (200, body)  # the new worker stays: it is small again
+
+
+def test_master_recycles_a_worker_that_grew_mid_request(start_brood, tmp_path) -> None:
+    """The master's once-a-cycle check reads the worker's current RSS: a worker that
+    grows during a long request gets the graceful signal, finishes that request, then
+    is replaced."""
+    b = start_brood("--http-socket", "127.0.0.1:0", "--wsgi-file", _grow_app(tmp_path),
+                    "--reload-on-rss", RSS_LIMIT_MB, "--stats", "127.0.0.1:0")
+    address = b.address_of("uwsgi socket 0")
+    host, port = address.rsplit(":", 1)
+    first = _single_worker(b)
+    assert http_get(address) == (200, str(first).encode())  # the worker reported its RSS
+    release = tmp_path / "release"
+    with socket.create_connection((host, int(port)), timeout=30) as held:
+        held.sendall(f"GET /hold?{GROWTH_MB}&{release} HTTP/1.0\r\n\r\n".encode())
+        b.wait_for_log(rf"\(pid: {first}\) rss \d+ MB is above reload-on-rss", timeout=20)
+        release.touch()
+        answer = b"".join(iter(lambda: held.recv(65536), b""))
+    assert answer.startswith(b"HTTP/1.0 200 ") and answer.endswith(str(first).encode())
+    status, body = http_get(address)
+    assert status == 200 and int(body) != first
+    assert "ignored the reload request" not in b.log()
