@@ -9,14 +9,23 @@ cycle, another on the second (so a router that missed the first datagram learns 
 us within a second), then every ``--subscribe-freq`` cycles. An unsubscribe (command 1,
 same vars) goes out on shutdown and on a brutal reload; on a graceful reload only with
 ``--unsubscribe-on-graceful-reload`` (the sockets stay open across a graceful reload,
-so routers lose nothing by keeping the node). ``--start-unsubscribed`` starts blocked;
-``set_blocked``/``pause``/``resume`` are the handles for the master FIFO (``S``, ``p``).
+so routers lose nothing by keeping the node). It goes out before the master stops the
+workers, so routers move traffic away while the workers still serve.
+``--start-unsubscribed`` starts blocked; ``set_blocked``/``pause``/``resume`` are the
+handles for the master FIFO (``S``, ``p``).
+
+A router reading credentials (``--subscriptions-use-credentials``) on a unix
+subscription socket gets this master's pid/uid/gid from the kernel with every datagram;
+the announcer sends no ancillary data and sets no option for that (see ``creds``).
 
 Differences from uWSGI, each deliberate: one long-lived datagram socket per address
 family instead of a fresh socket per packet (routers never key on the source port, WIRE
 §2.1); ``subscribing to ARG`` is logged when announcing starts (and after a resume), not
 every cycle; ``load`` is always 0 (it was 0 in every uWSGI run observed, WIRE §2.2);
-send errors are logged once per server until a send succeeds again.
+send errors are logged once per server until a send succeeds again; after the
+unsubscribe of a graceful stop (``--die-on-term`` SIGTERM, or a graceful reload with
+``--unsubscribe-on-graceful-reload``) the workers keep serving ``UNSUBSCRIBE_LINGER``
+seconds, so the requests routers sent before applying it are still answered.
 """
 
 from __future__ import annotations
@@ -40,6 +49,10 @@ from brood.subscription.spec import Target, parse_subscribe2, parse_subscribe_to
 
 # Notify acks read per readable event, so a flood cannot hold the master loop.
 MAX_ACKS_PER_CALL = 64
+# After the unsubscribe of a graceful stop the workers keep serving this long: a router
+# applies it within milliseconds, and a request it sent meanwhile must not land in a
+# listen queue about to close, nor be accepted by a worker just as it stops.
+UNSUBSCRIBE_LINGER = 0.5
 
 
 def server_sockaddr(server: str, option: str = "subscribe-to") -> tuple[int, Any]:
@@ -170,6 +183,7 @@ class Announcer:
         self.cycles = 0
         self.announcing = False  # a subscribe went out since the start/last unsubscribe
         self.sent = 0
+        self.left = False  # the shutdown unsubscribe went out (before_shutdown)
         self._socks: dict[int, socket.socket] = {}
         self._failing: set[str] = set()
 
@@ -272,14 +286,29 @@ class Announcer:
         if cycle <= 1 or cycle % self.freq == 0:
             self.announce(now)
 
-    def on_reload(self, graceful: bool | None = None) -> None:
-        """Before a re-exec. ``graceful`` None (the master did not say): brutal."""
+    def on_reload(self, graceful: bool | None = None) -> float:
+        """Before a re-exec. ``graceful`` None (the master did not say): brutal.
+        The seconds the master should keep the workers serving (see ``before_shutdown``)."""
         if self.blocked or (graceful and not self.unsubscribe_on_graceful):
-            return
+            return 0.0
+        return self._leave(bool(graceful))
+
+    def before_shutdown(self, graceful: bool = False) -> float:
+        """Before the master stops the children for good: unsubscribe now, while the
+        workers still serve, so routers move traffic away first. On a graceful stop,
+        the seconds the master should keep the workers serving meanwhile."""
+        if self.blocked or self.left:
+            return 0.0
+        self.left = True
+        return self._leave(graceful)
+
+    def _leave(self, graceful: bool) -> float:
+        was_announcing = self.announcing
         self.unsubscribe(self.clock())
+        return UNSUBSCRIBE_LINGER if graceful and was_announcing else 0.0
 
     def on_shutdown(self) -> None:
-        if not self.blocked:
+        if not self.blocked and not self.left:
             self.unsubscribe(self.clock())
         self.close()
         path = self.notify_path()

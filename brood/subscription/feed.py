@@ -11,6 +11,11 @@ Messages, one datagram each, first byte the type:
 * ``P`` + packets: subscription datagrams to apply in order, each prefixed by its
   length (2 bytes, big endian); batched so a snapshot needs few datagrams (a unix
   datagram queue holds only ``net.unix.max_dgram_qlen`` messages, 512 by default);
+* ``C`` + packets with their sender's credentials: the same, each length followed by
+  the sender's pid, uid and gid (4 bytes each, big endian) and then the packet. They
+  are the SCM_CREDENTIALS the master read (``--subscriptions-use-credentials``, see
+  ``creds``), so every replica, hence every router process's stats, shows them;
+  ``pack`` puts consecutive packets of one kind in one message, in order;
 * ``B`` / ``E``: a snapshot begins / ends. Between them the master re-sends every node
   as a subscribe; at ``E`` the replica unsubscribes what the snapshot did not mention;
 * ``H`` (router -> master): hello, "send me a snapshot".
@@ -37,6 +42,7 @@ from typing import Any
 import trio
 
 from brood.config.model import Config
+from brood.subscription.creds import Creds
 from brood.subscription.packet import (
     UNSUBSCRIBE,
     Subscription,
@@ -46,7 +52,7 @@ from brood.subscription.packet import (
 )
 from brood.subscription.table import Event, SubscriptionTable, TableResolver
 
-PACKETS, BEGIN, END, HELLO = b"P", b"B", b"E", b"H"
+PACKETS, CREDS, BEGIN, END, HELLO = b"P", b"C", b"B", b"E", b"H"
 # Batch size of one P message: well under the default unix socket buffers (~208 KiB).
 MAX_MESSAGE = 32768
 # Receive buffer for one message (a batch, or one 4096-byte packet plus framing).
@@ -58,32 +64,54 @@ SWEEP_EVERY = 1.0
 # Stale messages a starting router process throws away at most before saying hello.
 MAX_DRAIN = 100_000
 _LEN = struct.Struct(">H")
+_CREDS = struct.Struct(">iII")
+
+# A packet to push: the datagram, or the datagram and its sender's (pid, uid, gid).
+Packet = bytes | tuple[bytes, Creds | None]
 
 
-def pack(packets: Sequence[bytes]) -> list[bytes]:
-    """``P`` messages carrying ``packets`` in order, each message <= MAX_MESSAGE bytes."""
+def _entry(item: Packet) -> tuple[bytes, Creds | None]:
+    return (item, None) if isinstance(item, bytes | bytearray) else item
+
+
+def pack(packets: Sequence[Packet]) -> list[bytes]:
+    """``P``/``C`` messages carrying ``packets`` in order, each <= MAX_MESSAGE bytes."""
     messages: list[bytes] = []
-    current = bytearray(PACKETS)
-    for packet in packets:
-        framed = _LEN.pack(len(packet)) + packet
-        if len(current) > 1 and len(current) + len(framed) > MAX_MESSAGE:
+    current = bytearray()
+    for item in packets:
+        packet, creds = _entry(item)
+        kind = PACKETS if creds is None else CREDS
+        framed = _LEN.pack(len(packet))
+        if creds is not None:
+            framed += _CREDS.pack(*creds)
+        framed += packet
+        if current and (current[:1] != kind or len(current) + len(framed) > MAX_MESSAGE):
             messages.append(bytes(current))
-            current = bytearray(PACKETS)
+            current = bytearray()
+        if not current:
+            current += kind
         current += framed
-    if len(current) > 1:
+    if current:
         messages.append(bytes(current))
     return messages
 
 
-def unpack(message: bytes) -> Iterator[bytes]:
-    """The packets of a ``P`` message (a truncated tail is dropped)."""
+def unpack(message: bytes) -> Iterator[tuple[bytes, Creds | None]]:
+    """(packet, credentials or None) of a ``P``/``C`` message; a truncated tail is
+    dropped."""
+    extra = _CREDS.size if message[:1] == CREDS else 0
     pos = 1
-    while pos + 2 <= len(message):
+    while pos + 2 + extra <= len(message):
         (size,) = _LEN.unpack_from(message, pos)
         pos += 2
+        creds: Creds | None = None
+        if extra:
+            pid, uid, gid = _CREDS.unpack_from(message, pos)
+            creds = (pid, uid, gid)
+            pos += extra
         if pos + size > len(message):
             return
-        yield message[pos:pos + size]
+        yield message[pos:pos + size], creds
         pos += size
 
 
@@ -127,7 +155,7 @@ class Channel:
                 return False
         return True
 
-    def resync(self, snapshot: Sequence[bytes]) -> bool:
+    def resync(self, snapshot: Sequence[Packet]) -> bool:
         """Send a full snapshot (B, packets, E); True when it all went out."""
         self.needs_resync = False
         if self.send([BEGIN, *pack(snapshot), END]):
@@ -172,16 +200,16 @@ class RouterFeed:
             self._snapshot = set()
         elif kind == END:
             self._end_snapshot(now)
-        elif kind == PACKETS:
-            for packet in unpack(message):
-                self._apply(packet, now)
+        elif kind in (PACKETS, CREDS):
+            for packet, creds in unpack(message):
+                self._apply(packet, now, creds)
 
-    def _apply(self, packet: bytes, now: float) -> None:
+    def _apply(self, packet: bytes, now: float, creds: Creds | None = None) -> None:
         try:
             sub = decode_subscription(packet)
         except SubscriptionError:
             return  # the master only sends what it decoded; nothing to do with garbage
-        events = self.table.apply(sub, now)
+        events = self.table.apply(sub, now, creds)
         self.applied += 1
         if self._snapshot is not None and not sub.unsubscribe:
             self._snapshot.add((sub.key, sub.address))

@@ -7,13 +7,18 @@ socket instead (the ``SubscriptionSocket`` services) and one ``SubscriptionHub``
 router kind does the work once:
 
 1. decode (at most 4096 bytes per datagram, as uWSGI's router reads); a bad packet is
-   logged with its reason and dropped, and the server keeps going;
-2. verify the signature once (``--subscriptions-sign-check``);
+   logged with its reason and dropped, and the server keeps going. With
+   ``--subscriptions-use-credentials`` a unix socket is read with ``recvmsg`` and the
+   sender's pid/uid/gid come along (``creds``); UDP sockets are read as before;
+2. verify the signature once (``--subscriptions-sign-check``), unless the sender's
+   uid is one of ``--subscriptions-sign-skip-uid``;
 3. apply it to the authoritative table: log ``new pool``/``new node``/``marking ...
    as failed`` like uWSGI, send the notify ack once (WIRE §2.9);
-4. push the datagram to every router process of the kind (``feed``), whose replica
-   applies it without re-verifying; a respawned process gets a snapshot first;
-5. forward it to the ``--X-resubscribe`` servers.
+4. push the datagram, with its sender's credentials, to every router process of the
+   kind (``feed``), whose replica applies it without re-verifying; a respawned process
+   gets a snapshot (credentials included) first;
+5. forward it to the ``--X-resubscribe`` servers (a unix resubscribe target sees this
+   master as the sender: credentials are the kernel's, they cannot be forwarded).
 
 Each master cycle ``tick`` expires silent nodes (active expiry, uWSGI's is lazy) and
 pushes the removals, so replicas and stats agree on who is alive.
@@ -39,8 +44,17 @@ from typing import Any
 from brood.config.model import Config
 from brood.log import log
 from brood.sockets import socket_name
+from brood.subscription import creds as scm
 from brood.subscription.announcer import server_sockaddr
-from brood.subscription.feed import Channel, feed_for, pack, removal_packet, table_from_config
+from brood.subscription.creds import Creds
+from brood.subscription.feed import (
+    Channel,
+    Packet,
+    feed_for,
+    pack,
+    removal_packet,
+    table_from_config,
+)
 from brood.subscription.packet import (
     MAX_DATAGRAM,
     Subscription,
@@ -124,12 +138,15 @@ class SubscriptionHub:
 
     def __init__(self, kind: str, table: SubscriptionTable, *,
                  checker: SignChecker | None = None, channels: Sequence[Channel] = (),
-                 forwarder: Forwarder | None = None) -> None:
+                 forwarder: Forwarder | None = None, credentials: bool = False,
+                 sign_skip_uids: frozenset[int] = frozenset()) -> None:
         self.kind = kind
         self.table = table
         self.checker = checker
         self.channels = list(channels)
         self.forwarder = forwarder
+        self.credentials = credentials  # its unix sockets read SCM_CREDENTIALS
+        self.sign_skip_uids = sign_skip_uids
         self.received = 0
         self.dropped = 0
         self._notify_sock: socket.socket | None = None
@@ -142,33 +159,40 @@ class SubscriptionHub:
         resub = cfg[f"{kind}-resubscribe"]
         forwarder = (Forwarder(resub, cfg[f"{kind}-resubscribe-bind"], f"{kind}-resubscribe")
                      if resub else None)
-        return cls(kind, table_from_config(cfg), checker=checker,
-                   channels=[Channel(i) for i in range(1, processes + 1)],
-                   forwarder=forwarder)
+        credentials = bool(cfg["subscriptions-use-credentials"])
+        skip = scm.parse_uids(cfg["subscriptions-sign-skip-uid"])
+        hub = cls(kind, table_from_config(cfg), checker=checker,
+                  channels=[Channel(i) for i in range(1, processes + 1)],
+                  forwarder=forwarder, credentials=credentials, sign_skip_uids=skip)
+        if skip and not credentials:
+            hub._log("--subscriptions-sign-skip-uid has no effect without "
+                     "--subscriptions-use-credentials (no sender uid is known)")
+        return hub
 
     def _log(self, message: str) -> None:
         log(f"[uWSGI {self.kind} pid {os.getpid()}] {message}")
 
     # -- datagrams --------------------------------------------------------------------
-    def receive(self, datagram: bytes, now: float) -> list[Event]:
-        """One datagram from a subscription socket; the table's events (for tests)."""
+    def receive(self, datagram: bytes, now: float, creds: Creds | None = None) -> list[Event]:
+        """One datagram from a subscription socket, with its sender's (pid, uid, gid)
+        when the socket reads SCM_CREDENTIALS; the table's events (for tests)."""
         data = bytes(datagram[:MAX_DATAGRAM])
         self.received += 1
         try:
             sub = decode_subscription(data)
         except SubscriptionError as exc:
             return self._drop(f"invalid subscription packet ({exc.reason}), dropped")
-        if self.checker is not None:
+        if self.checker is not None and not scm.skips_sign_check(creds, self.sign_skip_uids):
             verdict = self.checker.check(sub, now)
             if not verdict.ok:
                 what = "unsubscribe" if sub.unsubscribe else "subscription"
                 return self._drop(f"{what} for {_text(sub.key)} refused: {verdict.reason}")
-        events = self.table.apply(sub, now)
+        events = self.table.apply(sub, now, creds)
         if events and events[0][0] == "rejected":
             return self._drop(f"subscription for {_text(sub.key)[:64]} dropped: {events[0][1]}")
         self._handle(events)
         if events or not sub.unsubscribe:
-            self.push([data])
+            self.push([(data, creds)])
         if self.forwarder is not None:
             self.forwarder.forward(data, now)
         return events
@@ -205,13 +229,14 @@ class SubscriptionHub:
             self._log(f"cannot ack to {_text(path)}: {exc.strerror or exc}")
 
     # -- replicas -----------------------------------------------------------------------
-    def push(self, packets: Sequence[bytes]) -> None:
+    def push(self, packets: Sequence[Packet]) -> None:
         messages = pack(packets)
         for channel in self.channels:
             channel.send(messages)
 
-    def snapshot(self) -> list[bytes]:
-        """Every node as a subscribe datagram, slot by slot in subscription order."""
+    def snapshot(self) -> list[Packet]:
+        """Every node as a subscribe datagram (with its sender's credentials when it
+        has them: pid 0 means none), slot by slot in subscription order."""
         out = []
         for slot in self.table.slots():
             for i, node in enumerate(slot.nodes):
@@ -222,7 +247,8 @@ class SubscriptionHub:
                     algo=slot.algo if slot.algo != self.table.default_algo else None)
                 if i == 0 and slot.sni_enabled:
                     sub.sni_key, sub.sni_crt, sub.sni_ca = slot.sni_key, slot.sni_crt, slot.sni_ca
-                out.append(encode_subscription(sub))
+                creds = (node.pid, node.uid, node.gid) if node.pid > 0 else None
+                out.append((encode_subscription(sub), creds))
         return out
 
     def resync(self, channel: Channel) -> bool:
@@ -299,27 +325,34 @@ class ChannelService:
 
 
 class SubscriptionSocket:
-    """One bound ``--X-subscription-server`` socket, read by the master."""
+    """One bound ``--X-subscription-server`` socket, read by the master; a unix one
+    reads its senders' credentials when the hub asks for them."""
 
     def __init__(self, sock: socket.socket, hub: SubscriptionHub) -> None:
         sock.setblocking(False)
         self.sock = sock
         self.hub = hub
         self.name = socket_name(sock)
+        self.credentials = hub.credentials and scm.enable(sock)
 
     def fileno(self) -> int | None:
         return self.sock.fileno()
 
     def on_readable(self, now: float) -> None:
         for _ in range(MAX_PER_CALL):
+            creds = None
             try:
-                data = self.sock.recv(MAX_DATAGRAM)
+                if self.credentials:
+                    data, ancdata, _, _ = self.sock.recvmsg(MAX_DATAGRAM, scm.ANCILLARY_SIZE)
+                    creds = scm.from_ancillary(ancdata)
+                else:
+                    data = self.sock.recv(MAX_DATAGRAM)
             except (BlockingIOError, InterruptedError):
                 return
             except OSError as exc:  # e.g. ECONNREFUSED reported for an earlier send
                 self.hub._log(f"subscription socket {self.name}: {exc.strerror or exc}")
                 return
-            self.hub.receive(data, now)
+            self.hub.receive(data, now, creds)
 
     def tick(self, now: float) -> None:
         return None

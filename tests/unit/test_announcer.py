@@ -10,7 +10,12 @@ import pytest
 
 from brood.config.load import load_config
 from brood.config.option import OptionError
-from brood.subscription.announcer import Announcer, NodeFacts, resolve_target
+from brood.subscription.announcer import (
+    UNSUBSCRIBE_LINGER,
+    Announcer,
+    NodeFacts,
+    resolve_target,
+)
 from brood.subscription.packet import decode_subscription
 from brood.subscription.spec import parse_subscribe2, parse_subscribe_to
 
@@ -150,6 +155,34 @@ def test_reloads(receiver: socket.socket) -> None:
     ann = announcer_for(receiver, unsubscribe_on_graceful=True)
     ann.on_reload(graceful=True)
     assert [decode_subscription(d).command for d in received(receiver)] == [1]
+
+
+def test_unsubscribe_before_the_workers_stop(receiver: socket.socket) -> None:
+    ann = announcer_for(receiver)
+    ann.tick(1000.0)
+    assert ann.before_shutdown(graceful=True) == UNSUBSCRIBE_LINGER > 0  # keep serving
+    ann.on_shutdown()  # already unsubscribed: not again
+    assert [decode_subscription(d).command for d in received(receiver)] == [0, 1]
+    ann = announcer_for(receiver)
+    ann.tick(1000.0)
+    assert ann.before_shutdown(graceful=False) == 0  # immediate: no linger
+    ann = announcer_for(receiver)
+    assert ann.before_shutdown(graceful=True) == 0  # never announced: nothing to wait for
+    assert [decode_subscription(d).command for d in received(receiver)] == [0, 1, 1]
+    ann = announcer_for(receiver, blocked=True)
+    assert ann.before_shutdown(graceful=True) == 0
+    assert received(receiver) == []
+
+
+def test_graceful_reload_lingers_only_when_it_unsubscribes(receiver: socket.socket) -> None:
+    ann = announcer_for(receiver)
+    ann.tick(1000.0)
+    assert ann.on_reload(graceful=True) == 0
+    ann = announcer_for(receiver, unsubscribe_on_graceful=True)
+    ann.tick(1000.0)
+    assert ann.on_reload(graceful=True) == UNSUBSCRIBE_LINGER
+    assert ann.on_reload(graceful=False) == 0  # brutal: unsubscribes, no linger
+    assert [decode_subscription(d).command for d in received(receiver)] == [0, 0, 1, 1]
 
 
 def test_start_unsubscribed_pause_resume(receiver: socket.socket) -> None:

@@ -102,3 +102,16 @@ def test_shared_generator_is_per_prefix() -> None:
     for prefix in ROUTER_PREFIXES:
         assert all(o.part == prefix for o in shared_options(prefix))
     assert "CRT" in lookup("sslrouter").metavar
+
+
+def test_connect_timeout_reaches_the_engine() -> None:
+    from brood.config.load import load_config
+    from brood.routers.engine import Engine, RouterSettings
+    from brood.routers.resolve import FakeResolver
+
+    def plan(*argv: str):
+        cfg = load_config(["--http", "127.0.0.1:0", *argv])
+        return Engine(RouterSettings.from_config(cfg, "http"), FakeResolver({})).plan
+
+    assert plan("--http-timeout", "7").connect_timeout == 7.0
+    assert plan("--http-timeout", "7", "--http-connect-timeout", "2").connect_timeout == 2.0
