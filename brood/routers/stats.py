@@ -14,7 +14,8 @@ module reproduces the writer rather than calling ``json.dumps`` on a dict:
 
 With ``minified`` (``--stats-minified``) no newlines or tabs are written.
 Strings are JSON-escaped (uWSGI does not escape; for ordinary names the bytes agree).
-New brood fields may only ever be appended at the end (``extra``).
+New brood fields may only ever be appended at the end (``extra``, then ``processes``:
+the per-process totals of a router with several processes, see ``stats_merge``).
 """
 
 from __future__ import annotations
@@ -136,6 +137,23 @@ def _write_node(w: StatsWriter, node: Node | Mapping[str, Any]) -> None:
     w.object_close()
 
 
+def node_record(node: Node | Mapping[str, Any]) -> dict[str, Any]:
+    """One subscription node as a plain mapping with ``NODE_FIELDS`` (name a str, the
+    rest ints), whether it is a Node or a mapping (``reference`` read as ``ref``)."""
+    record: dict[str, Any] = {"name": _text(_field(node, "name", ""))}
+    for name in NODE_FIELDS[1:]:
+        record[name] = int(_node_value(node, name) or 0)
+    return record
+
+
+def _static_entry(node: Node | Mapping[str, Any], now: float) -> tuple[str, int, int]:
+    """(name, hits, grace) of one static node: a Node, or a merged mapping that already
+    carries ``hits`` and ``grace``."""
+    if isinstance(node, Mapping):
+        return _text(node.get("name", "")), int(node.get("hits", 0)), int(node.get("grace", 0))
+    return node.name, node.requests, grace_stat(node, now)
+
+
 def _write_slot(w: StatsWriter, slot: Any) -> None:
     w.object_open()
     w.keyval("key", _text(_field(slot, "key", "")))
@@ -165,25 +183,29 @@ def router_stats(
     cwd: str,
     active_sessions: int,
     socket_names: Sequence[str],
-    static_nodes: Sequence[Node] | None,
+    static_nodes: Sequence[Node | Mapping[str, Any]] | None,
     subscriptions: Iterable[Any] | None,
     cheap: bool,
     now: float,
     version: str = __version__,
     minified: bool = False,
     extra: Mapping[str, int | str] | None = None,
+    processes: Sequence[Mapping[str, int]] | None = None,
 ) -> bytes:
     """The stats document of one router process.
 
     ``kind`` is the router's short name ("http", "fastrouter", "rawrouter",
     "sslrouter"), also the key of its socket list (every gateway socket it owns, the
     subscription server included, in option order). ``static_nodes``: the ``--X-to``
-    nodes, or None/empty to leave the key out (uWSGI prints it only when configured).
+    nodes (or mappings with ``name, hits, grace``), or None/empty to leave the key out
+    (uWSGI prints it only when configured).
     ``subscriptions``: the slots in bucket order, each a mapping or object with
     ``key, hash, hits, sni_enabled, nodes`` (nodes: Node or mappings with NODE_FIELDS);
     None when the router has no subscription server (the key is left out); an object
     with ``stats_slots(now)`` (the subscription table) is asked for them. ``extra``:
-    brood totals appended after ``cheap`` (ints or strings).
+    brood totals appended after ``cheap`` (ints or strings). ``processes``: brood's
+    per-process list (mappings of ints, written in their own order) appended last; None
+    leaves the key out.
     """
     w = StatsWriter(minified)
     w.keyval("version", version)
@@ -211,12 +233,13 @@ def router_stats(
         for i, node in enumerate(static_nodes):
             if i:
                 w.comma()
+            name, hits, grace = _static_entry(node, now)
             w.object_open()
-            w.keyval("name", node.name)
+            w.keyval("name", name)
             w.comma()
-            w.keylong("hits", node.requests)
+            w.keylong("hits", hits)
             w.comma()
-            w.keylong("grace", grace_stat(node, now))
+            w.keylong("grace", grace)
             w.object_close()
         w.list_close()
         w.comma()
@@ -240,7 +263,21 @@ def router_stats(
             w.keyval(name, value)
         else:
             w.keylong(name, value)
+    if processes is not None:
+        w.comma()
+        w.key("processes")
+        w.list_open()
+        for i, proc in enumerate(processes):
+            if i:
+                w.comma()
+            w.object_open()
+            for j, (name, value) in enumerate(proc.items()):
+                if j:
+                    w.comma()
+                w.keylong(name, value)
+            w.object_close()
+        w.list_close()
     return w.finish()
 
 
-__all__ = ["NODE_FIELDS", "StatsWriter", "router_stats"]
+__all__ = ["NODE_FIELDS", "StatsWriter", "node_record", "router_stats"]
