@@ -11,17 +11,27 @@ here: children start their own event loops after the fork, so forking is always 
 
 The loop: ``select`` over the signal pipe and the services' fds with a timeout of at
 most one master cycle (1 s), shorter when a harakiri deadline or a delayed respawn is
-due. Each turn: handle signals, serve readable services, reap with ``WNOHANG`` and
-respawn (delayed when a child keeps dying young), harakiri, then once per cycle the
-service ticks, ``--touch-reload`` mtimes and the ``--reload-on-rss`` backup check.
-``brood: ready`` is logged once every worker says it is accepting.
+due. Each turn: handle signals and what services asked for, serve readable services,
+reap with ``WNOHANG`` and respawn (delayed when a child keeps dying young), harakiri,
+the next step of a chain reload, then once per cycle the service ticks,
+``--touch-reload`` mtimes and the ``--reload-on-rss`` backup check. ``brood: ready`` is
+logged once every worker says it is accepting.
 
 Signals, as uWSGI 2.0: SIGHUP graceful reload (children get their graceful signal and
 ``--worker-reload-mercy`` seconds to finish in-flight work, then the master re-executes
 itself with the same argv, keeping the listening sockets open across exec); SIGTERM
 brutal reload (children interrupted, then the same re-exec), or a graceful shutdown
 with ``--die-on-term``; SIGINT/SIGQUIT immediate shutdown (children SIGINT, SIGKILL
-after a short mercy); SIGCHLD only wakes the loop.
+after a short mercy); SIGCHLD only wakes the loop. Before any of them stops the
+children, the services hear it (``before_stop``): the announcer unsubscribes first, so
+routers move traffic away while the workers still serve. An immediate shutdown asked
+for while a reload is stopping the children (SIGINT, SIGQUIT, FIFO ``q``/``Q``) makes it
+end in exit instead of the re-exec.
+
+Services act on the master through ``MasterControl`` (the methods under "control"):
+the master FIFO's commands land there. Reloads and shutdowns are recorded and picked up
+by the loop like a signal; a worker reload (all at once, or the chain) only signals the
+workers, and the usual reap and respawn do the rest.
 
 brood always runs this supervisor, with or without ``--master``: a single worker still
 gets respawn, harakiri and reloads (uWSGI without a master has none of these; there is
@@ -36,11 +46,12 @@ import selectors
 import signal
 import sys
 import time
+from collections.abc import Callable
 from typing import Any
 
-from brood.config.model import Config
+from brood.config.model import Config, refuse_unavailable
 from brood.config.option import OptionError
-from brood.log import log, plain
+from brood.log import log, plain, redirect_output
 from brood.master_children import ChildTable
 from brood.master_env import (
     FDS_ENV,
@@ -51,12 +62,14 @@ from brood.master_env import (
     logto,
     write_pidfile,
 )
-from brood.plan import Plan, build_plan
+from brood.plan import ChildSpec, Plan, build_plan
+from brood.proctitle import Titles, title_setter
 from brood.signals import SignalPipe
 from brood.workers.loader import AppLoadError
 
 CYCLE = 1.0  # seconds per master cycle, as uWSGI's
 IMMEDIATE_MERCY = 3.0  # seconds children get after SIGINT before SIGKILL
+MAX_STOP_LINGER = 2.0  # a service may hold a graceful stop this long (before_stop)
 DEFAULT_WORKER_MERCY = 60.0  # uWSGI's --worker-reload-mercy default
 _CAUGHT = (signal.SIGHUP, signal.SIGTERM, signal.SIGINT, signal.SIGQUIT, signal.SIGCHLD)
 
@@ -87,6 +100,12 @@ class Master:
         self.ready = False
         self.touched: dict[str, float | None] = {}
         self.next_cycle = 0.0
+        self.requested: tuple[str, str] | None = None  # by a service, picked up by loop()
+        self.stopping = False  # a reload or shutdown is stopping the children
+        self.exit_asked = False  # an exit was asked for while stopping: no re-exec
+        self.titles = Titles.from_config(cfg)
+        self.set_title: Callable[[str], None] | None = None
+        self._watched: dict[int, int] = {}  # id(service) -> the fd the selector watches
 
     # -- start-up ----------------------------------------------------------------------
 
@@ -94,6 +113,9 @@ class Master:
         cfg = self.cfg
         self.sigpipe = SignalPipe(_CAUGHT)
         plain(f"*** Starting brood {_version()} (uWSGI-compatible master) ***")
+        if self.titles is not None:
+            self.set_title = title_setter()
+            self.set_title(self.titles.master())
         log(f"current working directory: {os.getcwd()}")
         log(f"master pid: {os.getpid()} (reloads: {self.reloads})")
         self.plan = plan = build_plan(cfg, self.binder)
@@ -108,16 +130,19 @@ class Master:
         for hook in plan.prepare:
             hook()
         for svc in plan.services:
-            fd = svc.fileno()
-            if fd is not None:
-                self.selector.register(fd, selectors.EVENT_READ, svc)
+            attach = getattr(svc, "attach", None)
+            if attach is not None:
+                attach(self)
+            self._watch(svc)
         self.touched = {path: _mtime(path) for path in cfg["touch-reload"]}
         self.children = ChildTable(plan.children, self._in_child)
         log(f"spawned uWSGI master process (pid: {os.getpid()})")
         self.children.spawn_all(time.time())
 
-    def _in_child(self) -> None:
-        """Right after fork, in the child: drop what belongs to the master alone."""
+    def _in_child(self, spec: ChildSpec, index: int) -> None:
+        """Right after fork, in the child: its title; drop what belongs to the master."""
+        if self.set_title is not None and self.titles is not None:
+            self.set_title(self.titles.child(spec.label, index))
         if self.sigpipe is not None:
             self.sigpipe.close()
         if self.selector is not None:
@@ -137,13 +162,17 @@ class Master:
             timeout = self._timeout(now, self.children.check_harakiri(now, harakiri))
             for key, _ in self.selector.select(timeout):
                 if key.data is not None:
-                    self._service_call(key.data.on_readable, time.time())
+                    self._serve(key.data)
             action = self._signals(self.sigpipe.drain())
+            if self.requested is not None:
+                action = _stronger(action, self.requested)
+                self.requested = None
             now = time.time()
             self.children.reap(now)
             if action:
                 return action
             self.children.respawn_due(now)
+            self.children.advance_chain(now, self._worker_mercy())
             if now >= self.next_cycle:
                 self.next_cycle = now + CYCLE
                 action = self._cycle(now)
@@ -161,8 +190,8 @@ class Master:
         if respawn_at is not None:
             due.append(respawn_at)
         timeout = max(0.0, min(due) - now)
-        if not self.ready:
-            timeout = min(timeout, 0.05)  # start-up: notice workers accepting promptly
+        if not self.ready or (self.children and self.children.chain_active):
+            timeout = min(timeout, 0.05)  # notice new workers accepting promptly
         return min(timeout, CYCLE)
 
     def _signals(self, signums: list[int]) -> tuple[str, str] | None:
@@ -194,6 +223,24 @@ class Master:
         self.children.check_rss(now, int(self.cfg["reload-on-rss"] or 0), self._worker_mercy())
         return None
 
+    def _serve(self, svc: Any) -> None:
+        self._service_call(svc.on_readable, time.time())
+        self._watch(svc)
+
+    def _watch(self, svc: Any) -> None:
+        """Keep the selector on the fd ``svc`` reports now (it may switch fds)."""
+        assert self.selector is not None
+        fd, old = svc.fileno(), self._watched.get(id(svc))
+        if fd == old:
+            return
+        if old is not None:
+            with contextlib.suppress(KeyError, ValueError, OSError):
+                self.selector.unregister(old)
+            del self._watched[id(svc)]
+        if fd is not None:
+            self.selector.register(fd, selectors.EVENT_READ, svc)
+            self._watched[id(svc)] = fd
+
     def _service_call(self, fn: Any, now: float) -> None:
         """Services must not take the master down; a failure is logged, not hidden."""
         try:
@@ -214,6 +261,8 @@ class Master:
         assert self.children is not None and self.sigpipe is not None and self.selector
         table = self.children
         table.respawning = False
+        table.chain = None
+        self.stopping = True
         mercy = self.cfg["reload-mercy"] if self.cfg.is_set("reload-mercy") else None
         if how == "graceful":
             table.signal_all(None)
@@ -235,15 +284,18 @@ class Master:
                 deadline = now + 5.0
             for key, _ in self.selector.select(min(0.1, max(0.0, deadline - now))):
                 if key.data is not None:
-                    self._service_call(key.data.on_readable, time.time())
+                    self._serve(key.data)
             for signum in self.sigpipe.drain():
-                if signum in (signal.SIGINT, signal.SIGQUIT) and how == "graceful":
+                if signum in (signal.SIGINT, signal.SIGQUIT):
                     log(f"{signal.Signals(signum).name} received...killing workers...")
-                    how = "brutal"
-                    table.signal_all(signal.SIGINT)
-                    deadline = min(deadline, time.time() + IMMEDIATE_MERCY)
+                    self.exit_asked = True
+                    self.requested = IMMEDIATE_SHUTDOWN
+            if self.requested == IMMEDIATE_SHUTDOWN and how == "graceful":
+                how = "brutal"
+                table.signal_all(signal.SIGINT)
+                deadline = min(deadline, time.time() + IMMEDIATE_MERCY)
 
-    def shutdown(self) -> None:
+    def finish(self) -> None:
         """Services down, --vacuum, goodbye."""
         for svc in self.plan.services if self.plan else ():
             with contextlib.suppress(Exception):
@@ -261,14 +313,115 @@ class Master:
                 os.unlink(path)
                 log(f"VACUUM: removed {path}")
 
-    def before_reload(self, graceful: bool) -> None:
-        """Tell the services a reload is coming (the announcer unsubscribes on a brutal
-        one), before children stop, so routers move traffic away first."""
+    def before_stop(self, graceful: bool, reload: bool) -> None:
+        """Tell the services the children are about to stop, so routers move traffic
+        away first: ``on_reload(graceful=)`` before a reload, the optional
+        ``before_shutdown(graceful=)`` before a shutdown (the announcer unsubscribes in
+        both, on a graceful reload only with --unsubscribe-on-graceful-reload). On a
+        graceful stop a hook may return seconds to keep the children serving meanwhile
+        (routers apply an unsubscribe within milliseconds; a request they sent before
+        must not land in a listen queue that closes): the longest wins, bounded by
+        MAX_STOP_LINGER. Signals wait in the pipe; ``stop_children`` serves them."""
+        linger = 0.0
         for svc in self.plan.services if self.plan else ():
+            hook = svc.on_reload if reload else getattr(svc, "before_shutdown", None)
+            if hook is None:
+                continue
             try:
-                svc.on_reload(graceful=graceful)
-            except Exception as exc:  # a service must not stop the reload
-                log(f"reload: {type(svc).__name__} failed: {exc}")
+                asked = hook(graceful=graceful)
+            except Exception as exc:  # a service must not stop the reload or shutdown
+                log(f"{'reload' if reload else 'shutdown'}: {type(svc).__name__} "
+                    f"failed: {exc}")
+                continue
+            if graceful and isinstance(asked, (int, float)):
+                linger = max(linger, float(asked))
+        if linger > 0:
+            time.sleep(min(linger, MAX_STOP_LINGER))
+
+    # -- control: what services may ask of the master (MasterControl) ------------------
+
+    def reload(self, graceful: bool) -> None:
+        self._ask(GRACEFUL_RELOAD if graceful else BRUTAL_RELOAD)
+
+    def shutdown(self, graceful: bool) -> None:
+        self._ask(GRACEFUL_SHUTDOWN if graceful else IMMEDIATE_SHUTDOWN)
+
+    def _ask(self, action: tuple[str, str]) -> None:
+        if self.stopping:
+            if action[1] != "exit":
+                log("reload ignored: the master is already stopping")
+                return
+            self.exit_asked = True  # a reload under way ends in exit instead
+            if action == IMMEDIATE_SHUTDOWN:
+                log("...killing workers...")
+                self.requested = action
+            return
+        log(_ASKED[action])
+        self.requested = _stronger(self.requested, action)
+
+    def _busy(self, what: str) -> bool:
+        if self.stopping or self.requested is not None or self.children is None:
+            log(f"{what} ignored: the master is reloading or stopping")
+            return True
+        return False
+
+    def reload_workers(self, graceful: bool) -> None:
+        """Recycle every worker (graceful: its graceful signal and the worker mercy)."""
+        if self._busy("worker reload"):
+            return
+        assert self.children is not None
+        signum, mercy = (None, self._worker_mercy()) if graceful else \
+            (signal.SIGINT, IMMEDIATE_MERCY)
+        count = self.children.recycle("worker", signum, time.time(), mercy)
+        how = "gracefully" if graceful else "brutally"
+        log(f"...{how} reloading {count} workers..." if count else "no workers to reload")
+
+    def chain_reload(self) -> None:
+        """Recycle the workers one at a time, each after the previous one's successor
+        accepts (``ChildTable.advance_chain``)."""
+        if self._busy("chain reload"):
+            return
+        assert self.children is not None
+        if self.children.chain_active:
+            log("chain reload ignored: one is already under way")
+        elif self.children.start_chain("worker"):
+            log("chain reload starting...")
+        else:
+            log("no workers to chain-reload")
+
+    def reopen_log(self) -> None:
+        """Point the master's stdout/stderr at a fresh open of --daemonize/--logto's file
+        (after logrotate moved it). Children keep the file they inherited until they are
+        respawned: follow with ``w`` (workers) or ``r`` (everything)."""
+        path = self.cfg["daemonize"] or self.cfg["logto"]
+        if not path:
+            log("log reopen ignored: no --logto or --daemonize file")
+            return
+        try:
+            redirect_output(path)
+        except OSError as exc:
+            log(f"cannot reopen log file {path}: {exc.strerror}")
+            return
+        log(f"log file {path} reopened by the master (pid: {os.getpid()})")
+
+    def update_pidfile(self) -> None:
+        path = self.cfg["pidfile"]
+        if not path:
+            log("pidfile update ignored: no --pidfile")
+            return
+        try:
+            write_pidfile(path)
+        except OptionError as exc:
+            log(str(exc))
+            return
+        log(f"pidfile {path} updated (pid: {os.getpid()})")
+
+    def log_stats(self) -> None:
+        log(f"stats: master (pid: {os.getpid()}, reloads: {self.reloads})")
+        for line in self.children.stats_lines() if self.children else ():
+            log(f"stats: {line}")
+
+    # -- re-exec -----------------------------------------------------------------------
 
     def reexec(self) -> None:
         """Become a fresh master with the same argv, listening sockets kept open."""
@@ -283,6 +436,22 @@ class Master:
         sys.stderr.flush()
         args = [sys.executable, "-m", "brood", *self.argv]
         os.execve(sys.executable, args, env)
+
+
+_ASKED = {
+    GRACEFUL_RELOAD: "...gracefully killing workers...",
+    BRUTAL_RELOAD: "...brutally killing workers...",
+    GRACEFUL_SHUTDOWN: "graceful shutdown triggered...",
+    IMMEDIATE_SHUTDOWN: "...killing workers...",
+}
+
+
+def _stronger(first: tuple[str, str] | None,
+              second: tuple[str, str] | None) -> tuple[str, str] | None:
+    """Two asked-for actions: an immediate shutdown wins, otherwise the first asked."""
+    if IMMEDIATE_SHUTDOWN in (first, second):
+        return IMMEDIATE_SHUTDOWN
+    return first or second
 
 
 def _mtime(path: str) -> float | None:
@@ -323,6 +492,7 @@ def _process_setup(cfg: Config, first_start: bool) -> Config:
 def run_master(cfg: Config, argv: list[str]) -> int:
     """Run the master until shutdown (re-execs in place on reload). User errors raise
     OptionError; an app that does not load is logged and gives exit status 1."""
+    refuse_unavailable(cfg)  # before anything is bound, forked or detached
     start_cwd = os.getcwd()
     first_start = not os.environ.get(RELOADS_ENV)
     cfg = _process_setup(cfg, first_start)
@@ -338,12 +508,11 @@ def run_master(cfg: Config, argv: list[str]) -> int:
         _abort(master)
         return 1
     how, then = master.loop()
-    if then == "reload":
-        master.before_reload(graceful=how == "graceful")
+    master.before_stop(graceful=how == "graceful", reload=then == "reload")
     master.stop_children(how)
-    if then == "reload":
+    if then == "reload" and not master.exit_asked:
         master.reexec()
-    master.shutdown()
+    master.finish()
     return 0
 
 

@@ -1,9 +1,16 @@
-"""The master's table of forked children: spawn, reap, respawn, harakiri, rss checks.
+"""The master's table of forked children: spawn, reap, respawn, harakiri, rss checks,
+and reloading the workers alone (all at once, or one by one: the chain reload).
 
 One ``_Child`` per (ChildSpec, index). Everything here is synchronous and non-blocking:
 ``reap`` uses ``waitpid(WNOHANG)``; a respawn that must wait (the "too fast" guard) is
 scheduled with ``respawn_at`` and picked up by a later master cycle, so a crash-looping
 child never stalls the master's handling of signals and stats.
+
+Reloading a child without reloading the master (``recycle``) is a stop and the usual
+respawn: the child gets its graceful signal (or SIGINT) and a deadline after which it is
+SIGKILLed; when it has exited the master forks a fresh one from its own state (the
+preloaded app, or a fresh load with --lazy-apps). A chain reload recycles one worker,
+waits until its successor says it is accepting, then moves to the next.
 """
 
 from __future__ import annotations
@@ -18,6 +25,7 @@ from dataclasses import dataclass
 
 from brood.log import log
 from brood.plan import ChildSpec
+from brood.scoreboard import STATUS_NAMES
 
 FAST_DEATH = 1.0  # a child that dies younger than this counts as dying "too fast"
 MAX_BACKOFF = 8.0  # ceiling for the respawn delay of a crash-looping child
@@ -33,6 +41,7 @@ class _Child:
     respawn_at: float | None = None
     harakiri_for: int = 0  # request_start of the request already punished
     stop_deadline: float | None = None  # SIGKILL after this (graceful stop of one child)
+    reloading: bool = False  # asked to exit so a fresh one replaces it (not a crash)
 
     @property
     def name(self) -> str:
@@ -47,12 +56,16 @@ def describe_status(status: int) -> str:
 
 
 class ChildTable:
-    """All children of a plan. ``in_child`` runs right after fork in the child."""
+    """All children of a plan. ``in_child(spec, index)`` runs right after fork in the
+    child."""
 
-    def __init__(self, specs: list[ChildSpec], in_child: Callable[[], None]) -> None:
+    def __init__(self, specs: list[ChildSpec],
+                 in_child: Callable[[ChildSpec, int], None]) -> None:
         self.children = [_Child(s, i) for s in specs for i in range(1, s.count + 1)]
         self.in_child = in_child
         self.respawning = True  # False once a reload or shutdown began
+        self.chain: list[_Child] | None = None  # workers a chain reload has yet to do
+        self.chain_victim: tuple[_Child, int] | None = None  # (child, its old pid)
 
     # -- spawning --------------------------------------------------------------------
 
@@ -74,7 +87,7 @@ class ChildTable:
         if pid == 0:
             self._run_child(child)
         child.pid, child.started, child.respawn_at = pid, now, None
-        child.harakiri_for, child.stop_deadline = 0, None
+        child.harakiri_for, child.stop_deadline, child.reloading = 0, None, False
         if spec.scoreboard is not None:
             spec.scoreboard.slot(child.index).pid = pid
         log(f"spawned {spec.label} {child.index} (pid: {pid}, cores: 1)")
@@ -83,7 +96,7 @@ class ChildTable:
         """In the forked child: never returns into the master's code."""
         status = 1
         try:
-            self.in_child()
+            self.in_child(child.spec, child.index)
             status = int(child.spec.target(child.index) or 0)
         except SystemExit as exc:
             status = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
@@ -126,6 +139,11 @@ class ChildTable:
         return died
 
     def _schedule_respawn(self, child: _Child, pid: int, status: int, now: float) -> None:
+        if child.reloading:  # asked to go: no "too fast" count, respawn at once
+            log(f"{child.name} (pid: {pid}) reloaded ({describe_status(status)}), "
+                f"respawning")
+            child.respawn_at = now
+            return
         lived = now - child.started
         child.fast_deaths = child.fast_deaths + 1 if lived < FAST_DEATH else 0
         delay = 0.0
@@ -157,6 +175,61 @@ class ChildTable:
     def _kill(self, child: _Child, signum: int) -> None:
         with contextlib.suppress(ProcessLookupError):
             os.kill(child.pid, signum)
+
+    def recycle(self, kind: str, signum: int | None, now: float, mercy: float) -> int:
+        """Reload every live child of ``kind`` (``signum`` None: its graceful signal):
+        each exits and is respawned; SIGKILL after ``mercy`` seconds. How many."""
+        victims = [c for c in self.alive() if c.spec.kind == kind]
+        for child in victims:
+            self._recycle(child, signum, now, mercy)
+        return len(victims)
+
+    def _recycle(self, child: _Child, signum: int | None, now: float, mercy: float) -> None:
+        child.reloading = True
+        deadline = now + mercy
+        if child.stop_deadline is None or deadline < child.stop_deadline:
+            child.stop_deadline = deadline
+        self._kill(child, child.spec.graceful_signal if signum is None else signum)
+
+    # -- chain reload ----------------------------------------------------------------
+
+    def start_chain(self, kind: str) -> int:
+        """Queue every live child of ``kind`` for a chain reload; how many (0: one is
+        already under way, or there is nothing to reload)."""
+        if self.chain is not None:
+            return 0
+        queue = [c for c in self.alive()
+                 if c.spec.kind == kind and c.spec.scoreboard is not None]
+        if queue:
+            self.chain, self.chain_victim = queue, None
+        return len(queue)
+
+    def advance_chain(self, now: float, mercy: float) -> None:
+        """Next step of a chain reload: once the current victim's successor is accepting,
+        recycle the next worker. Called every master loop turn; never waits."""
+        if self.chain is None or not self.respawning:
+            return
+        if self.chain_victim is not None:
+            child, old_pid = self.chain_victim
+            board = child.spec.scoreboard
+            if not child.pid or child.pid == old_pid or board is None:
+                return
+            if not board.slot(child.index).accepting:
+                return
+            self.chain_victim = None
+        while self.chain:
+            child = self.chain.pop(0)
+            if child.pid:  # one that died meanwhile is respawned the usual way
+                log(f"chain next victim is {child.name}")
+                self.chain_victim = (child, child.pid)
+                self._recycle(child, None, now, mercy)
+                return
+        self.chain = None
+        log("chain reloading complete")
+
+    @property
+    def chain_active(self) -> bool:
+        return self.chain is not None
 
     def kill_remaining(self) -> None:
         for child in self.alive():
@@ -203,12 +276,29 @@ class ChildTable:
             board = child.spec.scoreboard
             if board is None or limit_mb <= 0:
                 continue
-            rss = board.slot(child.index).rss or _proc_rss(child.pid)
+            # Now, from /proc: the slot only holds what the worker saw after its last
+            # request, so it misses growth during a long request or between requests.
+            rss = _proc_rss(child.pid) or board.slot(child.index).rss
             if rss > limit_mb * 1024 * 1024:
                 log(f"{child.name} (pid: {child.pid}) rss {rss // (1024 * 1024)} MB is above "
                     f"reload-on-rss {limit_mb} MB, recycling it")
                 self._kill(child, child.spec.graceful_signal)
                 child.stop_deadline = now + mercy
+
+    def stats_lines(self) -> list[str]:
+        """One line per child for the log (FIFO ``s``): pid, and the scoreboard's figures."""
+        lines = []
+        for child in self.children:
+            line = f"{child.name} (pid: {child.pid or '-'})"
+            board = child.spec.scoreboard
+            if board is not None:
+                slot = board.slot(child.index)
+                status = STATUS_NAMES.get(slot.status, "idle") if child.pid else "dead"
+                line += (f" {status}, requests {slot.requests}, exceptions "
+                         f"{slot.exceptions}, respawns {slot.respawn_count}, harakiri "
+                         f"{slot.harakiri_count}, rss {_proc_rss(child.pid) // 1024} KB")
+            lines.append(line)
+        return lines
 
     def next_respawn(self) -> float | None:
         times = [c.respawn_at for c in self.children if c.pid == 0 and c.respawn_at is not None]

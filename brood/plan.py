@@ -7,8 +7,9 @@ The master knows nothing about WSGI, routers or stats. It asks ``build_plan`` fo
   to shared socket N (same fd, ``shared: 1`` in stats);
 * ``ChildSpec``s: kinds of forked children (workers now; routers later), each with a
   count and a ``target(index) -> exit status`` run in the child after the fork;
-* ``MasterService``s: things the master loop drives in its own process (stats server;
-  later the subscription announcer and the master FIFO);
+* ``MasterService``s: things the master loop drives in its own process (stats server,
+  subscription announcer, master FIFO); one that needs the master itself (the FIFO asks
+  for reloads) gets a ``MasterControl`` through its optional ``attach``;
 * ``prepare`` hooks run once after binding and before forking (preloading the app).
 
 Seam for other parts: a *plan contributor* is ``fn(cfg, builder) -> None``; it may call
@@ -35,7 +36,8 @@ from brood.sockets import parse_address
 
 # Modules of other parts that call register_contributor() when imported (routers,
 # subscription announcer, master FIFO, zerg). Appended to by those parts.
-CONTRIBUTOR_MODULES: list[str] = ["brood.routers.plan", "brood.subscription.plan"]
+CONTRIBUTOR_MODULES: list[str] = ["brood.routers.plan", "brood.subscription.plan",
+                                   "brood.master_fifo"]
 
 
 @dataclass
@@ -68,14 +70,38 @@ class MasterService(Protocol):
     ``time.time()``. ``on_reload(graceful=)`` runs before a reload stops the children,
     ``on_shutdown`` before exit; ``close_in_child`` in every forked child, to drop fds
     the child must not keep. None of them may block for long: the master serves signals.
+    Optional: ``before_shutdown(graceful=)`` runs before a shutdown stops the children;
+    it and ``on_reload`` may return seconds the children should keep serving on a
+    graceful stop (``Master.before_stop``). ``attach(control)`` is called once, in the
+    master after the app is preloaded and before children are forked, with the
+    ``MasterControl``; an OptionError it raises stops start-up. ``fileno()`` may change
+    after ``attach`` or ``on_readable``: the master asks again and watches the new fd.
     """
 
     def fileno(self) -> int | None: ...
     def on_readable(self, now: float) -> None: ...
     def tick(self, now: float) -> None: ...
-    def on_reload(self, graceful: bool | None = None) -> None: ...
+    def on_reload(self, graceful: bool | None = None) -> float | None: ...
     def on_shutdown(self) -> None: ...
     def close_in_child(self) -> None: ...
+
+
+class MasterControl(Protocol):
+    """What the master lets a service ask of it (the master FIFO's commands). Each call
+    only records or starts the action and returns at once; the master loop carries it
+    out. Once a reload or shutdown is under way, reloads (of the master or the workers)
+    are logged and ignored, and a ``shutdown`` makes a reload end in exit."""
+
+    plan: Plan
+    stopping: bool  # a reload or shutdown is stopping the children
+
+    def reload(self, graceful: bool) -> None: ...
+    def shutdown(self, graceful: bool) -> None: ...
+    def reload_workers(self, graceful: bool) -> None: ...
+    def chain_reload(self) -> None: ...
+    def reopen_log(self) -> None: ...
+    def update_pidfile(self) -> None: ...
+    def log_stats(self) -> None: ...
 
 
 # binder(spec, proto, option, label) -> Listener: binds, or adopts an fd kept across re-exec.
@@ -202,9 +228,11 @@ def contribute_workers(cfg: Config, b: PlanBuilder) -> None:
 
         b.add_prepare(preload)
 
-    def run(index: int) -> int:
-        from brood.workers.wsgi import run_worker
+    # Imported here, in the master before it drops --uid/--gid, rather than in each
+    # forked worker: a worker must not need to read the interpreter's files as that user.
+    from brood.workers.wsgi import run_worker
 
+    def run(index: int) -> int:
         return run_worker(index, listeners, loaded.get("app"), cfg, board.slot(index))
 
     b.add_child(ChildSpec("worker", count, run, signal.SIGHUP, board, "uWSGI worker"))

@@ -47,9 +47,14 @@ def option_usage(opt: Option) -> str:
     return f"{short}--{opt.name}{value}"
 
 
+def help_sentence(opt: Option) -> str:
+    """The declared help, plus why brood refuses the option when it does."""
+    return f"{opt.help} (refused: {opt.refused})" if opt.refused else opt.help
+
+
 def option_help(opt: Option) -> str:
     """The help sentence followed by default, choices, aliases and repeatability."""
-    notes = [opt.help]
+    notes = [help_sentence(opt)]
     if opt.default not in (None, False, "", 0) and not opt.multi:  # 0 means "off"; help says so
         notes.append(f"(default: {opt.default})")
     if opt.choices:
@@ -113,7 +118,7 @@ def _md_row(opt: Option) -> str:
     usage = option_usage(opt).strip().replace("|", "\\|")
     names = ", ".join(f"`{part}`" for part in usage.split(", "))
     aliases = ", ".join(f"`--{a}`" for a in opt.aliases)
-    return f"| {names} | {aliases} | {_md_value(opt)} | {opt.help.translate(_MD_SPECIAL)} |"
+    return f"| {names} | {aliases} | {_md_value(opt)} | {help_sentence(opt).translate(_MD_SPECIAL)} |"
 
 
 def render_markdown() -> str:

@@ -94,3 +94,13 @@ def _require(name: str) -> Option:
     if opt is None:
         raise OptionError(f"unknown option --{name}")
     return opt
+
+
+def refuse_unavailable(cfg: Config) -> None:
+    """OptionError naming the first option given that brood parses but will not run with
+    (``Option.refused``: a part not in this release, a uWSGI feature brood does not have).
+    A flag given as false, or an empty value, asks for nothing and passes."""
+    for name, value in cfg.ordered():
+        opt = _require(name)
+        if opt.refused and value not in (False, None, ""):
+            raise OptionError(f"--{opt.name}: {opt.refused}")

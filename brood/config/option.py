@@ -83,7 +83,9 @@ class Option:
     reads it (``core``, ``workers``, ``http``, ``fastrouter``...); ``--help`` groups by it.
     ``multi`` options may repeat and always read as a list. A ``bool`` option given bare on
     the command line is True; ``optional`` options of other kinds may also be given bare,
-    and then take ``implicit``.
+    and then take ``implicit``. ``refused`` (a reason) marks an option brood parses, so
+    uWSGI ini files load, but will not run with: setting it stops start-up with one line
+    naming it (``refuse_unavailable``), never a feature silently left out.
     """
 
     name: str
@@ -98,6 +100,7 @@ class Option:
     implicit: str | None = None
     metavar: str = ""
     choices: tuple[str, ...] = ()
+    refused: str = ""
     extra: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)
 
     def convert(self, raw: str) -> Any:

@@ -7,9 +7,12 @@ the instance has an app but no worker socket, ``embedded_config`` first adds a u
 socket on 127.0.0.1 with a kernel-chosen port; the router is then pointed at the worker
 sockets once they are bound (their real names are only known then).
 
-Per-kind extras (the subscription feed) plug in through ``ROUTER_EXTRAS``: a callable
-``(cfg, builder, kind, count) -> (index -> dict)`` run at plan time in the master; the
-dict it returns for a process index is passed to ``run_router`` as keyword arguments.
+Per-kind extras (the subscription feed, the stats snapshot share) plug in through
+``ROUTER_EXTRAS``: a callable ``(cfg, builder, kind, count) -> (index -> dict)`` run at
+plan time in the master; the dict it returns for a process index is passed to
+``run_router`` as keyword arguments.
+
+``--X-stats`` is bound here too, once, and handed to every process of the kind.
 """
 
 from __future__ import annotations
@@ -19,13 +22,12 @@ from collections.abc import Callable
 from typing import Any
 
 from brood.config.model import Config
-from brood.config.option import OptionError
 from brood.plan import ChildSpec, PlanBuilder, register_config_hook, register_contributor
+from brood.routers.stats_share import stats_share_extras
 
+# The sslrouter's options are declared (so uWSGI ini files parse) with ``refused=``: the
+# master stops at start-up naming the option (brood.config.model.refuse_unavailable).
 KINDS = ("http", "fastrouter", "rawrouter")
-# Declared so uWSGI ini files parse, but the TLS router is not in this release: asking for
-# one is an error naming it, never a socket silently left out.
-NOT_YET = {"sslrouter": "the TLS router (sslrouter) is not available in this release"}
 # Options that give a router nodes of its own; without any, --http is embedded mode.
 _MAPPERS = ("to", "use-pattern", "use-base", "use-cache", "use-code-string", "use-socket",
             "subscription-server")
@@ -33,7 +35,7 @@ _MAPPERS = ("to", "use-pattern", "use-base", "use-cache", "use-code-string", "us
 EMBEDDED_SOCKET = "127.0.0.1:0"
 
 ExtrasFactory = Callable[[Config, PlanBuilder, str, int], Callable[[int], dict[str, Any]]]
-ROUTER_EXTRAS: list[ExtrasFactory] = []
+ROUTER_EXTRAS: list[ExtrasFactory] = [stats_share_extras]
 
 
 def _has_mapping(cfg: Config, kind: str) -> bool:
@@ -56,15 +58,17 @@ def embedded_config(cfg: Config) -> Config:
 @register_contributor
 def contribute_routers(cfg: Config, b: PlanBuilder) -> None:
     """Bind each router's sockets and add its processes."""
-    for kind, why in NOT_YET.items():
-        if cfg.get(kind):
-            raise OptionError(f"--{kind}: {why}")
     for kind in KINDS:
         addresses = cfg[kind]
         if not addresses:
             continue
         listeners = [b.listen(addr, kind, kind, f"uWSGI {kind} socket {i}")
                      for i, addr in enumerate(addresses)]
+        if cfg.get(f"{kind}-stats"):
+            # One socket for all the processes of the kind (any of them answers with the
+            # merged figures, see stats_share), kept across reloads like the others.
+            listeners.append(b.listen(cfg[f"{kind}-stats"], f"{kind}-stats", f"{kind}-stats",
+                                      f"uWSGI {kind} stats server"))
         router_cfg = cfg
         if kind == "http" and not _has_mapping(cfg, kind):
             own = [lst.name for lst in b.plan.worker_listeners if lst.proto == "uwsgi"]

@@ -19,6 +19,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 from brood.protocol.uwsgi import encode_packet
@@ -32,7 +33,7 @@ class BroodProcess:
     """A ``brood`` started by a test; ``stop()`` (or the fixture) always ends it."""
 
     def __init__(self, args: list[str], log_path: Path, cwd: str | None = None,
-                 env: dict[str, str] | None = None) -> None:
+                 env: dict[str, str] | None = None, prefix: Sequence[str] = ()) -> None:
         self.args = args
         self.log_path = log_path
         full_env = dict(os.environ)
@@ -40,8 +41,8 @@ class BroodProcess:
         full_env.pop("BROOD_RELOADS", None)
         full_env.update(env or {})
         self._log = open(log_path, "ab")  # noqa: SIM115 - closed in stop()
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "brood", *args],
+        self.proc = subprocess.Popen(  # prefix: e.g. ip netns exec NS (which execs brood)
+            [*prefix, sys.executable, "-m", "brood", *args],
             stdin=subprocess.DEVNULL, stdout=self._log, stderr=subprocess.STDOUT,
             cwd=cwd, env=full_env, start_new_session=True,
         )

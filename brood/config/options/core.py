@@ -10,8 +10,9 @@ OPTIONS: list[Option] = [
     Option("version", "core", "print the version and exit", kind="bool"),
     Option("plugins", "core", "accepted so uWSGI ini files load; brood has everything built in",
            multi=True, aliases=("plugin",), metavar="LIST"),
-    Option("master", "core", "run a master process that supervises and respawns the others",
-           kind="bool", short="M"),
+    Option("master", "core", "accepted for uWSGI compatibility, no effect: brood always runs "
+           "its master, which supervises and respawns the other processes", kind="bool",
+           short="M"),
     Option("daemonize", "core", "detach from the terminal and log to FILE",
            short="d", metavar="LOGFILE"),
     Option("logto", "core", "log to FILE instead of stderr (without detaching)",
@@ -41,7 +42,18 @@ OPTIONS: list[Option] = [
     Option("buffer-size", "core", "largest request head / uwsgi packet accepted, in bytes",
            kind="size", default=4096, short="b"),
     Option("reuse-port", "core", "set SO_REUSEPORT on bound TCP sockets", kind="bool"),
-    Option("procname-prefix", "core", "prefix every process title with STR", metavar="STR"),
+    # Any --procname* or --auto-procname turns process titles on, as in uWSGI:
+    # PREFIX + (name or "uWSGI master" / "uWSGI worker N" / "uWSGI http N") + APPEND.
+    Option("auto-procname", "core", "set process titles: uWSGI master, uWSGI worker N, "
+           "uWSGI http N...", kind="bool"),
+    Option("procname-prefix", "core", "set process titles, prefixed with STR", metavar="STR"),
+    Option("procname-prefix-spaced", "core", "set process titles, prefixed with STR and a "
+           "space", metavar="STR"),
+    Option("procname-append", "core", "set process titles, with STR appended", metavar="STR"),
+    Option("procname", "core", "set the title of every process (the master's too unless "
+           "--procname-master) to NAME", metavar="NAME"),
+    Option("procname-master", "core", "set the master's process title to NAME",
+           metavar="NAME"),
     Option("disable-logging", "core", "do not log requests", kind="bool", short="L"),
     Option("log-format", "core", "request log line template (%(method), %(uri), %(status)...)",
            aliases=("logformat",), metavar="FORMAT"),
@@ -50,6 +62,8 @@ OPTIONS: list[Option] = [
     Option("log-5xx", "core", "log requests answered 5xx even when request logging is off",
            kind="bool"),
     Option("master-fifo", "core",
-           "master command FIFO; repeat for several, the first is active ('0'..'9' switch)",
+           "read one-letter commands from this FIFO (r/R reload, q/Q stop, w/W/c reload "
+           "workers, s stats, l reopen log, P pidfile, S subscriptions); repeat for several, "
+           "the first is active, '0'..'9' switch",
            multi=True, metavar="PATH"),
 ]

@@ -4,6 +4,11 @@ The options every uWSGI corerouter shares are declared once, by :func:`shared_op
 for each prefix; then each router's own. Names follow uWSGI 2.0's plugin option tables
 (plugins/{http,fastrouter,rawrouter,sslrouter}); a help text ending in "(brood)" marks
 an addition uWSGI does not have for that prefix.
+
+Parts not in this release (zerg, the sslrouter) and uWSGI features brood does not have
+are declared with ``refused=``: ini files carrying them load, and setting one stops
+start-up with a line naming it. The tuning options of those parts stay plain: alone they
+ask for nothing.
 """
 
 from __future__ import annotations
@@ -11,6 +16,9 @@ from __future__ import annotations
 from brood.config.option import Option
 
 ROUTER_PREFIXES: tuple[str, ...] = ("http", "fastrouter", "rawrouter", "sslrouter")
+
+NO_ZERG = "zerg servers and pools are not in this release"
+NO_SSLROUTER = "the sslrouter is not in this release"
 
 # The --X-algo choices; kept equal to brood.routers.balance.ALGORITHMS (a test checks),
 # not imported from there so the option table loads without the routing code.
@@ -50,7 +58,7 @@ def shared_options(prefix: str) -> list[Option]:
 
     if p == "sslrouter":
         listen = Option(p, p, "run the sslrouter on ADDR,CRT,KEY[,CIPHERS[,CLIENT_CA]]",
-                        multi=True, metavar="ADDR,CRT,KEY")
+                        multi=True, metavar="ADDR,CRT,KEY", refused=NO_SSLROUTER)
     else:
         listen = Option(p, p, f"run the {t} on the specified address", multi=True,
                         metavar="ADDR", aliases=("httprouter",) if p == "http" else ())
@@ -58,7 +66,8 @@ def shared_options(prefix: str) -> list[Option]:
         listen,
         opt("processes", f"prefork the specified number of {t} processes", kind="int",
             default=1, aliases=("workers",)),
-        opt("zerg", f"attach the {t} to a zerg server", multi=True, metavar="PATH"),
+        opt("zerg", f"attach the {t} to a zerg server", multi=True, metavar="PATH",
+            refused=NO_ZERG),
         opt("to", "forward requests to the specified node (repeat it to balance)",
             multi=True, metavar="ADDR"),
         opt("use-pattern", "map the key to a node address with a pattern (%s = the key)",
@@ -80,7 +89,8 @@ def shared_options(prefix: str) -> list[Option]:
         opt("timeout", f"set the {t} socket timeout in seconds", kind="int", default=60),
         opt("connect-timeout", "timeout for backend connections in seconds "
             f"(default: --{p}-timeout)", kind="int"),
-        opt("events", "set the maximum number of concurrent events", kind="int", default=64),
+        opt("events", "accepted for uWSGI compatibility, no effect: uWSGI sizes a fixed "
+            "event queue with it; trio has none to size", kind="int", default=64),
         opt("stats", f"run the {t} stats server on the specified address",
             aliases=("stats-server", "ss"), metavar="ADDR"),
         opt("harakiri", f"enable {t} harakiri: cut sessions older than this many seconds",
@@ -130,7 +140,8 @@ def _http_options() -> list[Option]:
             "Content-Length)", kind="size", default=0, optional=True, implicit="1"),
         opt("http-raw-body", "blindly send the HTTP body to the node", kind="bool",
             default=False),
-        opt("http-websockets", "detect websocket upgrades and relay them raw", kind="bool",
+        opt("http-websockets", "accepted for uWSGI compatibility, no effect: brood relays "
+            "every upgrade (websockets...) raw when the node answers 101", kind="bool",
             default=False),
         opt("http-chunked-input", "forward chunked request bodies raw (no CONTENT_LENGTH)",
             kind="bool", default=False),
@@ -139,7 +150,8 @@ def _http_options() -> list[Option]:
         opt("http-enable-proxy-protocol", "accept a PROXY protocol header on connections",
             kind="bool", default=False),
         opt("http-manage-source", "relay the SOURCE method raw", kind="bool", default=False),
-        opt("http-manage-rtsp", "manage RTSP sessions", kind="bool", default=False),
+        opt("http-manage-rtsp", "manage RTSP sessions", kind="bool", default=False,
+            refused="RTSP is not supported by brood's http router"),
         opt("http-stud-prefix", "expect a stud prefix on connections from this address",
             multi=True, metavar="ADDR"),
         opt("http-log-format", "access log line format for the http router (brood)",
@@ -177,11 +189,11 @@ def _sslrouter_options() -> list[Option]:
     return [
         Option("sslrouter2", "sslrouter", "run the sslrouter with key=value options "
                "(addr, cert|crt, key, ciphers, clientca|client_ca)", multi=True,
-               metavar="KEYVAL"),
+               metavar="KEYVAL", refused=NO_SSLROUTER),
         Option("sslrouter-session-context", "sslrouter", "set the TLS session id context",
-               metavar="NAME"),
+               metavar="NAME", refused=NO_SSLROUTER),
         Option("sslrouter-sni", "sslrouter", "route by the TLS SNI name instead of the "
-               "socket name", kind="bool", default=False),
+               "socket name", kind="bool", default=False, refused=NO_SSLROUTER),
     ]
 
 

@@ -34,6 +34,9 @@ OPTIONS: list[Option] = [
          "subscription's unix time", kind="int", default=86400, metavar="SECONDS"),
     _opt("subscriptions-use-credentials", "read SCM_CREDENTIALS on unix subscription "
          "sockets: stats then show the node's pid/uid/gid", kind="bool", default=False),
+    _opt("subscriptions-sign-skip-uid", "with --subscriptions-use-credentials, accept "
+         "packets a unix subscription socket receives from this uid (number or user name) "
+         "without checking their signature", multi=True, metavar="UID"),
     # -- node side (announcer) -----------------------------------------------------------
     _opt("subscribe-to", "announce this instance: SERVER:KEY[,MODIFIER1[,DIGEST:KEYFILE]], "
          "[ADDRESS=]SERVER:KEY, or SERVER:@FILE", multi=True,

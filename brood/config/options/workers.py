@@ -9,7 +9,8 @@ OPTIONS: list[Option] = [
     Option("processes", "workers", "number of worker processes", kind="int", default=1,
            short="p", aliases=("workers",), metavar="N"),
     Option("threads", "workers", "threads per worker", kind="int", default=1, metavar="N"),
-    Option("enable-threads", "workers", "let the app start its own threads", kind="bool",
+    Option("enable-threads", "workers", "accepted for uWSGI compatibility, no effect: threads "
+           "an app starts always run in brood workers (plain CPython processes)", kind="bool",
            short="T"),
     Option("wsgi-file", "workers", "load the WSGI app from a .py file", aliases=("file",),
            metavar="FILE"),
