@@ -17,11 +17,11 @@ Cheap mode: with ``--X-cheap`` and no node, the accept loops wait in ``wait_serv
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import time
-from collections.abc import AsyncIterator, Callable, Sequence
-from contextlib import asynccontextmanager
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -30,8 +30,9 @@ import trio
 from brood.config.model import Config
 from brood.config.option import lookup
 from brood.routers.errors import RoutingError
-from brood.routers.net.backend import ConnectPlan, connect_node
-from brood.routers.net.relay import Endpoint, RelayResult, relay, send_all
+from brood.routers.net import sockio
+from brood.routers.net.backend import ConnectPlan, connect_node, open_node
+from brood.routers.net.relay import Endpoint, RelayResult, relay, relay_answer
 from brood.routers.node import Node
 from brood.routers.resolve import Resolver
 
@@ -52,7 +53,7 @@ class RouterSettings:
     """The engine's knobs for one router kind, read once from ``--<kind>-*`` options."""
 
     kind: str
-    timeout: float = 60.0  # --X-timeout: idle timeout of a session, and the connect timeout
+    timeout: float = 60.0  # --X-timeout: idle timeout of a session (and connect timeout)
     gracetime: float = 30.0  # --X-gracetime: a refusing node is skipped this long
     max_retries: int = 3  # --X-max-retries: next nodes tried after a failed connect
     harakiri: float = 0.0  # --X-harakiri: a session older than this is cut (0: never)
@@ -60,6 +61,7 @@ class RouterSettings:
     cheap: bool = False  # --X-cheap: accept nothing while there is no node
     quiet: bool = False  # --X-quiet: do not log failed requests
     fallbacks: Sequence[str] = field(default_factory=tuple)  # --X-fallback
+    connect_timeout: float | None = None  # --X-connect-timeout (None: --X-timeout)
 
     @classmethod
     def from_config(cls, cfg: Config, kind: str) -> RouterSettings:
@@ -74,12 +76,19 @@ class RouterSettings:
             cheap=bool(option(cfg, f"{kind}-cheap", False)),
             quiet=bool(option(cfg, f"{kind}-quiet", False)),
             fallbacks=tuple(option(cfg, f"{kind}-fallback", [])),
+            connect_timeout=_seconds(option(cfg, f"{kind}-connect-timeout", None)),
         )
+
+
+def _seconds(value: Any) -> float | None:
+    return None if value is None else float(value)
 
 
 class Upstream:
     """A connected node for one request. Use as ``async with``: closing it closes the
-    socket and drops the node's in-flight count."""
+    socket and drops the node's in-flight count. Close it only once no task of the
+    session reads or writes it any more (``sockio.close``): every front closes it after
+    its exchange or relay ended."""
 
     def __init__(self, engine: Engine, node: Node, sock: Any) -> None:
         self.engine = engine
@@ -88,14 +97,24 @@ class Upstream:
         self.closed = False
 
     async def send(self, data: bytes | bytearray | memoryview) -> None:
-        """Write bytes to the node (a request head already read from the client)."""
-        await send_all(self.sock, data)
+        """Write bytes to the node (a request head already read from the client); a
+        checkpoint only when the socket buffer is full (``sockio``)."""
+        await sockio.send_all(self.sock, data)
         self.node.tx += len(data)
 
     async def receive_some(self, max_bytes: int = 65536) -> bytes:
-        data = await self.sock.recv(max_bytes)
+        """Up to ``max_bytes`` of the answer; a checkpoint only when it has to wait."""
+        data = await sockio.recv(self.sock, max_bytes)
         self.node.rx += len(data)
         return data
+
+    async def receive_answer(self, max_bytes: int = 65536) -> bytes:
+        """The first bytes of the answer, asked for right after the request went out.
+        Waits for readability first: the answer is practically never there yet, so this
+        saves a recv that would fail, and it makes every request through a node one
+        checkpoint even when all the other socket calls complete at once."""
+        await trio.lowlevel.wait_readable(self.sock)
+        return await self.receive_some(max_bytes)
 
     async def relay(self, client: Endpoint, *, end_when_node_done: bool = True,
                     splice: bool | None = None) -> RelayResult:
@@ -110,11 +129,23 @@ class Upstream:
             self.node.rx += result.b_to_a
         return result
 
+    async def relay_answer(self, client: Endpoint, *, splice: bool | None = None) -> RelayResult:
+        """Node -> client until the node closes, with the idle timeout, when the client
+        has nothing left to send (``relay.relay_answer``: cheaper than ``relay``)."""
+        result = RelayResult()
+        try:
+            await relay_answer(client, self.sock, idle_timeout=self.engine.settings.timeout,
+                               splice=splice, result=result)
+        finally:
+            self.node.tx += result.a_to_b
+            self.node.rx += result.b_to_a
+        return result
+
     def close(self) -> None:
         if not self.closed:
             self.closed = True
             self.node.ref -= 1
-            self.sock.close()
+            sockio.close(self.sock)
 
     async def __aenter__(self) -> Upstream:
         return self
@@ -134,7 +165,8 @@ class Engine:
         self.clock = clock
         self.fallback_nodes = [Node(name) for name in settings.fallbacks]
         self.plan = ConnectPlan(
-            connect_timeout=settings.timeout,
+            connect_timeout=(settings.timeout if settings.connect_timeout is None
+                             else settings.connect_timeout),
             max_retries=settings.max_retries,
             gracetime=settings.gracetime,
             fallbacks=self.fallback_nodes,
@@ -170,20 +202,11 @@ class Engine:
         await trio.lowlevel.checkpoint()
 
     # -- sessions -----------------------------------------------------------------------
-    @asynccontextmanager
-    async def session(self, peer: Any = None) -> AsyncIterator[trio.CancelScope]:
-        """Counts the session as active; ``--X-harakiri`` bounds its lifetime."""
-        self.session_opened()
-        deadline = (trio.current_time() + self.settings.harakiri
-                    if self.settings.harakiri > 0 else float("inf"))
-        try:
-            with trio.CancelScope(deadline=deadline) as scope:
-                yield scope
-            if scope.cancelled_caught:
-                self.log_failure(peer, f"harakiri: session older than "
-                                       f"{self.settings.harakiri:g}s cut")
-        finally:
-            self.session_closed()
+    def session(self, peer: Any = None) -> _Session:
+        """``async with engine.session(peer) as scope:`` counts the session as active;
+        ``--X-harakiri`` bounds its lifetime (``scope`` is that cancel scope, None
+        without harakiri: no scope is entered then)."""
+        return _Session(self, peer)
 
     def session_opened(self) -> None:
         """Count a session by hand (a front that applies harakiri itself through a
@@ -206,15 +229,22 @@ class Engine:
         await trio.lowlevel.checkpoint()
 
     async def connect(self, key: bytes | None, *, client: bytes = b"",
-                      fallback_only: bool = False) -> Upstream:
-        """Resolve ``key`` and connect (retries, gracetime, fallbacks); RoutingError else."""
+                      fallback_only: bool = False,
+                      before_wait: Callable[[], None] | None = None) -> Upstream:
+        """Resolve ``key`` and connect (retries, gracetime, fallbacks); RoutingError else.
+
+        ``before_wait`` is called before any connect attempt waits (a handshake not done
+        at once, a name to resolve, a unix socket): a front whose cancel scope bounds
+        other phases moves its deadline out of the way there, and only there."""
+        opener = _open_node if before_wait is None else functools.partial(
+            _open_node, before_wait=before_wait)
         node, sock, failed = await connect_node(
             self.resolver, key, self.plan, client=client, clock=self.clock,
-            use_fallbacks_only=fallback_only,
+            use_fallbacks_only=fallback_only, opener=opener,
         )
         if failed and not self.settings.quiet:
             for attempt in failed:
-                log.warning("%s: node %s failed: %s", self.kind, attempt.node, attempt.error)
+                log.warning("%s: node %s failed: %s", self.kind, attempt.node, attempt.reason)
         node.requests += 1
         node.ref += 1
         return Upstream(self, node, sock)
@@ -252,6 +282,48 @@ class Engine:
             cheap=self.cheap,
             now=self.clock(),
         )
+
+
+async def _open_node(node: Node, connect_timeout: float,
+                     before_wait: Callable[[], None] | None = None) -> Any:
+    """Numeric TCP nodes through ``sockio.open_tcp`` (no event-loop trip when the
+    handshake completes at once, as on loopback); anything else through ``open_node``."""
+    return await sockio.open_tcp(node, connect_timeout, open_node, before_wait)
+
+
+class _Session:
+    """``Engine.session``: a plain async context manager (a generator-based one costs
+    about as much as the rest of a short session's bookkeeping)."""
+
+    __slots__ = ("engine", "peer", "scope")
+
+    def __init__(self, engine: Engine, peer: Any) -> None:
+        self.engine = engine
+        self.peer = peer
+        self.scope: trio.CancelScope | None = None
+
+    async def __aenter__(self) -> trio.CancelScope | None:
+        engine = self.engine
+        harakiri = engine.settings.harakiri
+        if harakiri > 0:
+            self.scope = trio.CancelScope(deadline=trio.current_time() + harakiri)
+            self.scope.__enter__()
+        engine.session_opened()
+        return self.scope
+
+    async def __aexit__(self, *exc: Any) -> bool:
+        engine = self.engine
+        try:
+            scope = self.scope
+            if scope is None:
+                return False
+            handled = scope.__exit__(*exc)
+            if scope.cancelled_caught:
+                engine.log_failure(self.peer, f"harakiri: session older than "
+                                              f"{engine.settings.harakiri:g}s cut")
+            return handled
+        finally:
+            engine.session_closed()
 
 
 def _peer_text(peer: Any) -> str:

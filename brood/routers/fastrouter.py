@@ -28,12 +28,15 @@ from brood.protocol.uwsgi import MAX_VARS_SIZE, Packet, PacketReader, header_wit
 from brood.protocol.vars import routing_key
 from brood.routers.engine import Engine, Upstream, client_ip, option
 from brood.routers.errors import NodeTimeout, RoutingError, error_body
+from brood.routers.net import sockio
 from brood.routers.net.listen import ConnectionHandler
 from brood.routers.net.relay import receive_some, send_all
 
 log = logging.getLogger("brood.routers")
 
 RECV_CHUNK = 65536
+# Vars of a request whose client may keep sending after its packet.
+_STREAMING = frozenset((b"HTTP_TRANSFER_ENCODING", b"HTTP_UPGRADE"))
 
 
 def error_response(status: int) -> bytes:
@@ -101,6 +104,21 @@ def content_length(pairs: list[tuple[bytes, bytes]]) -> int:
     return int(value) if value.strip().isdigit() else 0
 
 
+def _body_sent(pairs: list[tuple[bytes, bytes]], sent: int) -> bool:
+    """Whether the request is complete with ``sent`` body bytes: CONTENT_LENGTH reached,
+    no chunked body and no upgrade (which would keep the client talking). Then only the
+    answer remains to relay (``Upstream.relay_answer``), the common case behind nginx."""
+    length = b""
+    for key, value in pairs:
+        if key == b"CONTENT_LENGTH":
+            length = value
+        elif key in _STREAMING:
+            return False
+    if not length.strip():
+        return True
+    return length.strip().isdigit() and int(length) <= sent
+
+
 class FastRouter:
     """Connection handler of one fastrouter socket."""
 
@@ -118,8 +136,7 @@ class FastRouter:
         async with engine.session(peer):
             timeout = engine.settings.timeout
             try:
-                with trio.fail_after(timeout):
-                    packet, rest = await self.read_packet(conn)
+                packet, rest = await self.read_packet(conn, timeout)
             except ProtocolError as exc:
                 engine.log_failure(peer, f"bad uwsgi packet: {exc.reason}")
                 await self.answer(conn, exc.status)
@@ -150,16 +167,28 @@ class FastRouter:
                 if spool is not None:
                     spool.close()
 
-    async def read_packet(self, conn: trio.socket.SocketType) -> tuple[Packet | None, bytes]:
-        """Header + complete vars block, and the body bytes that came with them."""
+    async def read_packet(self, conn: trio.socket.SocketType,
+                          timeout: float) -> tuple[Packet | None, bytes]:
+        """Header + complete vars block, and the body bytes that came with them; the whole
+        packet must come within ``timeout`` (trio.TooSlowError). A client such as nginx
+        sends the packet with its connect, so it has usually all arrived by the accept:
+        then no cancel scope is needed."""
         reader = PacketReader(self.limit)
-        while True:
-            data = await receive_some(conn, RECV_CHUNK)
+        data = sockio.try_recv(conn, RECV_CHUNK)
+        if data is not None:
             if not data:
                 return None, b""
             packet = reader.feed(data)
             if packet is not None:
                 return packet, reader.rest
+        with trio.fail_after(timeout):
+            while True:
+                data = await receive_some(conn, RECV_CHUNK)
+                if not data:
+                    return None, b""
+                packet = reader.feed(data)
+                if packet is not None:
+                    return packet, reader.rest
 
     async def buffer_body(self, conn: trio.socket.SocketType, packet: Packet,
                           rest: bytes) -> tuple[Spool | None, bytes]:
@@ -175,6 +204,7 @@ class FastRouter:
                 if not data:
                     break
                 spool.write(data)
+                await trio.lowlevel.checkpoint()  # the recv yields only when it waits
                 continue
             break
         if spool.size < length:
@@ -193,7 +223,10 @@ class FastRouter:
             node.tx += spool.size
             if rest:
                 await upstream.send(rest)
-        result = await upstream.relay(conn, end_when_node_done=True)
+        if _body_sent(packet.vars, len(rest) if spool is None else spool.size):
+            result = await upstream.relay_answer(conn)
+        else:
+            result = await upstream.relay(conn, end_when_node_done=True)
         if result.timed_out:
             err = NodeTimeout(f"node {node.name} idle for {self.engine.settings.timeout:g}s")
             self.engine.log_failure(peer, err)

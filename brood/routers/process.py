@@ -35,6 +35,7 @@ from brood.listener import Listener
 from brood.routers.engine import Engine, RouterSettings, option
 from brood.routers.net.listen import accept_loop, adopt
 from brood.routers.net.relay import receive_some, send_all
+from brood.routers.stats_share import StatsShare
 
 log = logging.getLogger("brood.routers")
 
@@ -104,12 +105,15 @@ async def serve_router(
     *,
     engine: Engine | None = None,
     feed: Any = None,
+    stats_share: StatsShare | None = None,
     task_status: trio.TaskStatus[RouterServer] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Serve every listener of ``kind`` (and its stats sockets) until stopped.
 
     ``feed`` (a ``brood.subscription.feed.RouterFeed``) keeps this process's
-    subscription table replica up to date; its task stops with the accept loops."""
+    subscription table replica up to date; its task stops with the accept loops.
+    ``stats_share`` (``brood.routers.stats_share``): how the stats answer merges the
+    figures of the kind's other processes; alone when not given."""
     prefix = PREFIX.get(kind, kind)
     engine = engine or build_engine(prefix, cfg, feed.resolver if feed is not None else None)
     front = importlib.import_module(FRONTS[prefix])
@@ -117,9 +121,10 @@ async def serve_router(
     stats = _stats_listeners(prefix, cfg, listeners)
     server = RouterServer(engine, [lst.name for lst in mine])
     stats_http = bool(option(cfg, "stats-http", False))
+    share = stats_share or StatsShare(prefix)
 
     async def stats_handler(conn: trio.socket.SocketType, peer: Any) -> None:
-        await serve_stats(conn, engine.stats(server.socket_names), http=stats_http)
+        await serve_stats(conn, share.document(engine, server.socket_names), http=stats_http)
 
     with server.session_scope:
         async with trio.open_nursery() as sessions:
@@ -133,6 +138,8 @@ async def serve_router(
                                             engine.wait_serving)
                     for sock in stats:
                         await accepts.start(_accept_on, sock, stats_handler, sessions, None)
+                    if stats:
+                        accepts.start_soon(share.publish_periodically, engine)
                     task_status.started(server)
 
 
@@ -186,13 +193,14 @@ async def serve_stats(conn: trio.socket.SocketType, document: bytes, *, http: bo
 
 
 async def router_main(kind: str, cfg: Config, listeners: Sequence[Listener],
-                      feed: Any = None) -> int:
+                      feed: Any = None, stats_share: StatsShare | None = None) -> int:
     """``serve_router`` plus the signal handling of a router process."""
     mercy = float(option(cfg, "reload-mercy", 60))
     with trio.open_signal_receiver(*GRACEFUL, *IMMEDIATE) as signals:
         async with trio.open_nursery() as nursery:
             server: RouterServer = await nursery.start(
-                functools.partial(serve_router, kind, cfg, listeners, feed=feed))
+                functools.partial(serve_router, kind, cfg, listeners, feed=feed,
+                                  stats_share=stats_share))
             async for signum in signals:
                 if signum in GRACEFUL:
                     log.info("%s %s: graceful stop, %d sessions to finish", kind,
@@ -207,10 +215,11 @@ async def router_main(kind: str, cfg: Config, listeners: Sequence[Listener],
 
 
 def run_router(kind: str, index: int, cfg: Config, listeners: list[Listener],
-               feed: Any = None) -> int:
+               feed: Any = None, stats_share: StatsShare | None = None) -> int:
     """Body of router process ``index`` (1-based); returns the exit status. ``feed``:
-    its subscription channel (``brood.subscription.plan`` passes it)."""
+    its subscription channel (``brood.subscription.plan`` passes it); ``stats_share``:
+    its end of the stats snapshots (``brood.routers.stats_share``)."""
     try:
-        return trio.run(router_main, kind, cfg, listeners, feed)
+        return trio.run(router_main, kind, cfg, listeners, feed, stats_share)
     except KeyboardInterrupt:
         return 0

@@ -52,6 +52,14 @@ class Client:
         self.buf = self.buf + data if self.buf else data
         return True
 
+    async def read_next(self) -> bool:
+        """``read_more`` for bytes that cannot have arrived yet (a keep-alive client's
+        next request right after our answer): on a raw socket it waits for readability
+        before the recv instead of after a recv that fails."""
+        if isinstance(self.sock, trio.socket.SocketType):
+            await trio.lowlevel.wait_readable(self.sock)
+        return await self.read_more()
+
     async def receive(self, max_bytes: int = RECV) -> bytes:
         """Unread bytes first, then the socket."""
         if self.buf:
@@ -86,6 +94,7 @@ class BodyPlan:
             touch()
             await send_all(node, data)
             sent += len(data)
+            await trio.lowlevel.checkpoint()  # the socket calls yield only when they wait
         decoder = self.decoder
         while decoder is not None:
             data = await client.receive()
@@ -100,6 +109,7 @@ class BodyPlan:
             if out:
                 await send_all(node, out)
                 sent += len(out)
+            await trio.lowlevel.checkpoint()  # the socket calls yield only when they wait
         return sent
 
 
@@ -133,6 +143,7 @@ async def _plan_chunked(client: Client, chunked_input: bool, limit: int,
                 if not data:
                     raise ClientGone("client closed inside a chunked body")
                 pieces += decoder.feed(data)
+                await trio.lowlevel.checkpoint()  # the recv yields only when it waits
                 continue
             raise ClientGone(f"chunked body stalled for {timeout:g}s")
         if decoder.done:

@@ -29,6 +29,7 @@ from brood.routers.engine import Upstream
 from brood.routers.http.body import BodyPlan, Client, ClientGone
 from brood.routers.http.response import Outcome, relay_response, wants_gzip
 from brood.routers.http.settings import HttpSettings
+from brood.routers.net.relay import deadline_slack, push_deadline
 
 # A cheap C-level test for the rare header that needs a second pass over the vars.
 _XFF_RE = re.compile(rb"\r\nx-forwarded-for:", re.IGNORECASE)
@@ -87,12 +88,17 @@ async def exchange(up: Upstream, client: Client, request: Request, settings: Htt
     m2 = node.modifier2 if settings.modifier2 is None else settings.modifier2
     packet = encode_header(m1, len(request.block), m2) + request.block + request.body.prefix
     timeout = settings.timeout
+    slack = deadline_slack(timeout)
     if hard_deadline == math.inf:
         def touch() -> None:
-            scope.deadline = trio.current_time() + timeout
+            push_deadline(scope, trio.current_time() + timeout, slack)
     else:
         def touch() -> None:
-            scope.deadline = min(trio.current_time() + timeout, hard_deadline)
+            target = trio.current_time() + timeout
+            if target + slack < hard_deadline:
+                push_deadline(scope, target, slack)
+            elif scope.deadline != hard_deadline:
+                scope.deadline = hard_deadline
     touch()
     if settings.raw_body:
         await up.send(packet)

@@ -44,7 +44,13 @@ from brood.routers.http.h1 import Request, build_vars_block, exchange, has_forwa
 from brood.routers.http.response import Outcome
 from brood.routers.http.settings import HttpSettings
 from brood.routers.net.listen import ConnectionHandler
-from brood.routers.net.relay import Endpoint, receive_some, send_all
+from brood.routers.net.relay import (
+    Endpoint,
+    deadline_slack,
+    push_deadline,
+    receive_some,
+    send_all,
+)
 
 log = logging.getLogger("brood.routers")
 
@@ -92,6 +98,10 @@ class _Conn:
         self.out: Outcome | None = None
         self.hard_deadline = math.inf
 
+    def lift_deadline(self) -> None:
+        """Only harakiri bounds this phase (a connect that has to wait)."""
+        self.scope.deadline = self.hard_deadline
+
 
 def _peer_address(peer: Any) -> tuple[str, int]:
     if isinstance(peer, tuple) and len(peer) >= 2:
@@ -111,6 +121,8 @@ class HttpRouter:
         self.https = proto == "https"
         self.to_https = proto == "http-to-https" or (
             listener is not None and listener.name in settings.to_https)
+        self.headers_slack = deadline_slack(settings.headers_timeout)
+        self.idle_slack = deadline_slack(settings.keepalive_idle)
 
     async def __call__(self, sock: Endpoint, peer: Any) -> None:
         client = Client(sock, *_peer_address(peer))
@@ -120,14 +132,16 @@ class HttpRouter:
             with conn.scope:
                 if settings.proxy_protocol and not await self.read_proxy(client, peer, conn):
                     return
-                wait = settings.headers_timeout
+                wait, slack = settings.headers_timeout, self.headers_slack
+                first = True
                 while True:
                     conn.phase = _IDLE
-                    conn.scope.deadline = trio.current_time() + wait
-                    head = await self.read_head(client, conn)
+                    push_deadline(conn.scope, trio.current_time() + wait, slack)
+                    head = await self.read_head(client, conn, first)
                     if head is None:
                         return
-                    wait = settings.keepalive_idle
+                    wait, slack = settings.keepalive_idle, self.idle_slack
+                    first = False
                     if not await self.serve(client, head, peer, conn):
                         return
         except ProtocolError as exc:
@@ -160,11 +174,14 @@ class HttpRouter:
             client.remote_addr, client.remote_port = info.src_addr, info.src_port
         return True
 
-    async def read_head(self, client: Client, conn: _Conn) -> RequestHead | None:
+    async def read_head(self, client: Client, conn: _Conn, first: bool = True
+                        ) -> RequestHead | None:
         """The next request head, None when the client closed between requests (the
-        connection scope's deadline bounds the wait). ProtocolError for a bad head."""
+        connection scope's deadline bounds the wait). ProtocolError for a bad head.
+        After the ``first`` request the client has only just got our answer: its next
+        request cannot be there yet, so the read waits first (``Client.read_next``)."""
         limit = self.settings.head_limit
-        if not client.buf and not await client.read_more():
+        if not client.buf and not await (client.read_more() if first else client.read_next()):
             return None
         head = parse_request_head(client.buf, limit)
         if head is not None:
@@ -222,12 +239,14 @@ class HttpRouter:
         conn.phase = _NODE
         harakiri = engine.settings.harakiri
         conn.hard_deadline = trio.current_time() + harakiri if harakiri > 0 else math.inf
-        conn.scope.deadline = conn.hard_deadline
         node_name = ""
         engine.session_opened()
         try:
             try:
-                upstream = await engine.connect(key, client=client_ip(peer))
+                # The idle deadline stays while the connect completes at once (loopback):
+                # a connect that waits has its own timeout and runs under harakiri only.
+                upstream = await engine.connect(key, client=client_ip(peer),
+                                                before_wait=conn.lift_deadline)
             except RoutingError as exc:
                 await self.fail(client, peer, exc.status, exc, head, key)
                 return False

@@ -2,7 +2,9 @@
 
 Several router processes accept on the same inherited socket; the kernel hands each
 connection to one of them. Accepted sockets stay raw ``trio.socket`` sockets (the fronts
-wrap them only when they must, e.g. TLS) and get TCP_NODELAY at once.
+wrap them only when they must, e.g. TLS) and get TCP_NODELAY at once. accept(2) is called
+on the kernel socket directly and retried at once while it succeeds (up to
+``ACCEPT_BATCH``): only an empty backlog waits in the event loop.
 
 The loop runs until its cancel scope is cancelled (graceful stop: no more accepts), while
 the connections it started live in a separate ``sessions`` nursery owned by the caller,
@@ -19,6 +21,7 @@ from typing import Any
 
 import trio
 
+from brood.routers.net import sockio
 from brood.routers.net.relay import set_nodelay
 
 log = logging.getLogger("brood.routers")
@@ -29,6 +32,10 @@ ConnectionHandler = Callable[[trio.socket.SocketType, Any], Awaitable[None]]
 # serve_listeners waits 100 ms too.
 _RESOURCE_ERRORS = {errno.EMFILE, errno.ENFILE, errno.ENOMEM, errno.ENOBUFS}
 _RESOURCE_PAUSE = 0.1
+# Connections taken per wake-up before the loop yields: accept(2) is tried again at once
+# (no trip through the event loop while the backlog holds more), but a flood of
+# connects must not keep the sessions already accepted from running.
+ACCEPT_BATCH = 16
 
 
 def adopt(sock: socket.socket) -> trio.socket.SocketType:
@@ -50,11 +57,20 @@ async def accept_loop(
     The handler owns nothing: the accepted socket is closed here when it returns.
     """
     task_status.started()
+    raw = sockio.raw(listen_sock)
+    batch = 0
     while True:
         if may_accept is not None:
             await may_accept()
+        if batch >= ACCEPT_BATCH:
+            batch = 0
+            await trio.lowlevel.checkpoint()  # a flood of connects must not starve sessions
         try:
-            conn, peer = await listen_sock.accept()
+            sock, peer = raw.accept()
+        except BlockingIOError:
+            batch = 0
+            await trio.lowlevel.wait_readable(raw)
+            continue
         except OSError as exc:
             if exc.errno in _RESOURCE_ERRORS:
                 log.error("accept on %s: %s, pausing", listen_sock, exc.strerror)
@@ -63,15 +79,18 @@ async def accept_loop(
             if exc.errno in (errno.ECONNABORTED, errno.EPROTO, errno.EPERM):
                 continue  # the client left before we took it
             raise
+        batch += 1
+        conn = trio.socket.from_stdlib_socket(sock)
         set_nodelay(conn)
         sessions.start_soon(_run_connection, handler, conn, peer)
 
 
 async def _run_connection(handler: ConnectionHandler, conn: trio.socket.SocketType,
                           peer: Any) -> None:
-    with conn:
-        try:
-            await handler(conn, peer)
-        except (OSError, trio.BrokenResourceError, trio.ClosedResourceError) as exc:
-            # A peer that resets mid-request is routine for a router, not a crash.
-            log.debug("connection from %s ended: %s", peer, exc)
+    try:
+        await handler(conn, peer)
+    except (OSError, trio.BrokenResourceError, trio.ClosedResourceError) as exc:
+        # A peer that resets mid-request is routine for a router, not a crash.
+        log.debug("connection from %s ended: %s", peer, exc)
+    finally:
+        sockio.close(conn)  # the handler and every task it started are done with it

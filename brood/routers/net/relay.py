@@ -1,21 +1,26 @@
 """Two-way byte relay between a client and a node, with half-close and an idle timeout.
 
-How it works: the two directions are sibling tasks in one nursery. Each copies until its
-source reaches EOF, then half-closes its destination (``shutdown(SHUT_WR)`` or
-``send_eof``) so the peer sees the end too. One cancel scope wraps both; every chunk moved
-in either direction pushes its deadline forward, so the relay only times out when the
-whole session is idle. A reset or broken pipe on either side ends both directions.
+How it works: the two directions run in one nursery (a->b in a child task, b->a in the
+body). Each copies until its source reaches EOF, then half-closes its destination
+(``shutdown(SHUT_WR)`` or ``send_eof``) so the peer sees the end too. One cancel scope
+wraps both; every chunk moved in either direction pushes its deadline forward, so the
+relay only times out when the whole session is idle. A reset or broken pipe on either
+side ends both directions.
 
 Between two plain kernel sockets (TCP or unix, no TLS) the bytes never enter Python:
-``os.splice`` moves them socket -> pipe -> socket. Otherwise chunks are copied through
-``recv``/``send`` (raw sockets) or ``receive_some``/``send_all`` (trio streams, e.g. TLS).
+``os.splice`` moves them socket -> pipe -> socket, through a pipe taken from a per-process
+pool for each chunk and given back drained (no pipe2/fcntl/close per session, and an
+idle session holds no pipe). Otherwise chunks are copied through ``recv``/``send`` (raw
+sockets, ``sockio``) or ``receive_some``/``send_all`` (trio streams, e.g. TLS).
+
+``relay_answer`` is the one-way case (a request fully sent, only the answer to come back)
+and ``splice_exactly`` moves a framed body of known length.
 
 ``Endpoint`` is either a raw ``trio.socket`` socket or a ``trio.abc.Stream``.
 """
 
 from __future__ import annotations
 
-import errno
 import fcntl
 import os
 import socket
@@ -24,12 +29,18 @@ from typing import Union
 
 import trio
 
+from brood.routers.net import sockio
+
 Endpoint = Union[trio.socket.SocketType, trio.abc.Stream]  # noqa: UP007
 
 # Bytes per recv in the copying path: large enough that a 64 KiB response is one call.
 COPY_CHUNK = 65536
 # Pipe capacity asked for the splice path; Linux caps unprivileged pipes at
-# /proc/sys/fs/pipe-max-size (1 MiB by default). Bigger pipes mean fewer syscalls.
+# /proc/sys/fs/pipe-max-size (1 MiB by default). Bigger pipes mean fewer syscalls:
+# measured here with 1 GiB through one connection, 1 MiB moves about 0.7 MB per splice
+# pair; 256 KiB was no faster and 64 KiB half as fast. Larger SO_RCVBUF/SO_SNDBUF than
+# loopback's autotuning gave nothing; SPLICE_F_MORE is not used because it may hold back
+# the last bytes of an answer.
 PIPE_SIZE = 1 << 20
 HAS_SPLICE = hasattr(os, "splice")
 _SPLICE_FLAGS = (getattr(os, "SPLICE_F_MOVE", 1) | getattr(os, "SPLICE_F_NONBLOCK", 2))
@@ -49,6 +60,24 @@ class RelayResult:
     error: BaseException | None = None
 
 
+def deadline_slack(timeout: float) -> float:
+    """How far past an idle timeout its deadline may land: an eighth of it, at most 1 s.
+
+    Moving a cancel scope's deadline costs trio a heap push; an idle deadline pushed
+    forward on every chunk moved is therefore moved only when it is off by more than this
+    (``push_deadline``), about once a second per connection under load. uWSGI checks its
+    timeouts once a second too."""
+    return min(1.0, timeout / 8)
+
+
+def push_deadline(scope: trio.CancelScope, deadline: float, slack: float) -> None:
+    """Make ``scope`` fire within [deadline, deadline + slack]; a no-op (no heap push in
+    trio) when its deadline already lies there."""
+    current = scope.deadline
+    if current < deadline or current > deadline + slack:
+        scope.deadline = deadline + slack
+
+
 def can_splice(a: Endpoint, b: Endpoint) -> bool:
     """True when both ends are plain kernel stream sockets, so splice(2) applies."""
     return (
@@ -61,20 +90,19 @@ def can_splice(a: Endpoint, b: Endpoint) -> bool:
 
 
 async def send_all(end: Endpoint, data: bytes | bytearray | memoryview) -> None:
-    """Write every byte of ``data`` to a raw socket or a stream."""
+    """Write every byte of ``data`` to a raw socket or a stream. On a raw socket this is
+    a checkpoint only when it has to wait (``sockio``): loops must yield themselves."""
     if isinstance(end, trio.socket.SocketType):
-        view = memoryview(data)
-        while view:
-            sent = await end.send(view)
-            view = view[sent:]
+        await sockio.send_all(end, data)
     else:
         await end.send_all(data)
 
 
 async def receive_some(end: Endpoint, max_bytes: int = COPY_CHUNK) -> bytes:
-    """Up to ``max_bytes`` from a raw socket or a stream; b"" at EOF."""
+    """Up to ``max_bytes`` from a raw socket or a stream; b"" at EOF. On a raw socket
+    this is a checkpoint only when it has to wait (``sockio``): loops must yield."""
     if isinstance(end, trio.socket.SocketType):
-        return await end.recv(max_bytes)
+        return await sockio.recv(end, max_bytes)
     return await end.receive_some(max_bytes)
 
 
@@ -146,9 +174,45 @@ async def relay(
         with scope:
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(one_way, a, b, 0, nursery, False)
-                nursery.start_soon(one_way, b, a, 1, nursery, end_when_b_done)
+                await one_way(b, a, 1, nursery, end_when_b_done)  # a task spawn saved
     finally:
         result.a_to_b, result.b_to_a = counts
+    result.timed_out = scope.cancelled_caught
+    return result
+
+
+async def relay_answer(
+    a: Endpoint,
+    b: Endpoint,
+    *,
+    idle_timeout: float,
+    splice: bool | None = None,
+    result: RelayResult | None = None,
+) -> RelayResult:
+    """Copy b->a until b's EOF, reading nothing from a: the answer to a request that has
+    nothing left to send (a uwsgi request without body). The same result as ``relay``
+    with ``end_when_b_done`` and a silent a, without its nursery and second task; a is
+    not half-closed at the end (the caller closes it right away)."""
+    use_splice = can_splice(a, b) if splice is None else (splice and can_splice(a, b))
+    result = result if result is not None else RelayResult()
+    result.spliced = use_splice
+    scope = trio.CancelScope(deadline=trio.current_time() + idle_timeout)
+    counts = [0, 0]
+
+    def touch() -> None:
+        scope.deadline = trio.current_time() + idle_timeout
+
+    try:
+        with scope:
+            try:
+                if use_splice:
+                    await _splice_copy(b, a, counts, 1, touch)  # type: ignore[arg-type]
+                else:
+                    await _copy(b, a, counts, 1, touch)
+            except _GONE as exc:
+                result.error = exc
+    finally:
+        result.b_to_a = counts[1]
     result.timed_out = scope.cancelled_caught
     return result
 
@@ -161,6 +225,25 @@ async def _copy(src: Endpoint, dst: Endpoint, counts: list[int], slot: int, touc
         await send_all(dst, data)
         counts[slot] += len(data)
         touch()
+        # Neither call above yields when it need not wait: a fast pair yields here.
+        await trio.lowlevel.checkpoint()
+
+
+# Empty pipes kept for the next chunk of any session of this process: a session takes a
+# pipe only while a chunk is in flight and gives it back drained, so idle sessions hold no
+# pipe and a short one costs no pipe2/fcntl/close at all.
+_PIPES: list[tuple[int, int]] = []
+_PIPES_KEPT = 32
+
+
+def _drop_pipes() -> None:
+    while _PIPES:
+        for fd in _PIPES.pop():
+            os.close(fd)
+
+
+# A forked child must not share pipes with its parent (the master forks router processes).
+os.register_at_fork(after_in_child=_drop_pipes)
 
 
 def _open_pipe() -> tuple[int, int]:
@@ -172,30 +255,45 @@ def _open_pipe() -> tuple[int, int]:
     return r, w
 
 
+def _take_pipe() -> tuple[int, int]:
+    return _PIPES.pop() if _PIPES else _open_pipe()
+
+
+def _give_pipe(pipe: tuple[int, int], empty: bool) -> None:
+    """Back to the pool when ``empty``; closed otherwise (or when the pool is full)."""
+    if empty and len(_PIPES) < _PIPES_KEPT:
+        _PIPES.append(pipe)
+    else:
+        os.close(pipe[0])
+        os.close(pipe[1])
+
+
 async def _splice_copy(
     src: trio.socket.SocketType, dst: trio.socket.SocketType, counts: list[int], slot: int,
     touch,
 ) -> None:
     """socket -> pipe -> socket with splice(2); the pipe is drained after every fill, so
-    EAGAIN on the fill always means "source empty" and on the drain "destination full"."""
-    r, w = _open_pipe()
+    EAGAIN on the fill always means "source empty" and on the drain "destination full".
+    The pipe comes from the pool for each chunk and goes back before waiting for more."""
     src_fd, dst_fd = src.fileno(), dst.fileno()
+    pipe = None
+    moved = 0  # bytes in the pipe
     try:
         while True:
+            if pipe is None:
+                pipe = _take_pipe()
             try:
-                moved = os.splice(src_fd, w, PIPE_SIZE, flags=_SPLICE_FLAGS)
+                moved = os.splice(src_fd, pipe[1], PIPE_SIZE, flags=_SPLICE_FLAGS)
             except BlockingIOError:
+                _give_pipe(pipe, True)
+                pipe = None
                 await trio.lowlevel.wait_readable(src)
                 continue
-            except OSError as exc:
-                if exc.errno == errno.EINTR:
-                    continue
-                raise
             if moved == 0:
                 return
             while moved:
                 try:
-                    out = os.splice(r, dst_fd, moved, flags=_SPLICE_FLAGS)
+                    out = os.splice(pipe[0], dst_fd, moved, flags=_SPLICE_FLAGS)
                 except BlockingIOError:
                     await trio.lowlevel.wait_writable(dst)
                     continue
@@ -205,5 +303,37 @@ async def _splice_copy(
             # Yield between chunks so a fast pair cannot starve the other sessions.
             await trio.lowlevel.checkpoint()
     finally:
-        os.close(r)
-        os.close(w)
+        if pipe is not None:
+            _give_pipe(pipe, moved == 0)
+
+
+async def splice_exactly(src: trio.socket.SocketType, dst: trio.socket.SocketType,
+                         nbytes: int, touch) -> int:
+    """Move ``nbytes`` from ``src`` to ``dst`` through a pooled pipe (a framed body whose
+    length is known: nothing past it is read). Returns the bytes moved, fewer only when
+    ``src`` reached EOF; OSError when ``dst`` fails. ``touch()`` after every chunk."""
+    src_fd, dst_fd = src.fileno(), dst.fileno()
+    pipe = _take_pipe()
+    left = nbytes
+    moved = 0  # bytes in the pipe
+    try:
+        while left:
+            try:
+                moved = os.splice(src_fd, pipe[1], min(left, PIPE_SIZE), flags=_SPLICE_FLAGS)
+            except BlockingIOError:
+                await trio.lowlevel.wait_readable(src)
+                continue
+            if moved == 0:
+                break
+            left -= moved
+            while moved:
+                try:
+                    moved -= os.splice(pipe[0], dst_fd, moved, flags=_SPLICE_FLAGS)
+                except BlockingIOError:
+                    await trio.lowlevel.wait_writable(dst)
+            touch()
+            if left:
+                await trio.lowlevel.checkpoint()  # the splices yield only when they wait
+    finally:
+        _give_pipe(pipe, moved == 0)
+    return nbytes - left

@@ -1,0 +1,154 @@
+"""Socket calls for the per-request path: try the syscall first, wait only when it would block.
+
+How it works. A trio socket method is a checkpoint every time: a recv that finds data
+still goes through the scheduler once before it returns, and ``connect`` always waits
+for writability. That is the right default, but a router pays it several times per
+request (PERF.md: per-request overhead decides a Python router). These functions work on
+the kernel socket under a trio socket:
+
+* ``try_recv``: what already arrived, or None; never waits.
+* ``recv`` / ``send_all``: one syscall; ``trio.lowlevel.wait_readable`` /
+  ``wait_writable`` (a checkpoint, so cancellable) only on EAGAIN.
+* ``close``: for a socket no task waits on, without trio's wake-up of waiters.
+* ``open_tcp``: a non-blocking connect to a numeric address. On loopback the handshake
+  has usually completed inside the first ``connect``; a second ``connect`` says so
+  (EISCONN) without a trip through the event loop. Only a connect still in progress
+  waits, bounded by ``trio.fail_after`` like ``backend.open_node``.
+
+The price: a call that does not block does not yield. Code that loops over these calls
+must yield itself (``trio.lowlevel.checkpoint``) once per round unless something in the
+round is known to wait; each caller says where it does.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import socket
+from collections.abc import Callable
+from typing import Any
+
+import trio
+from trio.lowlevel import wait_readable, wait_writable
+
+from brood.routers.node import Node
+
+_NODELAY_FAMILIES = (socket.AF_INET, socket.AF_INET6)
+# Numeric node addresses parsed once: (family, sockaddr), or None when the address needs
+# the general path (unix sockets, host names, bad names). Bounded: names come from the
+# configuration and the subscription table, which a client cannot grow at will, but a
+# churning table should not leave garbage behind forever.
+_ADDRESSES: dict[str, tuple[int, Any] | None] = {}
+_ADDRESSES_MAX = 4096
+_IN_PROGRESS = (errno.EINPROGRESS, errno.EALREADY)
+
+
+def raw(sock: trio.socket.SocketType) -> socket.socket:
+    """The stdlib socket a trio socket wraps (trio's ``_sock``; the functions below read
+    it inline, a call less per syscall)."""
+    return sock._sock  # type: ignore[attr-defined]
+
+
+def try_recv(sock: trio.socket.SocketType, max_bytes: int) -> bytes | None:
+    """Up to ``max_bytes`` if any arrived (b"" at EOF), None when nothing is there yet."""
+    try:
+        return sock._sock.recv(max_bytes)  # type: ignore[attr-defined]
+    except BlockingIOError:
+        return None
+
+
+async def recv(sock: trio.socket.SocketType, max_bytes: int) -> bytes:
+    """Up to ``max_bytes`` (b"" at EOF); waits (a checkpoint) only when nothing is there."""
+    s = sock._sock  # type: ignore[attr-defined]
+    try:
+        return s.recv(max_bytes)
+    except BlockingIOError:
+        pass
+    while True:
+        await wait_readable(s)
+        try:
+            return s.recv(max_bytes)
+        except BlockingIOError:
+            pass
+
+
+async def send_all(sock: trio.socket.SocketType, data: bytes | bytearray | memoryview) -> None:
+    """Every byte of ``data``; waits (a checkpoint) only while the kernel buffer is full."""
+    s = sock._sock  # type: ignore[attr-defined]
+    try:
+        sent = s.send(data)
+    except BlockingIOError:
+        sent = 0
+    if sent == len(data):
+        return
+    view = memoryview(data)[sent:]
+    while view:
+        await wait_writable(s)
+        try:
+            sent = s.send(view)
+        except BlockingIOError:
+            continue
+        view = view[sent:]
+
+
+def close(sock: trio.socket.SocketType) -> None:
+    """Close a socket that no task is waiting on, without ``trio.lowlevel.notify_closing``:
+    that wakes waiters (there are none) at the price of an epoll_ctl per close. The
+    kernel drops a closed fd from the epoll set by itself, and trio keeps no record of an
+    fd nobody waits on."""
+    sock._sock.close()  # type: ignore[attr-defined]
+
+
+def _numeric_address(name: str) -> tuple[int, Any] | None:
+    from brood.routers.resolve import parse_node_address
+
+    try:
+        family, addr = parse_node_address(name)
+    except ValueError:
+        return None
+    if family not in _NODELAY_FAMILIES:
+        return None
+    try:
+        socket.inet_pton(family, addr[0])
+    except (OSError, ValueError):
+        return None  # a host name: the general path resolves it
+    return family, addr
+
+
+async def open_tcp(node: Node, connect_timeout: float, fallback: Any,
+                   before_wait: Callable[[], None] | None = None) -> trio.socket.SocketType:
+    """A connected TCP socket (TCP_NODELAY) to ``node``; ``fallback(node, timeout)`` opens
+    anything that is not a numeric TCP address. OSError or trio.TooSlowError on failure.
+    ``before_wait()``, when given, runs before anything that may wait (the fallback, a
+    handshake still in progress)."""
+    name = node.name
+    try:
+        target = _ADDRESSES[name]
+    except KeyError:
+        if len(_ADDRESSES) >= _ADDRESSES_MAX:
+            _ADDRESSES.clear()
+        target = _ADDRESSES[name] = _numeric_address(name)
+    if target is None:
+        if before_wait is not None:
+            before_wait()
+        return await fallback(node, connect_timeout)
+    family, addr = target
+    s = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock = trio.socket.from_stdlib_socket(s)  # makes it non-blocking
+        s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        err = s.connect_ex(addr)
+        if err in _IN_PROGRESS:
+            err = s.connect_ex(addr)  # EISCONN: the handshake is already done
+            if err in _IN_PROGRESS:
+                if before_wait is not None:
+                    before_wait()
+                with trio.fail_after(connect_timeout):
+                    await wait_writable(s)
+                err = s.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+        if err and err != errno.EISCONN:
+            raise OSError(err, os.strerror(err))
+        return sock
+    except BaseException:
+        s.close()
+        raise
