@@ -74,6 +74,10 @@ def contribute_routers(cfg: Config, b: PlanBuilder) -> None:
             own = [lst.name for lst in b.plan.worker_listeners if lst.proto == "uwsgi"]
             if own:
                 router_cfg = cfg.with_values(http_to=own)
+        if kind == "http":
+            from brood.routers.http.settings import HttpSettings
+
+            HttpSettings.from_config(router_cfg)  # a bad --http-* value stops the master here
         count = max(1, int(cfg[f"{kind}-processes"] or 1))
         extras = [factory(router_cfg, b, kind, count) for factory in ROUTER_EXTRAS]
         b.add_child(ChildSpec(kind, count, _target(kind, router_cfg, listeners, extras),

@@ -149,13 +149,15 @@ def _http_options() -> list[Option]:
             kind="bool", default=False),
         opt("http-enable-proxy-protocol", "accept a PROXY protocol header on connections",
             kind="bool", default=False),
-        opt("http-manage-source", "relay the SOURCE method raw", kind="bool", default=False),
+        opt("http-manage-source", "relay SOURCE requests (Icecast sources) as a raw pipe after "
+            "the head", kind="bool", default=False),
         opt("http-manage-rtsp", "manage RTSP sessions", kind="bool", default=False,
             refused="RTSP is not supported by brood's http router"),
-        opt("http-stud-prefix", "expect a stud prefix on connections from this address",
-            multi=True, metavar="ADDR"),
-        opt("http-log-format", "access log line format for the http router (brood)",
-            metavar="FORMAT"),
+        opt("http-stud-prefix", "expect a stud prefix (1 byte family + 4/16 bytes address, "
+            "the client's) on connections from this IP address", multi=True, metavar="ADDR"),
+        opt("http-log-format", "access log line of the http router, with uWSGI %(var) names: "
+            "addr port method uri proto host referer uagent cl status size node msecs "
+            "micros time epoch ctime ltime (brood)", metavar="FORMAT"),
     ]
 
 

@@ -1,7 +1,8 @@
 """The HTTP router front (``--http ADDR``): HTTP/1.x clients in, uwsgi packets to nodes.
 
-Per connection: an optional PROXY v1/v2 header (``--http-enable-proxy-protocol``), then
-requests one after another (keep-alive). Per request:
+Per connection: an optional stud prefix (``--http-stud-prefix``, see ``parse_stud``) and
+PROXY v1/v2 header (``--http-enable-proxy-protocol``), then requests one after another
+(keep-alive). Per request:
 
 1. read the whole head, bounded by the head limit and ``--http-headers-timeout``, before
    any node is chosen: a slow client never holds a node;
@@ -10,6 +11,8 @@ requests one after another (keep-alive). Per request:
    the machine's hostname without one (WIRE §7.2);
 4. connect through the engine, send head + vars + early body in one send, relay the
    answer (``h1.exchange``), log an access line, and loop while keep-alive allows.
+   A SOURCE request with ``--http-manage-source`` is relayed as ``--http-raw-body``
+   relays every request: the head, then a raw pipe both ways.
 
 Where uWSGI closes silently (bad request, unknown host, dead node, WIRE §7.2), brood
 answers: 400/431/501/505 for the request, 413 for ``--http-manage-expect``, 503 no node,
@@ -22,6 +25,7 @@ the request target, and never contacts a node.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 import socket
@@ -103,6 +107,24 @@ class _Conn:
         self.scope.deadline = self.hard_deadline
 
 
+def parse_stud(buf: bytes) -> tuple[str, int] | None:
+    """(client address, bytes used) from a stud ``--write-ip`` prefix at the start of
+    ``buf``: 1 byte of family (this platform's AF_INET or AF_INET6), then 4 or 16
+    address bytes. None while incomplete; ValueError for an unknown family."""
+    if not buf:
+        return None
+    family = buf[0]
+    if family == socket.AF_INET:
+        size = 4
+    elif family == socket.AF_INET6:
+        size = 16
+    else:
+        raise ValueError(f"unknown address family {family}")
+    if len(buf) < 1 + size:
+        return None
+    return socket.inet_ntop(family, bytes(buf[1:1 + size])), 1 + size
+
+
 def _peer_address(peer: Any) -> tuple[str, int]:
     if isinstance(peer, tuple) and len(peer) >= 2:
         return str(peer[0]), int(peer[1])
@@ -123,6 +145,9 @@ class HttpRouter:
             listener is not None and listener.name in settings.to_https)
         self.headers_slack = deadline_slack(settings.headers_timeout)
         self.idle_slack = deadline_slack(settings.keepalive_idle)
+        # The settings a SOURCE request is exchanged with (--http-manage-source).
+        self.source_settings = (dataclasses.replace(settings, raw_body=True)
+                                if settings.manage_source else None)
 
     async def __call__(self, sock: Endpoint, peer: Any) -> None:
         client = Client(sock, *_peer_address(peer))
@@ -130,6 +155,9 @@ class HttpRouter:
         settings = self.settings
         try:
             with conn.scope:
+                if (settings.stud_prefix and client.remote_addr in settings.stud_prefix
+                        and not await self.read_stud(client, peer, conn)):
+                    return
                 if settings.proxy_protocol and not await self.read_proxy(client, peer, conn):
                     return
                 wait, slack = settings.headers_timeout, self.headers_slack
@@ -172,6 +200,25 @@ class HttpRouter:
         client.buf = client.buf[used:]
         if info is not None:
             client.remote_addr, client.remote_port = info.src_addr, info.src_port
+        return True
+
+    async def read_stud(self, client: Client, peer: Any, conn: _Conn) -> bool:
+        """Consume a stud prefix; the client address then comes from it. A bad one
+        closes the connection, as uWSGI does (the peer is stud, not a browser)."""
+        conn.phase = _HEAD
+        conn.scope.deadline = trio.current_time() + self.settings.headers_timeout
+        while True:
+            try:
+                parsed = parse_stud(client.buf)
+            except ValueError as exc:
+                self.engine.log_failure(peer, f"bad stud prefix: {exc}")
+                return False
+            if parsed is not None:
+                break
+            if not await client.read_more():
+                return False
+        client.remote_addr, used = parsed
+        client.buf = client.buf[used:]
         return True
 
     async def read_head(self, client: Client, conn: _Conn, first: bool = True
@@ -219,8 +266,11 @@ class HttpRouter:
             if head.chunked:
                 conn.phase = _BODY
                 conn.scope.deadline = math.inf  # plan_body times each read itself
+        xsettings = settings
+        if self.source_settings is not None and head.method == b"SOURCE":
+            xsettings = self.source_settings
         try:
-            if settings.raw_body:
+            if xsettings.raw_body:
                 body, client.buf = BodyPlan(prefix=client.buf), b""
             else:
                 body = await plan_body(client, head, chunked_input=settings.chunked_input,
@@ -253,7 +303,7 @@ class HttpRouter:
             async with upstream:
                 node_name = upstream.node.name
                 error = await self._exchange(upstream, client, Request(head, block, body),
-                                             out, conn)
+                                             out, conn, xsettings)
             if error is not None:
                 if out.sent:
                     engine.log_failure(peer, error)
@@ -263,18 +313,18 @@ class HttpRouter:
         finally:
             engine.session_closed()
         if accesslog.enabled():
-            accesslog.log_request(
-                f"{client.remote_addr}:{client.remote_port}", head.method, head.target,
-                head.version, out.status, out.sent, key, node_name,
-                time.monotonic() - started)
+            accesslog.log_request(settings.log_format, client.remote_addr,
+                                  client.remote_port, head, out.status, out.sent, key,
+                                  node_name, time.monotonic() - started)
         return (settings.keepalive and head.keep_alive and out.keep_alive and out.complete)
 
     async def _exchange(self, upstream: Any, client: Client, request: Request,
-                        out: Outcome, conn: _Conn) -> RoutingError | None:
+                        out: Outcome, conn: _Conn, settings: HttpSettings
+                        ) -> RoutingError | None:
         """``h1.exchange``, its failures turned into routing errors (None: success)."""
         node = upstream.node.name
         try:
-            await exchange(upstream, client, request, self.settings, out, conn.scope,
+            await exchange(upstream, client, request, settings, out, conn.scope,
                            conn.hard_deadline)
         except BadResponse as exc:
             return NodeFailed(f"node {node}: {exc.reason}")

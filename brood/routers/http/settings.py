@@ -18,16 +18,28 @@ Choices where uWSGI leaves room, each documented where the option is read:
   fits in ``CHUNKED_BUFFER`` (1 MiB); larger ones, or every one with
   ``--http-chunked-input``, go to the node still chunked (HTTP_TRANSFER_ENCODING,
   no CONTENT_LENGTH). uWSGI drops such bodies without the flag (WIRE §8.2).
+* ``--http-manage-source``: a SOURCE request (an Icecast source) goes to the node as
+  under ``--http-raw-body``: after the head everything is piped raw both ways. Without
+  it SOURCE is an ordinary method, its stream taken for the next request (and refused).
+* ``--http-stud-prefix ADDR``: connections from ADDR (stud, a TLS terminator, with
+  ``--write-ip``) start with 1 byte of address family (this platform's AF_INET or
+  AF_INET6) and the 4 or 16 address bytes, which become REMOTE_ADDR. uWSGI takes only
+  IPv4 prefixes; brood takes both.
+* ``--http-log-format``: parsed here, at start-up (see ``accesslog``), so a bad
+  variable stops the master rather than every router process.
 """
 
 from __future__ import annotations
 
+import ipaddress
 import socket
 from dataclasses import dataclass, field
 
 from brood.config.model import Config
+from brood.config.option import OptionError
 from brood.protocol.uwsgi import MAX_VARS_SIZE
 from brood.routers.engine import option
+from brood.routers.http.accesslog import LineFormat
 
 # A de-chunked request body is held in memory up to this size before the node is
 # contacted; past it the body is streamed chunked. 1 MiB covers form posts and JSON
@@ -63,6 +75,21 @@ def _names(value: object) -> frozenset[str]:
     return frozenset(str(v) for v in value)  # type: ignore[attr-defined]
 
 
+def _stud_addresses(value: object) -> frozenset[str]:
+    """``--http-stud-prefix`` addresses in the form peer addresses take (IPv6 compressed)."""
+    out = set()
+    for text in _names(value):
+        try:
+            out.add(str(ipaddress.ip_address(text.strip().strip("[]"))))
+        except ValueError:
+            raise OptionError(f"--http-stud-prefix: {text!r} is not an IP address") from None
+    return frozenset(out)
+
+
+def _log_format(value: object) -> LineFormat | None:
+    return LineFormat.parse(str(value)) if value else None
+
+
 def _modifier(value: object) -> int | None:
     if value is None or value == "":
         return None
@@ -91,6 +118,9 @@ class HttpSettings:
     extra_vars: list[tuple[bytes, bytes]] = field(default_factory=list)
     to_https: frozenset[str] = frozenset()  # --http-to-https listener names
     server_name: bytes = b""  # SERVER_NAME and the key of Host-less requests
+    manage_source: bool = False
+    stud_prefix: frozenset[str] = frozenset()  # peer addresses sending a stud prefix
+    log_format: LineFormat | None = None  # None: accesslog's default line
 
     @classmethod
     def from_config(cls, cfg: Config) -> HttpSettings:
@@ -121,4 +151,7 @@ class HttpSettings:
             extra_vars=[_var(v) for v in option(cfg, "http-var", [])],
             to_https=_names(option(cfg, "http-to-https", [])),
             server_name=socket.gethostname().encode(),
+            manage_source=bool(option(cfg, "http-manage-source", False)),
+            stud_prefix=_stud_addresses(option(cfg, "http-stud-prefix", [])),
+            log_format=_log_format(option(cfg, "http-log-format", None)),
         )
