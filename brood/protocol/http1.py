@@ -5,9 +5,13 @@ Shared by the HTTP router (client side) and ``--http-socket`` workers.
 How it works. The caller keeps a buffer and calls ``parse_request_head`` after
 each read: ``None`` means "need more", a ``RequestHead`` says how many bytes
 the head took (``size``) and how the body is framed. The head is found with one
-``bytes.find`` for CRLFCRLF bounded by ``limit``, split into lines once, and
-each line checked by one compiled regex, so the work per request is a handful
-of C-level scans, no per-byte Python loop.
+``bytes.find`` for CRLFCRLF bounded by ``limit``; one regex matches the
+request line, one validates the whole header block, one ``findall`` yields the
+(name, value) pairs and another picks out the few headers that decide framing,
+persistence and routing. The work per request is a handful of C-level scans,
+with no per-line Python loop; only a head that fails a scan is looked at line by
+line, to say why it is refused. A response head of the usual CRLF shape is
+matched whole the same way; any other shape takes the tolerant line-by-line path.
 
 Request smuggling is the threat model (RFC 9112 §6.3, §11.2): the router and the
 worker behind it must agree on where each request ends, so every head whose
@@ -64,8 +68,19 @@ _HEADER_RE = re.compile(rb"(" + _TOKEN + rb"):([\t\x20-\x7e\x80-\xff]*)")
 # Request target: no controls, no spaces; obs-text tolerated as browsers send it.
 # The whole header block at once: lines of that shape, each ending in CRLF.
 _HEADERS_RE = re.compile(rb"(?:" + _TOKEN + rb":[\t\x20-\x7e\x80-\xff]*\r\n)*")
-# Header names whose values decide framing, persistence or routing.
-_SPECIAL = (b"host", b"content-length", b"transfer-encoding", b"connection", b"upgrade", b"expect")
+# Header names whose values decide framing, persistence or routing, picked out of a
+# validated header block by one case-insensitive scan (each line starts after a CRLF).
+_SPECIAL_RE = re.compile(
+    rb"\r\n(host|content-length|transfer-encoding|connection|upgrade|expect):[ \t]*([^\r\n]*)",
+    re.IGNORECASE,
+)
+_NO_SPECIAL: dict[bytes, list[bytes]] = {}
+# The same for the framing headers of a response.
+_RESPONSE_SPECIAL_RE = re.compile(
+    rb"\r\n(content-length|transfer-encoding|connection):[ \t]*([^\r\n]*)", re.IGNORECASE)
+# Request methods already in upper case (the common ones skip a bytes.upper()).
+_PLAIN_METHODS = frozenset((b"GET", b"HEAD", b"POST", b"PUT", b"DELETE", b"OPTIONS", b"PATCH",
+                            b"CONNECT"))
 _TARGET_RE = re.compile(rb"[\x21-\x7e\x80-\xff]+")
 _VERSION_RE = re.compile(rb"HTTP/([0-9])\.([0-9])")
 # What the first bytes of a request may look like before its line is complete:
@@ -77,6 +92,20 @@ _HOST_CHARS = b"-ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789.
 _ABSOLUTE_RE = re.compile(rb"[A-Za-z][-A-Za-z0-9+.]*://([^/?#]*)([^?#]*)(?:\?([^#]*))?")
 _LENGTH_RE = re.compile(rb"[0-9]{1,%d}" % _MAX_LENGTH_DIGITS)
 _STATUS_RE = re.compile(rb"HTTP/1\.([01]) ([0-9]{3})(?:[ \t](.*))?")
+# The common response head in one C-level match: a status line and header lines, all
+# CRLF-terminated, then the blank line. Anything else takes the tolerant slow path.
+_RESPONSE_HEAD_RE = re.compile(
+    rb"HTTP/1\.([01]) ([0-9]{3})(?:[ \t]([^\r\n]*))?\r\n"
+    rb"(?:" + _TOKEN + rb":[\t\x20-\x7e\x80-\xff]*\r\n)*\r\n"
+)
+# Every header line of a validated block as (name, value), in one findall. Values
+# keep trailing OWS (a lazy match would backtrack quadratically on long runs of
+# spaces); the caller strips it in the rare head that has some.
+_HEADER_PAIRS_RE = re.compile(rb"(" + _TOKEN + rb"):[ \t]*([^\r\n]*)\r\n")
+# Request line of the common shape (validated names, a target, HTTP/1.0 or 1.1).
+_REQUEST_LINE_RE = re.compile(
+    rb"(" + _TOKEN + rb") ([\x21-\x7e\x80-\xff]+) (HTTP/1\.[01])\r\n"
+)
 
 _OWS = b" \t"
 
@@ -229,6 +258,19 @@ def _split_target(method: bytes, target: bytes) -> tuple[bytes, bytes, bytes | N
     return match[2] or b"/", match[3] or b"", authority
 
 
+def _split_special(pairs: list[tuple[bytes, bytes]]) -> dict[bytes, list[bytes]]:
+    """The values of the framing/routing headers among ``pairs``, by lower-case name."""
+    special: dict[bytes, list[bytes]] = {}
+    for name, value in pairs:
+        lname = name.lower()
+        bucket = special.get(lname)
+        if bucket is None:
+            special[lname] = [value]
+        else:
+            bucket.append(value)
+    return special
+
+
 def parse_request_head(buf: bytes | bytearray, limit: int = DEFAULT_HEAD_LIMIT) -> RequestHead | None:
     """Parse a request head at the start of ``buf``; None when incomplete.
 
@@ -243,35 +285,37 @@ def parse_request_head(buf: bytes | bytearray, limit: int = DEFAULT_HEAD_LIMIT) 
     if end < 0:
         return None
     head_bytes = bytes(buf[start : end + 2])  # through the last header's CRLF
-    lines = head_bytes.split(b"\r\n")
-    lines.pop()  # the empty piece after the final CRLF
-    request_line = lines[0]
-    method, target, version = _request_line(request_line)
+    # The request line: one regex for the usual shape; the checks say why otherwise.
+    match = _REQUEST_LINE_RE.match(head_bytes)
+    if match is not None:
+        method, target, version = match.groups()
+        hstart = match.end()
+    else:
+        hstart = head_bytes.find(b"\r\n") + 2
+        method, target, version = _request_line(head_bytes[: hstart - 2])
     http11 = version == b"HTTP/1.1"
 
-    del lines[0]
-    # One C-level scan validates every header line; only a failure looks closer.
-    if lines and not _HEADERS_RE.fullmatch(head_bytes, len(request_line) + 2):
-        for line in lines:
-            if not _HEADER_RE.fullmatch(line):
-                raise _header_error(line)
-    headers: list[tuple[bytes, bytes]] = []
-    append = headers.append
-    special: dict[bytes, list[bytes]] = {name: [] for name in _SPECIAL}
-    get_special = special.get
-    for line in lines:
-        name, _, value = line.partition(b":")
-        value = value.strip(_OWS)
-        append((name, value))
-        bucket = get_special(name.lower())
-        if bucket is not None:
-            bucket.append(value)
-    hosts = special[b"host"]
-    lengths = special[b"content-length"]
-    codings = special[b"transfer-encoding"]
-    connection = special[b"connection"]
-    upgrade = special[b"upgrade"]
-    expect = special[b"expect"]
+    special: dict[bytes, list[bytes]] = _NO_SPECIAL
+    if hstart < len(head_bytes):
+        # One C-level scan validates every header line; only a failure looks closer.
+        if not _HEADERS_RE.fullmatch(head_bytes, hstart):
+            for line in head_bytes[hstart:].split(b"\r\n")[:-1]:
+                if not _HEADER_RE.fullmatch(line):
+                    raise _header_error(line)
+        headers = _HEADER_PAIRS_RE.findall(head_bytes, hstart)
+        found = _SPECIAL_RE.findall(head_bytes, hstart - 2)
+        if b" \r\n" in head_bytes or b"\t\r\n" in head_bytes:  # trailing OWS (rare)
+            headers = [(name, value.rstrip(_OWS)) for name, value in headers]
+            found = [(name, value.rstrip(_OWS)) for name, value in found]
+        if found:
+            special = _split_special(found)
+    else:
+        headers = []
+    get = special.get
+    hosts = get(b"host", ())
+    lengths = get(b"content-length")
+    codings = get(b"transfer-encoding")
+    connection = get(b"connection")
 
     path, query, authority = _split_target(method, target)
 
@@ -299,26 +343,20 @@ def parse_request_head(buf: bytes | bytearray, limit: int = DEFAULT_HEAD_LIMIT) 
             raise NotImplementedCoding(f"unsupported transfer coding {names[0][:40]!r}")
         chunked = True
 
-    conn = _tokens(connection) if connection else []
-    keep_alive = _keep_alive(http11, conn)
-    up = b", ".join(upgrade) if upgrade and http11 and b"upgrade" in conn else None
-    expect_continue = http11 and any(v.lower() == b"100-continue" for v in expect)
+    if connection:
+        conn = _tokens(connection)
+        keep_alive = _keep_alive(http11, conn)
+        upgrade = get(b"upgrade")
+        up = b", ".join(upgrade) if upgrade and http11 and b"upgrade" in conn else None
+    else:
+        keep_alive = http11
+        up = None
+    expect = get(b"expect")
+    expect_continue = http11 and expect is not None and any(
+        v.lower() == b"100-continue" for v in expect)
 
-    return RequestHead(
-        method=method,
-        target=target,
-        path=path,
-        query=query,
-        version=version,
-        headers=headers,
-        content_length=content_length,
-        chunked=chunked,
-        keep_alive=keep_alive,
-        expect_continue=expect_continue,
-        upgrade=up,
-        host=host,
-        size=end + 4,
-    )
+    return RequestHead(method, target, path, query, version, headers, content_length, chunked,
+                       keep_alive, expect_continue, up, host, end + 4)
 
 
 def _find_response_end(buf: bytes | bytearray, limit: int) -> int:
@@ -343,6 +381,29 @@ def parse_response_head(
     buf: bytes | bytearray, limit: int = DEFAULT_HEAD_LIMIT, request_method: bytes = b"GET"
 ) -> ResponseHead | None:
     """Parse a backend's response head; None when incomplete, BadResponse when unusable."""
+    match = _RESPONSE_HEAD_RE.match(buf)
+    if match is None or match.end() > limit:
+        return _parse_response_slow(buf, limit, request_method)
+    # The usual CRLF head: validated by the match; pairs and framing in two more scans.
+    http11_flag, status_text, reason = match.groups()
+    end = match.end()
+    hstart = buf.find(b"\n") + 1
+    headers = _HEADER_PAIRS_RE.findall(buf, hstart, end)
+    found = _RESPONSE_SPECIAL_RE.findall(buf, hstart - 2, end)
+    if buf.find(b" \r\n", 0, end) >= 0 or buf.find(b"\t\r\n", 0, end) >= 0:
+        headers = [(name, value.rstrip(_OWS)) for name, value in headers]
+        found = [(name, value.rstrip(_OWS)) for name, value in found]
+        reason = reason.rstrip(_OWS) if reason else reason
+    special = _split_special(found) if found else _NO_SPECIAL
+    return _response_head(http11_flag == b"1", int(status_text),
+                          reason.lstrip(_OWS) if reason else b"", headers, special.get(b"content-length"),
+                          special.get(b"transfer-encoding"), special.get(b"connection"), end,
+                          request_method)
+
+
+def _parse_response_slow(buf: bytes | bytearray, limit: int, request_method: bytes
+                         ) -> ResponseHead | None:
+    """Any head the one-regex path refused: bare LF lines, odd status lines, errors."""
     end = _find_response_end(buf, limit)
     if end < 0:
         return None
@@ -376,14 +437,24 @@ def parse_response_head(
             codings.append(value)
         elif lname == b"connection":
             connection.append(value)
+    return _response_head(http11, status, reason, headers, lengths, codings, connection, end,
+                          request_method)
 
+
+def _response_head(http11: bool, status: int, reason: bytes, headers: list[tuple[bytes, bytes]],
+                   lengths: list[bytes] | None, codings: list[bytes] | None,
+                   connection: list[bytes] | None, end: int, request_method: bytes
+                   ) -> ResponseHead:
+    """The framing of a response from its framing headers' values."""
     if lengths and codings:
         raise BadResponse("both Content-Length and Transfer-Encoding in response")
     content_length = _content_length(lengths, BadResponse) if lengths else None
-    names = _tokens(codings)
-    chunked = bool(names) and names[-1] == b"chunked" and http11
+    chunked = False
+    if codings:
+        names = _tokens(codings)
+        chunked = bool(names) and names[-1] == b"chunked" and http11
 
-    method = request_method.upper()
+    method = request_method if request_method in _PLAIN_METHODS else request_method.upper()
     if method == b"HEAD" or status < 200 or status in (204, 304):
         body_kind = "none"
     elif method == b"CONNECT" and status < 300:
@@ -395,21 +466,12 @@ def parse_response_head(
     else:
         body_kind = "close"
 
-    keep_alive = _keep_alive(http11, _tokens(connection))
+    keep_alive = _keep_alive(http11, _tokens(connection)) if connection else http11
     if body_kind == "close" or status == 101:
         keep_alive = False
 
-    return ResponseHead(
-        version=b"HTTP/1.1" if http11 else b"HTTP/1.0",
-        status=status,
-        reason=reason,
-        headers=headers,
-        content_length=content_length,
-        chunked=chunked,
-        keep_alive=keep_alive,
-        size=end,
-        body_kind=body_kind,
-    )
+    return ResponseHead(b"HTTP/1.1" if http11 else b"HTTP/1.0", status, reason, headers,
+                        content_length, chunked, keep_alive, end, body_kind)
 
 
 STATUS_REASONS: dict[int, str] = {

@@ -26,6 +26,7 @@ DEFAULT_BUFFER_SIZE = 4096
 
 _HEADER = struct.Struct("<BHB")
 _U16 = struct.Struct("<H").unpack_from
+_U16_PACK = struct.Struct("<H").pack
 
 
 def encode_header(modifier1: int, size: int, modifier2: int) -> bytes:
@@ -54,17 +55,15 @@ def header_with_modifiers(raw_header: bytes, modifier1: int, modifier2: int) -> 
 def encode_vars(pairs: Iterable[tuple[bytes, bytes]]) -> bytes:
     """Concatenate ``klen key vlen value`` for each pair (no size check on the total)."""
     parts: list[bytes] = []
-    append = parts.append
+    extend = parts.extend
+    u16 = _U16_PACK
     try:
         for key, value in pairs:
             if not key:
                 raise PacketError("empty var name")
-            append(len(key).to_bytes(2, "little"))
-            append(key)
-            append(len(value).to_bytes(2, "little"))
-            append(value)
-    except OverflowError:
-        raise HeadTooLarge("a var name or value is longer than 65535 bytes")
+            extend((u16(len(key)), key, u16(len(value)), value))
+    except struct.error:
+        raise HeadTooLarge("a var name or value is longer than 65535 bytes") from None
     return b"".join(parts)
 
 

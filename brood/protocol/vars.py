@@ -16,10 +16,13 @@ CONTENT_LENGTH carries the length the parser validated, not the raw text.
 
 from __future__ import annotations
 
+import struct
 from collections.abc import Iterable, Sequence
 from urllib.parse import unquote_to_bytes
 
+from .errors import HeadTooLarge
 from .http1 import RequestHead
+from .uwsgi import encode_vars
 
 # Header names seen so far -> var names. Bounded so a client cycling through
 # random names cannot grow it without limit; real traffic uses a few dozen.
@@ -109,6 +112,128 @@ def request_vars(
     return out
 
 
+_u16 = struct.Struct("<H").pack
+
+
+def _key(name: bytes) -> bytes:
+    return _u16(len(name)) + name
+
+
+def _pair(name: bytes, value: bytes) -> bytes:
+    return _key(name) + _u16(len(value)) + value
+
+
+# Pieces of the block that never change: a key with its length, or a whole pair.
+_K_METHOD = _key(b"REQUEST_METHOD")
+_K_PATH_INFO = _key(b"PATH_INFO")
+_K_REQUEST_URI = _key(b"REQUEST_URI")
+_K_QUERY_STRING = _key(b"QUERY_STRING")
+_K_PROTOCOL = _key(b"SERVER_PROTOCOL")
+_K_SERVER_NAME = _key(b"SERVER_NAME")
+_K_SERVER_PORT = _key(b"SERVER_PORT")
+_K_REMOTE_ADDR = _key(b"REMOTE_ADDR")
+_K_REMOTE_PORT = _key(b"REMOTE_PORT")
+_K_CONTENT_LENGTH = _key(b"CONTENT_LENGTH")
+_EMPTY_QUERY = _pair(b"QUERY_STRING", b"")
+_SCRIPT_NAME = _pair(b"SCRIPT_NAME", b"")
+_HTTPS_ON = _pair(b"HTTPS", b"on")
+_PROTOCOLS = {v: _K_PROTOCOL + _u16(len(v)) + v for v in (b"HTTP/1.0", b"HTTP/1.1")}
+# Header name -> (var name, encoded key); bounded like _name_cache.
+_key_cache: dict[bytes, tuple[bytes, bytes]] = {}
+
+
+def encode_request_vars(
+    head: RequestHead,
+    *,
+    remote_addr: str,
+    remote_port: int,
+    server_name: bytes,
+    server_port: bytes,
+    https: bool = False,
+    extra: Sequence[tuple[bytes, bytes]] = (),
+    server_name_as_http_host: bool = False,
+    router: bytes | None = b"http",
+    content_length: int | None = None,
+) -> bytes:
+    """``encode_vars(request_vars(...))`` with the same arguments, byte for byte, built
+    straight from the head (the router's per-request path): constant keys are
+    pre-encoded and no pair list is made. A head that repeats a header name (merged
+    values) takes the general path."""
+    u16 = _u16
+    path = head.path
+    if b"%" in path:
+        path = unquote_to_bytes(path)
+    method = head.method
+    target = head.target
+    parts = [_K_METHOD, u16(len(method)), method]
+    if b"?" in target:
+        query = head.query
+        parts += (_K_PATH_INFO, u16(len(path)), path, _K_REQUEST_URI, u16(len(target)), target,
+                  _K_QUERY_STRING, u16(len(query)), query)
+    else:
+        parts += (_K_REQUEST_URI, u16(len(target)), target, _K_PATH_INFO, u16(len(path)), path,
+                  _EMPTY_QUERY)
+    version = head.version
+    parts.append(_PROTOCOLS.get(version) or _K_PROTOCOL + u16(len(version)) + version)
+    parts.append(_SCRIPT_NAME)
+    name_from_host = server_name_as_http_host and head.host is not None
+    if not name_from_host:
+        parts += (_K_SERVER_NAME, u16(len(server_name)), server_name)
+    parts += (_K_SERVER_PORT, u16(len(server_port)), server_port)
+    if router is not None:
+        parts.append(_pair(b"UWSGI_ROUTER", router))
+    if https:
+        parts.append(_HTTPS_ON)
+    addr = remote_addr.encode("ascii")
+    port = b"%d" % remote_port
+    parts += (_K_REMOTE_ADDR, u16(len(addr)), addr, _K_REMOTE_PORT, u16(len(port)), port)
+
+    dechunked = content_length is not None
+    length = content_length if dechunked else head.content_length
+    length_pair = _K_CONTENT_LENGTH + _pair_value(b"%d" % length) if length is not None else b""
+    length_done = False
+    seen: set[bytes] = set()
+    cache = _key_cache
+    append = parts.append
+    try:
+        for name, value in head.headers:
+            entry = cache.get(name)
+            if entry is None:
+                var = header_var_name(name)
+                entry = (var, _key(var))
+                if len(cache) < _NAME_CACHE_MAX:
+                    cache[name] = entry
+            var = entry[0]
+            if var in seen:
+                break  # a repeated name: its values merge into the first slot
+            seen.add(var)
+            if var == b"CONTENT_LENGTH" or (dechunked and var == b"HTTP_TRANSFER_ENCODING"):
+                if not length_done and length is not None:
+                    append(length_pair)
+                    length_done = True
+                continue
+            if name_from_host and var == b"HTTP_HOST":
+                parts += (_K_SERVER_NAME, u16(len(value)), value)
+            parts += (entry[1], u16(len(value)), value)
+        else:
+            if dechunked and not length_done:
+                append(length_pair)
+            if extra:
+                append(encode_vars(extra))
+            return b"".join(parts)
+    except struct.error:
+        raise HeadTooLarge("a var name or value is longer than 65535 bytes") from None
+    return encode_vars(request_vars(
+        head, remote_addr=remote_addr, remote_port=remote_port, server_name=server_name,
+        server_port=server_port, https=https, extra=extra,
+        server_name_as_http_host=server_name_as_http_host, router=router,
+        content_length=content_length))
+
+
+def _pair_value(value: bytes) -> bytes:
+    return _u16(len(value)) + value
+
+
 def routing_key(pairs: Iterable[tuple[bytes, bytes]]) -> bytes | None:
     """The fastrouter's key (WIRE §7.1): UWSGI_FASTROUTER_KEY, else the last
     HTTP_HOST, else SERVER_NAME; values over 255 bytes are ignored."""
@@ -129,4 +254,4 @@ def routing_key(pairs: Iterable[tuple[bytes, bytes]]) -> bytes | None:
     return server_name
 
 
-__all__ = ["MAX_KEY_SIZE", "header_var_name", "request_vars", "routing_key"]
+__all__ = ["MAX_KEY_SIZE", "encode_request_vars", "header_var_name", "request_vars", "routing_key"]

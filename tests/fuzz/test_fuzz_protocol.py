@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 
 from brood.protocol.chunked import LAST_CHUNK, ChunkedDecoder, encode_chunk
 from brood.protocol.errors import BadRequest, PacketError, ProtocolError
-from brood.protocol.http1 import parse_request_head, parse_response_head
+from brood.protocol.http1 import _parse_response_slow, parse_request_head, parse_response_head
 from brood.protocol.proxy import V2_SIGNATURE, ProxyInfo, parse_proxy
 from brood.protocol.uwsgi import (
     MAX_VARS_SIZE,
@@ -22,7 +22,7 @@ from brood.protocol.uwsgi import (
     encode_packet,
     encode_vars,
 )
-from brood.protocol.vars import request_vars, routing_key
+from brood.protocol.vars import encode_request_vars, request_vars, routing_key
 
 LIMIT = 65535
 
@@ -141,6 +141,55 @@ def test_request_round_trip_and_prefixes(req, body, cuts):
     pairs = request_vars(head, remote_addr="1.2.3.4", remote_port=9, server_name=b"vm", server_port=b"80")
     assert routing_key(pairs) == (host if len(host) <= 255 else b"vm")
     assert decode_vars(encode_vars(pairs)) == pairs
+
+
+@given(requests(), st.data())
+def test_request_vars_fast_encoder_equals_general(req, data):
+    """The router's direct vars encoder gives encode_vars(request_vars(...)) byte for byte."""
+    raw, *_ = req
+    lines = raw.split(b"\r\n")
+    head_lines = lines[1:-2]
+    if head_lines and data.draw(st.booleans()):  # a repeated name: values merge
+        head_lines.append(data.draw(st.sampled_from(head_lines)))
+    if data.draw(st.booleans()):  # trailing OWS on every value
+        head_lines = [line + b" \t" for line in head_lines]
+    if data.draw(st.booleans()):
+        head_lines.append(b"Transfer-Encoding: chunked")
+    raw = b"\r\n".join([lines[0], *head_lines, b"", b""])
+    try:
+        head = parse_request_head(raw, LIMIT)
+    except ProtocolError:
+        return
+    kw = dict(remote_addr="10.1.2.3", remote_port=data.draw(st.integers(0, 65535)),
+              server_name=b"vm", server_port=b"8080", https=data.draw(st.booleans()),
+              extra=data.draw(st.sampled_from([(), ((b"E", b"1"),)])),
+              server_name_as_http_host=data.draw(st.booleans()),
+              router=data.draw(st.sampled_from([b"http", None])),
+              content_length=data.draw(st.none() | st.integers(0, 10**9)))
+    assert encode_request_vars(head, **kw) == encode_vars(request_vars(head, **kw))
+
+
+response_value = st.binary(max_size=20).map(lambda b: bytes(c for c in b if c >= 0x20 and c != 0x7F))
+
+
+@given(st.sampled_from([b"HTTP/1.1", b"HTTP/1.0"]), st.integers(100, 599),
+       st.sampled_from([b"", b" ", b" OK", b" Not Found ", b"\tx"]),
+       st.lists(st.tuples(st.sampled_from([b"Content-Length", b"content-length",
+                                            b"Transfer-Encoding", b"Connection", b"X-A",
+                                            b"uWSGI-Encoding"]) | token,
+                          st.sampled_from([b"5", b" 5 ", b"chunked", b"close", b"keep-alive"])
+                          | response_value), max_size=6),
+       st.sampled_from([b"GET", b"HEAD", b"CONNECT", b"get"]), st.binary(max_size=8))
+def test_response_fast_path_equals_slow_path(version, status, reason, headers, method, body):
+    """The one-regex response path agrees with the line-by-line one, errors included."""
+    raw = b"%s %d%s\r\n" % (version, status, reason)
+    raw += b"".join(b"%s:%s\r\n" % h for h in headers) + b"\r\n" + body
+    fast = _outcome(parse_response_head, raw, LIMIT, method)
+    slow = _outcome(_parse_response_slow, raw, LIMIT, method)
+    if isinstance(slow, ProtocolError):
+        assert (type(fast), fast.args) == (type(slow), slow.args)
+    else:
+        assert fast == slow
 
 
 def _outcome(fn, *args):

@@ -44,10 +44,22 @@ class RoundRobin:
     ) -> Node | None:
         if not nodes:
             return None
+        if len(nodes) == 1:  # one node (a single --X-to): no rotation to keep
+            node = nodes[0]
+            return node if node not in exclude and node.usable(now) else None
+        pool = tuple(map(id, nodes))
+        if not exclude:
+            # Fast path: every node usable at backup level 0, so the tier is the pool.
+            for node in nodes:
+                if node.backup or node.death_mark or now < node.grace_until:
+                    break
+            else:
+                index = self._cursors.pop(pool, 0) % len(nodes)
+                self._remember(pool, index + 1)
+                return nodes[index]
         tier = live_tier(nodes, now, exclude)
         if not tier:
             return None
-        pool = tuple(id(n) for n in nodes)
         index = probe(nodes, tier, self._cursors.pop(pool, 0))
         if index is None:  # unreachable: tier nodes are pool nodes
             return None

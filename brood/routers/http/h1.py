@@ -24,7 +24,7 @@ import trio
 
 from brood.protocol.http1 import RequestHead
 from brood.protocol.uwsgi import encode_header, encode_vars
-from brood.protocol.vars import request_vars
+from brood.protocol.vars import encode_request_vars, request_vars
 from brood.routers.engine import Upstream
 from brood.routers.http.body import BodyPlan, Client, ClientGone
 from brood.routers.http.response import Outcome, relay_response, wants_gzip
@@ -53,6 +53,18 @@ def build_vars_block(head: RequestHead, client: Client, settings: HttpSettings, 
                      server_port: bytes, https: bool, content_length: int | None,
                      forwarded_for: bool) -> bytes:
     """The encoded vars block for ``head``."""
+    if not forwarded_for:
+        return encode_request_vars(
+            head,
+            remote_addr=client.remote_addr,
+            remote_port=client.remote_port,
+            server_name=settings.server_name,
+            server_port=server_port,
+            https=https,
+            extra=settings.extra_vars,
+            server_name_as_http_host=settings.server_name_as_http_host,
+            content_length=content_length,
+        )
     pairs = request_vars(
         head,
         remote_addr=client.remote_addr,
@@ -64,13 +76,12 @@ def build_vars_block(head: RequestHead, client: Client, settings: HttpSettings, 
         server_name_as_http_host=settings.server_name_as_http_host,
         content_length=content_length,
     )
-    if forwarded_for:
-        # The proxy chain grows by the client we saw: "<existing>, <client ip>".
-        addr = client.remote_addr.encode("ascii")
-        for i, (key, value) in enumerate(pairs):
-            if key == b"HTTP_X_FORWARDED_FOR":
-                pairs[i] = (key, value + b", " + addr)
-                break
+    # The proxy chain grows by the client we saw: "<existing>, <client ip>".
+    addr = client.remote_addr.encode("ascii")
+    for i, (key, value) in enumerate(pairs):
+        if key == b"HTTP_X_FORWARDED_FOR":
+            pairs[i] = (key, value + b", " + addr)
+            break
     return encode_vars(pairs)
 
 

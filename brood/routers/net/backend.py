@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 import trio
 
-from brood.routers.health import Attempt, RetryPolicy
+from brood.routers.health import Attempt, RetryPolicy, RetryState
 from brood.routers.net.relay import set_nodelay
 from brood.routers.node import Node
 from brood.routers.resolve import Resolver, parse_node_address
@@ -62,16 +62,42 @@ async def connect_node(
     key in the request) is NoNode, unless ``use_fallbacks_only``
     (``--fastrouter-fallback-on-no-key``) sends it to the fallbacks.
     """
+    first = None
+    failure: trio.TooSlowError | OSError | None = None
+    if key is not None and not use_fallbacks_only:
+        # The usual request: the first node connects, and no retry state is made.
+        first = resolver.resolve(key, clock(), client, ())
+        if first is not None:
+            try:
+                sock = await opener(first, plan.connect_timeout)  # type: ignore[misc]
+            except (trio.TooSlowError, OSError) as exc:
+                failure = exc
+            else:
+                if first.grace_until:
+                    first.clear_grace()
+                return first, sock, []
     state = plan.begin(resolver, key, client=client, fallback_only=use_fallbacks_only)
+    if first is not None:
+        state.tries_left -= 1  # the first lookup was made above
+        _report(state, first, failure, clock())
+    elif key is not None and not use_fallbacks_only:
+        state.tries_left = 0  # the resolver had no node: straight to the fallbacks
     while (node := state.next_node(clock())) is not None:
         try:
             sock = await opener(node, plan.connect_timeout)  # type: ignore[misc]
-        except trio.TooSlowError:
-            state.failed(node, clock(), "connect timeout", timed_out=True)
-        except OSError as exc:
-            state.failed(node, clock(), exc.strerror or str(exc),
-                         missing=isinstance(exc, FileNotFoundError))
+        except (trio.TooSlowError, OSError) as exc:
+            _report(state, node, exc, clock())
         else:
             state.succeeded(node)
             return node, sock, state.attempts
     raise state.error()
+
+
+def _report(state: RetryState, node: Node, exc: trio.TooSlowError | OSError | None,
+            now: float) -> None:
+    """Tell the retry state how the connect to ``node`` failed."""
+    if isinstance(exc, OSError):
+        state.failed(node, now, exc.strerror or str(exc),
+                     missing=isinstance(exc, FileNotFoundError))
+    else:
+        state.failed(node, now, "connect timeout", timed_out=True)

@@ -90,6 +90,8 @@ class ChainResolver:
     ) -> Node | None:
         if len(key) > MAX_KEY:
             return None
+        if len(self.stages) == 1:  # one mapper owns every node: nothing to remember
+            return self.stages[0].resolve(key, now, client, exclude)
         for stage in self.stages:
             node = stage.resolve(key, now, client, exclude)
             if node is not None:
@@ -101,6 +103,9 @@ class ChainResolver:
         return None
 
     def on_connect_failed(self, node: Node, now: float) -> None:
+        if len(self.stages) == 1:
+            self.stages[0].on_connect_failed(node, now)
+            return
         entry = self._owner.get(id(node))
         if entry is not None and entry[0] is node:
             entry[1].on_connect_failed(node, now)
