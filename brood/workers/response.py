@@ -5,8 +5,9 @@ made once and reused for every request, so the per-request path allocates little
 ``Core.start_response`` and ``Core.write`` are the PEP 3333 callables. The head is built
 lazily, when the first body bytes go out (or the iterable ends), so an app may still
 replace it with ``exc_info`` until then. A list result (the common case) is joined and
-sent with its head in one ``sendall``; a ``FileWrapper`` over a real file goes out with
-``os.sendfile``.
+sent with its head in one system call (small bodies are copied behind the head, big
+ones go out by ``sendmsg`` without a copy); a ``FileWrapper`` over a real file goes out
+with ``os.sendfile``.
 
 On HTTP sockets the head also carries the framing: a body of unknown length on a
 keep-alive HTTP/1.1 connection is sent chunked, a list result gets a Content-Length,
@@ -31,7 +32,10 @@ if TYPE_CHECKING:
     from brood.workers.wsgi import Worker
 
 _SENDFILE_MAX = 1 << 30
-_SMALL_BODY = 16384  # joined with the head into one send below this size
+# Below this size a body is copied behind the head (cheaper than sendmsg's iovec);
+# above it, head and body go out together by sendmsg, so the head never travels alone
+# in a small segment (TCP_NODELAY is on) and the body is never copied in Python.
+_SMALL_BODY = 16384
 # Encoded heads by (status, headers, version, framing inputs): most apps answer with a
 # handful of distinct heads, so validation and encoding happen once per distinct head.
 _HEAD_CACHE_MAX = 256
@@ -151,7 +155,7 @@ class Core:
             elif self.chunked:
                 self._send(b"%s%x\r\n%s\r\n" % (head, len(data), data))
             else:
-                self._send(head + data)
+                self._send_head_body(head, data)
         elif self.head_only or not data:
             return
         elif self.chunked:
@@ -165,6 +169,22 @@ class Core:
     def _send(self, data: bytes) -> None:
         try:
             self.sock.sendall(data)
+        except OSError as exc:
+            self.broken = True
+            raise ClientGone(f"write to client failed: {exc}") from exc
+
+    def _send_head_body(self, head: bytes, body: bytes) -> None:
+        """Head and body in one system call (see _SMALL_BODY)."""
+        if len(body) < _SMALL_BODY:
+            self._send(head + body)
+            return
+        try:
+            sent = self.sock.sendmsg((head, body))
+            if sent < len(head):  # a signal cut a blocking send short: finish in order
+                self.sock.sendall(head[sent:])
+                self.sock.sendall(body)
+            elif sent < len(head) + len(body):
+                self.sock.sendall(memoryview(body)[sent - len(head) :])
         except OSError as exc:
             self.broken = True
             raise ClientGone(f"write to client failed: {exc}") from exc
@@ -266,12 +286,13 @@ class Core:
         except Exception as exc:
             failed = self._failed(exc, environ)
         finally:
-            close = getattr(result, "close", None)
-            if close is not None:
-                try:
-                    close()
-                except Exception as exc:
-                    failed = self._failed(exc, environ) or failed
+            if type(result) is not list:  # a plain list has no close()
+                close = getattr(result, "close", None)
+                if close is not None:
+                    try:
+                        close()
+                    except Exception as exc:
+                        failed = self._failed(exc, environ) or failed
         if self.cl is not None and self.cl != self.sent and not self.head_only:
             self.keep = False
         return self.keep and not self.broken, failed
@@ -287,11 +308,8 @@ class Core:
                 self.head_sent = True
                 if self.head_only or not body:
                     self._send(head)
-                elif len(body) < _SMALL_BODY:
-                    self._send(head + body)
                 else:
-                    self._send(head)
-                    self._send(body)
+                    self._send_head_body(head, body)
                 self.sent = len(body)
                 return
         elif type(result) is FileWrapper and not self.head_sent and self._sendfile(result):

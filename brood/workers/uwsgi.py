@@ -9,41 +9,38 @@ SERVER_PROTOCOL (HTTP/1.0 when absent), as uWSGI's python workers do.
 from __future__ import annotations
 
 import io
-import socket
-from typing import TYPE_CHECKING, Any
 
 from brood.protocol.errors import ProtocolError
 from brood.protocol.uwsgi import PacketReader
+from brood.workers.conn import Conn
 from brood.workers.environ import build_environ
 from brood.workers.input import LengthInput
 from brood.workers.response import Core, error_response, linger_close
-
-if TYPE_CHECKING:
-    from brood.workers.wsgi import Endpoint
 
 _RECV = 65536
 # Unread body bytes dropped before closing; past this, a lingering close.
 _DRAIN_LIMIT = 65536
 
 
-def serve_uwsgi(core: Core, conn: socket.socket, addr: Any, endpoint: Endpoint) -> None:
-    """Serve the one request a uwsgi connection carries."""
+def serve_uwsgi(core: Core, client: Conn) -> bool:
+    """Serve the one request a uwsgi connection carries; always False (close it)."""
     worker = core.worker
+    conn = client.sock
     reader = PacketReader(worker.buffer_size)
     try:
-        packet = None
+        packet = reader.feed(client.buf) if client.buf else None
         while packet is None:
             data = conn.recv(_RECV)
             if not data:
-                return
+                return False
             packet = reader.feed(data)
     except ProtocolError as exc:
-        worker.log(f"invalid uwsgi request from {endpoint.peer(addr)}: {exc.reason}")
+        worker.log(f"invalid uwsgi request from {client.peer()}: {exc.reason}")
         conn.sendall(error_response("HTTP/1.0", exc.status))
-        return
+        return False
     if packet.modifier1 != 0:
-        worker.log(f"unsupported uwsgi modifier1 {packet.modifier1} from {endpoint.peer(addr)}")
-        return
+        worker.log(f"unsupported uwsgi modifier1 {packet.modifier1} from {client.peer()}")
+        return False
     pairs = packet.vars
     environ = build_environ(
         pairs,
@@ -61,14 +58,14 @@ def serve_uwsgi(core: Core, conn: socket.socket, addr: Any, endpoint: Endpoint) 
         length = -1
     version = environ.get("SERVER_PROTOCOL") or "HTTP/1.0"
     if length < 0:
-        worker.log(f"bad CONTENT_LENGTH {raw_length!r} from {endpoint.peer(addr)}")
+        worker.log(f"bad CONTENT_LENGTH {raw_length!r} from {client.peer()}")
         conn.sendall(error_response(version, 400))
-        return
+        return False
     if worker.limit_post and length > worker.limit_post:
         worker.log(f"body of {length} bytes over limit-post {worker.limit_post}: 413")
         conn.sendall(error_response(version, 413))
         linger_close(conn)
-        return
+        return False
     body = reader.rest
     inp = None
     if len(body) >= length:
@@ -87,3 +84,4 @@ def serve_uwsgi(core: Core, conn: socket.socket, addr: Any, endpoint: Endpoint) 
             done = False
         if not done:
             linger_close(conn)  # unread body: a plain close would reset the answer
+    return False

@@ -1,17 +1,26 @@
-"""The worker process: a blocking accept loop running the WSGI app (run_worker).
+"""The worker process: the serving loop running the WSGI app (run_worker).
 
 How it works. The master forks, then calls ``run_worker`` in the child. With one
-listener and one thread the loop is a plain blocking ``accept`` (the fastest shape in
-Python); with several listeners or --threads, each serving thread polls the
-listeners plus a wake-up pipe. Accepted sockets inherit TCP_NODELAY and the read
-timeout from the listener, where they are set once at start.
+thread (the default) the worker runs an epoll loop over its listeners and the
+keep-alive connections it has parked: it serves one request at a time, start to end,
+blocking, but never waits on one client while another has a request ready. A
+connection is parked after a response when nothing more of it is buffered, and served
+again when epoll says it is readable; idle ones are closed after READ_TIMEOUT. Without
+parking, a keep-alive client would hold the worker to itself and every other client
+would wait (with 64 clients and 2 workers, 62 of them for good). New connections are
+accepted without waiting (listeners are non-blocking, TCP ones accept only once the
+request has arrived: TCP_DEFER_ACCEPT, as uWSGI does) and served at once; while
+nothing is parked the loop keeps accepting without polling. With --threads, each
+serving thread polls the listeners plus a wake-up pipe and keeps its connection.
+Accepted sockets inherit TCP_NODELAY and the read timeout from the listener, where
+they are set once at start.
 
 Signals: SIGHUP/SIGTERM ask for a graceful stop (finish the requests in progress, do
 not wait for idle keep-alive connections, return 0); SIGINT/SIGQUIT stop at once.
-In the blocking shape the handler only interrupts the loop while it is idle (in
-accept, or waiting for the next keep-alive request): it raises ``_Stop`` there and
-just sets a flag otherwise. In the polling shape it writes the wake-up pipe, which
-every thread polls. The master kills hung workers (harakiri) with SIGKILL itself.
+In the single-threaded loop the handler only interrupts the loop while it is idle
+(waiting in epoll): it raises ``_Stop`` there and just sets a flag otherwise. In the
+threaded shape it writes the wake-up pipe, which every thread polls. The master kills
+hung workers (harakiri) with SIGKILL itself.
 """
 
 from __future__ import annotations
@@ -19,6 +28,7 @@ from __future__ import annotations
 import _socket
 import contextlib
 import os
+import resource
 import select
 import signal
 import socket
@@ -31,7 +41,10 @@ from typing import Any
 
 from brood.config.model import Config
 from brood.listener import Listener
-from brood.scoreboard import STATUS_BUSY, STATUS_IDLE, WorkerSlot
+from brood.scoreboard import STATUS_IDLE, WorkerSlot
+from brood.workers.account import Account
+from brood.workers.conn import Conn
+from brood.workers.environ import http_base
 from brood.workers.http import serve_http
 from brood.workers.loader import AppLoadError, WSGIApp, load_app, option
 from brood.workers.response import Core, FileWrapper
@@ -40,6 +53,14 @@ from brood.workers.uwsgi import serve_uwsgi
 # Idle keep-alive connections and silent clients are dropped after this long.
 READ_TIMEOUT = 15
 _PAGE = os.sysconf("SC_PAGE_SIZE")
+_RECV = 65536
+# One wake-up per new connection across the worker processes sharing a listener.
+_EXCLUSIVE = getattr(select, "EPOLLEXCLUSIVE", 0)
+# Parked keep-alive connections per worker: past this, responses say Connection: close.
+# Half the fd limit leaves room for the app's own files and sockets.
+_PARKED_CAP = 4096
+# The epoll loop wakes at least this often (idle sweeps; a lost signal is noticed).
+_TICK = 1.0
 
 
 class _Stop(BaseException):
@@ -56,8 +77,13 @@ class Endpoint:
     def __init__(self, listener: Listener) -> None:
         self.sock = listener.sock
         self.proto = listener.proto
-        self.serve = serve_http if listener.proto == "http" else serve_uwsgi
+        self.serve: Callable[[Core, Conn], bool] = (
+            serve_http if listener.proto == "http" else serve_uwsgi
+        )
         self.tcp = listener.sock.family in (socket.AF_INET, socket.AF_INET6)
+        self.family, self.type, self.proto_num = (
+            listener.sock.family, listener.sock.type, listener.sock.proto
+        )  # fmt: skip
         if self.tcp:
             host, port = listener.sock.getsockname()[:2]
             self.server_name_str = host
@@ -65,23 +91,38 @@ class Endpoint:
         else:
             self.server_name_str = listener.name
             self.server_port_str = ""
+        self.environ_base: dict[str, Any] = {}  # set by the Worker (http listeners)
 
-    def remote(self, addr: Any) -> tuple[str, int]:
-        if self.tcp:
-            return addr[0], addr[1]
-        return "", 0
-
-    def peer(self, addr: Any) -> str:
-        host, port = self.remote(addr)
-        return f"{host}:{port}" if self.tcp else "unix"
-
-    def prepare(self, blocking: bool) -> None:
-        """Options inherited by accepted sockets; same in every worker (shared fd)."""
+    def prepare(self) -> None:
+        """Options inherited by accepted sockets, and a non-blocking accept; the same
+        in every worker (the listener is shared)."""
         sock = self.sock
         if self.tcp:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            if hasattr(socket, "TCP_DEFER_ACCEPT"):
+                # accept() only once the client has sent something: the first recv
+                # never waits, and a silent connection never takes a worker
+                with contextlib.suppress(OSError):
+                    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_DEFER_ACCEPT, READ_TIMEOUT)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, struct.pack("ll", READ_TIMEOUT, 0))
-        sock.setblocking(blocking)
+        sock.setblocking(False)
+
+    def accept(self) -> Conn:
+        """A new connection (blocking socket); BlockingIOError when none is queued."""
+        fd, addr = self.sock._accept()  # no Python-level socket wrapper
+        try:
+            sock = _socket.socket(self.family, self.type, self.proto_num, fd)
+        except BaseException:
+            os.close(fd)
+            raise
+        return Conn(sock, addr, self)  # type: ignore[arg-type]
+
+
+def _parked_cap() -> int:
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == resource.RLIM_INFINITY:
+        return _PARKED_CAP
+    return max(16, min(_PARKED_CAP, soft // 2))
 
 
 class Worker:
@@ -95,6 +136,7 @@ class Worker:
         self.app = app
         self.cfg = cfg
         self.slot = slot
+        self.account = Account(slot)
         self.pid = os.getpid()
         self.endpoints = [Endpoint(li) for li in listeners]
         self.threads = max(1, int(option(cfg, "threads", 1) or 1))
@@ -108,18 +150,28 @@ class Worker:
         self.errors = sys.stderr
         self.file_wrapper = FileWrapper
         self.extra_environ = {"wsgi.input_terminated": True}
+        for endpoint in self.endpoints:
+            endpoint.environ_base = http_base(
+                server_name=endpoint.server_name_str,
+                server_port=endpoint.server_port_str,
+                errors=self.errors,
+                multithread=self.multithread,
+                multiprocess=self.multiprocess,
+                file_wrapper=self.file_wrapper,
+                extra=self.extra_environ,
+            )
         self.requests = 0
         self.stopping = False
         self.idle = False
-        self.blocking = len(self.endpoints) == 1 and self.threads == 1
+        # epoll loop: one thread (any number of listeners); else threads polling
+        self.events = self.threads == 1 and hasattr(select, "epoll")
         self.lock = threading.Lock() if self.threads > 1 else None
         self.busy: dict[int, int] = {}  # core id -> request start (threaded mode)
-        self.wake_r, self.wake_w = (-1, -1) if self.blocking else os.pipe()
+        self.wake_r, self.wake_w = (-1, -1) if self.events else os.pipe()
+        self.parked: dict[int, Conn] = {}  # fd -> connection (epoll loop)
+        self.parked_cap = _parked_cap()
         self._ctime_sec = -1
         self._ctime = ""
-        self.recv_idle: Callable[[socket.socket], bytes] = (
-            self._recv_idle_blocking if self.blocking else self._recv_idle_poll
-        )
 
     # -- signals ---------------------------------------------------------------------
 
@@ -147,32 +199,102 @@ class Worker:
 
     # -- loops -----------------------------------------------------------------------
 
-    def serve_blocking(self) -> None:
-        """One listener, one thread: blocking accept, interrupted by _Stop when idle."""
-        endpoint = self.endpoints[0]
-        accept = endpoint.sock._accept  # (fd, addr): no Python-level socket wrapper
-        family, type_, proto = endpoint.sock.family, endpoint.sock.type, endpoint.sock.proto
-        serve = endpoint.serve
+    def serve_events(self) -> None:
+        """One thread: epoll over the listeners and the parked connections."""
+        ep = select.epoll()
+        listeners: dict[int, Endpoint] = {}
+        for endpoint in self.endpoints:
+            fd = endpoint.sock.fileno()
+            try:
+                ep.register(fd, select.EPOLLIN | _EXCLUSIVE)
+            except OSError:  # a kernel without EPOLLEXCLUSIVE: every worker wakes
+                ep.register(fd, select.EPOLLIN)
+            listeners[fd] = endpoint
+        parked = self.parked
         core = Core(self, 0)
-        new_socket = _socket.socket  # the C type: no Python-level __init__ per connection
+        poll = ep.poll
+        flush = self.account.flush
+        monotonic = time.monotonic
+        next_sweep = monotonic() + _TICK
+        try:
+            while True:
+                flush()  # the counters reach the scoreboard before any wait
+                self.idle = True
+                if self.stopping:
+                    return
+                events = poll(_TICK)
+                self.idle = False
+                now = monotonic()
+                for fd, _ in events:
+                    endpoint = listeners.get(fd)
+                    if endpoint is not None:
+                        self._accept_all(core, endpoint, ep, now)
+                    else:
+                        conn = parked.get(fd)
+                        if conn is not None and not self._serve(core, conn):
+                            self._unpark(ep, conn)
+                            conn.sock.close()
+                        elif conn is not None:
+                            conn.idle_since = now
+                    if self.stopping:
+                        return
+                if now >= next_sweep:
+                    next_sweep = now + _TICK
+                    self._sweep(ep, now)
+        finally:
+            self.idle = False
+            for conn in list(parked.values()):
+                conn.sock.close()
+            parked.clear()
+            ep.close()
+
+    def _accept_all(self, core: Core, endpoint: Endpoint, ep: Any, now: float) -> None:
+        """Accept and serve new connections; go on while nothing else is parked."""
+        parked = self.parked
         while True:
-            self.idle = True
-            if self.stopping:
+            try:
+                conn = endpoint.accept()
+            except (BlockingIOError, InterruptedError):
+                return  # another worker took it, or the queue is empty
+            except OSError as exc:
+                self._accept_failed(exc)
                 return
             try:
-                fd, addr = accept()
-            except (BlockingIOError, InterruptedError):
-                continue  # the listener's read timeout expired: nothing to do
-            except OSError as exc:
-                self.idle = False
-                self._accept_failed(exc)
-                continue
-            self.idle = False
-            conn = new_socket(family, type_, proto, fd)
-            self._handle(core, conn, addr, endpoint, serve)
+                data = conn.sock.recv(_RECV, socket.MSG_DONTWAIT)
+            except BlockingIOError:  # nothing sent yet (no TCP_DEFER_ACCEPT): wait in epoll
+                data = None
+            except OSError:
+                data = b""
+            if data is None:
+                keep = True
+            elif data:
+                conn.buf = data
+                keep = self._serve(core, conn)
+            else:
+                keep = False
+            if keep:
+                conn.idle_since = now
+                parked[conn.fd] = conn
+                ep.register(conn.fd, select.EPOLLIN)
+            else:
+                conn.sock.close()
+            if parked or self.stopping:
+                return
+
+    def _unpark(self, ep: Any, conn: Conn) -> None:
+        del self.parked[conn.fd]
+        with contextlib.suppress(OSError, ValueError):
+            ep.unregister(conn.fd)  # before close: a forked child may share the socket
+
+    def _sweep(self, ep: Any, now: float) -> None:
+        """Close parked connections idle for READ_TIMEOUT."""
+        deadline = now - READ_TIMEOUT
+        for conn in [c for c in self.parked.values() if c.idle_since < deadline]:
+            self._unpark(ep, conn)
+            conn.sock.close()
 
     def serve_polling(self, core_id: int) -> None:
-        """Several listeners or threads: poll the listeners and the wake-up pipe."""
+        """Threads: poll the listeners and the wake-up pipe; keep each connection."""
         poller = select.poll()
         by_fd = {}
         for endpoint in self.endpoints:
@@ -181,65 +303,69 @@ class Worker:
         poller.register(self.wake_r, select.POLLIN)
         core = Core(self, core_id)
         while not self.stopping:
+            self.flush_account()
             for fd, _ in poller.poll():
                 if fd == self.wake_r or self.stopping:
                     return
-                endpoint = by_fd[fd]
                 try:
-                    conn, addr = endpoint.sock.accept()
+                    conn = by_fd[fd].accept()
                 except (BlockingIOError, InterruptedError):
                     continue  # another worker or thread took it
                 except OSError as exc:
                     self._accept_failed(exc)
                     continue
-                conn.setblocking(True)
-                self._handle(core, conn, addr, endpoint, endpoint.serve)
+                try:
+                    while self._serve(core, conn) and not self.stopping:
+                        data = self._recv_idle_poll(conn.sock)
+                        if not data:
+                            break
+                        conn.buf = data
+                except OSError:
+                    pass  # the client went away while idle
+                finally:
+                    conn.sock.close()
 
     def _accept_failed(self, exc: OSError) -> None:
         self.log(f"accept(): {exc}")
         time.sleep(0.1)  # fd exhaustion and friends: do not spin
 
-    def _handle(self, core: Core, conn: socket.socket, addr: Any, endpoint: Endpoint,
-                serve: Callable[..., None]) -> None:  # fmt: skip
-        core.sock = conn
+    def _serve(self, core: Core, conn: Conn) -> bool:
+        """Serve what ``conn`` has ready; True when it stays open for another request."""
+        core.sock = conn.sock
         try:
-            serve(core, conn, addr, endpoint)
+            return conn.endpoint.serve(core, conn)
         except OSError:
-            pass  # the client went away
+            return False  # the client went away
         except Exception as exc:
-            self.log(f"connection from {endpoint.peer(addr)} failed: {exc!r}")
+            self.log(f"connection from {conn.peer()} failed: {exc!r}")
+            return False
         finally:
             core.sock = None
-            conn.close()
-
-    def _recv_idle_blocking(self, conn: socket.socket) -> bytes:
-        """Wait for the next keep-alive request; a graceful stop cuts the wait."""
-        self.idle = True
-        try:
-            if self.stopping:
-                return b""
-            return conn.recv(65536)
-        except (BlockingIOError, InterruptedError):
-            return b""
-        finally:
-            self.idle = False
 
     def _recv_idle_poll(self, conn: socket.socket) -> bytes:
+        """Threads: wait for the next keep-alive request; a graceful stop cuts the wait."""
         if self.stopping:
             return b""
+        self.flush_account()
         poller = select.poll()
         poller.register(conn.fileno(), select.POLLIN)
         poller.register(self.wake_r, select.POLLIN)
         events = poller.poll(READ_TIMEOUT * 1000)
         if not events or self.stopping or any(fd == self.wake_r for fd, _ in events):
             return b""
-        return conn.recv(65536)
+        return conn.recv(_RECV)
+
+    def flush_account(self) -> None:
+        """Threads: store the scoreboard counters before this thread waits."""
+        with self.lock or contextlib.nullcontext():
+            self.account.flush()
 
     # -- one request -----------------------------------------------------------------
 
     def may_keep_alive(self) -> bool:
-        """False when this request will be the worker's last one."""
-        if self.stopping:
+        """False when this request will be the worker's last one, or the connection's
+        (the parking lot is full)."""
+        if self.stopping or len(self.parked) >= self.parked_cap:
             return False
         return not self.max_requests or self.requests + 1 < self.max_requests
 
@@ -248,26 +374,25 @@ class Worker:
         start = time.time()
         start_us = int(start * 1000000)
         lock = self.lock
+        account = self.account
         if lock is None:
-            self.slot.begin_request(start_us)
+            account.begin(start_us)
         else:
             with lock:
                 self.busy[core.id] = start_us
-                self.slot.begin_request(min(self.busy.values()))
+                account.begin(min(self.busy.values()))
         keep, failed = core.serve(environ)
         end = time.time()
         sent = core.sent + core.hsize
         if lock is None:
-            self.slot.end_request(int(end * 1000000), sent, failed)
+            account.end(int(end * 1000000), sent, failed)
             self.requests += 1
         else:
             with lock:
                 del self.busy[core.id]
-                self.slot.end_request(int(end * 1000000), sent, failed)
-                if self.busy:
-                    self.slot.request_start = min(self.busy.values())
-                    self.slot.in_request = 1
-                    self.slot.status = STATUS_BUSY
+                account.end(int(end * 1000000), sent, failed)
+                if self.busy:  # another thread is still in a request: the oldest one
+                    account.begin(min(self.busy.values()))
                 self.requests += 1
         if self.logging:
             self._access_log(core, environ, start, end, vsize, nvars)
@@ -318,12 +443,12 @@ class Worker:
 
     def run(self) -> int:
         for endpoint in self.endpoints:
-            endpoint.prepare(self.blocking)
+            endpoint.prepare()
         self.slot.status = STATUS_IDLE
         self.slot.accepting = 1
         try:
-            if self.blocking:
-                self.serve_blocking()
+            if self.events:
+                self.serve_events()
             elif self.threads == 1:
                 self.serve_polling(0)
             else:
@@ -333,6 +458,7 @@ class Worker:
         finally:
             self.idle = False
             self.slot.accepting = 0
+            self.account.close()
             _quiet_signals()
         return 0
 
