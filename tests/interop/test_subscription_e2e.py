@@ -212,24 +212,37 @@ def brood_pool(start_brood, app_file: str, *subscribe: str):
                        "--env", "NODE_NAME=brood-node", "-p", "1", *subscribe)
 
 
-def test_brood_pool_subscribes_to_uwsgi_http_router(start_brood, start_uwsgi,
-                                                     app_file: str) -> None:
-    need_uwsgi("http")
+# (uWSGI plugin and option prefix, how a client reaches it, what it is called)
+UWSGI_ROUTERS = {
+    "http": (lambda front, host: http(front, host=host, timeout=3), "uWSGI's HTTP router"),
+    "fastrouter": (lambda front, host: uwsgi_call(front, host=host, timeout=3),
+                   "uWSGI's fastrouter"),
+}
+
+
+@pytest.mark.parametrize("kind", sorted(UWSGI_ROUTERS))
+def test_brood_pool_subscribes_to_a_uwsgi_router(kind: str, start_brood, start_uwsgi,
+                                                 app_file: str) -> None:
+    need_uwsgi(kind)
+    request, name = UWSGI_ROUTERS[kind]
     port = sub_port()
     router = start_uwsgi(
-        lambda http_port: ["--plugins", "http", "--master", "--http",
-                           f"127.0.0.1:{http_port}",
-                           "--http-subscription-server", f"127.0.0.1:{port}"],
+        lambda front_port: ["--plugins", kind, "--master", f"--{kind}",
+                            f"127.0.0.1:{front_port}",
+                            f"--{kind}-subscription-server", f"127.0.0.1:{port}"],
         probe=tcp_open)
     front = f"127.0.0.1:{router.port}"
     pool = brood_pool(start_brood, app_file, "--subscribe-to",
                       f"127.0.0.1:{port}:brood.example")
 
     def logs() -> str:
-        return f"--- uwsgi router\n{router.log()}\n--- brood\n{pool.log()}"
+        return f"--- {name}\n{router.log()}\n--- brood\n{pool.log()}"
 
-    poll_answer(lambda: http(front, host="brood.example", timeout=3), b"brood-node",
-                "brood.example through uWSGI's HTTP router", logs)
+    poll_answer(lambda: request(front, "brood.example"), b"brood-node",
+                f"brood.example through {name}", logs)
+    # an unknown key gets no answer (uWSGI closes the connection)
+    with contextlib.suppress(OSError, EOFError):
+        assert request(front, "nobody.example")[0] != 200
     node = pool.address_of("uwsgi socket 0")
     assert f"brood.example => new node: {node}" in router.log()
     # brood unsubscribes at shutdown; uWSGI logs the unsubscribe as "marking ... as
@@ -237,35 +250,5 @@ def test_brood_pool_subscribes_to_uwsgi_http_router(start_brood, start_uwsgi,
     pool.stop()
     router_saw(router, f"brood.example => marking {node} as failed", logs)
     with contextlib.suppress(OSError, EOFError):  # uWSGI closes when no node is left
-        assert http(front, host="brood.example", timeout=3)[0] != 200
-    router.stop()
-
-
-def test_brood_pool_subscribes_to_uwsgi_fastrouter(start_brood, start_uwsgi,
-                                                   app_file: str) -> None:
-    need_uwsgi("fastrouter")
-    port = sub_port()
-    router = start_uwsgi(
-        lambda fr_port: ["--plugins", "fastrouter", "--master", "--fastrouter",
-                         f"127.0.0.1:{fr_port}",
-                         "--fastrouter-subscription-server", f"127.0.0.1:{port}"],
-        probe=tcp_open)
-    front = f"127.0.0.1:{router.port}"
-    pool = brood_pool(start_brood, app_file, "--subscribe-to",
-                      f"127.0.0.1:{port}:brood.example")
-
-    def logs() -> str:
-        return f"--- uwsgi fastrouter\n{router.log()}\n--- brood\n{pool.log()}"
-
-    poll_answer(lambda: uwsgi_call(front, host="brood.example", timeout=3), b"brood-node",
-                "brood.example through uWSGI's fastrouter", logs)
-    # an unknown key gets no answer from the fastrouter (it closes the connection)
-    with contextlib.suppress(OSError, EOFError):
-        assert uwsgi_call(front, host="nobody.example", timeout=3)[0] != 200
-    node = pool.address_of("uwsgi socket 0")
-    assert f"brood.example => new node: {node}" in router.log()
-    pool.stop()
-    router_saw(router, f"brood.example => marking {node} as failed", logs)
-    with contextlib.suppress(OSError, EOFError):
-        assert uwsgi_call(front, host="brood.example", timeout=3)[0] != 200
+        assert request(front, "brood.example")[0] != 200
     router.stop()
