@@ -53,20 +53,7 @@ def build_vars_block(head: RequestHead, client: Client, settings: HttpSettings, 
                      server_port: bytes, https: bool, content_length: int | None,
                      forwarded_for: bool) -> bytes:
     """The encoded vars block for ``head``."""
-    if not forwarded_for:
-        return encode_request_vars(
-            head,
-            remote_addr=client.remote_addr,
-            remote_port=client.remote_port,
-            server_name=settings.server_name,
-            server_port=server_port,
-            https=https,
-            extra=settings.extra_vars,
-            server_name_as_http_host=settings.server_name_as_http_host,
-            content_length=content_length,
-        )
-    pairs = request_vars(
-        head,
+    facts = dict(
         remote_addr=client.remote_addr,
         remote_port=client.remote_port,
         server_name=settings.server_name,
@@ -76,6 +63,9 @@ def build_vars_block(head: RequestHead, client: Client, settings: HttpSettings, 
         server_name_as_http_host=settings.server_name_as_http_host,
         content_length=content_length,
     )
+    if not forwarded_for:
+        return encode_request_vars(head, **facts)
+    pairs = request_vars(head, **facts)
     # The proxy chain grows by the client we saw: "<existing>, <client ip>".
     addr = client.remote_addr.encode("ascii")
     for i, (key, value) in enumerate(pairs):
