@@ -99,17 +99,23 @@ class BroodProcess:
 
     def stop(self, timeout: float = 10.0) -> None:
         """SIGINT, wait, then SIGKILL the process group (leftover children included)."""
-        if self.proc.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                self.proc.send_signal(signal.SIGINT)
-            try:
-                self.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(self.proc.pid, signal.SIGKILL)
+        stop_session(self.proc, signal.SIGINT, timeout)
         self._log.close()
+
+
+def stop_session(proc: subprocess.Popen, stop_signal: int, timeout: float) -> None:
+    """Send ``stop_signal``, wait up to ``timeout``, then SIGKILL the process and its whole
+    group (it was started with ``start_new_session``), leftover children included."""
+    if proc.poll() is None:
+        with contextlib.suppress(ProcessLookupError):
+            proc.send_signal(stop_signal)
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(5)
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(proc.pid, signal.SIGKILL)
 
 
 def _connect(address: str, timeout: float) -> socket.socket:

@@ -38,7 +38,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "integration"))
 
-from _broodkit import BroodProcess, wait_until  # noqa: E402
+from _broodkit import BroodProcess, stop_session, wait_until  # noqa: E402
 
 import brood.demo.hello  # noqa: E402
 
@@ -118,16 +118,7 @@ class ExtProcess:
         return self.proc.poll() is None
 
     def stop(self, timeout: float = 10.0) -> None:
-        if self.proc.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                self.proc.send_signal(self.stop_signal)
-            try:
-                self.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(self.proc.pid, signal.SIGKILL)
+        stop_session(self.proc, self.stop_signal, timeout)
         self._log.close()
 
 
