@@ -158,10 +158,7 @@ async def relay(
     async def one_way(src: Endpoint, dst: Endpoint, slot: int, nursery: trio.Nursery,
                       last: bool) -> None:
         try:
-            if use_splice:
-                await _splice_copy(src, dst, counts, slot, touch)  # type: ignore[arg-type]
-            else:
-                await _copy(src, dst, counts, slot, touch)
+            await _copy_one_way(src, dst, counts, slot, touch, use_splice)
         except _GONE as exc:
             result.error = exc
             nursery.cancel_scope.cancel()
@@ -205,16 +202,22 @@ async def relay_answer(
     try:
         with scope:
             try:
-                if use_splice:
-                    await _splice_copy(b, a, counts, 1, touch)  # type: ignore[arg-type]
-                else:
-                    await _copy(b, a, counts, 1, touch)
+                await _copy_one_way(b, a, counts, 1, touch, use_splice)
             except _GONE as exc:
                 result.error = exc
     finally:
         result.b_to_a = counts[1]
     result.timed_out = scope.cancelled_caught
     return result
+
+
+async def _copy_one_way(src: Endpoint, dst: Endpoint, counts: list[int], slot: int, touch,
+                        use_splice: bool) -> None:
+    """src -> dst until src's EOF, by splice when both ends allow it."""
+    if use_splice:
+        await _splice_copy(src, dst, counts, slot, touch)  # type: ignore[arg-type]
+    else:
+        await _copy(src, dst, counts, slot, touch)
 
 
 async def _copy(src: Endpoint, dst: Endpoint, counts: list[int], slot: int, touch) -> None:
