@@ -107,6 +107,21 @@ _REQUEST_LINE_RE = re.compile(
     rb"(" + _TOKEN + rb") ([\x21-\x7e\x80-\xff]+) (HTTP/1\.[01])\r\n"
 )
 
+# The common request head whole, in one C-level match from its first byte through the
+# blank line: a request line of validated shape (HTTP/1.0 or 1.1) and header lines that
+# pass _HEADERS_RE. It ends at the first CRLFCRLF, so it also finds the head's end.
+_COMMON_HEAD_RE = re.compile(
+    rb"(" + _TOKEN + rb") ([\x21-\x7e\x80-\xff]+) HTTP/1\.([01])\r\n"
+    rb"(?:" + _TOKEN + rb":[\t\x20-\x7e\x80-\xff]*\r\n)*\r\n"
+)
+# A header value with trailing OWS somewhere in a head (rare; then values are stripped).
+_TRAILING_OWS_RE = re.compile(rb"[ \t]\r\n")
+# Heads with up to this many header lines pick out the special ones in a Python loop
+# over the pairs; longer heads use one _SPECIAL_RE scan instead.
+_LOOP_SPECIAL_MAX = 6
+_SPECIAL_NAMES = frozenset((b"host", b"content-length", b"transfer-encoding", b"connection",
+                            b"upgrade", b"expect"))
+
 _OWS = b" \t"
 
 
@@ -277,7 +292,51 @@ def parse_request_head(buf: bytes | bytearray, limit: int = DEFAULT_HEAD_LIMIT) 
     Raises HeadTooLarge when the head (with its final CRLFCRLF) does not fit in
     ``limit`` bytes, BadRequest/UnsupportedVersion/NotImplementedCoding when it
     is malformed or ambiguous (see the module docstring).
+
+    The usual head (complete, well-formed, no leading empty lines, no trailing
+    whitespace in values) takes ``_parse_common``: the same result with fewer scans.
+    Anything else, including every head that is refused, takes the general path.
     """
+    match = _COMMON_HEAD_RE.match(buf, 0, limit)
+    if match is not None and _TRAILING_OWS_RE.search(buf, 0, match.end()) is None:
+        return _parse_common(buf, match)
+    return _parse_general(buf, limit)
+
+
+def _parse_common(buf: bytes | bytearray, match: re.Match[bytes]) -> RequestHead:
+    """The fast path of ``parse_request_head`` for a head ``_COMMON_HEAD_RE`` matched
+    (validated already, ending at ``match.end()``, no trailing OWS in any value)."""
+    method, target, minor = match.groups()
+    end = match.end()
+    hstart = buf.find(b"\n") + 1
+    headers = _HEADER_PAIRS_RE.findall(buf, hstart, end - 2)  # bytes, even from a bytearray
+    http11 = minor == b"1"
+    special: dict[bytes, list[bytes]] | None = None
+    if len(headers) <= _LOOP_SPECIAL_MAX:
+        for name, value in headers:
+            lname = name.lower()
+            if lname in _SPECIAL_NAMES:
+                if special is None:
+                    special = {lname: [value]}
+                elif lname in special:
+                    special[lname].append(value)
+                else:
+                    special[lname] = [value]
+    else:
+        found = _SPECIAL_RE.findall(buf, hstart - 2, end - 2)
+        if found:
+            special = _split_special(found)
+    if special is None:
+        special = _NO_SPECIAL
+    get = special.get
+    return _request_head(method, target, b"HTTP/1.1" if http11 else b"HTTP/1.0", http11,
+                         headers, get(b"host", ()), get(b"content-length"),
+                         get(b"transfer-encoding"), get(b"connection"), get(b"upgrade"),
+                         get(b"expect"), end)
+
+
+def _parse_general(buf: bytes | bytearray, limit: int) -> RequestHead | None:
+    """``parse_request_head`` for any input: finds the end, says why a head is refused."""
     start = 0
     while buf.startswith(b"\r\n", start):
         start += 2
@@ -312,11 +371,18 @@ def parse_request_head(buf: bytes | bytearray, limit: int = DEFAULT_HEAD_LIMIT) 
     else:
         headers = []
     get = special.get
-    hosts = get(b"host", ())
-    lengths = get(b"content-length")
-    codings = get(b"transfer-encoding")
-    connection = get(b"connection")
+    return _request_head(method, target, version, http11, headers, get(b"host", ()),
+                         get(b"content-length"), get(b"transfer-encoding"),
+                         get(b"connection"), get(b"upgrade"), get(b"expect"), end + 4)
 
+
+def _request_head(method: bytes, target: bytes, version: bytes, http11: bool,
+                  headers: list[tuple[bytes, bytes]], hosts: list[bytes] | tuple[()],
+                  lengths: list[bytes] | None, codings: list[bytes] | None,
+                  connection: list[bytes] | None, upgrade: list[bytes] | None,
+                  expect: list[bytes] | None, size: int) -> RequestHead:
+    """The checks and framing decisions shared by both paths, on the special headers'
+    values (each a list in the order sent, None when absent)."""
     path, query, authority = _split_target(method, target)
 
     if len(hosts) > 1:
@@ -346,17 +412,15 @@ def parse_request_head(buf: bytes | bytearray, limit: int = DEFAULT_HEAD_LIMIT) 
     if connection:
         conn = _tokens(connection)
         keep_alive = _keep_alive(http11, conn)
-        upgrade = get(b"upgrade")
         up = b", ".join(upgrade) if upgrade and http11 and b"upgrade" in conn else None
     else:
         keep_alive = http11
         up = None
-    expect = get(b"expect")
     expect_continue = http11 and expect is not None and any(
         v.lower() == b"100-continue" for v in expect)
 
     return RequestHead(method, target, path, query, version, headers, content_length, chunked,
-                       keep_alive, expect_continue, up, host, end + 4)
+                       keep_alive, expect_continue, up, host, size)
 
 
 def _find_response_end(buf: bytes | bytearray, limit: int) -> int:

@@ -12,7 +12,12 @@ from hypothesis import strategies as st
 
 from brood.protocol.chunked import LAST_CHUNK, ChunkedDecoder, encode_chunk
 from brood.protocol.errors import BadRequest, PacketError, ProtocolError
-from brood.protocol.http1 import _parse_response_slow, parse_request_head, parse_response_head
+from brood.protocol.http1 import (
+    _parse_general,
+    _parse_response_slow,
+    parse_request_head,
+    parse_response_head,
+)
 from brood.protocol.proxy import V2_SIGNATURE, ProxyInfo, parse_proxy
 from brood.protocol.uwsgi import (
     MAX_VARS_SIZE,
@@ -217,6 +222,40 @@ def test_request_mutations_only_protocol_error(req, pos, junk):
     mutated = data[:pos] + junk + data[pos + len(junk) :]
     result = _outcome(parse_request_head, mutated, LIMIT)
     assert result is None or isinstance(result, ProtocolError) or result.size <= len(mutated)
+
+
+special_name = st.sampled_from([b"Host", b"host", b"HOST", b"Content-Length", b"content-length",
+                                 b"Transfer-Encoding", b"Connection", b"connection", b"Upgrade",
+                                 b"Expect", b"X-Other"])
+special_value = st.sampled_from([b"close", b"keep-alive", b"Upgrade", b"upgrade, close",
+                                 b"chunked", b"gzip, chunked", b"100-continue", b"12", b"12, 12",
+                                 b"7, 8", b"websocket", b"example.com", b"a b", b"", b"x "])
+
+
+@st.composite
+def varied_heads(draw):
+    """Heads the common path takes and heads it must hand over: special headers in any
+    case and number, trailing whitespace, leading empty lines, odd targets."""
+    method = draw(st.sampled_from([b"GET", b"POST", b"HEAD", b"OPTIONS", b"CONNECT", b"get"]))
+    target = draw(st.sampled_from([b"/", b"/a?b=c", b"*", b"http://h:1/p?q", b"h:443", b"x"]))
+    version = draw(st.sampled_from([b"HTTP/1.1", b"HTTP/1.0", b"HTTP/1.2"]))
+    pairs = draw(st.lists(st.one_of(st.tuples(special_name, special_value),
+                                    st.tuples(plain_name, header_value)), max_size=10))
+    lead = draw(st.sampled_from([b"", b"", b"\r\n"]))
+    sep = draw(st.sampled_from([b": ", b":", b":  ", b":\t"]))
+    data = lead + b"%s %s %s\r\n" % (method, target, version)
+    data += b"".join(name + sep + value + b"\r\n" for name, value in pairs) + b"\r\n"
+    return data
+
+
+@given(varied_heads(), st.integers(20, 400), st.binary(max_size=8))
+def test_request_common_path_equals_general_path(data, limit, rest):
+    fast = _outcome(parse_request_head, data + rest, limit)
+    general = _outcome(_parse_general, data + rest, limit)
+    if isinstance(general, ProtocolError):
+        assert type(fast) is type(general) and fast.status == general.status
+    else:
+        assert fast == general
 
 
 @given(st.binary(max_size=300), st.sampled_from([b"GET", b"HEAD", b"CONNECT"]))
