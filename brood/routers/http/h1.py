@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import trio
@@ -88,7 +89,54 @@ async def exchange(up: Upstream, client: Client, request: Request, settings: Htt
     m1 = node.modifier1 if settings.modifier1 is None else settings.modifier1
     m2 = node.modifier2 if settings.modifier2 is None else settings.modifier2
     packet = encode_header(m1, len(request.block), m2) + request.block + request.body.prefix
-    timeout = settings.timeout
+    touch = _toucher(scope, settings.timeout, hard_deadline)
+    touch()
+    if settings.raw_body:
+        await up.send(packet)
+        scope.deadline = hard_deadline  # the relay keeps its own idle timeout
+        await _raw_pipe(up, client, out, end_when_node_done=True)
+        return
+    await up.send(packet)
+    if not request.body.pending:
+        await _answer(up, client, head, settings, out, scope, hard_deadline, touch)
+        return
+    accepts_gzip = settings.auto_gzip and wants_gzip(head.headers)
+    relay_args = dict(method=head.method, client_http11=head.version == b"HTTP/1.1",
+                      accepts_gzip=accepts_gzip, auto_chunked=settings.auto_chunked,
+                      auto_gzip=settings.auto_gzip, touch=touch, out=out)
+    await _with_body(up, client, request.body, touch, relay_args, out)
+    if out.upgraded:
+        scope.deadline = hard_deadline
+        await _raw_pipe(up, client, out, end_when_node_done=False)
+
+
+async def answer(up: Upstream, client: Client, head: RequestHead, settings: HttpSettings,
+                 out: Outcome, scope: trio.CancelScope, hard_deadline: float) -> None:
+    """The second half of ``exchange`` for a request without a body that already went
+    to the node (the HTTP router's fast lane hands such a request over here when the
+    answer needs more than it does itself): relay the answer, then any upgrade."""
+    touch = _toucher(scope, settings.timeout, hard_deadline)
+    touch()
+    await _answer(up, client, head, settings, out, scope, hard_deadline, touch)
+
+
+async def _answer(up: Upstream, client: Client, head: RequestHead, settings: HttpSettings,
+                  out: Outcome, scope: trio.CancelScope, hard_deadline: float,
+                  touch: Callable[[], None]) -> None:
+    await relay_response(up, client.sock, method=head.method,
+                         client_http11=head.version == b"HTTP/1.1",
+                         accepts_gzip=settings.auto_gzip and wants_gzip(head.headers),
+                         auto_chunked=settings.auto_chunked, auto_gzip=settings.auto_gzip,
+                         touch=touch, out=out)
+    if out.upgraded:
+        scope.deadline = hard_deadline
+        await _raw_pipe(up, client, out, end_when_node_done=False)
+
+
+def _toucher(scope: trio.CancelScope, timeout: float, hard_deadline: float
+             ) -> Callable[[], None]:
+    """What every chunk moved calls: push the scope's idle deadline, never past
+    ``hard_deadline`` (harakiri)."""
     slack = deadline_slack(timeout)
     if hard_deadline == math.inf:
         def touch() -> None:
@@ -100,27 +148,7 @@ async def exchange(up: Upstream, client: Client, request: Request, settings: Htt
                 push_deadline(scope, target, slack)
             elif scope.deadline != hard_deadline:
                 scope.deadline = hard_deadline
-    touch()
-    if settings.raw_body:
-        await up.send(packet)
-        scope.deadline = hard_deadline  # the relay keeps its own idle timeout
-        await _raw_pipe(up, client, out, end_when_node_done=True)
-        return
-    accepts_gzip = settings.auto_gzip and wants_gzip(head.headers)
-    await up.send(packet)
-    if not request.body.pending:
-        await relay_response(up, client.sock, method=head.method,
-                             client_http11=head.version == b"HTTP/1.1",
-                             accepts_gzip=accepts_gzip, auto_chunked=settings.auto_chunked,
-                             auto_gzip=settings.auto_gzip, touch=touch, out=out)
-    else:
-        answer = dict(method=head.method, client_http11=head.version == b"HTTP/1.1",
-                      accepts_gzip=accepts_gzip, auto_chunked=settings.auto_chunked,
-                      auto_gzip=settings.auto_gzip, touch=touch, out=out)
-        await _with_body(up, client, request.body, touch, answer, out)
-    if out.upgraded:
-        scope.deadline = hard_deadline
-        await _raw_pipe(up, client, out, end_when_node_done=False)
+    return touch
 
 
 async def _with_body(up: Upstream, client: Client, body: BodyPlan, touch, answer: dict,

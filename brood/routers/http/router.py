@@ -44,7 +44,13 @@ from brood.routers.engine import Engine, client_ip
 from brood.routers.errors import NodeFailed, NodeTimeout, RoutingError
 from brood.routers.http import accesslog
 from brood.routers.http.body import BodyPlan, Client, ClientGone, plan_body
-from brood.routers.http.h1 import Request, build_vars_block, exchange, has_forwarded_for
+from brood.routers.http.h1 import (
+    Request,
+    answer,
+    build_vars_block,
+    exchange,
+    has_forwarded_for,
+)
 from brood.routers.http.response import Outcome
 from brood.routers.http.settings import HttpSettings
 from brood.routers.net.listen import ConnectionHandler
@@ -148,20 +154,111 @@ class HttpRouter:
         # The settings a SOURCE request is exchanged with (--http-manage-source).
         self.source_settings = (dataclasses.replace(settings, raw_body=True)
                                 if settings.manage_source else None)
+        # Plain sockets whose connections start with a request go through the fast lane
+        # (TLS, PROXY and stud prefixes, redirects and raw bodies take the general path).
+        self.lane_ok = not (self.https or self.to_https or settings.proxy_protocol
+                            or settings.stud_prefix or settings.raw_body)
+        self.lane: Any = None
 
     async def __call__(self, sock: Endpoint, peer: Any) -> None:
+        await self._serve_connection(Client(sock, *_peer_address(peer)), peer, first=True)
+
+    # -- the fast lane --------------------------------------------------------------------
+    def adopt(self, sock: socket.socket, peer: Any, sessions: trio.Nursery) -> bool:
+        """Take an accepted connection into the fast lane (``lane``) instead of a task of
+        its own; False when this socket's settings need the general path throughout."""
+        if not self.lane_ok:
+            return False
+        lane = self.lane
+        if lane is None:
+            from brood.routers.http.lane import Lane
+
+            lane = self.lane = Lane(self, sessions)
+            sessions.start_soon(lane.run)
+        lane.adopt(sock, peer)
+        return True
+
+    async def resume(self, sock: Endpoint, peer: Any, buf: bytes) -> None:
+        """Go on with a connection the fast lane hands over between requests: ``buf``
+        holds what it read and did not serve (the start of the next request)."""
         client = Client(sock, *_peer_address(peer))
+        client.buf = buf
+        await self._serve_connection(client, peer, first=False)
+
+    async def resume_answer(self, sock: Endpoint, peer: Any, buf: bytes, head: RequestHead,
+                            key: bytes, upstream: Any, started: float) -> None:
+        """Go on with a request the fast lane sent to a node whose answer it does not
+        relay itself (chunked, interim, upgrade, re-framed): ``upstream`` replays the
+        answer's first bytes. The lane counted the session; it is closed here."""
+        client = Client(sock, *_peer_address(peer))
+        client.buf = buf
+        conn = _Conn()
+        conn.head, conn.key, conn.phase = head, key, _NODE
+        out = conn.out = Outcome()
+        harakiri = self.engine.settings.harakiri
+        conn.hard_deadline = trio.current_time() + harakiri if harakiri > 0 else math.inf
+        try:
+            with conn.scope:
+                try:
+                    async with upstream:
+                        error = await self._answer(upstream, client, head, out, conn)
+                finally:
+                    self.engine.session_closed()
+                if error is not None:
+                    if out.sent:
+                        self.engine.log_failure(peer, error)
+                    else:
+                        await self.fail(client, peer, error.status, error, head, key)
+                    return
+                self._log_access(client, head, out, key, upstream.node.name, started)
+                if not (self.settings.keepalive and head.keep_alive and out.keep_alive
+                        and out.complete):
+                    return
+        except ClientGone as exc:
+            log.debug("http: client %s gone: %s", peer, exc)
+            return
+        if conn.scope.cancelled_caught:
+            await self.timed_out(client, peer, conn)
+            return
+        await self._serve_connection(client, peer, first=False)
+
+    async def _answer(self, upstream: Any, client: Client, head: RequestHead, out: Outcome,
+                      conn: _Conn) -> RoutingError | None:
+        """``h1.answer``, its failures turned into routing errors (None: success)."""
+        try:
+            await answer(upstream, client, head, self.settings, out, conn.scope,
+                         conn.hard_deadline)
+        except BadResponse as exc:
+            return NodeFailed(f"node {upstream.node.name}: {exc.reason}")
+        except OSError as exc:
+            return NodeFailed(f"node {upstream.node.name}: {exc.strerror or exc}")
+        return None
+
+    def _log_access(self, client: Client, head: RequestHead, out: Outcome, key: bytes,
+                    node_name: str, started: float) -> None:
+        if accesslog.enabled():
+            accesslog.log_request(self.settings.log_format, client.remote_addr,
+                                  client.remote_port, head, out.status, out.sent, key,
+                                  node_name, time.monotonic() - started)
+
+    # -- the general path -------------------------------------------------------------------
+    async def _serve_connection(self, client: Client, peer: Any, *, first: bool) -> None:
+        """Requests one after another on ``client`` until it closes or may not go on;
+        ``first``: a new connection (its prefixes are read first, its first head may
+        take --http-headers-timeout)."""
         conn = _Conn()
         settings = self.settings
         try:
             with conn.scope:
-                if (settings.stud_prefix and client.remote_addr in settings.stud_prefix
+                if (first and settings.stud_prefix
+                        and client.remote_addr in settings.stud_prefix
                         and not await self.read_stud(client, peer, conn)):
                     return
-                if settings.proxy_protocol and not await self.read_proxy(client, peer, conn):
+                if (first and settings.proxy_protocol
+                        and not await self.read_proxy(client, peer, conn)):
                     return
-                wait, slack = settings.headers_timeout, self.headers_slack
-                first = True
+                wait, slack = ((settings.headers_timeout, self.headers_slack) if first
+                               else (settings.keepalive_idle, self.idle_slack))
                 while True:
                     conn.phase = _IDLE
                     push_deadline(conn.scope, trio.current_time() + wait, slack)
@@ -312,10 +409,7 @@ class HttpRouter:
                 return False
         finally:
             engine.session_closed()
-        if accesslog.enabled():
-            accesslog.log_request(settings.log_format, client.remote_addr,
-                                  client.remote_port, head, out.status, out.sent, key,
-                                  node_name, time.monotonic() - started)
+        self._log_access(client, head, out, key, node_name, started)
         return (settings.keepalive and head.keep_alive and out.keep_alive and out.complete)
 
     async def _exchange(self, upstream: Any, client: Client, request: Request,

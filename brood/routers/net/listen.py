@@ -58,6 +58,9 @@ async def accept_loop(
     """
     task_status.started()
     raw = sockio.raw(listen_sock)
+    # A handler may serve connections without a task each (the HTTP router's fast lane):
+    # ``adopt(sock, peer, sessions)`` returns True when it took the socket.
+    adopt = getattr(handler, "adopt", None)
     batch = 0
     while True:
         if may_accept is not None:
@@ -80,15 +83,19 @@ async def accept_loop(
                 continue  # the client left before we took it
             raise
         batch += 1
+        if adopt is not None and adopt(sock, peer, sessions):
+            continue
         conn = trio.socket.from_stdlib_socket(sock)
         set_nodelay(conn)
-        sessions.start_soon(_run_connection, handler, conn, peer)
+        sessions.start_soon(run_connection, handler, conn, peer)
 
 
-async def _run_connection(handler: ConnectionHandler, conn: trio.socket.SocketType,
-                          peer: Any) -> None:
+async def run_connection(handler: Callable[..., Awaitable[None]], conn: trio.socket.SocketType,
+                         peer: Any, *args: Any) -> None:
+    """``handler(conn, peer, *args)``; a peer that resets is routine, and ``conn`` is
+    closed once the handler is done."""
     try:
-        await handler(conn, peer)
+        await handler(conn, peer, *args)
     except (OSError, trio.BrokenResourceError, trio.ClosedResourceError) as exc:
         # A peer that resets mid-request is routine for a router, not a crash.
         log.debug("connection from %s ended: %s", peer, exc)
