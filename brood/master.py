@@ -14,8 +14,9 @@ most one master cycle (1 s), shorter when a harakiri deadline or a delayed respa
 due. Each turn: handle signals and what services asked for, serve readable services,
 reap with ``WNOHANG`` and respawn (delayed when a child keeps dying young), harakiri,
 the next step of a chain reload, then once per cycle the service ticks,
-``--touch-reload`` mtimes and the ``--reload-on-rss`` backup check. ``brood: ready`` is
-logged once every worker says it is accepting.
+``--touch-reload`` mtimes, ``--evil-reload-on-rss`` (SIGKILL, even mid-request) and the
+``--reload-on-rss`` backup check. ``brood: ready`` is logged once every worker says it
+is accepting.
 
 Signals, as uWSGI 2.0: SIGHUP graceful reload (children get their graceful signal and
 ``--worker-reload-mercy`` seconds to finish in-flight work, then the master re-executes
@@ -157,9 +158,10 @@ class Master:
         """Run until a signal or a touched file asks for a reload or shutdown."""
         assert self.children is not None and self.sigpipe is not None and self.selector
         harakiri = int(self.cfg["harakiri"] or 0)
+        verbose = bool(self.cfg["harakiri-verbose"])
         while True:
             now = time.time()
-            timeout = self._timeout(now, self.children.check_harakiri(now, harakiri))
+            timeout = self._timeout(now, self.children.check_harakiri(now, harakiri, verbose))
             for key, _ in self.selector.select(timeout):
                 if key.data is not None:
                     self._serve(key.data)
@@ -220,6 +222,7 @@ class Master:
             if _mtime(path) != before:
                 log(f"*** {path} has been touched... grace them all !!! ***")
                 return GRACEFUL_RELOAD
+        self.children.check_evil_rss(int(self.cfg["evil-reload-on-rss"] or 0))
         self.children.check_rss(now, int(self.cfg["reload-on-rss"] or 0), self._worker_mercy())
         return None
 

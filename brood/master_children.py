@@ -25,7 +25,7 @@ from dataclasses import dataclass
 
 from brood.log import log
 from brood.plan import ChildSpec
-from brood.scoreboard import STATUS_NAMES
+from brood.scoreboard import STATUS_NAMES, WorkerSlot
 
 FAST_DEATH = 1.0  # a child that dies younger than this counts as dying "too fast"
 MAX_BACKOFF = 8.0  # ceiling for the respawn delay of a crash-looping child
@@ -42,6 +42,7 @@ class _Child:
     harakiri_for: int = 0  # request_start of the request already punished
     stop_deadline: float | None = None  # SIGKILL after this (graceful stop of one child)
     reloading: bool = False  # asked to exit so a fresh one replaces it (not a crash)
+    evil_killed: bool = False  # SIGKILLed over --evil-reload-on-rss, not reaped yet
 
     @property
     def name(self) -> str:
@@ -88,6 +89,7 @@ class ChildTable:
             self._run_child(child)
         child.pid, child.started, child.respawn_at = pid, now, None
         child.harakiri_for, child.stop_deadline, child.reloading = 0, None, False
+        child.evil_killed = False
         if spec.scoreboard is not None:
             spec.scoreboard.slot(child.index).pid = pid
         log(f"spawned {spec.label} {child.index} (pid: {pid}, cores: 1)")
@@ -132,6 +134,7 @@ class ChildTable:
                 slot = child.spec.scoreboard.slot(child.index)
                 slot.accepting = 0
                 slot.request_start = 0
+                slot.clear_requests()
             if not self.respawning:
                 log(f"{child.name} (pid: {pid}) exited ({describe_status(status)})")
                 continue
@@ -238,8 +241,10 @@ class ChildTable:
 
     # -- per-cycle checks ------------------------------------------------------------
 
-    def check_harakiri(self, now: float, seconds: int) -> float | None:
-        """SIGKILL workers stuck in one request for ``seconds``; next deadline or None."""
+    def check_harakiri(self, now: float, seconds: int, verbose: bool = False) -> float | None:
+        """SIGKILL workers stuck in one request for ``seconds``; next deadline or None.
+        ``verbose`` (--harakiri-verbose): first log what each of its cores was serving
+        and where the process waits in the kernel."""
         if seconds <= 0:
             return None
         now_us = int(now * 1_000_000)
@@ -255,6 +260,8 @@ class ChildTable:
             deadline_us = start + seconds * 1_000_000
             if now_us >= deadline_us:
                 log(f"*** HARAKIRI ON WORKER {child.index} (pid: {child.pid}, try: 1) ***")
+                if verbose:
+                    _harakiri_details(child, slot)
                 slot.harakiri_count += 1
                 child.harakiri_for = start
                 self._kill(child, signal.SIGKILL)
@@ -263,10 +270,29 @@ class ChildTable:
                 soonest = at if soonest is None else min(soonest, at)
         return soonest
 
+    def check_evil_rss(self, limit_mb: int) -> None:
+        """SIGKILL workers whose RSS (from /proc, now) is ``limit_mb`` or more, even in
+        the middle of a request (--evil-reload-on-rss); the usual reap respawns them."""
+        if limit_mb <= 0:
+            return
+        limit = limit_mb * 1024 * 1024
+        for child in self.alive():
+            if child.spec.scoreboard is None or child.evil_killed:
+                continue
+            rss = _proc_rss(child.pid)
+            if rss >= limit:
+                log(f"*** EVIL RELOAD ON WORKER {child.index} RSS: {rss} (pid: {child.pid}) "
+                    f"*** rss {rss // (1024 * 1024)} MB is above evil-reload-on-rss "
+                    f"{limit_mb} MB, SIGKILL")
+                child.evil_killed = True
+                self._kill(child, signal.SIGKILL)
+
     def check_rss(self, now: float, limit_mb: int, mercy: float) -> None:
         """Gracefully recycle workers above ``--reload-on-rss`` (backup to the worker's own
         check), and SIGKILL a recycled worker that outlives ``mercy``."""
         for child in self.alive():
+            if child.evil_killed:
+                continue
             if child.stop_deadline is not None:
                 if now > child.stop_deadline:
                     log(f"{child.name} (pid: {child.pid}) ignored the reload request, SIGKILL")
@@ -316,6 +342,23 @@ class ChildTable:
 
 
 _PAGE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
+
+
+def _harakiri_details(child: _Child, slot: WorkerSlot) -> None:
+    """--harakiri-verbose, as uWSGI words it: the requests the worker's cores serve
+    (published by the worker), then its current system call and wait channel."""
+    log(f"HARAKIRI !!! worker {child.index} status !!!")
+    for core, start_us, text in slot.current_requests():
+        log(f"HARAKIRI [core {core}] {text} since {start_us // 1_000_000}")
+    log(f"HARAKIRI !!! end of worker {child.index} status !!!")
+    for name in ("syscall", "wchan"):
+        try:
+            with open(f"/proc/{child.pid}/{name}", "rb") as fh:
+                value = fh.read(4096).decode("ascii", "replace").strip()
+        except OSError:
+            continue
+        if value:
+            log(f"HARAKIRI: -- {name}> {value}")
 
 
 def _proc_rss(pid: int) -> int:

@@ -104,14 +104,17 @@ def _open_log(path: str) -> int:
         raise OptionError(f"cannot open log file {path}: {exc.strerror}")
 
 
-def _user_id(value: str) -> int:
+def _user(value: str) -> tuple[int, str | None, int | None]:
+    """(uid, login name, primary gid) of --uid's user; name and gid are None for a
+    number no passwd entry names."""
     text = str(value).strip()
-    if text.isdigit():
-        return int(text)
     try:
-        return pwd.getpwnam(text).pw_uid
+        entry = pwd.getpwuid(int(text)) if text.isdigit() else pwd.getpwnam(text)
     except KeyError:
+        if text.isdigit():
+            return int(text), None, None
         raise OptionError(f"--uid {text}: no such user")
+    return entry.pw_uid, entry.pw_name, entry.pw_gid
 
 
 def _group_id(value: str) -> int:
@@ -125,25 +128,52 @@ def _group_id(value: str) -> int:
 
 
 def drop_privileges(uid: str | None, gid: str | None) -> None:
-    """setgid then setuid (after binding, before loading the app), as uWSGI does."""
-    if gid:
-        target = _group_id(gid)
-        if target != os.getgid():
+    """setgid, the supplementary groups, then setuid (after binding, before loading the
+    app), as uWSGI does. The groups, when root: with --uid, its user's groups
+    (initgroups) plus --gid, or plus the user's primary group when --gid is not given
+    (the gid itself then stays as it was, as in uWSGI); with --gid alone, that group
+    only. So no process keeps root's supplementary groups after dropping to a user."""
+    user = _user(uid) if uid else None
+    group = _group_id(gid) if gid else None
+    if group is not None:
+        if group != os.getgid():
             try:
-                if os.getuid() == 0:
-                    os.setgroups([target])
-                os.setgid(target)
+                if os.getuid() == 0 and user is None:
+                    os.setgroups([group])
+                os.setgid(group)
             except OSError as exc:
                 raise OptionError(f"--gid {gid}: cannot switch group: {exc.strerror}")
-        log(f"setgid() to {target}")
-    if uid:
-        target = _user_id(uid)
-        if target != os.getuid():
-            try:
-                os.setuid(target)
-            except OSError as exc:
-                raise OptionError(f"--uid {uid}: cannot switch user: {exc.strerror}")
+        log(f"setgid() to {group}")
+    if user is None:
+        return
+    target, name, primary = user
+    if target == os.getuid():
         log(f"setuid() to {target}")
+        return
+    if os.getuid() == 0:
+        base = group if group is not None else primary
+        try:
+            if name is not None and base is not None:
+                os.initgroups(name, base)
+            else:
+                os.setgroups([] if base is None else [base])
+        except OSError as exc:
+            raise OptionError(f"--uid {uid}: cannot set the groups of {name or target}: "
+                              f"{exc.strerror}")
+        for extra in sorted(set(os.getgroups()) - {base}):
+            log(f"set additional group {extra} ({_group_name(extra)})")
+    try:
+        os.setuid(target)
+    except OSError as exc:
+        raise OptionError(f"--uid {uid}: cannot switch user: {exc.strerror}")
+    log(f"setuid() to {target}")
+
+
+def _group_name(gid: int) -> str:
+    try:
+        return grp.getgrgid(gid).gr_name
+    except KeyError:
+        return str(gid)
 
 
 # -- binding, or adopting what the previous incarnation left us ------------------------

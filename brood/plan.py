@@ -218,7 +218,11 @@ def contribute_workers(cfg: Config, b: PlanBuilder) -> None:
         return
     b.plan.worker_listeners = listeners
     count = max(1, int(cfg["processes"] or 1))
-    board = Scoreboard(count)
+    if cfg["log-format"]:
+        from brood.workers.reqlog import compile_format
+
+        compile_format(str(cfg["log-format"]))  # a bad --log-format stops the master here
+    board = Scoreboard(count, cores=max(1, int(cfg["threads"] or 1)))
     loaded: dict[str, Any] = {}
     if not (cfg["lazy-apps"] or cfg["lazy"]):
         def preload() -> None:

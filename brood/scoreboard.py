@@ -5,12 +5,20 @@ i+1 (uWSGI's 1-based ids). A worker writes only its own slot, the master reads a
 them for stats, harakiri and reload-on-rss. Each field is one aligned 8-byte word, so a
 reader never sees a torn value; a stats snapshot may mix before/after of one request,
 which is fine for counters.
+
+After the slots, one request record per worker core (serving thread): what the core
+is serving now (``--harakiri-verbose``: the master logs it when it kills the worker).
+A record is the request's start (an 8-byte word, 0 when none), the text's length, then
+the text. The worker clears the start, writes the text and length, then sets the
+start; the master reads the start, the text, then the start again and drops a record
+that changed meanwhile.
 """
 
 from __future__ import annotations
 
 import mmap
 import struct
+import sys
 
 # Field order is the layout; append only.
 _FIELDS = (
@@ -36,6 +44,11 @@ _FIELDS = (
 _WORD = struct.Struct("<q")
 _SLOT_SIZE = _WORD.size * len(_FIELDS)
 _OFFSET = {name: i * _WORD.size for i, name in enumerate(_FIELDS)}
+# Each field's index among a slot's 8-byte words (see ``WorkerSlot.words``).
+FIELD_INDEX = {name: i for i, name in enumerate(_FIELDS)}
+# One request record: start and length words, then the text (longer text is cut).
+_RECORD_SIZE = 512
+_RECORD_TEXT = _RECORD_SIZE - 2 * _WORD.size
 
 STATUS_IDLE = 0
 STATUS_BUSY = 1
@@ -45,13 +58,16 @@ STATUS_NAMES = {STATUS_IDLE: "idle", STATUS_BUSY: "busy", STATUS_PAUSE: "pause",
 
 
 class WorkerSlot:
-    """One worker's counters, by attribute name (``slot.requests += 1`` works)."""
+    """One worker's counters, by attribute name (``slot.requests += 1`` works), and
+    its cores' request records."""
 
-    __slots__ = ("_buf", "_base")
+    __slots__ = ("_buf", "_base", "_records", "_cores")
 
-    def __init__(self, buf: mmap.mmap, index: int) -> None:
+    def __init__(self, buf: mmap.mmap, index: int, records: int = -1, cores: int = 0) -> None:
         object.__setattr__(self, "_buf", buf)
         object.__setattr__(self, "_base", index * _SLOT_SIZE)
+        object.__setattr__(self, "_records", records)  # offset of core 0's record
+        object.__setattr__(self, "_cores", cores if records >= 0 else 0)
 
     def __getattr__(self, name: str) -> int:
         try:
@@ -68,11 +84,60 @@ class WorkerSlot:
         _WORD.pack_into(self._buf, self._base + off, int(value))
 
     def reset(self) -> None:
-        """Zero the slot, keeping the counters uWSGI keeps across respawns."""
+        """Zero the slot and its request records, keeping the counters uWSGI keeps
+        across respawns."""
         kept = {n: getattr(self, n) for n in ("respawn_count", "harakiri_count", "generation")}
         self._buf[self._base : self._base + _SLOT_SIZE] = bytes(_SLOT_SIZE)
         for name, value in kept.items():
             setattr(self, name, value)
+        self.clear_requests()
+
+    def words(self) -> memoryview | None:
+        """The slot's fields as a writable view of native 8-byte ints, indexed by
+        ``FIELD_INDEX`` (a store is one word write, far cheaper than an attribute);
+        None where the native byte order is not the stored little-endian one. Release
+        the view before the scoreboard goes away."""
+        if sys.byteorder != "little":
+            return None
+        return memoryview(self._buf)[self._base : self._base + _SLOT_SIZE].cast("q")
+
+    # -- request records (--harakiri-verbose) ----------------------------------------
+
+    def publish_request(self, core: int, start_us: int, text: bytes) -> None:
+        """Core ``core`` serves a request since ``start_us`` described by ``text``."""
+        if not 0 <= core < self._cores:
+            return
+        off = self._records + core * _RECORD_SIZE
+        buf = self._buf
+        text = text[:_RECORD_TEXT]
+        _WORD.pack_into(buf, off, 0)
+        buf[off + 16 : off + 16 + len(text)] = text
+        _WORD.pack_into(buf, off + 8, len(text))
+        _WORD.pack_into(buf, off, start_us)
+
+    def clear_request(self, core: int) -> None:
+        """Core ``core`` is done with its request."""
+        if 0 <= core < self._cores:
+            _WORD.pack_into(self._buf, self._records + core * _RECORD_SIZE, 0)
+
+    def clear_requests(self) -> None:
+        for core in range(self._cores):
+            self.clear_request(core)
+
+    def current_requests(self) -> list[tuple[int, int, str]]:
+        """(core, start in Unix microseconds, text) of each core serving a request."""
+        found = []
+        buf = self._buf
+        for core in range(self._cores):
+            off = self._records + core * _RECORD_SIZE
+            start = _WORD.unpack_from(buf, off)[0]
+            if not start:
+                continue
+            size = min(max(0, _WORD.unpack_from(buf, off + 8)[0]), _RECORD_TEXT)
+            text = bytes(buf[off + 16 : off + 16 + size])
+            if _WORD.unpack_from(buf, off)[0] == start:  # not rewritten meanwhile
+                found.append((core, start, text.decode("utf-8", "replace")))
+        return found
 
     def begin_request(self, now_us: int) -> None:
         self.request_start = now_us
@@ -99,17 +164,23 @@ class WorkerSlot:
 
 
 class Scoreboard:
-    """The shared region for ``count`` workers; create it before forking."""
+    """The shared region for ``count`` workers of ``cores`` serving threads each;
+    create it before forking."""
 
-    def __init__(self, count: int) -> None:
+    def __init__(self, count: int, cores: int = 1) -> None:
         self.count = count
-        self._buf = mmap.mmap(-1, max(1, count) * _SLOT_SIZE, flags=mmap.MAP_SHARED)
+        self.cores = max(1, cores)
+        self._records = max(1, count) * _SLOT_SIZE
+        size = self._records + max(1, count) * self.cores * _RECORD_SIZE
+        self._buf = mmap.mmap(-1, size, flags=mmap.MAP_SHARED)
 
     def slot(self, worker_id: int) -> WorkerSlot:
         """Slot of worker ``worker_id`` (1-based, as uWSGI numbers workers)."""
         if not 1 <= worker_id <= self.count:
             raise IndexError(f"no worker {worker_id}")
-        return WorkerSlot(self._buf, worker_id - 1)
+        index = worker_id - 1
+        return WorkerSlot(self._buf, index, self._records + index * self.cores * _RECORD_SIZE,
+                          self.cores)
 
     def slots(self) -> list[WorkerSlot]:
         return [self.slot(i) for i in range(1, self.count + 1)]

@@ -5,8 +5,8 @@ and ``struct``: about twenty such calls per request cost a worker more than pars
 request head. ``Account`` keeps the same books as ``WorkerSlot.begin_request`` and
 ``end_request`` with two changes of cost, not of meaning:
 
-* it writes through a native int64 view of the worker's own slot (checked at start;
-  without it, it falls back to the slot's methods);
+* it writes through a native int64 view of the worker's own slot (``WorkerSlot.words``,
+  checked at start; without it, it falls back to the slot's methods);
 * ``request_start``, ``in_request`` and ``status``, which harakiri and the stats
   ``load`` read while a request runs, are stored at once; the counters (requests,
   tx, running time, average, exceptions) are summed here and stored at most
@@ -16,10 +16,7 @@ request head. ``Account`` keeps the same books as ``WorkerSlot.begin_request`` a
 
 from __future__ import annotations
 
-import sys
-
-from brood import scoreboard
-from brood.scoreboard import STATUS_BUSY, STATUS_IDLE, WorkerSlot
+from brood.scoreboard import FIELD_INDEX, STATUS_BUSY, STATUS_IDLE, WorkerSlot
 
 # Counters reach the shared slot at most this long (microseconds) after a request.
 FLUSH_US = 100_000
@@ -28,20 +25,11 @@ _FIELDS = (*_COUNTERS, "status", "request_start", "in_request", "pid")
 
 
 def _slot_words(slot: WorkerSlot) -> tuple[memoryview, dict[str, int]] | None:
-    """The slot's 8-byte words as a native view and each field's index, or None."""
-    if sys.byteorder != "little":  # the scoreboard stores little-endian words
+    """The slot's words as a native view and each field's index, or None."""
+    words = slot.words()
+    if words is None:
         return None
-    try:
-        offsets = scoreboard._OFFSET
-        size = scoreboard._SLOT_SIZE
-        base = slot._base
-        words = memoryview(slot._buf)[base : base + size].cast("q")
-    except (AttributeError, TypeError, ValueError):
-        return None
-    if any(offsets.get(name, 1) % 8 for name in _FIELDS):
-        words.release()
-        return None
-    index = {name: offsets[name] // 8 for name in _FIELDS}
+    index = {name: FIELD_INDEX[name] for name in _FIELDS}
     if words[index["pid"]] != slot.pid:  # the view must see what the slot holds
         words.release()
         return None

@@ -20,7 +20,13 @@ not wait for idle keep-alive connections, return 0); SIGINT/SIGQUIT stop at once
 In the single-threaded loop the handler only interrupts the loop while it is idle
 (waiting in epoll): it raises ``_Stop`` there and just sets a flag otherwise. In the
 threaded shape it writes the wake-up pipe, which every thread polls. The master kills
-hung workers (harakiri) with SIGKILL itself.
+hung workers (harakiri) with SIGKILL itself; with --harakiri-verbose each core publishes
+the request it serves in the scoreboard, for the master to log then.
+
+Request lines (``_setup_request_log``): the default uWSGI-style line, or a --log-format
+one (``reqlog``), for every request or, with --disable-logging, only the 4xx/5xx ones
+--log-4xx/--log-5xx ask for; chosen once, so a request pays one call at most and the
+default worker exactly what it paid before these options existed.
 """
 
 from __future__ import annotations
@@ -42,6 +48,7 @@ from typing import Any
 from brood.config.model import Config
 from brood.listener import Listener
 from brood.scoreboard import STATUS_IDLE, WorkerSlot
+from brood.workers import reqlog
 from brood.workers.account import Account
 from brood.workers.conn import Conn
 from brood.workers.environ import http_base
@@ -144,7 +151,7 @@ class Worker:
         self.reload_on_rss = int(option(cfg, "reload-on-rss", 0) or 0) * 1024 * 1024
         self.limit_post = int(option(cfg, "limit-post", 0) or 0)
         self.buffer_size = int(option(cfg, "buffer-size", 4096) or 4096)
-        self.logging = not option(cfg, "disable-logging", False)
+        self._setup_request_log(cfg)
         self.multithread = self.threads > 1
         self.multiprocess = int(option(cfg, "processes", 1) or 1) > 1
         self.errors = sys.stderr
@@ -172,6 +179,10 @@ class Worker:
         self.parked_cap = _parked_cap()
         self._ctime_sec = -1
         self._ctime = ""
+        if option(cfg, "harakiri-verbose", False):
+            # the master logs what each core serves when it kills the worker; only
+            # then is it published (an instance attribute: no test per request)
+            self.serve_request = self._serve_request_published  # type: ignore[method-assign]
 
     # -- signals ---------------------------------------------------------------------
 
@@ -395,13 +406,28 @@ class Worker:
                     account.begin(min(self.busy.values()))
                 self.requests += 1
         if self.logging:
-            self._access_log(core, environ, start, end, vsize, nvars)
+            self.request_log(core, environ, start, end, vsize, nvars)
         if self.max_requests and self.requests >= self.max_requests:
             self.log(f"worker {self.id} reached max-requests ({self.max_requests}), stopping")
             self.stop()
         elif self.reload_on_rss:
             self._check_rss()
         return keep and not self.stopping
+
+    def _serve_request_published(self, core: Core, environ: dict[str, Any], vsize: int,
+                                 nvars: int) -> bool:
+        """``serve_request`` with the request's facts in the scoreboard meanwhile
+        (--harakiri-verbose)."""
+        uri = environ.get("REQUEST_URI") or environ.get("PATH_INFO", "")
+        text = (f"{environ.get('REMOTE_ADDR', '')} - {environ.get('REQUEST_METHOD', '')} "
+                f"{uri}")
+        slot = self.slot
+        slot.publish_request(core.id, int(time.time() * 1000000),
+                             text.encode("utf-8", "replace"))
+        try:
+            return Worker.serve_request(self, core, environ, vsize, nvars)
+        finally:
+            slot.clear_request(core.id)
 
     def _check_rss(self) -> None:
         with open("/proc/self/statm", "rb") as f:
@@ -419,6 +445,22 @@ class Worker:
         """One line on fd 2, in one write (no Python buffer across fork)."""
         with contextlib.suppress(OSError):
             os.write(2, (message + "\n").encode("utf-8", "replace"))
+
+    def _setup_request_log(self, cfg: Config) -> None:
+        """Whether requests are logged and how. The default line needs nothing more
+        (``request_log`` is the class's ``_access_log``); a --log-format, or
+        --disable-logging with --log-4xx/--log-5xx, sets a ``reqlog.RequestLog`` as this
+        worker's ``request_log`` instead. Nothing else is stored: the default worker
+        keeps its attributes (and so its attribute loads) as they were."""
+        everything = not option(cfg, "disable-logging", False)
+        log_4xx = bool(option(cfg, "log-4xx", False))
+        log_5xx = bool(option(cfg, "log-5xx", False))
+        fmt = option(cfg, "log-format", None)
+        self.logging = everything or log_4xx or log_5xx
+        if fmt or (self.logging and not everything):
+            self.request_log = reqlog.RequestLog(  # type: ignore[method-assign]
+                self, self._access_log, str(fmt) if fmt else None, everything, log_4xx,
+                log_5xx)
 
     def _access_log(self, core: Core, environ: dict[str, Any], start: float, end: float,
                     vsize: int, nvars: int) -> None:  # fmt: skip
@@ -438,6 +480,8 @@ class Worker:
         )
         with contextlib.suppress(OSError):
             os.write(2, line.encode("utf-8", "replace"))
+
+    request_log = _access_log  # a worker with --log-format or --log-4xx/5xx shadows it
 
     # -- lifecycle -------------------------------------------------------------------
 

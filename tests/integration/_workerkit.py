@@ -37,7 +37,7 @@ class WorkerProcess:
                  **options: Any) -> None:  # fmt: skip
         self.cfg = Config.from_dict({k.replace("_", "-"): v for k, v in options.items()})
         self.log_path = tmp_path / "worker.log"
-        self.board = Scoreboard(1)
+        self.board = Scoreboard(1, cores=int(options.get("threads") or 1))
         self.slot = self.board.slot(1)
         self.listeners: list[Listener] = []
         self.addresses: list[Any] = []

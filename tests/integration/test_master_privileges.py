@@ -1,5 +1,5 @@
 """Dropping privileges (--uid/--gid) after binding, and recycling workers over
---reload-on-rss."""
+--reload-on-rss (after the request) or --evil-reload-on-rss (SIGKILL, at once)."""
 
 from __future__ import annotations
 
@@ -118,6 +118,32 @@ def test_workers_run_as_uid_gid_on_a_socket_bound_before(open_dir, start_brood,
     assert f"setgid() to {group}" in b.log() and f"setuid() to {user}" in b.log()
 
 
+@pytest.mark.skipif(os.geteuid() != 0, reason="dropping privileges needs root")
+def test_uid_without_gid_drops_roots_groups_for_the_users(open_dir, start_brood) -> None:
+    """--uid alone: the gid stays (as in uWSGI), but the supplementary groups become the
+    user's own (initgroups), so no worker keeps root's."""
+    try:
+        entry = pwd.getpwnam("nobody")
+    except KeyError:
+        pytest.skip("no user nobody here")
+    app = open_dir / "whoami.py"
+    app.write_text(WHOAMI_APP)
+    app.chmod(0o644)
+    b = start_brood("--http-socket", "127.0.0.1:0", "--wsgi-file", str(app), "--uid", "nobody",
+                    "--stats", "127.0.0.1:0", cwd=str(open_dir))
+    status, body = http_get(b.address_of("uwsgi socket 0"))
+    assert status == 200
+    expected = sorted(set(os.getgrouplist("nobody", entry.pw_gid)))
+    assert 0 not in expected
+    ruid, rgid, euid, egid, groups, pid = body.decode().split()
+    assert (ruid, euid) == (str(entry.pw_uid), str(entry.pw_uid))
+    assert (rgid, egid) == (str(os.getgid()), str(os.getegid()))
+    assert [int(g) for g in groups.split(",")] == expected
+    for proc in (b.pid, int(pid)):
+        assert _ids(proc)["Groups"] == expected
+    assert f"setuid() to {entry.pw_uid}" in b.log() and "setgid()" not in b.log()
+
+
 def _grow_app(tmp_path: Path) -> Path:
     app = tmp_path / "grow.py"
     app.write_text(GROW_APP)
@@ -165,3 +191,28 @@ def test_master_recycles_a_worker_that_grew_mid_request(start_brood, tmp_path) -
     status, body = http_get(address)
     assert status == 200 and int(body) != first
     assert "ignored the reload request" not in b.log()
+
+
+def test_evil_reload_on_rss_kills_the_worker_mid_request(start_brood, tmp_path) -> None:
+    """The master SIGKILLs a worker whose RSS reaches the limit while it still serves a
+    request (that client gets no answer), logs why, and respawns it."""
+    b = start_brood("--http-socket", "127.0.0.1:0", "--wsgi-file", _grow_app(tmp_path),
+                    "--evil-reload-on-rss", RSS_LIMIT_MB, "--stats", "127.0.0.1:0")
+    address = b.address_of("uwsgi socket 0")
+    host, port = address.rsplit(":", 1)
+    first = _single_worker(b)
+    assert http_get(address) == (200, str(first).encode())  # small: left alone
+    never = tmp_path / "never-created"
+    with socket.create_connection((host, int(port)), timeout=30) as held:
+        held.sendall(f"GET /hold?{GROWTH_MB}&{never} HTTP/1.0\r\n\r\n".encode())
+        b.wait_for_log(rf"\*\*\* EVIL RELOAD ON WORKER 1 RSS: \d+ \(pid: {first}\) \*\*\* "
+                       rf"rss \d+ MB is above evil-reload-on-rss {RSS_LIMIT_MB} MB", timeout=20)
+        try:
+            answer = b"".join(iter(lambda: held.recv(65536), b""))
+        except ConnectionResetError:
+            answer = b""
+    assert answer == b""  # killed mid-request
+    b.wait_for_log(rf"worker 1 \(pid: {first}\) died \(killed by signal 9\), respawning")
+    status, body = http_get(address)
+    assert status == 200 and int(body) != first
+    assert "over reload-on-rss" not in b.log() and "recycling it" not in b.log()

@@ -19,7 +19,9 @@ OPTIONS: list[Option] = [
            metavar="LOGFILE"),
     Option("pidfile", "core", "write the master's pid to FILE", metavar="FILE"),
     Option("vacuum", "core", "remove unix sockets and pidfiles on exit", kind="bool"),
-    Option("uid", "core", "drop privileges to this user (name or number)", metavar="USER"),
+    Option("uid", "core", "drop privileges to this user (name or number); its groups "
+           "(initgroups) replace root's supplementary groups, with or without --gid",
+           metavar="USER"),
     Option("gid", "core", "drop privileges to this group (name or number)", metavar="GROUP"),
     Option("die-on-term", "core", "SIGTERM shuts down instead of reloading", kind="bool"),
     Option("touch-reload", "core", "reload gracefully when FILE's mtime changes",
@@ -55,11 +57,13 @@ OPTIONS: list[Option] = [
     Option("procname-master", "core", "set the master's process title to NAME",
            metavar="NAME"),
     Option("disable-logging", "core", "do not log requests", kind="bool", short="L"),
-    Option("log-format", "core", "request log line template (%(method), %(uri), %(status)...)",
+    Option("log-format", "core", "workers' request log line, with uWSGI's %(var) names: "
+           "%(addr) %(user) %(ltime) %(method) %(uri) %(proto) %(status) %(size) %(referer) "
+           "%(uagent) %(host) %(msecs) %(var.NAME)...; an unknown name stops start-up",
            aliases=("logformat",), metavar="FORMAT"),
-    Option("log-4xx", "core", "log requests answered 4xx even when request logging is off",
+    Option("log-4xx", "core", "with --disable-logging, still log the requests answered 4xx",
            kind="bool"),
-    Option("log-5xx", "core", "log requests answered 5xx even when request logging is off",
+    Option("log-5xx", "core", "with --disable-logging, still log the requests answered 5xx",
            kind="bool"),
     Option("master-fifo", "core",
            "read one-letter commands from this FIFO (r/R reload, q/Q stop, w/W/c reload "

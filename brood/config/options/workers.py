@@ -24,14 +24,16 @@ OPTIONS: list[Option] = [
            kind="bool"),
     Option("harakiri", "workers", "kill a worker stuck on one request longer than N seconds (0 = off)",
            kind="int", default=0, short="t", metavar="SECONDS"),
-    Option("harakiri-verbose", "workers", "log details of the request a harakiri killed",
+    Option("harakiri-verbose", "workers", "when harakiri kills a worker, log the requests "
+           "it was serving (address, method, URI, start) and its current syscall",
            kind="bool"),
     Option("max-requests", "workers", "recycle a worker after N requests (0 = off)", kind="int",
            default=0, short="R", metavar="N"),
     Option("reload-on-rss", "workers", "recycle a worker after its request if RSS exceeds MB (0 = off)",
            kind="int", default=0, metavar="MB"),
     Option("evil-reload-on-rss", "workers",
-           "kill a worker as soon as its RSS exceeds MB, even mid-request (0 = off)",
+           "SIGKILL a worker (then respawn it) as soon as its RSS reaches MB, even "
+           "mid-request; the master checks every second (0 = off)",
            kind="int", default=0, metavar="MB"),
     Option("limit-post", "workers", "largest request body accepted (0 = no limit)",
            kind="size", default=0),

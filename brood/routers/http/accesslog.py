@@ -6,10 +6,9 @@ INFO, so the line costs nothing unless that logger is enabled. Default format::
     127.0.0.1:51234 "GET /path HTTP/1.1" 200 1234 host=example.com node=127.0.0.1:3031 0.4ms
 
 ``--http-log-format`` (a brood option) replaces it with a template using uWSGI's
-``--log-format`` placeholders, ``%(name)``, from ``VARIABLES`` below. How it works: the
-template is parsed once at start-up (``parse_format``) into literal and variable
-pieces, unknown names refused there; ``LineFormat`` compiles the pieces into one
-%-template and a tuple of getters, so a line is one tuple build and one ``%``.
+``--log-format`` placeholders, ``%(name)``, from ``VARIABLES`` below; the template is
+parsed and compiled once at start-up by ``brood.logformat`` (shared with the workers'
+``--log-format``), unknown names refused there.
 """
 
 from __future__ import annotations
@@ -19,7 +18,8 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from brood.config.option import OptionError
+from brood import logformat
+from brood.logformat import Var
 from brood.protocol.http1 import RequestHead
 
 access = logging.getLogger("brood.routers.http.access")
@@ -82,58 +82,24 @@ VARIABLES: dict[str, Callable[[Entry], str]] = {
 }
 
 
-@dataclass(frozen=True, slots=True)
-class Var:
-    """A ``%(name)`` piece of a format."""
-
-    name: str
-
-
 def parse_format(fmt: str, option: str = "http-log-format") -> list[str | Var]:
-    """``fmt`` as literal strings and ``Var`` pieces, in order (adjacent literals
-    merged). OptionError naming ``option`` for an unknown or unclosed ``%(``."""
-    pieces: list[str | Var] = []
-    literal = ""
-    pos = 0
-    while True:
-        start = fmt.find("%(", pos)
-        if start < 0:
-            literal += fmt[pos:]
-            break
-        end = fmt.find(")", start + 2)
-        if end < 0:
-            raise OptionError(f"--{option}: unclosed %( at offset {start}")
-        name = fmt[start + 2:end]
-        if name not in VARIABLES:
-            raise OptionError(f"--{option}: unknown variable %({name})")
-        literal += fmt[pos:start]
-        if literal:
-            pieces.append(literal)
-            literal = ""
-        pieces.append(Var(name))
-        pos = end + 1
-    if literal:
-        pieces.append(literal)
-    return pieces
+    """``fmt`` as literal strings and ``Var`` pieces over ``VARIABLES`` (see
+    ``brood.logformat.parse_format``)."""
+    return logformat.parse_format(fmt, VARIABLES.get, option)
 
 
-class LineFormat:
-    """A parsed format, ready to render ``Entry`` values."""
+class LineFormat(logformat.LineFormat[Entry]):
+    """A parsed format over ``VARIABLES``, ready to render ``Entry`` values; a missing
+    header renders as the empty string."""
 
-    __slots__ = ("pieces", "template", "getters")
+    __slots__ = ()
 
     def __init__(self, pieces: list[str | Var]) -> None:
-        self.pieces = pieces
-        self.template = "".join(p.replace("%", "%%") if isinstance(p, str) else "%s"
-                                for p in pieces)
-        self.getters = tuple(VARIABLES[p.name] for p in pieces if isinstance(p, Var))
+        super().__init__(pieces, VARIABLES.get)
 
     @classmethod
     def parse(cls, fmt: str, option: str = "http-log-format") -> LineFormat:
         return cls(parse_format(fmt, option))
-
-    def render(self, entry: Entry) -> str:
-        return self.template % tuple([get(entry) for get in self.getters])
 
 
 def log_request(fmt: LineFormat | None, remote_addr: str, remote_port: int,

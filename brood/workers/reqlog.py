@@ -1,0 +1,182 @@
+"""The worker's request log: which requests get a line, and ``--log-format`` lines.
+
+Which requests: every one, unless ``--disable-logging``; then only those answered 4xx
+with ``--log-4xx`` and 5xx with ``--log-5xx`` (``wanted``), as uWSGI decides.
+
+``--log-format`` (alias ``--logformat``) replaces the worker's default line with a
+template of uWSGI's request log variables, ``%(name)``, from ``VARIABLES`` below, plus
+``%(var.NAME)``, the request variable NAME (``%(var.REMOTE_ADDR)``). It is parsed and
+compiled once (``brood.logformat``): at start-up in the master, so an unknown name stops
+it with one line naming it, and again in each worker. As in uWSGI, a variable with no
+value is written as ``-`` and the line ends with a newline, written with one ``write``
+to fd 2. A line renders a ``Facts`` record, built only when a format is set.
+
+A worker logging the default line to every request uses none of this module per
+request; otherwise its ``request_log`` is a ``RequestLog``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from brood.logformat import Getter, LineFormat, parse_format
+
+if TYPE_CHECKING:
+    from brood.workers.response import Core
+    from brood.workers.wsgi import Worker
+
+OPTION = "log-format"
+_PAGE = os.sysconf("SC_PAGE_SIZE")
+_MB = 1024 * 1024
+
+
+def wanted(status: int, everything: bool, log_4xx: bool, log_5xx: bool) -> bool:
+    """Whether a request answered ``status`` gets a line: all of them when request
+    logging is on (``everything``), else only 4xx with --log-4xx and 5xx with --log-5xx."""
+    if everything:
+        return True
+    if 400 <= status <= 499:
+        return log_4xx
+    if 500 <= status <= 599:
+        return log_5xx
+    return False
+
+
+class Facts:
+    """One finished request, as a ``--log-format`` line sees it."""
+
+    __slots__ = ("worker", "core", "environ", "start", "end", "vsize", "nvars", "_memory")
+
+    def __init__(self, worker: Worker, core: Core, environ: dict[str, Any], start: float,
+                 end: float, vsize: int, nvars: int) -> None:
+        self.worker = worker
+        self.core = core
+        self.environ = environ
+        self.start = start  # epoch seconds
+        self.end = end
+        self.vsize = vsize  # bytes of request vars (the default line's "in N bytes")
+        self.nvars = nvars
+        self._memory: tuple[int, int] | None = None
+
+    def memory(self) -> tuple[int, int]:
+        """(vsz, rss) of this worker in bytes, read from /proc once per line."""
+        if self._memory is None:
+            try:
+                with open("/proc/self/statm", "rb") as fh:
+                    fields = fh.read().split()
+                self._memory = (int(fields[0]) * _PAGE, int(fields[1]) * _PAGE)
+            except (OSError, ValueError, IndexError):
+                self._memory = (0, 0)
+        return self._memory
+
+
+def _env(key: str) -> Getter:
+    def get(f: Facts) -> str:
+        value = f.environ.get(key)
+        return "" if value is None else str(value)
+    return get
+
+
+def _uri(f: Facts) -> str:
+    return f.environ.get("REQUEST_URI") or f.environ.get("PATH_INFO", "")
+
+
+def _cl(f: Facts) -> str:
+    try:
+        return str(int(f.environ.get("CONTENT_LENGTH") or 0))
+    except ValueError:
+        return "0"
+
+
+def _ltime(f: Facts) -> str:
+    return time.strftime("%d/%b/%Y:%H:%M:%S %z", time.localtime(int(f.start)))
+
+
+def _micros(f: Facts) -> int:
+    return int((f.end - f.start) * 1_000_000)
+
+
+# uWSGI 2.0's request log variables that a brood worker knows. Sizes are bytes; times
+# are the request's start (time, ctime, ltime, tmsecs, tmicros) or its duration
+# (secs, msecs, micros); epoch is the time the line is written.
+VARIABLES: dict[str, Callable[[Facts], str]] = {
+    "uri": _uri,
+    "method": _env("REQUEST_METHOD"),
+    "user": _env("REMOTE_USER"),
+    "addr": _env("REMOTE_ADDR"),
+    "host": _env("HTTP_HOST"),
+    "proto": _env("SERVER_PROTOCOL"),
+    "uagent": _env("HTTP_USER_AGENT"),
+    "referer": _env("HTTP_REFERER"),
+    "status": lambda f: str(f.core.code),
+    "micros": lambda f: str(_micros(f)),
+    "msecs": lambda f: str(_micros(f) // 1000),
+    "secs": lambda f: f"{f.end - f.start:f}",
+    "time": lambda f: str(int(f.start)),
+    "ctime": lambda f: time.ctime(int(f.start)),
+    "ltime": _ltime,
+    "tmsecs": lambda f: str(int(f.start * 1000)),
+    "tmicros": lambda f: str(int(f.start * 1_000_000)),
+    "epoch": lambda f: str(int(time.time())),
+    "size": lambda f: str(f.core.sent + f.core.hsize),
+    "rsize": lambda f: str(f.core.sent),
+    "hsize": lambda f: str(f.core.hsize),
+    "headers": lambda f: str(f.core.hcount),
+    "cl": _cl,
+    "pid": lambda f: str(f.worker.pid),
+    "wid": lambda f: str(f.worker.id),
+    "core": lambda f: str(f.core.id),
+    "switches": lambda f: "1",  # one per request, as the default line says
+    "vars": lambda f: str(f.nvars),
+    "pktsize": lambda f: str(f.vsize),
+    "vsz": lambda f: str(f.memory()[0]),
+    "rss": lambda f: str(f.memory()[1]),
+    "vszM": lambda f: str(f.memory()[0] // _MB),
+    "rssM": lambda f: str(f.memory()[1] // _MB),
+}
+_REQUEST_VAR = "var."
+
+
+def lookup(name: str) -> Getter | None:
+    """The getter for ``name``: a table variable, or ``var.NAME`` (a request var)."""
+    get = VARIABLES.get(name)
+    if get is None and name.startswith(_REQUEST_VAR) and len(name) > len(_REQUEST_VAR):
+        get = _env(name[len(_REQUEST_VAR):])
+    return get
+
+
+def compile_format(fmt: str) -> LineFormat[Facts]:
+    """``--log-format`` compiled; OptionError naming an unknown or unclosed variable."""
+    return LineFormat(parse_format(fmt, lookup, OPTION), lookup, empty="-")
+
+
+class RequestLog:
+    """A worker's ``request_log`` when it is not the default one: a --log-format line,
+    and/or only the statuses --log-4xx/--log-5xx want (under --disable-logging)."""
+
+    __slots__ = ("worker", "default_line", "format", "everything", "log_4xx", "log_5xx")
+
+    def __init__(self, worker: Worker, default_line: Callable[..., None], fmt: str | None,
+                 everything: bool, log_4xx: bool, log_5xx: bool) -> None:
+        self.worker = worker
+        self.default_line = default_line  # the worker's own line, used without a format
+        self.format = compile_format(fmt) if fmt else None
+        self.everything = everything
+        self.log_4xx = log_4xx
+        self.log_5xx = log_5xx
+
+    def __call__(self, core: Core, environ: dict[str, Any], start: float, end: float,
+                 vsize: int, nvars: int) -> None:
+        if not self.everything and not wanted(core.code, False, self.log_4xx, self.log_5xx):
+            return
+        if self.format is None:
+            self.default_line(core, environ, start, end, vsize, nvars)
+            return
+        facts = Facts(self.worker, core, environ, start, end, vsize, nvars)
+        line = self.format.render(facts) + "\n"
+        with contextlib.suppress(OSError):
+            os.write(2, line.encode("utf-8", "replace"))

@@ -1,0 +1,47 @@
+"""The workers' request log through a real ``brood``: a --log-format (or its alias
+--logformat) with -L and --log-5xx, and a bad format refused before anything starts."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+
+import pytest
+from _broodkit import http_get, uwsgi_request, worker_pids
+
+
+def test_logformat_with_disable_logging_and_log_5xx(start_brood, hello_app) -> None:
+    b = start_brood("--socket", "127.0.0.1:0", "--wsgi-file", hello_app, "-L", "--log-5xx",
+                    "--logformat", "REQ %(method) %(uri) %(status) wid=%(wid) pid=%(pid)",
+                    "--stats", "127.0.0.1:0")
+    address = b.address_of("uwsgi socket 0")
+    pid = worker_pids(b.stats())[0]
+    assert uwsgi_request(address, "/")[0] == 200
+    assert uwsgi_request(address, "/error")[0] == 500
+    assert uwsgi_request(address, "/big")[0] == 200
+    assert uwsgi_request(address, "/error", method="POST")[0] == 500
+    lines = [m[0] for m in b.wait_for_log(r"REQ [^\n]*", count=2)]
+    assert lines == [f"REQ GET /error 500 wid=1 pid={pid}",
+                     f"REQ POST /error 500 wid=1 pid={pid}"]
+    assert "generated" not in b.log()
+
+
+def test_default_line_when_no_format(start_brood, hello_app) -> None:
+    b = start_brood("--http-socket", "127.0.0.1:0", "--wsgi-file", hello_app)
+    assert http_get(b.address_of("uwsgi socket 0"), "/?a=1") == (200, b"Hello World")
+    [line] = [m[0] for m in b.wait_for_log(r"\[pid: \d+\|app: 0\|req: 1/1\][^\n]*")]
+    assert " GET /?a=1 => generated 11 bytes in " in line
+    assert re.search(r"\(HTTP/1\.0 200\) 2 headers in \d+ bytes \(1 switches on core 0\)$",
+                     line), line
+
+
+@pytest.mark.parametrize("spelling", ["--log-format", "--logformat"])
+def test_unknown_log_variable_stops_start_up(spelling, tmp_path) -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "brood", "--socket", "127.0.0.1:0",
+         "--wsgi-file", str(tmp_path / "never-loaded.py"), spelling, "%(uri) %(bogus)"],
+        capture_output=True, text=True, timeout=30, stdin=subprocess.DEVNULL)
+    assert done.returncode == 1
+    assert done.stderr.splitlines()[-1] == "brood: --log-format: unknown variable %(bogus)"
+    assert "Traceback" not in done.stderr
