@@ -79,6 +79,7 @@ BODY_RECV = 1 << 18
 SWEEP_EVERY = 1.0
 # A sweep woken for a deadline acts on deadlines this close too (timer granularity).
 _EARLY = 0.005
+_STREAM_NONBLOCK = socket.SOCK_STREAM | socket.SOCK_NONBLOCK
 _IN_PROGRESS = (errno.EINPROGRESS, errno.EALREADY, errno.EAGAIN)
 # Node address -> (family, sockaddr), or None when the general path must connect
 # (host names). Bounded like sockio's: names come from configuration and subscriptions.
@@ -273,9 +274,8 @@ class Lane:
             self._to_general(conn)
             return
         family, addr = target
-        up = socket.socket(family, socket.SOCK_STREAM)
+        up = socket.socket(family, _STREAM_NONBLOCK)  # no fcntl/ioctl to make it so
         try:
-            up.setblocking(False)
             if family != socket.AF_UNIX:
                 up.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             err = up.connect_ex(addr)
