@@ -94,6 +94,7 @@ class Router:
     engine: Engine
     resolver: DictResolver
     listener_name: str
+    handler: HttpRouter | None = None  # its ``lane`` is the fast lane, once a client came
 
 
 @asynccontextmanager
@@ -108,7 +109,7 @@ async def http_router(table: dict[bytes, Sequence[str]], settings: HttpSettings 
     async with trio.open_nursery() as nursery:
         with trio.socket.from_stdlib_socket(listener.sock) as lsock:
             await nursery.start(accept_loop, lsock, handler, nursery)
-            yield Router(listener.name, engine, resolver, listener.name)
+            yield Router(listener.name, engine, resolver, listener.name, handler)
             nursery.cancel_scope.cancel()
 
 

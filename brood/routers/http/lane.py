@@ -414,7 +414,9 @@ class Lane:
                     data = conn.answer_head + data
                 data = self._answer_head(conn, data)
                 if data is None:
-                    return
+                    if conn.up is None or not conn.node_readable:
+                        return  # handed over, failed, or waiting for the head's next edge
+                    continue  # part of a head and more to read (the node's close, say)
             elif not data:
                 if conn.remaining < 0:
                     self._finish(conn, True)  # close-delimited: this is its end

@@ -1,0 +1,448 @@
+"""The HTTP router's fast lane (``brood.routers.http.lane``) on loopback, in-process.
+
+``http_router`` goes through ``accept_loop``, so every plain connection starts in the
+lane; each test also checks where the connection is (``Router.handler.lane.conns``) when
+that is the point: kept in the lane, or handed to the general path (``HttpRouter.resume``
+before a request went out, ``HttpRouter.resume_answer`` mid-answer)."""
+
+from __future__ import annotations
+
+import os
+import random
+import socket
+
+import pytest
+import trio
+from _httpkit import OK, HttpClient, answer, http_router, node_server, open_client, packet_vars
+from _routerkit import send_all
+
+from brood.routers.http.settings import HttpSettings
+
+HOST = b"lane.test"
+
+
+class LaneClient(HttpClient):
+    """HttpClient with short deadlines: a lane that drops a request fails fast."""
+
+    async def response(self, method: bytes = b"GET", limit: float = 2) -> tuple[bytes, bytes]:
+        return await super().response(method, limit)
+
+
+def settings(**kw) -> HttpSettings:
+    kw.setdefault("server_name", b"vm")
+    return HttpSettings(**kw)
+
+
+def ok(body: bytes) -> bytes:
+    return b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % len(body) + body
+
+
+def get(path: bytes = b"/", host: bytes = HOST) -> bytes:
+    return b"GET " + path + b" HTTP/1.1\r\nHost: " + host + b"\r\n\r\n"
+
+
+async def echo(conn: trio.socket.SocketType, request: bytes) -> None:
+    """Answer ``METHOD PATH BODY`` with a Content-Length: which request got which answer."""
+    found, body = packet_vars(request)
+    await send_all(conn, ok(found[b"REQUEST_METHOD"] + b" " + found[b"PATH_INFO"] + b" "
+                            + body))
+
+
+def gated(data: bytes, gate: trio.Event):
+    """Answer ``data`` once ``gate`` is set."""
+    async def behave(conn: trio.socket.SocketType, request: bytes) -> None:
+        await gate.wait()
+        await send_all(conn, data)
+    return behave
+
+
+async def eventually(predicate, limit: float = 2.0) -> None:
+    """Wait until ``predicate()`` holds (router tasks run between the polls)."""
+    with trio.fail_after(limit):
+        while not predicate():
+            await trio.sleep(0.002)
+
+
+def lane_of(router):
+    lane = router.handler.lane
+    assert lane is not None, "the connection did not go through the fast lane"
+    return lane
+
+
+def node_of(router, host: bytes = HOST):
+    (node,) = router.resolver.nodes[host]
+    return node
+
+
+async def settled(router, host: bytes = HOST) -> None:
+    """Every request let go of its node and its session (the general path closes its
+    upstream just after the client got the last byte, hence the wait)."""
+    node = node_of(router, host)
+    await eventually(lambda: node.ref == 0 and router.engine.active_sessions == 0)
+
+
+# -- 1. pipelining --------------------------------------------------------------------------
+async def test_two_pipelined_gets_in_one_write_answered_in_order_and_kept():
+    async with trio.open_nursery() as nursery:
+        server = await nursery.start(node_server, echo)
+        async with http_router({HOST: [server.address]}, settings()) as router:
+            with await open_client(router.address) as sock:
+                client = LaneClient(sock)
+                await client.send(get(b"/one") + get(b"/two"))
+                head1, body1 = await client.response()
+                head2, body2 = await client.response()
+                assert (body1, body2) == (b"GET /one ", b"GET /two ")
+                assert b"Connection: close" not in head1 + head2
+                # kept, and still in the lane
+                assert len(lane_of(router).conns) == 1
+                await client.send(get(b"/three"))
+                assert (await client.response())[1] == b"GET /three "
+                assert len(lane_of(router).conns) == 1
+            assert server.connections == 3
+            node = node_of(router)
+            assert (node.requests, node.ref) == (3, 0)
+        nursery.cancel_scope.cancel()
+
+
+async def test_pipelined_get_then_a_head_cut_in_two_goes_on_on_the_general_path():
+    async with trio.open_nursery() as nursery:
+        server = await nursery.start(node_server, echo)
+        async with http_router({HOST: [server.address]}, settings()) as router:
+            with await open_client(router.address) as sock:
+                client = LaneClient(sock)
+                second = get(b"/two")
+                await client.send(get(b"/one") + second[:10])
+                assert (await client.response())[1] == b"GET /one "
+                # the half head left over was handed over with the connection
+                await eventually(lambda: not lane_of(router).conns)
+                await client.send(second[10:])
+                assert (await client.response())[1] == b"GET /two "
+                await client.send(get(b"/three"))
+                assert (await client.response())[1] == b"GET /three "
+            await settled(router)
+            assert node_of(router).requests == 3
+        nursery.cancel_scope.cancel()
+
+
+# -- 2. a body goes to the general path ----------------------------------------------------
+@pytest.mark.parametrize("one_write", [False, True], ids=["one-by-one", "pipelined"])
+async def test_get_post_get_on_one_connection(one_write):
+    post = (b"POST /form HTTP/1.1\r\nHost: " + HOST + b"\r\nContent-Type: text/plain\r\n"
+            b"Content-Length: 11\r\n\r\nhello=world")
+    async with trio.open_nursery() as nursery:
+        server = await nursery.start(node_server, echo)
+        async with http_router({HOST: [server.address]}, settings()) as router:
+            with await open_client(router.address) as sock:
+                client = LaneClient(sock)
+                if one_write:
+                    await client.send(get(b"/a") + post + get(b"/b"))
+                    bodies = [(await client.response())[1] for _ in range(3)]
+                else:
+                    bodies = []
+                    await client.send(get(b"/a"))
+                    bodies.append((await client.response())[1])
+                    assert len(lane_of(router).conns) == 1  # the first GET: in the lane
+                    await client.send(post)
+                    bodies.append((await client.response())[1])
+                    await client.send(get(b"/b"))
+                    bodies.append((await client.response())[1])
+                assert bodies == [b"GET /a ", b"POST /form hello=world", b"GET /b "]
+                assert not lane_of(router).conns  # handed over at the POST
+            found, body = packet_vars(server.requests[1])
+            assert (found[b"REQUEST_METHOD"], found[b"CONTENT_LENGTH"], body) == (
+                b"POST", b"11", b"hello=world")
+            await settled(router)
+            assert node_of(router).requests == 3
+        nursery.cancel_scope.cancel()
+
+
+# -- 3. a chunked answer: mid-answer hand-over -------------------------------------------
+CHUNKED_HEAD = b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nTransfer-Encoding: chunked\r\n\r\n"
+CHUNKS = b"5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n"
+
+
+@pytest.mark.parametrize("split", [False, True], ids=["whole", "head-first"])
+async def test_chunked_answer_is_relayed_whole_and_the_connection_goes_on(split):
+    gate = trio.Event()
+
+    async def behave(conn, request):
+        found, _ = packet_vars(request)
+        if found[b"PATH_INFO"] != b"/chunked":
+            await send_all(conn, OK)
+        elif split:
+            await send_all(conn, CHUNKED_HEAD)
+            await gate.wait()  # until the client got the head: the lane took only it
+            await send_all(conn, CHUNKS)
+        else:
+            await send_all(conn, CHUNKED_HEAD + CHUNKS)
+
+    async with trio.open_nursery() as nursery:
+        server = await nursery.start(node_server, behave)
+        async with http_router({HOST: [server.address]}, settings()) as router:
+            with await open_client(router.address) as sock:
+                client = LaneClient(sock)
+                await client.send(get(b"/chunked"))
+                if split:
+                    with trio.fail_after(2):
+                        while b"\r\n\r\n" not in client.buf:
+                            assert await client._more(), "closed before the answer head"
+                    gate.set()
+                head, body = await client.response()
+                assert head == CHUNKED_HEAD
+                assert body == b"hello world"
+                assert not lane_of(router).conns  # handed to resume_answer
+                await client.send(get(b"/after"))
+                assert (await client.response())[1] == b"ok\n"
+            await settled(router)
+            # counted once by the lane, not again by resume_answer
+            assert node_of(router).requests == 2
+        nursery.cancel_scope.cancel()
+
+
+# -- 4. half-close ---------------------------------------------------------------------------
+@pytest.mark.parametrize("when", ["with-the-request", "while-the-node-works"])
+async def test_half_closed_client_gets_the_answer_then_the_close(when):
+    gate = trio.Event()
+    big = ok(b"y" * 300_000)  # several reads and sends
+    async with trio.open_nursery() as nursery:
+        server = await nursery.start(node_server, gated(big, gate))
+        async with http_router({HOST: [server.address]}, settings()) as router:
+            with await open_client(router.address) as sock:
+                client = LaneClient(sock)
+                if when == "with-the-request":
+                    os.write(sock.fileno(), get())  # the request and the FIN in one edge
+                    sock.shutdown(socket.SHUT_WR)
+                    await eventually(lambda: server.requests)
+                else:
+                    await client.send(get())
+                    await eventually(lambda: server.requests)  # the lane is waiting
+                    sock.shutdown(socket.SHUT_WR)
+                gate.set()
+                head, body = await client.response()
+                assert head + body == big
+                assert await client.closed(limit=2)
+            await settled(router)
+            assert not lane_of(router).conns
+        nursery.cancel_scope.cancel()
+
+
+# -- 5. back-pressure ------------------------------------------------------------------------
+async def test_large_answer_to_a_slow_reader_arrives_byte_exact():
+    body = random.Random(5).randbytes(8 << 20)
+    whole = ok(body)
+    async with trio.open_nursery() as nursery:
+        server = await nursery.start(node_server, answer(whole))
+        async with http_router({HOST: [server.address]}, settings()) as router:
+            sock = trio.socket.socket()
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 16)
+            host, port = router.address.rsplit(":", 1)
+            await sock.connect((host, int(port)))
+            with sock:
+                await send_all(sock, get())
+                # no read until the router's sends filled the socket buffers: the lane
+                # holds the rest of a read (``pending``) and waits for EPOLLOUT
+                await eventually(lambda: router.handler.lane is not None)
+                lane = router.handler.lane
+                await eventually(lambda: any(c.out_armed and c.pending
+                                             for c in lane.conns.values()))
+                got = bytearray()
+                with trio.fail_after(3):
+                    while len(got) < len(whole):
+                        data = await sock.recv(16384)  # small pieces
+                        assert data, f"closed after {len(got)} bytes"
+                        got += data
+                assert len(got) == len(whole)
+                assert bytes(got) == whole
+                # and the connection is still good for the next request
+                client = LaneClient(sock)
+                await client.send(get())
+                assert await client.response() == (whole[:-len(body)], body)
+            await settled(router)
+            node = node_of(router)
+            assert (node.requests, node.rx) == (2, 2 * len(whole))
+        nursery.cancel_scope.cancel()
+
+
+# -- 6. 502 / 504 ----------------------------------------------------------------------------
+PART_HEAD = b"HTTP/1.1 200 OK\r\nContent-"
+
+
+async def test_node_closing_without_an_answer_is_502_with_a_body():
+    async with trio.open_nursery() as nursery:
+        server = await nursery.start(node_server, answer(b""))
+        async with http_router({HOST: [server.address]}, settings()) as router:
+            with await open_client(router.address) as sock:
+                client = LaneClient(sock)
+                await client.send(get())
+                head, body = await client.response()
+                assert head.startswith(b"HTTP/1.1 502 ")
+                assert b"\r\nConnection: close\r\n" in head
+                assert body
+                assert await client.closed(limit=2)
+            assert len(server.requests) == 1  # it went out through the lane
+            await settled(router)
+            assert node_of(router).requests == 1
+        nursery.cancel_scope.cancel()
+
+
+def lane_reading_a_head(router) -> bool:
+    lane = router.handler.lane
+    return lane is not None and any(c.answer_head for c in lane.conns.values())
+
+
+async def test_node_closing_after_part_of_a_head_is_502():
+    """The lane read the start of the head, then the close comes as an edge of its own."""
+    gate = trio.Event()
+
+    async def behave(conn, request):
+        await send_all(conn, PART_HEAD)
+        await gate.wait()
+
+    async with trio.open_nursery() as nursery:
+        server = await nursery.start(node_server, behave)
+        async with http_router({HOST: [server.address]}, settings(timeout=5)) as router:
+            with await open_client(router.address) as sock:
+                client = LaneClient(sock)
+                await client.send(get())
+                await eventually(lambda: lane_reading_a_head(router))
+                gate.set()  # the node closes now
+                head, body = await client.response(limit=1)
+                assert head.startswith(b"HTTP/1.1 502 ")
+                assert body
+                assert await client.closed(limit=2)
+            await settled(router)
+        nursery.cancel_scope.cancel()
+
+
+async def test_answer_head_in_two_pieces_is_served_in_the_lane():
+    gate = trio.Event()
+    whole = ok(b"two pieces")
+
+    async def behave(conn, request):
+        await send_all(conn, whole[:len(PART_HEAD)])
+        await gate.wait()
+        await send_all(conn, whole[len(PART_HEAD):])
+
+    async with trio.open_nursery() as nursery:
+        server = await nursery.start(node_server, behave)
+        async with http_router({HOST: [server.address]}, settings()) as router:
+            with await open_client(router.address) as sock:
+                client = LaneClient(sock)
+                await client.send(get())
+                await eventually(lambda: lane_reading_a_head(router))
+                gate.set()
+                assert (await client.response())[1] == b"two pieces"
+                await client.send(get())
+                assert (await client.response())[1] == b"two pieces"
+                assert len(lane_of(router).conns) == 1
+        nursery.cancel_scope.cancel()
+
+
+async def test_part_of_a_head_and_the_close_in_one_edge_is_502_at_once():
+    async def behave(conn, request):
+        os.write(conn.fileno(), PART_HEAD)  # and the close, with no checkpoint between:
+        # the lane sees the bytes and the hang-up in one event
+
+    async with trio.open_nursery() as nursery:
+        server = await nursery.start(node_server, behave)
+        async with http_router({HOST: [server.address]}, settings(timeout=0.5)) as router:
+            with await open_client(router.address) as sock:
+                client = LaneClient(sock)
+                await client.send(get())
+                head, body = await client.response(limit=2)
+                assert head.startswith(b"HTTP/1.1 502 "), head  # observed: 504 after ~1 s
+            await settled(router)
+        nursery.cancel_scope.cancel()
+
+
+async def test_silent_node_is_504_after_http_timeout():
+    timeout = 0.5
+
+    async def silent(conn, request):
+        await trio.sleep_forever()
+
+    async with trio.open_nursery() as nursery:
+        server = await nursery.start(node_server, silent)
+        async with http_router({HOST: [server.address]}, settings(timeout=timeout)) as router:
+            with await open_client(router.address) as sock:
+                client = LaneClient(sock)
+                started = trio.current_time()
+                await client.send(get())
+                await eventually(lambda: server.requests)
+                node = node_of(router)
+                # the lane holds the node and a session while it waits
+                assert (node.ref, router.engine.active_sessions) == (1, 1)
+                assert lane_of(router).conns
+                head, body = await client.response(limit=timeout + 1.5)
+                elapsed = trio.current_time() - started
+                assert head.startswith(b"HTTP/1.1 504 ")
+                assert body
+                assert timeout - 0.05 <= elapsed <= timeout + 1.5, elapsed
+                assert await client.closed(limit=2)
+            await settled(router)
+        nursery.cancel_scope.cancel()
+
+
+# -- 7. a truncated Content-Length answer: test_http_router_errors.py covers it
+#       (test_truncated_answer_closes_the_client goes through the lane too).
+
+
+# -- 8. counters -------------------------------------------------------------------------------
+async def test_node_counters_after_lane_requests():
+    async with trio.open_nursery() as nursery:
+        server = await nursery.start(node_server)
+        async with http_router({HOST: [server.address]}, settings()) as router:
+            with await open_client(router.address) as sock:
+                client = LaneClient(sock)
+                for _ in range(3):
+                    await client.send(get())
+                    assert await client.response() == (OK[:-3], b"ok\n")
+                    node = node_of(router)
+                    # counted back synchronously by the lane: no wait needed
+                    assert (node.ref, router.engine.active_sessions) == (0, 0)
+            for _ in range(2):
+                with await open_client(router.address) as sock:
+                    client = LaneClient(sock)
+                    await client.send(get(b"/x"))
+                    assert (await client.response())[1] == b"ok\n"
+            node = node_of(router)
+            assert node.requests == 5
+            assert node.ref == 0
+            assert router.engine.active_sessions == 0
+            assert router.engine.sessions_total == 5
+            assert node.tx == sum(len(r) for r in server.requests)
+            assert node.rx == 5 * len(OK)
+        nursery.cancel_scope.cancel()
+
+
+# -- 9. close-delimited answer ---------------------------------------------------------------
+async def test_close_delimited_answer_relayed_whole_then_closed():
+    body = random.Random(9).randbytes(300_000)
+    head = b"HTTP/1.1 200 OK\r\nContent-Type: application/octet-stream\r\n\r\n"
+    gate = trio.Event()
+
+    async def behave(conn, request):
+        await send_all(conn, head + body[:100_000])
+        await gate.wait()
+        await send_all(conn, body[100_000:])  # then the close ends it
+
+    async with trio.open_nursery() as nursery:
+        server = await nursery.start(node_server, behave)
+        async with http_router({HOST: [server.address]}, settings()) as router:
+            with await open_client(router.address) as sock:
+                client = LaneClient(sock)
+                await client.send(get())
+                with trio.fail_after(2):
+                    while len(client.buf) < len(head):
+                        assert await client._more()
+                assert client.buf.startswith(head)
+                assert len(lane_of(router).conns) == 1  # relayed by the lane itself
+                gate.set()
+                got_head, got_body = await client.response()  # reads until the close
+                assert got_head == head
+                assert got_body == body
+                assert await client.closed(limit=1)
+            assert not lane_of(router).conns
+            await settled(router)
+            assert node_of(router).requests == 1
+        nursery.cancel_scope.cancel()
