@@ -205,10 +205,7 @@ class HttpRouter:
                 finally:
                     self.engine.session_closed()
                 if error is not None:
-                    if out.sent:
-                        self.engine.log_failure(peer, error)
-                    else:
-                        await self.fail(client, peer, error.status, error, head, key)
+                    await self._failed(client, peer, out, error, head, key)
                     return
                 self._log_access(client, head, out, key, upstream.node.name, started)
                 if not (self.settings.keepalive and head.keep_alive and out.keep_alive
@@ -233,6 +230,15 @@ class HttpRouter:
         except OSError as exc:
             return NodeFailed(f"node {upstream.node.name}: {exc.strerror or exc}")
         return None
+
+    async def _failed(self, client: Client, peer: Any, out: Outcome, error: RoutingError,
+                      head: RequestHead, key: bytes) -> None:
+        """A node failed mid-request: an error answer while the client has no byte of
+        the node's answer yet, else only the log line (the caller closes)."""
+        if out.sent:
+            self.engine.log_failure(peer, error)
+        else:
+            await self.fail(client, peer, error.status, error, head, key)
 
     def _log_access(self, client: Client, head: RequestHead, out: Outcome, key: bytes,
                     node_name: str, started: float) -> None:
@@ -402,10 +408,7 @@ class HttpRouter:
                 error = await self._exchange(upstream, client, Request(head, block, body),
                                              out, conn, xsettings)
             if error is not None:
-                if out.sent:
-                    engine.log_failure(peer, error)
-                else:
-                    await self.fail(client, peer, error.status, error, head, key)
+                await self._failed(client, peer, out, error, head, key)
                 return False
         finally:
             engine.session_closed()
