@@ -33,6 +33,13 @@ class ClientGone(Exception):
     """The client closed or stalled in the middle of a request: nothing to answer."""
 
 
+def peer_address(peer: object) -> tuple[str, int]:
+    """(address, port) of an accepted socket's peer; ("", 0) for a unix peer."""
+    if isinstance(peer, tuple) and len(peer) >= 2:
+        return str(peer[0]), int(peer[1])
+    return "", 0
+
+
 class Client:
     """One client connection and its unread bytes."""
 

@@ -52,11 +52,12 @@ from brood.protocol.uwsgi import MAX_VARS_SIZE, encode_header
 from brood.routers.engine import Upstream, client_ip
 from brood.routers.errors import NodeFailed, NodeTimeout, RoutingError
 from brood.routers.http import accesslog
+from brood.routers.http.body import Client, peer_address
 from brood.routers.http.h1 import build_vars_block, has_forwarded_for
 from brood.routers.http.response import RESPONSE_HEAD_LIMIT
+from brood.routers.net import sockio
 from brood.routers.net.listen import run_connection
 from brood.routers.node import Node
-from brood.routers.resolve import parse_node_address
 
 if TYPE_CHECKING:
     from brood.routers.http.router import HttpRouter
@@ -81,32 +82,8 @@ SWEEP_EVERY = 1.0
 _EARLY = 0.005
 _STREAM_NONBLOCK = socket.SOCK_STREAM | socket.SOCK_NONBLOCK
 _IN_PROGRESS = (errno.EINPROGRESS, errno.EALREADY, errno.EAGAIN)
-# Node address -> (family, sockaddr), or None when the general path must connect
-# (host names). Bounded like sockio's: names come from configuration and subscriptions.
-_ADDRESSES: dict[str, tuple[int, Any] | None] = {}
-_ADDRESSES_MAX = 4096
-
 # What a lane connection is doing.
 _IDLE, _CONNECTING, _WAITING, _BODY = range(4)
-
-
-def _node_address(name: str) -> tuple[int, Any] | None:
-    try:
-        return _ADDRESSES[name]
-    except KeyError:
-        pass
-    if len(_ADDRESSES) >= _ADDRESSES_MAX:
-        _ADDRESSES.clear()
-    target: tuple[int, Any] | None
-    try:
-        family, addr = parse_node_address(name)
-        if family != socket.AF_UNIX:
-            socket.inet_pton(family, addr[0])  # a host name: the general path resolves it
-        target = (family, addr)
-    except (OSError, ValueError):
-        target = None
-    _ADDRESSES[name] = target
-    return target
 
 
 class LaneConn:
@@ -122,10 +99,7 @@ class LaneConn:
         self.sock = sock
         self.fd = sock.fileno()
         self.peer = peer
-        if isinstance(peer, tuple) and len(peer) >= 2:
-            self.remote_addr, self.remote_port = str(peer[0]), int(peer[1])
-        else:
-            self.remote_addr, self.remote_port = "", 0
+        self.remote_addr, self.remote_port = peer_address(peer)
         self.client_ip = client_ip(peer)
         self.buf = b""  # read from the client, not served yet
         self.readable = False  # an edge came while busy, or the last read filled RECV
@@ -269,7 +243,7 @@ class Lane:
         if node is None:
             self._to_general(conn)  # no node: fallbacks or 503 there
             return
-        target = _node_address(node.name)
+        target = sockio.node_address(node.name)
         if target is None:
             self._to_general(conn)
             return
@@ -533,15 +507,11 @@ class Lane:
         head, key = conn.head, conn.key
         sock = self._release(conn)
         tsock = trio.socket.from_stdlib_socket(sock)
-        self.sessions.start_soon(run_connection, self._fail, tsock, conn.peer,
-                                 (error, head, key))
+        self.sessions.start_soon(run_connection, self._fail, tsock, conn.peer, error, head, key)
 
-    async def _fail(self, tsock: Any, peer: Any, what: tuple) -> None:
-        from brood.routers.http.body import Client
-
-        error, head, key = what
-        remote = peer if isinstance(peer, tuple) and len(peer) >= 2 else ("", 0)
-        client = Client(tsock, str(remote[0]), int(remote[1]))
+    async def _fail(self, tsock: Any, peer: Any, error: RoutingError, head: RequestHead,
+                    key: bytes) -> None:
+        client = Client(tsock, *peer_address(peer))
         await self.router.fail(client, peer, error.status, error, head, key)
 
     # -- hand-overs and closes ------------------------------------------------------------
@@ -563,11 +533,8 @@ class Lane:
         buf, head, key, started = conn.buf, conn.head, conn.key, conn.started
         sock = self._release(conn)
         tsock = trio.socket.from_stdlib_socket(sock)
-        self.sessions.start_soon(run_connection, self._resume_answer, tsock, conn.peer,
-                                 (buf, head, key, upstream, started))
-
-    async def _resume_answer(self, tsock: Any, peer: Any, what: tuple) -> None:
-        await self.router.resume_answer(tsock, peer, *what)
+        self.sessions.start_soon(run_connection, self.router.resume_answer, tsock, conn.peer,
+                                 buf, head, key, upstream, started)
 
     def _release(self, conn: LaneConn) -> socket.socket:
         """Take the client socket out of the lane (it stays open)."""

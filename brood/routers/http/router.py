@@ -43,7 +43,7 @@ from brood.protocol.uwsgi import MAX_VARS_SIZE
 from brood.routers.engine import Engine, client_ip
 from brood.routers.errors import NodeFailed, NodeTimeout, RoutingError
 from brood.routers.http import accesslog
-from brood.routers.http.body import BodyPlan, Client, ClientGone, plan_body
+from brood.routers.http.body import BodyPlan, Client, ClientGone, peer_address, plan_body
 from brood.routers.http.h1 import (
     Request,
     answer,
@@ -131,12 +131,6 @@ def parse_stud(buf: bytes) -> tuple[str, int] | None:
     return socket.inet_ntop(family, bytes(buf[1:1 + size])), 1 + size
 
 
-def _peer_address(peer: Any) -> tuple[str, int]:
-    if isinstance(peer, tuple) and len(peer) >= 2:
-        return str(peer[0]), int(peer[1])
-    return "", 0
-
-
 class HttpRouter:
     """Connection handler of one ``--http`` (or ``--https``, ``--http-to-https``) socket."""
 
@@ -161,7 +155,7 @@ class HttpRouter:
         self.lane: Any = None
 
     async def __call__(self, sock: Endpoint, peer: Any) -> None:
-        await self._serve_connection(Client(sock, *_peer_address(peer)), peer, first=True)
+        await self._serve_connection(Client(sock, *peer_address(peer)), peer, first=True)
 
     # -- the fast lane --------------------------------------------------------------------
     def adopt(self, sock: socket.socket, peer: Any, sessions: trio.Nursery) -> bool:
@@ -181,7 +175,7 @@ class HttpRouter:
     async def resume(self, sock: Endpoint, peer: Any, buf: bytes) -> None:
         """Go on with a connection the fast lane hands over between requests: ``buf``
         holds what it read and did not serve (the start of the next request)."""
-        client = Client(sock, *_peer_address(peer))
+        client = Client(sock, *peer_address(peer))
         client.buf = buf
         await self._serve_connection(client, peer, first=False)
 
@@ -190,7 +184,7 @@ class HttpRouter:
         """Go on with a request the fast lane sent to a node whose answer it does not
         relay itself (chunked, interim, upgrade, re-framed): ``upstream`` replays the
         answer's first bytes. The lane counted the session; it is closed here."""
-        client = Client(sock, *_peer_address(peer))
+        client = Client(sock, *peer_address(peer))
         client.buf = buf
         conn = _Conn()
         conn.head, conn.key, conn.phase = head, key, _NODE

@@ -34,8 +34,8 @@ from trio.lowlevel import wait_readable, wait_writable
 from brood.routers.node import Node
 
 _NODELAY_FAMILIES = (socket.AF_INET, socket.AF_INET6)
-# Numeric node addresses parsed once: (family, sockaddr), or None when the address needs
-# the general path (unix sockets, host names, bad names). Bounded: names come from the
+# Node addresses parsed once: (family, sockaddr), or None when the address needs a
+# name lookup (host names) or is bad. Bounded: names come from the
 # configuration and the subscription table, which a client cannot grow at will, but a
 # churning table should not leave garbage behind forever.
 _ADDRESSES: dict[str, tuple[int, Any] | None] = {}
@@ -99,20 +99,28 @@ def close(sock: trio.socket.SocketType) -> None:
     sock._sock.close()  # type: ignore[attr-defined]
 
 
-def _numeric_address(name: str) -> tuple[int, Any] | None:
+def _direct_address(name: str) -> tuple[int, Any] | None:
     from brood.routers.resolve import parse_node_address
 
     try:
         family, addr = parse_node_address(name)
-    except ValueError:
-        return None
-    if family not in _NODELAY_FAMILIES:
-        return None
-    try:
-        socket.inet_pton(family, addr[0])
+        if family != socket.AF_UNIX:
+            socket.inet_pton(family, addr[0])  # a host name: the general path resolves it
     except (OSError, ValueError):
-        return None  # a host name: the general path resolves it
+        return None
     return family, addr
+
+
+def node_address(name: str) -> tuple[int, Any] | None:
+    """``(family, sockaddr)`` of a node that can be connected without a name lookup
+    (numeric TCP, unix), cached; None for host names and bad names."""
+    try:
+        return _ADDRESSES[name]
+    except KeyError:
+        if len(_ADDRESSES) >= _ADDRESSES_MAX:
+            _ADDRESSES.clear()
+        target = _ADDRESSES[name] = _direct_address(name)
+        return target
 
 
 async def open_tcp(node: Node, connect_timeout: float, fallback: Any,
@@ -121,14 +129,8 @@ async def open_tcp(node: Node, connect_timeout: float, fallback: Any,
     anything that is not a numeric TCP address. OSError or trio.TooSlowError on failure.
     ``before_wait()``, when given, runs before anything that may wait (the fallback, a
     handshake still in progress)."""
-    name = node.name
-    try:
-        target = _ADDRESSES[name]
-    except KeyError:
-        if len(_ADDRESSES) >= _ADDRESSES_MAX:
-            _ADDRESSES.clear()
-        target = _ADDRESSES[name] = _numeric_address(name)
-    if target is None:
+    target = node_address(node.name)
+    if target is None or target[0] not in _NODELAY_FAMILIES:
         if before_wait is not None:
             before_wait()
         return await fallback(node, connect_timeout)
