@@ -114,8 +114,6 @@ _COMMON_HEAD_RE = re.compile(
     rb"(" + _TOKEN + rb") ([\x21-\x7e\x80-\xff]+) HTTP/1\.([01])\r\n"
     rb"(?:" + _TOKEN + rb":[\t\x20-\x7e\x80-\xff]*\r\n)*\r\n"
 )
-# A header value with trailing OWS somewhere in a head (rare; then values are stripped).
-_TRAILING_OWS_RE = re.compile(rb"[ \t]\r\n")
 # Heads with up to this many header lines pick out the special ones in a Python loop
 # over the pairs; longer heads use one _SPECIAL_RE scan instead.
 _LOOP_SPECIAL_MAX = 6
@@ -184,6 +182,10 @@ def _keep_alive(http11: bool, connection: list[bytes]) -> bool:
 
 def _content_length(values: list[bytes], error: type[BadRequest] | type[BadResponse]) -> int:
     """One length from every Content-Length value; they must all agree."""
+    if len(values) == 1:
+        value = values[0]
+        if value.isdigit() and len(value) <= _MAX_LENGTH_DIGITS:  # the usual: one plain value
+            return int(value)
     lengths = set()
     for value in values:
         for part in value.split(b","):
@@ -298,8 +300,12 @@ def parse_request_head(buf: bytes | bytearray, limit: int = DEFAULT_HEAD_LIMIT) 
     Anything else, including every head that is refused, takes the general path.
     """
     match = _COMMON_HEAD_RE.match(buf, 0, limit)
-    if match is not None and _TRAILING_OWS_RE.search(buf, 0, match.end()) is None:
-        return _parse_common(buf, match)
+    if match is not None:
+        end = match.end()
+        # Trailing OWS in a value (rare): the general path strips it. Two C-level
+        # substring scans cost less than one regex search for either byte.
+        if buf.find(b" \r\n", 0, end) < 0 and buf.find(b"\t\r\n", 0, end) < 0:
+            return _parse_common(buf, match)
     return _parse_general(buf, limit)
 
 
@@ -509,7 +515,17 @@ def _response_head(http11: bool, status: int, reason: bytes, headers: list[tuple
                    lengths: list[bytes] | None, codings: list[bytes] | None,
                    connection: list[bytes] | None, end: int, request_method: bytes
                    ) -> ResponseHead:
-    """The framing of a response from its framing headers' values."""
+    """A ``ResponseHead`` from the status line and the framing headers' values."""
+    content_length, chunked, body_kind, keep_alive = _framing(
+        http11, status, lengths, codings, connection, request_method)
+    return ResponseHead(b"HTTP/1.1" if http11 else b"HTTP/1.0", status, reason, headers,
+                        content_length, chunked, keep_alive, end, body_kind)
+
+
+def _framing(http11: bool, status: int, lengths: list[bytes] | None,
+             codings: list[bytes] | None, connection: list[bytes] | None,
+             request_method: bytes) -> tuple[int | None, bool, str, bool]:
+    """(content_length, chunked, body_kind, keep_alive) of a response: RFC 9112 §6.3."""
     if lengths and codings:
         raise BadResponse("both Content-Length and Transfer-Encoding in response")
     content_length = _content_length(lengths, BadResponse) if lengths else None
@@ -533,9 +549,40 @@ def _response_head(http11: bool, status: int, reason: bytes, headers: list[tuple
     keep_alive = _keep_alive(http11, _tokens(connection)) if connection else http11
     if body_kind == "close" or status == 101:
         keep_alive = False
+    return content_length, chunked, body_kind, keep_alive
 
-    return ResponseHead(b"HTTP/1.1" if http11 else b"HTTP/1.0", status, reason, headers,
-                        content_length, chunked, keep_alive, end, body_kind)
+
+# What a relay that forwards the head unchanged needs of it:
+# (status, body_kind, content_length, keep_alive, head size).
+Framing = tuple[int, str, "int | None", bool, int]
+
+
+def parse_response_framing(buf: bytes | bytearray, limit: int = DEFAULT_HEAD_LIMIT,
+                           request_method: bytes = b"GET") -> Framing | None:
+    """``parse_response_head`` without the header list and the reason: the same status,
+    framing and refusals at about a third of the cost (the fast lane's per-answer step).
+    None when incomplete, BadResponse when unusable."""
+    match = _RESPONSE_HEAD_RE.match(buf)
+    if match is None or match.end() > limit:
+        head = _parse_response_slow(buf, limit, request_method)
+        if head is None:
+            return None
+        return head.status, head.body_kind, head.content_length, head.keep_alive, head.size
+    end = match.end()
+    lengths = codings = connection = None
+    for name, value in _RESPONSE_SPECIAL_RE.findall(buf, buf.find(b"\n") - 1, end):
+        value = value.rstrip(_OWS)
+        lname = name.lower()
+        if lname == b"content-length":
+            lengths = [value] if lengths is None else lengths + [value]
+        elif lname == b"transfer-encoding":
+            codings = [value] if codings is None else codings + [value]
+        else:
+            connection = [value] if connection is None else connection + [value]
+    status = int(match[2])
+    content_length, _, body_kind, keep_alive = _framing(
+        match[1] == b"1", status, lengths, codings, connection, request_method)
+    return status, body_kind, content_length, keep_alive, end
 
 
 STATUS_REASONS: dict[int, str] = {
@@ -613,6 +660,7 @@ __all__ = [
     "RequestHead",
     "ResponseHead",
     "parse_request_head",
+    "parse_response_framing",
     "parse_response_head",
     "simple_response",
 ]

@@ -16,6 +16,7 @@ from brood.protocol.http1 import (
     _parse_general,
     _parse_response_slow,
     parse_request_head,
+    parse_response_framing,
     parse_response_head,
 )
 from brood.protocol.proxy import V2_SIGNATURE, ProxyInfo, parse_proxy
@@ -195,6 +196,31 @@ def test_response_fast_path_equals_slow_path(version, status, reason, headers, m
         assert (type(fast), fast.args) == (type(slow), slow.args)
     else:
         assert fast == slow
+
+
+@given(st.sampled_from([b"HTTP/1.1", b"HTTP/1.0"]), st.integers(100, 599),
+       st.lists(st.tuples(st.sampled_from([b"Content-Length", b"content-length",
+                                            b"Transfer-Encoding", b"Connection", b"CONNECTION",
+                                            b"X-A"]) | token,
+                          st.sampled_from([b"5", b" 5 ", b"5, 5", b"5,6", b"007", b"chunked",
+                                           b"gzip, chunked", b"close", b"keep-alive", b"x\t"])
+                          | response_value), max_size=6),
+       st.sampled_from([b"\r\n", b"\n"]), st.sampled_from([b"GET", b"HEAD", b"CONNECT", b"get"]),
+       st.binary(max_size=8), st.integers(10, 400))
+def test_response_framing_equals_full_parse(version, status, headers, eol, method, rest, limit):
+    """The lane's framing-only parse says what the full parse says, refusals included."""
+    raw = b"%s %d OK%s" % (version, status, eol)
+    raw += b"".join(b"%s:%s%s" % (*h, eol) for h in headers) + eol + rest
+    for buf in (raw, raw[: len(raw) // 2]):
+        full = _outcome(parse_response_head, buf, limit, method)
+        framing = _outcome(parse_response_framing, buf, limit, method)
+        if isinstance(full, ProtocolError):
+            assert (type(framing), framing.args) == (type(full), full.args)
+        elif full is None:
+            assert framing is None
+        else:
+            assert framing == (full.status, full.body_kind, full.content_length,
+                               full.keep_alive, full.size)
 
 
 def _outcome(fn, *args):
