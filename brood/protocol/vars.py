@@ -159,25 +159,35 @@ def encode_request_vars(
     straight from the head (the router's per-request path): constant keys are
     pre-encoded and no pair list is made. A head that repeats a header name (merged
     values) takes the general path."""
-    u16 = _u16
-    path = head.path
-    if b"%" in path:
-        path = unquote_to_bytes(path)
-    method = head.method
-    target = head.target
-    parts = [_K_METHOD, u16(len(method)), method]
-    if b"?" in target:
-        query = head.query
-        parts += (_K_PATH_INFO, u16(len(path)), path, _K_REQUEST_URI, u16(len(target)), target,
-                  _K_QUERY_STRING, u16(len(query)), query)
-    else:
-        parts += (_K_REQUEST_URI, u16(len(target)), target, _K_PATH_INFO, u16(len(path)), path,
-                  _EMPTY_QUERY)
-    version = head.version
-    parts.append(_PROTOCOLS.get(version) or _K_PROTOCOL + u16(len(version)) + version)
-    parts.append(_SCRIPT_NAME)
     name_from_host = server_name_as_http_host and head.host is not None
-    if not name_from_host:
+    try:
+        middle = encode_connection_vars(
+            remote_addr=remote_addr, remote_port=remote_port,
+            server_name=None if name_from_host else server_name, server_port=server_port,
+            https=https, router=router)
+    except struct.error:
+        raise HeadTooLarge("a var name or value is longer than 65535 bytes") from None
+    block = encode_head_vars(head, middle, name_from_host=name_from_host,
+                             content_length=content_length,
+                             extra_block=encode_vars(extra) if extra else b"")
+    if block is not None:
+        return block
+    return encode_vars(request_vars(
+        head, remote_addr=remote_addr, remote_port=remote_port, server_name=server_name,
+        server_port=server_port, https=https, extra=extra,
+        server_name_as_http_host=server_name_as_http_host, router=router,
+        content_length=content_length))
+
+
+def encode_connection_vars(*, remote_addr: str, remote_port: int, server_name: bytes | None,
+                           server_port: bytes, https: bool = False,
+                           router: bytes | None = b"http") -> bytes:
+    """The encoded pairs SCRIPT_NAME through REMOTE_PORT, the same for every request on
+    one connection (a router keeps them per connection). ``server_name=None`` leaves
+    SERVER_NAME out: ``--http-server-name-as-http-host`` takes it from the Host header."""
+    u16 = _u16
+    parts = [_SCRIPT_NAME]
+    if server_name is not None:
         parts += (_K_SERVER_NAME, u16(len(server_name)), server_name)
     parts += (_K_SERVER_PORT, u16(len(server_port)), server_port)
     if router is not None:
@@ -187,15 +197,41 @@ def encode_request_vars(
     addr = remote_addr.encode("ascii")
     port = b"%d" % remote_port
     parts += (_K_REMOTE_ADDR, u16(len(addr)), addr, _K_REMOTE_PORT, u16(len(port)), port)
+    return b"".join(parts)
 
-    dechunked = content_length is not None
-    length = content_length if dechunked else head.content_length
-    length_pair = _K_CONTENT_LENGTH + _pair_value(b"%d" % length) if length is not None else b""
-    length_done = False
-    seen: set[bytes] = set()
-    cache = _key_cache
-    append = parts.append
+
+def encode_head_vars(head: RequestHead, connection_vars: bytes, *, name_from_host: bool = False,
+                     content_length: int | None = None, extra_block: bytes = b"") -> bytes | None:
+    """The whole vars block of ``head``, given its connection's ``encode_connection_vars``
+    (made with ``server_name=None`` when ``name_from_host``) and the encoded extras; None
+    when the head repeats a header name (``request_vars`` merges the values)."""
+    u16 = _u16
+    path = head.path
+    if b"%" in path:
+        path = unquote_to_bytes(path)
+    method = head.method
+    target = head.target
     try:
+        parts = [_K_METHOD, u16(len(method)), method]
+        if b"?" in target:
+            query = head.query
+            parts += (_K_PATH_INFO, u16(len(path)), path, _K_REQUEST_URI, u16(len(target)),
+                      target, _K_QUERY_STRING, u16(len(query)), query)
+        else:
+            parts += (_K_REQUEST_URI, u16(len(target)), target, _K_PATH_INFO, u16(len(path)),
+                      path, _EMPTY_QUERY)
+        version = head.version
+        parts.append(_PROTOCOLS.get(version) or _K_PROTOCOL + u16(len(version)) + version)
+        parts.append(connection_vars)
+
+        dechunked = content_length is not None
+        length = content_length if dechunked else head.content_length
+        length_pair = (_K_CONTENT_LENGTH + _pair_value(b"%d" % length)
+                       if length is not None else b"")
+        length_done = False
+        seen: set[bytes] = set()
+        cache = _key_cache
+        append = parts.append
         for name, value in head.headers:
             entry = cache.get(name)
             if entry is None:
@@ -205,7 +241,7 @@ def encode_request_vars(
                     cache[name] = entry
             var = entry[0]
             if var in seen:
-                break  # a repeated name: its values merge into the first slot
+                return None  # a repeated name: its values merge into the first slot
             seen.add(var)
             if var == b"CONTENT_LENGTH" or (dechunked and var == b"HTTP_TRANSFER_ENCODING"):
                 if not length_done and length is not None:
@@ -215,19 +251,13 @@ def encode_request_vars(
             if name_from_host and var == b"HTTP_HOST":
                 parts += (_K_SERVER_NAME, u16(len(value)), value)
             parts += (entry[1], u16(len(value)), value)
-        else:
-            if dechunked and not length_done:
-                append(length_pair)
-            if extra:
-                append(encode_vars(extra))
-            return b"".join(parts)
     except struct.error:
         raise HeadTooLarge("a var name or value is longer than 65535 bytes") from None
-    return encode_vars(request_vars(
-        head, remote_addr=remote_addr, remote_port=remote_port, server_name=server_name,
-        server_port=server_port, https=https, extra=extra,
-        server_name_as_http_host=server_name_as_http_host, router=router,
-        content_length=content_length))
+    if dechunked and not length_done:
+        append(length_pair)
+    if extra_block:
+        append(extra_block)
+    return b"".join(parts)
 
 
 def _pair_value(value: bytes) -> bytes:
