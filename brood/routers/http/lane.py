@@ -35,6 +35,7 @@ Counters as on the general path: the node's requests/ref/tx/rx, the engine's ses
 
 from __future__ import annotations
 
+import _socket
 import errno
 import logging
 import math
@@ -47,8 +48,9 @@ from typing import TYPE_CHECKING, Any
 import trio
 
 from brood.protocol.errors import BadResponse, ProtocolError
-from brood.protocol.http1 import RequestHead, parse_request_head, parse_response_head
-from brood.protocol.uwsgi import MAX_VARS_SIZE, encode_header
+from brood.protocol.http1 import RequestHead, parse_request_head, parse_response_framing
+from brood.protocol.uwsgi import MAX_VARS_SIZE, encode_header, encode_vars
+from brood.protocol.vars import encode_connection_vars, encode_head_vars
 from brood.routers.engine import Upstream, client_ip
 from brood.routers.errors import NodeFailed, NodeTimeout, RoutingError
 from brood.routers.http import accesslog
@@ -93,7 +95,7 @@ class LaneConn:
                  "readable", "out_armed", "state", "deadline", "hard", "head", "key",
                  "node", "up", "up_fd", "packet", "started", "sent", "remaining",
                  "pending", "status", "node_keep", "node_readable", "answer_head", "counted",
-                 "hup", "node_hup")
+                 "hup", "node_hup", "vars_mid")
 
     def __init__(self, sock: socket.socket, peer: Any) -> None:
         self.sock = sock
@@ -110,7 +112,7 @@ class LaneConn:
         self.head: RequestHead | None = None
         self.key = b""
         self.node: Node | None = None
-        self.up: socket.socket | None = None
+        self.up: _socket.socket | None = None
         self.up_fd = -1
         self.packet = b""  # the uwsgi packet still to send (connect in progress, short send)
         self.started = 0.0
@@ -124,6 +126,7 @@ class LaneConn:
         self.counted = False  # the request went out: a session and the node's ref are held
         self.hup = False  # the client hung up (reads go on until EOF)
         self.node_hup = False  # the node hung up
+        self.vars_mid = b""  # the encoded vars of this connection (encode_connection_vars)
 
 
 class Lane:
@@ -140,6 +143,8 @@ class Lane:
         harakiri = self.engine.settings.harakiri
         self.harakiri = harakiri if harakiri > 0 else 0.0
         self.connect_timeout = self.engine.plan.connect_timeout
+        extra = self.settings.extra_vars
+        self.extra_block = encode_vars(extra) if extra else b""
         self.sweep_scope: trio.CancelScope | None = None
 
     # -- the task -----------------------------------------------------------------------
@@ -179,6 +184,11 @@ class Lane:
         if sock.family != socket.AF_UNIX:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         conn = LaneConn(sock, peer)
+        settings = self.settings
+        conn.vars_mid = encode_connection_vars(
+            remote_addr=conn.remote_addr, remote_port=conn.remote_port,
+            server_name=None if settings.server_name_as_http_host else settings.server_name,
+            server_port=self.router.server_port)
         conn.deadline = time.monotonic() + self.settings.headers_timeout
         self.conns[conn.fd] = conn
         self.ep.register(conn.fd, _IN)  # bytes already there raise the first edge at once
@@ -228,10 +238,16 @@ class Lane:
             return
         key = head.host if head.host is not None else settings.server_name
         try:
-            block = build_vars_block(head, conn, settings,  # type: ignore[arg-type]
-                                     server_port=router.server_port, https=False,
-                                     content_length=None,
-                                     forwarded_for=has_forwarded_for(buf, head.size))
+            xff = has_forwarded_for(buf, head.size)
+            block = None
+            if not xff and (head.host is not None or not settings.server_name_as_http_host):
+                block = encode_head_vars(head, conn.vars_mid,
+                                         name_from_host=settings.server_name_as_http_host,
+                                         extra_block=self.extra_block)
+            if block is None:  # X-Forwarded-For to extend, a repeated name, no Host to name
+                block = build_vars_block(head, conn, settings,  # type: ignore[arg-type]
+                                         server_port=router.server_port, https=False,
+                                         content_length=None, forwarded_for=xff)
         except ProtocolError:
             self._to_general(conn)
             return
@@ -248,15 +264,10 @@ class Lane:
             self._to_general(conn)
             return
         family, addr = target
-        up = socket.socket(family, _STREAM_NONBLOCK)  # no fcntl/ioctl to make it so
+        # The C-level socket type: the Python wrapper class costs more than the syscall.
+        up = _socket.socket(family, _STREAM_NONBLOCK)  # no fcntl/ioctl to make it so
         try:
-            if family != socket.AF_UNIX:
-                up.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             err = up.connect_ex(addr)
-            if err in _IN_PROGRESS and family != socket.AF_UNIX:
-                err = up.connect_ex(addr)  # EISCONN: the handshake is already done
-                if err == errno.EISCONN:
-                    err = 0
         except OSError as exc:
             err = exc.errno or errno.EIO
         if err and not (err in _IN_PROGRESS and family != socket.AF_UNIX):
@@ -277,30 +288,40 @@ class Lane:
         conn.hard = now + self.harakiri if self.harakiri else math.inf
         conn.node_readable = conn.node_hup = False
         self.nodes[conn.up_fd] = conn
-        if err:  # still connecting: wait for writability
-            conn.state = _CONNECTING
-            conn.deadline = now + self.connect_timeout
-            due = trio.current_time() + self.connect_timeout
-            scope = self.sweep_scope
-            if scope is not None and due < scope.deadline:
-                scope.deadline = due  # a connect timeout is kept to the millisecond
-            self.ep.register(conn.up_fd, _IN_OUT)
-            return
+        # A TCP connect "in progress" to a loopback node is done already (the handshake
+        # ran inside connect): the send says so, with no second call to ask.
         self._send_request(conn, now)
 
+    def _await_connect(self, conn: LaneConn, now: float) -> None:
+        """The connect is really in progress: wait for writability, within the timeout."""
+        conn.state = _CONNECTING
+        conn.deadline = now + self.connect_timeout
+        due = trio.current_time() + self.connect_timeout
+        scope = self.sweep_scope
+        if scope is not None and due < scope.deadline:
+            scope.deadline = due  # a connect timeout is kept to the millisecond
+        self.ep.register(conn.up_fd, _IN_OUT)
+
     def _send_request(self, conn: LaneConn, now: float) -> None:
-        """Connected: the request goes out; the node's answer is awaited."""
+        """The request goes out; the node's answer is awaited."""
         node = conn.node
         up = conn.up
         packet = conn.packet
         try:
             sent = up.send(packet)  # type: ignore[union-attr]
         except BlockingIOError:
+            if conn.state != _CONNECTING:  # a fresh socket's buffer is empty: not connected
+                self._await_connect(conn, now)
+                return
             sent = 0
         except OSError as exc:
             self._close_node(conn)
             self._connect_failed(conn, node, exc.errno or errno.EIO)  # type: ignore[arg-type]
             return
+        if sent < len(packet) and up.family != socket.AF_UNIX:  # type: ignore[union-attr]
+            # One send is one segment out at once; the rest of a long packet goes out
+            # without Nagle's wait for an ACK.
+            up.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)  # type: ignore[union-attr]
         node.requests += 1  # type: ignore[union-attr]
         node.ref += 1  # type: ignore[union-attr]
         node.tx += sent  # type: ignore[union-attr]
@@ -413,9 +434,8 @@ class Lane:
     def _answer_head(self, conn: LaneConn, data: bytes) -> bytes | None:
         """The answer's first bytes: the part to send now, or None when the general path
         took over (or the node failed)."""
-        head = conn.head
         try:
-            answer = parse_response_head(data, RESPONSE_HEAD_LIMIT, head.method)  # type: ignore[union-attr]
+            answer = parse_response_framing(data, RESPONSE_HEAD_LIMIT, conn.head.method)  # type: ignore[union-attr]
         except BadResponse as exc:
             self._node_failed(conn, exc.reason)
             return None
@@ -425,18 +445,18 @@ class Lane:
                 return None  # wait for the rest of the head
             self._answer_to_general(conn, data)
             return None
-        kind = answer.body_kind
+        status, kind, length, keep_alive, size = answer
         settings = self.settings
-        if answer.status < 200 or kind == "chunked" or (
+        if status < 200 or kind == "chunked" or (
                 kind == "close" and (settings.auto_chunked or settings.auto_gzip)):
             self._answer_to_general(conn, data)
             return None
         conn.answer_head = b""
-        conn.status = answer.status
-        conn.node_keep = answer.keep_alive
+        conn.status = status
+        conn.node_keep = keep_alive
         conn.state = _BODY
         if kind == "length":
-            total = answer.size + (answer.content_length or 0)
+            total = size + length  # type: ignore[operator]
             if len(data) >= total:
                 conn.remaining = 0
                 return data if len(data) == total else data[:total]
@@ -444,7 +464,7 @@ class Lane:
             return data
         if kind == "none":
             conn.remaining = 0
-            return data[:answer.size]
+            return data[:size]
         conn.remaining = -1
         conn.node_keep = False
         return data
@@ -529,6 +549,7 @@ class Lane:
         del self.nodes[conn.up_fd]
         conn.up, conn.up_fd = None, -1
         conn.counted = False  # the session and the node's ref go with it
+        up = socket.socket(up.family, up.type, up.proto, up.detach())  # type: ignore[union-attr]
         upstream = _Replay(self.engine, conn.node, trio.socket.from_stdlib_socket(up), data)  # type: ignore[arg-type]
         buf, head, key, started = conn.buf, conn.head, conn.key, conn.started
         sock = self._release(conn)
