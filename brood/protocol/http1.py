@@ -78,6 +78,8 @@ _NO_SPECIAL: dict[bytes, list[bytes]] = {}
 # The same for the framing headers of a response.
 _RESPONSE_SPECIAL_RE = re.compile(
     rb"\r\n(content-length|transfer-encoding|connection):[ \t]*([^\r\n]*)", re.IGNORECASE)
+# Request methods whose answers have a body framed by the answer's own headers.
+_BODY_METHODS = frozenset((b"GET", b"POST", b"PUT", b"DELETE", b"OPTIONS", b"PATCH"))
 # Request methods already in upper case (the common ones skip a bytes.upper()).
 _PLAIN_METHODS = frozenset((b"GET", b"HEAD", b"POST", b"PUT", b"DELETE", b"OPTIONS", b"PATCH",
                             b"CONNECT"))
@@ -569,8 +571,17 @@ def parse_response_framing(buf: bytes | bytearray, limit: int = DEFAULT_HEAD_LIM
             return None
         return head.status, head.body_kind, head.content_length, head.keep_alive, head.size
     end = match.end()
+    found = _RESPONSE_SPECIAL_RE.findall(buf, buf.find(b"\n") - 1, end)
+    status = int(match[2])
+    if len(found) == 1 and request_method in _BODY_METHODS and status >= 200 and (
+            status != 204 and status != 304):
+        name, value = found[0]
+        if (value.isdigit() and len(value) <= _MAX_LENGTH_DIGITS
+                and name.lower() == b"content-length"):
+            # The usual answer: one plain Content-Length and nothing else to weigh.
+            return status, "length", int(value), match[1] == b"1", end
     lengths = codings = connection = None
-    for name, value in _RESPONSE_SPECIAL_RE.findall(buf, buf.find(b"\n") - 1, end):
+    for name, value in found:
         value = value.rstrip(_OWS)
         lname = name.lower()
         if lname == b"content-length":
@@ -579,7 +590,6 @@ def parse_response_framing(buf: bytes | bytearray, limit: int = DEFAULT_HEAD_LIM
             codings = [value] if codings is None else codings + [value]
         else:
             connection = [value] if connection is None else connection + [value]
-    status = int(match[2])
     content_length, _, body_kind, keep_alive = _framing(
         match[1] == b"1", status, lengths, codings, connection, request_method)
     return status, body_kind, content_length, keep_alive, end
