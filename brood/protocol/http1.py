@@ -45,6 +45,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 from .errors import (
     BadRequest,
@@ -123,11 +124,14 @@ _SPECIAL_NAMES = frozenset((b"host", b"content-length", b"transfer-encoding", b"
                             b"upgrade", b"expect"))
 
 _OWS = b" \t"
+# tuple.__new__ straight from C: a RequestHead without the Python-level __new__ frame.
+_new_head = tuple.__new__
 
 
-@dataclass(slots=True)
-class RequestHead:
-    """A parsed request head; ``size`` is the bytes it took, body framing included."""
+class RequestHead(NamedTuple):
+    """A parsed request head; ``size`` is the bytes it took, body framing included.
+
+    A named tuple: made at C speed on the per-request path (``_new_head``), read-only."""
 
     method: bytes
     target: bytes
@@ -427,8 +431,8 @@ def _request_head(method: bytes, target: bytes, version: bytes, http11: bool,
     expect_continue = http11 and expect is not None and any(
         v.lower() == b"100-continue" for v in expect)
 
-    return RequestHead(method, target, path, query, version, headers, content_length, chunked,
-                       keep_alive, expect_continue, up, host, size)
+    return _new_head(RequestHead, (method, target, path, query, version, headers, content_length,
+                                   chunked, keep_alive, expect_continue, up, host, size))
 
 
 def _find_response_end(buf: bytes | bytearray, limit: int) -> int:
