@@ -91,3 +91,13 @@ def test_stud_prefix_addresses_are_checked():
     assert settings.stud_prefix == frozenset({"127.0.0.1", "::1"})
     with pytest.raises(OptionError, match="^--http-stud-prefix: 'stud.local' is not an IP"):
         HttpSettings.from_config(Config.from_dict({"http-stud-prefix": ["stud.local"]}))
+
+
+def test_modifiers_are_checked_at_start_up():
+    settings = HttpSettings.from_config(
+        Config.from_dict({"http-modifier1": 30, "http-modifier2": 255}))
+    assert (settings.modifier1, settings.modifier2) == (30, 255)
+    with pytest.raises(OptionError, match=r"^--http-modifier1: 256 is not a modifier \(0-255\)"):
+        HttpSettings.from_config(Config.from_dict({"http-modifier1": 256}))
+    with pytest.raises(OptionError, match=r"^--http-modifier2: -1 is not a modifier"):
+        HttpSettings.from_config(Config.from_dict({"http-modifier2": -1}))

@@ -90,10 +90,16 @@ def _log_format(value: object) -> LineFormat | None:
     return LineFormat.parse(str(value)) if value else None
 
 
-def _modifier(value: object) -> int | None:
+def _modifier(value: object, option_name: str) -> int | None:
     if value is None or value == "":
         return None
-    return int(value)  # type: ignore[call-overload]
+    try:
+        number = int(value)  # type: ignore[call-overload]
+    except (TypeError, ValueError):
+        number = -1
+    if not 0 <= number <= 255:
+        raise OptionError(f"--{option_name}: {value!r} is not a modifier (0-255)")
+    return number
 
 
 @dataclass
@@ -146,8 +152,8 @@ class HttpSettings:
             chunked_input=bool(option(cfg, "http-chunked-input", False)),
             server_name_as_http_host=bool(option(cfg, "http-server-name-as-http-host", False)),
             proxy_protocol=bool(option(cfg, "http-enable-proxy-protocol", False)),
-            modifier1=_modifier(option(cfg, "http-modifier1", None)),
-            modifier2=_modifier(option(cfg, "http-modifier2", None)),
+            modifier1=_modifier(option(cfg, "http-modifier1", None), "http-modifier1"),
+            modifier2=_modifier(option(cfg, "http-modifier2", None), "http-modifier2"),
             extra_vars=[_var(v) for v in option(cfg, "http-var", [])],
             to_https=_names(option(cfg, "http-to-https", [])),
             server_name=socket.gethostname().encode(),
