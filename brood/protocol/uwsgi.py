@@ -29,6 +29,11 @@ _U16 = struct.Struct("<H").unpack_from
 _U16_PACK = struct.Struct("<H").pack
 
 
+# ``encode_header`` without its range check, for a hot path whose fields are known to
+# fit (a field that does not raises struct.error).
+pack_header = _HEADER.pack
+
+
 def encode_header(modifier1: int, size: int, modifier2: int) -> bytes:
     """Pack a header; ``ValueError`` when a field does not fit its width."""
     if not (0 <= modifier1 <= 255 and 0 <= modifier2 <= 255 and 0 <= size <= MAX_VARS_SIZE):

@@ -138,8 +138,12 @@ _EMPTY_QUERY = _pair(b"QUERY_STRING", b"")
 _SCRIPT_NAME = _pair(b"SCRIPT_NAME", b"")
 _HTTPS_ON = _pair(b"HTTPS", b"on")
 _PROTOCOLS = {v: _K_PROTOCOL + _u16(len(v)) + v for v in (b"HTTP/1.0", b"HTTP/1.1")}
-# Header name -> (var name, encoded key); bounded like _name_cache.
-_key_cache: dict[bytes, tuple[bytes, bytes]] = {}
+_METHOD_PAIRS = {m: _K_METHOD + _u16(len(m)) + m
+                 for m in (b"GET", b"HEAD", b"POST", b"PUT", b"DELETE", b"OPTIONS", b"PATCH")}
+# Header name -> (var name, encoded key, needs a closer look); bounded like _name_cache.
+_key_cache: dict[bytes, tuple[bytes, bytes, bool]] = {}
+# The vars whose headers are not copied as they are (framing, --http-server-name-as-http-host).
+_LOOK_CLOSER = frozenset((b"CONTENT_LENGTH", b"HTTP_TRANSFER_ENCODING", b"HTTP_HOST"))
 
 
 def encode_request_vars(
@@ -206,58 +210,67 @@ def encode_head_vars(head: RequestHead, connection_vars: bytes, *, name_from_hos
     (made with ``server_name=None`` when ``name_from_host``) and the encoded extras; None
     when the head repeats a header name (``request_vars`` merges the values)."""
     u16 = _u16
-    path = head.path
-    if b"%" in path:
-        path = unquote_to_bytes(path)
-    method = head.method
-    target = head.target
+    method, target, path, query, version = head[:5]  # RequestHead's first five fields
     try:
-        parts = [_K_METHOD, u16(len(method)), method]
+        method_pair = _METHOD_PAIRS.get(method) or _K_METHOD + u16(len(method)) + method
+        protocol_pair = _PROTOCOLS.get(version) or _K_PROTOCOL + u16(len(version)) + version
         if b"?" in target:
-            query = head.query
-            parts += (_K_PATH_INFO, u16(len(path)), path, _K_REQUEST_URI, u16(len(target)),
-                      target, _K_QUERY_STRING, u16(len(query)), query)
-        else:
-            parts += (_K_REQUEST_URI, u16(len(target)), target, _K_PATH_INFO, u16(len(path)),
-                      path, _EMPTY_QUERY)
-        version = head.version
-        parts.append(_PROTOCOLS.get(version) or _K_PROTOCOL + u16(len(version)) + version)
-        parts.append(connection_vars)
+            if b"%" in path:
+                path = unquote_to_bytes(path)
+            parts = [method_pair, _K_PATH_INFO, u16(len(path)), path, _K_REQUEST_URI,
+                     u16(len(target)), target, _K_QUERY_STRING, u16(len(query)), query,
+                     protocol_pair, connection_vars]
+        elif b"%" in path:
+            path = unquote_to_bytes(path)
+            parts = [method_pair, _K_REQUEST_URI, u16(len(target)), target, _K_PATH_INFO,
+                     u16(len(path)), path, _EMPTY_QUERY, protocol_pair, connection_vars]
+        else:  # the usual: PATH_INFO is the target itself
+            uri = u16(len(target)) + target
+            parts = [method_pair, _K_REQUEST_URI, uri, _K_PATH_INFO, uri, _EMPTY_QUERY,
+                     protocol_pair, connection_vars]
 
         dechunked = content_length is not None
-        length = content_length if dechunked else head.content_length
-        length_pair = (_K_CONTENT_LENGTH + _pair_value(b"%d" % length)
-                       if length is not None else b"")
         length_done = False
         seen: set[bytes] = set()
         cache = _key_cache
-        append = parts.append
         for name, value in head.headers:
-            entry = cache.get(name)
-            if entry is None:
-                var = header_var_name(name)
-                entry = (var, _key(var))
-                if len(cache) < _NAME_CACHE_MAX:
-                    cache[name] = entry
+            entry = cache.get(name) or _header_entry(name)
             var = entry[0]
             if var in seen:
                 return None  # a repeated name: its values merge into the first slot
             seen.add(var)
-            if var == b"CONTENT_LENGTH" or (dechunked and var == b"HTTP_TRANSFER_ENCODING"):
-                if not length_done and length is not None:
-                    append(length_pair)
-                    length_done = True
-                continue
-            if name_from_host and var == b"HTTP_HOST":
-                parts += (_K_SERVER_NAME, u16(len(value)), value)
+            if entry[2]:  # CONTENT_LENGTH, HTTP_TRANSFER_ENCODING, HTTP_HOST: a closer look
+                if var == b"CONTENT_LENGTH" or (dechunked and var == b"HTTP_TRANSFER_ENCODING"):
+                    if not length_done:
+                        length_done = True
+                        parts.append(_length_pair(head, content_length))
+                    continue
+                if name_from_host and var == b"HTTP_HOST":
+                    parts += (_K_SERVER_NAME, u16(len(value)), value)
             parts += (entry[1], u16(len(value)), value)
     except struct.error:
         raise HeadTooLarge("a var name or value is longer than 65535 bytes") from None
     if dechunked and not length_done:
-        append(length_pair)
+        parts.append(_length_pair(head, content_length))
     if extra_block:
-        append(extra_block)
+        parts.append(extra_block)
     return b"".join(parts)
+
+
+def _header_entry(name: bytes) -> tuple[bytes, bytes, bool]:
+    """(var, encoded key, needs a closer look) for a header name; cached (bounded)."""
+    var = header_var_name(name)
+    entry = (var, _key(var), var in _LOOK_CLOSER)
+    if len(_key_cache) < _NAME_CACHE_MAX:
+        _key_cache[name] = entry
+    return entry
+
+
+def _length_pair(head: RequestHead, content_length: int | None) -> bytes:
+    """The CONTENT_LENGTH pair: the de-chunked length, else the validated one; empty
+    when neither (a Content-Length header the parser did not keep)."""
+    length = content_length if content_length is not None else head.content_length
+    return b"" if length is None else _K_CONTENT_LENGTH + _pair_value(b"%d" % length)
 
 
 def _pair_value(value: bytes) -> bytes:

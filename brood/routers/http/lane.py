@@ -49,7 +49,7 @@ import trio
 
 from brood.protocol.errors import BadResponse, ProtocolError
 from brood.protocol.http1 import RequestHead, parse_request_head, parse_response_framing
-from brood.protocol.uwsgi import MAX_VARS_SIZE, encode_header, encode_vars
+from brood.protocol.uwsgi import MAX_VARS_SIZE, encode_vars, pack_header
 from brood.protocol.vars import encode_connection_vars, encode_head_vars
 from brood.routers.engine import Upstream, client_ip
 from brood.routers.errors import NodeFailed, NodeTimeout, RoutingError
@@ -282,7 +282,7 @@ class Lane:
         now = time.monotonic()
         conn.head, conn.key, conn.node, conn.up = head, key, node, up
         conn.up_fd = up.fileno()
-        conn.packet = encode_header(m1, len(block), m2) + block
+        conn.packet = pack_header(m1, len(block), m2) + block  # in range: checked above
         conn.started = now
         conn.sent = conn.status = 0
         conn.hard = now + self.harakiri if self.harakiri else math.inf
