@@ -59,6 +59,7 @@ from brood.routers.http.h1 import build_vars_block, has_forwarded_for
 from brood.routers.http.response import RESPONSE_HEAD_LIMIT
 from brood.routers.net import sockio
 from brood.routers.net.listen import run_connection
+from brood.routers.net.relay import HAS_SPLICE, PIPE_SIZE, SPLICE_FLAGS, give_pipe, take_pipe
 from brood.routers.node import Node
 
 if TYPE_CHECKING:
@@ -77,6 +78,10 @@ _WRITE_EVENTS = select.EPOLLOUT | select.EPOLLERR | select.EPOLLHUP
 # Bytes per read: a read that fills it may have left more behind (edge-triggered: read
 # again before waiting); a shorter one drained the socket.
 RECV = 65536
+# First read of an answer: its head and a short body whole; a longer body is spliced.
+HEAD_RECV = 16384
+# Answer bodies with at least this much left go node -> client by splice(2).
+SPLICE_MIN = 16384
 # Rest of a long answer: bigger reads, fewer calls.
 BODY_RECV = 1 << 18
 SWEEP_EVERY = 1.0
@@ -146,6 +151,7 @@ class Lane:
         extra = self.settings.extra_vars
         self.extra_block = encode_vars(extra) if extra else b""
         self.sweep_scope: trio.CancelScope | None = None
+        self.splice = HAS_SPLICE  # long answer bodies by splice(2)
 
     # -- the task -----------------------------------------------------------------------
     async def run(self) -> None:
@@ -387,7 +393,15 @@ class Lane:
                     return
             if not conn.node_readable or conn.packet:
                 return
-            want = RECV if conn.state == _WAITING or conn.remaining < 0 else min(
+            if conn.state == _BODY and (conn.remaining >= SPLICE_MIN or conn.remaining < 0) \
+                    and self.splice:
+                if not self._splice_body(conn):
+                    return
+                if conn.remaining == 0:
+                    self._finish(conn, True)
+                    return
+                continue
+            want = HEAD_RECV if conn.state == _WAITING else RECV if conn.remaining < 0 else min(
                 conn.remaining, BODY_RECV)
             try:
                 data = conn.up.recv(want)  # type: ignore[union-attr]
@@ -430,6 +444,58 @@ class Lane:
             if conn.remaining == 0:
                 self._finish(conn, True)
                 return
+
+    def _splice_body(self, conn: LaneConn) -> bool:
+        """Part of a long answer body node -> client through a pooled pipe (splice: the
+        bytes never enter Python). True when more can be moved at once; False when the
+        lane waits for an edge, or the connection ended (finished, failed, dropped)."""
+        remaining = conn.remaining
+        want = PIPE_SIZE if remaining < 0 or remaining > PIPE_SIZE else remaining
+        pipe = take_pipe()
+        try:
+            moved = os.splice(conn.up_fd, pipe[1], want, flags=SPLICE_FLAGS)
+        except BlockingIOError:
+            give_pipe(pipe, True)
+            conn.node_readable = False
+            return False
+        except OSError as exc:
+            give_pipe(pipe, True)
+            if exc.errno == errno.EINVAL:  # this kernel cannot splice these: copy instead
+                self.splice = False
+                return True
+            self._node_failed(conn, f"{exc.strerror or exc}")
+            return False
+        if not moved:  # the node closed: the end of a close-delimited answer, or cut short
+            give_pipe(pipe, True)
+            if remaining > 0:
+                conn.node_keep = False
+            self._finish(conn, remaining < 0)
+            return False
+        conn.node.rx += moved  # type: ignore[union-attr]
+        if remaining > 0:
+            conn.remaining = remaining - moved
+        if moved < want and not conn.node_hup:
+            conn.node_readable = False  # drained: the next edge says when there is more
+        try:
+            out = os.splice(pipe[0], conn.fd, moved, flags=SPLICE_FLAGS)
+        except BlockingIOError:
+            out = 0
+        except OSError as exc:
+            give_pipe(pipe, False)
+            log.debug("http: client %s gone: %s", conn.peer, exc)
+            self._drop(conn)
+            return False
+        conn.sent += out
+        conn.deadline = time.monotonic() + self.settings.timeout
+        if out < moved:  # the client is full: the rest waits in Python, the pipe goes back
+            conn.pending = os.read(pipe[0], moved - out)
+            give_pipe(pipe, True)
+            if not conn.out_armed:
+                conn.out_armed = True
+                self.ep.modify(conn.fd, _IN_OUT)
+            return False
+        give_pipe(pipe, True)
+        return conn.node_readable
 
     def _answer_head(self, conn: LaneConn, data: bytes) -> bytes | None:
         """The answer's first bytes: the part to send now, or None when the general path

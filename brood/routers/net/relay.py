@@ -43,7 +43,7 @@ COPY_CHUNK = 65536
 # the last bytes of an answer.
 PIPE_SIZE = 1 << 20
 HAS_SPLICE = hasattr(os, "splice")
-_SPLICE_FLAGS = (getattr(os, "SPLICE_F_MOVE", 1) | getattr(os, "SPLICE_F_NONBLOCK", 2))
+SPLICE_FLAGS = (getattr(os, "SPLICE_F_MOVE", 1) | getattr(os, "SPLICE_F_NONBLOCK", 2))
 _SPLICE_FAMILIES = (socket.AF_INET, socket.AF_INET6, socket.AF_UNIX)
 # Errors that mean "the peer went away": they end the session, they are not bugs.
 _GONE = (OSError, trio.BrokenResourceError, trio.ClosedResourceError)
@@ -258,11 +258,12 @@ def _open_pipe() -> tuple[int, int]:
     return r, w
 
 
-def _take_pipe() -> tuple[int, int]:
+def take_pipe() -> tuple[int, int]:
+    """An empty pipe (read end, write end) from the pool; give it back with ``give_pipe``."""
     return _PIPES.pop() if _PIPES else _open_pipe()
 
 
-def _give_pipe(pipe: tuple[int, int], empty: bool) -> None:
+def give_pipe(pipe: tuple[int, int], empty: bool) -> None:
     """Back to the pool when ``empty``; closed otherwise (or when the pool is full)."""
     if empty and len(_PIPES) < _PIPES_KEPT:
         _PIPES.append(pipe)
@@ -284,11 +285,11 @@ async def _splice_copy(
     try:
         while True:
             if pipe is None:
-                pipe = _take_pipe()
+                pipe = take_pipe()
             try:
-                moved = os.splice(src_fd, pipe[1], PIPE_SIZE, flags=_SPLICE_FLAGS)
+                moved = os.splice(src_fd, pipe[1], PIPE_SIZE, flags=SPLICE_FLAGS)
             except BlockingIOError:
-                _give_pipe(pipe, True)
+                give_pipe(pipe, True)
                 pipe = None
                 await trio.lowlevel.wait_readable(src)
                 continue
@@ -296,7 +297,7 @@ async def _splice_copy(
                 return
             while moved:
                 try:
-                    out = os.splice(pipe[0], dst_fd, moved, flags=_SPLICE_FLAGS)
+                    out = os.splice(pipe[0], dst_fd, moved, flags=SPLICE_FLAGS)
                 except BlockingIOError:
                     await trio.lowlevel.wait_writable(dst)
                     continue
@@ -307,7 +308,7 @@ async def _splice_copy(
             await trio.lowlevel.checkpoint()
     finally:
         if pipe is not None:
-            _give_pipe(pipe, moved == 0)
+            give_pipe(pipe, moved == 0)
 
 
 async def splice_exactly(src: trio.socket.SocketType, dst: trio.socket.SocketType,
@@ -316,13 +317,13 @@ async def splice_exactly(src: trio.socket.SocketType, dst: trio.socket.SocketTyp
     length is known: nothing past it is read). Returns the bytes moved, fewer only when
     ``src`` reached EOF; OSError when ``dst`` fails. ``touch()`` after every chunk."""
     src_fd, dst_fd = src.fileno(), dst.fileno()
-    pipe = _take_pipe()
+    pipe = take_pipe()
     left = nbytes
     moved = 0  # bytes in the pipe
     try:
         while left:
             try:
-                moved = os.splice(src_fd, pipe[1], min(left, PIPE_SIZE), flags=_SPLICE_FLAGS)
+                moved = os.splice(src_fd, pipe[1], min(left, PIPE_SIZE), flags=SPLICE_FLAGS)
             except BlockingIOError:
                 await trio.lowlevel.wait_readable(src)
                 continue
@@ -331,12 +332,12 @@ async def splice_exactly(src: trio.socket.SocketType, dst: trio.socket.SocketTyp
             left -= moved
             while moved:
                 try:
-                    moved -= os.splice(pipe[0], dst_fd, moved, flags=_SPLICE_FLAGS)
+                    moved -= os.splice(pipe[0], dst_fd, moved, flags=SPLICE_FLAGS)
                 except BlockingIOError:
                     await trio.lowlevel.wait_writable(dst)
             touch()
             if left:
                 await trio.lowlevel.checkpoint()  # the splices yield only when they wait
     finally:
-        _give_pipe(pipe, moved == 0)
+        give_pipe(pipe, moved == 0)
     return nbytes - left
