@@ -5,7 +5,7 @@ from __future__ import annotations
 import subprocess
 import sys
 
-from _broodkit import http_get, read_stats, uwsgi_request, worker_pids
+from _broodkit import http_get, read_stats, uwsgi_request, wait_until, worker_pids
 
 
 def test_uwsgi_and_http_sockets_with_stats(start_brood, hello_app) -> None:
@@ -14,7 +14,13 @@ def test_uwsgi_and_http_sockets_with_stats(start_brood, hello_app) -> None:
                     "--stats", "127.0.0.1:0")
     assert uwsgi_request(b.address_of("uwsgi socket 0")) == (200, b"Hello World")
     assert http_get(b.address_of("uwsgi socket 1")) == (200, b"Hello World")
-    stats = b.stats()
+
+    def both_counted() -> dict | None:
+        # a worker publishes its request counter to the master with a lag (~100 ms)
+        stats = b.stats()
+        return stats if sum(w["requests"] for w in stats["workers"]) >= 2 else None
+
+    stats = wait_until(both_counted, timeout=5, what="both requests in the worker stats")
     assert stats["pid"] == b.pid
     assert [(s["name"], s["proto"], s["shared"]) for s in stats["sockets"]] == [
         (b.address_of("uwsgi socket 0"), "uwsgi", 0),
