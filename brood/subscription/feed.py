@@ -116,7 +116,8 @@ def unpack(message: bytes) -> Iterator[tuple[bytes, Creds | None]]:
 
 
 def table_from_config(cfg: Config) -> SubscriptionTable:
-    """A table with the --subscription-* settings (the fallback key is the resolver's)."""
+    """A table with the --subscription-* settings (--X-subscription-fallback-key is the
+    router's resolver chain's, see ``brood.routers.resolve.FallbackKeyResolver``)."""
     return SubscriptionTable(
         tolerance=float(cfg["subscription-tolerance"]),
         dotsplit=bool(cfg["subscription-dotsplit"]),

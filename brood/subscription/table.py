@@ -36,8 +36,8 @@ Options: ``dotsplit`` tries ``a.b.example.com``, then ``.b.example.com``,
 ``.example.com``, ``.com`` (the leading dot is kept, five tries at most, as uWSGI's
 dotsplit mapper does); ``mountpoints=N`` takes lookup keys ``host/path`` and tries
 host + first N path segments, then fewer, then the bare host (uWSGI 2.1
-``--subscription-mountpoints``); ``fallback_key`` is tried when nothing else gave a
-node (``--X-subscription-fallback-key``).
+``--subscription-mountpoints``). ``--X-subscription-fallback-key`` is not the table's:
+the router's resolver chain applies it (``brood.routers.resolve.FallbackKeyResolver``).
 """
 
 from __future__ import annotations
@@ -112,14 +112,12 @@ class SubscriptionTable:
         dotsplit: bool = False,
         mountpoints: int = 0,
         default_algo: str = "wrr",
-        fallback_key: bytes | None = None,
     ) -> None:
         make_balancer(default_algo)  # ValueError now rather than at the first announce
         self.tolerance = tolerance
         self.dotsplit = dotsplit
         self.mountpoints = mountpoints
         self.default_algo = default_algo
-        self.fallback_key = fallback_key
         self._slots: dict[bytes, Slot] = {}
         self._slot_of: dict[Node, Slot] = {}
         self._events: list[Event] = []
@@ -229,7 +227,7 @@ class SubscriptionTable:
         return None
 
     def candidates(self, key: bytes) -> Iterator[bytes]:
-        """The keys ``lookup`` tries, in order (mountpoints, dotsplit, fallback key).
+        """The keys ``lookup`` tries, in order (mountpoints, then dotsplit).
 
         Keys longer than 255 bytes are never tried: uWSGI refuses them at lookup
         (WIRE §2.11). With mountpoints that limit applies to each candidate.
@@ -256,8 +254,6 @@ class SubscriptionTable:
                 name = name[dot:]
         else:
             yield host
-        if self.fallback_key is not None and self.fallback_key != host:
-            yield self.fallback_key
 
     def take_events(self) -> list[Event]:
         """Events queued by ``lookup`` (expiries) since the last call."""

@@ -271,13 +271,10 @@ def test_nothing_configured_resolves_nothing() -> None:
     resolver.on_connect_failed(Node("x"), NOW)  # harmless
 
 
-def test_fallback_key_not_wrapped_when_the_table_applies_it() -> None:
-    class Table(FakeResolver):
-        fallback_key = b"main"
-
-    table = Table({b"main": ["m:1"]})
-    resolver = build_resolver(_cfg(http_subscription_fallback_key="main"), "http", table)
-    assert resolver.stages == [table]
+def test_fallback_key_wraps_the_subscription_resolver() -> None:
     plain = FakeResolver({b"main": ["m:1"]})
     resolver = build_resolver(_cfg(http_subscription_fallback_key="main"), "http", plain)
     assert isinstance(resolver.stages[0], FallbackKeyResolver)
+    assert resolver.resolve(b"unknown", NOW).name == "m:1"
+    resolver = build_resolver(_cfg(), "http", plain)
+    assert resolver.stages == [plain]

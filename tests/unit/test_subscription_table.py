@@ -7,7 +7,9 @@ from pathlib import Path
 
 import pytest
 
+from brood.config.model import Config
 from brood.routers.node import Node
+from brood.routers.resolve import build_resolver
 from brood.subscription.packet import Subscription, decode_subscription
 from brood.subscription.table import (
     SubscriptionTable,
@@ -335,14 +337,19 @@ def test_mountpoints() -> None:
 
 
 def test_fallback_key() -> None:
-    table = SubscriptionTable(fallback_key=b"default")
+    # --X-subscription-fallback-key is applied by the router's resolver chain, around
+    # the table's resolver, as build_engine wires it
+    table = SubscriptionTable()
+    cfg = Config.from_dict({"http-subscription-fallback-key": "default"})
+    resolver = build_resolver(cfg, "http", TableResolver(table))
     table.apply(sub(key=b"default", address=b"fb:1"), T)
     table.apply(sub(key=b"known", address=b"k:1"), T)
-    assert table.lookup(b"unknown", T).name == "fb:1"
-    assert table.lookup(b"known", T).name == "k:1"
+    assert resolver.resolve(b"unknown", T).name == "fb:1"
+    assert resolver.resolve(b"known", T).name == "k:1"
     # a key whose nodes are all dead falls back too
     table.mark_dead(table.slot(b"known").nodes[0], T)
-    assert table.lookup(b"known", T).name == "fb:1"
+    assert resolver.resolve(b"known", T).name == "fb:1"
+    assert resolver.subscriptions is table  # stats still see the table
 
 
 # -- SNI -------------------------------------------------------------------------------------

@@ -144,8 +144,8 @@ def build_resolver(
     """The resolver of router ``prefix`` ("http", "fastrouter", "rawrouter", "sslrouter").
 
     ``subscription`` is the subscription table's resolver when the router runs a
-    subscription server; ``--X-subscription-fallback-key`` is wrapped around it unless
-    it (or its ``table``) already applies a ``fallback_key`` itself. ``sockets`` are this instance's uwsgi sockets for
+    subscription server; ``--X-subscription-fallback-key`` wraps it in a
+    ``FallbackKeyResolver``. ``sockets`` are this instance's uwsgi sockets for
     ``--X-use-socket`` (default: ``--socket`` values). ``report`` receives the errors of
     a code-string mapper. ValueError for a bad configuration (code-string file, socket
     number, algorithm).
@@ -169,8 +169,7 @@ def build_resolver(
     if subscription is not None:
         fallback_key = _get(cfg, f"{prefix}-subscription-fallback-key")
         sub: Resolver = subscription
-        table = getattr(subscription, "table", subscription)
-        if fallback_key and getattr(table, "fallback_key", None) is None:
+        if fallback_key:
             sub = FallbackKeyResolver(subscription, fallback_key.encode("utf-8", "surrogateescape"))
         candidates.append(sub)
     if _get(cfg, f"{prefix}-use-base"):
