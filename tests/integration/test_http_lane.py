@@ -125,7 +125,7 @@ async def test_pipelined_get_then_a_head_cut_in_two_goes_on_on_the_general_path(
         nursery.cancel_scope.cancel()
 
 
-# -- 2. a body goes to the general path ----------------------------------------------------
+# -- 2. a body goes to the general path, and the connection comes back ----------------------
 @pytest.mark.parametrize("one_write", [False, True], ids=["one-by-one", "pipelined"])
 async def test_get_post_get_on_one_connection(one_write):
     post = (b"POST /form HTTP/1.1\r\nHost: " + HOST + b"\r\nContent-Type: text/plain\r\n"
@@ -145,10 +145,12 @@ async def test_get_post_get_on_one_connection(one_write):
                     assert len(lane_of(router).conns) == 1  # the first GET: in the lane
                     await client.send(post)
                     bodies.append((await client.response())[1])
+                    await eventually(lambda: len(lane_of(router).conns) == 1)  # back
                     await client.send(get(b"/b"))
                     bodies.append((await client.response())[1])
                 assert bodies == [b"GET /a ", b"POST /form hello=world", b"GET /b "]
-                assert not lane_of(router).conns  # handed over at the POST
+                # handed over at the POST, handed back once it was answered
+                await eventually(lambda: len(lane_of(router).conns) == 1)
             found, body = packet_vars(server.requests[1])
             assert (found[b"REQUEST_METHOD"], found[b"CONTENT_LENGTH"], body) == (
                 b"POST", b"11", b"hello=world")
@@ -180,6 +182,14 @@ async def test_chunked_answer_is_relayed_whole_and_the_connection_goes_on(split)
     async with trio.open_nursery() as nursery:
         server = await nursery.start(node_server, behave)
         async with http_router({HOST: [server.address]}, settings()) as router:
+            handed = []
+            relay_rest = router.handler.resume_answer
+
+            async def resume_answer(*args):
+                handed.append(args[3].target)
+                await relay_rest(*args)
+
+            router.handler.resume_answer = resume_answer
             with await open_client(router.address) as sock:
                 client = LaneClient(sock)
                 await client.send(get(b"/chunked"))
@@ -191,9 +201,11 @@ async def test_chunked_answer_is_relayed_whole_and_the_connection_goes_on(split)
                 head, body = await client.response()
                 assert head == CHUNKED_HEAD
                 assert body == b"hello world"
-                assert not lane_of(router).conns  # handed to resume_answer
+                assert handed == [b"/chunked"]  # relayed by resume_answer
+                await eventually(lambda: len(lane_of(router).conns) == 1)  # then back
                 await client.send(get(b"/after"))
                 assert (await client.response())[1] == b"ok\n"
+                assert handed == [b"/chunked"]  # /after: the lane's own
             await settled(router)
             # counted once by the lane, not again by resume_answer
             assert node_of(router).requests == 2

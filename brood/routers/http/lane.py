@@ -17,12 +17,13 @@ request whole when it is the usual one:
 * the answer is framed by Content-Length, has no body, or ends with the close (when
   neither ``--http-auto-chunked`` nor ``--http-auto-gzip`` would re-frame it).
 
-Anything else is handed to the general path (``HttpRouter``) at a clean point, and the
-connection stays there: before the request went out (the general path serves it from
-its first byte, with retries, fallbacks and every error answer: a head cut in two
-reads, a bad head, a body, a node that refuses, no node), or once the answer's first
-bytes are in (``HttpRouter.resume_answer`` relays the rest: chunked, 1xx, 101, a head
-longer than one read). Errors after the request went out: 502 / 504 answered through
+Anything else is handed to the general path (``HttpRouter``) at a clean point: before
+the request went out (the general path serves it from its first byte, with retries,
+fallbacks and every error answer: a head cut in two reads, a bad head, a body, a node
+that refuses, no node), or once the answer's first bytes are in
+(``HttpRouter.resume_answer`` relays the rest: chunked, 1xx, 101, a head longer than one
+read). When that request is done and the connection goes on, it comes back to the lane
+(``readopt``). Errors after the request went out: 502 / 504 answered through
 ``HttpRouter.fail`` when no byte reached the client, else a logged close.
 
 Timeouts are swept once a second (uWSGI checks its timeouts as often): an idle client
@@ -198,6 +199,16 @@ class Lane:
         conn.deadline = time.monotonic() + self.settings.headers_timeout
         self.conns[conn.fd] = conn
         self.ep.register(conn.fd, _IN)  # bytes already there raise the first edge at once
+
+    def readopt(self, sock: socket.socket, peer: Any, buf: bytes) -> None:
+        """Take back a connection the general path served a request of; ``buf``: what
+        it read past that request (the start of the next one, served at once)."""
+        self.adopt(sock, peer)
+        conn = self.conns[sock.fileno()]
+        conn.deadline = time.monotonic() + self.settings.keepalive_idle
+        if buf:
+            conn.buf = bytes(buf)
+            self._start(conn)
 
     # -- client side --------------------------------------------------------------------
     def _client_event(self, conn: LaneConn, events: int) -> None:

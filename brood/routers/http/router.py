@@ -211,7 +211,19 @@ class HttpRouter:
         if conn.scope.cancelled_caught:
             await self.timed_out(client, peer, conn)
             return
+        if self.lane is not None:
+            self._back_to_lane(client, peer)
+            return
         await self._serve_connection(client, peer, first=False)
+
+    def _back_to_lane(self, client: Client, peer: Any) -> None:
+        """A request the lane handed over is done and the connection goes on: its next
+        requests are the lane's again (one POST does not keep a connection off it)."""
+        tsock = client.sock
+        family, kind, proto = tsock.family, tsock.type, tsock.proto
+        trio.lowlevel.notify_closing(tsock)  # trio forgets the fd; it stays open
+        sock = socket.socket(family, kind, proto, fileno=tsock.detach())
+        self.lane.readopt(sock, peer, client.buf)
 
     async def _answer(self, upstream: Any, client: Client, head: RequestHead, out: Outcome,
                       conn: _Conn) -> RoutingError | None:
@@ -268,6 +280,9 @@ class HttpRouter:
                     wait, slack = settings.keepalive_idle, self.idle_slack
                     first = False
                     if not await self.serve(client, head, peer, conn):
+                        return
+                    if self.lane is not None:  # the connection came from the lane
+                        self._back_to_lane(client, peer)
                         return
         except ProtocolError as exc:
             await self.fail(client, peer, exc.status, f"bad request: {exc.reason}", None)
