@@ -338,13 +338,21 @@ def _parse_common(buf: bytes | bytearray, match: re.Match[bytes]) -> RequestHead
         found = _SPECIAL_RE.findall(buf, hstart - 2, end - 2)
         if found:
             special = _split_special(found)
+    version = b"HTTP/1.1" if http11 else b"HTTP/1.0"
     if special is None:
         special = _NO_SPECIAL
+    elif len(special) == 1 and target[:1] == b"/":
+        hosts = special.get(b"host")
+        if hosts is not None and len(hosts) == 1 and not hosts[0].translate(None, _HOST_CHARS):
+            # The usual head: an origin-form target and one valid Host, nothing else to
+            # weigh (what _request_head decides for it, without its general checks).
+            path, _, query = target.partition(b"?")
+            return _new_head(RequestHead, (method, target, path, query, version, headers, None,
+                                           False, http11, False, None, hosts[0], end))
     get = special.get
-    return _request_head(method, target, b"HTTP/1.1" if http11 else b"HTTP/1.0", http11,
-                         headers, get(b"host", ()), get(b"content-length"),
-                         get(b"transfer-encoding"), get(b"connection"), get(b"upgrade"),
-                         get(b"expect"), end)
+    return _request_head(method, target, version, http11, headers, get(b"host", ()),
+                         get(b"content-length"), get(b"transfer-encoding"),
+                         get(b"connection"), get(b"upgrade"), get(b"expect"), end)
 
 
 def _parse_general(buf: bytes | bytearray, limit: int) -> RequestHead | None:
