@@ -501,9 +501,7 @@ class Lane:
         if out < moved:  # the client is full: the rest waits in Python, the pipe goes back
             conn.pending = os.read(pipe[0], moved - out)
             give_pipe(pipe, True)
-            if not conn.out_armed:
-                conn.out_armed = True
-                self.ep.modify(conn.fd, _IN_OUT)
+            self._wait_writable(conn)
             return False
         give_pipe(pipe, True)
         return conn.node_readable
@@ -562,10 +560,14 @@ class Lane:
             conn.pending = b""
             return True
         conn.pending = data[sent:]
+        self._wait_writable(conn)
+        return False
+
+    def _wait_writable(self, conn: LaneConn) -> None:
+        """The client is full: its EPOLLOUT edge resumes ``conn.pending``."""
         if not conn.out_armed:
             conn.out_armed = True
             self.ep.modify(conn.fd, _IN_OUT)
-        return False
 
     def _finish(self, conn: LaneConn, complete: bool) -> None:
         """The answer went out: close the node, log, then the next request or the close."""
