@@ -41,6 +41,7 @@ REPO = Path(__file__).resolve().parent.parent
 PY = sys.executable
 HOST = "127.0.0.1"
 PAGE = os.sysconf("SC_PAGE_SIZE")
+CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 
 class BenchError(Exception):
@@ -86,6 +87,19 @@ def process_tree(roots: Iterable[int]) -> list[int]:
         out.append(pid)
         todo.extend(kids.get(pid, ()))
     return out
+
+
+def cpu_seconds(pids: Iterable[int]) -> float:
+    """User + system CPU seconds used so far by the processes (0 for one that is gone)."""
+    total = 0
+    for pid in pids:
+        try:
+            with open(f"/proc/{pid}/stat", "rb") as f:
+                fields = f.read().rsplit(b")", 1)[1].split()
+            total += int(fields[11]) + int(fields[12])  # utime, stime
+        except (OSError, IndexError, ValueError):
+            pass
+    return total / CLK_TCK
 
 
 def rss_each(pids: Iterable[int]) -> list[int]:
@@ -510,6 +524,7 @@ class WrkResult:
     kinds: dict[str, int] = field(default_factory=dict)  # non-2xx, connect, read, ...
     rss: int = 0  # peak of the process tree's summed RSS
     rss_proc: int = 0  # peak RSS of its largest child process (a router)
+    cpu_us: float = 0.0  # CPU (user + system) of the process tree per request, in µs
     idle_before: float = 100.0  # machine idle % just before the run (with --wait-idle)
 
     @property
@@ -555,6 +570,8 @@ def wrk(
     if not keepalive:
         argv += ["-H", "Connection: close"]
     argv.append(url)
+    tree = process_tree(rss_roots or [])
+    cpu_before = cpu_seconds(tree)
     with RssSampler(rss_roots or []) as sampler:
         try:
             proc = subprocess.run(
@@ -562,6 +579,7 @@ def wrk(
             )
         except subprocess.TimeoutExpired:
             raise BenchError(f"`{shlex.join(argv)}` did not finish in {duration + 30:.0f} s")
+    cpu_used = cpu_seconds(tree) - cpu_before
     try:
         res = parse_wrk(proc.stdout)
     except (ValueError, KeyError):
@@ -572,6 +590,7 @@ def wrk(
         raise BenchError(f"`{shlex.join(argv)}`: no request completed")
     res.rss = sampler.peak
     res.rss_proc = sampler.peak_proc
+    res.cpu_us = cpu_used / res.requests * 1e6
     return res
 
 
@@ -740,6 +759,7 @@ class Matrix:
                         error_kinds=_sum_kinds(runs),
                         rss=med.rss,
                         rss_proc=med.rss_proc,
+                        cpu_us=med.cpu_us,
                         rounds=[r.rps for r in runs],
                         busy_runs=sum(r.idle_before < IDLE_OK for r in runs),
                     )
@@ -756,9 +776,12 @@ class Matrix:
         print(
             f"\n## {self.title}  (wrk -t2 -c{self.loads[0].connections}, {a.duration:g} s runs, "
             f"median of {a.rounds} round(s); errors summed over rounds; RSS = peak sum of the "
-            f"process tree, in parentheses of its largest child: a router process, not the master)"
+            f"process tree, in parentheses of its largest child: a router process, not the master; "
+            f"CPU/req = user + system CPU of the server's process tree per request, the load "
+            f"generator and the backend not included)"
         )
-        head = ("scenario", "server", "req/s", "p50", "p99", "errors", "peak RSS", "brood / anchor")
+        head = ("scenario", "server", "req/s", "p50", "p99", "errors", "peak RSS", "CPU/req",
+                "brood / anchor")
         table = [head]
         for r in rows:
             if "rps" in r:
@@ -772,12 +795,14 @@ class Matrix:
                         fmt_ms(r["p99_ms"]),
                         fmt_errors(r["errors"], r["error_kinds"]),
                         fmt_rss(r["rss"], r["rss_proc"]),
+                        f"{r['cpu_us']:.0f} µs" if r["cpu_us"] else "-",
                         ratio or ("(anchor)" if r["role"] == "anchor" else "(ref)"
                                   if r["role"] == "ref" else "-"),
                     )
                 )
             else:
-                table.append((r["scenario"], r["server"], "FAILED", "", "", "", "", "see below"))
+                table.append((r["scenario"], r["server"], "FAILED", "", "", "", "", "",
+                              "see below"))
         print_table(table)
         failures = {}
         for r in rows:
