@@ -10,7 +10,9 @@ What lives here:
 * readiness by polling: HTTP 200 (``wait_http``), a uwsgi-protocol answer (``wait_uwsgi``),
   a plain TCP connect (``wait_tcp``), a log line (``wait_log``); never fixed sleeps.
 * ``RssSampler``: peak RSS of a process tree (sum over the tree, from /proc) during a run.
-* ``wrk``: run wrk ``--latency`` and parse req/s, p50, p99, non-2xx and socket errors.
+* ``wrk``: run wrk ``--latency`` and parse req/s, p50, p99, non-2xx and socket errors;
+  also the CPU the server's process tree used per request (``cpu_seconds`` before and
+  after: a figure the machine's speed swings move much less than req/s).
 * ``Matrix``: the interleaved rounds (each load, every target in turn, the order rotated
   each round), the median of ``--rounds``, and the table with the brood / anchor ratios.
 
