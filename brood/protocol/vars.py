@@ -220,11 +220,12 @@ def encode_head_vars(head: RequestHead, connection_vars: bytes, *, name_from_hos
             parts = [method_pair, _K_PATH_INFO, u16(len(path)), path, _K_REQUEST_URI,
                      u16(len(target)), target, _K_QUERY_STRING, u16(len(query)), query,
                      protocol_pair, connection_vars]
-        elif b"%" in path:
-            path = unquote_to_bytes(path)
+        elif b"%" in path or len(path) != len(target):  # escapes, absolute-form, CONNECT
+            if b"%" in path:
+                path = unquote_to_bytes(path)
             parts = [method_pair, _K_REQUEST_URI, u16(len(target)), target, _K_PATH_INFO,
                      u16(len(path)), path, _EMPTY_QUERY, protocol_pair, connection_vars]
-        else:  # the usual: PATH_INFO is the target itself
+        else:  # the usual: PATH_INFO is the target itself (origin-form, no escapes)
             uri = u16(len(target)) + target
             parts = [method_pair, _K_REQUEST_URI, uri, _K_PATH_INFO, uri, _EMPTY_QUERY,
                      protocol_pair, connection_vars]
