@@ -18,6 +18,7 @@ from _routerkit import send_all
 
 from brood.routers.http import lane as lane_module
 from brood.routers.http.settings import HttpSettings
+from brood.routers.net import relay
 
 HOST = b"lane.test"
 
@@ -502,3 +503,72 @@ async def test_long_body_goes_by_splice(monkeypatch, cut):
     # (in and out: counted twice)
     past_first_read = len(sent) - (len(whole) - len(body)) - lane_module.HEAD_RECV
     assert sum(spliced) >= 2 * (past_first_read - lane_module.SPLICE_MIN)
+
+
+async def test_spliced_body_with_small_pipes_does_not_stall():
+    """A pipe smaller than asked (F_SETPIPE_SZ can fail under the per-user pipe limit)
+    moves less per splice: the lane keeps splicing until EAGAIN, so a node that pauses
+    mid-body does not leave bytes the router already has waiting."""
+    first, rest = b"a" * 900_000, b"b" * 100_000
+    head = b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % (len(first) + len(rest))
+    gate = trio.Event()
+
+    async def behave(conn, request):
+        await send_all(conn, head + first)
+        await gate.wait()  # a slow producer: the rest comes later
+        await send_all(conn, rest)
+
+    relay._drop_pipes()
+    for _ in range(4):  # default-sized (64 KiB) pipes in the pool
+        relay._PIPES.append(os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC))
+    try:
+        async with trio.open_nursery() as nursery:
+            server = await nursery.start(node_server, behave)
+            async with http_router({HOST: [server.address]}, settings()) as router:
+                with await open_client(router.address) as sock:
+                    await send_all(sock, get())
+                    got = bytearray()
+                    with trio.fail_after(3):  # all of the first part, gate still closed
+                        while len(got) < len(head + first):
+                            data = await sock.recv(1 << 20)
+                            assert data, f"closed after {len(got)} bytes"
+                            got += data
+                    gate.set()
+                    with trio.fail_after(3):
+                        while len(got) < len(head + first + rest):
+                            data = await sock.recv(1 << 20)
+                            assert data, f"closed after {len(got)} bytes"
+                            got += data
+                    assert got == head + first + rest
+                await settled(router)
+            nursery.cancel_scope.cancel()
+    finally:
+        relay._drop_pipes()
+
+
+async def test_a_failure_serving_a_handed_back_connection_drops_only_it(monkeypatch):
+    """A connection back from the general path is served under the lane's own guard: an
+    unexpected error closes that connection and the lane goes on."""
+    post = (b"POST /form HTTP/1.1\r\nHost: " + HOST + b"\r\nContent-Length: 2\r\n\r\nhi")
+    start = lane_module.Lane._start
+
+    def failing_start(self, conn):
+        if conn.buf.startswith(b"GET /boom"):
+            raise RuntimeError("boom")
+        start(self, conn)
+
+    monkeypatch.setattr(lane_module.Lane, "_start", failing_start)
+    async with trio.open_nursery() as nursery:
+        server = await nursery.start(node_server, echo)
+        async with http_router({HOST: [server.address]}, settings()) as router:
+            with await open_client(router.address) as sock:
+                client = LaneClient(sock)
+                await client.send(post + get(b"/boom"))  # the POST takes the general path
+                assert (await client.response())[1] == b"POST /form hi"
+                assert await client.closed(limit=2)  # /boom: dropped by the guard
+            with await open_client(router.address) as sock:  # the lane still serves
+                client = LaneClient(sock)
+                await client.send(get(b"/after"))
+                assert (await client.response())[1] == b"GET /after "
+            await settled(router)
+        nursery.cancel_scope.cancel()

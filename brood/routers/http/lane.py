@@ -208,7 +208,11 @@ class Lane:
         conn.deadline = time.monotonic() + self.settings.keepalive_idle
         if buf:
             conn.buf = bytes(buf)
-            self._start(conn)
+            try:
+                self._start(conn)
+            except Exception:  # as in run(): this connection goes, the lane stays
+                log.exception("http: fast lane failed on %s", conn.peer)
+                self._drop(conn)
 
     # -- client side --------------------------------------------------------------------
     def _client_event(self, conn: LaneConn, events: int) -> None:
@@ -220,6 +224,8 @@ class Lane:
                 return
             conn.readable = True  # served once the answer in flight is done
         if events & _WRITE_EVENTS and conn.pending:
+            # The client took bytes: a slow reader that keeps reading is not idle.
+            conn.deadline = time.monotonic() + self.settings.timeout
             self._pump(conn)
 
     def _read_request(self, conn: LaneConn) -> None:
@@ -485,8 +491,8 @@ class Lane:
         conn.node.rx += moved  # type: ignore[union-attr]
         if remaining > 0:
             conn.remaining = remaining - moved
-        if moved < want and not conn.node_hup:
-            conn.node_readable = False  # drained: the next edge says when there is more
+        # A short move does not say the socket is drained (a pipe may hold less than
+        # asked: F_SETPIPE_SZ can fail): the next splice's EAGAIN does.
         try:
             out = os.splice(pipe[0], conn.fd, moved, flags=SPLICE_FLAGS)
         except BlockingIOError:
