@@ -546,6 +546,51 @@ async def test_spliced_body_with_small_pipes_does_not_stall():
         relay._drop_pipes()
 
 
+async def test_slow_reader_that_keeps_reading_is_not_cut_by_the_timeout():
+    """The idle timeout counts from the last byte the client took: a slow reader that
+    keeps reading (draining a large send buffer without an EPOLLOUT edge for seconds)
+    outlives --http-timeout."""
+    timeout = 1.0
+    body = random.Random(11).randbytes(4 << 20)
+    whole = ok(body)
+    async with trio.open_nursery() as nursery:
+        server = await nursery.start(node_server, answer(whole))
+        async with http_router({HOST: [server.address]}, settings(timeout=timeout)) as router:
+            sock = trio.socket.socket()
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 14)
+            host, port = router.address.rsplit(":", 1)
+            await sock.connect((host, int(port)))
+            with sock:
+                await send_all(sock, get())
+                got = bytearray()
+                started = trio.current_time()
+                with trio.fail_after(20):
+                    while len(got) < len(whole):
+                        data = await sock.recv(32768)
+                        assert data, f"cut after {len(got)} bytes"
+                        got += data
+                        await trio.sleep(0.03)  # a slow reader: about 1 MB/s
+                assert bytes(got) == whole
+                assert trio.current_time() - started > 2 * timeout  # it did outlive it
+            await settled(router)
+        nursery.cancel_scope.cancel()
+
+
+async def test_client_that_takes_nothing_is_dropped_after_the_timeout():
+    body = random.Random(12).randbytes(16 << 20)
+    async with trio.open_nursery() as nursery:
+        server = await nursery.start(node_server, answer(ok(body)))
+        async with http_router({HOST: [server.address]}, settings(timeout=0.5)) as router:
+            with await open_client(router.address) as sock:
+                await send_all(sock, get())  # and never read
+                await eventually(lambda: router.handler.lane is not None)
+                lane = router.handler.lane
+                await eventually(lambda: any(c.pending for c in lane.conns.values()))
+                await eventually(lambda: not lane.conns, limit=4)  # dropped
+            await settled(router)
+        nursery.cancel_scope.cancel()
+
+
 async def test_a_failure_serving_a_handed_back_connection_drops_only_it(monkeypatch):
     """A connection back from the general path is served under the lane's own guard: an
     unexpected error closes that connection and the lane goes on."""

@@ -28,7 +28,8 @@ read). When that request is done and the connection goes on, it comes back to th
 
 Timeouts are swept once a second (uWSGI checks its timeouts as often): an idle client
 (``--http-headers-timeout`` for a new connection, the keep-alive idle time after), a
-connect, a silent node (``--http-timeout``), ``--http-harakiri``.
+connect, a silent node (``--http-timeout``), a client that takes no byte of the answer
+for as long (its socket's send queue did not move), ``--http-harakiri``.
 
 Counters as on the general path: the node's requests/ref/tx/rx, the engine's sessions
 (a graceful stop waits for the lane's requests too), the access log line.
@@ -38,11 +39,14 @@ from __future__ import annotations
 
 import _socket
 import errno
+import fcntl
 import logging
 import math
 import os
 import select
 import socket
+import struct
+import termios
 import time
 from typing import TYPE_CHECKING, Any
 
@@ -89,6 +93,8 @@ SWEEP_EVERY = 1.0
 # A sweep woken for a deadline acts on deadlines this close too (timer granularity).
 _EARLY = 0.005
 _STREAM_NONBLOCK = socket.SOCK_STREAM | socket.SOCK_NONBLOCK
+_OUTQ = struct.Struct("i")
+_OUTQ_BUF = bytes(_OUTQ.size)
 _IN_PROGRESS = (errno.EINPROGRESS, errno.EALREADY, errno.EAGAIN)
 # What a lane connection is doing.
 _IDLE, _CONNECTING, _WAITING, _BODY = range(4)
@@ -101,7 +107,7 @@ class LaneConn:
                  "readable", "out_armed", "state", "deadline", "hard", "head", "key",
                  "node", "up", "up_fd", "packet", "started", "sent", "remaining",
                  "pending", "status", "node_keep", "node_readable", "answer_head", "counted",
-                 "hup", "node_hup", "vars_mid")
+                 "hup", "node_hup", "vars_mid", "outq")
 
     def __init__(self, sock: socket.socket, peer: Any) -> None:
         self.sock = sock
@@ -133,6 +139,7 @@ class LaneConn:
         self.hup = False  # the client hung up (reads go on until EOF)
         self.node_hup = False  # the node hung up
         self.vars_mid = b""  # the encoded vars of this connection (encode_connection_vars)
+        self.outq = -1  # the client's send queue at the last sweep (_client_queue_moved)
 
 
 class Lane:
@@ -699,9 +706,29 @@ class Lane:
                 self.engine.log_failure(conn.peer, f"harakiri: request older than "
                                                    f"{self.harakiri:g}s cut")
                 self._drop(conn)
+            elif conn.pending:  # waiting for the client to take bytes, not for the node
+                if _client_queue_moved(conn):
+                    conn.deadline = now + self.settings.timeout  # slow, but still reading
+                else:
+                    self.engine.log_failure(conn.peer, f"client took no byte for "
+                                                       f"{self.settings.timeout:g}s")
+                    self._drop(conn)
             else:
                 self._close_node(conn)
                 self._error(conn, NodeTimeout(f"node silent for {self.settings.timeout:g}s"))
+
+
+def _client_queue_moved(conn: LaneConn) -> bool:
+    """Whether the client took bytes since the last look: its socket's send queue
+    (SIOCOUTQ) changed. A slow reader drains a large send buffer without an EPOLLOUT
+    edge for a long time; this tells it from a stalled one."""
+    try:
+        queued = _OUTQ.unpack(fcntl.ioctl(conn.fd, termios.TIOCOUTQ, _OUTQ_BUF))[0]
+    except OSError:
+        return False
+    moved = queued != conn.outq
+    conn.outq = queued
+    return moved
 
 
 class _Replay(Upstream):
