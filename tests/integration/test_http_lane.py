@@ -76,6 +76,15 @@ def node_of(router, host: bytes = HOST):
     return node
 
 
+async def small_window_client(router, rcvbuf: int):
+    """A client socket with a small receive buffer: the router feels back-pressure."""
+    sock = trio.socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+    host, port = router.address.rsplit(":", 1)
+    await sock.connect((host, int(port)))
+    return sock
+
+
 async def settled(router, host: bytes = HOST) -> None:
     """Every request let go of its node and its session (the general path closes its
     upstream just after the client got the last byte, hence the wait)."""
@@ -247,11 +256,7 @@ async def test_large_answer_to_a_slow_reader_arrives_byte_exact():
     async with trio.open_nursery() as nursery:
         server = await nursery.start(node_server, answer(whole))
         async with http_router({HOST: [server.address]}, settings()) as router:
-            sock = trio.socket.socket()
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 16)
-            host, port = router.address.rsplit(":", 1)
-            await sock.connect((host, int(port)))
-            with sock:
+            with await small_window_client(router, 1 << 16) as sock:
                 await send_all(sock, get())
                 # no read until the router's sends filled the socket buffers: the lane
                 # holds the rest of a read (``pending``) and waits for EPOLLOUT
@@ -556,11 +561,7 @@ async def test_slow_reader_that_keeps_reading_is_not_cut_by_the_timeout():
     async with trio.open_nursery() as nursery:
         server = await nursery.start(node_server, answer(whole))
         async with http_router({HOST: [server.address]}, settings(timeout=timeout)) as router:
-            sock = trio.socket.socket()
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 14)
-            host, port = router.address.rsplit(":", 1)
-            await sock.connect((host, int(port)))
-            with sock:
+            with await small_window_client(router, 1 << 14) as sock:
                 await send_all(sock, get())
                 got = bytearray()
                 started = trio.current_time()
