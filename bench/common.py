@@ -63,19 +63,31 @@ def free_port() -> int:
 # ---------------------------------------------------------------------------- /proc
 
 
+def _stat_fields(pid: int | str) -> list[bytes] | None:
+    """The fields of /proc/PID/stat after the command name (state, ppid, pgrp, ...), or
+    None when the process is gone."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            data = f.read()
+    except OSError:
+        return None
+    # the command name may hold spaces and parens: fields start after the last ')'
+    return data[data.rindex(b")") + 2 :].split()
+
+
+def _processes() -> Iterable[tuple[int, list[bytes]]]:
+    """(pid, stat fields) of every process alive now."""
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            rest = _stat_fields(entry)
+            if rest is not None:
+                yield int(entry), rest
+
+
 def _children_map() -> dict[int, list[int]]:
     kids: dict[int, list[int]] = {}
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat", "rb") as f:
-                data = f.read()
-        except OSError:
-            continue
-        # the command name may hold spaces and parens: fields start after the last ')'
-        rest = data[data.rindex(b")") + 2 :].split()
-        kids.setdefault(int(rest[1]), []).append(int(entry))
+    for pid, rest in _processes():
+        kids.setdefault(int(rest[1]), []).append(pid)
     return kids
 
 
@@ -95,12 +107,9 @@ def cpu_seconds(pids: Iterable[int]) -> float:
     """User + system CPU seconds used so far by the processes (0 for one that is gone)."""
     total = 0
     for pid in pids:
-        try:
-            with open(f"/proc/{pid}/stat", "rb") as f:
-                fields = f.read().rsplit(b")", 1)[1].split()
-            total += int(fields[11]) + int(fields[12])  # utime, stime
-        except (OSError, IndexError, ValueError):
-            pass
+        rest = _stat_fields(pid)
+        if rest is not None:
+            total += int(rest[11]) + int(rest[12])  # utime, stime
     return total / CLK_TCK
 
 
@@ -121,19 +130,7 @@ def rss_bytes(pids: Iterable[int]) -> int:
 
 
 def group_members(pgid: int) -> list[int]:
-    out = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat", "rb") as f:
-                data = f.read()
-        except OSError:
-            continue
-        rest = data[data.rindex(b")") + 2 :].split()
-        if rest[0] != b"Z" and int(rest[2]) == pgid:
-            out.append(int(entry))
-    return out
+    return [pid for pid, rest in _processes() if rest[0] != b"Z" and int(rest[2]) == pgid]
 
 
 class RssSampler:
