@@ -197,6 +197,10 @@ class Lane:
         sock.setblocking(False)
         if sock.family != socket.AF_UNIX:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self._take(sock, peer)
+
+    def _take(self, sock: socket.socket, peer: Any) -> LaneConn:
+        """A non-blocking client socket into the lane's table and epoll set."""
         conn = LaneConn(sock, peer)
         settings = self.settings
         conn.vars_mid = encode_connection_vars(
@@ -206,12 +210,13 @@ class Lane:
         conn.deadline = time.monotonic() + self.settings.headers_timeout
         self.conns[conn.fd] = conn
         self.ep.register(conn.fd, _IN)  # bytes already there raise the first edge at once
+        return conn
 
     def readopt(self, sock: socket.socket, peer: Any, buf: bytes) -> None:
         """Take back a connection the general path served a request of; ``buf``: what
-        it read past that request (the start of the next one, served at once)."""
-        self.adopt(sock, peer)
-        conn = self.conns[sock.fileno()]
+        it read past that request (the start of the next one, served at once). The
+        socket is non-blocking with TCP_NODELAY already (``adopt`` made it so)."""
+        conn = self._take(sock, peer)
         conn.deadline = time.monotonic() + self.settings.keepalive_idle
         if buf:
             conn.buf = bytes(buf)

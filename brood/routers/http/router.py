@@ -222,7 +222,8 @@ class HttpRouter:
         tsock = client.sock
         family, kind, proto = tsock.family, tsock.type, tsock.proto
         trio.lowlevel.notify_closing(tsock)  # trio forgets the fd; it stays open
-        sock = socket.socket(family, kind, proto, fileno=tsock.detach())
+        # SOCK_NONBLOCK in the type: Python takes the fd as non-blocking (it is) unasked
+        sock = socket.socket(family, kind | socket.SOCK_NONBLOCK, proto, fileno=tsock.detach())
         self.lane.readopt(sock, peer, client.buf)
 
     async def _answer(self, upstream: Any, client: Client, head: RequestHead, out: Outcome,
