@@ -14,9 +14,10 @@ import socket
 import pytest
 import trio
 from _httpkit import OK, HttpClient, answer, http_router, node_server, open_client, packet_vars
-from _routerkit import send_all
+from _routerkit import refused_address, send_all
 
-from brood.routers.http import lane as lane_module
+from brood.routers import lane as lane_module
+from brood.routers.http.lane import HttpLane
 from brood.routers.http.settings import HttpSettings
 from brood.routers.net import relay
 
@@ -596,14 +597,14 @@ async def test_a_failure_serving_a_handed_back_connection_drops_only_it(monkeypa
     """A connection back from the general path is served under the lane's own guard: an
     unexpected error closes that connection and the lane goes on."""
     post = (b"POST /form HTTP/1.1\r\nHost: " + HOST + b"\r\nContent-Length: 2\r\n\r\nhi")
-    start = lane_module.Lane._start
+    start = HttpLane._start
 
     def failing_start(self, conn):
         if conn.buf.startswith(b"GET /boom"):
             raise RuntimeError("boom")
         start(self, conn)
 
-    monkeypatch.setattr(lane_module.Lane, "_start", failing_start)
+    monkeypatch.setattr(HttpLane, "_start", failing_start)
     async with trio.open_nursery() as nursery:
         server = await nursery.start(node_server, echo)
         async with http_router({HOST: [server.address]}, settings()) as router:
@@ -617,4 +618,21 @@ async def test_a_failure_serving_a_handed_back_connection_drops_only_it(monkeypa
                 await client.send(get(b"/after"))
                 assert (await client.response())[1] == b"GET /after "
             await settled(router)
+        nursery.cancel_scope.cancel()
+
+
+async def test_refused_first_node_is_marked_and_the_next_serves():
+    dead = refused_address()
+    async with trio.open_nursery() as nursery:
+        server = await nursery.start(node_server, echo)
+        async with http_router({HOST: [dead, server.address]}, settings()) as router:
+            with await open_client(router.address) as sock:
+                client = LaneClient(sock)
+                for path in (b"/1", b"/2", b"/3"):
+                    await client.send(get(path))
+                    assert (await client.response())[1] == b"GET " + path + b" "
+            dead_node, good = router.resolver.nodes[HOST]
+            # marked as the general path marks a refused connect: skipped while in grace
+            assert dead_node.failcnt == 1 and dead_node.grace_until > 0
+            assert (good.requests, dead_node.requests) == (3, 0)
         nursery.cancel_scope.cancel()

@@ -165,9 +165,9 @@ class HttpRouter:
             return False
         lane = self.lane
         if lane is None:
-            from brood.routers.http.lane import Lane
+            from brood.routers.http.lane import HttpLane
 
-            lane = self.lane = Lane(self, sessions)
+            lane = self.lane = HttpLane(self, sessions)
             sessions.start_soon(lane.run)
         lane.adopt(sock, peer)
         return True
