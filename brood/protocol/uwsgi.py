@@ -113,9 +113,11 @@ def _decode(
     return pairs, None
 
 
-def decode_vars(block: bytes | bytearray) -> list[tuple[bytes, bytes]]:
-    """All pairs of a vars block; ``PacketError`` on any damage."""
-    pairs, error = _decode(bytes(block), 0, len(block))
+def decode_vars(block: bytes | bytearray, start: int = 0,
+                end: int | None = None) -> list[tuple[bytes, bytes]]:
+    """All pairs of a vars block (``block[start:end]``, read in place); ``PacketError``
+    on any damage."""
+    pairs, error = _decode(bytes(block), start, len(block) if end is None else end)
     if error is not None:
         raise error
     return pairs

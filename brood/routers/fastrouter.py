@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import os
+import socket
 import tempfile
 from http import HTTPStatus
 from typing import Any
@@ -27,7 +28,7 @@ from brood.protocol.errors import ProtocolError
 from brood.protocol.uwsgi import MAX_VARS_SIZE, Packet, PacketReader, header_with_modifiers
 from brood.protocol.vars import routing_key
 from brood.routers.engine import Engine, Upstream, client_ip, option
-from brood.routers.errors import NodeTimeout, RoutingError, error_body
+from brood.routers.errors import NodeFailed, NodeTimeout, RoutingError, error_body
 from brood.routers.net import sockio
 from brood.routers.net.listen import ConnectionHandler
 from brood.routers.net.relay import receive_some, send_all
@@ -104,7 +105,7 @@ def content_length(pairs: list[tuple[bytes, bytes]]) -> int:
     return int(value) if value.strip().isdigit() else 0
 
 
-def _body_sent(pairs: list[tuple[bytes, bytes]], sent: int) -> bool:
+def body_sent(pairs: list[tuple[bytes, bytes]], sent: int) -> bool:
     """Whether the request is complete with ``sent`` body bytes: CONTENT_LENGTH reached,
     no chunked body and no upgrade (which would keep the client talking). Then only the
     answer remains to relay (``Upstream.relay_answer``), the common case behind nginx."""
@@ -130,13 +131,33 @@ class FastRouter:
         self.post_buffering = int(option(cfg, "fastrouter-post-buffering", 0))
         self.post_buffering_dir = option(cfg, "fastrouter-post-buffering-dir", None)
         self.limit = min(engine.settings.buffer_size, MAX_VARS_SIZE)
+        self.lane: Any = None
 
-    async def __call__(self, conn: trio.socket.SocketType, peer: Any) -> None:
+    # -- the fast lane --------------------------------------------------------------------
+    def adopt(self, sock: socket.socket, peer: Any, sessions: trio.Nursery) -> bool:
+        """Take an accepted connection into the fast lane (``fastrouter_lane``) instead
+        of a task of its own; the general path (``resume``) gets what the lane does not
+        serve."""
+        lane = self.lane
+        if lane is None:
+            from brood.routers.fastrouter_lane import FastLane
+
+            lane = self.lane = FastLane(self, sessions)
+            sessions.start_soon(lane.run)
+        lane.take(sock, peer)
+        return True
+
+    async def resume(self, conn: trio.socket.SocketType, peer: Any, buf: bytes) -> None:
+        """The general path for a connection the lane read ``buf`` from."""
+        await self(conn, peer, buf)
+
+    # -- the general path -------------------------------------------------------------------
+    async def __call__(self, conn: trio.socket.SocketType, peer: Any, first: bytes = b"") -> None:
         engine = self.engine
         async with engine.session(peer):
             timeout = engine.settings.timeout
             try:
-                packet, rest = await self.read_packet(conn, timeout)
+                packet, rest = await self.read_packet(conn, timeout, first)
             except ProtocolError as exc:
                 engine.log_failure(peer, f"bad uwsgi packet: {exc.reason}")
                 await self.answer(conn, exc.status)
@@ -167,13 +188,17 @@ class FastRouter:
                 if spool is not None:
                     spool.close()
 
-    async def read_packet(self, conn: trio.socket.SocketType,
-                          timeout: float) -> tuple[Packet | None, bytes]:
-        """Header + complete vars block, and the body bytes that came with them; the whole
-        packet must come within ``timeout`` (trio.TooSlowError). A client such as nginx
-        sends the packet with its connect, so it has usually all arrived by the accept:
-        then no cancel scope is needed."""
+    async def read_packet(self, conn: trio.socket.SocketType, timeout: float,
+                          first: bytes = b"") -> tuple[Packet | None, bytes]:
+        """Header + complete vars block, and the body bytes that came with them
+        (``first``: read already); the whole packet must come within ``timeout``
+        (trio.TooSlowError). A client such as nginx sends the packet with its connect,
+        so it has usually all arrived by the accept: then no cancel scope is needed."""
         reader = PacketReader(self.limit)
+        if first:
+            packet = reader.feed(first)
+            if packet is not None:
+                return packet, reader.rest
         data = sockio.try_recv(conn, RECV_CHUNK)
         if data is not None:
             if not data:
@@ -223,7 +248,7 @@ class FastRouter:
             node.tx += spool.size
             if rest:
                 await upstream.send(rest)
-        if _body_sent(packet.vars, len(rest) if spool is None else spool.size):
+        if body_sent(packet.vars, len(rest) if spool is None else spool.size):
             result = await upstream.relay_answer(conn)
         else:
             result = await upstream.relay(conn, end_when_node_done=True)
@@ -232,6 +257,10 @@ class FastRouter:
             self.engine.log_failure(peer, err)
             if result.b_to_a == 0:
                 await self.answer(conn, err.status)
+        elif result.b_to_a == 0 and result.error is None:  # nginx would say only "502"
+            err = NodeFailed(f"node {node.name}: node closed without answering")
+            self.engine.log_failure(peer, err)
+            await self.answer(conn, err.status)
 
     async def answer(self, conn: trio.socket.SocketType, status: int) -> None:
         """Best effort: the client may already be gone."""

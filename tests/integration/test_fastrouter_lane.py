@@ -1,0 +1,169 @@
+"""The fastrouter's fast lane (``brood.routers.fastrouter_lane``) on loopback, in-process.
+
+Every connection of ``serve_router`` starts in the lane; ``resumed`` records the ones the
+general path served, so each test says which served."""
+
+from __future__ import annotations
+
+import logging
+from functools import partial
+
+import pytest
+import trio
+from _routerkit import ANSWER, connect, read_all, refused_address, send_all, uwsgi_backend
+from test_fastrouter import engine_for, packet, request, roundtrip, start
+
+from brood.routers import fastrouter
+from brood.routers import lane as lane_module
+
+
+@pytest.fixture
+def resumed(monkeypatch) -> list[bytes]:
+    """What each connection the general path served had been read of it by the lane
+    (``FastRouter.__call__`` is the general path, whether the lane handed it over or
+    not: a connection that never met the lane shows as b"")."""
+    seen: list[bytes] = []
+    real = fastrouter.FastRouter.__call__
+
+    async def recording(self, conn, peer, first=b""):
+        seen.append(first)
+        await real(self, conn, peer, first)
+
+    monkeypatch.setattr(fastrouter.FastRouter, "__call__", recording)
+    return seen
+
+
+async def closing_backend(task_status=trio.TASK_STATUS_IGNORED) -> None:
+    """Reads a request, then closes without a byte of answer."""
+    lsock = trio.socket.socket()
+    await lsock.bind(("127.0.0.1", 0))
+    lsock.listen(8)
+    task_status.started(f"127.0.0.1:{lsock.getsockname()[1]}")
+    with lsock:
+        while True:
+            conn, _ = await lsock.accept()
+            with conn:
+                await conn.recv(65536)
+
+
+async def test_packet_with_body_in_one_write_is_served_in_the_lane(resumed):
+    data = request(body=b"0123456789" * 50)
+    async with trio.open_nursery() as nursery:
+        backend = await nursery.start(uwsgi_backend)
+        engine, resolver = engine_for({b"a.example": [backend.address]})
+        node = resolver.nodes[b"a.example"][0]
+        node.modifier1, node.modifier2 = 5, 3
+        address, server = await start(nursery, engine)
+        assert await roundtrip(address, data) == ANSWER
+        server.stop_accepting()
+        assert await server.drain(5)
+        nursery.cancel_scope.cancel()
+    assert resumed == []
+    assert backend.received == [bytes([5]) + data[1:3] + bytes([3]) + data[4:]]
+    assert (node.requests, node.ref, node.tx, node.rx) == (1, 0, len(data), len(ANSWER))
+    assert engine.active_sessions == 0
+
+
+async def test_packet_cut_in_two_writes_goes_to_the_general_path(resumed):
+    data = request()
+    async with trio.open_nursery() as nursery:
+        backend = await nursery.start(uwsgi_backend)
+        engine, _ = engine_for({b"a.example": [backend.address]})
+        address, _ = await start(nursery, engine)
+        sock = await connect(address)
+        with sock:
+            await send_all(sock, data[:10])
+            with trio.fail_after(5):
+                while not resumed:  # the lane read the first part and handed it over
+                    await trio.sleep(0.01)
+            await send_all(sock, data[10:])
+            assert await read_all(sock) == ANSWER
+        nursery.cancel_scope.cancel()
+    assert resumed == [data[:10]]
+    assert backend.received == [data]
+
+
+async def test_long_answer_relayed_byte_exact():
+    body = bytes(range(256)) * 16384  # 4 MiB: spliced
+    answer = b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % len(body) + body
+    async with trio.open_nursery() as nursery:
+        backend = await nursery.start(partial(uwsgi_backend, answer))
+        engine, resolver = engine_for({b"a.example": [backend.address]})
+        address, _ = await start(nursery, engine)
+        assert await roundtrip(address, request()) == answer
+        nursery.cancel_scope.cancel()
+    assert resolver.nodes[b"a.example"][0].rx == len(answer)
+
+
+async def test_long_answer_without_splice_relayed_byte_exact(monkeypatch):
+    monkeypatch.setattr(lane_module, "HAS_SPLICE", False)
+    body = b"z" * (3 << 20)
+    answer = b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % len(body) + body
+    async with trio.open_nursery() as nursery:
+        backend = await nursery.start(partial(uwsgi_backend, answer))
+        engine, _ = engine_for({b"a.example": [backend.address]})
+        address, _ = await start(nursery, engine)
+        assert await roundtrip(address, request()) == answer
+        nursery.cancel_scope.cancel()
+
+
+@pytest.mark.parametrize("cut", [False, True], ids=["lane", "general path"])
+async def test_node_closing_without_an_answer_is_502(resumed, caplog, cut):
+    data = request()
+    async with trio.open_nursery() as nursery:
+        address_of_node = await nursery.start(closing_backend)
+        engine, _ = engine_for({b"a.example": [address_of_node]})
+        address, _ = await start(nursery, engine)
+        sock = await connect(address)
+        with sock, caplog.at_level(logging.WARNING, "brood.routers"):
+            if cut:
+                await send_all(sock, data[:3])
+                with trio.fail_after(5):
+                    while not resumed:
+                        await trio.sleep(0.01)
+                await send_all(sock, data[3:])
+            else:
+                await send_all(sock, data)
+            answer = await read_all(sock)
+        nursery.cancel_scope.cancel()
+    assert answer.startswith(b"HTTP/1.0 502 ")
+    assert "node closed without answering" in caplog.text
+    assert len(resumed) == (1 if cut else 0)
+
+
+async def test_client_that_sends_nothing_is_dropped_after_the_timeout(caplog):
+    async with trio.open_nursery() as nursery:
+        engine, _ = engine_for({}, timeout=0.2)
+        address, _ = await start(nursery, engine)
+        sock = await connect(address)
+        with sock, caplog.at_level(logging.WARNING, "brood.routers"):
+            with trio.fail_after(5):
+                assert await sock.recv(100) == b""  # closed by the sweep
+        nursery.cancel_scope.cancel()
+    assert "no complete uwsgi packet within 0.2s" in caplog.text
+
+
+async def test_refused_first_node_is_marked_and_the_next_serves(resumed):
+    async with trio.open_nursery() as nursery:
+        backend = await nursery.start(uwsgi_backend)
+        dead = refused_address()
+        engine, resolver = engine_for({b"a.example": [dead, backend.address]})
+        address, _ = await start(nursery, engine)
+        for _ in range(3):
+            assert await roundtrip(address, request()) == ANSWER
+        nursery.cancel_scope.cancel()
+    dead_node, good = resolver.nodes[b"a.example"]
+    assert dead_node.failcnt == 1 and dead_node.grace_until > 0
+    assert (good.requests, dead_node.requests) == (3, 0)
+    assert len(resumed) == 1  # only the request that met the refusal
+
+
+async def test_request_without_key_goes_to_the_general_path(resumed):
+    async with trio.open_nursery() as nursery:
+        engine, _ = engine_for({})
+        address, _ = await start(nursery, engine)
+        data = packet([(b"PATH_INFO", b"/")])
+        answer = await roundtrip(address, data)
+        nursery.cancel_scope.cancel()
+    assert answer.startswith(b"HTTP/1.0 503 ")
+    assert resumed == [data]
