@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from brood.routers.fastrouter import _body_sent
+from brood.routers.fastrouter import body_sent
 
 
 @pytest.mark.parametrize(
@@ -20,5 +20,5 @@ from brood.routers.fastrouter import _body_sent
         ([(b"HTTP_UPGRADE", b"websocket"), (b"CONTENT_LENGTH", b"0")], 0, False),
     ],
 )
-def test_body_sent(pairs, sent, only_answer):
-    assert _body_sent(pairs, sent) is only_answer
+def testbody_sent(pairs, sent, only_answer):
+    assert body_sent(pairs, sent) is only_answer
