@@ -31,7 +31,7 @@ from brood.config.model import Config
 from brood.config.option import lookup
 from brood.routers.errors import RoutingError
 from brood.routers.net import sockio
-from brood.routers.net.backend import ConnectPlan, connect_node, open_node
+from brood.routers.net.backend import ConnectPlan, Tried, connect_node, open_node
 from brood.routers.net.relay import Endpoint, RelayResult, relay, relay_answer
 from brood.routers.node import Node
 from brood.routers.resolve import Resolver
@@ -230,17 +230,19 @@ class Engine:
 
     async def connect(self, key: bytes | None, *, client: bytes = b"",
                       fallback_only: bool = False,
-                      before_wait: Callable[[], None] | None = None) -> Upstream:
+                      before_wait: Callable[[], None] | None = None,
+                      tried: Tried | None = None) -> Upstream:
         """Resolve ``key`` and connect (retries, gracetime, fallbacks); RoutingError else.
 
         ``before_wait`` is called before any connect attempt waits (a handshake not done
         at once, a name to resolve, a unix socket): a front whose cancel scope bounds
-        other phases moves its deadline out of the way there, and only there."""
+        other phases moves its deadline out of the way there, and only there.
+        ``tried``: the first pick, already tried by a fast lane, and how it failed."""
         opener = _open_node if before_wait is None else functools.partial(
             _open_node, before_wait=before_wait)
         node, sock, failed = await connect_node(
             self.resolver, key, self.plan, client=client, clock=self.clock,
-            use_fallbacks_only=fallback_only, opener=opener,
+            use_fallbacks_only=fallback_only, opener=opener, tried=tried,
         )
         if failed and not self.settings.quiet:
             for attempt in failed:

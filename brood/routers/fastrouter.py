@@ -30,6 +30,7 @@ from brood.protocol.vars import routing_key
 from brood.routers.engine import Engine, Upstream, client_ip, option
 from brood.routers.errors import NodeFailed, NodeTimeout, RoutingError, error_body
 from brood.routers.net import sockio
+from brood.routers.net.backend import Tried
 from brood.routers.net.listen import ConnectionHandler
 from brood.routers.net.relay import receive_some, send_all
 
@@ -147,12 +148,15 @@ class FastRouter:
         lane.take(sock, peer)
         return True
 
-    async def resume(self, conn: trio.socket.SocketType, peer: Any, buf: bytes) -> None:
-        """The general path for a connection the lane read ``buf`` from."""
-        await self(conn, peer, buf)
+    async def resume(self, conn: trio.socket.SocketType, peer: Any, buf: bytes,
+                     tried: Tried | None = None) -> None:
+        """The general path for a connection the lane read ``buf`` from (``tried``: the
+        node the lane could not connect to for it, and why)."""
+        await self(conn, peer, buf, tried)
 
     # -- the general path -------------------------------------------------------------------
-    async def __call__(self, conn: trio.socket.SocketType, peer: Any, first: bytes = b"") -> None:
+    async def __call__(self, conn: trio.socket.SocketType, peer: Any, first: bytes = b"",
+                       tried: Tried | None = None) -> None:
         engine = self.engine
         async with engine.session(peer):
             timeout = engine.settings.timeout
@@ -177,7 +181,7 @@ class FastRouter:
                 try:
                     upstream = await engine.connect(
                         key, client=client_ip(peer),
-                        fallback_only=key is None and self.fallback_on_no_key)
+                        fallback_only=key is None and self.fallback_on_no_key, tried=tried)
                 except RoutingError as exc:
                     engine.log_failure(peer, exc)
                     await self.answer(conn, exc.status)

@@ -45,6 +45,7 @@ import trio
 from brood.routers.engine import client_ip
 from brood.routers.errors import NodeFailed, NodeTimeout, RoutingError
 from brood.routers.net import sockio
+from brood.routers.net.backend import Tried
 from brood.routers.net.listen import run_connection
 from brood.routers.net.relay import HAS_SPLICE, PIPE_SIZE, SPLICE_FLAGS, give_pipe, take_pipe
 from brood.routers.node import Node
@@ -329,17 +330,14 @@ class Lane:
             self.ep.register(conn.up_fd, _IN_OUT if conn.packet else _IN)
         conn.state = WAITING
 
-    def _connect_failed(self, conn: LaneConn, node: Node, reason: int | str) -> None:
-        """The first pick did not connect (``reason``: an errno, or words): it is marked
-        as the general path marks a failed connect (gracetime, failcnt), and the general
-        path serves the request from its first byte, so retries, fallbacks and the
+    def _connect_failed(self, conn: LaneConn, node: Node,
+                        failure: int | trio.TooSlowError) -> None:
+        """The first pick did not connect (``failure``: an errno, or the timeout): the
+        general path serves the request from its first byte, going on from this failed
+        attempt as from its own, so marks, retries, fallbacks, the log lines and the
         answer when all fail (502, or 503 when no node is left) are exactly its own."""
-        engine = self.engine
-        engine.resolver.on_connect_failed(node, engine.clock())
-        if not engine.settings.quiet:
-            log.warning("%s: node %s failed: %s", self.kind, node.name,
-                        _strerror(reason) if isinstance(reason, int) else reason)
-        self._to_general(conn)
+        exc = OSError(failure, _strerror(failure)) if isinstance(failure, int) else failure
+        self._to_general(conn, (node, exc))
 
     def _node_event(self, conn: LaneConn, events: int) -> None:
         if conn.state == CONNECTING:
@@ -523,12 +521,15 @@ class Lane:
         self._fail_over(conn, error)
 
     # -- hand-overs and closes ------------------------------------------------------------
-    def _to_general(self, conn: LaneConn) -> None:
-        """Between requests (nothing went to a node): the general path goes on."""
+    def _to_general(self, conn: LaneConn,
+                    tried: Tried | None = None) -> None:
+        """Between requests (nothing went to a node): the general path goes on
+        (``tried``: the node the lane tried for the request in ``buf``, and how it failed)."""
         buf = conn.buf
         sock = self._release(conn)
         tsock = trio.socket.from_stdlib_socket(sock)
-        self.sessions.start_soon(run_connection, self.router.resume, tsock, conn.peer, buf)
+        self.sessions.start_soon(run_connection, self.router.resume, tsock, conn.peer, buf,
+                                 tried)
 
     def _release(self, conn: LaneConn) -> socket.socket:
         """Take the client socket out of the lane (it stays open)."""
@@ -577,7 +578,7 @@ class Lane:
             elif state == CONNECTING:
                 node = conn.node
                 self._close_node(conn)
-                self._connect_failed(conn, node, "connect timeout")  # type: ignore[arg-type]
+                self._connect_failed(conn, node, trio.TooSlowError())  # type: ignore[arg-type]
             elif conn.hard <= now:
                 self.engine.log_failure(conn.peer, f"harakiri: request older than "
                                                    f"{self.harakiri:g}s cut")

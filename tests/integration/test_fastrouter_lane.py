@@ -25,9 +25,9 @@ def resumed(monkeypatch) -> list[bytes]:
     seen: list[bytes] = []
     real = fastrouter.FastRouter.__call__
 
-    async def recording(self, conn, peer, first=b""):
+    async def recording(self, conn, peer, first=b"", tried=None):
         seen.append(first)
-        await real(self, conn, peer, first)
+        await real(self, conn, peer, first, tried)
 
     monkeypatch.setattr(fastrouter.FastRouter, "__call__", recording)
     return seen

@@ -45,6 +45,10 @@ async def open_node(node: Node, connect_timeout: float) -> trio.socket.SocketTyp
     return sock
 
 
+# A first pick tried already (by a fast lane) and how its connect failed.
+Tried = tuple[Node, trio.TooSlowError | OSError]
+
+
 async def connect_node(
     resolver: Resolver,
     key: bytes | None,
@@ -54,17 +58,21 @@ async def connect_node(
     clock: Callable[[], float],
     use_fallbacks_only: bool = False,
     opener: Callable[[Node, float], object] = open_node,
+    tried: Tried | None = None,
 ) -> tuple[Node, trio.socket.SocketType, list[Attempt]]:
     """Resolve ``key`` and connect, retrying and falling back as ``plan`` says.
 
     Returns the node, its connected socket and the failed attempts before it; raises
     the policy's RoutingError when no node could be reached. ``key`` None (no routing
     key in the request) is NoNode, unless ``use_fallbacks_only``
-    (``--fastrouter-fallback-on-no-key``) sends it to the fallbacks.
+    (``--fastrouter-fallback-on-no-key``) sends it to the fallbacks. ``tried``: the
+    first pick was tried already (by a fast lane) and failed so; this goes on from there.
     """
     first = None
     failure: trio.TooSlowError | OSError | None = None
-    if key is not None and not use_fallbacks_only:
+    if tried is not None:
+        first, failure = tried
+    elif key is not None and not use_fallbacks_only:
         # The usual request: the first node connects, and no retry state is made.
         first = resolver.resolve(key, clock(), client, ())
         if first is not None:
