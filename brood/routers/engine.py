@@ -178,6 +178,7 @@ class Engine:
         self._serving = trio.Event()
         if not self.cheap:
             self._serving.set()
+        self._gone_cheap = trio.Event()
 
     # -- cheap mode ---------------------------------------------------------------------
     @property
@@ -194,12 +195,20 @@ class Engine:
         elif not was_cheap and self.cheap:
             log.info("no more nodes available. Going cheap... (%s)", self.kind)
             self._serving = trio.Event()
+            self._gone_cheap.set()
+            self._gone_cheap = trio.Event()
 
     async def wait_serving(self) -> None:
         """Return at once unless in cheap mode; then wait until a node exists."""
         while self.cheap:
             await self._serving.wait()
         await trio.lowlevel.checkpoint()
+
+    async def wait_cheap(self) -> None:
+        """Return when the router goes cheap (its last node gone under --X-cheap):
+        accepting stops until ``wait_serving`` returns. Never without --X-cheap."""
+        while not self.cheap:
+            await self._gone_cheap.wait()
 
     # -- sessions -----------------------------------------------------------------------
     def session(self, peer: Any = None) -> _Session:

@@ -135,17 +135,20 @@ class FastRouter:
         self.lane: Any = None
 
     # -- the fast lane --------------------------------------------------------------------
-    def adopt(self, sock: socket.socket, peer: Any, sessions: trio.Nursery) -> bool:
-        """Take an accepted connection into the fast lane (``fastrouter_lane``) instead
-        of a task of its own; the general path (``resume``) gets what the lane does not
-        serve."""
+    def lane_for(self, sessions: trio.Nursery) -> Any:
+        """The fast lane (``fastrouter_lane``), started at first use; it accepts and
+        serves the usual request, the general path (``resume``) the rest."""
         lane = self.lane
         if lane is None:
             from brood.routers.fastrouter_lane import FastLane
 
             lane = self.lane = FastLane(self, sessions)
             sessions.start_soon(lane.run)
-        lane.take(sock, peer)
+        return lane
+
+    def adopt(self, sock: socket.socket, peer: Any, sessions: trio.Nursery) -> bool:
+        """Take a connection accepted by the accept loop (cheap mode) into the lane."""
+        self.lane_for(sessions).take(sock, peer)
         return True
 
     async def resume(self, conn: trio.socket.SocketType, peer: Any, buf: bytes,

@@ -58,6 +58,8 @@ class FastLane(Lane):
             log.exception("fastrouter: fast lane failed on %s", peer)
             self._drop(conn)
 
+    _accepted = take
+
     def _start(self, conn: LaneConn) -> None:
         buf = conn.buf
         if len(buf) < 4:

@@ -28,6 +28,7 @@ takes no byte of the answer for as long (its socket's send queue did not move),
 from __future__ import annotations
 
 import _socket
+import contextlib
 import errno
 import fcntl
 import logging
@@ -38,6 +39,7 @@ import socket
 import struct
 import termios
 import time
+from collections.abc import Iterator
 from typing import Any
 
 import trio
@@ -46,7 +48,7 @@ from brood.routers.engine import client_ip
 from brood.routers.errors import NodeFailed, NodeTimeout, RoutingError
 from brood.routers.net import sockio
 from brood.routers.net.backend import Tried
-from brood.routers.net.listen import run_connection
+from brood.routers.net.listen import ACCEPT_BATCH, RESOURCE_ERRORS, run_connection
 from brood.routers.net.relay import HAS_SPLICE, PIPE_SIZE, SPLICE_FLAGS, give_pipe, take_pipe
 from brood.routers.node import Node
 
@@ -144,6 +146,10 @@ class Lane:
         self.connect_timeout = self.engine.plan.connect_timeout
         self.sweep_scope: trio.CancelScope | None = None
         self.splice = HAS_SPLICE  # long answer bodies by splice(2)
+        # Listening sockets the lane accepts on (``listening``): fd -> (socket, family).
+        self.listeners: dict[int, tuple[socket.socket, int]] = {}
+        self.backlog: set[int] = set()  # listeners that may hold more connections
+        self.accept_paused = False  # out of fds or memory: the sweep accepts again
 
     # -- what a front says ----------------------------------------------------------------
     def _start(self, conn: LaneConn) -> None:
@@ -170,18 +176,27 @@ class Lane:
         """No request came in time: a quiet close."""
         self._drop(conn)
 
+    def _accepted(self, sock: socket.socket, peer: Any) -> None:
+        """A connection the lane accepted itself (``listening``)."""
+        self.adopt(sock, peer)
+
     # -- the task -----------------------------------------------------------------------
     async def run(self) -> None:
         """Serve the lane's sockets until cancelled; then close them all."""
         ep = self.ep
         epfd = ep.fileno()
         poll = ep.poll
-        conns, nodes = self.conns, self.nodes
+        conns, nodes, listeners = self.conns, self.nodes, self.listeners
         try:
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(self._sweep_forever)
                 while True:
-                    await trio.lowlevel.wait_readable(epfd)
+                    if self.backlog:  # a flood of connects: other tasks run in between
+                        await trio.lowlevel.checkpoint()
+                        for fd in list(self.backlog):
+                            self._accept(fd)
+                    else:
+                        await trio.lowlevel.wait_readable(epfd)
                     for fd, events in poll(0):
                         conn = conns.get(fd)
                         try:
@@ -191,6 +206,8 @@ class Lane:
                                 conn = nodes.get(fd)
                                 if conn is not None:
                                     self._node_event(conn, events)
+                                elif fd in listeners:
+                                    self._accept(fd)
                         except Exception:
                             log.exception("%s: fast lane failed on %s", self.kind,
                                           conn.peer if conn else fd)
@@ -200,6 +217,58 @@ class Lane:
             for conn in list(conns.values()):
                 self._drop(conn)
             ep.close()
+
+    @contextlib.contextmanager
+    def listening(self, lsock: socket.socket) -> Iterator[None]:
+        """Accept on ``lsock`` in the lane while the block runs: a connection costs no
+        trip through trio's scheduler and no epoll_ctl to wait for the next one. The
+        caller ends the block to stop accepting (a graceful stop), before it closes
+        ``lsock``: an fd must leave the epoll set before it closes (a dup of it would
+        keep the registration alive under a number the next socket may get)."""
+        fd = lsock.fileno()
+        self.listeners[fd] = (lsock, int(lsock.family))
+        self.ep.register(fd, select.EPOLLIN | select.EPOLLET)  # queued ones: an edge at once
+        try:
+            yield
+        finally:
+            del self.listeners[fd]
+            self.backlog.discard(fd)
+            with contextlib.suppress(OSError, ValueError):  # ValueError: the lane ended
+                self.ep.unregister(fd)
+
+    def _accept(self, fd: int) -> None:
+        """Take up to ``ACCEPT_BATCH`` connections from a listener; ``backlog`` says
+        when it may hold more (edge-triggered: no new edge for those)."""
+        self.backlog.discard(fd)
+        entry = self.listeners.get(fd)
+        if entry is None:
+            return
+        lsock, family = entry
+        accept = lsock._accept  # type: ignore[attr-defined]
+        for _ in range(ACCEPT_BATCH):
+            try:
+                cfd, peer = accept()
+            except BlockingIOError:
+                return
+            except OSError as exc:
+                if exc.errno in RESOURCE_ERRORS:
+                    # The connection stays queued; the next sweep tries again.
+                    log.error("accept on %s: %s, pausing", lsock.getsockname(), exc.strerror)
+                    self.accept_paused = True
+                    return
+                continue  # the client left before we took it, and the like
+            # The C-level type, family and type given: no getsockname/getsockopt.
+            sock = _socket.socket(family, socket.SOCK_STREAM, 0, cfd)
+            try:
+                self._accepted(sock, peer)  # type: ignore[arg-type]
+            except Exception:  # as in run(): this connection goes, accepting goes on
+                log.exception("%s: fast lane failed on %s", self.kind, peer)
+                conn = self.conns.get(cfd)
+                if conn is not None:
+                    self._drop(conn)
+                else:
+                    sock.close()
+        self.backlog.add(fd)
 
     def adopt(self, sock: socket.socket, peer: Any) -> LaneConn:
         """Take an accepted connection: it is served from its first request on."""
@@ -532,10 +601,14 @@ class Lane:
                                  tried)
 
     def _release(self, conn: LaneConn) -> socket.socket:
-        """Take the client socket out of the lane (it stays open)."""
+        """Take the client socket out of the lane (it stays open), as a stdlib socket
+        (trio's wrap needs one; the lane's own accepts are the C-level type)."""
         del self.conns[conn.fd]
         self.ep.unregister(conn.fd)
-        return conn.sock
+        sock = conn.sock
+        if type(sock) is not socket.socket:
+            sock = socket.socket(sock.family, sock.type, sock.proto, sock.detach())
+        return sock
 
     def _close_node(self, conn: LaneConn) -> None:
         """Close the node socket (if any) and give back what the request held."""
@@ -570,7 +643,11 @@ class Lane:
             self.sweep(time.monotonic() + _EARLY)
 
     def sweep(self, now: float) -> None:
-        """Act on every deadline passed."""
+        """Act on every deadline passed; accept again after a resource error."""
+        if self.accept_paused:
+            self.accept_paused = False
+            for fd in list(self.listeners):
+                self._accept(fd)
         for conn in [c for c in self.conns.values() if c.deadline <= now or c.hard <= now]:
             state = conn.state
             if state == IDLE:

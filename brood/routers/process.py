@@ -135,7 +135,7 @@ async def serve_router(
                     for lst in mine:
                         handler = front.make_handler(engine, cfg, lst)
                         await accepts.start(_accept_on, lst.sock, handler, sessions,
-                                            engine.wait_serving)
+                                            engine.wait_serving, engine.wait_cheap)
                     for sock in stats:
                         await accepts.start(_accept_on, sock, stats_handler, sessions, None)
                     if stats:
@@ -144,10 +144,11 @@ async def serve_router(
 
 
 async def _accept_on(sock: socket.socket, handler: Any, sessions: trio.Nursery, may_accept: Any,
-                     *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+                     must_pause: Any = None, *,
+                     task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
     with adopt(sock) as tsock:
         await accept_loop(tsock, handler, sessions, may_accept=may_accept,
-                          task_status=task_status)
+                          must_pause=must_pause, task_status=task_status)
 
 
 def _stats_listeners(prefix: str, cfg: Config, listeners: Sequence[Listener]) -> list[socket.socket]:

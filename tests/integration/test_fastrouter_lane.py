@@ -10,6 +10,7 @@ from functools import partial
 
 import pytest
 import trio
+import trio.testing
 from _routerkit import ANSWER, connect, read_all, refused_address, send_all, uwsgi_backend
 from test_fastrouter import engine_for, packet, request, roundtrip, start
 
@@ -167,3 +168,64 @@ async def test_request_without_key_goes_to_the_general_path(resumed):
         nursery.cancel_scope.cancel()
     assert answer.startswith(b"HTTP/1.0 503 ")
     assert resumed == [data]
+
+
+async def test_lane_accepts_until_accepting_stops(monkeypatch):
+    lanes = []
+    real = fastrouter.FastRouter.lane_for
+
+    def recording(self, sessions):
+        lanes.append(real(self, sessions))
+        return lanes[-1]
+
+    monkeypatch.setattr(fastrouter.FastRouter, "lane_for", recording)
+    async with trio.open_nursery() as nursery:
+        backend = await nursery.start(uwsgi_backend)
+        engine, _ = engine_for({b"a.example": [backend.address]})
+        address, server = await start(nursery, engine)
+        assert await roundtrip(address, request()) == ANSWER
+        (lane,) = lanes
+        assert len(lane.listeners) == 1  # the lane accepted that one itself
+        server.stop_accepting()
+        await trio.testing.wait_all_tasks_blocked()
+        assert lane.listeners == {}  # out of its epoll set before the fd closed
+        sock = await connect(address)  # queued by the kernel, taken by no one
+        with sock:
+            await send_all(sock, request())
+            with trio.move_on_after(0.3) as waited:
+                await sock.recv(100)
+            assert waited.cancelled_caught
+        nursery.cancel_scope.cancel()
+    assert backend.connections == 1
+
+
+async def test_cheap_mode_accepts_only_while_nodes_exist(monkeypatch):
+    lanes = []
+    real = fastrouter.FastRouter.lane_for
+
+    def recording(self, sessions):
+        lanes.append(real(self, sessions))
+        return lanes[-1]
+
+    monkeypatch.setattr(fastrouter.FastRouter, "lane_for", recording)
+    async with trio.open_nursery() as nursery:
+        backend = await nursery.start(uwsgi_backend)
+        engine, _ = engine_for({b"a.example": [backend.address]}, cheap=True)
+        engine.nodes_changed(False)  # cheap: no node yet
+        address, _ = await start(nursery, engine)
+        (lane,) = lanes
+        await trio.testing.wait_all_tasks_blocked()
+        assert lane.listeners == {}
+        sock = await connect(address)  # queued, not taken while cheap
+        with sock:
+            await send_all(sock, request())
+            with trio.move_on_after(0.2) as waited:
+                await sock.recv(100)
+            assert waited.cancelled_caught
+            engine.nodes_changed(True)  # leaving cheap mode: the lane takes it
+            assert await read_all(sock) == ANSWER
+        assert len(lane.listeners) == 1
+        engine.nodes_changed(False)  # cheap again: out of the lane's epoll set
+        await trio.testing.wait_all_tasks_blocked()
+        assert lane.listeners == {}
+        nursery.cancel_scope.cancel()

@@ -160,17 +160,26 @@ class HttpRouter:
         await self._serve_connection(Client(sock, *peer_address(peer)), peer, first=True)
 
     # -- the fast lane --------------------------------------------------------------------
-    def adopt(self, sock: socket.socket, peer: Any, sessions: trio.Nursery) -> bool:
-        """Take an accepted connection into the fast lane (``lane``) instead of a task of
-        its own; False when this socket's settings need the general path throughout."""
+    def lane_for(self, sessions: trio.Nursery) -> Any:
+        """The fast lane (``HttpLane``), started at first use, which accepts and serves
+        plain connections; None when this socket's settings need the general path
+        throughout."""
         if not self.lane_ok:
-            return False
+            return None
         lane = self.lane
         if lane is None:
             from brood.routers.http.lane import HttpLane
 
             lane = self.lane = HttpLane(self, sessions)
             sessions.start_soon(lane.run)
+        return lane
+
+    def adopt(self, sock: socket.socket, peer: Any, sessions: trio.Nursery) -> bool:
+        """Take a connection accepted by the accept loop (cheap mode) into the fast lane
+        instead of a task of its own; False when it needs the general path."""
+        lane = self.lane_for(sessions)
+        if lane is None:
+            return False
         lane.adopt(sock, peer)
         return True
 

@@ -30,7 +30,7 @@ ConnectionHandler = Callable[[trio.socket.SocketType, Any], Awaitable[None]]
 
 # Out of file descriptors or memory: accepting again at once would spin; trio's own
 # serve_listeners waits 100 ms too.
-_RESOURCE_ERRORS = {errno.EMFILE, errno.ENFILE, errno.ENOMEM, errno.ENOBUFS}
+RESOURCE_ERRORS = {errno.EMFILE, errno.ENFILE, errno.ENOMEM, errno.ENOBUFS}
 _RESOURCE_PAUSE = 0.1
 # Connections taken per wake-up before the loop yields: accept(2) is tried again at once
 # (no trip through the event loop while the backlog holds more), but a flood of
@@ -49,15 +49,27 @@ async def accept_loop(
     sessions: trio.Nursery,
     *,
     may_accept: Callable[[], Awaitable[None]] | None = None,
+    must_pause: Callable[[], Awaitable[None]] | None = None,
     task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Accept forever, running ``handler(sock, peer)`` for each connection in ``sessions``.
 
     ``may_accept`` is awaited before each accept (cheap mode waits there for nodes).
     The handler owns nothing: the accepted socket is closed here when it returns.
+    A handler with a fast lane (``lane_for(sessions)``) has the lane accept instead
+    (``Lane.listening``): this task then holds the socket there, and takes it out when
+    ``must_pause`` returns (cheap mode again) until ``may_accept`` says go on.
     """
     task_status.started()
     raw = sockio.raw(listen_sock)
+    lane_of = getattr(handler, "lane_for", None)
+    lane = lane_of(sessions) if lane_of is not None else None
+    if lane is not None:
+        while True:
+            if may_accept is not None:
+                await may_accept()
+            with lane.listening(raw):
+                await (must_pause() if must_pause is not None else trio.sleep_forever())
     # A handler may serve connections without a task each (the HTTP router's fast lane):
     # ``adopt(sock, peer, sessions)`` returns True when it took the socket.
     adopt = getattr(handler, "adopt", None)
@@ -75,7 +87,7 @@ async def accept_loop(
             await trio.lowlevel.wait_readable(raw)
             continue
         except OSError as exc:
-            if exc.errno in _RESOURCE_ERRORS:
+            if exc.errno in RESOURCE_ERRORS:
                 log.error("accept on %s: %s, pausing", listen_sock, exc.strerror)
                 await trio.sleep(_RESOURCE_PAUSE)
                 continue
