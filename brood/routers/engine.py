@@ -31,7 +31,7 @@ from brood.config.model import Config
 from brood.config.option import lookup
 from brood.routers.errors import RoutingError
 from brood.routers.net import sockio
-from brood.routers.net.backend import ConnectPlan, Tried, connect_node, open_node
+from brood.routers.net.backend import ConnectPlan, FirstPick, connect_node, open_node
 from brood.routers.net.relay import Endpoint, RelayResult, relay, relay_answer
 from brood.routers.node import Node
 from brood.routers.resolve import Resolver
@@ -230,6 +230,12 @@ class Engine:
         if not self.active_sessions and self._idle is not None:
             self._idle.set()
 
+    def session_handed_over(self) -> None:
+        """A connection counted twice while it changed hands (a fast lane's session,
+        then the general path's): the older count goes, and it was one session."""
+        self.active_sessions -= 1
+        self.sessions_total -= 1
+
     async def wait_idle(self) -> None:
         """Return once no session is active (graceful stop waits here)."""
         while self.active_sessions:
@@ -240,18 +246,18 @@ class Engine:
     async def connect(self, key: bytes | None, *, client: bytes = b"",
                       fallback_only: bool = False,
                       before_wait: Callable[[], None] | None = None,
-                      tried: Tried | None = None) -> Upstream:
+                      first_pick: FirstPick | None = None) -> Upstream:
         """Resolve ``key`` and connect (retries, gracetime, fallbacks); RoutingError else.
 
         ``before_wait`` is called before any connect attempt waits (a handshake not done
         at once, a name to resolve, a unix socket): a front whose cancel scope bounds
         other phases moves its deadline out of the way there, and only there.
-        ``tried``: the first pick, already tried by a fast lane, and how it failed."""
+        ``first_pick``: a fast lane's pick for this request (``connect_node``)."""
         opener = _open_node if before_wait is None else functools.partial(
             _open_node, before_wait=before_wait)
         node, sock, failed = await connect_node(
             self.resolver, key, self.plan, client=client, clock=self.clock,
-            use_fallbacks_only=fallback_only, opener=opener, tried=tried,
+            use_fallbacks_only=fallback_only, opener=opener, first_pick=first_pick,
         )
         if failed and not self.settings.quiet:
             for attempt in failed:

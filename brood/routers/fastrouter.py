@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import logging
 import os
-import socket
 import tempfile
 from http import HTTPStatus
 from typing import Any
@@ -30,7 +29,7 @@ from brood.protocol.vars import routing_key
 from brood.routers.engine import Engine, Upstream, client_ip, option
 from brood.routers.errors import NodeFailed, NodeTimeout, RoutingError, error_body
 from brood.routers.net import sockio
-from brood.routers.net.backend import Tried
+from brood.routers.net.backend import FirstPick
 from brood.routers.net.listen import ConnectionHandler
 from brood.routers.net.relay import receive_some, send_all
 
@@ -146,22 +145,20 @@ class FastRouter:
             sessions.start_soon(lane.run)
         return lane
 
-    def adopt(self, sock: socket.socket, peer: Any, sessions: trio.Nursery) -> bool:
-        """Take a connection accepted by the accept loop (cheap mode) into the lane."""
-        self.lane_for(sessions).take(sock, peer)
-        return True
-
     async def resume(self, conn: trio.socket.SocketType, peer: Any, buf: bytes,
-                     tried: Tried | None = None) -> None:
-        """The general path for a connection the lane read ``buf`` from (``tried``: the
-        node the lane could not connect to for it, and why)."""
-        await self(conn, peer, buf, tried)
+                     first_pick: FirstPick | None = None, held: bool = False) -> None:
+        """The general path for a connection the lane read ``buf`` from (``first_pick``:
+        the lane's node for it and how its connect failed; ``held``: the lane's session
+        for it, closed here once this one is open)."""
+        await self(conn, peer, buf, first_pick, held)
 
     # -- the general path -------------------------------------------------------------------
     async def __call__(self, conn: trio.socket.SocketType, peer: Any, first: bytes = b"",
-                       tried: Tried | None = None) -> None:
+                       first_pick: FirstPick | None = None, held: bool = False) -> None:
         engine = self.engine
         async with engine.session(peer):
+            if held:
+                engine.session_handed_over()
             timeout = engine.settings.timeout
             try:
                 packet, rest = await self.read_packet(conn, timeout, first)
@@ -184,7 +181,8 @@ class FastRouter:
                 try:
                     upstream = await engine.connect(
                         key, client=client_ip(peer),
-                        fallback_only=key is None and self.fallback_on_no_key, tried=tried)
+                        fallback_only=key is None and self.fallback_on_no_key,
+                        first_pick=first_pick)
                 except RoutingError as exc:
                     engine.log_failure(peer, exc)
                     await self.answer(conn, exc.status)
@@ -264,8 +262,13 @@ class FastRouter:
             self.engine.log_failure(peer, err)
             if result.b_to_a == 0:
                 await self.answer(conn, err.status)
-        elif result.b_to_a == 0 and result.error is None:  # nginx would say only "502"
-            err = NodeFailed(f"node {node.name}: node closed without answering")
+        elif result.b_to_a == 0:  # no byte of an answer: nginx would say only "502"
+            # (an error here is the node's: nothing was written to the client yet, or
+            # the client's own error ends this answer too)
+            error = result.error
+            reason = (f"{getattr(error, 'strerror', None) or error}" if error is not None
+                      else "node closed without answering")
+            err = NodeFailed(f"node {node.name}: {reason}")
             self.engine.log_failure(peer, err)
             await self.answer(conn, err.status)
 

@@ -33,6 +33,7 @@ from brood.protocol.vars import routing_key
 from brood.routers.errors import RoutingError
 from brood.routers.fastrouter import body_sent, error_response
 from brood.routers.lane import BODY, Lane, LaneConn
+from brood.routers.net.backend import FirstPick
 
 if TYPE_CHECKING:
     from brood.routers.fastrouter import FastRouter
@@ -50,8 +51,12 @@ class FastLane(Lane):
         self.limit = router.limit
 
     def take(self, sock: socket.socket, peer: Any) -> None:
-        """Adopt an accepted connection and serve the packet that came with it."""
+        """Adopt an accepted connection and serve the packet that came with it. It is
+        a session from here on, as on the general path: a graceful stop waits for a
+        client whose packet has not come yet."""
         conn = self.adopt(sock, peer)
+        self.engine.session_opened()
+        conn.held = True
         try:
             self._read_request(conn)
         except Exception:  # as in run(): this connection goes, the accept loop stays
@@ -87,6 +92,12 @@ class FastLane(Lane):
         conn.key = key
         packet = bytes((node.modifier1,)) + buf[1:3] + bytes((node.modifier2,)) + buf[4:]
         self._open_node(conn, node, packet, len(buf))
+
+    def _to_general(self, conn: LaneConn, first_pick: FirstPick | None = None) -> None:
+        """``FastRouter.resume`` takes the held session over (it closes it once its
+        own is open: the count never drops to zero in between)."""
+        conn.held = False
+        self._hand_over(conn, self.router.resume, conn.buf, first_pick, True)
 
     def _answer_head(self, conn: LaneConn, data: bytes) -> bytes:
         """Relayed as it comes, until the node closes."""

@@ -47,8 +47,8 @@ import trio
 from brood.routers.engine import client_ip
 from brood.routers.errors import NodeFailed, NodeTimeout, RoutingError
 from brood.routers.net import sockio
-from brood.routers.net.backend import Tried
-from brood.routers.net.listen import ACCEPT_BATCH, RESOURCE_ERRORS, run_connection
+from brood.routers.net.backend import FirstPick
+from brood.routers.net.listen import ACCEPT_BATCH, CLIENT_LEFT, run_connection
 from brood.routers.net.relay import HAS_SPLICE, PIPE_SIZE, SPLICE_FLAGS, give_pipe, take_pipe
 from brood.routers.node import Node
 
@@ -88,7 +88,7 @@ class LaneConn:
     __slots__ = ("sock", "fd", "peer", "client_ip", "buf", "readable", "out_armed", "state",
                  "deadline", "hard", "key", "node", "up", "up_fd", "packet", "used", "started",
                  "sent", "remaining", "pending", "node_keep", "node_readable", "answer_head",
-                 "counted", "hup", "node_hup", "outq")
+                 "counted", "held", "hup", "node_hup", "outq")
 
     def __init__(self, sock: socket.socket, peer: Any) -> None:
         self.sock = sock
@@ -115,6 +115,7 @@ class LaneConn:
         self.node_readable = False
         self.answer_head = b""  # the start of an answer head that is not complete yet
         self.counted = False  # the request went out: a session and the node's ref are held
+        self.held = False  # a session held before the request went out (FastLane.take)
         self.hup = False  # the client hung up (reads go on until EOF)
         self.node_hup = False  # the node hung up
         self.outq = -1  # the client's send queue at the last sweep (_client_queue_moved)
@@ -251,12 +252,15 @@ class Lane:
             except BlockingIOError:
                 return
             except OSError as exc:
-                if exc.errno in RESOURCE_ERRORS:
-                    # The connection stays queued; the next sweep tries again.
-                    log.error("accept on %s: %s, pausing", lsock.getsockname(), exc.strerror)
-                    self.accept_paused = True
-                    return
-                continue  # the client left before we took it, and the like
+                if exc.errno in CLIENT_LEFT:
+                    continue  # the client left before we took it
+                # Out of fds or memory (the connection stays queued), or worse: the next
+                # sweep tries again, with one line per pause.
+                if not self.accept_paused:
+                    log.error("accept on %s: %s, pausing", lsock.getsockname(),
+                              exc.strerror or exc)
+                self.accept_paused = True
+                return
             # The C-level type, family and type given: no getsockname/getsockopt.
             sock = _socket.socket(family, socket.SOCK_STREAM, 0, cfd)
             try:
@@ -321,8 +325,8 @@ class Lane:
         """Connect to ``node`` and send ``packet``, the request that took ``used`` bytes
         of ``conn.buf``; a node the lane cannot reach at once goes to the general path."""
         target = sockio.node_address(node.name)
-        if target is None:
-            self._to_general(conn)
+        if target is None:  # a name to resolve: the general path connects to this node
+            self._to_general(conn, (node, None))
             return
         family, addr = target
         # The C-level socket type: the Python wrapper class costs more than the syscall.
@@ -334,7 +338,7 @@ class Lane:
         if err and not (err in _IN_PROGRESS and family != socket.AF_UNIX):
             up.close()
             if err == errno.EAGAIN:  # a unix socket's backlog is full: the general path waits
-                self._to_general(conn)
+                self._to_general(conn, (node, None))
             else:
                 self._connect_failed(conn, node, err)
             return
@@ -370,10 +374,11 @@ class Lane:
         try:
             sent = up.send(packet)  # type: ignore[union-attr]
         except BlockingIOError:
-            if conn.state != CONNECTING:  # a fresh socket's buffer is empty: not connected
+            # A fresh socket's buffer is empty: it is not connected yet (an event that
+            # came for another socket that had this fd number before says nothing).
+            if conn.state != CONNECTING:
                 self._await_connect(conn, now)
-                return
-            sent = 0
+            return
         except OSError as exc:
             self._close_node(conn)
             self._connect_failed(conn, node, exc.errno or errno.EIO)  # type: ignore[arg-type]
@@ -387,7 +392,10 @@ class Lane:
         node.tx += sent  # type: ignore[union-attr]
         if node.grace_until:  # type: ignore[union-attr]
             node.clear_grace()  # type: ignore[union-attr]
-        self.engine.session_opened()
+        if conn.held:
+            conn.held = False  # the request's session from here on
+        else:
+            self.engine.session_opened()
         conn.counted = True
         conn.buf = conn.buf[conn.used:]
         conn.packet = packet[sent:] if sent < len(packet) else b""
@@ -591,14 +599,16 @@ class Lane:
 
     # -- hand-overs and closes ------------------------------------------------------------
     def _to_general(self, conn: LaneConn,
-                    tried: Tried | None = None) -> None:
+                    first_pick: FirstPick | None = None) -> None:
         """Between requests (nothing went to a node): the general path goes on
-        (``tried``: the node the lane tried for the request in ``buf``, and how it failed)."""
-        buf = conn.buf
-        sock = self._release(conn)
-        tsock = trio.socket.from_stdlib_socket(sock)
-        self.sessions.start_soon(run_connection, self.router.resume, tsock, conn.peer, buf,
-                                 tried)
+        (``first_pick``: the node the lane took for the request in ``buf``, and how its
+        connect failed, None when the lane did not try it)."""
+        self._hand_over(conn, self.router.resume, conn.buf, first_pick)
+
+    def _hand_over(self, conn: LaneConn, handler: Any, *args: Any) -> None:
+        """``conn`` leaves the lane for ``handler(sock, peer, *args)``, a task of its own."""
+        tsock = trio.socket.from_stdlib_socket(self._release(conn))
+        self.sessions.start_soon(run_connection, handler, tsock, conn.peer, *args)
 
     def _release(self, conn: LaneConn) -> socket.socket:
         """Take the client socket out of the lane (it stays open), as a stdlib socket
@@ -631,6 +641,9 @@ class Lane:
         self._close_node(conn)
         del self.conns[conn.fd]
         conn.state = IDLE
+        if conn.held:
+            conn.held = False
+            self.engine.session_closed()
         conn.sock.close()
 
     # -- timeouts -------------------------------------------------------------------------
@@ -649,27 +662,35 @@ class Lane:
             for fd in list(self.listeners):
                 self._accept(fd)
         for conn in [c for c in self.conns.values() if c.deadline <= now or c.hard <= now]:
-            state = conn.state
-            if state == IDLE:
-                self._idle_expired(conn)
-            elif state == CONNECTING:
-                node = conn.node
-                self._close_node(conn)
-                self._connect_failed(conn, node, trio.TooSlowError())  # type: ignore[arg-type]
-            elif conn.hard <= now:
-                self.engine.log_failure(conn.peer, f"harakiri: request older than "
-                                                   f"{self.harakiri:g}s cut")
+            try:
+                self._expire(conn, now)
+            except Exception:  # as in run(): this connection goes, the lane stays
+                log.exception("%s: fast lane failed on %s", self.kind, conn.peer)
                 self._drop(conn)
-            elif conn.pending:  # waiting for the client to take bytes, not for the node
-                if _client_queue_moved(conn):
-                    conn.deadline = now + self.timeout  # slow, but still reading
-                else:
-                    self.engine.log_failure(conn.peer, f"client took no byte for "
-                                                       f"{self.timeout:g}s")
-                    self._drop(conn)
+
+    def _expire(self, conn: LaneConn, now: float) -> None:
+        """A deadline of ``conn`` passed."""
+        state = conn.state
+        if state == IDLE:
+            self._idle_expired(conn)
+        elif conn.hard <= now:
+            self.engine.log_failure(conn.peer, f"harakiri: request older than "
+                                               f"{self.harakiri:g}s cut")
+            self._drop(conn)
+        elif state == CONNECTING:
+            node = conn.node
+            self._close_node(conn)
+            self._connect_failed(conn, node, trio.TooSlowError())  # type: ignore[arg-type]
+        elif conn.pending:  # waiting for the client to take bytes, not for the node
+            if _client_queue_moved(conn):
+                conn.deadline = now + self.timeout  # slow, but still reading
             else:
-                self._close_node(conn)
-                self._error(conn, NodeTimeout(f"node silent for {self.timeout:g}s"))
+                self.engine.log_failure(conn.peer, f"client took no byte for "
+                                                   f"{self.timeout:g}s")
+                self._drop(conn)
+        else:
+            self._close_node(conn)
+            self._error(conn, NodeTimeout(f"node silent for {self.timeout:g}s"))
 
 
 def _client_queue_moved(conn: LaneConn) -> bool:

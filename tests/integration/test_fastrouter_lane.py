@@ -6,6 +6,9 @@ general path served, so each test says which served."""
 from __future__ import annotations
 
 import logging
+import select
+import socket
+import struct
 from functools import partial
 
 import pytest
@@ -18,20 +21,48 @@ from brood.routers import fastrouter
 from brood.routers import lane as lane_module
 
 
-@pytest.fixture
-def resumed(monkeypatch) -> list[bytes]:
+class Resumed(list):
     """What each connection the general path served had been read of it by the lane
     (``FastRouter.__call__`` is the general path, whether the lane handed it over or
-    not: a connection that never met the lane shows as b"")."""
-    seen: list[bytes] = []
+    not: a connection that never met the lane shows as b""); ``arrived`` is set at each."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.arrived = trio.Event()
+
+    async def wait(self) -> None:
+        with trio.fail_after(5):
+            await self.arrived.wait()
+
+
+@pytest.fixture
+def resumed(monkeypatch) -> Resumed:
+    seen = Resumed()
     real = fastrouter.FastRouter.__call__
 
-    async def recording(self, conn, peer, first=b"", tried=None):
+    async def recording(self, conn, peer, first=b"", first_pick=None, held=False):
         seen.append(first)
-        await real(self, conn, peer, first, tried)
+        seen.arrived.set()
+        await real(self, conn, peer, first, first_pick, held)
 
     monkeypatch.setattr(fastrouter.FastRouter, "__call__", recording)
     return seen
+
+
+@pytest.fixture
+def lanes(monkeypatch) -> list:
+    """The fast lanes the fastrouters start."""
+    made: list = []
+    real = fastrouter.FastRouter.lane_for
+
+    def recording(self, sessions):
+        lane = real(self, sessions)
+        if lane not in made:
+            made.append(lane)
+        return lane
+
+    monkeypatch.setattr(fastrouter.FastRouter, "lane_for", recording)
+    return made
 
 
 async def closing_backend(task_status=trio.TASK_STATUS_IGNORED) -> None:
@@ -74,9 +105,7 @@ async def test_packet_cut_in_two_writes_goes_to_the_general_path(resumed):
         sock = await connect(address)
         with sock:
             await send_all(sock, data[:10])
-            with trio.fail_after(5):
-                while not resumed:  # the lane read the first part and handed it over
-                    await trio.sleep(0.01)
+            await resumed.wait()  # the lane read the first part and handed it over
             await send_all(sock, data[10:])
             assert await read_all(sock) == ANSWER
         nursery.cancel_scope.cancel()
@@ -84,7 +113,7 @@ async def test_packet_cut_in_two_writes_goes_to_the_general_path(resumed):
     assert backend.received == [data]
 
 
-async def test_long_answer_relayed_byte_exact():
+async def test_long_answer_relayed_byte_exact(resumed):
     body = bytes(range(256)) * 16384  # 4 MiB: spliced
     answer = b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % len(body) + body
     async with trio.open_nursery() as nursery:
@@ -94,9 +123,10 @@ async def test_long_answer_relayed_byte_exact():
         assert await roundtrip(address, request()) == answer
         nursery.cancel_scope.cancel()
     assert resolver.nodes[b"a.example"][0].rx == len(answer)
+    assert resumed == []
 
 
-async def test_long_answer_without_splice_relayed_byte_exact(monkeypatch):
+async def test_long_answer_without_splice_relayed_byte_exact(monkeypatch, resumed):
     monkeypatch.setattr(lane_module, "HAS_SPLICE", False)
     body = b"z" * (3 << 20)
     answer = b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % len(body) + body
@@ -106,6 +136,7 @@ async def test_long_answer_without_splice_relayed_byte_exact(monkeypatch):
         address, _ = await start(nursery, engine)
         assert await roundtrip(address, request()) == answer
         nursery.cancel_scope.cancel()
+    assert resumed == []
 
 
 @pytest.mark.parametrize("cut", [False, True], ids=["lane", "general path"])
@@ -119,9 +150,7 @@ async def test_node_closing_without_an_answer_is_502(resumed, caplog, cut):
         with sock, caplog.at_level(logging.WARNING, "brood.routers"):
             if cut:
                 await send_all(sock, data[:3])
-                with trio.fail_after(5):
-                    while not resumed:
-                        await trio.sleep(0.01)
+                await resumed.wait()
                 await send_all(sock, data[3:])
             else:
                 await send_all(sock, data)
@@ -170,22 +199,14 @@ async def test_request_without_key_goes_to_the_general_path(resumed):
     assert resumed == [data]
 
 
-async def test_lane_accepts_until_accepting_stops(monkeypatch):
-    lanes = []
-    real = fastrouter.FastRouter.lane_for
-
-    def recording(self, sessions):
-        lanes.append(real(self, sessions))
-        return lanes[-1]
-
-    monkeypatch.setattr(fastrouter.FastRouter, "lane_for", recording)
+async def test_lane_accepts_until_accepting_stops(lanes):
     async with trio.open_nursery() as nursery:
         backend = await nursery.start(uwsgi_backend)
         engine, _ = engine_for({b"a.example": [backend.address]})
         address, server = await start(nursery, engine)
         assert await roundtrip(address, request()) == ANSWER
         (lane,) = lanes
-        assert len(lane.listeners) == 1  # the lane accepted that one itself
+        assert len(lane.listeners) == 1  # the lane accepts
         server.stop_accepting()
         await trio.testing.wait_all_tasks_blocked()
         assert lane.listeners == {}  # out of its epoll set before the fd closed
@@ -199,15 +220,7 @@ async def test_lane_accepts_until_accepting_stops(monkeypatch):
     assert backend.connections == 1
 
 
-async def test_cheap_mode_accepts_only_while_nodes_exist(monkeypatch):
-    lanes = []
-    real = fastrouter.FastRouter.lane_for
-
-    def recording(self, sessions):
-        lanes.append(real(self, sessions))
-        return lanes[-1]
-
-    monkeypatch.setattr(fastrouter.FastRouter, "lane_for", recording)
+async def test_cheap_mode_accepts_only_while_nodes_exist(lanes):
     async with trio.open_nursery() as nursery:
         backend = await nursery.start(uwsgi_backend)
         engine, _ = engine_for({b"a.example": [backend.address]}, cheap=True)
@@ -229,3 +242,113 @@ async def test_cheap_mode_accepts_only_while_nodes_exist(monkeypatch):
         await trio.testing.wait_all_tasks_blocked()
         assert lane.listeners == {}
         nursery.cancel_scope.cancel()
+
+
+async def resetting_backend(task_status=trio.TASK_STATUS_IGNORED) -> None:
+    """Reads a request, then resets the connection (SO_LINGER 0) without a byte."""
+    lsock = trio.socket.socket()
+    await lsock.bind(("127.0.0.1", 0))
+    lsock.listen(8)
+    task_status.started(f"127.0.0.1:{lsock.getsockname()[1]}")
+    with lsock:
+        while True:
+            conn, _ = await lsock.accept()
+            with conn:
+                await conn.recv(65536)
+                conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+
+
+@pytest.mark.parametrize("cut", [False, True], ids=["lane", "general path"])
+async def test_node_resetting_without_an_answer_is_502(resumed, caplog, cut):
+    data = request()
+    async with trio.open_nursery() as nursery:
+        node_address = await nursery.start(resetting_backend)
+        engine, _ = engine_for({b"a.example": [node_address]})
+        address, _ = await start(nursery, engine)
+        sock = await connect(address)
+        with sock, caplog.at_level(logging.WARNING, "brood.routers"):
+            await send_all(sock, data[:3] if cut else data)
+            if cut:
+                await resumed.wait()
+                await send_all(sock, data[3:])
+            answer = await read_all(sock)
+        nursery.cancel_scope.cancel()
+    assert answer.startswith(b"HTTP/1.0 502 ")
+    assert "Connection reset by peer" in caplog.text
+
+
+async def test_graceful_stop_waits_for_a_client_whose_packet_has_not_come(lanes):
+    async with trio.open_nursery() as nursery:
+        backend = await nursery.start(uwsgi_backend)
+        engine, _ = engine_for({b"a.example": [backend.address]})
+        address, server = await start(nursery, engine)
+        sock = await connect(address)
+        with sock:
+            with trio.fail_after(5):  # taken by the lane: a session already
+                while engine.active_sessions != 1:
+                    await trio.testing.wait_all_tasks_blocked()
+                    await trio.lowlevel.checkpoint()
+            server.stop_accepting()
+            drained = []
+
+            async def drain():
+                drained.append(await server.drain(5))
+
+            nursery.start_soon(drain)
+            await trio.testing.wait_all_tasks_blocked()
+            assert drained == []  # waits for this client
+            await send_all(sock, request())
+            assert await read_all(sock) == ANSWER
+        with trio.fail_after(5):
+            while not drained:
+                await trio.testing.wait_all_tasks_blocked()
+                await trio.lowlevel.checkpoint()
+        assert drained == [True]
+        assert engine.active_sessions == 0
+        nursery.cancel_scope.cancel()
+
+
+async def test_round_robin_kept_for_nodes_the_lane_cannot_connect_itself(resumed):
+    async with trio.open_nursery() as nursery:
+        a = await nursery.start(partial(uwsgi_backend, b"A"))
+        b = await nursery.start(partial(uwsgi_backend, b"B"))
+        # host names: the lane hands the request over with its pick, unconnected
+        names = [x.address.replace("127.0.0.1", "localhost") for x in (a, b)]
+        engine, _ = engine_for({b"a.example": names})
+        address, _ = await start(nursery, engine)
+        answers = [await roundtrip(address, request()) for _ in range(4)]
+        nursery.cancel_scope.cancel()
+    assert answers == [b"A", b"B", b"A", b"B"]
+    assert len(resumed) == 4
+
+
+async def test_a_stray_event_while_connecting_sends_nothing(lanes):
+    full = socket.socket()
+    full.bind(("127.0.0.1", 0))
+    full.listen(0)
+    fillers = []
+    for _ in range(3):  # the accept queue full: the next SYNs are dropped (SYN_SENT)
+        filler = socket.socket()
+        filler.setblocking(False)
+        filler.connect_ex(full.getsockname())
+        fillers.append(filler)
+    try:
+        async with trio.open_nursery() as nursery:
+            engine, _ = engine_for({b"a.example": ["{}:{}".format(*full.getsockname())]})
+            address, _ = await start(nursery, engine)
+            sock = await connect(address)
+            with sock:
+                await send_all(sock, request())
+                await trio.testing.wait_all_tasks_blocked()
+                (lane,) = lanes
+                (conn,) = lane.conns.values()
+                assert conn.state == lane_module.CONNECTING
+                # an event meant for an earlier socket with this fd number
+                lane._node_event(conn, select.EPOLLIN | select.EPOLLRDHUP)
+                assert conn.state == lane_module.CONNECTING
+                assert (conn.node.requests, conn.node.ref, conn.counted) == (0, 0, False)
+            nursery.cancel_scope.cancel()
+    finally:
+        for filler in fillers:
+            filler.close()
+        full.close()

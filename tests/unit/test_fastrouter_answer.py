@@ -20,5 +20,5 @@ from brood.routers.fastrouter import body_sent
         ([(b"HTTP_UPGRADE", b"websocket"), (b"CONTENT_LENGTH", b"0")], 0, False),
     ],
 )
-def testbody_sent(pairs, sent, only_answer):
+def test_body_sent(pairs, sent, only_answer):
     assert body_sent(pairs, sent) is only_answer

@@ -45,7 +45,6 @@ from brood.routers.http.body import Client, peer_address
 from brood.routers.http.h1 import build_vars_block, has_forwarded_for
 from brood.routers.http.response import RESPONSE_HEAD_LIMIT
 from brood.routers.lane import BODY, IDLE, RECV, Lane, LaneConn
-from brood.routers.net.listen import run_connection
 from brood.routers.node import Node
 
 if TYPE_CHECKING:
@@ -208,10 +207,7 @@ class HttpLane(Lane):
     # -- hand-overs -----------------------------------------------------------------------
     def _fail_over(self, conn: HttpConn, error: RoutingError) -> None:  # type: ignore[override]
         """The general path's error answer (``HttpRouter.fail``), in a task of its own."""
-        head, key = conn.head, conn.key
-        sock = self._release(conn)
-        tsock = trio.socket.from_stdlib_socket(sock)
-        self.sessions.start_soon(run_connection, self._fail, tsock, conn.peer, error, head, key)
+        self._hand_over(conn, self._fail, error, conn.head, conn.key)
 
     async def _fail(self, tsock: Any, peer: Any, error: RoutingError, head: RequestHead,
                     key: bytes) -> None:
@@ -227,11 +223,8 @@ class HttpLane(Lane):
         conn.counted = False  # the session and the node's ref go with it
         up = socket.socket(up.family, up.type, up.proto, up.detach())  # type: ignore[union-attr]
         upstream = _Replay(self.engine, conn.node, trio.socket.from_stdlib_socket(up), data)  # type: ignore[arg-type]
-        buf, head, key, started = conn.buf, conn.head, conn.key, conn.started
-        sock = self._release(conn)
-        tsock = trio.socket.from_stdlib_socket(sock)
-        self.sessions.start_soon(run_connection, self.router.resume_answer, tsock, conn.peer,
-                                 buf, head, key, upstream, started)
+        self._hand_over(conn, self.router.resume_answer, conn.buf, conn.head, conn.key,
+                        upstream, conn.started)
 
 
 class _Replay(Upstream):

@@ -53,7 +53,7 @@ from brood.routers.http.h1 import (
 )
 from brood.routers.http.response import Outcome
 from brood.routers.http.settings import HttpSettings
-from brood.routers.net.backend import Tried
+from brood.routers.net.backend import FirstPick
 from brood.routers.net.listen import ConnectionHandler
 from brood.routers.net.relay import (
     Endpoint,
@@ -99,7 +99,7 @@ class _Conn:
     rest of a head, the node's answer): cheaper than a scope per read, and the cause of
     a timeout is still known, so the right answer (none, 408, 504) can follow."""
 
-    __slots__ = ("scope", "phase", "head", "key", "out", "hard_deadline", "tried")
+    __slots__ = ("scope", "phase", "head", "key", "out", "hard_deadline", "first_pick")
 
     def __init__(self) -> None:
         self.scope = trio.CancelScope()
@@ -108,7 +108,7 @@ class _Conn:
         self.key: bytes | None = None
         self.out: Outcome | None = None
         self.hard_deadline = math.inf
-        self.tried: Tried | None = None  # resume's
+        self.first_pick: FirstPick | None = None  # resume's
 
     def lift_deadline(self) -> None:
         """Only harakiri bounds this phase (a connect that has to wait)."""
@@ -174,23 +174,14 @@ class HttpRouter:
             sessions.start_soon(lane.run)
         return lane
 
-    def adopt(self, sock: socket.socket, peer: Any, sessions: trio.Nursery) -> bool:
-        """Take a connection accepted by the accept loop (cheap mode) into the fast lane
-        instead of a task of its own; False when it needs the general path."""
-        lane = self.lane_for(sessions)
-        if lane is None:
-            return False
-        lane.adopt(sock, peer)
-        return True
-
     async def resume(self, sock: Endpoint, peer: Any, buf: bytes,
-                     tried: Tried | None = None) -> None:
+                     first_pick: FirstPick | None = None) -> None:
         """Go on with a connection the fast lane hands over between requests: ``buf``
-        holds what it read and did not serve (the start of the next request); ``tried``:
-        the node the lane could not connect to for that request, and why."""
+        holds what it read and did not serve (the start of the next request);
+        ``first_pick``: the lane's node for that request and how its connect failed."""
         client = Client(sock, *peer_address(peer))
         client.buf = buf
-        await self._serve_connection(client, peer, first=False, tried=tried)
+        await self._serve_connection(client, peer, first=False, first_pick=first_pick)
 
     async def resume_answer(self, sock: Endpoint, peer: Any, buf: bytes, head: RequestHead,
                             key: bytes, upstream: Any, started: float) -> None:
@@ -269,13 +260,13 @@ class HttpRouter:
 
     # -- the general path -------------------------------------------------------------------
     async def _serve_connection(self, client: Client, peer: Any, *, first: bool,
-                                tried: Tried | None = None,
+                                first_pick: FirstPick | None = None,
                                 ) -> None:
         """Requests one after another on ``client`` until it closes or may not go on;
         ``first``: a new connection (its prefixes are read first, its first head may
-        take --http-headers-timeout); ``tried``: see ``resume``."""
+        take --http-headers-timeout); ``first_pick``: see ``resume``."""
         conn = _Conn()
-        conn.tried = tried
+        conn.first_pick = first_pick
         settings = self.settings
         try:
             with conn.scope:
@@ -424,9 +415,9 @@ class HttpRouter:
             try:
                 # The idle deadline stays while the connect completes at once (loopback):
                 # a connect that waits has its own timeout and runs under harakiri only.
-                tried, conn.tried = conn.tried, None
+                first_pick, conn.first_pick = conn.first_pick, None
                 upstream = await engine.connect(key, client=client_ip(peer),
-                                                before_wait=conn.lift_deadline, tried=tried)
+                                                before_wait=conn.lift_deadline, first_pick=first_pick)
             except RoutingError as exc:
                 await self.fail(client, peer, exc.status, exc, head, key)
                 return False

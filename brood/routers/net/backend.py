@@ -45,8 +45,8 @@ async def open_node(node: Node, connect_timeout: float) -> trio.socket.SocketTyp
     return sock
 
 
-# A first pick tried already (by a fast lane) and how its connect failed.
-Tried = tuple[Node, trio.TooSlowError | OSError]
+# A fast lane's first pick for a request, and how its connect failed (None: not tried).
+FirstPick = tuple[Node, trio.TooSlowError | OSError | None]
 
 
 async def connect_node(
@@ -58,32 +58,34 @@ async def connect_node(
     clock: Callable[[], float],
     use_fallbacks_only: bool = False,
     opener: Callable[[Node, float], object] = open_node,
-    tried: Tried | None = None,
+    first_pick: FirstPick | None = None,
 ) -> tuple[Node, trio.socket.SocketType, list[Attempt]]:
     """Resolve ``key`` and connect, retrying and falling back as ``plan`` says.
 
     Returns the node, its connected socket and the failed attempts before it; raises
     the policy's RoutingError when no node could be reached. ``key`` None (no routing
     key in the request) is NoNode, unless ``use_fallbacks_only``
-    (``--fastrouter-fallback-on-no-key``) sends it to the fallbacks. ``tried``: the
-    first pick was tried already (by a fast lane) and failed so; this goes on from there.
+    (``--fastrouter-fallback-on-no-key``) sends it to the fallbacks. ``first_pick``:
+    the resolver was asked already (by a fast lane): its node, and how the lane's
+    connect to it failed (None: the lane did not try it); this goes on from there, so
+    the rotation and the retry count are as if it had asked itself.
     """
     first = None
     failure: trio.TooSlowError | OSError | None = None
-    if tried is not None:
-        first, failure = tried
+    if first_pick is not None:
+        first, failure = first_pick
     elif key is not None and not use_fallbacks_only:
-        # The usual request: the first node connects, and no retry state is made.
         first = resolver.resolve(key, clock(), client, ())
-        if first is not None:
-            try:
-                sock = await opener(first, plan.connect_timeout)  # type: ignore[misc]
-            except (trio.TooSlowError, OSError) as exc:
-                failure = exc
-            else:
-                if first.grace_until:
-                    first.clear_grace()
-                return first, sock, []
+    if first is not None and failure is None:
+        # The usual request: the first node connects, and no retry state is made.
+        try:
+            sock = await opener(first, plan.connect_timeout)  # type: ignore[misc]
+        except (trio.TooSlowError, OSError) as exc:
+            failure = exc
+        else:
+            if first.grace_until:
+                first.clear_grace()
+            return first, sock, []
     state = plan.begin(resolver, key, client=client, fallback_only=use_fallbacks_only)
     if first is not None:
         state.tries_left -= 1  # the first lookup was made above

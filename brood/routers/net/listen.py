@@ -30,7 +30,9 @@ ConnectionHandler = Callable[[trio.socket.SocketType, Any], Awaitable[None]]
 
 # Out of file descriptors or memory: accepting again at once would spin; trio's own
 # serve_listeners waits 100 ms too.
-RESOURCE_ERRORS = {errno.EMFILE, errno.ENFILE, errno.ENOMEM, errno.ENOBUFS}
+_RESOURCE_ERRORS = {errno.EMFILE, errno.ENFILE, errno.ENOMEM, errno.ENOBUFS}
+# accept(2) errors that only say the client left before it was taken.
+CLIENT_LEFT = {errno.ECONNABORTED, errno.EPROTO, errno.EPERM}
 _RESOURCE_PAUSE = 0.1
 # Connections taken per wake-up before the loop yields: accept(2) is tried again at once
 # (no trip through the event loop while the backlog holds more), but a flood of
@@ -70,9 +72,6 @@ async def accept_loop(
                 await may_accept()
             with lane.listening(raw):
                 await (must_pause() if must_pause is not None else trio.sleep_forever())
-    # A handler may serve connections without a task each (the HTTP router's fast lane):
-    # ``adopt(sock, peer, sessions)`` returns True when it took the socket.
-    adopt = getattr(handler, "adopt", None)
     batch = 0
     while True:
         if may_accept is not None:
@@ -87,16 +86,14 @@ async def accept_loop(
             await trio.lowlevel.wait_readable(raw)
             continue
         except OSError as exc:
-            if exc.errno in RESOURCE_ERRORS:
+            if exc.errno in _RESOURCE_ERRORS:
                 log.error("accept on %s: %s, pausing", listen_sock, exc.strerror)
                 await trio.sleep(_RESOURCE_PAUSE)
                 continue
-            if exc.errno in (errno.ECONNABORTED, errno.EPROTO, errno.EPERM):
+            if exc.errno in CLIENT_LEFT:
                 continue  # the client left before we took it
             raise
         batch += 1
-        if adopt is not None and adopt(sock, peer, sessions):
-            continue
         conn = trio.socket.from_stdlib_socket(sock)
         set_nodelay(conn)
         sessions.start_soon(run_connection, handler, conn, peer)
