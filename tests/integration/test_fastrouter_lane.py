@@ -65,8 +65,9 @@ def lanes(monkeypatch) -> list:
     return made
 
 
-async def closing_backend(task_status=trio.TASK_STATUS_IGNORED) -> None:
-    """Reads a request, then closes without a byte of answer."""
+async def mute_backend(reset: bool, task_status=trio.TASK_STATUS_IGNORED) -> None:
+    """Reads a request, then closes without a byte of answer (``reset``: with an RST,
+    SO_LINGER 0)."""
     lsock = trio.socket.socket()
     await lsock.bind(("127.0.0.1", 0))
     lsock.listen(8)
@@ -76,6 +77,8 @@ async def closing_backend(task_status=trio.TASK_STATUS_IGNORED) -> None:
             conn, _ = await lsock.accept()
             with conn:
                 await conn.recv(65536)
+                if reset:
+                    conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
 
 
 async def test_packet_with_body_in_one_write_is_served_in_the_lane(resumed):
@@ -113,8 +116,10 @@ async def test_packet_cut_in_two_writes_goes_to_the_general_path(resumed):
     assert backend.received == [data]
 
 
-async def test_long_answer_relayed_byte_exact(resumed):
-    body = bytes(range(256)) * 16384  # 4 MiB: spliced
+@pytest.mark.parametrize("splice", [True, False], ids=["splice", "copy"])
+async def test_long_answer_relayed_byte_exact(monkeypatch, resumed, splice):
+    monkeypatch.setattr(lane_module, "HAS_SPLICE", splice)
+    body = bytes(range(256)) * 16384  # 4 MiB
     answer = b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % len(body) + body
     async with trio.open_nursery() as nursery:
         backend = await nursery.start(partial(uwsgi_backend, answer))
@@ -126,38 +131,26 @@ async def test_long_answer_relayed_byte_exact(resumed):
     assert resumed == []
 
 
-async def test_long_answer_without_splice_relayed_byte_exact(monkeypatch, resumed):
-    monkeypatch.setattr(lane_module, "HAS_SPLICE", False)
-    body = b"z" * (3 << 20)
-    answer = b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % len(body) + body
-    async with trio.open_nursery() as nursery:
-        backend = await nursery.start(partial(uwsgi_backend, answer))
-        engine, _ = engine_for({b"a.example": [backend.address]})
-        address, _ = await start(nursery, engine)
-        assert await roundtrip(address, request()) == answer
-        nursery.cancel_scope.cancel()
-    assert resumed == []
-
-
+@pytest.mark.parametrize("reset, logged", [(False, "node closed without answering"),
+                                           (True, "Connection reset by peer")],
+                         ids=["close", "reset"])
 @pytest.mark.parametrize("cut", [False, True], ids=["lane", "general path"])
-async def test_node_closing_without_an_answer_is_502(resumed, caplog, cut):
+async def test_node_failing_without_an_answer_is_502(resumed, caplog, cut, reset, logged):
     data = request()
     async with trio.open_nursery() as nursery:
-        address_of_node = await nursery.start(closing_backend)
-        engine, _ = engine_for({b"a.example": [address_of_node]})
+        node_address = await nursery.start(mute_backend, reset)
+        engine, _ = engine_for({b"a.example": [node_address]})
         address, _ = await start(nursery, engine)
         sock = await connect(address)
         with sock, caplog.at_level(logging.WARNING, "brood.routers"):
-            if cut:
-                await send_all(sock, data[:3])
+            await send_all(sock, data[:3] if cut else data)
+            if cut:  # the lane hands the first bytes over
                 await resumed.wait()
                 await send_all(sock, data[3:])
-            else:
-                await send_all(sock, data)
             answer = await read_all(sock)
         nursery.cancel_scope.cancel()
     assert answer.startswith(b"HTTP/1.0 502 ")
-    assert "node closed without answering" in caplog.text
+    assert logged in caplog.text
     assert len(resumed) == (1 if cut else 0)
 
 
@@ -242,39 +235,6 @@ async def test_cheap_mode_accepts_only_while_nodes_exist(lanes):
         await trio.testing.wait_all_tasks_blocked()
         assert lane.listeners == {}
         nursery.cancel_scope.cancel()
-
-
-async def resetting_backend(task_status=trio.TASK_STATUS_IGNORED) -> None:
-    """Reads a request, then resets the connection (SO_LINGER 0) without a byte."""
-    lsock = trio.socket.socket()
-    await lsock.bind(("127.0.0.1", 0))
-    lsock.listen(8)
-    task_status.started(f"127.0.0.1:{lsock.getsockname()[1]}")
-    with lsock:
-        while True:
-            conn, _ = await lsock.accept()
-            with conn:
-                await conn.recv(65536)
-                conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-
-
-@pytest.mark.parametrize("cut", [False, True], ids=["lane", "general path"])
-async def test_node_resetting_without_an_answer_is_502(resumed, caplog, cut):
-    data = request()
-    async with trio.open_nursery() as nursery:
-        node_address = await nursery.start(resetting_backend)
-        engine, _ = engine_for({b"a.example": [node_address]})
-        address, _ = await start(nursery, engine)
-        sock = await connect(address)
-        with sock, caplog.at_level(logging.WARNING, "brood.routers"):
-            await send_all(sock, data[:3] if cut else data)
-            if cut:
-                await resumed.wait()
-                await send_all(sock, data[3:])
-            answer = await read_all(sock)
-        nursery.cancel_scope.cancel()
-    assert answer.startswith(b"HTTP/1.0 502 ")
-    assert "Connection reset by peer" in caplog.text
 
 
 async def test_graceful_stop_waits_for_a_client_whose_packet_has_not_come(lanes):
