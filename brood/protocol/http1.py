@@ -383,7 +383,8 @@ def _parse_general(buf: bytes | bytearray, limit: int) -> RequestHead | None:
                     raise _header_error(line)
         headers = _HEADER_PAIRS_RE.findall(head_bytes, hstart)
         found = _SPECIAL_RE.findall(head_bytes, hstart - 2)
-        if b" \r\n" in head_bytes or b"\t\r\n" in head_bytes:  # trailing OWS (rare)
+        # Trailing OWS (rare); find, not ``in``: see vars._QUESTION.
+        if head_bytes.find(b" \r\n") >= 0 or head_bytes.find(b"\t\r\n") >= 0:
             headers = [(name, value.rstrip(_OWS)) for name, value in headers]
             found = [(name, value.rstrip(_OWS)) for name, value in found]
         if found:
