@@ -213,26 +213,21 @@ async def relay_answer(
 
 async def _copy_one_way(src: Endpoint, dst: Endpoint, counts: list[int], slot: int, touch,
                         use_splice: bool) -> None:
-    """src -> dst until src's EOF. Copied while the reads are short (a request, an
-    answer: one recv and one send cost less than a pipe's two splices); by splice, when
-    both ends allow it, once a read fills a whole chunk (a bulk stream)."""
-    if await _copy(src, dst, counts, slot, touch, until_full=use_splice):
+    """src -> dst until src's EOF, by splice when both ends allow it."""
+    if use_splice:
         await _splice_copy(src, dst, counts, slot, touch)  # type: ignore[arg-type]
+    else:
+        await _copy(src, dst, counts, slot, touch)
 
 
-async def _copy(src: Endpoint, dst: Endpoint, counts: list[int], slot: int, touch, *,
-                until_full: bool = False) -> bool:
-    """Copy until src's EOF (False), or, ``until_full``, until a read filled a whole
-    chunk (True: that chunk went out)."""
+async def _copy(src: Endpoint, dst: Endpoint, counts: list[int], slot: int, touch) -> None:
     while True:
         data = await receive_some(src, COPY_CHUNK)
         if not data:
-            return False
+            return
         await send_all(dst, data)
         counts[slot] += len(data)
         touch()
-        if until_full and len(data) == COPY_CHUNK:
-            return True
         # Neither call above yields when it need not wait: a fast pair yields here.
         await trio.lowlevel.checkpoint()
 
