@@ -130,6 +130,9 @@ class Lane:
     ``first_timeout``: a new connection's time to send its first request."""
 
     conn_class: type[LaneConn] = LaneConn
+    # What a client socket is registered for: its reads (EPOLLOUT asked for when a send
+    # falls short), or both from the start.
+    client_events = _IN
 
     def __init__(self, router: Any, sessions: trio.Nursery, *, timeout: float,
                  first_timeout: float) -> None:
@@ -151,6 +154,8 @@ class Lane:
         self.listeners: dict[int, tuple[socket.socket, int]] = {}
         self.backlog: set[int] = set()  # listeners that may hold more connections
         self.accept_paused = False  # out of fds or memory: the sweep accepts again
+        # Connections that used up their turn with bytes still to move (``_resume``).
+        self.later: dict[int, LaneConn] = {}
 
     # -- what a front says ----------------------------------------------------------------
     def _start(self, conn: LaneConn) -> None:
@@ -173,6 +178,11 @@ class Lane:
         """Answer ``error`` to a client that has no byte of the answer yet."""
         raise NotImplementedError
 
+    def _resume(self, conn: LaneConn) -> None:
+        """Go on with a connection put in ``later``: the lane's other sockets and trio's
+        other tasks had their turn since."""
+        raise NotImplementedError
+
     def _idle_expired(self, conn: LaneConn) -> None:
         """No request came in time: a quiet close."""
         self._drop(conn)
@@ -192,10 +202,12 @@ class Lane:
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(self._sweep_forever)
                 while True:
-                    if self.backlog:  # a flood of connects: other tasks run in between
+                    if self.backlog or self.later:  # work left: other tasks run first
                         await trio.lowlevel.checkpoint()
                         for fd in list(self.backlog):
                             self._accept(fd)
+                        if self.later:
+                            self._resume_later()
                     else:
                         await trio.lowlevel.wait_readable(epfd)
                     for fd, events in poll(0):
@@ -218,6 +230,17 @@ class Lane:
             for conn in list(conns.values()):
                 self._drop(conn)
             ep.close()
+
+    def _resume_later(self) -> None:
+        later, self.later = self.later, {}
+        conns = self.conns
+        for fd, conn in later.items():
+            if conns.get(fd) is conn:  # not dropped since (its fd may be another's now)
+                try:
+                    self._resume(conn)
+                except Exception:  # as in run(): this connection goes, the lane stays
+                    log.exception("%s: fast lane failed on %s", self.kind, conn.peer)
+                    self._drop(conn)
 
     @contextlib.contextmanager
     def listening(self, lsock: socket.socket) -> Iterator[None]:
@@ -287,7 +310,7 @@ class Lane:
         conn = self.conn_class(sock, peer)
         conn.deadline = time.monotonic() + wait
         self.conns[conn.fd] = conn
-        self.ep.register(conn.fd, _IN)  # bytes already there raise the first edge at once
+        self.ep.register(conn.fd, self.client_events)  # bytes there: the first edge at once
         return conn
 
     # -- client side --------------------------------------------------------------------
@@ -324,10 +347,27 @@ class Lane:
     def _open_node(self, conn: LaneConn, node: Node, packet: bytes, used: int) -> None:
         """Connect to ``node`` and send ``packet``, the request that took ``used`` bytes
         of ``conn.buf``; a node the lane cannot reach at once goes to the general path."""
+        if self._dial(conn, node) is None:
+            return
+        now = time.monotonic()
+        conn.packet = packet
+        conn.used = used
+        conn.started = now
+        conn.sent = 0
+        conn.hard = now + self.harakiri if self.harakiri else math.inf
+        conn.node_readable = conn.node_hup = False
+        # A TCP connect "in progress" to a loopback node is done already (the handshake
+        # ran inside connect): the send says so, with no second call to ask.
+        self._send_request(conn, now)
+
+    def _dial(self, conn: LaneConn, node: Node) -> int | None:
+        """Start connecting ``conn`` to ``node`` (``conn.up``): connect's errno, 0 when
+        done, else in progress; None when the connection went to the general path (a
+        name to resolve, a full unix backlog, a refused connect)."""
         target = sockio.node_address(node.name)
         if target is None:  # a name to resolve: the general path connects to this node
             self._to_general(conn, (node, None))
-            return
+            return None
         family, addr = target
         # The C-level socket type: the Python wrapper class costs more than the syscall.
         up = _socket.socket(family, _STREAM_NONBLOCK)  # no fcntl/ioctl to make it so
@@ -341,20 +381,11 @@ class Lane:
                 self._to_general(conn, (node, None))
             else:
                 self._connect_failed(conn, node, err)
-            return
-        now = time.monotonic()
+            return None
         conn.node, conn.up = node, up
         conn.up_fd = up.fileno()
-        conn.packet = packet
-        conn.used = used
-        conn.started = now
-        conn.sent = 0
-        conn.hard = now + self.harakiri if self.harakiri else math.inf
-        conn.node_readable = conn.node_hup = False
         self.nodes[conn.up_fd] = conn
-        # A TCP connect "in progress" to a loopback node is done already (the handshake
-        # ran inside connect): the send says so, with no second call to ask.
-        self._send_request(conn, now)
+        return err
 
     def _await_connect(self, conn: LaneConn, now: float) -> None:
         """The connect is really in progress: wait for writability, within the timeout."""

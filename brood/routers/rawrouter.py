@@ -21,6 +21,7 @@ from brood.config.model import Config
 from brood.listener import Listener
 from brood.routers.engine import Engine, Upstream, client_ip, option
 from brood.routers.errors import RoutingError
+from brood.routers.net.backend import FirstPick
 from brood.routers.net.listen import ConnectionHandler
 from brood.routers.net.relay import send_all
 
@@ -35,12 +36,39 @@ class RawRouter:
         self.engine = engine
         self.key = listener.name.encode()
         self.xclient = bool(option(cfg, "rawrouter-xclient", False))
+        self.lane: Any = None
 
-    async def __call__(self, conn: trio.socket.SocketType, peer: Any) -> None:
+    # -- the fast lane --------------------------------------------------------------------
+    def lane_for(self, sessions: trio.Nursery) -> Any:
+        """The fast lane (``rawrouter_lane``), started at first use, which accepts and
+        relays; None with ``--rawrouter-xclient`` (a conversation with the node first)."""
+        if self.xclient:
+            return None
+        lane = self.lane
+        if lane is None:
+            from brood.routers.rawrouter_lane import RawLane
+
+            lane = self.lane = RawLane(self, sessions)
+            sessions.start_soon(lane.run)
+        return lane
+
+    async def resume(self, conn: trio.socket.SocketType, peer: Any,
+                     first_pick: FirstPick | None = None, held: bool = False) -> None:
+        """The general path for a connection the lane could not connect at once
+        (``first_pick``: its node and how the connect failed; ``held``: the lane's
+        session, closed here once this one is open)."""
+        await self(conn, peer, first_pick, held)
+
+    # -- the general path -------------------------------------------------------------------
+    async def __call__(self, conn: trio.socket.SocketType, peer: Any,
+                       first_pick: FirstPick | None = None, held: bool = False) -> None:
         engine = self.engine
         async with engine.session(peer):
+            if held:
+                engine.session_handed_over()
             try:
-                upstream = await engine.connect(self.key, client=client_ip(peer))
+                upstream = await engine.connect(self.key, client=client_ip(peer),
+                                                first_pick=first_pick)
             except RoutingError as exc:
                 engine.log_failure(peer, exc)
                 return

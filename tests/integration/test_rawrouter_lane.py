@@ -1,0 +1,440 @@
+"""The rawrouter's fast lane (``brood.routers.rawrouter_lane``) on loopback, in-process.
+
+Every connection of ``serve_router`` starts in the lane; ``resumed`` records the ones the
+general path served, so each test says which served."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import select
+import socket
+import struct
+from functools import partial
+
+import pytest
+import trio
+import trio.testing
+from _routerkit import DictResolver, bind_listener, connect, read_all, refused_address, send_all
+from test_rawrouter import digest_after_eof, start_raw, tcp_backend
+
+from brood.config.model import Config
+from brood.routers import lane as lane_module
+from brood.routers import rawrouter, rawrouter_lane
+from brood.routers.engine import Engine, RouterSettings
+
+
+class Resumed(list):
+    """The ``first_pick`` of each connection the general path served
+    (``RawRouter.__call__``); ``arrived`` is set at each."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.arrived = trio.Event()
+
+
+@pytest.fixture
+def resumed(monkeypatch) -> Resumed:
+    seen = Resumed()
+    real = rawrouter.RawRouter.__call__
+
+    async def recording(self, conn, peer, first_pick=None, held=False):
+        seen.append(first_pick)
+        seen.arrived.set()
+        await real(self, conn, peer, first_pick, held)
+
+    monkeypatch.setattr(rawrouter.RawRouter, "__call__", recording)
+    return seen
+
+
+@pytest.fixture
+def lanes(monkeypatch) -> list:
+    """The fast lanes the rawrouters start."""
+    made: list = []
+    real = rawrouter.RawRouter.lane_for
+
+    def recording(self, sessions):
+        lane = real(self, sessions)
+        if lane not in made:
+            made.append(lane)
+        return lane
+
+    monkeypatch.setattr(rawrouter.RawRouter, "lane_for", recording)
+    return made
+
+
+@pytest.fixture
+def splices(monkeypatch) -> list[int]:
+    """The bytes each os.splice call moved (the lane's and the general path's)."""
+    moved: list[int] = []
+    real = os.splice
+
+    def counting(*args, **kwargs):
+        n = real(*args, **kwargs)
+        moved.append(n)
+        return n
+
+    monkeypatch.setattr(os, "splice", counting)
+    return moved
+
+
+async def echo(conn) -> None:
+    """Sends back what comes, until EOF."""
+    while data := await conn.recv(1 << 16):
+        await send_all(conn, data)
+
+
+async def banner(text: bytes, conn) -> None:
+    """Speaks first, then closes."""
+    await send_all(conn, text)
+
+
+async def wait_for(condition, limit: float = 5) -> None:
+    with trio.fail_after(limit):
+        while not condition():
+            await trio.testing.wait_all_tasks_blocked()
+            await trio.lowlevel.checkpoint()
+
+
+async def exchange(sock, payload: bytes) -> bytes:
+    """Sends ``payload`` then EOF while reading everything back until the relay closes."""
+    async with trio.open_nursery() as nursery:
+        async def sender():
+            await send_all(sock, payload)
+            sock.shutdown(socket.SHUT_WR)
+
+        nursery.start_soon(sender)
+        return await read_all(sock, 30)
+
+
+def full_backlog() -> tuple[socket.socket, list[socket.socket]]:
+    """A listener whose accept queue is full: a connect to it stays in SYN_SENT."""
+    full = socket.socket()
+    full.bind(("127.0.0.1", 0))
+    full.listen(0)
+    fillers = []
+    for _ in range(3):
+        filler = socket.socket()
+        filler.setblocking(False)
+        filler.connect_ex(full.getsockname())
+        fillers.append(filler)
+    return full, fillers
+
+
+async def test_short_exchange_is_relayed_in_the_lane(resumed, lanes):
+    async with trio.open_nursery() as nursery:
+        backend = await nursery.start(tcp_backend, digest_after_eof)
+        address, server, resolver = await start_raw(nursery, backend)
+        sock = await connect(address)
+        with sock:
+            assert await exchange(sock, b"hello") == hashlib.sha256(b"hello").hexdigest().encode()
+        await server.engine.wait_idle()
+        (lane,) = lanes
+        await wait_for(lambda: not lane.conns)
+        nursery.cancel_scope.cancel()
+    assert resumed == []
+    (node,) = resolver.nodes[address.encode()]
+    assert (node.requests, node.ref, node.tx, node.rx) == (1, 0, 5, 64)
+    assert server.engine.active_sessions == 0
+
+
+@pytest.mark.parametrize("splice", [True, False], ids=["splice", "copy"])
+async def test_bulk_both_ways_is_byte_exact(monkeypatch, resumed, splices, splice):
+    monkeypatch.setattr(lane_module, "HAS_SPLICE", splice)
+    payload = os.urandom(8 << 20)
+    async with trio.open_nursery() as nursery:
+        backend = await nursery.start(tcp_backend, echo)
+        address, _, resolver = await start_raw(nursery, backend)
+        sock = await connect(address)
+        with sock:
+            assert await exchange(sock, payload) == payload
+        nursery.cancel_scope.cancel()
+    assert resumed == []
+    (node,) = resolver.nodes[address.encode()]
+    assert (node.tx, node.rx) == (len(payload), len(payload))
+    if splice:  # past the first full read, each byte crosses twice (in and out of a pipe)
+        assert sum(splices) >= 3 * len(payload)
+    else:
+        assert splices == []
+
+
+async def test_general_path_bulk_goes_through_splice(resumed, splices):
+    payload = os.urandom(8 << 20)
+    async with trio.open_nursery() as nursery:
+        backend = await nursery.start(tcp_backend, digest_after_eof)
+        # a host name: the lane hands the connection over with its pick, unconnected
+        address, _, _ = await start_raw(nursery, backend.replace("127.0.0.1", "localhost"))
+        sock = await connect(address)
+        with sock:
+            assert await exchange(sock, payload) == hashlib.sha256(payload).hexdigest().encode()
+        nursery.cancel_scope.cancel()
+    ((node, failure),) = resumed
+    assert failure is None
+    # every byte crossed twice (socket -> pipe -> socket), both directions included
+    assert sum(splices) == 2 * (len(payload) + 64)
+
+
+async def test_turns_go_round_in_a_long_stream(monkeypatch, lanes):
+    monkeypatch.setattr(rawrouter_lane, "TURN", 4096)
+    resumes = []
+    real = rawrouter_lane.RawLane._resume
+
+    def counting(self, conn):
+        resumes.append(conn.fd)
+        real(self, conn)
+
+    monkeypatch.setattr(rawrouter_lane.RawLane, "_resume", counting)
+    payload = os.urandom(2 << 20)
+    async with trio.open_nursery() as nursery:
+        backend = await nursery.start(tcp_backend, echo)
+        address, _, _ = await start_raw(nursery, backend)
+        sock = await connect(address)
+        with sock:
+            assert await exchange(sock, payload) == payload
+        nursery.cancel_scope.cancel()
+    assert len(resumes) > 2  # _connected once, then the turns handed on
+
+
+async def test_a_reader_that_stops_holds_the_rest_in_the_lane(lanes):
+    payload = os.urandom(8 << 20)
+    async with trio.open_nursery() as nursery:
+        backend = await nursery.start(tcp_backend, partial(banner, payload))
+        address, server, resolver = await start_raw(nursery, backend)
+        sock = await connect(address)
+        with sock:
+            (lane,) = lanes
+            await wait_for(lambda: any(c.down_way and c.down_way.pending
+                                       for c in lane.conns.values()))
+            assert await read_all(sock, 30) == payload
+        await server.engine.wait_idle()
+        nursery.cancel_scope.cancel()
+    (node,) = resolver.nodes[address.encode()]
+    assert (node.requests, node.ref, node.rx) == (1, 0, len(payload))
+
+
+async def test_refused_first_node_is_marked_and_the_next_serves(resumed):
+    async with trio.open_nursery() as nursery:
+        backend = await nursery.start(tcp_backend, partial(banner, b"hi"))
+        address, _, resolver = await start_raw(nursery, [refused_address(), backend])
+        for _ in range(3):
+            sock = await connect(address)
+            with sock:
+                assert await read_all(sock) == b"hi"
+        nursery.cancel_scope.cancel()
+    dead, good = resolver.nodes[address.encode()]
+    assert dead.failcnt == 1 and dead.grace_until > 0
+    assert (good.requests, dead.requests, good.ref) == (3, 0, 0)
+    ((node, failure),) = resumed  # only the connection that met the refusal
+    assert node is dead and failure.errno == 111
+
+
+async def test_round_robin_kept_for_nodes_the_lane_cannot_connect_itself(resumed):
+    async with trio.open_nursery() as nursery:
+        a = await nursery.start(tcp_backend, partial(banner, b"A"))
+        b = await nursery.start(tcp_backend, partial(banner, b"B"))
+        names = [x.replace("127.0.0.1", "localhost") for x in (a, b)]
+        address, _, _ = await start_raw(nursery, names)
+        answers = []
+        for _ in range(4):
+            sock = await connect(address)
+            with sock:
+                answers.append(await read_all(sock))
+        nursery.cancel_scope.cancel()
+    assert answers == [b"A", b"B", b"A", b"B"]
+    assert len(resumed) == 4
+
+
+async def test_connect_that_times_out_goes_to_the_next_node(resumed):
+    full, fillers = full_backlog()
+    try:
+        async with trio.open_nursery() as nursery:
+            backend = await nursery.start(tcp_backend, partial(banner, b"hi"))
+            address, _, _ = await start_raw(
+                nursery, ["{}:{}".format(*full.getsockname()), backend], connect_timeout=0.2)
+            sock = await connect(address)
+            with sock:
+                assert await read_all(sock) == b"hi"
+            nursery.cancel_scope.cancel()
+    finally:
+        for filler in fillers:
+            filler.close()
+        full.close()
+    ((node, failure),) = resumed
+    assert isinstance(failure, trio.TooSlowError)
+    assert node.failcnt == 1
+
+
+async def test_idle_connection_is_closed_after_the_timeout(caplog):
+    async with trio.open_nursery() as nursery:
+        backend = await nursery.start(tcp_backend, digest_after_eof)
+        address, server, resolver = await start_raw(nursery, backend, timeout=0.2)
+        sock = await connect(address)
+        with sock, caplog.at_level(logging.WARNING, "brood.routers"):
+            await send_all(sock, b"some")  # then nothing, either way
+            with trio.fail_after(5):
+                assert await sock.recv(100) == b""  # closed by the sweep
+        await server.engine.wait_idle()
+        nursery.cancel_scope.cancel()
+    assert "idle for 0.2s, closed" in caplog.text
+    (node,) = resolver.nodes[address.encode()]
+    assert node.ref == 0
+
+
+async def test_harakiri_cuts_a_busy_connection(caplog):
+    async def ticking(conn):
+        while True:
+            await send_all(conn, b".")
+            await trio.sleep(0.02)
+
+    async with trio.open_nursery() as nursery:
+        backend = await nursery.start(tcp_backend, ticking)
+        address, server, _ = await start_raw(nursery, backend, harakiri=0.3)
+        sock = await connect(address)
+        with sock, caplog.at_level(logging.WARNING, "brood.routers"):
+            data = await read_all(sock, 5)  # until the cut
+        await server.engine.wait_idle()
+        nursery.cancel_scope.cancel()
+    assert data.startswith(b"...")
+    assert "harakiri: session older than 0.3s cut" in caplog.text
+
+
+@pytest.mark.parametrize("side", ["node", "client"])
+async def test_a_reset_on_either_side_ends_both(side):
+    node_saw = []
+
+    async def node_side(conn):
+        if side == "node":
+            await conn.recv(100)
+            conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            return
+        try:
+            node_saw.append(await read_all(conn))
+        except OSError as exc:
+            node_saw.append(exc.errno)
+
+    async with trio.open_nursery() as nursery:
+        backend = await nursery.start(tcp_backend, node_side)
+        address, server, resolver = await start_raw(nursery, backend)
+        sock = await connect(address)
+        with sock:
+            await send_all(sock, b"ping")
+            if side == "client":
+                await wait_for(lambda: server.engine.active_sessions == 1
+                               and resolver.nodes[address.encode()][0].tx == 4)
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            else:
+                with trio.fail_after(5):
+                    try:
+                        assert await sock.recv(100) == b""
+                    except OSError:
+                        pass  # the reset passed on as one: both fine
+        await server.engine.wait_idle()
+        if side == "client":
+            await wait_for(lambda: node_saw)
+            assert node_saw == [b"ping"]  # the node's side was closed, not left open
+        nursery.cancel_scope.cancel()
+    (node,) = resolver.nodes[address.encode()]
+    assert node.ref == 0
+
+
+async def test_graceful_stop_waits_for_an_open_connection(lanes):
+    async with trio.open_nursery() as nursery:
+        backend = await nursery.start(tcp_backend, echo)
+        address, server, _ = await start_raw(nursery, backend)
+        sock = await connect(address)
+        with sock:
+            await wait_for(lambda: server.engine.active_sessions == 1)
+            server.stop_accepting()
+            drained = []
+
+            async def drain():
+                drained.append(await server.drain(5))
+
+            nursery.start_soon(drain)
+            await trio.testing.wait_all_tasks_blocked()
+            assert drained == []  # waits for this client
+            assert await exchange(sock, b"bye") == b"bye"
+        await wait_for(lambda: drained)
+        assert drained == [True]
+        nursery.cancel_scope.cancel()
+
+
+async def test_a_stray_event_while_connecting_moves_nothing(lanes):
+    full, fillers = full_backlog()
+    try:
+        async with trio.open_nursery() as nursery:
+            address, _, _ = await start_raw(nursery, "{}:{}".format(*full.getsockname()))
+            sock = await connect(address)
+            with sock:
+                (lane,) = lanes
+                await wait_for(lambda: lane.conns)
+                (conn,) = lane.conns.values()
+                assert conn.state == lane_module.CONNECTING
+                # an event meant for an earlier socket with this fd number
+                lane._node_event(conn, select.EPOLLOUT)
+                assert conn.state == lane_module.CONNECTING
+                assert (conn.node.requests, conn.node.ref, conn.counted) == (0, 0, False)
+            nursery.cancel_scope.cancel()
+    finally:
+        for filler in fillers:
+            filler.close()
+        full.close()
+
+
+async def test_a_node_that_spoke_before_its_connect_was_seen_is_read_at_once():
+    """The first event of a connect can say "readable" too (a banner that came before
+    the lane looked): no later edge comes for those bytes."""
+    greeted = trio.Event()
+
+    async def greet(conn):
+        await send_all(conn, b"220 hi\r\n")
+        greeted.set()
+        await conn.recv(10)
+
+    async with trio.open_nursery() as nursery:
+        backend = await nursery.start(tcp_backend, greet)
+        listener = bind_listener("rawrouter")
+        engine = Engine(RouterSettings("rawrouter"),
+                        DictResolver({listener.name.encode(): [backend]}))
+        router = rawrouter.RawRouter(engine, Config(), listener)
+        lane = rawrouter_lane.RawLane(router, nursery)  # not run: this test feeds its events
+        client = socket.create_connection(listener.sock.getsockname())
+        try:
+            lane.take(*listener.sock.accept())
+            (conn,) = lane.conns.values()
+            assert conn.state == lane_module.CONNECTING
+            with trio.fail_after(5):
+                await greeted.wait()
+            lane._node_event(conn, select.EPOLLOUT | select.EPOLLIN)
+            client.setblocking(False)
+            assert client.recv(100) == b"220 hi\r\n"  # relayed within that one event
+            lane._drop(conn)
+        finally:
+            client.close()
+            lane.ep.close()
+            listener.sock.close()
+        nursery.cancel_scope.cancel()
+    assert engine.active_sessions == 0
+
+
+async def test_unix_node_is_relayed_in_the_lane(tmp_path, resumed):
+    path = str(tmp_path / "node.sock")
+    lsock = trio.socket.socket(socket.AF_UNIX)
+    await lsock.bind(path)
+    lsock.listen(8)
+
+    async def serve_one():
+        conn, _ = await lsock.accept()
+        with conn:
+            await echo(conn)
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(serve_one)
+        address, _, _ = await start_raw(nursery, path)
+        sock = await connect(address)
+        with sock:
+            assert await exchange(sock, b"over unix") == b"over unix"
+        nursery.cancel_scope.cancel()
+    lsock.close()
+    assert resumed == []
