@@ -71,6 +71,8 @@ HEAD_RECV = 16384
 SPLICE_MIN = 16384
 # Rest of a long answer: bigger reads, fewer calls.
 BODY_RECV = 1 << 18
+# Bytes one connection moves before the lane's other sockets get their turn (``later``).
+TURN = 4 * PIPE_SIZE
 SWEEP_EVERY = 1.0
 # A sweep woken for a deadline acts on deadlines this close too (timer granularity).
 _EARLY = 0.005
@@ -181,7 +183,8 @@ class Lane:
     def _resume(self, conn: LaneConn) -> None:
         """Go on with a connection put in ``later``: the lane's other sockets and trio's
         other tasks had their turn since."""
-        raise NotImplementedError
+        if conn.state >= WAITING:  # the answer in flight goes on
+            self._pump(conn)
 
     def _idle_expired(self, conn: LaneConn) -> None:
         """No request came in time: a quiet close."""
@@ -476,8 +479,9 @@ class Lane:
             self._pump(conn)
 
     def _pump(self, conn: LaneConn) -> None:
-        """Move the answer node -> client as far as the sockets allow."""
+        """Move the answer node -> client as far as the sockets allow, up to ``TURN``."""
         node = conn.node
+        end_of_turn = conn.sent + TURN
         while True:
             if conn.pending:
                 if not self._flush(conn):
@@ -486,6 +490,9 @@ class Lane:
                     self._finish(conn, True)
                     return
             if not conn.node_readable or conn.packet:
+                return
+            if conn.sent >= end_of_turn:
+                self.later[conn.fd] = conn
                 return
             if conn.state == BODY and (conn.remaining >= SPLICE_MIN or conn.remaining < 0) \
                     and self.splice:

@@ -37,7 +37,15 @@ from typing import TYPE_CHECKING, Any
 
 import trio
 
-from brood.routers.lane import _IN_OUT, BODY, CONNECTING, Lane, LaneConn, _client_queue_moved
+from brood.routers.lane import (
+    _IN_OUT,
+    BODY,
+    CONNECTING,
+    TURN,
+    Lane,
+    LaneConn,
+    _client_queue_moved,
+)
 from brood.routers.net.backend import FirstPick
 from brood.routers.net.relay import PIPE_SIZE, SPLICE_FLAGS, give_pipe, take_pipe
 
@@ -48,8 +56,6 @@ log = logging.getLogger("brood.routers")
 
 # Bytes per copying read; a read that fills it makes its direction a bulk stream.
 RECV = 65536
-# Bytes one direction moves before the lane's other sockets get their turn.
-TURN = 4 * PIPE_SIZE
 RELAYING = BODY + 1  # a lane state: connected, bytes going both ways
 _HUP = select.EPOLLRDHUP | select.EPOLLHUP | select.EPOLLERR
 _READ_EVENTS = select.EPOLLIN | _HUP

@@ -511,6 +511,34 @@ async def test_long_body_goes_by_splice(monkeypatch, cut):
     assert sum(spliced) >= 2 * (past_first_read - lane_module.SPLICE_MIN)
 
 
+@pytest.mark.parametrize("splice", [True, False], ids=["splice", "copy"])
+async def test_long_answer_moves_in_turns(monkeypatch, splice):
+    """A long answer moves ``TURN`` bytes at a time; the lane serves its other sockets in
+    between and takes the answer up again (``later``), byte exact."""
+    monkeypatch.setattr(lane_module, "TURN", 65536)
+    monkeypatch.setattr(lane_module, "HAS_SPLICE", splice)
+    resumed = []
+    real = HttpLane._resume
+
+    def counting(self, conn):
+        resumed.append(conn.fd)
+        real(self, conn)
+
+    monkeypatch.setattr(HttpLane, "_resume", counting)
+    body = random.Random(12).randbytes(2 << 20)
+    async with trio.open_nursery() as nursery:
+        server = await nursery.start(node_server, answer(ok(body)))
+        async with http_router({HOST: [server.address]}, settings()) as router:
+            with await open_client(router.address) as sock:
+                client = LaneClient(sock)
+                await client.send(get())
+                assert await client.response(limit=10) == (ok(body)[:-len(body)], body)
+                assert lane_of(router).conns  # kept alive, in the lane
+            await settled(router)
+        nursery.cancel_scope.cancel()
+    assert len(resumed) >= (1 if splice else 4)  # a splice moves up to a pipeful
+
+
 async def test_spliced_body_with_small_pipes_does_not_stall():
     """A pipe smaller than asked (F_SETPIPE_SZ can fail under the per-user pipe limit)
     moves less per splice: the lane keeps splicing until EAGAIN, so a node that pauses
