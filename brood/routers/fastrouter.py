@@ -258,7 +258,7 @@ class FastRouter:
         else:
             result = await upstream.relay(conn, end_when_node_done=True)
         if result.timed_out:
-            err = NodeTimeout(f"node {node.name} idle for {self.engine.settings.timeout:g}s")
+            err = NodeTimeout(f"node {node.name} silent for {self.engine.settings.timeout:g}s")
             self.engine.log_failure(peer, err)
             if result.b_to_a == 0:
                 await self.answer(conn, err.status)

@@ -44,6 +44,8 @@ log = logging.getLogger("brood.routers")
 class FastLane(Lane):
     """The fast lane of one ``FastRouter``."""
 
+    harakiri_of = "session"  # one request per connection: the engine's session
+
     def __init__(self, router: FastRouter, sessions: trio.Nursery) -> None:
         timeout = router.engine.settings.timeout
         super().__init__(router, sessions, timeout=timeout, first_timeout=timeout)

@@ -135,6 +135,8 @@ class Lane:
     # What a client socket is registered for: its reads (EPOLLOUT asked for when a send
     # falls short), or both from the start.
     client_events = _IN
+    # What --X-harakiri bounds, in its log line: as the front's general path says it.
+    harakiri_of = "request"
 
     def __init__(self, router: Any, sessions: trio.Nursery, *, timeout: float,
                  first_timeout: float) -> None:
@@ -712,7 +714,7 @@ class Lane:
         if state == IDLE:
             self._idle_expired(conn)
         elif conn.hard <= now:
-            self.engine.log_failure(conn.peer, f"harakiri: request older than "
+            self.engine.log_failure(conn.peer, f"harakiri: {self.harakiri_of} older than "
                                                f"{self.harakiri:g}s cut")
             self._drop(conn)
         elif state == CONNECTING:
@@ -728,7 +730,8 @@ class Lane:
                 self._drop(conn)
         else:
             self._close_node(conn)
-            self._error(conn, NodeTimeout(f"node silent for {self.timeout:g}s"))
+            self._error(conn, NodeTimeout(f"node {conn.node.name} silent for "  # type: ignore[union-attr]
+                                          f"{self.timeout:g}s"))
 
 
 def _client_queue_moved(conn: LaneConn) -> bool:

@@ -96,6 +96,7 @@ class RawLane(Lane):
 
     conn_class = RawConn
     client_events = _IN_OUT  # EPOLLOUT edges come only after a full send buffer
+    harakiri_of = "session"
 
     def __init__(self, router: RawRouter, sessions: trio.Nursery) -> None:
         timeout = router.engine.settings.timeout
@@ -334,11 +335,7 @@ class RawLane(Lane):
 
     # -- timeouts ---------------------------------------------------------------------------
     def _expire(self, conn: LaneConn, now: float) -> None:
-        if conn.hard <= now:
-            self.engine.log_failure(conn.peer, f"harakiri: session older than "
-                                               f"{self.harakiri:g}s cut")
-            self._drop(conn)
-        elif conn.state == CONNECTING:
+        if conn.hard <= now or conn.state == CONNECTING:
             super()._expire(conn, now)
         elif conn.down_way.pending and _client_queue_moved(conn):  # type: ignore[attr-defined]
             conn.deadline = now + self.timeout  # a slow reader, still reading

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 from functools import partial
 from pathlib import Path
 
@@ -174,14 +175,18 @@ async def test_fallback_on_no_key():
         nursery.cancel_scope.cancel()
 
 
-async def test_silent_node_times_out_with_504():
+@pytest.mark.parametrize("host", ["127.0.0.1", "localhost"], ids=["lane", "general-path"])
+async def test_silent_node_times_out_with_504(caplog, host):
     async with trio.open_nursery() as nursery:
         backend = await nursery.start(partial(uwsgi_backend, ANSWER, stall=True))
-        engine, _ = engine_for({b"a.example": [backend.address]}, timeout=0.3)
+        name = backend.address.replace("127.0.0.1", host)  # a host name: the general path
+        engine, _ = engine_for({b"a.example": [name]}, timeout=0.3)
         address, _ = await start(nursery, engine)
-        answer = await roundtrip(address, request())
+        with caplog.at_level(logging.WARNING, "brood.routers"):
+            answer = await roundtrip(address, request())
         nursery.cancel_scope.cancel()
     assert answer.startswith(b"HTTP/1.0 504 ")
+    assert f"504 node {name} silent for 0.3s" in caplog.text  # the same line on both
 
 
 @pytest.mark.parametrize("size, on_disk", [(10, False), (5000, True)])

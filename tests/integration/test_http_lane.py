@@ -7,6 +7,7 @@ before a request went out, ``HttpRouter.resume_answer`` mid-answer)."""
 
 from __future__ import annotations
 
+import logging
 import os
 import random
 import socket
@@ -375,8 +376,9 @@ async def test_part_of_a_head_and_the_close_in_one_edge_is_502_at_once():
         nursery.cancel_scope.cancel()
 
 
-async def test_silent_node_is_504_after_http_timeout():
+async def test_silent_node_is_504_after_http_timeout(caplog):
     timeout = 0.5
+    caplog.set_level(logging.WARNING, "brood.routers")
 
     async def silent(conn, request):
         await trio.sleep_forever()
@@ -399,6 +401,7 @@ async def test_silent_node_is_504_after_http_timeout():
                 assert body
                 assert timeout - 0.05 <= elapsed <= timeout + 1.5, elapsed
                 assert await client.closed(limit=2)
+                assert f"504 node {server.address} silent for 0.5s" in caplog.text
             await settled(router)
         nursery.cancel_scope.cancel()
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+
 import trio
 from _httpkit import OK, HttpClient, answer, http_router, node_server, open_client
 from _routerkit import refused_address, send_all
@@ -81,6 +83,22 @@ async def test_routing_errors_503_502_504():
             line = await status_of(router.address, b"HEAD / HTTP/1.1\r\nHost: x\r\n\r\n", b"HEAD")
             assert line.startswith(b"HTTP/1.1 503")
         nursery.cancel_scope.cancel()
+
+
+async def test_silent_node_named_in_the_504_line_on_the_general_path(caplog):
+    async def silent(conn, request):
+        await trio.sleep_forever()
+
+    async with trio.open_nursery() as nursery:
+        stalled = await nursery.start(node_server, silent)
+        name = stalled.address.replace("127.0.0.1", "localhost")  # the general path's
+        async with http_router({b"silent": [name]}, settings(timeout=0.3)) as router:
+            with caplog.at_level(logging.WARNING, "brood.routers"):
+                line = await status_of(router.address,
+                                       b"GET / HTTP/1.1\r\nHost: silent\r\n\r\n")
+        nursery.cancel_scope.cancel()
+    assert line.startswith(b"HTTP/1.1 504")
+    assert f"504 node {name} silent for 0.3s" in caplog.text
 
 
 async def test_slow_head_is_408_and_holds_no_node():

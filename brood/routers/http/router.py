@@ -99,7 +99,8 @@ class _Conn:
     rest of a head, the node's answer): cheaper than a scope per read, and the cause of
     a timeout is still known, so the right answer (none, 408, 504) can follow."""
 
-    __slots__ = ("scope", "phase", "head", "key", "out", "hard_deadline", "first_pick")
+    __slots__ = ("scope", "phase", "head", "key", "out", "node_name", "hard_deadline",
+                 "first_pick")
 
     def __init__(self) -> None:
         self.scope = trio.CancelScope()
@@ -107,6 +108,7 @@ class _Conn:
         self.head: RequestHead | None = None
         self.key: bytes | None = None
         self.out: Outcome | None = None
+        self.node_name = ""  # the node of the request in flight
         self.hard_deadline = math.inf
         self.first_pick: FirstPick | None = None  # resume's
 
@@ -422,7 +424,7 @@ class HttpRouter:
                 await self.fail(client, peer, exc.status, exc, head, key)
                 return False
             async with upstream:
-                node_name = upstream.node.name
+                node_name = conn.node_name = upstream.node.name
                 error = await self._exchange(upstream, client, Request(head, block, body),
                                              out, conn, xsettings)
             if error is not None:
@@ -460,7 +462,7 @@ class HttpRouter:
             self.engine.log_failure(peer, f"harakiri: request older than "
                                           f"{self.engine.settings.harakiri:g}s cut")
             return
-        error = NodeTimeout(f"node silent for {self.settings.timeout:g}s")
+        error = NodeTimeout(f"node {conn.node_name} silent for {self.settings.timeout:g}s")
         if conn.out is not None and conn.out.sent:
             self.engine.log_failure(peer, error)
         else:
