@@ -262,9 +262,9 @@ class FastRouter:
             self.engine.log_failure(peer, err)
             if result.b_to_a == 0:
                 await self.answer(conn, err.status)
+        elif result.failed is conn:  # the client went away: not the node's failure
+            log.debug("fastrouter: client %s gone: %s", peer, result.error)
         elif result.b_to_a == 0:  # no byte of an answer: nginx would say only "502"
-            # (an error here is the node's: nothing was written to the client yet, or
-            # the client's own error ends this answer too)
             error = result.error
             reason = (f"{getattr(error, 'strerror', None) or error}" if error is not None
                       else "node closed without answering")

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import logging
+import socket
+import struct
 from functools import partial
 from pathlib import Path
 
@@ -187,6 +189,48 @@ async def test_silent_node_times_out_with_504(caplog, host):
         nursery.cancel_scope.cancel()
     assert answer.startswith(b"HTTP/1.0 504 ")
     assert f"504 node {name} silent for 0.3s" in caplog.text  # the same line on both
+
+
+async def test_client_gone_before_the_answer_is_not_a_node_failure(caplog):
+    """The first write of the answer fails on the client's side: a debug line, no 502
+    and no warning against the node."""
+    client_gone = trio.Event()
+    answered = trio.Event()
+
+    async def late_node(task_status=trio.TASK_STATUS_IGNORED):
+        lsock = trio.socket.socket()
+        await lsock.bind(("127.0.0.1", 0))
+        lsock.listen(4)
+        task_status.started(f"localhost:{lsock.getsockname()[1]}")  # the general path
+        with lsock:
+            conn, _ = await lsock.accept()
+            with conn:
+                await conn.recv(65536)
+                await client_gone.wait()
+                await send_all(conn, ANSWER * 1000)
+                answered.set()
+                await conn.recv(1)
+
+    async with trio.open_nursery() as nursery:
+        name = await nursery.start(late_node)
+        engine, resolver = engine_for({b"a.example": [name]})
+        address, _ = await start(nursery, engine)
+        with caplog.at_level(logging.DEBUG, "brood.routers"):
+            sock = await connect(address)
+            await send_all(sock, request())
+            await trio.testing.wait_all_tasks_blocked()
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            sock.close()  # an RST: the router's first write to it fails
+            client_gone.set()
+            with trio.fail_after(5):
+                await answered.wait()
+                await engine.wait_idle()
+        nursery.cancel_scope.cancel()
+    warnings = [r for r in caplog.records if r.levelno >= logging.WARNING]
+    assert warnings == []
+    assert any("gone" in r.getMessage() for r in caplog.records)
+    (node,) = resolver.nodes[b"a.example"]
+    assert node.ref == 0
 
 
 @pytest.mark.parametrize("size, on_disk", [(10, False), (5000, True)])

@@ -58,6 +58,17 @@ class RelayResult:
     timed_out: bool = False
     spliced: bool = False
     error: BaseException | None = None
+    failed: Endpoint | None = None  # the end whose read or write raised ``error``
+
+
+class _EndFailed(Exception):
+    """``error`` raised by a read from or a write to ``end``: who broke off, for the log
+    (a client gone is not a node's failure)."""
+
+    def __init__(self, end: Endpoint, error: BaseException) -> None:
+        super().__init__(end, error)
+        self.end = end
+        self.error = error
 
 
 def deadline_slack(timeout: float) -> float:
@@ -159,7 +170,11 @@ async def relay(
                       last: bool) -> None:
         try:
             await _copy_one_way(src, dst, counts, slot, touch, use_splice)
-        except _GONE as exc:
+        except _EndFailed as exc:
+            result.error, result.failed = exc.error, exc.end
+            nursery.cancel_scope.cancel()
+            return
+        except _GONE as exc:  # neither read nor write (a wait on a closed socket)
             result.error = exc
             nursery.cancel_scope.cancel()
             return
@@ -203,6 +218,8 @@ async def relay_answer(
         with scope:
             try:
                 await _copy_one_way(b, a, counts, 1, touch, use_splice)
+            except _EndFailed as exc:
+                result.error, result.failed = exc.error, exc.end
             except _GONE as exc:
                 result.error = exc
     finally:
@@ -222,10 +239,16 @@ async def _copy_one_way(src: Endpoint, dst: Endpoint, counts: list[int], slot: i
 
 async def _copy(src: Endpoint, dst: Endpoint, counts: list[int], slot: int, touch) -> None:
     while True:
-        data = await receive_some(src, COPY_CHUNK)
+        try:
+            data = await receive_some(src, COPY_CHUNK)
+        except _GONE as exc:
+            raise _EndFailed(src, exc) from exc
         if not data:
             return
-        await send_all(dst, data)
+        try:
+            await send_all(dst, data)
+        except _GONE as exc:
+            raise _EndFailed(dst, exc) from exc
         counts[slot] += len(data)
         touch()
         # Neither call above yields when it need not wait: a fast pair yields here.
@@ -293,6 +316,8 @@ async def _splice_copy(
                 pipe = None
                 await trio.lowlevel.wait_readable(src)
                 continue
+            except OSError as exc:
+                raise _EndFailed(src, exc) from exc
             if moved == 0:
                 return
             while moved:
@@ -301,6 +326,8 @@ async def _splice_copy(
                 except BlockingIOError:
                     await trio.lowlevel.wait_writable(dst)
                     continue
+                except OSError as exc:
+                    raise _EndFailed(dst, exc) from exc
                 moved -= out
                 counts[slot] += out
             touch()
