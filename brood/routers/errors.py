@@ -58,6 +58,13 @@ class NodeFailed(RoutingError):
     status = 502
 
 
+class Overloaded(RoutingError):
+    """This router process is out of file descriptors or kernel memory for a node's
+    socket: its own limit, not the node's failure (no node is marked for it)."""
+
+    status = 503
+
+
 class NodeTimeout(RoutingError):
     """The node did not accept the connection, or did not answer, in time."""
 

@@ -47,7 +47,7 @@ import trio
 from brood.routers.engine import client_ip
 from brood.routers.errors import NodeFailed, NodeTimeout, RoutingError
 from brood.routers.net import sockio
-from brood.routers.net.backend import FirstPick
+from brood.routers.net.backend import LOCAL_LIMITS, FirstPick, overloaded
 from brood.routers.net.listen import ACCEPT_BATCH, CLIENT_LEFT, run_connection
 from brood.routers.net.relay import HAS_SPLICE, PIPE_SIZE, SPLICE_FLAGS, give_pipe, take_pipe
 from brood.routers.node import Node
@@ -375,7 +375,14 @@ class Lane:
             return None
         family, addr = target
         # The C-level socket type: the Python wrapper class costs more than the syscall.
-        up = _socket.socket(family, _STREAM_NONBLOCK)  # no fcntl/ioctl to make it so
+        try:
+            up = _socket.socket(family, _STREAM_NONBLOCK)  # no fcntl/ioctl to make it so
+        except OSError as exc:
+            if exc.errno in LOCAL_LIMITS:  # this process's limit: no node is to blame
+                self._error(conn, overloaded(node, exc))
+            else:
+                self._connect_failed(conn, node, exc.errno or errno.EIO)
+            return None
         try:
             err = up.connect_ex(addr)
         except OSError as exc:

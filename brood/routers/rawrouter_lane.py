@@ -37,6 +37,7 @@ from typing import TYPE_CHECKING, Any
 
 import trio
 
+from brood.routers.errors import RoutingError
 from brood.routers.lane import (
     _IN_OUT,
     BODY,
@@ -150,6 +151,11 @@ class RawLane(Lane):
         down_way.hup = bool(events & _HUP)  # a node that speaks first, or closes at once
         down_way.readable = bool(events & _READ_EVENTS)
         self._resume(conn)
+
+    def _fail_over(self, conn: LaneConn, error: RoutingError) -> None:
+        """Nothing to answer on a raw connection: the line says why it closed."""
+        self.engine.log_failure(conn.peer, error)
+        self._drop(conn)
 
     def _to_general(self, conn: LaneConn, first_pick: FirstPick | None = None) -> None:
         """``RawRouter.resume`` takes the held session over; nothing was read yet."""

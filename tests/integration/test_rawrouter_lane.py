@@ -8,6 +8,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+import resource
 import select
 import socket
 import struct
@@ -438,3 +439,59 @@ async def test_unix_node_is_relayed_in_the_lane(tmp_path, resumed):
         nursery.cancel_scope.cancel()
     lsock.close()
     assert resumed == []
+
+
+class FdLimit:
+    """While the block runs, this process (trio, the router and the test share it) can
+    make ``spare`` more fds. The limit bounds fd numbers, and a new fd takes the lowest
+    free one: the limit goes to the (spare + 1)-th lowest free number."""
+
+    def __init__(self, spare: int) -> None:
+        self.spare = spare
+        self.limits = resource.getrlimit(resource.RLIMIT_NOFILE)
+
+    def __enter__(self) -> None:
+        probes = [os.dup(0) for _ in range(self.spare + 1)]
+        for fd in probes:
+            os.close(fd)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (probes[-1], self.limits[1]))
+
+    def __exit__(self, *exc) -> None:
+        resource.setrlimit(resource.RLIMIT_NOFILE, self.limits)
+
+
+async def test_out_of_fds_pauses_accepting_until_the_sweep(caplog, lanes):
+    """EMFILE on accept: one log line, the connection stays queued, and the next sweep
+    takes it once fds are free again."""
+    async with trio.open_nursery() as nursery:
+        backend = await nursery.start(tcp_backend, echo)
+        address, _, _ = await start_raw(nursery, backend)
+        (lane,) = lanes
+        host, port = address.rsplit(":", 1)
+        sock = trio.socket.socket()
+        with sock, caplog.at_level(logging.ERROR, "brood.routers"):
+            with FdLimit(0):  # the router's accept gets EMFILE
+                await sock.connect((host, int(port)))
+                await wait_for(lambda: lane.accept_paused)
+            assert await exchange(sock, b"later") == b"later"  # taken by the sweep
+        assert not lane.accept_paused
+        nursery.cancel_scope.cancel()
+    assert caplog.text.count("pausing") == 1
+
+
+async def test_out_of_fds_for_the_node_socket_closes_and_blames_no_node(caplog, lanes):
+    async with trio.open_nursery() as nursery:
+        backend = await nursery.start(tcp_backend, echo)
+        address, server, resolver = await start_raw(nursery, backend)
+        host, port = address.rsplit(":", 1)
+        sock = trio.socket.socket()
+        with sock, caplog.at_level(logging.WARNING, "brood.routers"):
+            with FdLimit(1):  # the accept fits, the node's socket does not
+                await sock.connect((host, int(port)))
+                with trio.fail_after(5):
+                    assert await sock.recv(10) == b""  # closed
+            await server.engine.wait_idle()
+        nursery.cancel_scope.cancel()
+    (node,) = resolver.nodes[address.encode()]
+    assert (node.failcnt, node.grace_until, node.requests, node.ref) == (0, 0, 0, 0)
+    assert f"503 no socket for node {backend}: Too many open files" in caplog.text

@@ -8,7 +8,7 @@ import errno
 import pytest
 import trio
 
-from brood.routers.errors import NodeFailed, NodeTimeout, NoNode
+from brood.routers.errors import NodeFailed, NodeTimeout, NoNode, Overloaded
 from brood.routers.health import RetryPolicy, grace_stat, in_grace, mark_failed
 from brood.routers.net.backend import ConnectPlan, connect_node
 from brood.routers.node import Node
@@ -192,6 +192,23 @@ async def test_connect_node_error_statuses(outcomes, error) -> None:
                            opener=fake_opener(outcomes, []))
     for fallback in fallbacks:  # a failed fallback is put in grace by the policy
         assert fallback.failcnt == 1 and fallback.grace_until == NOW + 7
+
+
+@pytest.mark.parametrize("first_fails", [True, False], ids=["first", "after-a-retry"])
+async def test_out_of_fds_is_503_and_marks_no_node(first_fails) -> None:
+    emfile = OSError(errno.EMFILE, "Too many open files")
+    outcomes = {"a:1": emfile} if first_fails else {
+        "a:1": ConnectionRefusedError(errno.ECONNREFUSED, "refused"), "b:1": emfile}
+    opened: list[str] = []
+    resolver = FakeResolver({b"k": ["a:1", "b:1", "c:1"]}, gracetime=5)
+    with pytest.raises(Overloaded) as caught:
+        await connect_node(resolver, b"k", ConnectPlan(max_retries=3), clock=lambda: NOW,
+                           opener=fake_opener(outcomes, opened))
+    failed_node = opened[-1]
+    assert caught.value.status == 503
+    assert caught.value.reason == f"no socket for node {failed_node}: Too many open files"
+    assert resolver.failed == ([] if first_fails else ["a:1"])  # no mark for EMFILE
+    assert opened == (["a:1"] if first_fails else ["a:1", "b:1"])  # no further tries
 
 
 async def test_connect_node_without_key_tries_nothing_unless_fallback_only() -> None:

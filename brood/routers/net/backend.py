@@ -12,16 +12,26 @@ only connects and reports each outcome to it.
 
 from __future__ import annotations
 
+import errno
 import socket
 from collections.abc import Callable
 from dataclasses import dataclass
 
 import trio
 
+from brood.routers.errors import Overloaded
 from brood.routers.health import Attempt, RetryPolicy, RetryState
 from brood.routers.net.relay import set_nodelay
 from brood.routers.node import Node
 from brood.routers.resolve import Resolver, parse_node_address
+
+# Errors of this process's own limits (fds, kernel memory) when it makes a node's socket.
+LOCAL_LIMITS = frozenset((errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM))
+
+
+def overloaded(node: Node, exc: OSError) -> Overloaded:
+    """The 503 for a node socket this process could not make (``LOCAL_LIMITS``)."""
+    return Overloaded(f"no socket for node {node.name}: {exc.strerror or exc}")
 
 
 @dataclass
@@ -81,6 +91,7 @@ async def connect_node(
         try:
             sock = await opener(first, plan.connect_timeout)  # type: ignore[misc]
         except (trio.TooSlowError, OSError) as exc:
+            _check_local(first, exc)
             failure = exc
         else:
             if first.grace_until:
@@ -96,11 +107,19 @@ async def connect_node(
         try:
             sock = await opener(node, plan.connect_timeout)  # type: ignore[misc]
         except (trio.TooSlowError, OSError) as exc:
+            _check_local(node, exc)
             _report(state, node, exc, clock())
         else:
             state.succeeded(node)
             return node, sock, state.attempts
     raise state.error()
+
+
+def _check_local(node: Node, exc: BaseException) -> None:
+    """Out of fds or memory here: every node would fail alike, and none is to blame
+    (marking them would keep them out for their gracetime after the spike)."""
+    if isinstance(exc, OSError) and exc.errno in LOCAL_LIMITS:
+        raise overloaded(node, exc) from exc
 
 
 def _report(state: RetryState, node: Node, exc: trio.TooSlowError | OSError | None,
