@@ -137,6 +137,8 @@ class Lane:
     client_events = _IN
     # What --X-harakiri bounds, in its log line: as the front's general path says it.
     harakiri_of = "request"
+    # What a node socket whose connect is in progress is registered for.
+    connect_events = _IN_OUT
 
     def __init__(self, router: Any, sessions: trio.Nursery, *, timeout: float,
                  first_timeout: float) -> None:
@@ -407,7 +409,7 @@ class Lane:
         scope = self.sweep_scope
         if scope is not None and due < scope.deadline:
             scope.deadline = due  # a connect timeout is kept to the millisecond
-        self.ep.register(conn.up_fd, _IN_OUT)
+        self.ep.register(conn.up_fd, self.connect_events)
 
     def _send_request(self, conn: LaneConn, now: float) -> None:
         """The request goes out; the node's answer is awaited."""
@@ -626,6 +628,7 @@ class Lane:
 
     def _wait_writable(self, conn: LaneConn) -> None:
         """The client is full: its EPOLLOUT edge resumes ``conn.pending``."""
+        note_client_queue(conn)
         if not conn.out_armed:
             conn.out_armed = True
             self.ep.modify(conn.fd, _IN_OUT)
@@ -741,17 +744,28 @@ class Lane:
                                           f"{self.timeout:g}s"))
 
 
+def note_client_queue(conn: LaneConn) -> None:
+    """Note the client's send queue as a send falls short: what ``_client_queue_moved``
+    compares with when the idle deadline passes."""
+    conn.outq = _client_queue(conn.fd)
+
+
 def _client_queue_moved(conn: LaneConn) -> bool:
     """Whether the client took bytes since the last look: its socket's send queue
     (SIOCOUTQ) changed. A slow reader drains a large send buffer without an EPOLLOUT
     edge for a long time; this tells it from a stalled one."""
-    try:
-        queued = _OUTQ.unpack(fcntl.ioctl(conn.fd, termios.TIOCOUTQ, _OUTQ_BUF))[0]
-    except OSError:
-        return False
+    queued = _client_queue(conn.fd)
     moved = queued != conn.outq
     conn.outq = queued
-    return moved
+    return moved and queued >= 0
+
+
+def _client_queue(fd: int) -> int:
+    """Bytes in a socket's send queue (SIOCOUTQ); -1 when it cannot say."""
+    try:
+        return _OUTQ.unpack(fcntl.ioctl(fd, termios.TIOCOUTQ, _OUTQ_BUF))[0]
+    except OSError:
+        return -1
 
 
 def _strerror(err: int) -> str:

@@ -46,6 +46,7 @@ from brood.routers.lane import (
     Lane,
     LaneConn,
     _client_queue_moved,
+    note_client_queue,
 )
 from brood.routers.net.backend import FirstPick
 from brood.routers.net.relay import PIPE_SIZE, SPLICE_FLAGS, give_pipe, take_pipe
@@ -59,7 +60,15 @@ log = logging.getLogger("brood.routers")
 RECV = 65536
 RELAYING = BODY + 1  # a lane state: connected, bytes going both ways
 _HUP = select.EPOLLRDHUP | select.EPOLLHUP | select.EPOLLERR
-_READ_EVENTS = select.EPOLLIN | _HUP
+# Urgent data (MSG_OOB: telnet's interrupt, FTP's ABOR) in a source: reads stop short at
+# its mark with more queued behind it, and splice never crosses the mark.
+_URGENT = select.EPOLLPRI
+# A short read no longer says the source is drained: no further edge comes.
+_DRAIN_EVENTS = _HUP | _URGENT
+_READ_EVENTS = select.EPOLLIN | _DRAIN_EVENTS
+_EVENTS = _IN_OUT | _URGENT
+# SO_ERROR of a connect the node accepted and then closed at once (not a refusal).
+_RESET_AFTER_ACCEPT = frozenset((errno.ECONNRESET, errno.EPIPE))
 # A full socket that took bytes, or one that failed (its next send says how).
 _WRITE_EVENTS = select.EPOLLOUT | select.EPOLLERR | select.EPOLLHUP
 
@@ -67,18 +76,19 @@ _WRITE_EVENTS = select.EPOLLOUT | select.EPOLLERR | select.EPOLLHUP
 class Way:
     """One direction of a relayed connection: ``src`` -> ``dst``."""
 
-    __slots__ = ("src", "dst", "src_fd", "dst_fd", "pending", "readable", "hup", "eof",
-                 "done", "bulk")
+    __slots__ = ("src", "dst", "src_fd", "dst_fd", "pending", "readable", "drain", "eof",
+                 "done", "bulk", "inline")
 
     def __init__(self, src: Any, dst: Any) -> None:
         self.src, self.dst = src, dst
         self.src_fd, self.dst_fd = src.fileno(), dst.fileno()
         self.pending = b""  # read from src, not taken by dst yet
         self.readable = False  # src may hold bytes (an edge came, or a read filled RECV)
-        self.hup = False  # src hung up: read until EOF (no further edge comes)
+        self.drain = False  # read until EAGAIN or EOF (a hang-up, urgent data)
         self.eof = False  # src's EOF read
         self.done = False  # src's EOF passed on to dst
         self.bulk = False  # moved by splice from now on
+        self.inline = False  # urgent data stays in the stream (SO_OOBINLINE on src)
 
 
 class RawConn(LaneConn):
@@ -96,7 +106,8 @@ class RawLane(Lane):
     """The fast lane of one ``RawRouter``."""
 
     conn_class = RawConn
-    client_events = _IN_OUT  # EPOLLOUT edges come only after a full send buffer
+    client_events = _EVENTS  # EPOLLOUT edges come only after a full send buffer
+    connect_events = _EVENTS
     harakiri_of = "session"
 
     def __init__(self, router: RawRouter, sessions: trio.Nursery) -> None:
@@ -127,7 +138,7 @@ class RawLane(Lane):
         if err:
             self._await_connect(conn, conn.started)  # EPOLLOUT (or EPOLLERR) says how
         else:
-            self.ep.register(conn.up_fd, _IN_OUT)  # its first edge comes at once
+            self.ep.register(conn.up_fd, _EVENTS)  # its first edge comes at once
             self._connected(conn, 0)
 
     _accepted = take
@@ -146,9 +157,11 @@ class RawLane(Lane):
         conn.deadline = time.monotonic() + self.timeout
         conn.up_way = up_way = Way(conn.sock, up)
         conn.down_way = down_way = Way(up, conn.sock)
-        up_way.hup = conn.hup  # what the client did while the node was connecting
+        up_way.drain = conn.hup  # what the client did while the node was connecting
         up_way.readable = conn.readable or conn.hup
-        down_way.hup = bool(events & _HUP)  # a node that speaks first, or closes at once
+        if events & _URGENT:
+            self._urgent(down_way)
+        down_way.drain = bool(events & _DRAIN_EVENTS)  # a node that speaks first, or closes
         down_way.readable = bool(events & _READ_EVENTS)
         self._resume(conn)
 
@@ -166,43 +179,55 @@ class RawLane(Lane):
     def _client_event(self, conn: RawConn, events: int) -> None:  # type: ignore[override]
         way = conn.up_way
         if way is None:  # still connecting: nothing is read before the node is there
-            if events & _HUP:
+            if events & _DRAIN_EVENTS:
+                if events & _URGENT:
+                    conn.sock.setsockopt(socket.SOL_SOCKET, socket.SO_OOBINLINE, 1)
                 conn.hup = True
             if events & _READ_EVENTS:
                 conn.readable = True
             return
-        if events & _HUP:
-            way.hup = True
-        if events & _READ_EVENTS:
-            way.readable = True
-            if not self._pump(conn, way):
-                return
-        if events & _WRITE_EVENTS and conn.down_way.pending:  # type: ignore[union-attr]
-            self._pump(conn, conn.down_way)  # type: ignore[arg-type]
+        self._event(conn, way, conn.down_way, events)  # type: ignore[arg-type]
 
     def _node_event(self, conn: RawConn, events: int) -> None:  # type: ignore[override]
         if conn.state == CONNECTING:
             up = conn.up
             try:
                 up.getpeername()  # type: ignore[union-attr]
-            except OSError:  # refused, or not done: an event meant for an earlier socket
+            except OSError:  # refused, reset, or not done (an event for an earlier socket)
                 err = up.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)  # type: ignore[union-attr]
-                if err:
+                if not err:
+                    return  # still in progress: its own edge comes
+                if err not in _RESET_AFTER_ACCEPT:
                     node = conn.node
                     self._close_node(conn)
                     self._connect_failed(conn, node, err)  # type: ignore[arg-type]
-                return  # still in progress: its own edge comes
+                    return
+                # The node took the connection and closed it at once: served, as on the
+                # general path (the client sees the close), not a failed connect.
             self._connected(conn, events)
             return
-        way = conn.down_way
-        if events & _HUP:
-            way.hup = True  # type: ignore[union-attr]
+        self._event(conn, conn.down_way, conn.up_way, events)  # type: ignore[arg-type]
+
+    def _event(self, conn: RawConn, way: Way, back: Way, events: int) -> None:
+        """Events of a socket that is ``way``'s source and ``back``'s destination."""
+        if events & _DRAIN_EVENTS:
+            if events & _URGENT:
+                self._urgent(way)
+            way.drain = True
         if events & _READ_EVENTS:
-            way.readable = True  # type: ignore[union-attr]
-            if not self._pump(conn, way):  # type: ignore[arg-type]
+            way.readable = True
+            if not self._pump(conn, way):
                 return
-        if events & _WRITE_EVENTS and conn.up_way.pending:  # type: ignore[union-attr]
-            self._pump(conn, conn.up_way)  # type: ignore[arg-type]
+        if events & _WRITE_EVENTS and back.pending:
+            self._pump(conn, back)
+
+    def _urgent(self, way: Way) -> None:
+        """Urgent data in ``way``'s source: it is relayed as a plain byte (the general
+        path's copy does the same), by copy while it lasts (splice stops at its mark)."""
+        if not way.inline:
+            way.inline = True
+            way.src.setsockopt(socket.SOL_SOCKET, socket.SO_OOBINLINE, 1)
+        way.bulk = False
 
     def _resume(self, conn: RawConn) -> None:  # type: ignore[override]
         if self._pump(conn, conn.up_way):  # type: ignore[arg-type]
@@ -247,10 +272,10 @@ class RawLane(Lane):
             size = len(data)
             if size == RECV:
                 way.bulk = True
-            elif not way.hup:
+            elif not way.drain:
                 way.readable = False  # drained: the next edge says when there is more
             turn -= size
-            self._moved(conn, way, size)
+            conn.deadline = time.monotonic() + self.timeout
             done = self._send(conn, way, data)
             if done <= 0:
                 return not done
@@ -265,8 +290,12 @@ class RawLane(Lane):
         except OSError as exc:
             self._broken(conn, exc)
             return -1
+        if sent:
+            self._count(conn, way, sent)
         if sent < len(data):
             way.pending = data[sent:]
+            if way is conn.down_way:
+                note_client_queue(conn)  # a slow reader is told from a stalled one by it
             return 0
         way.pending = b""
         return 1
@@ -302,19 +331,22 @@ class RawLane(Lane):
             give_pipe(pipe, False)
             self._broken(conn, exc)
             return -1
+        if out:
+            self._count(conn, way, out)
         if out < moved:
-            way.pending = os.read(pipe[0], moved - out)
+            way.pending = os.read(pipe[0], moved - out)  # counted as it goes out
+            if way is conn.down_way:
+                note_client_queue(conn)
         give_pipe(pipe, True)
-        self._moved(conn, way, moved)
+        conn.deadline = time.monotonic() + self.timeout
         return moved
 
-    def _moved(self, conn: RawConn, way: Way, size: int) -> None:
-        """Bytes read one way: the counters, and the idle deadline."""
+    def _count(self, conn: RawConn, way: Way, size: int) -> None:
+        """Bytes delivered one way, in the node's counters (as the general path counts)."""
         if way is conn.up_way:
             conn.node.tx += size  # type: ignore[union-attr]
         else:
             conn.node.rx += size  # type: ignore[union-attr]
-        conn.deadline = time.monotonic() + self.timeout
 
     def _way_done(self, conn: RawConn, way: Way) -> bool:
         """``way``'s source ended and all its bytes went: half-close its destination, or

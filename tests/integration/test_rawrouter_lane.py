@@ -5,6 +5,7 @@ general path served, so each test says which served."""
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import os
@@ -495,3 +496,146 @@ async def test_out_of_fds_for_the_node_socket_closes_and_blames_no_node(caplog, 
     (node,) = resolver.nodes[address.encode()]
     assert (node.failcnt, node.grace_until, node.requests, node.ref) == (0, 0, 0, 0)
     assert f"503 no socket for node {backend}: Too many open files" in caplog.text
+
+
+@pytest.fixture(params=["lane", "general"])
+def path(request, monkeypatch) -> str:
+    """Each case on the lane and on the general path (no lane at all)."""
+    if request.param == "general":
+        monkeypatch.setattr(rawrouter.RawRouter, "lane_for", lambda self, sessions: None)
+    return request.param
+
+
+@pytest.mark.parametrize("bulk", [0, 300_000], ids=["short", "after-bulk"])
+async def test_urgent_byte_is_relayed_in_its_place(path, bulk):
+    """MSG_OOB (telnet's interrupt): reads stop short at the urgent mark and splice never
+    crosses it; the relay goes on, the urgent byte as a plain byte of the stream."""
+    sent = b"A" * bulk + b"A" * 10 + b"!" + b"B" * 10
+    got = bytearray()
+    complete = trio.Event()
+
+    async def node_side(conn):
+        await send_all(conn, b"hello\n")
+        while data := await conn.recv(1 << 16):
+            got.extend(data)
+            if len(got) >= len(sent):
+                complete.set()
+
+    async with trio.open_nursery() as nursery:
+        backend = await nursery.start(tcp_backend, node_side)
+        address, _, _ = await start_raw(nursery, backend)
+        sock = await connect(address)
+        with sock:
+            with trio.fail_after(5):
+                assert await sock.recv(100) == b"hello\n"
+            await send_all(sock, b"A" * bulk)  # a bulk direction is spliced from here on
+            raw = sock._sock  # three sends in a row, no yield between
+            raw.send(b"A" * 10)
+            raw.send(b"!", socket.MSG_OOB)
+            raw.send(b"B" * 10)
+            with trio.fail_after(5):  # no later byte to raise a new edge
+                await complete.wait()
+        nursery.cancel_scope.cancel()
+    assert bytes(got) == sent
+
+
+async def test_a_client_that_takes_nothing_is_closed_after_one_timeout(path, caplog):
+    payload = os.urandom(32 << 20)
+
+    async def flood(conn):
+        with contextlib.suppress(OSError):
+            await send_all(conn, payload)
+        await trio.sleep_forever()
+
+    async with trio.open_nursery() as nursery:
+        backend = await nursery.start(tcp_backend, flood)
+        address, server, resolver = await start_raw(nursery, backend, timeout=2)
+        sock = trio.socket.socket()
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        host, port = address.rsplit(":", 1)
+        await sock.connect((host, int(port)))  # and reads nothing
+        with sock:
+            await wait_for(lambda: server.engine.active_sessions == 1)
+            started = trio.current_time()
+            with caplog.at_level(logging.WARNING, "brood.routers"):
+                with trio.fail_after(10):
+                    await server.engine.wait_idle()
+            took = trio.current_time() - started
+            received = 0
+            with trio.fail_after(10), contextlib.suppress(ConnectionResetError):
+                while data := await sock.recv(1 << 20):
+                    received += len(data)
+        nursery.cancel_scope.cancel()
+    assert took < 2 + 1 + 0.5, took  # the timeout, the sweep's second, slack
+    (node,) = resolver.nodes[address.encode()]
+    assert node.rx == received  # bytes delivered, not bytes read and dropped at the close
+
+
+async def test_a_node_that_resets_as_it_accepts_served_not_failed(path):
+    async def resetting(task_status=trio.TASK_STATUS_IGNORED):
+        lsock = trio.socket.socket()
+        await lsock.bind(("127.0.0.1", 0))
+        lsock.listen(16)
+        with lsock:
+            task_status.started(f"127.0.0.1:{lsock.getsockname()[1]}")
+            while True:
+                conn, _ = await lsock.accept()
+                conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+                conn.close()
+
+    async with trio.open_nursery() as nursery:
+        node_address = await nursery.start(resetting)
+        address, server, resolver = await start_raw(nursery, node_address)
+        for _ in range(2):
+            sock = await connect(address)
+            with sock, trio.fail_after(5), contextlib.suppress(ConnectionResetError):
+                assert await sock.recv(10) == b""  # the close passed on
+        await server.engine.wait_idle()
+        nursery.cancel_scope.cancel()
+    (node,) = resolver.nodes[address.encode()]
+    assert (node.requests, node.failcnt, node.grace_until, node.ref) == (2, 0, 0, 0)
+
+
+async def test_a_reset_seen_as_the_connect_completes_is_a_served_connection():
+    """The node accepted and reset before the lane looked at its connect (SO_ERROR says
+    ECONNRESET): served and closed, not a failed connect (no mark, no retry)."""
+    reset_done = trio.Event()
+
+    async def resetting(task_status=trio.TASK_STATUS_IGNORED):
+        lsock = trio.socket.socket()
+        await lsock.bind(("127.0.0.1", 0))
+        lsock.listen(4)
+        with lsock:
+            task_status.started(f"127.0.0.1:{lsock.getsockname()[1]}")
+            conn, _ = await lsock.accept()
+            conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            conn.close()
+            reset_done.set()
+
+    async with trio.open_nursery() as nursery:
+        node_address = await nursery.start(resetting)
+        listener = bind_listener("rawrouter")
+        resolver = DictResolver({listener.name.encode(): [node_address]})
+        engine = Engine(RouterSettings("rawrouter"), resolver)
+        router = rawrouter.RawRouter(engine, Config(), listener)
+        lane = rawrouter_lane.RawLane(router, nursery)  # not run: this test feeds its events
+        client = socket.create_connection(listener.sock.getsockname())
+        try:
+            lane.take(*listener.sock.accept())
+            (conn,) = lane.conns.values()
+            assert conn.state == lane_module.CONNECTING
+            with trio.fail_after(5):
+                await reset_done.wait()
+            lane._node_event(conn, select.EPOLLOUT | select.EPOLLERR | select.EPOLLHUP)
+            client.settimeout(5)
+            assert client.recv(10) == b""  # the node's close, passed on
+            assert conn.up_way is not None  # relayed: not handed over as a failed connect
+            lane._drop(conn)
+        finally:
+            client.close()
+            lane.ep.close()
+            listener.sock.close()
+        nursery.cancel_scope.cancel()
+    (node,) = resolver.nodes[listener.name.encode()]
+    assert (node.requests, node.failcnt, node.ref) == (1, 0, 0)
+    assert engine.active_sessions == 0

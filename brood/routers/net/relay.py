@@ -24,6 +24,7 @@ from __future__ import annotations
 import fcntl
 import os
 import socket
+import struct
 from dataclasses import dataclass
 from typing import Union
 
@@ -162,6 +163,8 @@ async def relay(
     result.spliced = use_splice
     scope = trio.CancelScope(deadline=trio.current_time() + idle_timeout)
     counts = [0, 0]
+    for end in (a, b):
+        _urgent_inline(end)
 
     def touch() -> None:
         scope.deadline = trio.current_time() + idle_timeout
@@ -305,6 +308,7 @@ async def _splice_copy(
     src_fd, dst_fd = src.fileno(), dst.fileno()
     pipe = None
     moved = 0  # bytes in the pipe
+    waited = False  # readable, said the last wait
     try:
         while True:
             if pipe is None:
@@ -314,10 +318,19 @@ async def _splice_copy(
             except BlockingIOError:
                 give_pipe(pipe, True)
                 pipe = None
+                if waited and _at_urgent_mark(src_fd):
+                    # Urgent data: splice never crosses its mark; a read does (the byte
+                    # stays in the stream, SO_OOBINLINE), then splicing goes on.
+                    waited = False
+                    if not await _copy_past_mark(src, dst, counts, slot, touch):
+                        return
+                    continue
                 await trio.lowlevel.wait_readable(src)
+                waited = True
                 continue
             except OSError as exc:
                 raise _EndFailed(src, exc) from exc
+            waited = False
             if moved == 0:
                 return
             while moved:
@@ -336,6 +349,47 @@ async def _splice_copy(
     finally:
         if pipe is not None:
             give_pipe(pipe, moved == 0)
+
+
+def _urgent_inline(end: Endpoint) -> None:
+    """Urgent data (MSG_OOB: telnet's interrupt, FTP's ABOR) is relayed as a plain byte
+    of the stream, not dropped."""
+    if isinstance(end, trio.socket.SocketType):
+        try:
+            end.setsockopt(socket.SOL_SOCKET, socket.SO_OOBINLINE, 1)
+        except OSError:
+            pass  # reset already: the relay's first call says so
+
+
+_SIOCATMARK = 0x8905  # linux/sockios.h
+_INT = struct.Struct("i")
+
+
+def _at_urgent_mark(fd: int) -> bool:
+    """Whether a socket's next byte is urgent data (sockatmark)."""
+    try:
+        return bool(_INT.unpack(fcntl.ioctl(fd, _SIOCATMARK, bytes(_INT.size)))[0])
+    except OSError:
+        return False
+
+
+async def _copy_past_mark(src: trio.socket.SocketType, dst: trio.socket.SocketType,
+                          counts: list[int], slot: int, touch) -> bool:
+    """One read across an urgent mark, copied on; False at EOF."""
+    try:
+        src.setsockopt(socket.SOL_SOCKET, socket.SO_OOBINLINE, 1)
+        data = await sockio.recv(src, COPY_CHUNK)
+    except OSError as exc:
+        raise _EndFailed(src, exc) from exc
+    if not data:
+        return False
+    try:
+        await sockio.send_all(dst, data)
+    except _GONE as exc:
+        raise _EndFailed(dst, exc) from exc
+    counts[slot] += len(data)
+    touch()
+    return True
 
 
 async def splice_exactly(src: trio.socket.SocketType, dst: trio.socket.SocketType,
