@@ -126,3 +126,46 @@ class DictResolver:
 
     def on_connect_failed(self, node: Node, now: float) -> None:
         node.mark_failed_connect(now, self.gracetime)
+
+
+class Resumed(list):
+    """What a front's general path was called with, one entry per connection it served
+    (``record_general_path``); ``arrived`` is set at each."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.arrived = trio.Event()
+
+    async def wait(self) -> None:
+        with trio.fail_after(5):
+            await self.arrived.wait()
+
+
+def record_general_path(monkeypatch, router_class, entry) -> Resumed:
+    """Record ``entry(*args)`` of each call of ``router_class.__call__`` (the general path,
+    whether a lane handed the connection over or not), then run it."""
+    seen = Resumed()
+    real = router_class.__call__
+
+    async def recording(self, conn, peer, *args):
+        seen.append(entry(*args))
+        seen.arrived.set()
+        await real(self, conn, peer, *args)
+
+    monkeypatch.setattr(router_class, "__call__", recording)
+    return seen
+
+
+def record_lanes(monkeypatch, router_class) -> list:
+    """The fast lanes ``router_class`` starts (``lane_for``), in order."""
+    made: list = []
+    real = router_class.lane_for
+
+    def recording(self, sessions):
+        lane = real(self, sessions)
+        if lane not in made:
+            made.append(lane)
+        return lane
+
+    monkeypatch.setattr(router_class, "lane_for", recording)
+    return made

@@ -14,55 +14,34 @@ from functools import partial
 import pytest
 import trio
 import trio.testing
-from _routerkit import ANSWER, connect, read_all, refused_address, send_all, uwsgi_backend
+from _routerkit import (
+    ANSWER,
+    Resumed,
+    connect,
+    read_all,
+    record_general_path,
+    record_lanes,
+    refused_address,
+    send_all,
+    uwsgi_backend,
+)
 from test_fastrouter import engine_for, packet, request, roundtrip, start
 
 from brood.routers import fastrouter
 from brood.routers import lane as lane_module
 
 
-class Resumed(list):
-    """What each connection the general path served had been read of it by the lane
-    (``FastRouter.__call__`` is the general path, whether the lane handed it over or
-    not: a connection that never met the lane shows as b""); ``arrived`` is set at each."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.arrived = trio.Event()
-
-    async def wait(self) -> None:
-        with trio.fail_after(5):
-            await self.arrived.wait()
-
-
 @pytest.fixture
 def resumed(monkeypatch) -> Resumed:
-    seen = Resumed()
-    real = fastrouter.FastRouter.__call__
-
-    async def recording(self, conn, peer, first=b"", first_pick=None, held=False):
-        seen.append(first)
-        seen.arrived.set()
-        await real(self, conn, peer, first, first_pick, held)
-
-    monkeypatch.setattr(fastrouter.FastRouter, "__call__", recording)
-    return seen
+    """What the lane had read of each connection the general path served (b"" for one
+    that never met the lane)."""
+    return record_general_path(monkeypatch, fastrouter.FastRouter,
+                               lambda first=b"", first_pick=None, held=False: first)
 
 
 @pytest.fixture
 def lanes(monkeypatch) -> list:
-    """The fast lanes the fastrouters start."""
-    made: list = []
-    real = fastrouter.FastRouter.lane_for
-
-    def recording(self, sessions):
-        lane = real(self, sessions)
-        if lane not in made:
-            made.append(lane)
-        return lane
-
-    monkeypatch.setattr(fastrouter.FastRouter, "lane_for", recording)
-    return made
+    return record_lanes(monkeypatch, fastrouter.FastRouter)
 
 
 async def mute_backend(reset: bool, task_status=trio.TASK_STATUS_IGNORED) -> None:

@@ -18,7 +18,17 @@ from functools import partial
 import pytest
 import trio
 import trio.testing
-from _routerkit import DictResolver, bind_listener, connect, read_all, refused_address, send_all
+from _routerkit import (
+    DictResolver,
+    Resumed,
+    bind_listener,
+    connect,
+    read_all,
+    record_general_path,
+    record_lanes,
+    refused_address,
+    send_all,
+)
 from test_rawrouter import digest_after_eof, start_raw, tcp_backend
 
 from brood.config.model import Config
@@ -27,43 +37,16 @@ from brood.routers import rawrouter, rawrouter_lane
 from brood.routers.engine import Engine, RouterSettings
 
 
-class Resumed(list):
-    """The ``first_pick`` of each connection the general path served
-    (``RawRouter.__call__``); ``arrived`` is set at each."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.arrived = trio.Event()
-
-
 @pytest.fixture
 def resumed(monkeypatch) -> Resumed:
-    seen = Resumed()
-    real = rawrouter.RawRouter.__call__
-
-    async def recording(self, conn, peer, first_pick=None, held=False):
-        seen.append(first_pick)
-        seen.arrived.set()
-        await real(self, conn, peer, first_pick, held)
-
-    monkeypatch.setattr(rawrouter.RawRouter, "__call__", recording)
-    return seen
+    """The ``first_pick`` of each connection the general path served."""
+    return record_general_path(monkeypatch, rawrouter.RawRouter,
+                               lambda first_pick=None, held=False: first_pick)
 
 
 @pytest.fixture
 def lanes(monkeypatch) -> list:
-    """The fast lanes the rawrouters start."""
-    made: list = []
-    real = rawrouter.RawRouter.lane_for
-
-    def recording(self, sessions):
-        lane = real(self, sessions)
-        if lane not in made:
-            made.append(lane)
-        return lane
-
-    monkeypatch.setattr(rawrouter.RawRouter, "lane_for", recording)
-    return made
+    return record_lanes(monkeypatch, rawrouter.RawRouter)
 
 
 @pytest.fixture
@@ -384,6 +367,28 @@ async def test_a_stray_event_while_connecting_moves_nothing(lanes):
         full.close()
 
 
+@contextlib.contextmanager
+def a_lane_fed_by_hand(nursery, node_address: str):
+    """A RawLane that is not run (the test feeds its events) with one client taken:
+    (lane, its connection, the client's socket, the engine, the resolver)."""
+    listener = bind_listener("rawrouter")
+    resolver = DictResolver({listener.name.encode(): [node_address]})
+    engine = Engine(RouterSettings("rawrouter"), resolver)
+    lane = rawrouter_lane.RawLane(rawrouter.RawRouter(engine, Config(), listener), nursery)
+    client = socket.create_connection(listener.sock.getsockname())
+    try:
+        lane.take(*listener.sock.accept())
+        (conn,) = lane.conns.values()
+        assert conn.state == lane_module.CONNECTING
+        yield lane, conn, client, engine, resolver
+        lane._drop(conn)
+        assert engine.active_sessions == 0
+    finally:
+        client.close()
+        lane.ep.close()
+        listener.sock.close()
+
+
 async def test_a_node_that_spoke_before_its_connect_was_seen_is_read_at_once():
     """The first event of a connect can say "readable" too (a banner that came before
     the lane looked): no later edge comes for those bytes."""
@@ -396,28 +401,13 @@ async def test_a_node_that_spoke_before_its_connect_was_seen_is_read_at_once():
 
     async with trio.open_nursery() as nursery:
         backend = await nursery.start(tcp_backend, greet)
-        listener = bind_listener("rawrouter")
-        engine = Engine(RouterSettings("rawrouter"),
-                        DictResolver({listener.name.encode(): [backend]}))
-        router = rawrouter.RawRouter(engine, Config(), listener)
-        lane = rawrouter_lane.RawLane(router, nursery)  # not run: this test feeds its events
-        client = socket.create_connection(listener.sock.getsockname())
-        try:
-            lane.take(*listener.sock.accept())
-            (conn,) = lane.conns.values()
-            assert conn.state == lane_module.CONNECTING
+        with a_lane_fed_by_hand(nursery, backend) as (lane, conn, client, _, _):
             with trio.fail_after(5):
                 await greeted.wait()
             lane._node_event(conn, select.EPOLLOUT | select.EPOLLIN)
             client.setblocking(False)
             assert client.recv(100) == b"220 hi\r\n"  # relayed within that one event
-            lane._drop(conn)
-        finally:
-            client.close()
-            lane.ep.close()
-            listener.sock.close()
         nursery.cancel_scope.cancel()
-    assert engine.active_sessions == 0
 
 
 async def test_unix_node_is_relayed_in_the_lane(tmp_path, resumed):
@@ -614,28 +604,13 @@ async def test_a_reset_seen_as_the_connect_completes_is_a_served_connection():
 
     async with trio.open_nursery() as nursery:
         node_address = await nursery.start(resetting)
-        listener = bind_listener("rawrouter")
-        resolver = DictResolver({listener.name.encode(): [node_address]})
-        engine = Engine(RouterSettings("rawrouter"), resolver)
-        router = rawrouter.RawRouter(engine, Config(), listener)
-        lane = rawrouter_lane.RawLane(router, nursery)  # not run: this test feeds its events
-        client = socket.create_connection(listener.sock.getsockname())
-        try:
-            lane.take(*listener.sock.accept())
-            (conn,) = lane.conns.values()
-            assert conn.state == lane_module.CONNECTING
+        with a_lane_fed_by_hand(nursery, node_address) as (lane, conn, client, _, resolver):
             with trio.fail_after(5):
                 await reset_done.wait()
             lane._node_event(conn, select.EPOLLOUT | select.EPOLLERR | select.EPOLLHUP)
             client.settimeout(5)
             assert client.recv(10) == b""  # the node's close, passed on
             assert conn.up_way is not None  # relayed: not handed over as a failed connect
-            lane._drop(conn)
-        finally:
-            client.close()
-            lane.ep.close()
-            listener.sock.close()
         nursery.cancel_scope.cancel()
-    (node,) = resolver.nodes[listener.name.encode()]
+    (node,) = next(iter(resolver.nodes.values()))
     assert (node.requests, node.failcnt, node.ref) == (1, 0, 0)
-    assert engine.active_sessions == 0
