@@ -49,7 +49,7 @@ from brood.routers.errors import NodeFailed, NodeTimeout, RoutingError
 from brood.routers.net import sockio
 from brood.routers.net.backend import LOCAL_LIMITS, FirstPick, overloaded
 from brood.routers.net.listen import ACCEPT_BATCH, CLIENT_LEFT, run_connection
-from brood.routers.net.relay import HAS_SPLICE, PIPE_SIZE, SPLICE_FLAGS, give_pipe, take_pipe
+from brood.routers.net.relay import HAS_SPLICE, PIPE_SIZE, EndFailed, splice_pipeful
 from brood.routers.node import Node
 
 log = logging.getLogger("brood.routers")
@@ -563,22 +563,23 @@ class Lane:
         lane waits for an edge, or the connection ended (finished, failed, dropped)."""
         remaining = conn.remaining
         want = PIPE_SIZE if remaining < 0 or remaining > PIPE_SIZE else remaining
-        pipe = take_pipe()
         try:
-            moved = os.splice(conn.up_fd, pipe[1], want, flags=SPLICE_FLAGS)
+            moved, out, rest = splice_pipeful(conn.up_fd, conn.fd, want)
         except BlockingIOError:
-            give_pipe(pipe, True)
             conn.node_readable = False
             return False
-        except OSError as exc:
-            give_pipe(pipe, True)
-            if exc.errno == errno.EINVAL:  # this kernel cannot splice these: copy instead
+        except EndFailed as failed:
+            exc = failed.error
+            if failed.end == conn.fd:
+                log.debug("%s: client %s gone: %s", self.kind, conn.peer, exc)
+                self._drop(conn)
+            elif getattr(exc, "errno", None) == errno.EINVAL:  # no splice here: copy
                 self.splice = False
                 return True
-            self._node_failed(conn, f"{exc.strerror or exc}")
+            else:
+                self._node_failed(conn, f"{getattr(exc, 'strerror', None) or exc}")
             return False
         if not moved:  # the node closed: the end of a close-delimited answer, or cut short
-            give_pipe(pipe, True)
             if remaining > 0:
                 conn.node_keep = False
             self._finish(conn, remaining < 0)
@@ -586,25 +587,12 @@ class Lane:
         conn.node.rx += moved  # type: ignore[union-attr]
         if remaining > 0:
             conn.remaining = remaining - moved
-        # A short move does not say the socket is drained (a pipe may hold less than
-        # asked: F_SETPIPE_SZ can fail): the next splice's EAGAIN does.
-        try:
-            out = os.splice(pipe[0], conn.fd, moved, flags=SPLICE_FLAGS)
-        except BlockingIOError:
-            out = 0
-        except OSError as exc:
-            give_pipe(pipe, False)
-            log.debug("%s: client %s gone: %s", self.kind, conn.peer, exc)
-            self._drop(conn)
-            return False
         conn.sent += out
         conn.deadline = time.monotonic() + self.timeout
-        if out < moved:  # the client is full: the rest waits in Python, the pipe goes back
-            conn.pending = os.read(pipe[0], moved - out)
-            give_pipe(pipe, True)
+        if rest:  # the client is full: the rest waits in Python
+            conn.pending = rest
             self._wait_writable(conn)
             return False
-        give_pipe(pipe, True)
         return conn.node_readable
 
     def _flush(self, conn: LaneConn) -> bool:

@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import errno
 import logging
-import os
 import select
 import socket
 import time
@@ -49,7 +48,7 @@ from brood.routers.lane import (
     note_client_queue,
 )
 from brood.routers.net.backend import FirstPick
-from brood.routers.net.relay import PIPE_SIZE, SPLICE_FLAGS, give_pipe, take_pipe
+from brood.routers.net.relay import PIPE_SIZE, EndFailed, splice_pipeful
 
 if TYPE_CHECKING:
     from brood.routers.rawrouter import RawRouter
@@ -302,42 +301,28 @@ class RawLane(Lane):
 
     def _splice(self, conn: RawConn, way: Way) -> int:
         """One pipeful src -> dst by splice(2); the bytes moved, -1 when the connection
-        ended. What dst could not take waits in ``pending`` and the pipe goes back."""
-        pipe = take_pipe()
+        ended. What dst could not take waits in ``pending``."""
         try:
-            moved = os.splice(way.src_fd, pipe[1], PIPE_SIZE, flags=SPLICE_FLAGS)
+            moved, out, rest = splice_pipeful(way.src_fd, way.dst_fd, PIPE_SIZE)
         except BlockingIOError:
-            give_pipe(pipe, True)
             way.readable = False
             return 0
-        except OSError as exc:
-            give_pipe(pipe, True)
-            if exc.errno == errno.EINVAL:  # this kernel cannot splice these: copy instead
-                self.splice = False
+        except EndFailed as failed:
+            exc = failed.error
+            if failed.end == way.src_fd and getattr(exc, "errno", None) == errno.EINVAL:
+                self.splice = False  # this kernel cannot splice these: copy instead
                 return 0
-            self._broken(conn, exc)
+            self._broken(conn, exc)  # type: ignore[arg-type]
             return -1
         if not moved:
-            give_pipe(pipe, True)
             way.eof = True
             return 0
-        # A short move does not say src is drained (a pipe may hold less than asked:
-        # F_SETPIPE_SZ can fail): the next splice's EAGAIN does.
-        try:
-            out = os.splice(pipe[0], way.dst_fd, moved, flags=SPLICE_FLAGS)
-        except BlockingIOError:
-            out = 0
-        except OSError as exc:
-            give_pipe(pipe, False)
-            self._broken(conn, exc)
-            return -1
         if out:
             self._count(conn, way, out)
-        if out < moved:
-            way.pending = os.read(pipe[0], moved - out)  # counted as it goes out
+        if rest:
+            way.pending = rest  # counted as it goes out
             if way is conn.down_way:
                 note_client_queue(conn)
-        give_pipe(pipe, True)
         conn.deadline = time.monotonic() + self.timeout
         return moved
 

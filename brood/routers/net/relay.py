@@ -62,11 +62,11 @@ class RelayResult:
     failed: Endpoint | None = None  # the end whose read or write raised ``error``
 
 
-class _EndFailed(Exception):
-    """``error`` raised by a read from or a write to ``end``: who broke off, for the log
-    (a client gone is not a node's failure)."""
+class EndFailed(Exception):
+    """``error`` raised by a read from or a write to ``end`` (an endpoint, or an fd for
+    ``splice_pipeful``): who broke off (a client gone is not a node's failure)."""
 
-    def __init__(self, end: Endpoint, error: BaseException) -> None:
+    def __init__(self, end: Endpoint | int, error: BaseException) -> None:
         super().__init__(end, error)
         self.end = end
         self.error = error
@@ -173,7 +173,7 @@ async def relay(
                       last: bool) -> None:
         try:
             await _copy_one_way(src, dst, counts, slot, touch, use_splice)
-        except _EndFailed as exc:
+        except EndFailed as exc:
             result.error, result.failed = exc.error, exc.end
             nursery.cancel_scope.cancel()
             return
@@ -221,7 +221,7 @@ async def relay_answer(
         with scope:
             try:
                 await _copy_one_way(b, a, counts, 1, touch, use_splice)
-            except _EndFailed as exc:
+            except EndFailed as exc:
                 result.error, result.failed = exc.error, exc.end
             except _GONE as exc:
                 result.error = exc
@@ -245,13 +245,13 @@ async def _copy(src: Endpoint, dst: Endpoint, counts: list[int], slot: int, touc
         try:
             data = await receive_some(src, COPY_CHUNK)
         except _GONE as exc:
-            raise _EndFailed(src, exc) from exc
+            raise EndFailed(src, exc) from exc
         if not data:
             return
         try:
             await send_all(dst, data)
         except _GONE as exc:
-            raise _EndFailed(dst, exc) from exc
+            raise EndFailed(dst, exc) from exc
         counts[slot] += len(data)
         touch()
         # Neither call above yields when it need not wait: a fast pair yields here.
@@ -282,6 +282,37 @@ def _open_pipe() -> tuple[int, int]:
     except OSError:
         pass  # a smaller pipe still works, with more syscalls
     return r, w
+
+
+def splice_pipeful(src_fd: int, dst_fd: int, want: int) -> tuple[int, int, bytes]:
+    """Up to ``want`` bytes src -> dst by splice(2) through a pooled pipe, without
+    waiting: (bytes taken from src, bytes dst took, the rest, read out of the pipe so that
+    it goes back to the pool empty). (0, 0, b"") is src's EOF. BlockingIOError: src has
+    nothing now; EndFailed (``end``: the fd) when either side fails.
+
+    A short take does not say src is drained (a pipe may hold less than asked:
+    F_SETPIPE_SZ can fail): the next call's BlockingIOError does."""
+    pipe = take_pipe()
+    try:
+        moved = os.splice(src_fd, pipe[1], want, flags=SPLICE_FLAGS)
+    except OSError as exc:
+        give_pipe(pipe, True)
+        if isinstance(exc, BlockingIOError):
+            raise
+        raise EndFailed(src_fd, exc) from exc
+    if not moved:
+        give_pipe(pipe, True)
+        return 0, 0, b""
+    try:
+        out = os.splice(pipe[0], dst_fd, moved, flags=SPLICE_FLAGS)
+    except BlockingIOError:
+        out = 0
+    except OSError as exc:
+        give_pipe(pipe, False)
+        raise EndFailed(dst_fd, exc) from exc
+    rest = os.read(pipe[0], moved - out) if out < moved else b""
+    give_pipe(pipe, True)
+    return moved, out, rest
 
 
 def take_pipe() -> tuple[int, int]:
@@ -329,7 +360,7 @@ async def _splice_copy(
                 waited = True
                 continue
             except OSError as exc:
-                raise _EndFailed(src, exc) from exc
+                raise EndFailed(src, exc) from exc
             waited = False
             if moved == 0:
                 return
@@ -340,7 +371,7 @@ async def _splice_copy(
                     await trio.lowlevel.wait_writable(dst)
                     continue
                 except OSError as exc:
-                    raise _EndFailed(dst, exc) from exc
+                    raise EndFailed(dst, exc) from exc
                 moved -= out
                 counts[slot] += out
             touch()
@@ -380,13 +411,13 @@ async def _copy_past_mark(src: trio.socket.SocketType, dst: trio.socket.SocketTy
         src.setsockopt(socket.SOL_SOCKET, socket.SO_OOBINLINE, 1)
         data = await sockio.recv(src, COPY_CHUNK)
     except OSError as exc:
-        raise _EndFailed(src, exc) from exc
+        raise EndFailed(src, exc) from exc
     if not data:
         return False
     try:
         await sockio.send_all(dst, data)
     except _GONE as exc:
-        raise _EndFailed(dst, exc) from exc
+        raise EndFailed(dst, exc) from exc
     counts[slot] += len(data)
     touch()
     return True
