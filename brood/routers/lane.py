@@ -381,7 +381,7 @@ class Lane:
             up = _socket.socket(family, _STREAM_NONBLOCK)  # no fcntl/ioctl to make it so
         except OSError as exc:
             if exc.errno in LOCAL_LIMITS:  # this process's limit: no node is to blame
-                self._error(conn, overloaded(node, exc))
+                self._fail_over(conn, overloaded(node, exc))  # nothing of it went out
             else:
                 self._connect_failed(conn, node, exc.errno or errno.EIO)
             return None

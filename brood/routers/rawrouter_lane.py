@@ -48,7 +48,7 @@ from brood.routers.lane import (
     note_client_queue,
 )
 from brood.routers.net.backend import FirstPick
-from brood.routers.net.relay import PIPE_SIZE, EndFailed, splice_pipeful
+from brood.routers.net.relay import PIPE_SIZE, EndFailed, at_urgent_mark, splice_pipeful
 
 if TYPE_CHECKING:
     from brood.routers.rawrouter import RawRouter
@@ -93,12 +93,13 @@ class Way:
 class RawConn(LaneConn):
     """A lane connection with its two directions (set once the node is connected)."""
 
-    __slots__ = ("up_way", "down_way")
+    __slots__ = ("up_way", "down_way", "urgent")
 
     def __init__(self, sock: Any, peer: Any) -> None:
         super().__init__(sock, peer)
         self.up_way: Way | None = None  # client -> node
         self.down_way: Way | None = None  # node -> client
+        self.urgent = False  # the client sent urgent data while the node was connecting
 
 
 class RawLane(Lane):
@@ -158,6 +159,8 @@ class RawLane(Lane):
         conn.down_way = down_way = Way(up, conn.sock)
         up_way.drain = conn.hup  # what the client did while the node was connecting
         up_way.readable = conn.readable or conn.hup
+        if conn.urgent:
+            self._urgent(up_way)
         if events & _URGENT:
             self._urgent(down_way)
         down_way.drain = bool(events & _DRAIN_EVENTS)  # a node that speaks first, or closes
@@ -180,7 +183,7 @@ class RawLane(Lane):
         if way is None:  # still connecting: nothing is read before the node is there
             if events & _DRAIN_EVENTS:
                 if events & _URGENT:
-                    conn.sock.setsockopt(socket.SOL_SOCKET, socket.SO_OOBINLINE, 1)
+                    conn.urgent = True
                 conn.hup = True
             if events & _READ_EVENTS:
                 conn.readable = True
@@ -190,6 +193,7 @@ class RawLane(Lane):
     def _node_event(self, conn: RawConn, events: int) -> None:  # type: ignore[override]
         if conn.state == CONNECTING:
             up = conn.up
+            err = 0
             try:
                 up.getpeername()  # type: ignore[union-attr]
             except OSError:  # refused, reset, or not done (an event for an earlier socket)
@@ -201,9 +205,11 @@ class RawLane(Lane):
                     self._close_node(conn)
                     self._connect_failed(conn, node, err)  # type: ignore[arg-type]
                     return
-                # The node took the connection and closed it at once: served, as on the
-                # general path (the client sees the close), not a failed connect.
+                # The node took the connection and reset it at once: served and ended,
+                # as on the general path, not a failed connect.
             self._connected(conn, events)
+            if err and self.conns.get(conn.fd) is conn:  # (SO_ERROR said it, recv won't)
+                self._broken(conn, ConnectionResetError(err, "reset by the node"))
             return
         self._event(conn, conn.down_way, conn.up_way, events)  # type: ignore[arg-type]
 
@@ -305,6 +311,12 @@ class RawLane(Lane):
         try:
             moved, out, rest = splice_pipeful(way.src_fd, way.dst_fd, PIPE_SIZE)
         except BlockingIOError:
+            # Splice stops at an urgent mark (EAGAIN with bytes queued behind it); only
+            # a source that sent urgent data before is asked (a bulk read may have
+            # turned splicing back on since).
+            if way.inline and at_urgent_mark(way.src_fd):
+                self._urgent(way)
+                return 0
             way.readable = False
             return 0
         except EndFailed as failed:
@@ -315,6 +327,9 @@ class RawLane(Lane):
             self._broken(conn, exc)  # type: ignore[arg-type]
             return -1
         if not moved:
+            if at_urgent_mark(way.src_fd):  # 0 at a mark with the EOF queued behind it
+                self._urgent(way)
+                return 0
             way.eof = True
             return 0
         if out:

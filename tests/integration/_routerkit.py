@@ -3,6 +3,8 @@ started with ``nursery.start`` (so tests know when they listen), and a dict reso
 
 from __future__ import annotations
 
+import os
+import resource
 import socket
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -169,3 +171,22 @@ def record_lanes(monkeypatch, router_class) -> list:
 
     monkeypatch.setattr(router_class, "lane_for", recording)
     return made
+
+
+class FdLimit:
+    """While the block runs, this process (trio, the router and the test share it) can
+    make ``spare`` more fds. The limit bounds fd numbers, and a new fd takes the lowest
+    free one: the limit goes to the (spare + 1)-th lowest free number."""
+
+    def __init__(self, spare: int) -> None:
+        self.spare = spare
+        self.limits = resource.getrlimit(resource.RLIMIT_NOFILE)
+
+    def __enter__(self) -> None:
+        probes = [os.dup(0) for _ in range(self.spare + 1)]
+        for fd in probes:
+            os.close(fd)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (probes[-1], self.limits[1]))
+
+    def __exit__(self, *exc) -> None:
+        resource.setrlimit(resource.RLIMIT_NOFILE, self.limits)

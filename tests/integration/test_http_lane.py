@@ -15,7 +15,7 @@ import socket
 import pytest
 import trio
 from _httpkit import OK, HttpClient, answer, http_router, node_server, open_client, packet_vars
-from _routerkit import refused_address, send_all
+from _routerkit import FdLimit, refused_address, send_all
 
 from brood.routers import lane as lane_module
 from brood.routers.http.lane import HttpLane
@@ -674,3 +674,48 @@ async def test_refused_first_node_is_marked_and_the_next_serves():
             assert dead_node.failcnt == 1 and dead_node.grace_until > 0
             assert (good.requests, dead_node.requests) == (2, 0)
         nursery.cancel_scope.cancel()
+
+
+# -- out of fds, and the silent node's name after a hand-over -----------------------------
+@pytest.mark.parametrize("first", [True, False], ids=["first-request", "kept-alive"])
+async def test_out_of_fds_for_the_node_socket_is_503(first):
+    """No fd for the node's socket: the router's own 503, also on a connection that had
+    answers before (their byte count must not make it look half-answered)."""
+    async with trio.open_nursery() as nursery:
+        server = await nursery.start(node_server, answer(ok(b"hi")))
+        async with http_router({HOST: [server.address]}, settings()) as router:
+            with await open_client(router.address) as sock:
+                client = LaneClient(sock)
+                if not first:
+                    await client.send(get(b"/one"))
+                    assert (await client.response())[1] == b"hi"
+                await eventually(lambda: lane_of(router).conns)
+                with FdLimit(0):
+                    await client.send(get(b"/two"))
+                    head, _ = await client.response()
+                assert head.startswith(b"HTTP/1.1 503 "), head
+            await settled(router)
+        nursery.cancel_scope.cancel()
+    node = node_of(router)
+    assert (node.failcnt, node.requests) == (0, 0 if first else 1)
+
+
+async def test_silent_node_named_after_a_hand_over_mid_answer(caplog):
+    """A chunked answer goes on in the general path (``resume_answer``); the node then
+    goes silent: the 504 line names it."""
+    caplog.set_level(logging.WARNING, "brood.routers")
+
+    async def chunked_then_silent(conn, request):
+        await send_all(conn, b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nhi\r\n")
+        await trio.sleep_forever()
+
+    async with trio.open_nursery() as nursery:
+        server = await nursery.start(node_server, chunked_then_silent)
+        async with http_router({HOST: [server.address]}, settings(timeout=0.3)) as router:
+            with await open_client(router.address) as sock:
+                await send_all(sock, get())
+                with trio.fail_after(5):
+                    while await sock.recv(65536):
+                        pass
+        nursery.cancel_scope.cancel()
+    assert f"504 node {server.address} silent for 0.3s" in caplog.text

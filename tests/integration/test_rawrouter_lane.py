@@ -6,13 +6,14 @@ general path served, so each test says which served."""
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import hashlib
 import logging
 import os
-import resource
 import select
 import socket
 import struct
+import termios
 from functools import partial
 
 import pytest
@@ -20,6 +21,7 @@ import trio
 import trio.testing
 from _routerkit import (
     DictResolver,
+    FdLimit,
     Resumed,
     bind_listener,
     connect,
@@ -32,6 +34,7 @@ from _routerkit import (
 from test_rawrouter import digest_after_eof, start_raw, tcp_backend
 
 from brood.config.model import Config
+from brood.listener import Listener
 from brood.routers import lane as lane_module
 from brood.routers import rawrouter, rawrouter_lane
 from brood.routers.engine import Engine, RouterSettings
@@ -432,25 +435,6 @@ async def test_unix_node_is_relayed_in_the_lane(tmp_path, resumed):
     assert resumed == []
 
 
-class FdLimit:
-    """While the block runs, this process (trio, the router and the test share it) can
-    make ``spare`` more fds. The limit bounds fd numbers, and a new fd takes the lowest
-    free one: the limit goes to the (spare + 1)-th lowest free number."""
-
-    def __init__(self, spare: int) -> None:
-        self.spare = spare
-        self.limits = resource.getrlimit(resource.RLIMIT_NOFILE)
-
-    def __enter__(self) -> None:
-        probes = [os.dup(0) for _ in range(self.spare + 1)]
-        for fd in probes:
-            os.close(fd)
-        resource.setrlimit(resource.RLIMIT_NOFILE, (probes[-1], self.limits[1]))
-
-    def __exit__(self, *exc) -> None:
-        resource.setrlimit(resource.RLIMIT_NOFILE, self.limits)
-
-
 async def test_out_of_fds_pauses_accepting_until_the_sweep(caplog, lanes):
     """EMFILE on accept: one log line, the connection stays queued, and the next sweep
     takes it once fds are free again."""
@@ -496,10 +480,12 @@ def path(request, monkeypatch) -> str:
     return request.param
 
 
+@pytest.mark.parametrize("then_eof", [False, True], ids=["open", "then-eof"])
 @pytest.mark.parametrize("bulk", [0, 300_000], ids=["short", "after-bulk"])
-async def test_urgent_byte_is_relayed_in_its_place(path, bulk):
+async def test_urgent_byte_is_relayed_in_its_place(path, bulk, then_eof):
     """MSG_OOB (telnet's interrupt): reads stop short at the urgent mark and splice never
-    crosses it; the relay goes on, the urgent byte as a plain byte of the stream."""
+    crosses it (EAGAIN there, or 0 when the EOF is queued behind it); the relay goes on,
+    the urgent byte as a plain byte of the stream."""
     sent = b"A" * bulk + b"A" * 10 + b"!" + b"B" * 10
     got = bytearray()
     complete = trio.Event()
@@ -508,8 +494,9 @@ async def test_urgent_byte_is_relayed_in_its_place(path, bulk):
         await send_all(conn, b"hello\n")
         while data := await conn.recv(1 << 16):
             got.extend(data)
-            if len(got) >= len(sent):
+            if len(got) >= len(sent) and not then_eof:
                 complete.set()
+        complete.set()
 
     async with trio.open_nursery() as nursery:
         backend = await nursery.start(tcp_backend, node_side)
@@ -519,14 +506,68 @@ async def test_urgent_byte_is_relayed_in_its_place(path, bulk):
             with trio.fail_after(5):
                 assert await sock.recv(100) == b"hello\n"
             await send_all(sock, b"A" * bulk)  # a bulk direction is spliced from here on
-            raw = sock._sock  # three sends in a row, no yield between
+            raw = sock._sock  # the sends in a row, no yield between
             raw.send(b"A" * 10)
             raw.send(b"!", socket.MSG_OOB)
             raw.send(b"B" * 10)
+            if then_eof:
+                raw.shutdown(socket.SHUT_WR)
             with trio.fail_after(5):  # no later byte to raise a new edge
                 await complete.wait()
         nursery.cancel_scope.cancel()
     assert bytes(got) == sent
+
+
+@pytest.mark.parametrize("then_eof", [False, True], ids=["open", "then-eof"])
+async def test_urgent_mark_behind_more_than_a_read_when_the_lane_first_looks(then_eof):
+    """Everything (300 kB, the urgent byte, the tail, maybe the EOF) is in the router's
+    socket before the lane reads a byte: the first full read turns splicing on, and
+    splice stops at the mark."""
+    sent = b"A" * 300_000 + b"!" + b"B" * 10
+    got = bytearray()
+    done = trio.Event()
+
+    async def node_side(conn):
+        while data := await conn.recv(1 << 16):
+            got.extend(data)
+            if len(got) >= len(sent) and not then_eof:
+                done.set()
+        done.set()
+
+    async with trio.open_nursery() as nursery:
+        node_address = await nursery.start(tcp_backend, node_side)
+        lsock = socket.socket()
+        lsock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)  # holds it all
+        lsock.bind(("127.0.0.1", 0))
+        lsock.listen(8)
+        name = f"127.0.0.1:{lsock.getsockname()[1]}"
+        engine = Engine(RouterSettings("rawrouter"),
+                        DictResolver({name.encode(): [node_address]}))
+        router = rawrouter.RawRouter(engine, Config(), Listener(lsock, name, "rawrouter"))
+        lane = rawrouter_lane.RawLane(router, nursery)
+        client = socket.create_connection(lsock.getsockname())
+        try:
+            lane.take(*lsock.accept())
+            (conn,) = lane.conns.values()
+            client.sendall(b"A" * 300_000)
+            client.send(b"!", socket.MSG_OOB)
+            client.sendall(b"B" * 10)
+            if then_eof:
+                client.shutdown(socket.SHUT_WR)
+            await wait_for(lambda: queued(conn.fd) >= 300_000)  # nothing read yet
+            nursery.start_soon(lane.run)  # the real lane from here on
+            with trio.fail_after(5):
+                await done.wait()
+        finally:
+            client.close()
+            lsock.close()
+        nursery.cancel_scope.cancel()
+    assert bytes(got) == sent
+
+
+def queued(fd: int) -> int:
+    """Bytes waiting in a socket's receive queue (FIONREAD)."""
+    return struct.unpack("i", fcntl.ioctl(fd, termios.FIONREAD, bytes(4)))[0]
 
 
 async def test_a_client_that_takes_nothing_is_closed_after_one_timeout(path, caplog):
@@ -588,7 +629,8 @@ async def test_a_node_that_resets_as_it_accepts_served_not_failed(path):
 
 async def test_a_reset_seen_as_the_connect_completes_is_a_served_connection():
     """The node accepted and reset before the lane looked at its connect (SO_ERROR says
-    ECONNRESET): served and closed, not a failed connect (no mark, no retry)."""
+    ECONNRESET, and reading it clears it): served and ended on both sides, as a reset
+    ends a relay, not a failed connect (no mark, no retry)."""
     reset_done = trio.Event()
 
     async def resetting(task_status=trio.TASK_STATUS_IGNORED):
@@ -609,8 +651,9 @@ async def test_a_reset_seen_as_the_connect_completes_is_a_served_connection():
                 await reset_done.wait()
             lane._node_event(conn, select.EPOLLOUT | select.EPOLLERR | select.EPOLLHUP)
             client.settimeout(5)
-            assert client.recv(10) == b""  # the node's close, passed on
+            assert client.recv(10) == b""  # the node's reset ends the client's side too
             assert conn.up_way is not None  # relayed: not handed over as a failed connect
+            assert lane.conns == {}  # both sides closed, not a half-close left open
         nursery.cancel_scope.cancel()
     (node,) = next(iter(resolver.nodes.values()))
     assert (node.requests, node.failcnt, node.ref) == (1, 0, 0)

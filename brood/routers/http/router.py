@@ -201,6 +201,7 @@ class HttpRouter:
             with conn.scope:
                 try:
                     async with upstream:
+                        conn.node_name = upstream.node.name
                         error = await self._answer(upstream, client, head, out, conn)
                 finally:
                     self.engine.session_closed()

@@ -349,7 +349,7 @@ async def _splice_copy(
             except BlockingIOError:
                 give_pipe(pipe, True)
                 pipe = None
-                if waited and _at_urgent_mark(src_fd):
+                if waited and at_urgent_mark(src_fd):
                     # Urgent data: splice never crosses its mark; a read does (the byte
                     # stays in the stream, SO_OOBINLINE), then splicing goes on.
                     waited = False
@@ -363,6 +363,12 @@ async def _splice_copy(
                 raise EndFailed(src, exc) from exc
             waited = False
             if moved == 0:
+                give_pipe(pipe, True)
+                pipe = None
+                if at_urgent_mark(src_fd):  # 0 at a mark with the EOF queued behind it
+                    if not await _copy_past_mark(src, dst, counts, slot, touch):
+                        return
+                    continue
                 return
             while moved:
                 try:
@@ -396,7 +402,7 @@ _SIOCATMARK = 0x8905  # linux/sockios.h
 _INT = struct.Struct("i")
 
 
-def _at_urgent_mark(fd: int) -> bool:
+def at_urgent_mark(fd: int) -> bool:
     """Whether a socket's next byte is urgent data (sockatmark)."""
     try:
         return bool(_INT.unpack(fcntl.ioctl(fd, _SIOCATMARK, bytes(_INT.size)))[0])
