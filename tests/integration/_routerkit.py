@@ -10,6 +10,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import trio
+import trio.testing
 
 from brood.listener import Listener
 from brood.protocol.uwsgi import read_packet
@@ -190,3 +191,11 @@ class FdLimit:
 
     def __exit__(self, *exc) -> None:
         resource.setrlimit(resource.RLIMIT_NOFILE, self.limits)
+
+
+async def wait_for(condition, limit: float = 5) -> None:
+    """Until ``condition()`` holds (every task blocked in between), within ``limit``."""
+    with trio.fail_after(limit):
+        while not condition():
+            await trio.testing.wait_all_tasks_blocked()
+            await trio.lowlevel.checkpoint()

@@ -24,6 +24,7 @@ from _routerkit import (
     refused_address,
     send_all,
     uwsgi_backend,
+    wait_for,
 )
 from test_fastrouter import engine_for, packet, request, roundtrip, start
 
@@ -223,10 +224,7 @@ async def test_graceful_stop_waits_for_a_client_whose_packet_has_not_come(lanes)
         address, server = await start(nursery, engine)
         sock = await connect(address)
         with sock:
-            with trio.fail_after(5):  # taken by the lane: a session already
-                while engine.active_sessions != 1:
-                    await trio.testing.wait_all_tasks_blocked()
-                    await trio.lowlevel.checkpoint()
+            await wait_for(lambda: engine.active_sessions == 1)  # taken by the lane
             server.stop_accepting()
             drained = []
 
@@ -238,10 +236,7 @@ async def test_graceful_stop_waits_for_a_client_whose_packet_has_not_come(lanes)
             assert drained == []  # waits for this client
             await send_all(sock, request())
             assert await read_all(sock) == ANSWER
-        with trio.fail_after(5):
-            while not drained:
-                await trio.testing.wait_all_tasks_blocked()
-                await trio.lowlevel.checkpoint()
+        await wait_for(lambda: drained)
         assert drained == [True]
         assert engine.active_sessions == 0
         nursery.cancel_scope.cancel()

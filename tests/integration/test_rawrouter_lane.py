@@ -30,6 +30,7 @@ from _routerkit import (
     record_lanes,
     refused_address,
     send_all,
+    wait_for,
 )
 from test_rawrouter import digest_after_eof, start_raw, tcp_backend
 
@@ -78,13 +79,6 @@ async def banner(text: bytes, conn) -> None:
     await send_all(conn, text)
 
 
-async def wait_for(condition, limit: float = 5) -> None:
-    with trio.fail_after(limit):
-        while not condition():
-            await trio.testing.wait_all_tasks_blocked()
-            await trio.lowlevel.checkpoint()
-
-
 async def exchange(sock, payload: bytes) -> bytes:
     """Sends ``payload`` then EOF while reading everything back until the relay closes."""
     async with trio.open_nursery() as nursery:
@@ -94,6 +88,20 @@ async def exchange(sock, payload: bytes) -> bytes:
 
         nursery.start_soon(sender)
         return await read_all(sock, 30)
+
+
+async def through_router(conversation, payload: bytes, *, host: str = "127.0.0.1"):
+    """``payload`` (then EOF) through a rawrouter to a backend running ``conversation``,
+    the node named by ``host`` (a host name sends the connection to the general path):
+    (what came back, the resolver, the router's address)."""
+    async with trio.open_nursery() as nursery:
+        backend = await nursery.start(tcp_backend, conversation)
+        address, _, resolver = await start_raw(nursery, backend.replace("127.0.0.1", host))
+        sock = await connect(address)
+        with sock:
+            reply = await exchange(sock, payload)
+        nursery.cancel_scope.cancel()
+    return reply, resolver, address
 
 
 def full_backlog() -> tuple[socket.socket, list[socket.socket]]:
@@ -131,13 +139,8 @@ async def test_short_exchange_is_relayed_in_the_lane(resumed, lanes):
 async def test_bulk_both_ways_is_byte_exact(monkeypatch, resumed, splices, splice):
     monkeypatch.setattr(lane_module, "HAS_SPLICE", splice)
     payload = os.urandom(8 << 20)
-    async with trio.open_nursery() as nursery:
-        backend = await nursery.start(tcp_backend, echo)
-        address, _, resolver = await start_raw(nursery, backend)
-        sock = await connect(address)
-        with sock:
-            assert await exchange(sock, payload) == payload
-        nursery.cancel_scope.cancel()
+    reply, resolver, address = await through_router(echo, payload)
+    assert reply == payload
     assert resumed == []
     (node,) = resolver.nodes[address.encode()]
     assert (node.tx, node.rx) == (len(payload), len(payload))
@@ -149,14 +152,9 @@ async def test_bulk_both_ways_is_byte_exact(monkeypatch, resumed, splices, splic
 
 async def test_general_path_bulk_goes_through_splice(resumed, splices):
     payload = os.urandom(8 << 20)
-    async with trio.open_nursery() as nursery:
-        backend = await nursery.start(tcp_backend, digest_after_eof)
-        # a host name: the lane hands the connection over with its pick, unconnected
-        address, _, _ = await start_raw(nursery, backend.replace("127.0.0.1", "localhost"))
-        sock = await connect(address)
-        with sock:
-            assert await exchange(sock, payload) == hashlib.sha256(payload).hexdigest().encode()
-        nursery.cancel_scope.cancel()
+    # a host name: the lane hands the connection over with its pick, unconnected
+    reply, _, _ = await through_router(digest_after_eof, payload, host="localhost")
+    assert reply == hashlib.sha256(payload).hexdigest().encode()
     ((node, failure),) = resumed
     assert failure is None
     # every byte crossed twice (socket -> pipe -> socket), both directions included
@@ -174,13 +172,7 @@ async def test_turns_go_round_in_a_long_stream(monkeypatch, lanes):
 
     monkeypatch.setattr(rawrouter_lane.RawLane, "_resume", counting)
     payload = os.urandom(2 << 20)
-    async with trio.open_nursery() as nursery:
-        backend = await nursery.start(tcp_backend, echo)
-        address, _, _ = await start_raw(nursery, backend)
-        sock = await connect(address)
-        with sock:
-            assert await exchange(sock, payload) == payload
-        nursery.cancel_scope.cancel()
+    assert (await through_router(echo, payload))[0] == payload
     assert len(resumes) > 2  # _connected once, then the turns handed on
 
 
