@@ -207,32 +207,39 @@ def encode_connection_vars(*, remote_addr: str, remote_port: int, server_name: b
     return b"".join(parts)
 
 
+def line_vars(method: bytes, target: bytes, path: bytes, query: bytes, version: bytes,
+              connection_vars: bytes) -> list[bytes]:
+    """The encoded vars of the request line and the connection, REQUEST_METHOD through
+    REMOTE_PORT, as parts of a block still to be joined. struct.error when a value is
+    longer than 65535 bytes."""
+    u16 = _u16
+    method_pair = _METHOD_PAIRS.get(method) or _K_METHOD + u16(len(method)) + method
+    protocol_pair = _PROTOCOLS.get(version) or _K_PROTOCOL + u16(len(version)) + version
+    if _QUESTION in target:
+        if _PERCENT in path:
+            path = unquote_to_bytes(path)
+        return [method_pair, _K_PATH_INFO, u16(len(path)), path, _K_REQUEST_URI,
+                u16(len(target)), target, _K_QUERY_STRING, u16(len(query)), query,
+                protocol_pair, connection_vars]
+    if _PERCENT in path or len(path) != len(target):  # escapes, absolute-form, CONNECT
+        if _PERCENT in path:
+            path = unquote_to_bytes(path)
+        return [method_pair, _K_REQUEST_URI, u16(len(target)), target, _K_PATH_INFO,
+                u16(len(path)), path, _EMPTY_QUERY, protocol_pair, connection_vars]
+    # The usual: PATH_INFO is the target itself (origin-form, no escapes).
+    uri = u16(len(target)) + target
+    return [method_pair, _K_REQUEST_URI, uri, _K_PATH_INFO, uri, _EMPTY_QUERY, protocol_pair,
+            connection_vars]
+
+
 def encode_head_vars(head: RequestHead, connection_vars: bytes, *, name_from_host: bool = False,
                      content_length: int | None = None, extra_block: bytes = b"") -> bytes | None:
     """The whole vars block of ``head``, given its connection's ``encode_connection_vars``
     (made with ``server_name=None`` when ``name_from_host``) and the encoded extras; None
     when the head repeats a header name (``request_vars`` merges the values)."""
     u16 = _u16
-    method, target, path, query, version = head[:5]  # RequestHead's first five fields
     try:
-        method_pair = _METHOD_PAIRS.get(method) or _K_METHOD + u16(len(method)) + method
-        protocol_pair = _PROTOCOLS.get(version) or _K_PROTOCOL + u16(len(version)) + version
-        if _QUESTION in target:
-            if _PERCENT in path:
-                path = unquote_to_bytes(path)
-            parts = [method_pair, _K_PATH_INFO, u16(len(path)), path, _K_REQUEST_URI,
-                     u16(len(target)), target, _K_QUERY_STRING, u16(len(query)), query,
-                     protocol_pair, connection_vars]
-        elif _PERCENT in path or len(path) != len(target):  # escapes, absolute-form, CONNECT
-            if _PERCENT in path:
-                path = unquote_to_bytes(path)
-            parts = [method_pair, _K_REQUEST_URI, u16(len(target)), target, _K_PATH_INFO,
-                     u16(len(path)), path, _EMPTY_QUERY, protocol_pair, connection_vars]
-        else:  # the usual: PATH_INFO is the target itself (origin-form, no escapes)
-            uri = u16(len(target)) + target
-            parts = [method_pair, _K_REQUEST_URI, uri, _K_PATH_INFO, uri, _EMPTY_QUERY,
-                     protocol_pair, connection_vars]
-
+        parts = line_vars(*head[:5], connection_vars)  # RequestHead's first five fields
         dechunked = content_length is not None
         length_done = False
         seen: set[bytes] = set()

@@ -357,15 +357,15 @@ class Lane:
         if self._dial(conn, node) is None:
             return
         now = time.monotonic()
-        conn.packet = packet
         conn.used = used
         conn.started = now
         conn.sent = 0
-        conn.hard = now + self.harakiri if self.harakiri else math.inf
+        if self.harakiri:
+            conn.hard = now + self.harakiri
         conn.node_readable = conn.node_hup = False
         # A TCP connect "in progress" to a loopback node is done already (the handshake
         # ran inside connect): the send says so, with no second call to ask.
-        self._send_request(conn, now)
+        self._send_request(conn, packet, now)
 
     def _dial(self, conn: LaneConn, node: Node) -> int | None:
         """Start connecting ``conn`` to ``node`` (``conn.up``): connect's errno, 0 when
@@ -411,27 +411,24 @@ class Lane:
             scope.deadline = due  # a connect timeout is kept to the millisecond
         self.ep.register(conn.up_fd, self.connect_events)
 
-    def _send_request(self, conn: LaneConn, now: float) -> None:
+    def _send_request(self, conn: LaneConn, packet: bytes, now: float) -> None:
         """The request goes out; the node's answer is awaited."""
-        node = conn.node
         up = conn.up
-        packet = conn.packet
         try:
             sent = up.send(packet)  # type: ignore[union-attr]
         except BlockingIOError:
             # A fresh socket's buffer is empty: it is not connected yet (an event that
             # came for another socket that had this fd number before says nothing).
+            conn.packet = packet
             if conn.state != CONNECTING:
                 self._await_connect(conn, now)
             return
         except OSError as exc:
+            node = conn.node
             self._close_node(conn)
             self._connect_failed(conn, node, exc.errno or errno.EIO)  # type: ignore[arg-type]
             return
-        if sent < len(packet) and up.family != socket.AF_UNIX:  # type: ignore[union-attr]
-            # One send is one segment out at once; the rest of a long packet goes out
-            # without Nagle's wait for an ACK.
-            up.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)  # type: ignore[union-attr]
+        node = conn.node
         node.requests += 1  # type: ignore[union-attr]
         node.ref += 1  # type: ignore[union-attr]
         node.tx += sent  # type: ignore[union-attr]
@@ -443,13 +440,21 @@ class Lane:
             self.engine.session_opened()
         conn.counted = True
         conn.buf = conn.buf[conn.used:]
-        conn.packet = packet[sent:] if sent < len(packet) else b""
         conn.deadline = now + self.timeout
-        if conn.state == CONNECTING:
-            if not conn.packet:
+        if sent == len(packet):
+            conn.packet = b""
+            if conn.state == CONNECTING:
                 self.ep.modify(conn.up_fd, _IN)
+            else:
+                self.ep.register(conn.up_fd, _IN)
         else:
-            self.ep.register(conn.up_fd, _IN_OUT if conn.packet else _IN)
+            conn.packet = packet[sent:]
+            if up.family != socket.AF_UNIX:  # type: ignore[union-attr]
+                # One send is one segment out at once; the rest of a long packet goes
+                # out without Nagle's wait for an ACK.
+                up.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)  # type: ignore[union-attr]
+            if conn.state != CONNECTING:
+                self.ep.register(conn.up_fd, _IN_OUT)
         conn.state = WAITING
 
     def _connect_failed(self, conn: LaneConn, node: Node,
@@ -469,7 +474,7 @@ class Lane:
                 self._close_node(conn)
                 self._connect_failed(conn, node, err)  # type: ignore[arg-type]
                 return
-            self._send_request(conn, time.monotonic())
+            self._send_request(conn, conn.packet, time.monotonic())
             return
         if events & _WRITE_EVENTS and conn.packet:
             try:
@@ -527,13 +532,7 @@ class Lane:
                 conn.node_readable = False  # drained: the next edge says when there is more
             node.rx += len(data)  # type: ignore[union-attr]
             if conn.state == WAITING:
-                if not data:
-                    self._node_failed(conn, "node closed before a complete response head"
-                                      if conn.answer_head else "node closed without answering")
-                    return
-                if conn.answer_head:
-                    data = conn.answer_head + data
-                data = self._answer_head(conn, data)
+                data = self._answer_start(conn, data)
                 if data is None:
                     if conn.up is None or not conn.node_readable:
                         return  # handed over, failed, or waiting for the head's next edge
@@ -556,6 +555,29 @@ class Lane:
             if conn.remaining == 0:
                 self._finish(conn, True)
                 return
+
+    def _answer_start(self, conn: LaneConn, data: bytes) -> bytes | None:
+        """The answer's first bytes read (or the next part of its head): what to send
+        now (``_answer_head``), or None."""
+        if not data:
+            self._node_failed(conn, "node closed before a complete response head"
+                              if conn.answer_head else "node closed without answering")
+            return None
+        if conn.answer_head:
+            data = conn.answer_head + data
+        return self._answer_head(conn, data)
+
+    def _answer_read(self, conn: LaneConn, data: bytes) -> None:
+        """A front's own first read of the answer (``data``, at most ``HEAD_RECV``
+        bytes) that it did not serve itself: the lane goes on with it from there."""
+        conn.node_readable = len(data) == HEAD_RECV or conn.node_hup
+        out = self._answer_start(conn, data)
+        if out is not None:
+            conn.deadline = time.monotonic() + self.timeout
+            conn.pending = out
+        elif conn.up is None or not conn.node_readable:
+            return
+        self._pump(conn)
 
     def _splice_body(self, conn: LaneConn) -> bool:
         """Part of a long answer body node -> client through a pooled pipe (splice: the

@@ -35,7 +35,13 @@ from typing import TYPE_CHECKING, Any
 import trio
 
 from brood.protocol.errors import BadResponse, ProtocolError
-from brood.protocol.http1 import RequestHead, parse_request_head, parse_response_framing
+from brood.protocol.http1 import (
+    RequestHead,
+    complete_answer,
+    parse_request_head,
+    parse_response_framing,
+)
+from brood.protocol.usual import usual_request
 from brood.protocol.uwsgi import MAX_VARS_SIZE, encode_vars, pack_header
 from brood.protocol.vars import encode_connection_vars, encode_head_vars
 from brood.routers.engine import Upstream
@@ -44,7 +50,17 @@ from brood.routers.http import accesslog
 from brood.routers.http.body import Client, peer_address
 from brood.routers.http.h1 import build_vars_block, has_forwarded_for
 from brood.routers.http.response import RESPONSE_HEAD_LIMIT
-from brood.routers.lane import BODY, IDLE, RECV, Lane, LaneConn
+from brood.routers.lane import (
+    _HUP,
+    _READ_EVENTS,
+    BODY,
+    HEAD_RECV,
+    IDLE,
+    RECV,
+    WAITING,
+    Lane,
+    LaneConn,
+)
 from brood.routers.node import Node
 
 if TYPE_CHECKING:
@@ -79,6 +95,16 @@ class HttpLane(Lane):
         self.settings = settings
         extra = settings.extra_vars
         self.extra_block = encode_vars(extra) if extra else b""
+        self.head_limit = settings.head_limit
+        self.resolve, self.clock = self.engine.resolver.resolve, self.engine.clock
+        self.server_name = settings.server_name
+        self.modifier1, self.modifier2 = settings.modifier1, settings.modifier2
+        # What the general path serves whatever the head: --http-manage-source's SOURCE.
+        self.source_method = b"SOURCE" if settings.manage_source else None
+        # --http-server-name-as-http-host changes the vars: usual_request does not.
+        self.usual_heads = not settings.server_name_as_http_host
+        self.keepalive, self.keepalive_idle = settings.keepalive, settings.keepalive_idle
+        self.access_enabled = accesslog.access.isEnabledFor  # (logging.INFO): a line each
 
     def _take(self, sock: socket.socket, peer: Any, wait: float) -> HttpConn:
         conn: HttpConn = super()._take(sock, peer, wait)  # type: ignore[assignment]
@@ -104,19 +130,31 @@ class HttpLane(Lane):
 
     # -- the request ----------------------------------------------------------------------
     def _start(self, conn: HttpConn) -> None:  # type: ignore[override]
+        usual = usual_request(conn.buf, self.head_limit, conn.vars_mid, self.extra_block) \
+            if self.usual_heads else None
+        if usual is None:
+            self._start_other(conn)
+            return
+        head, block = usual
+        if len(block) > MAX_VARS_SIZE or head.method == self.source_method:
+            self._to_general(conn)
+            return
+        self._route(conn, head, block)
+
+    def _start_other(self, conn: HttpConn) -> None:
+        """A head ``usual_request`` left alone: parsed in full, and served here when it
+        is still one the lane serves."""
         settings = self.settings
         buf = conn.buf
         try:
-            head = parse_request_head(buf, settings.head_limit)
+            head = parse_request_head(buf, self.head_limit)
         except ProtocolError:
             self._to_general(conn)  # it answers 400/431/505 and says why
             return
         if (head is None or head.chunked or head.content_length or head.upgrade is not None
-                or head.expect_continue
-                or (settings.manage_source and head.method == b"SOURCE")):
+                or head.expect_continue or head.method == self.source_method):
             self._to_general(conn)
             return
-        key = head.host if head.host is not None else settings.server_name
         try:
             xff = has_forwarded_for(buf, head.size)
             block = None
@@ -134,18 +172,67 @@ class HttpLane(Lane):
         if len(block) > MAX_VARS_SIZE:
             self._to_general(conn)
             return
-        engine = self.engine
-        node = engine.resolver.resolve(key, engine.clock(), conn.client_ip, ())
+        self._route(conn, head, block)
+
+    def _route(self, conn: HttpConn, head: RequestHead, block: bytes) -> None:
+        """The request to the resolver's first pick, or to the general path."""
+        key = head.host
+        if key is None:
+            key = self.server_name
+        node = self.resolve(key, self.clock(), conn.client_ip, ())
         if node is None:
             self._to_general(conn)  # no node: fallbacks or 503 there
             return
-        m1 = node.modifier1 if settings.modifier1 is None else settings.modifier1
-        m2 = node.modifier2 if settings.modifier2 is None else settings.modifier2
+        m1 = self.modifier1
+        m2 = self.modifier2
         conn.head, conn.key, conn.status = head, key, 0
         # in range: checked above
-        self._open_node(conn, node, pack_header(m1, len(block), m2) + block, head.size)
+        self._open_node(conn, node, pack_header(node.modifier1 if m1 is None else m1, len(block),
+                                                node.modifier2 if m2 is None else m2) + block,
+                        head.size)
 
     # -- the answer -----------------------------------------------------------------------
+    def _node_event(self, conn: HttpConn, events: int) -> None:  # type: ignore[override]
+        """The usual answer in one go: read whole, sent whole, the node closed. Anything
+        else (a connect or a send in progress, a partial or long answer, a client that
+        cannot take it all) goes on as the lane's relay does."""
+        if conn.state != WAITING or conn.packet or conn.answer_head or not events & _READ_EVENTS:
+            Lane._node_event(self, conn, events)
+            return
+        if events & _HUP:
+            conn.node_hup = True
+        try:
+            data = conn.up.recv(HEAD_RECV)  # type: ignore[union-attr]
+        except BlockingIOError:
+            return  # an edge left from a socket that had this fd number before
+        except OSError as exc:
+            self._node_failed(conn, f"{exc.strerror or exc}")
+            return
+        size = len(data)
+        conn.node.rx += size  # type: ignore[union-attr]
+        answer = complete_answer(data, conn.head.method) if size < HEAD_RECV else None  # type: ignore[union-attr]
+        if answer is None:
+            self._answer_read(conn, data)
+            return
+        try:
+            sent = conn.sock.send(data)
+        except BlockingIOError:
+            sent = 0
+        except OSError as exc:
+            log.debug("http: client %s gone: %s", conn.peer, exc)
+            self._drop(conn)
+            return
+        conn.status, conn.node_keep = answer
+        conn.sent = sent
+        if sent == size:
+            self._finish(conn, True)
+            return
+        conn.state = BODY
+        conn.remaining = 0
+        conn.deadline = time.monotonic() + self.timeout
+        conn.pending = data[sent:]
+        self._wait_writable(conn)
+
     def _answer_head(self, conn: HttpConn, data: bytes) -> bytes | None:  # type: ignore[override]
         try:
             answer = parse_response_framing(data, RESPONSE_HEAD_LIMIT, conn.head.method)  # type: ignore[union-attr]
@@ -186,19 +273,18 @@ class HttpLane(Lane):
         """Close the node, log, then the next request or the close."""
         head, node = conn.head, conn.node
         self._close_node(conn)
-        if accesslog.enabled():
+        if self.access_enabled(logging.INFO):
             accesslog.log_request(self.settings.log_format, conn.remote_addr,
                                   conn.remote_port, head, conn.status, conn.sent,  # type: ignore[arg-type]
                                   conn.key, node.name,  # type: ignore[union-attr]
                                   time.monotonic() - conn.started)
-        if not (complete and conn.node_keep and head.keep_alive  # type: ignore[union-attr]
-                and self.settings.keepalive):
+        if not (complete and conn.node_keep and head.keep_alive and self.keepalive):  # type: ignore[union-attr]
             self._drop(conn)
             return
         conn.state = IDLE
-        conn.head = None
-        conn.hard = math.inf
-        conn.deadline = time.monotonic() + self.settings.keepalive_idle
+        if self.harakiri:
+            conn.hard = math.inf
+        conn.deadline = time.monotonic() + self.keepalive_idle
         if conn.buf:
             self._start(conn)  # pipelined
         elif conn.readable:

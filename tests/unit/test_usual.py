@@ -1,0 +1,215 @@
+"""The fast lane's one-pass parsers agree with the strict ones wherever they answer.
+
+``usual_request`` must give exactly what ``parse_request_head`` + ``encode_head_vars``
+give, and ``complete_answer`` what ``parse_response_framing`` gives, or None; never a
+head the strict parser refuses.
+"""
+
+import pytest
+from hypothesis import example, given, settings
+from hypothesis import strategies as st
+from test_http1 import LIMIT, SMUGGLING, req
+
+from brood.protocol.errors import ProtocolError
+from brood.protocol.http1 import complete_answer, parse_request_head, parse_response_framing
+from brood.protocol.usual import usual_request
+from brood.protocol.vars import encode_connection_vars, encode_head_vars
+
+CONNECTION_VARS = encode_connection_vars(remote_addr="127.0.0.1", remote_port=40000,
+                                         server_name=b"example.test", server_port=b"8080")
+EXTRA = b"\x03\x00ABC\x01\x00d"
+
+
+def strict(data: bytes, extra: bytes = b""):
+    """What the general path makes of ``data``: (head, block), None, or the refusal."""
+    try:
+        head = parse_request_head(data, LIMIT)
+    except ProtocolError as exc:
+        return exc
+    if head is None:
+        return None
+    return head, encode_head_vars(head, CONNECTION_VARS, extra_block=extra)
+
+
+def check_agrees(data: bytes, extra: bytes = b"") -> bool:
+    """usual_request(data) is None or what the general path gives; True when it answered."""
+    fast = usual_request(data, LIMIT, CONNECTION_VARS, extra)
+    if fast is None:
+        return False
+    assert fast == strict(data, extra)
+    return True
+
+
+USUAL = [
+    req("Host: 127.0.0.1:8080"),
+    req("Host: a", "Connection: close"),
+    req("Host: a", "Connection: keep-alive", version="HTTP/1.0"),
+    req("Connection: Keep-Alive, TE", version="HTTP/1.0"),
+    req("Host: a", "Connection: upgrade"),  # no Upgrade header: not an upgrade
+    req(version="HTTP/1.0"),
+    req("Host: a", "Content-Type: text/plain", "Cookie: a=b; c=d", "X-Empty:",
+        "X-Tab: a\tb", first="DELETE /p%20q?x=1&y "),
+    req("Host: a", "X-Obs: caf\xe9", first="GET /caf\xe9 "),
+    req("Host: [::1]:8080", "User-Agent: wrk"),
+    req("Host: a", "Accept:   text/html", first="PURGE /x "),
+]
+
+
+@pytest.mark.parametrize("data", USUAL, ids=range(len(USUAL)))
+def test_usual_heads_served_as_the_parser_reads_them(data):
+    assert check_agrees(data)
+    assert check_agrees(data, EXTRA)
+
+
+LEFT = [
+    ("body", req("Host: a", "Content-Length: 5")),
+    ("zero body", req("Host: a", "Content-Length: 0")),
+    ("chunked", req("Host: a", "Transfer-Encoding: chunked")),
+    ("upgrade", req("Host: a", "Connection: upgrade", "Upgrade: websocket")),
+    ("expect", req("Host: a", "Expect: 100-continue")),
+    ("forwarded", req("Host: a", "X-Forwarded-For: 10.0.0.1")),
+    ("merged names", req("Host: a", "X-A: 1", "x-a: 2")),
+    ("merged by var", req("Host: a", "X-A: 1", "X_A: 2")),
+    ("trailing space", req("Host: a", "X-A: 1 ")),
+    ("trailing tab", req("Host: a", "X-A: 1\t")),
+    ("absolute form", req("Host: a", first="GET http://b.test/ ")),
+    ("asterisk", req("Host: a", first="OPTIONS * ")),
+    ("leading CRLF", b"\r\n" + req("Host: a")),
+    ("incomplete", req("Host: a")[:-2]),
+]
+
+
+@pytest.mark.parametrize("name, data", LEFT, ids=[c[0] for c in LEFT])
+def test_other_heads_left_to_the_general_path(name, data):
+    assert usual_request(data, LIMIT, CONNECTION_VARS) is None
+    assert not isinstance(strict(data), ProtocolError)  # valid: the general path serves it
+
+
+@pytest.mark.parametrize("name, data, status", SMUGGLING, ids=[c[0] for c in SMUGGLING])
+def test_refused_heads_never_served(name, data, status):
+    assert usual_request(data, LIMIT, CONNECTION_VARS) is None
+
+
+def test_head_limit_applies():
+    data = req("Host: a", "X-Long: " + "v" * 200)
+    assert usual_request(data, len(data), CONNECTION_VARS) is not None
+    assert usual_request(data, len(data) - 1, CONNECTION_VARS) is None
+
+
+def test_host_check_not_fooled_by_a_cached_valid_host():
+    assert check_agrees(req("Host: a.test"))
+    assert usual_request(req("Host: a.test/x"), LIMIT, CONNECTION_VARS) is None
+    assert usual_request(req("Host: a.test"), LIMIT, CONNECTION_VARS) is not None
+
+
+# Pieces a head is made of, mostly valid, some not: the parsers must agree on every mix.
+NAMES = st.sampled_from([b"Host", b"host", b"HOST", b"Connection", b"connection", b"X-A",
+                         b"x_a", b"Cookie", b"Content-Type", b"Accept", b"User-Agent",
+                         b"Content-Length", b"Upgrade", b"Expect", b"Transfer-Encoding",
+                         b"X-Forwarded-For", b"X(y)", b"", b"Host "])
+GOOD_VALUES = st.sampled_from([b"a", b"a.test:80", b"close", b"keep-alive", b"Keep-Alive, x",
+                               b"5", b"chunked", b"", b"caf\xe9", b"[::1]", b"upgrade", b"a b",
+                               b"x\ty", b"*/*"])
+BAD_VALUES = st.one_of(
+    st.sampled_from([b" ", b"a/b", b"v\t", b"v ", b"a\rb", b"a\x00b", b"a\x7f"]),
+    st.binary(max_size=12),
+)
+VALUES = st.one_of(GOOD_VALUES, GOOD_VALUES, GOOD_VALUES, BAD_VALUES)
+LINE_END = st.sampled_from([b"\r\n"] * 20 + [b"\n", b"\r", b" \r\n"])
+SEPARATORS = st.sampled_from([b": "] * 6 + [b":", b":  ", b" : ", b":\t"])
+GOOD_REQUEST_LINES = st.sampled_from([
+    b"GET / HTTP/1.1", b"GET / HTTP/1.0", b"HEAD /x?y HTTP/1.1", b"POST /a%2Fb HTTP/1.1",
+    b"PURGE /p HTTP/1.1", b"GET /?a=%41 HTTP/1.0", b"GET /caf\xe9 HTTP/1.1"])
+GOOD_NAMES = st.sampled_from([b"Connection", b"connection", b"X-A", b"x_a", b"Cookie",
+                              b"Content-Type", b"Accept", b"User-Agent", b"Host"])
+REQUEST_LINES = st.sampled_from([
+    b"GET / HTTP/1.1", b"GET / HTTP/1.0", b"HEAD /x?y HTTP/1.1", b"POST /a%2Fb HTTP/1.1",
+    b"PURGE /p HTTP/1.1", b"GET /?a=%41 HTTP/1.0",
+    b"GET http://h/ HTTP/1.1", b"GET  / HTTP/1.1", b"GET / HTTP/1.2", b"G(T / HTTP/1.1",
+    b"GET /\xff HTTP/1.1", b"OPTIONS * HTTP/1.1", b"get / HTTP/1.1",
+])
+
+
+@st.composite
+def heads(draw, flaws: int = 1) -> bytes:
+    """A head of valid pieces with up to ``flaws`` of them replaced by doubtful ones."""
+    pieces = [draw(GOOD_REQUEST_LINES), b"\r\n"]
+    if draw(st.booleans()):
+        pieces += [b"Host", b": ", draw(st.sampled_from([b"a", b"a.test:80", b"[::1]"])), b"\r\n"]
+    for _ in range(draw(st.integers(0, 4))):
+        pieces += [draw(GOOD_NAMES), b": ", draw(GOOD_VALUES), b"\r\n"]
+    pieces.append(b"\r\n")
+    doubtful = [REQUEST_LINES, LINE_END, NAMES, SEPARATORS, BAD_VALUES, LINE_END]
+    for _ in range(draw(st.integers(0, flaws))):
+        at = draw(st.integers(0, len(pieces) - 1))
+        pieces[at] = draw(doubtful[at % len(doubtful)] if at else REQUEST_LINES)
+    return b"".join(pieces) + draw(st.sampled_from([b"", b"GET / HTTP/1.1\r\n", b"body"]))
+
+
+@settings(max_examples=1000, deadline=None)
+@given(heads(), st.sampled_from([b"", EXTRA]))
+@example(req("Host: a", "Host: a"), b"")
+@example(req("Connection: close", "Host: a", "Connection: x"), b"")
+def test_usual_request_agrees_with_the_parser(data, extra):
+    check_agrees(data, extra)
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.binary(max_size=80))
+def test_usual_request_on_any_bytes(data):
+    check_agrees(data)
+
+
+# -- answers --------------------------------------------------------------------------
+
+ANSWER = b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 11\r\n\r\nHello World"
+
+
+def check_answer_agrees(data: bytes, method: bytes) -> bool:
+    fast = complete_answer(data, method)
+    if fast is None:
+        return False
+    status, kind, length, keep_alive, size = parse_response_framing(data, LIMIT, method)
+    assert kind == "length" and size + length == len(data) and status >= 200
+    assert fast == (status, keep_alive)
+    return True
+
+
+def test_the_usual_answer_is_complete():
+    assert complete_answer(ANSWER, b"GET") == (200, True)
+    assert complete_answer(ANSWER.replace(b"1.1", b"1.0", 1), b"GET") == (200, False)
+    assert check_answer_agrees(ANSWER, b"POST")
+
+
+@pytest.mark.parametrize("data, method", [
+    (ANSWER[:-1], b"GET"),  # a byte short
+    (ANSWER + b"!", b"GET"),  # a byte past the framing
+    (ANSWER, b"HEAD"),  # no body whatever the length
+    (ANSWER.replace(b"200 OK", b"204 No Content"), b"GET"),
+    (ANSWER.replace(b"200 OK", b"100 Continue"), b"GET"),
+    (ANSWER.replace(b"Content-Type: text/plain", b"Connection: close"), b"GET"),
+    (ANSWER.replace(b"Content-Type: text/plain", b"Content-Length: 11"), b"GET"),
+    (ANSWER.replace(b"Content-Type: text/plain", b"Transfer-Encoding: chunked"), b"GET"),
+    (ANSWER.replace(b"Length: 11", b"Length: +11"), b"GET"),
+    (ANSWER.replace(b"\r\n", b"\n"), b"GET"),  # bare LF: the tolerant path's
+    (b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n", b"CONNECT"),
+])
+def test_other_answers_left_to_the_general_path(data, method):
+    assert complete_answer(data, method) is None
+
+
+ANSWER_HEADERS = st.sampled_from([
+    b"Content-Length: 3", b"content-length: 3", b"Content-Length: 4", b"Content-Length:3 ",
+    b"Connection: close", b"Connection: keep-alive", b"Transfer-Encoding: chunked",
+    b"Content-Type: a", b"X: y", b"Content-Length: 03",
+])
+
+
+@settings(max_examples=1500, deadline=None)
+@given(st.sampled_from([b"HTTP/1.1 200 OK", b"HTTP/1.0 200 OK", b"HTTP/1.1 204 No",
+                        b"HTTP/1.1 304 N", b"HTTP/1.1 101 S", b"HTTP/1.1 500", b"HTTP/2 200"]),
+       st.lists(ANSWER_HEADERS, max_size=3), st.sampled_from([b"", b"abc", b"abcd"]),
+       st.sampled_from([b"GET", b"HEAD", b"POST", b"CONNECT", b"get"]))
+def test_complete_answer_agrees_with_the_framing(status_line, headers, body, method):
+    data = b"\r\n".join([status_line, *headers]) + b"\r\n\r\n" + body
+    check_answer_agrees(data, method)
