@@ -608,7 +608,8 @@ def parse_response_framing(buf: bytes | bytearray, limit: int = DEFAULT_HEAD_LIM
     return status, body_kind, content_length, keep_alive, end
 
 
-def complete_answer(buf: bytes, request_method: bytes) -> tuple[int, bool] | None:
+def complete_answer(buf: bytes, request_method: bytes, limit: int = DEFAULT_HEAD_LIMIT
+                    ) -> tuple[int, bool] | None:
     """``(status, keep_alive)`` when ``buf`` is exactly one whole answer of the usual
     kind: a final status, one plain Content-Length and that many body bytes, nothing
     else that frames it (what ``parse_response_framing`` reads as "length" with the same
@@ -623,7 +624,7 @@ def complete_answer(buf: bytes, request_method: bytes) -> tuple[int, bool] | Non
         return None
     name, value = found[0]
     if (not value.isdigit() or len(value) > _MAX_LENGTH_DIGITS or end + int(value) != len(buf)
-            or name.lower() != b"content-length" or end > DEFAULT_HEAD_LIMIT):
+            or name.lower() != b"content-length" or end > limit):
         return None
     status = int(match[2])
     if status < 200 or status == 204 or status == 304:

@@ -28,7 +28,15 @@ from .http1 import (
     _new_head,
     _tokens,
 )
-from .vars import _NAME_CACHE_MAX, _key, _u16, header_var_name, line_vars
+from .vars import (
+    _NAME_CACHE_MAX,
+    _NAME_CACHED_LEN,
+    MAX_KEY_SIZE,
+    _key,
+    _u16,
+    header_var_name,
+    line_vars,
+)
 
 # What the parser's whole-head match (_COMMON_HEAD_RE) takes, narrowed to an origin-form
 # target and values without trailing OWS (the parser strips it; the pairs would keep it).
@@ -46,6 +54,7 @@ _LEAVE = frozenset((b"content-length", b"transfer-encoding", b"upgrade", b"expec
 # Header name as sent -> (encoded key, what it asks, var name); bounded.
 _entries: dict[bytes, tuple[bytes, int, bytes]] = {}
 # Host values seen valid (URI host characters only): most requests skip the check.
+# Bounded in count, and only routing-key-sized ones are kept.
 _good_hosts: set[bytes] = set()
 
 
@@ -55,7 +64,7 @@ def _entry(name: bytes) -> tuple[bytes, int, bytes]:
             else _OTHER if lname in _LEAVE else _PLAIN)
     var = header_var_name(name)
     entry = (_key(var), kind, var)
-    if len(_entries) < _NAME_CACHE_MAX:
+    if len(_entries) < _NAME_CACHE_MAX and len(name) <= _NAME_CACHED_LEN:
         _entries[name] = entry
     return entry
 
@@ -102,7 +111,7 @@ def usual_request(buf: bytes, limit: int, connection_vars: bytes,
     elif host not in _good_hosts:
         if host.translate(None, _HOST_CHARS):
             return None  # refused there: not a URI host
-        if len(_good_hosts) < _NAME_CACHE_MAX:
+        if len(_good_hosts) < _NAME_CACHE_MAX and len(host) <= MAX_KEY_SIZE:
             _good_hosts.add(host)
     if extra_block:
         parts.append(extra_block)

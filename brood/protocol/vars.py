@@ -27,6 +27,9 @@ from .uwsgi import encode_vars
 # Header names seen so far -> var names. Bounded so a client cycling through
 # random names cannot grow it without limit; real traffic uses a few dozen.
 _NAME_CACHE_MAX = 512
+# Only names this short are kept: a client sending long made-up names cannot pin
+# more than _NAME_CACHE_MAX * this many bytes.
+_NAME_CACHED_LEN = 64
 # Single bytes looked for as ints: ``b"?" in target`` makes CPython 3.11 raise and clear
 # a TypeError inside (it tries the operand as an int first), twice the cost of memchr.
 _QUESTION, _PERCENT = ord("?"), ord("%")
@@ -43,7 +46,7 @@ def header_var_name(name: bytes) -> bytes:
     var = _name_cache.get(name)
     if var is None:
         var = _BARE.get(name.lower()) or b"HTTP_" + name.upper().replace(b"-", b"_")
-        if len(_name_cache) < _NAME_CACHE_MAX:
+        if len(_name_cache) < _NAME_CACHE_MAX and len(name) <= _NAME_CACHED_LEN:
             _name_cache[name] = var
     return var
 
@@ -272,7 +275,7 @@ def _header_entry(name: bytes) -> tuple[bytes, bytes, bool]:
     """(var, encoded key, needs a closer look) for a header name; cached (bounded)."""
     var = header_var_name(name)
     entry = (var, _key(var), var in _LOOK_CLOSER)
-    if len(_key_cache) < _NAME_CACHE_MAX:
+    if len(_key_cache) < _NAME_CACHE_MAX and len(name) <= _NAME_CACHED_LEN:
         _key_cache[name] = entry
     return entry
 

@@ -213,3 +213,14 @@ ANSWER_HEADERS = st.sampled_from([
 def test_complete_answer_agrees_with_the_framing(status_line, headers, body, method):
     data = b"\r\n".join([status_line, *headers]) + b"\r\n\r\n" + body
     check_answer_agrees(data, method)
+
+
+def test_long_names_and_hosts_are_served_but_not_kept():
+    from brood.protocol import usual
+
+    name, host = "X-" + "n" * 100, "h" * 300
+    assert check_agrees(req("Host: " + host, name + ": v"))
+    assert name.encode() not in usual._entries
+    assert host.encode() not in usual._good_hosts
+    assert check_agrees(req("Host: short.test", "X-Short: v"))
+    assert b"X-Short" in usual._entries and b"short.test" in usual._good_hosts

@@ -19,6 +19,13 @@ longer than one read). When that request is done and the connection goes on, it 
 back to the lane (``readopt``). Errors after the request went out: 502 / 504 answered
 through ``HttpRouter.fail`` when no byte reached the client, else a logged close.
 
+The most common exchange takes the shortest way (per-request Python decides a Python
+router's speed): a head most clients send is parsed and turned into uwsgi vars in one
+pass (``usual_request``; any other head is parsed in full, ``_start_other``), and an
+answer that arrives whole in its first read, framed by one Content-Length, is checked
+(``complete_answer``) and sent in one call, then the node closes (``_node_event``).
+Everything else about the answer goes through the lane's relay (``Lane._pump``).
+
 Keep-alive: a connection idle between requests is dropped after the keep-alive idle
 time (``--http-headers-timeout`` for its first request). Counters as on the general
 path, and the access log line.
@@ -210,7 +217,8 @@ class HttpLane(Lane):
             return
         size = len(data)
         conn.node.rx += size  # type: ignore[union-attr]
-        answer = complete_answer(data, conn.head.method) if size < HEAD_RECV else None  # type: ignore[union-attr]
+        answer = complete_answer(data, conn.head.method, RESPONSE_HEAD_LIMIT) \
+            if size < HEAD_RECV else None  # type: ignore[union-attr]
         if answer is None:
             self._answer_read(conn, data)
             return
@@ -282,6 +290,7 @@ class HttpLane(Lane):
             self._drop(conn)
             return
         conn.state = IDLE
+        conn.head = None  # an idle connection holds no head
         if self.harakiri:
             conn.hard = math.inf
         conn.deadline = time.monotonic() + self.keepalive_idle
