@@ -438,6 +438,72 @@ async def test_node_counters_after_lane_requests():
         nursery.cancel_scope.cancel()
 
 
+def sized_answer(n: int) -> bytes:
+    """An answer of exactly ``n`` bytes, head included, with a body that tells its bytes."""
+    head = b"HTTP/1.1 200 OK\r\nContent-Length: %010d\r\n\r\n"
+    body = random.Random(n).randbytes(n - len(head % 0))
+    return head % len(body) + body
+
+
+async def by_size(conn: trio.socket.SocketType, request: bytes) -> None:
+    """``GET /N`` is answered with ``sized_answer(N)``."""
+    found, _ = packet_vars(request)
+    await send_all(conn, sized_answer(int(found[b"PATH_INFO"][1:])))
+
+
+@pytest.mark.parametrize("size", [100, lane_module.HEAD_RECV - 1, lane_module.HEAD_RECV,
+                                  lane_module.HEAD_RECV + 1, 40000])
+async def test_answers_around_the_first_read_arrive_whole_and_counted(size):
+    """Shorter than the lane's first read: checked whole and sent in one; as long or
+    longer: relayed by the lane. Either way byte-exact, and the connection stays."""
+    async with trio.open_nursery() as nursery:
+        server = await nursery.start(node_server, by_size)
+        async with http_router({HOST: [server.address]}, settings()) as router:
+            with await open_client(router.address) as sock:
+                client = LaneClient(sock)
+                for _ in range(2):
+                    await client.send(get(b"/%d" % size))
+                    head, body = await client.response()
+                    assert head + body == sized_answer(size)
+                assert len(lane_of(router).conns) == 1
+            await settled(router)
+            node = node_of(router)
+            assert (node.requests, node.rx) == (2, 2 * size)
+        nursery.cancel_scope.cancel()
+
+
+async def test_whole_answers_to_a_reader_that_waits_go_out_in_parts(monkeypatch):
+    """Pipelined GETs whose whole answers fill the client's window: the lane's one-send
+    answer falls short, the rest waits for the client, then the next request goes on."""
+    waited_from = []
+    wait_writable = HttpLane._wait_writable
+
+    def note(self, conn):
+        waited_from.append(conn.state)
+        return wait_writable(self, conn)
+
+    monkeypatch.setattr(HttpLane, "_wait_writable", note)
+    size, count = 12000, 600
+    async with trio.open_nursery() as nursery:
+        server = await nursery.start(node_server, by_size)
+        async with http_router({HOST: [server.address]}, settings()) as router:
+            with await small_window_client(router, 4096) as sock:
+                await send_all(sock, get(b"/%d" % size) * count)
+                await eventually(lambda: router.handler.lane is not None
+                                 and any(c.pending for c in router.handler.lane.conns.values()))
+                client = LaneClient(sock)
+                for i in range(count):
+                    head, body = await client.response()
+                    assert head + body == sized_answer(size), i
+                assert len(lane_of(router).conns) == 1
+            await settled(router)
+            node = node_of(router)
+            assert (node.requests, node.rx) == (count, count * size)
+            assert router.engine.sessions_total == count
+        nursery.cancel_scope.cancel()
+    assert lane_module.BODY in waited_from
+
+
 # -- 9. close-delimited answer ---------------------------------------------------------------
 async def test_close_delimited_answer_relayed_whole_then_closed():
     body = random.Random(9).randbytes(300_000)
