@@ -68,7 +68,10 @@ _TOKEN_RE = re.compile(_TOKEN)
 _HEADER_RE = re.compile(rb"(" + _TOKEN + rb"):([\t\x20-\x7e\x80-\xff]*)")
 # Request target: no controls, no spaces; obs-text tolerated as browsers send it.
 # The whole header block at once: lines of that shape, each ending in CRLF.
-_HEADERS_RE = re.compile(rb"(?:" + _TOKEN + rb":[\t\x20-\x7e\x80-\xff]*\r\n)*")
+_HEADERS_RE = re.compile(rb"(?:" + _TOKEN + rb":[\t\x20-\x7e\x80-\xff]*\r\n)*+")
+# The header lines' repeats are possessive (*+): a line starts with a token character and
+# the head's end with CR, so giving back a line can never make a match; sre then keeps no
+# backtracking state per line (a quarter of a response head's match).
 # Header names whose values decide framing, persistence or routing, picked out of a
 # validated header block by one case-insensitive scan (each line starts after a CRLF).
 _SPECIAL_RE = re.compile(
@@ -99,7 +102,7 @@ _STATUS_RE = re.compile(rb"HTTP/1\.([01]) ([0-9]{3})(?:[ \t](.*))?")
 # CRLF-terminated, then the blank line. Anything else takes the tolerant slow path.
 _RESPONSE_HEAD_RE = re.compile(
     rb"HTTP/1\.([01]) ([0-9]{3})(?:[ \t]([^\r\n]*))?\r\n"
-    rb"(?:" + _TOKEN + rb":[\t\x20-\x7e\x80-\xff]*\r\n)*\r\n"
+    rb"(?:" + _TOKEN + rb":[\t\x20-\x7e\x80-\xff]*\r\n)*+\r\n"
 )
 # Every header line of a validated block as (name, value), in one findall. Values
 # keep trailing OWS (a lazy match would backtrack quadratically on long runs of
@@ -115,7 +118,7 @@ _REQUEST_LINE_RE = re.compile(
 # pass _HEADERS_RE. It ends at the first CRLFCRLF, so it also finds the head's end.
 _COMMON_HEAD_RE = re.compile(
     rb"(" + _TOKEN + rb") ([\x21-\x7e\x80-\xff]+) HTTP/1\.([01])\r\n"
-    rb"(?:" + _TOKEN + rb":[\t\x20-\x7e\x80-\xff]*\r\n)*\r\n"
+    rb"(?:" + _TOKEN + rb":[\t\x20-\x7e\x80-\xff]*\r\n)*+\r\n"
 )
 # Heads with up to this many header lines pick out the special ones in a Python loop
 # over the pairs; longer heads use one _SPECIAL_RE scan instead.

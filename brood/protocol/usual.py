@@ -42,7 +42,7 @@ from .vars import (
 # target and values without trailing OWS (the parser strips it; the pairs would keep it).
 _USUAL_HEAD_RE = re.compile(
     rb"(" + _TOKEN + rb") (/[\x21-\x7e\x80-\xff]*) (HTTP/1\.[01])\r\n"
-    rb"(?:" + _TOKEN + rb":[\t\x20-\x7e\x80-\xff]*(?<![ \t])\r\n)*\r\n"
+    rb"(?:" + _TOKEN + rb":[\t\x20-\x7e\x80-\xff]*(?<![ \t])\r\n)*+\r\n"
 )
 _HTTP11 = b"HTTP/1.1"
 # What a header name asks of the walk.
