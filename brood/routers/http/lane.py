@@ -182,7 +182,8 @@ class HttpLane(Lane):
         self._route(conn, head, block)
 
     def _route(self, conn: HttpConn, head: RequestHead, block: bytes) -> None:
-        """The request to the resolver's first pick, or to the general path."""
+        """The request (``block``: its vars) to the resolver's first pick, or to the
+        general path when there is none."""
         key = head.host
         if key is None:
             key = self.server_name
@@ -193,7 +194,7 @@ class HttpLane(Lane):
         m1 = self.modifier1
         m2 = self.modifier2
         conn.head, conn.key, conn.status = head, key, 0
-        # in range: checked above
+        # The block's size is in range: the callers checked it against MAX_VARS_SIZE.
         self._open_node(conn, node, pack_header(node.modifier1 if m1 is None else m1, len(block),
                                                 node.modifier2 if m2 is None else m2) + block,
                         head.size)
