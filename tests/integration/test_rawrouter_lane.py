@@ -472,6 +472,25 @@ def path(request, monkeypatch) -> str:
     return request.param
 
 
+class Collector:
+    """A node that keeps what it reads (``got``; after ``banner``, when given) and says
+    ``done`` once ``expected`` bytes are in, or at the EOF when ``then_eof``."""
+
+    def __init__(self, expected: int, then_eof: bool, banner: bytes = b"") -> None:
+        self.expected, self.then_eof, self.banner = expected, then_eof, banner
+        self.got = bytearray()
+        self.done = trio.Event()
+
+    async def __call__(self, conn) -> None:
+        if self.banner:
+            await send_all(conn, self.banner)
+        while data := await conn.recv(1 << 16):
+            self.got.extend(data)
+            if len(self.got) >= self.expected and not self.then_eof:
+                self.done.set()
+        self.done.set()
+
+
 @pytest.mark.parametrize("then_eof", [False, True], ids=["open", "then-eof"])
 @pytest.mark.parametrize("bulk", [0, 300_000], ids=["short", "after-bulk"])
 async def test_urgent_byte_is_relayed_in_its_place(path, bulk, then_eof):
@@ -479,16 +498,7 @@ async def test_urgent_byte_is_relayed_in_its_place(path, bulk, then_eof):
     crosses it (EAGAIN there, or 0 when the EOF is queued behind it); the relay goes on,
     the urgent byte as a plain byte of the stream."""
     sent = b"A" * bulk + b"A" * 10 + b"!" + b"B" * 10
-    got = bytearray()
-    complete = trio.Event()
-
-    async def node_side(conn):
-        await send_all(conn, b"hello\n")
-        while data := await conn.recv(1 << 16):
-            got.extend(data)
-            if len(got) >= len(sent) and not then_eof:
-                complete.set()
-        complete.set()
+    node_side = Collector(len(sent), then_eof, banner=b"hello\n")
 
     async with trio.open_nursery() as nursery:
         backend = await nursery.start(tcp_backend, node_side)
@@ -505,9 +515,9 @@ async def test_urgent_byte_is_relayed_in_its_place(path, bulk, then_eof):
             if then_eof:
                 raw.shutdown(socket.SHUT_WR)
             with trio.fail_after(5):  # no later byte to raise a new edge
-                await complete.wait()
+                await node_side.done.wait()
         nursery.cancel_scope.cancel()
-    assert bytes(got) == sent
+    assert bytes(node_side.got) == sent
 
 
 @pytest.mark.parametrize("then_eof", [False, True], ids=["open", "then-eof"])
@@ -516,15 +526,7 @@ async def test_urgent_mark_behind_more_than_a_read_when_the_lane_first_looks(the
     socket before the lane reads a byte: the first full read turns splicing on, and
     splice stops at the mark."""
     sent = b"A" * 300_000 + b"!" + b"B" * 10
-    got = bytearray()
-    done = trio.Event()
-
-    async def node_side(conn):
-        while data := await conn.recv(1 << 16):
-            got.extend(data)
-            if len(got) >= len(sent) and not then_eof:
-                done.set()
-        done.set()
+    node_side = Collector(len(sent), then_eof)
 
     async with trio.open_nursery() as nursery:
         node_address = await nursery.start(tcp_backend, node_side)
@@ -549,12 +551,12 @@ async def test_urgent_mark_behind_more_than_a_read_when_the_lane_first_looks(the
             await wait_for(lambda: queued(conn.fd) >= 300_000)  # nothing read yet
             nursery.start_soon(lane.run)  # the real lane from here on
             with trio.fail_after(5):
-                await done.wait()
+                await node_side.done.wait()
         finally:
             client.close()
             lsock.close()
         nursery.cancel_scope.cancel()
-    assert bytes(got) == sent
+    assert bytes(node_side.got) == sent
 
 
 def queued(fd: int) -> int:
