@@ -109,7 +109,7 @@ class FastLane(Lane):
         return data
 
     def _finish(self, conn: LaneConn, complete: bool) -> None:
-        self._close_node(conn)
+        self._close_node(conn, complete)  # complete: the node closed after its answer
         self._drop(conn)
 
     def _fail_over(self, conn: LaneConn, error: RoutingError) -> None:

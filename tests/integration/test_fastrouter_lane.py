@@ -79,6 +79,38 @@ async def test_packet_with_body_in_one_write_is_served_in_the_lane(resumed):
     assert engine.active_sessions == 0
 
 
+async def test_node_that_half_closes_after_its_answer_is_reset(resumed):
+    """Its answer is over when it stops sending: nothing is owed either way, so its
+    connection is reset (no FIN exchange, no TIME_WAIT on its side)."""
+    seen = []
+
+    async def answer_then_listen(task_status=trio.TASK_STATUS_IGNORED) -> None:
+        lsock = trio.socket.socket()
+        await lsock.bind(("127.0.0.1", 0))
+        lsock.listen(8)
+        task_status.started(f"127.0.0.1:{lsock.getsockname()[1]}")
+        with lsock:
+            conn, _ = await lsock.accept()
+            with conn:
+                await conn.recv(65536)
+                await send_all(conn, ANSWER)
+                conn.shutdown(socket.SHUT_WR)
+                try:
+                    seen.append("close" if await conn.recv(16) == b"" else "bytes")
+                except ConnectionResetError:
+                    seen.append("reset")
+
+    async with trio.open_nursery() as nursery:
+        address = await nursery.start(answer_then_listen)
+        engine, _ = engine_for({b"a.example": [address]})
+        router_address, _ = await start(nursery, engine)
+        assert await roundtrip(router_address, request()) == ANSWER
+        await wait_for(lambda: seen)
+        nursery.cancel_scope.cancel()
+    assert resumed == []
+    assert seen == ["reset"]
+
+
 async def test_packet_cut_in_two_writes_goes_to_the_general_path(resumed):
     data = request()
     async with trio.open_nursery() as nursery:

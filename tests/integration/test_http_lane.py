@@ -410,6 +410,40 @@ async def test_silent_node_is_504_after_http_timeout(caplog):
 #       (test_truncated_answer_closes_the_client goes through the lane too).
 
 
+def answer_then_listen(answer: bytes, seen: list):
+    """Answer ``answer``, stop sending (a half-close), then record how the router ended
+    the connection: "reset", or "close" for a clean FIN."""
+    async def behave(conn: trio.socket.SocketType, request: bytes) -> None:
+        await send_all(conn, answer)
+        conn.shutdown(socket.SHUT_WR)
+        try:
+            with trio.fail_after(5):
+                seen.append("close" if await conn.recv(16) == b"" else "bytes")
+        except ConnectionResetError:
+            seen.append("reset")
+    return behave
+
+
+@pytest.mark.parametrize(("answer", "ending"), [
+    (ok(b"whole"), "reset"),  # nothing is owed either way: no FIN exchange, no TIME_WAIT
+    (b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\ncut", "close"),  # cut short
+], ids=["whole", "cut-short"])
+async def test_node_is_reset_only_after_a_whole_answer(answer, ending):
+    seen: list = []
+    async with trio.open_nursery() as nursery:
+        server = await nursery.start(node_server, answer_then_listen(answer, seen))
+        async with http_router({HOST: [server.address]}, settings()) as router:
+            with await open_client(router.address) as sock:
+                client = LaneClient(sock)
+                await client.send(get())
+                if ending == "reset":
+                    assert await client.response() == (answer[:-5], b"whole")
+                await eventually(lambda: seen)
+            await settled(router)
+        nursery.cancel_scope.cancel()
+    assert seen == [ending]
+
+
 # -- 8. counters -------------------------------------------------------------------------------
 async def test_node_counters_after_lane_requests():
     async with trio.open_nursery() as nursery:

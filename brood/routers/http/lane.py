@@ -281,7 +281,7 @@ class HttpLane(Lane):
     def _finish(self, conn: HttpConn, complete: bool) -> None:  # type: ignore[override]
         """Close the node, log, then the next request or the close."""
         head, node = conn.head, conn.node
-        self._close_node(conn)
+        self._close_node(conn, complete)
         if self.access_enabled(logging.INFO):
             accesslog.log_request(self.settings.log_format, conn.remote_addr,
                                   conn.remote_port, head, conn.status, conn.sent,  # type: ignore[arg-type]
