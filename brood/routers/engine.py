@@ -95,6 +95,7 @@ class Upstream:
         self.node = node
         self.sock = sock  # raw trio socket
         self.closed = False
+        self.over = False  # the node gave its whole answer: the close is a reset
 
     async def send(self, data: bytes | bytearray | memoryview) -> None:
         """Write bytes to the node (a request head already read from the client); a
@@ -145,6 +146,8 @@ class Upstream:
         if not self.closed:
             self.closed = True
             self.node.ref -= 1
+            if self.over:
+                sockio.reset_on_close(self.sock)
             sockio.close(self.sock)
 
     async def __aenter__(self) -> Upstream:

@@ -257,6 +257,8 @@ class FastRouter:
             result = await upstream.relay_answer(conn)
         else:
             result = await upstream.relay(conn, end_when_node_done=True)
+        # The node closed after its answer: nothing is owed either way (Upstream.close).
+        upstream.over = not result.timed_out and result.error is None
         if result.timed_out:
             err = NodeTimeout(f"node {node.name} silent for {self.engine.settings.timeout:g}s")
             self.engine.log_failure(peer, err)

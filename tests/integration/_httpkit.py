@@ -3,6 +3,7 @@ scriptable loopback nodes, and a small HTTP/1 client reading framed answers."""
 
 from __future__ import annotations
 
+import errno
 import socket
 from collections.abc import Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
@@ -86,6 +87,27 @@ async def node_server(behave: Behaviour = ANSWER_OK, *, chunked_body: bool = Tru
                 conn, _ = await lsock.accept()
                 node.connections += 1
                 nursery.start_soon(serve, conn)
+
+
+def answer_then_listen(answer: bytes, seen: list):
+    """Answer ``answer``, stop sending (a half-close), then record how the router ended
+    the connection: "reset", or "close" for a clean FIN."""
+    async def behave(conn: trio.socket.SocketType, request: bytes) -> None:
+        await send_all(conn, answer)
+        seen.append(await how_it_ends(conn))
+    return behave
+
+
+async def how_it_ends(conn: trio.socket.SocketType) -> str:
+    """Half-close ``conn``, then say how the peer ended it: "reset", or "close" (a FIN)."""
+    try:
+        conn.shutdown(socket.SHUT_WR)
+        with trio.fail_after(5):
+            return "close" if await conn.recv(16) == b"" else "bytes"
+    except ConnectionResetError:
+        return "reset"
+    except OSError as exc:  # the reset came before the half-close
+        return "reset" if exc.errno == errno.ENOTCONN else repr(exc)
 
 
 @dataclass

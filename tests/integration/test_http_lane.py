@@ -14,7 +14,16 @@ import socket
 
 import pytest
 import trio
-from _httpkit import OK, HttpClient, answer, http_router, node_server, open_client, packet_vars
+from _httpkit import (
+    OK,
+    HttpClient,
+    answer,
+    answer_then_listen,
+    http_router,
+    node_server,
+    open_client,
+    packet_vars,
+)
 from _routerkit import FdLimit, refused_address, send_all
 
 from brood.routers import lane as lane_module
@@ -408,20 +417,6 @@ async def test_silent_node_is_504_after_http_timeout(caplog):
 
 # -- 7. a truncated Content-Length answer: test_http_router_errors.py covers it
 #       (test_truncated_answer_closes_the_client goes through the lane too).
-
-
-def answer_then_listen(answer: bytes, seen: list):
-    """Answer ``answer``, stop sending (a half-close), then record how the router ended
-    the connection: "reset", or "close" for a clean FIN."""
-    async def behave(conn: trio.socket.SocketType, request: bytes) -> None:
-        await send_all(conn, answer)
-        conn.shutdown(socket.SHUT_WR)
-        try:
-            with trio.fail_after(5):
-                seen.append("close" if await conn.recv(16) == b"" else "bytes")
-        except ConnectionResetError:
-            seen.append("reset")
-    return behave
 
 
 @pytest.mark.parametrize(("answer", "ending"), [

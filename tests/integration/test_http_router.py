@@ -8,12 +8,14 @@ import struct
 from functools import partial
 from pathlib import Path
 
+import pytest
 import trio
 import trio.testing
 from _httpkit import (
     OK,
     HttpClient,
     answer,
+    answer_then_listen,
     http_router,
     node_server,
     open_client,
@@ -290,6 +292,33 @@ async def test_chunked_and_close_delimited_answers():
                     head, body = await client.response()
                     assert b"Transfer-Encoding: chunked" in head and body == b"until close"
         nursery.cancel_scope.cancel()
+
+
+@pytest.mark.parametrize(("request_", "answer", "ending"), [
+    (b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 4\r\n\r\nbody",
+     b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok", "reset"),
+    (b"GET / HTTP/1.1\r\nHost: a\r\n\r\n",
+     b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nok\r\n0\r\n\r\n", "reset"),
+    (b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 4\r\n\r\nbody",
+     b"HTTP/1.1 200 OK\r\nContent-Length: 9\r\n\r\nok", "close"),
+], ids=["body-whole", "chunked-whole", "body-cut-short"])
+async def test_general_path_resets_the_node_only_after_a_whole_answer(request_, answer, ending):
+    """A request with a body, or an answer the lane hands over: once the node's answer
+    is whole its connection is reset (nothing owed either way), else closed cleanly."""
+    seen: list = []
+    async with trio.open_nursery() as nursery:
+        node = await nursery.start(node_server, answer_then_listen(answer, seen))
+        async with http_router({b"a": [node.address]}, settings()) as router:
+            with await open_client(router.address) as sock:
+                client = HttpClient(sock)
+                await client.send(request_)
+                if ending == "reset":
+                    assert (await client.response())[1] == b"ok"
+                with trio.fail_after(5):
+                    while not seen:
+                        await trio.sleep(0.002)
+        nursery.cancel_scope.cancel()
+    assert seen == [ending]
 
 
 async def test_auto_gzip_when_the_node_opts_in():

@@ -140,6 +140,7 @@ async def relay_response(up: Upstream, client: Endpoint, *, method: bytes, clien
         await _relay_reframed(up, client, head, data, touch, out, gzip=gzip, chunk=chunk)
     else:
         await _relay_until_close(up, client, data, touch, out)
+    up.over = out.complete  # (a 101 went on above: its raw pipe is not over)
 
 
 def _gzip_opt_in(head: ResponseHead) -> bool:

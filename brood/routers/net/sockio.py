@@ -10,6 +10,7 @@ the kernel socket under a trio socket:
 * ``recv`` / ``send_all``: one syscall; ``trio.lowlevel.wait_readable`` /
   ``wait_writable`` (a checkpoint, so cancellable) only on EAGAIN.
 * ``close``: for a socket no task waits on, without trio's wake-up of waiters.
+* ``reset_on_close``: a node connection whose exchange is over closes with a reset.
 * ``open_tcp``: a non-blocking connect to a numeric address. On loopback the handshake
   has usually completed inside the first ``connect``; a second ``connect`` says so
   (EISCONN) without a trip through the event loop. Only a connect still in progress
@@ -25,6 +26,7 @@ from __future__ import annotations
 import errno
 import os
 import socket
+import struct
 from collections.abc import Callable
 from typing import Any
 
@@ -34,6 +36,8 @@ from trio.lowlevel import wait_readable, wait_writable
 from brood.routers.node import Node
 
 _NODELAY_FAMILIES = (socket.AF_INET, socket.AF_INET6)
+# SO_LINGER on, 0 seconds: close(2) resets the connection (``reset_on_close``).
+_LINGER_RESET = struct.pack("ii", 1, 0)
 # Node addresses parsed once: (family, sockaddr), or None when the address needs a
 # name lookup (host names) or is bad. Bounded: names come from the
 # configuration and the subscription table, which a client cannot grow at will, but a
@@ -97,6 +101,18 @@ def close(sock: trio.socket.SocketType) -> None:
     kernel drops a closed fd from the epoll set by itself, and trio keeps no record of an
     fd nobody waits on."""
     sock._sock.close()  # type: ignore[attr-defined]
+
+
+def reset_on_close(sock: Any) -> None:
+    """Make the next close of a TCP node connection a reset (SO_LINGER 0); a unix
+    socket is left as it is.
+
+    Only once the node gave its whole answer, so that nothing either way is still owed:
+    a reset drops bytes still queued. Then it is the cheaper close: no FIN exchange, which
+    on loopback runs inside the closing syscall (a sixth of the HTTP router's system time
+    per request), and no TIME_WAIT left on the node's side."""
+    if sock.family != socket.AF_UNIX:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _LINGER_RESET)
 
 
 def _direct_address(name: str) -> tuple[int, Any] | None:
