@@ -611,30 +611,6 @@ def parse_response_framing(buf: bytes | bytearray, limit: int = DEFAULT_HEAD_LIM
     return status, body_kind, content_length, keep_alive, end
 
 
-def complete_answer(buf: bytes, request_method: bytes, limit: int = DEFAULT_HEAD_LIMIT
-                    ) -> tuple[int, bool] | None:
-    """``(status, keep_alive)`` when ``buf`` is exactly one whole answer of the usual
-    kind: a final status, one plain Content-Length and that many body bytes, nothing
-    else that frames it (what ``parse_response_framing`` reads as "length" with the same
-    status and persistence). None for anything else, the general path says what it is.
-    The fast lane's per-answer step: the framing and the "is it all here" in one."""
-    match = _RESPONSE_HEAD_RE.match(buf)
-    if match is None or request_method not in _BODY_METHODS:
-        return None
-    end = match.end()
-    found = _RESPONSE_SPECIAL_RE.findall(buf, buf.find(b"\n") - 1, end)
-    if len(found) != 1:
-        return None
-    name, value = found[0]
-    if (not value.isdigit() or len(value) > _MAX_LENGTH_DIGITS or end + int(value) != len(buf)
-            or name.lower() != b"content-length" or end > limit):
-        return None
-    status = int(match[2])
-    if status < 200 or status == 204 or status == 304:
-        return None
-    return status, match[1] == b"1"
-
-
 STATUS_REASONS: dict[int, str] = {
     100: "Continue",
     101: "Switching Protocols",
@@ -709,7 +685,6 @@ __all__ = [
     "STATUS_REASONS",
     "RequestHead",
     "ResponseHead",
-    "complete_answer",
     "parse_request_head",
     "parse_response_framing",
     "parse_response_head",

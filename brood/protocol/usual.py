@@ -1,17 +1,30 @@
-"""The usual request head, parsed and turned into uwsgi vars in one pass.
+"""The usual request head and the usual answer, read line by line through caches.
 
-Why. The HTTP router's fast lane spends a third of its Python per request on the head:
-``parse_request_head`` walks the header pairs to pick out the ones that frame the
-request, then ``encode_head_vars`` walks them again to encode each. Here one walk
-does both, for the heads most clients send: an origin-form target, no body, no
-Upgrade, Expect or X-Forwarded-For, at most one Host and one Connection header.
+Why. Per-request Python decides a Python router's speed (PERF.md), and the HTTP router's
+fast lane spent half of it reading heads: a whole-head regex match, a second pass to pick
+out the header pairs, then the encoding of each one. But the lines of heads repeat, far
+more than whole heads do: a client sends its Host, User-Agent and Accept lines with every
+request, browsers of a kind send the same Accept lines, an endpoint asked twice has the
+same request line, an application answers with the same status and Content-Type lines.
+So each line is read once, with everything the lane needs from it (its validity, what it
+means for framing and routing, the uwsgi var it becomes), and kept; the next time, the
+line costs a dict lookup.
 
-Nothing is decided here that the strict parser would decide otherwise: the head must
-pass the same whole-head match (``_COMMON_HEAD_RE``), and anything this walk does not
-handle itself, including every head the parser would refuse, gives None, upon which
-the caller takes the general path (``parse_request_head`` and the vars it builds). When
-the answer is not None it equals what that path gives, field for field and byte for
-byte (the property tests hold it to that).
+``usual_request`` serves the heads most clients send: an origin-form target; no body,
+Upgrade, Expect or X-Forwarded-For; no repeated var (so at most one Host and one
+Connection). ``complete_answer`` serves an answer that arrived whole in one read, framed
+by one plain Content-Length.
+
+Nothing is decided here that the strict parsers would decide otherwise: a line is kept
+only as the strict grammar reads it, and anything these functions do not handle
+themselves, including every head the parser would refuse, gives None, upon which the
+caller takes the general path (``parse_request_head`` and the vars it builds,
+``parse_response_framing``). When the answer is not None it equals what that path gives,
+field for field and byte for byte (the property tests hold it to that).
+
+The caches are bounded: only lines up to ``LINE_CACHED_LEN`` bytes are kept, at most
+``LINE_CACHE_MAX`` of each kind, and a full cache starts over. A client that sends made-up
+lines can make the lane read lines again, never hold memory.
 """
 
 from __future__ import annotations
@@ -20,58 +33,85 @@ import re
 import struct
 
 from .http1 import (
-    _HEADER_PAIRS_RE,
+    _BODY_METHODS,
+    _HEADER_RE,
     _HOST_CHARS,
+    _MAX_LENGTH_DIGITS,
     _TOKEN,
     RequestHead,
     _keep_alive,
     _new_head,
     _tokens,
 )
-from .vars import (
-    _NAME_CACHE_MAX,
-    _NAME_CACHED_LEN,
-    MAX_KEY_SIZE,
-    _key,
-    _u16,
-    header_var_name,
-    line_vars,
-)
+from .vars import _key, _u16, header_var_name, line_vars
 
-# What the parser's whole-head match (_COMMON_HEAD_RE) takes, narrowed to an origin-form
-# target and values without trailing OWS (the parser strips it; the pairs would keep it).
-_USUAL_HEAD_RE = re.compile(
-    rb"(" + _TOKEN + rb") (/[\x21-\x7e\x80-\xff]*) (HTTP/1\.[01])\r\n"
-    rb"(?:" + _TOKEN + rb":[\t\x20-\x7e\x80-\xff]*(?<![ \t])\r\n)*+\r\n"
-)
+# Only lines this long are kept, and this many of each kind; a full cache starts over.
+LINE_CACHED_LEN = 256
+LINE_CACHE_MAX = 1024
+
+# A request line of the usual shape: an origin-form target, HTTP/1.0 or 1.1.
+_REQUEST_LINE_RE = re.compile(rb"(" + _TOKEN + rb") (/[\x21-\x7e\x80-\xff]*) (HTTP/1\.[01])")
+# A header line's value without its leading OWS; a value with trailing OWS is left to the
+# parser (it strips it).
+_OWS = b" \t"
 _HTTP11 = b"HTTP/1.1"
-# What a header name asks of the walk.
+_CRLF = b"\r\n"
+_END = b"\r\n\r\n"
+# What a request header line asks of the head.
 _PLAIN, _HOST, _CONNECTION, _OTHER = range(4)
-# Header names (lower case) the walk leaves to the general path: they frame a body,
-# change the protocol, or change a var (X-Forwarded-For is appended to).
+# Header names (lower case) left to the general path: they frame a body, change the
+# protocol, or change a var (X-Forwarded-For is appended to).
 _LEAVE = frozenset((b"content-length", b"transfer-encoding", b"upgrade", b"expect",
                     b"x-forwarded-for"))
-# Header name as sent -> (encoded key, what it asks, var name); bounded.
-_entries: dict[bytes, tuple[bytes, int, bytes]] = {}
-# Host values seen valid (URI host characters only): most requests skip the check.
-# Bounded in count, and only routing-key-sized ones are kept.
-_good_hosts: set[bytes] = set()
+
+RequestLine = tuple[bytes, bytes, bytes, bytes, bytes, bytes]
+# (method, target, path, query, version, their encoded vars), or False: not usual.
+_request_lines: dict[bytes, RequestLine | bool] = {}
+# Header line -> ((name, value), its encoded var, kind, var name), or False: not usual.
+HeaderLine = tuple[tuple[bytes, bytes], bytes, int, bytes]
+_header_lines: dict[bytes, HeaderLine | bool] = {}
 
 
-def _entry(name: bytes) -> tuple[bytes, int, bytes]:
-    lname = name.lower()
-    kind = (_HOST if lname == b"host" else _CONNECTION if lname == b"connection"
-            else _OTHER if lname in _LEAVE else _PLAIN)
-    var = header_var_name(name)
-    entry = (_key(var), kind, var)
-    if len(_entries) < _NAME_CACHE_MAX and len(name) <= _NAME_CACHED_LEN:
-        _entries[name] = entry
+def _keep(cache: dict, line: bytes, entry: object) -> None:
+    if len(line) <= LINE_CACHED_LEN:
+        if len(cache) >= LINE_CACHE_MAX:
+            cache.clear()
+        cache[line] = entry
+
+
+def _request_line(line: bytes) -> RequestLine | bool:
+    match = _REQUEST_LINE_RE.fullmatch(line)
+    entry: RequestLine | bool = False
+    if match is not None:
+        method, target, version = match.groups()
+        path, _, query = target.partition(b"?")
+        try:
+            encoded = b"".join(line_vars(method, target, path, query, version, b""))
+            entry = (method, target, path, query, version, encoded)
+        except struct.error:  # a target longer than 65535 bytes: the parser refuses it
+            pass
+    _keep(_request_lines, line, entry)
     return entry
 
 
-def _repeats(headers: list[tuple[bytes, bytes]]) -> bool:
-    """Whether two header names give the same var (their values would merge)."""
-    return len({(_entries.get(name) or _entry(name))[2] for name, _ in headers}) < len(headers)
+def _header_line(line: bytes) -> HeaderLine | bool:
+    match = _HEADER_RE.fullmatch(line)
+    entry: HeaderLine | bool = False
+    if match is not None and line[-1:] not in (b" ", b"\t"):
+        name, value = match.groups()
+        value = value.lstrip(_OWS)
+        lname = name.lower()
+        kind = (_HOST if lname == b"host" else _CONNECTION if lname == b"connection"
+                else _OTHER if lname in _LEAVE else _PLAIN)
+        if kind == _HOST and value.translate(None, _HOST_CHARS):
+            kind = _OTHER  # not a URI host: refused there
+        var = header_var_name(name)
+        try:
+            entry = ((name, value), _key(var) + _u16(len(value)) + value, kind, var)
+        except struct.error:  # a value longer than 65535 bytes: the parser refuses it
+            pass
+    _keep(_header_lines, line, entry)
+    return entry
 
 
 def usual_request(buf: bytes, limit: int, connection_vars: bytes,
@@ -80,45 +120,119 @@ def usual_request(buf: bytes, limit: int, connection_vars: bytes,
     ``parse_request_head(buf, limit)`` gives, and the vars block ``encode_head_vars(head,
     connection_vars, extra_block=extra_block)`` makes of it. None for any other input,
     complete or not, valid or not: the general path says what it is."""
-    match = _USUAL_HEAD_RE.match(buf, 0, limit)
-    if match is None:
+    end = buf.find(_END, 0, limit)
+    if end < 0:
         return None
-    method, target, version = match.groups()
-    end = match.end()
-    headers = _HEADER_PAIRS_RE.findall(buf, match.end(3) + 2, end - 2)
-    path, _, query = target.partition(b"?")
+    lines = buf[:end].split(_CRLF)
+    first = _request_lines.get(lines[0])
+    if first is None:
+        first = _request_line(lines[0])
+    if not first:
+        return None
+    method, target, path, query, version, encoded = first  # type: ignore[misc]
+    parts = [encoded, connection_vars]
+    headers = []
+    names = []
     host = connection = None
-    try:
-        parts = line_vars(method, target, path, query, version, connection_vars)
-        for name, value in headers:
-            key, kind, _ = _entries.get(name) or _entry(name)
-            if kind:
-                if kind == _HOST:
-                    host = value
-                elif kind == _CONNECTION:
-                    connection = value
-                else:
-                    return None
-            parts += (key, _u16(len(value)), value)
-    except struct.error:  # a value longer than 65535 bytes: the general path refuses it
-        return None
-    if len(headers) > 1 and _repeats(headers):
+    for line in lines[1:]:
+        entry = _header_lines.get(line)
+        if entry is None:
+            entry = _header_line(line)
+        if not entry:
+            return None
+        pair, var_bytes, kind, var = entry  # type: ignore[misc]
+        if kind:
+            if kind == _HOST:
+                host = pair[1]
+            elif kind == _CONNECTION:
+                connection = pair[1]
+            else:
+                return None
+        headers.append(pair)
+        parts.append(var_bytes)
+        names.append(var)
+    if len(names) > 1 and len(set(names)) < len(names):
         return None  # the values merge, or a second Host (refused there)
     http11 = version == _HTTP11
-    if host is None:
-        if http11:
-            return None  # refused there: HTTP/1.1 needs a Host
-    elif host not in _good_hosts:
-        if host.translate(None, _HOST_CHARS):
-            return None  # refused there: not a URI host
-        if len(_good_hosts) < _NAME_CACHE_MAX and len(host) <= MAX_KEY_SIZE:
-            _good_hosts.add(host)
+    if host is None and http11:
+        return None  # refused there: HTTP/1.1 needs a Host
     if extra_block:
         parts.append(extra_block)
     return _new_head(RequestHead, (
         method, target, path, query, version, headers, None, False,
         http11 if connection is None else _keep_alive(http11, _tokens([connection])),
-        False, None, host, end)), b"".join(parts)
+        False, None, host, end + 4)), b"".join(parts)
 
 
-__all__ = ["usual_request"]
+# -- the answer ---------------------------------------------------------------------------
+
+# A status line as the strict parser reads it.
+_STATUS_LINE_RE = re.compile(rb"HTTP/1\.([01]) ([0-9]{3})(?:[ \t][^\r\n]*)?")
+# What an answer header line means for the usual answer.
+_PLAIN_LINE, _FRAMING_LINE = -1, -2
+_FRAMING = frozenset((b"transfer-encoding", b"connection"))
+# Status line -> (status, keep_alive), or False: not a usual answer's.
+_status_lines: dict[bytes, tuple[int, bool] | bool] = {}
+# Answer header line -> its Content-Length, _PLAIN_LINE, or _FRAMING_LINE (anything else
+# that frames the answer, or a line the usual answer does not have).
+_answer_lines: dict[bytes, int] = {}
+
+
+def _status_line(line: bytes) -> tuple[int, bool] | bool:
+    match = _STATUS_LINE_RE.fullmatch(line)
+    entry: tuple[int, bool] | bool = False
+    if match is not None:
+        status = int(match[2])
+        if status >= 200 and status != 204 and status != 304:
+            entry = (status, match[1] == b"1")
+    _keep(_status_lines, line, entry)
+    return entry
+
+
+def _answer_line(line: bytes) -> int:
+    match = _HEADER_RE.fullmatch(line)
+    entry = _FRAMING_LINE
+    if match is not None:
+        name, value = match.groups()
+        lname = name.lower()
+        if lname == b"content-length":
+            value = value.lstrip(_OWS)
+            if value.isdigit() and len(value) <= _MAX_LENGTH_DIGITS:
+                entry = int(value)
+        elif lname not in _FRAMING:
+            entry = _PLAIN_LINE
+    _keep(_answer_lines, line, entry)
+    return entry
+
+
+def complete_answer(buf: bytes, request_method: bytes, limit: int = 65535
+                    ) -> tuple[int, bool] | None:
+    """``(status, keep_alive)`` when ``buf`` is exactly one whole answer of the usual
+    kind: a final status, one plain Content-Length and that many body bytes, nothing
+    else that frames it (what ``parse_response_framing`` reads as "length" with the same
+    status and persistence). None for anything else, the general path says what it is.
+    The fast lane's per-answer step: the framing and the "is it all here" in one."""
+    end = buf.find(_END, 0, limit)
+    if end < 0 or request_method not in _BODY_METHODS:
+        return None
+    lines = buf[:end].split(_CRLF)
+    status = _status_lines.get(lines[0])
+    if status is None:
+        status = _status_line(lines[0])
+    if not status:
+        return None
+    length = -1
+    for line in lines[1:]:
+        entry = _answer_lines.get(line)
+        if entry is None:
+            entry = _answer_line(line)
+        if entry != _PLAIN_LINE:
+            if entry == _FRAMING_LINE or length >= 0:
+                return None  # framed otherwise, a bad or a second Content-Length
+            length = entry
+    if length < 0 or end + 4 + length != len(buf):
+        return None
+    return status  # type: ignore[return-value]
+
+
+__all__ = ["complete_answer", "usual_request"]

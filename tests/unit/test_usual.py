@@ -11,8 +11,8 @@ from hypothesis import strategies as st
 from test_http1 import LIMIT, SMUGGLING, req
 
 from brood.protocol.errors import ProtocolError
-from brood.protocol.http1 import complete_answer, parse_request_head, parse_response_framing
-from brood.protocol.usual import usual_request
+from brood.protocol.http1 import parse_request_head, parse_response_framing
+from brood.protocol.usual import complete_answer, usual_request
 from brood.protocol.vars import encode_connection_vars, encode_head_vars
 
 CONNECTION_VARS = encode_connection_vars(remote_addr="127.0.0.1", remote_port=40000,
@@ -34,6 +34,8 @@ def strict(data: bytes, extra: bytes = b""):
 def check_agrees(data: bytes, extra: bytes = b"") -> bool:
     """usual_request(data) is None or what the general path gives; True when it answered."""
     fast = usual_request(data, LIMIT, CONNECTION_VARS, extra)
+    # The second time its lines come from the caches: the same answer.
+    assert usual_request(data, LIMIT, CONNECTION_VARS, extra) == fast
     if fast is None:
         return False
     assert fast == strict(data, extra)
@@ -167,6 +169,7 @@ ANSWER = b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 11\r\n
 
 def check_answer_agrees(data: bytes, method: bytes) -> bool:
     fast = complete_answer(data, method)
+    assert complete_answer(data, method) == fast  # from the caches
     if fast is None:
         return False
     status, kind, length, keep_alive, size = parse_response_framing(data, LIMIT, method)
@@ -215,12 +218,36 @@ def test_complete_answer_agrees_with_the_framing(status_line, headers, body, met
     check_answer_agrees(data, method)
 
 
-def test_long_names_and_hosts_are_served_but_not_kept():
+def test_long_lines_are_served_but_not_kept():
     from brood.protocol import usual
 
-    name, host = "X-" + "n" * 100, "h" * 300
+    name, host = "X-" + "n" * 300, "h" * 300
+    long_name, long_host = (name + ": v").encode(), ("Host: " + host).encode()
     assert check_agrees(req("Host: " + host, name + ": v"))
-    assert name.encode() not in usual._entries
-    assert host.encode() not in usual._good_hosts
+    assert long_name not in usual._header_lines and long_host not in usual._header_lines
     assert check_agrees(req("Host: short.test", "X-Short: v"))
-    assert b"X-Short" in usual._entries and b"short.test" in usual._good_hosts
+    assert b"X-Short: v" in usual._header_lines and b"Host: short.test" in usual._header_lines
+
+
+def test_a_full_cache_starts_over(monkeypatch):
+    from brood.protocol import usual
+
+    monkeypatch.setattr(usual, "LINE_CACHE_MAX", 4)
+    usual._header_lines.clear()
+    for i in range(4):
+        assert check_agrees(req("Host: a", f"X-{i}: v"))
+    assert len(usual._header_lines) <= 4
+    assert check_agrees(req("Host: a", "X-new: v"))
+    assert b"X-new: v" in usual._header_lines and len(usual._header_lines) <= 4
+
+
+def test_lines_kept_as_not_usual_stay_so():
+    """A line read once as one the fast path does not serve is not served the second
+    time either (a cached refusal is not mistaken for a miss)."""
+    for _ in range(2):
+        assert usual_request(req("Host: a", "X-Forwarded-For: 1.2.3.4"), LIMIT,
+                             CONNECTION_VARS) is None
+        assert usual_request(req("Host: a/b"), LIMIT, CONNECTION_VARS) is None
+        assert complete_answer(ANSWER.replace(b"200 OK", b"204 No Content"), b"GET") is None
+        assert complete_answer(ANSWER.replace(b"Content-Type: text/plain",
+                                              b"Connection: close"), b"GET") is None

@@ -44,11 +44,10 @@ import trio
 from brood.protocol.errors import BadResponse, ProtocolError
 from brood.protocol.http1 import (
     RequestHead,
-    complete_answer,
     parse_request_head,
     parse_response_framing,
 )
-from brood.protocol.usual import usual_request
+from brood.protocol.usual import complete_answer, usual_request
 from brood.protocol.uwsgi import MAX_VARS_SIZE, encode_vars, pack_header
 from brood.protocol.vars import encode_connection_vars, encode_head_vars
 from brood.routers.engine import Upstream
