@@ -80,6 +80,9 @@ _STREAM_NONBLOCK = socket.SOCK_STREAM | socket.SOCK_NONBLOCK
 _OUTQ = struct.Struct("i")
 _OUTQ_BUF = bytes(_OUTQ.size)
 _IN_PROGRESS = (errno.EINPROGRESS, errno.EALREADY, errno.EAGAIN)
+# A stream socket's read(2)/write(2) are its recv/send without flags; os's wrappers parse
+# their arguments for a fifth of the cost of the socket methods' (per call, per request).
+_read, _write = os.read, os.write
 # What a lane connection is doing.
 IDLE, CONNECTING, WAITING, BODY = range(4)
 
@@ -336,7 +339,7 @@ class Lane:
 
     def _read_request(self, conn: LaneConn) -> None:
         try:
-            data = conn.sock.recv(RECV)
+            data = _read(conn.fd, RECV)
         except BlockingIOError:
             conn.readable = False
             return
@@ -415,7 +418,7 @@ class Lane:
         """The request goes out; the node's answer is awaited."""
         up = conn.up
         try:
-            sent = up.send(packet)  # type: ignore[union-attr]
+            sent = _write(conn.up_fd, packet)
         except BlockingIOError:
             # A fresh socket's buffer is empty: it is not connected yet (an event that
             # came for another socket that had this fd number before says nothing).
@@ -478,7 +481,7 @@ class Lane:
             return
         if events & _WRITE_EVENTS and conn.packet:
             try:
-                sent = conn.up.send(conn.packet)  # type: ignore[union-attr]
+                sent = _write(conn.up_fd, conn.packet)
             except BlockingIOError:
                 sent = 0
             except OSError as exc:
@@ -521,7 +524,7 @@ class Lane:
             want = HEAD_RECV if conn.state == WAITING else RECV if conn.remaining < 0 else min(
                 conn.remaining, BODY_RECV)
             try:
-                data = conn.up.recv(want)  # type: ignore[union-attr]
+                data = _read(conn.up_fd, want)
             except BlockingIOError:
                 conn.node_readable = False
                 return
@@ -621,7 +624,7 @@ class Lane:
         """Send ``conn.pending``; True when all of it went."""
         data = conn.pending
         try:
-            sent = conn.sock.send(data)
+            sent = _write(conn.fd, data)
         except BlockingIOError:
             sent = 0
         except OSError as exc:

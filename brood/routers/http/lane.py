@@ -66,6 +66,8 @@ from brood.routers.lane import (
     WAITING,
     Lane,
     LaneConn,
+    _read,
+    _write,
 )
 from brood.routers.node import Node
 
@@ -209,7 +211,7 @@ class HttpLane(Lane):
         if events & _HUP:
             conn.node_hup = True
         try:
-            data = conn.up.recv(HEAD_RECV)  # type: ignore[union-attr]
+            data = _read(conn.up_fd, HEAD_RECV)
         except BlockingIOError:
             return  # an edge left from a socket that had this fd number before
         except OSError as exc:
@@ -223,7 +225,7 @@ class HttpLane(Lane):
             self._answer_read(conn, data)
             return
         try:
-            sent = conn.sock.send(data)
+            sent = _write(conn.fd, data)
         except BlockingIOError:
             sent = 0
         except OSError as exc:
