@@ -11,8 +11,8 @@ means for framing and routing, the uwsgi var it becomes), and kept; the next tim
 line costs a dict lookup.
 
 ``usual_request`` serves the heads most clients send: an origin-form target; no body,
-Upgrade, Expect or X-Forwarded-For; no repeated var (so at most one Host and one
-Connection). ``complete_answer`` serves an answer that arrived whole in one read, framed
+Upgrade or Expect; no repeated var (so at most one Host, one Connection and one
+X-Forwarded-For, which gets the client's address appended). ``complete_answer`` serves an answer that arrived whole in one read, framed
 by one plain Content-Length.
 
 Nothing is decided here that the strict parsers would decide otherwise: a line is kept
@@ -58,16 +58,16 @@ _HTTP11 = b"HTTP/1.1"
 _CRLF = b"\r\n"
 _END = b"\r\n\r\n"
 # What a request header line asks of the head.
-_PLAIN, _HOST, _CONNECTION, _OTHER = range(4)
-# Header names (lower case) left to the general path: they frame a body, change the
-# protocol, or change a var (X-Forwarded-For is appended to).
-_LEAVE = frozenset((b"content-length", b"transfer-encoding", b"upgrade", b"expect",
-                    b"x-forwarded-for"))
+_PLAIN, _HOST, _CONNECTION, _FORWARDED, _OTHER = range(5)
+# Header names (lower case) left to the general path: they frame a body or change the
+# protocol.
+_LEAVE = frozenset((b"content-length", b"transfer-encoding", b"upgrade", b"expect"))
 
 RequestLine = tuple[bytes, bytes, bytes, bytes, bytes, bytes]
 # (method, target, path, query, version, their encoded vars), or False: not usual.
 _request_lines: dict[bytes, RequestLine | bool] = {}
 # Header line -> ((name, value), its encoded var, kind, var name), or False: not usual.
+# X-Forwarded-For's encoded var is its key alone: the value grows by the client's address.
 HeaderLine = tuple[tuple[bytes, bytes], bytes, int, bytes]
 _header_lines: dict[bytes, HeaderLine | bool] = {}
 
@@ -102,24 +102,28 @@ def _header_line(line: bytes) -> HeaderLine | bool:
         value = value.lstrip(_OWS)
         lname = name.lower()
         kind = (_HOST if lname == b"host" else _CONNECTION if lname == b"connection"
+                else _FORWARDED if lname == b"x-forwarded-for"
                 else _OTHER if lname in _LEAVE else _PLAIN)
         if kind == _HOST and value.translate(None, _HOST_CHARS):
             kind = _OTHER  # not a URI host: refused there
         var = header_var_name(name)
         try:
-            entry = ((name, value), _key(var) + _u16(len(value)) + value, kind, var)
+            encoded = _key(var) if kind == _FORWARDED else _key(var) + _u16(len(value)) + value
+            entry = ((name, value), encoded, kind, var)
         except struct.error:  # a value longer than 65535 bytes: the parser refuses it
             pass
     _keep(_header_lines, line, entry)
     return entry
 
 
-def usual_request(buf: bytes, limit: int, connection_vars: bytes,
-                  extra_block: bytes = b"") -> tuple[RequestHead, bytes] | None:
+def usual_request(buf: bytes, limit: int, connection_vars: bytes, extra_block: bytes = b"",
+                  client_addr: bytes | None = None) -> tuple[RequestHead, bytes] | None:
     """``(head, block)`` for the usual head at the start of ``buf``: what
     ``parse_request_head(buf, limit)`` gives, and the vars block ``encode_head_vars(head,
-    connection_vars, extra_block=extra_block)`` makes of it. None for any other input,
-    complete or not, valid or not: the general path says what it is."""
+    connection_vars, extra_block=extra_block)`` makes of it, with ``, <client_addr>``
+    appended to X-Forwarded-For (a head that has one is not served without
+    ``client_addr``). None for any other input, complete or not, valid or not: the
+    general path says what it is."""
     end = buf.find(_END, 0, limit)
     if end < 0:
         return None
@@ -146,6 +150,12 @@ def usual_request(buf: bytes, limit: int, connection_vars: bytes,
                 host = pair[1]
             elif kind == _CONNECTION:
                 connection = pair[1]
+            elif kind == _FORWARDED and client_addr is not None:
+                # The proxy chain grows by the client we saw: "<existing>, <client ip>".
+                value = pair[1] + b", " + client_addr
+                if len(value) > 65535:
+                    return None  # refused there
+                var_bytes += _u16(len(value)) + value
             else:
                 return None
         headers.append(pair)

@@ -439,6 +439,27 @@ async def test_node_is_reset_only_after_a_whole_answer(answer, ending):
     assert seen == [ending]
 
 
+async def test_forwarded_for_is_served_in_the_lane_with_the_client_appended(monkeypatch):
+    parsed_in_full = []
+    real = HttpLane._start_other
+    monkeypatch.setattr(HttpLane, "_start_other",
+                        lambda self, conn: parsed_in_full.append(conn.buf) or real(self, conn))
+    async with trio.open_nursery() as nursery:
+        server = await nursery.start(node_server)
+        async with http_router({HOST: [server.address]}, settings()) as router:
+            with await open_client(router.address) as sock:
+                client = LaneClient(sock)
+                for chain in (b"10.0.0.1", b"10.0.0.1, 10.0.0.2"):
+                    await client.send(b"GET / HTTP/1.1\r\nHost: " + HOST
+                                      + b"\r\nX-Forwarded-For: " + chain + b"\r\n\r\n")
+                    assert (await client.response())[1] == b"ok\n"
+                assert len(lane_of(router).conns) == 1
+        nursery.cancel_scope.cancel()
+    assert [packet_vars(r)[0][b"HTTP_X_FORWARDED_FOR"] for r in server.requests] == [
+        b"10.0.0.1, 127.0.0.1", b"10.0.0.1, 10.0.0.2, 127.0.0.1"]
+    assert parsed_in_full == []  # both read by usual_request, none by the full parser
+
+
 # -- 8. counters -------------------------------------------------------------------------------
 async def test_node_counters_after_lane_requests():
     async with trio.open_nursery() as nursery:

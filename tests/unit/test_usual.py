@@ -13,29 +13,51 @@ from test_http1 import LIMIT, SMUGGLING, req
 from brood.protocol.errors import ProtocolError
 from brood.protocol.http1 import parse_request_head, parse_response_framing
 from brood.protocol.usual import complete_answer, usual_request
-from brood.protocol.vars import encode_connection_vars, encode_head_vars
+from brood.protocol.uwsgi import encode_vars
+from brood.protocol.vars import encode_connection_vars, encode_head_vars, request_vars
+from brood.routers.http.h1 import has_forwarded_for
 
 CONNECTION_VARS = encode_connection_vars(remote_addr="127.0.0.1", remote_port=40000,
                                          server_name=b"example.test", server_port=b"8080")
 EXTRA = b"\x03\x00ABC\x01\x00d"
 
 
+CLIENT = b"127.0.0.1"
+
+
 def strict(data: bytes, extra: bytes = b""):
-    """What the general path makes of ``data``: (head, block), None, or the refusal."""
+    """What the general path makes of ``data``: (head, block), None, or the refusal. A
+    head with X-Forwarded-For gets the client's address appended, as the HTTP router's
+    ``build_vars_block`` does (``request_vars``, then the chain grows)."""
     try:
         head = parse_request_head(data, LIMIT)
     except ProtocolError as exc:
         return exc
     if head is None:
         return None
-    return head, encode_head_vars(head, CONNECTION_VARS, extra_block=extra)
+    if not has_forwarded_for(data, head.size):
+        return head, encode_head_vars(head, CONNECTION_VARS, extra_block=extra)
+    pairs = request_vars(head, remote_addr=CLIENT.decode(), remote_port=40000,
+                         server_name=b"example.test", server_port=b"8080",
+                         extra=[(b"ABC", b"d")] if extra else ())
+    for i, (key, value) in enumerate(pairs):
+        if key == b"HTTP_X_FORWARDED_FOR":
+            pairs[i] = (key, value + b", " + CLIENT)
+            break
+    try:
+        return head, encode_vars(pairs)
+    except ProtocolError as exc:
+        return exc
 
 
 def check_agrees(data: bytes, extra: bytes = b"") -> bool:
-    """usual_request(data) is None or what the general path gives; True when it answered."""
-    fast = usual_request(data, LIMIT, CONNECTION_VARS, extra)
+    """usual_request(data) is None or what the general path gives; True when it answered.
+    Without the client's address a head with X-Forwarded-For is never served."""
+    fast = usual_request(data, LIMIT, CONNECTION_VARS, extra, CLIENT)
     # The second time its lines come from the caches: the same answer.
-    assert usual_request(data, LIMIT, CONNECTION_VARS, extra) == fast
+    assert usual_request(data, LIMIT, CONNECTION_VARS, extra, CLIENT) == fast
+    without = usual_request(data, LIMIT, CONNECTION_VARS, extra)
+    assert without == (None if has_forwarded_for(data, len(data)) else fast)
     if fast is None:
         return False
     assert fast == strict(data, extra)
@@ -54,6 +76,9 @@ USUAL = [
     req("Host: a", "X-Obs: caf\xe9", first="GET /caf\xe9 "),
     req("Host: [::1]:8080", "User-Agent: wrk"),
     req("Host: a", "Accept:   text/html", first="PURGE /x "),
+    req("Host: a", "X-Forwarded-For: 10.0.0.1"),
+    req("X-Forwarded-For: 10.0.0.1, 10.0.0.2", "Host: a", "Accept: */*"),
+    req("Host: a", "x-forwarded-for:"),
 ]
 
 
@@ -69,7 +94,7 @@ LEFT = [
     ("chunked", req("Host: a", "Transfer-Encoding: chunked")),
     ("upgrade", req("Host: a", "Connection: upgrade", "Upgrade: websocket")),
     ("expect", req("Host: a", "Expect: 100-continue")),
-    ("forwarded", req("Host: a", "X-Forwarded-For: 10.0.0.1")),
+    ("forwarded twice", req("Host: a", "X-Forwarded-For: 10.0.0.1", "X-Forwarded-For: b")),
     ("merged names", req("Host: a", "X-A: 1", "x-a: 2")),
     ("merged by var", req("Host: a", "X-A: 1", "X_A: 2")),
     ("trailing space", req("Host: a", "X-A: 1 ")),
@@ -83,13 +108,13 @@ LEFT = [
 
 @pytest.mark.parametrize("name, data", LEFT, ids=[c[0] for c in LEFT])
 def test_other_heads_left_to_the_general_path(name, data):
-    assert usual_request(data, LIMIT, CONNECTION_VARS) is None
+    assert usual_request(data, LIMIT, CONNECTION_VARS, b"", CLIENT) is None
     assert not isinstance(strict(data), ProtocolError)  # valid: the general path serves it
 
 
 @pytest.mark.parametrize("name, data, status", SMUGGLING, ids=[c[0] for c in SMUGGLING])
 def test_refused_heads_never_served(name, data, status):
-    assert usual_request(data, LIMIT, CONNECTION_VARS) is None
+    assert usual_request(data, LIMIT, CONNECTION_VARS, b"", CLIENT) is None
 
 
 def test_head_limit_applies():
@@ -123,6 +148,7 @@ GOOD_REQUEST_LINES = st.sampled_from([
     b"GET / HTTP/1.1", b"GET / HTTP/1.0", b"HEAD /x?y HTTP/1.1", b"POST /a%2Fb HTTP/1.1",
     b"PURGE /p HTTP/1.1", b"GET /?a=%41 HTTP/1.0", b"GET /caf\xe9 HTTP/1.1"])
 GOOD_NAMES = st.sampled_from([b"Connection", b"connection", b"X-A", b"x_a", b"Cookie",
+                              b"X-Forwarded-For", b"x-forwarded-for",
                               b"Content-Type", b"Accept", b"User-Agent", b"Host"])
 REQUEST_LINES = st.sampled_from([
     b"GET / HTTP/1.1", b"GET / HTTP/1.0", b"HEAD /x?y HTTP/1.1", b"POST /a%2Fb HTTP/1.1",
@@ -245,8 +271,8 @@ def test_lines_kept_as_not_usual_stay_so():
     """A line read once as one the fast path does not serve is not served the second
     time either (a cached refusal is not mistaken for a miss)."""
     for _ in range(2):
-        assert usual_request(req("Host: a", "X-Forwarded-For: 1.2.3.4"), LIMIT,
-                             CONNECTION_VARS) is None
+        assert usual_request(req("Host: a", "Expect: 100-continue"), LIMIT,
+                             CONNECTION_VARS, b"", CLIENT) is None
         assert usual_request(req("Host: a/b"), LIMIT, CONNECTION_VARS) is None
         assert complete_answer(ANSWER.replace(b"200 OK", b"204 No Content"), b"GET") is None
         assert complete_answer(ANSWER.replace(b"Content-Type: text/plain",
