@@ -12,8 +12,8 @@ line costs a dict lookup.
 
 ``usual_request`` serves the heads most clients send: an origin-form target; no body,
 Upgrade or Expect; no repeated var (so at most one Host, one Connection and one
-X-Forwarded-For, which gets the client's address appended). ``complete_answer`` serves an answer that arrived whole in one read, framed
-by one plain Content-Length.
+X-Forwarded-For, which gets the client's address appended). ``usual_answer`` serves an
+answer head framed by one plain Content-Length.
 
 Nothing is decided here that the strict parsers would decide otherwise: a line is kept
 only as the strict grammar reads it, and anything these functions do not handle
@@ -38,6 +38,7 @@ from .http1 import (
     _HOST_CHARS,
     _MAX_LENGTH_DIGITS,
     _TOKEN,
+    Framing,
     RequestHead,
     _keep_alive,
     _new_head,
@@ -215,13 +216,11 @@ def _answer_line(line: bytes) -> int:
     return entry
 
 
-def complete_answer(buf: bytes, request_method: bytes, limit: int = 65535
-                    ) -> tuple[int, bool] | None:
-    """``(status, keep_alive)`` when ``buf`` is exactly one whole answer of the usual
-    kind: a final status, one plain Content-Length and that many body bytes, nothing
-    else that frames it (what ``parse_response_framing`` reads as "length" with the same
-    status and persistence). None for anything else, the general path says what it is.
-    The fast lane's per-answer step: the framing and the "is it all here" in one."""
+def usual_answer(buf: bytes, request_method: bytes, limit: int = 65535) -> Framing | None:
+    """What ``parse_response_framing`` gives for the usual answer head at the start of
+    ``buf``: a final status, one plain Content-Length, nothing else that frames it
+    (``(status, "length", length, keep_alive, head size)``); None for anything else,
+    complete or not, valid or not: the general path says what it is."""
     end = buf.find(_END, 0, limit)
     if end < 0 or request_method not in _BODY_METHODS:
         return None
@@ -240,9 +239,9 @@ def complete_answer(buf: bytes, request_method: bytes, limit: int = 65535
             if entry == _FRAMING_LINE or length >= 0:
                 return None  # framed otherwise, a bad or a second Content-Length
             length = entry
-    if length < 0 or end + 4 + length != len(buf):
+    if length < 0:
         return None
-    return status  # type: ignore[return-value]
+    return status[0], "length", length, status[1], end + 4  # type: ignore[index]
 
 
-__all__ = ["complete_answer", "usual_request"]
+__all__ = ["usual_answer", "usual_request"]

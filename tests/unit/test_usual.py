@@ -1,7 +1,7 @@
 """The fast lane's one-pass parsers agree with the strict ones wherever they answer.
 
 ``usual_request`` must give exactly what ``parse_request_head`` + ``encode_head_vars``
-give, and ``complete_answer`` what ``parse_response_framing`` gives, or None; never a
+give, and ``usual_answer`` what ``parse_response_framing`` gives, or None; never a
 head the strict parser refuses.
 """
 
@@ -12,7 +12,7 @@ from test_http1 import LIMIT, SMUGGLING, req
 
 from brood.protocol.errors import ProtocolError
 from brood.protocol.http1 import parse_request_head, parse_response_framing
-from brood.protocol.usual import complete_answer, usual_request
+from brood.protocol.usual import usual_answer, usual_request
 from brood.protocol.uwsgi import encode_vars
 from brood.protocol.vars import encode_connection_vars, encode_head_vars, request_vars
 from brood.routers.http.h1 import has_forwarded_for
@@ -194,26 +194,29 @@ ANSWER = b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 11\r\n
 
 
 def check_answer_agrees(data: bytes, method: bytes) -> bool:
-    fast = complete_answer(data, method)
-    assert complete_answer(data, method) == fast  # from the caches
+    fast = usual_answer(data, method)
+    assert usual_answer(data, method) == fast  # from the caches
     if fast is None:
         return False
-    status, kind, length, keep_alive, size = parse_response_framing(data, LIMIT, method)
-    assert kind == "length" and size + length == len(data) and status >= 200
-    assert fast == (status, keep_alive)
+    assert fast == parse_response_framing(data, LIMIT, method)
+    assert fast[1] == "length" and fast[0] >= 200
     return True
 
 
-def test_the_usual_answer_is_complete():
-    assert complete_answer(ANSWER, b"GET") == (200, True)
-    assert complete_answer(ANSWER.replace(b"1.1", b"1.0", 1), b"GET") == (200, False)
-    assert check_answer_agrees(ANSWER, b"POST")
+@pytest.mark.parametrize("data", [ANSWER, ANSWER[:-1], ANSWER + b"!", ANSWER[:-11]],
+                         ids=["whole", "a byte short", "a byte past", "no body yet"])
+def test_the_usual_answer_framed_however_much_of_the_body_came(data):
+    assert usual_answer(data, b"GET") == (200, "length", 11, True, len(ANSWER) - 11)
+    assert check_answer_agrees(data, b"POST")
+
+
+def test_http10_answer_does_not_keep_alive():
+    assert usual_answer(ANSWER.replace(b"1.1", b"1.0", 1), b"GET")[3] is False
 
 
 @pytest.mark.parametrize("data, method", [
-    (ANSWER[:-1], b"GET"),  # a byte short
-    (ANSWER + b"!", b"GET"),  # a byte past the framing
     (ANSWER, b"HEAD"),  # no body whatever the length
+    (ANSWER[:-13], b"GET"),  # the head is not whole
     (ANSWER.replace(b"200 OK", b"204 No Content"), b"GET"),
     (ANSWER.replace(b"200 OK", b"100 Continue"), b"GET"),
     (ANSWER.replace(b"Content-Type: text/plain", b"Connection: close"), b"GET"),
@@ -224,7 +227,7 @@ def test_the_usual_answer_is_complete():
     (b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n", b"CONNECT"),
 ])
 def test_other_answers_left_to_the_general_path(data, method):
-    assert complete_answer(data, method) is None
+    assert usual_answer(data, method) is None
 
 
 ANSWER_HEADERS = st.sampled_from([
@@ -239,7 +242,7 @@ ANSWER_HEADERS = st.sampled_from([
                         b"HTTP/1.1 304 N", b"HTTP/1.1 101 S", b"HTTP/1.1 500", b"HTTP/2 200"]),
        st.lists(ANSWER_HEADERS, max_size=3), st.sampled_from([b"", b"abc", b"abcd"]),
        st.sampled_from([b"GET", b"HEAD", b"POST", b"CONNECT", b"get"]))
-def test_complete_answer_agrees_with_the_framing(status_line, headers, body, method):
+def test_usual_answer_agrees_with_the_framing(status_line, headers, body, method):
     data = b"\r\n".join([status_line, *headers]) + b"\r\n\r\n" + body
     check_answer_agrees(data, method)
 
@@ -274,6 +277,6 @@ def test_lines_kept_as_not_usual_stay_so():
         assert usual_request(req("Host: a", "Expect: 100-continue"), LIMIT,
                              CONNECTION_VARS, b"", CLIENT) is None
         assert usual_request(req("Host: a/b"), LIMIT, CONNECTION_VARS) is None
-        assert complete_answer(ANSWER.replace(b"200 OK", b"204 No Content"), b"GET") is None
-        assert complete_answer(ANSWER.replace(b"Content-Type: text/plain",
+        assert usual_answer(ANSWER.replace(b"200 OK", b"204 No Content"), b"GET") is None
+        assert usual_answer(ANSWER.replace(b"Content-Type: text/plain",
                                               b"Connection: close"), b"GET") is None

@@ -24,7 +24,7 @@ router's speed): a head most clients send (X-Forwarded-For included) is read lin
 line, a line seen before costing one lookup, straight into uwsgi vars (``usual_request``;
 any other head is parsed in full, ``_start_other``), and an answer that arrives whole in
 its first read, framed by one Content-Length, is checked the same way
-(``complete_answer``) and sent in one call, then the node closes (``_node_event``).
+(``usual_answer``) and sent in one call, then the node closes (``_node_event``).
 Everything else about the answer goes through the lane's relay (``Lane._pump``).
 
 Keep-alive: a connection idle between requests is dropped after the keep-alive idle
@@ -48,7 +48,7 @@ from brood.protocol.http1 import (
     parse_request_head,
     parse_response_framing,
 )
-from brood.protocol.usual import complete_answer, usual_request
+from brood.protocol.usual import usual_answer, usual_request
 from brood.protocol.uwsgi import MAX_VARS_SIZE, encode_vars, pack_header
 from brood.protocol.vars import encode_connection_vars, encode_head_vars
 from brood.routers.engine import Upstream
@@ -221,9 +221,9 @@ class HttpLane(Lane):
             return
         size = len(data)
         conn.node.rx += size  # type: ignore[union-attr]
-        answer = complete_answer(data, conn.head.method, RESPONSE_HEAD_LIMIT) \
+        answer = usual_answer(data, conn.head.method, RESPONSE_HEAD_LIMIT) \
             if size < HEAD_RECV else None  # type: ignore[union-attr]
-        if answer is None:
+        if answer is None or answer[4] + answer[2] != size:  # not all of it: relayed
             self._answer_read(conn, data)
             return
         try:
@@ -234,7 +234,7 @@ class HttpLane(Lane):
             log.debug("http: client %s gone: %s", conn.peer, exc)
             self._drop(conn)
             return
-        conn.status, conn.node_keep = answer
+        conn.status, conn.node_keep = answer[0], answer[3]
         conn.sent = sent
         if sent == size:
             self._finish(conn, True)
@@ -246,11 +246,14 @@ class HttpLane(Lane):
         self._wait_writable(conn)
 
     def _answer_head(self, conn: HttpConn, data: bytes) -> bytes | None:  # type: ignore[override]
-        try:
-            answer = parse_response_framing(data, RESPONSE_HEAD_LIMIT, conn.head.method)  # type: ignore[union-attr]
-        except BadResponse as exc:
-            self._node_failed(conn, exc.reason)
-            return None
+        method = conn.head.method  # type: ignore[union-attr]
+        answer = usual_answer(data, method, RESPONSE_HEAD_LIMIT)
+        if answer is None:
+            try:
+                answer = parse_response_framing(data, RESPONSE_HEAD_LIMIT, method)
+            except BadResponse as exc:
+                self._node_failed(conn, exc.reason)
+                return None
         if answer is None:
             if len(data) < RECV:
                 conn.answer_head = data
