@@ -23,8 +23,10 @@ caller takes the general path (``parse_request_head`` and the vars it builds,
 field for field and byte for byte (the property tests hold it to that).
 
 The caches are bounded: only lines up to ``LINE_CACHED_LEN`` bytes are kept, at most
-``LINE_CACHE_MAX`` of each kind, and a full cache starts over. A client that sends made-up
-lines can make the lane read lines again, never hold memory.
+``LINE_CACHE_MAX`` of each kind (a few MB in all at worst), and a full cache starts over.
+A client that sends made-up lines can make the lane read every line again (what it cost
+before the caches, give or take a fifth), not hold more memory. Cookie and Authorization
+lines, and an answer's Set-Cookie, are never kept.
 """
 
 from __future__ import annotations
@@ -38,6 +40,7 @@ from .http1 import (
     _HOST_CHARS,
     _MAX_LENGTH_DIGITS,
     _TOKEN,
+    DEFAULT_HEAD_LIMIT,
     Framing,
     RequestHead,
     _keep_alive,
@@ -51,7 +54,7 @@ LINE_CACHED_LEN = 256
 LINE_CACHE_MAX = 1024
 
 # A request line of the usual shape: an origin-form target, HTTP/1.0 or 1.1.
-_REQUEST_LINE_RE = re.compile(rb"(" + _TOKEN + rb") (/[\x21-\x7e\x80-\xff]*) (HTTP/1\.[01])")
+_ORIGIN_LINE_RE = re.compile(rb"(" + _TOKEN + rb") (/[\x21-\x7e\x80-\xff]*) (HTTP/1\.[01])")
 # A header line's value without its leading OWS; a value with trailing OWS is left to the
 # parser (it strips it).
 _OWS = b" \t"
@@ -63,6 +66,12 @@ _PLAIN, _HOST, _CONNECTION, _FORWARDED, _OTHER = range(5)
 # Header names (lower case) left to the general path: they frame a body or change the
 # protocol.
 _LEAVE = frozenset((b"content-length", b"transfer-encoding", b"upgrade", b"expect"))
+_FORWARDED_VAR = b"HTTP_X_FORWARDED_FOR"
+# Lines of one user's secrets are read every time, never kept: they rarely repeat across
+# users anyway, and a cache shared by all should not hold them (nor say, by its timing,
+# whether a value was seen).
+_UNSHARED = frozenset((b"cookie", b"authorization", b"proxy-authorization"))
+_UNSHARED_ANSWER = frozenset((b"set-cookie",))
 
 RequestLine = tuple[bytes, bytes, bytes, bytes, bytes, bytes]
 # (method, target, path, query, version, their encoded vars), or False: not usual.
@@ -81,7 +90,7 @@ def _keep(cache: dict, line: bytes, entry: object) -> None:
 
 
 def _request_line(line: bytes) -> RequestLine | bool:
-    match = _REQUEST_LINE_RE.fullmatch(line)
+    match = _ORIGIN_LINE_RE.fullmatch(line)
     entry: RequestLine | bool = False
     if match is not None:
         method, target, version = match.groups()
@@ -102,17 +111,20 @@ def _header_line(line: bytes) -> HeaderLine | bool:
         name, value = match.groups()
         value = value.lstrip(_OWS)
         lname = name.lower()
+        var = header_var_name(name)
+        # X-Forwarded-For by its var: X_Forwarded_For is the same var to the node.
         kind = (_HOST if lname == b"host" else _CONNECTION if lname == b"connection"
-                else _FORWARDED if lname == b"x-forwarded-for"
+                else _FORWARDED if var == _FORWARDED_VAR
                 else _OTHER if lname in _LEAVE else _PLAIN)
         if kind == _HOST and value.translate(None, _HOST_CHARS):
             kind = _OTHER  # not a URI host: refused there
-        var = header_var_name(name)
         try:
             encoded = _key(var) if kind == _FORWARDED else _key(var) + _u16(len(value)) + value
             entry = ((name, value), encoded, kind, var)
         except struct.error:  # a value longer than 65535 bytes: the parser refuses it
             pass
+        if lname in _UNSHARED:
+            return entry
     _keep(_header_lines, line, entry)
     return entry
 
@@ -212,11 +224,14 @@ def _answer_line(line: bytes) -> int:
                 entry = int(value)
         elif lname not in _FRAMING:
             entry = _PLAIN_LINE
+            if lname in _UNSHARED_ANSWER:
+                return entry
     _keep(_answer_lines, line, entry)
     return entry
 
 
-def usual_answer(buf: bytes, request_method: bytes, limit: int = 65535) -> Framing | None:
+def usual_answer(buf: bytes, request_method: bytes, limit: int = DEFAULT_HEAD_LIMIT
+                 ) -> Framing | None:
     """What ``parse_response_framing`` gives for the usual answer head at the start of
     ``buf``: a final status, one plain Content-Length, nothing else that frames it
     (``(status, "length", length, keep_alive, head size)``); None for anything else,

@@ -255,10 +255,12 @@ class FastRouter:
                 await upstream.send(rest)
         if body_sent(packet.vars, len(rest) if spool is None else spool.size):
             result = await upstream.relay_answer(conn)
+            # The node closed after its answer and had the whole request: nothing is
+            # owed either way (Upstream.close resets it). A body still on its way when
+            # the node closes keeps the clean close: its queued bytes are delivered.
+            upstream.over = not result.timed_out and result.error is None and result.b_to_a > 0
         else:
             result = await upstream.relay(conn, end_when_node_done=True)
-        # The node closed after its answer: nothing is owed either way (Upstream.close).
-        upstream.over = not result.timed_out and result.error is None
         if result.timed_out:
             err = NodeTimeout(f"node {node.name} silent for {self.engine.settings.timeout:g}s")
             self.engine.log_failure(peer, err)

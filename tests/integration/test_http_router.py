@@ -112,9 +112,16 @@ async def test_server_name_as_http_host_and_modifiers():
     assert dict(packet.vars)[b"SERVER_NAME"] == HOST
 
 
-async def test_x_forwarded_for_gets_the_client_appended():
+@pytest.mark.parametrize("name", [b"X-Forwarded-For", b"X_Forwarded_For", b"x-forwarded_for"])
+@pytest.mark.parametrize("body", [b"", b"abc"], ids=["lane", "general-path"])
+async def test_x_forwarded_for_gets_the_client_appended(name, body):
+    """However the name is spelled (the node sees one var), the chain gets the client:
+    a spelling that escaped it would let a client pose as any address."""
+    method = b"POST" if body else b"GET"
+    length = b"Content-Length: 3\r\n" if body else b""
     _, _, captured = await one_request(
-        b"GET / HTTP/1.0\r\nHost: www.example.test\r\nX-Forwarded-For: 10.0.0.1\r\n\r\n")
+        method + b" / HTTP/1.0\r\nHost: www.example.test\r\n" + length + name
+        + b": 10.0.0.1\r\n\r\n" + body)
     assert packet_vars(captured)[0][b"HTTP_X_FORWARDED_FOR"] == b"10.0.0.1, 127.0.0.1"
 
 
@@ -319,6 +326,50 @@ async def test_general_path_resets_the_node_only_after_a_whole_answer(request_, 
                         await trio.sleep(0.002)
         nursery.cancel_scope.cancel()
     assert seen == [ending]
+
+
+async def test_an_early_answer_while_the_body_comes_closes_the_node_cleanly():
+    """The node answers whole before the body is all in: part of the request is still
+    owed, so its connection is not reset (a reset would drop body bytes queued to it)."""
+    seen: list = []
+
+    async def answer_early(task_status=trio.TASK_STATUS_IGNORED):
+        """Reads the vars, not the body; answers; drains until the router's close."""
+        with trio.socket.socket() as lsock:
+            await lsock.bind(("127.0.0.1", 0))
+            lsock.listen(1)
+            task_status.started(f"127.0.0.1:{lsock.getsockname()[1]}")
+            conn, _ = await lsock.accept()
+            with conn:
+                buf = b""
+                while len(buf) < 4 or len(buf) < 4 + int.from_bytes(buf[1:3], "little"):
+                    buf += await conn.recv(65536)
+                await send_all(conn, b"HTTP/1.1 413 Content Too Large\r\nContent-Length: 0"
+                                     b"\r\n\r\n")
+                conn.shutdown(socket.SHUT_WR)
+                try:
+                    with trio.fail_after(5):
+                        while await conn.recv(65536):
+                            pass
+                    seen.append("close")
+                except ConnectionResetError:
+                    seen.append("reset")
+
+    async with trio.open_nursery() as nursery:
+        address = await nursery.start(answer_early)
+        async with http_router({b"a": [address]}, settings()) as router:
+            with await open_client(router.address) as sock:
+                client = HttpClient(sock)
+                # 100 of the 1000 body bytes: the rest never comes while the node answers
+                await client.send(b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 1000\r\n\r\n"
+                                  + b"x" * 100)
+                head, _ = await client.response()
+                assert head.startswith(b"HTTP/1.1 413 ")
+                with trio.fail_after(5):
+                    while not seen:
+                        await trio.sleep(0.002)
+        nursery.cancel_scope.cancel()
+    assert seen == ["close"]
 
 
 async def test_auto_gzip_when_the_node_opts_in():

@@ -79,6 +79,7 @@ USUAL = [
     req("Host: a", "X-Forwarded-For: 10.0.0.1"),
     req("X-Forwarded-For: 10.0.0.1, 10.0.0.2", "Host: a", "Accept: */*"),
     req("Host: a", "x-forwarded-for:"),
+    req("Host: a", "X_Forwarded_For: 6.6.6.6"),  # the same var: the client is appended
 ]
 
 
@@ -148,7 +149,7 @@ GOOD_REQUEST_LINES = st.sampled_from([
     b"GET / HTTP/1.1", b"GET / HTTP/1.0", b"HEAD /x?y HTTP/1.1", b"POST /a%2Fb HTTP/1.1",
     b"PURGE /p HTTP/1.1", b"GET /?a=%41 HTTP/1.0", b"GET /caf\xe9 HTTP/1.1"])
 GOOD_NAMES = st.sampled_from([b"Connection", b"connection", b"X-A", b"x_a", b"Cookie",
-                              b"X-Forwarded-For", b"x-forwarded-for",
+                              b"X-Forwarded-For", b"x-forwarded-for", b"X_Forwarded-For",
                               b"Content-Type", b"Accept", b"User-Agent", b"Host"])
 REQUEST_LINES = st.sampled_from([
     b"GET / HTTP/1.1", b"GET / HTTP/1.0", b"HEAD /x?y HTTP/1.1", b"POST /a%2Fb HTTP/1.1",
@@ -250,6 +251,7 @@ def test_usual_answer_agrees_with_the_framing(status_line, headers, body, method
 def test_long_lines_are_served_but_not_kept():
     from brood.protocol import usual
 
+    usual._header_lines.clear()  # (a nearly full cache would start over on the way)
     name, host = "X-" + "n" * 300, "h" * 300
     long_name, long_host = (name + ": v").encode(), ("Host: " + host).encode()
     assert check_agrees(req("Host: " + host, name + ": v"))
@@ -270,13 +272,42 @@ def test_a_full_cache_starts_over(monkeypatch):
     assert b"X-new: v" in usual._header_lines and len(usual._header_lines) <= 4
 
 
-def test_lines_kept_as_not_usual_stay_so():
-    """A line read once as one the fast path does not serve is not served the second
-    time either (a cached refusal is not mistaken for a miss)."""
+def test_lines_are_read_once_then_come_from_the_caches(monkeypatch):
+    from brood.protocol import usual
+
+    head = req("Host: cached.test", "X-Once: 1", first="GET /once ")
+    answer = ANSWER.replace(b"text/plain", b"text/once").replace(b"200 OK", b"201 Once")
+    first = usual_request(head, LIMIT, CONNECTION_VARS, b"", CLIENT), usual_answer(answer, b"GET")
+    assert None not in first
+    for reader in ("_request_line", "_header_line", "_status_line", "_answer_line"):
+        monkeypatch.setattr(usual, reader, lambda line: pytest.fail(f"{line!r} read again"))
+    again = usual_request(head, LIMIT, CONNECTION_VARS, b"", CLIENT), usual_answer(answer, b"GET")
+    assert again == first
+
+
+def test_lines_read_as_not_usual_are_kept_so():
+    from brood.protocol import usual
+
+    assert usual_answer(ANSWER.replace(b"200 OK", b"204 No Content"), b"GET") is None
+    assert usual._status_lines[b"HTTP/1.1 204 No Content"] is False
+    assert usual_request(req("Host: a", "Bad Name: x"), LIMIT, CONNECTION_VARS) is None
+    assert usual._header_lines[b"Bad Name: x"] is False
+    assert usual_answer(ANSWER.replace(b"Content-Type: text/plain", b"Connection: close"),
+                        b"GET") is None
+    assert usual._answer_lines[b"Connection: close"] == usual._FRAMING_LINE
+    # An empty body is a length like any other (0 is not a miss).
+    empty = b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n"
     for _ in range(2):
-        assert usual_request(req("Host: a", "Expect: 100-continue"), LIMIT,
-                             CONNECTION_VARS, b"", CLIENT) is None
-        assert usual_request(req("Host: a/b"), LIMIT, CONNECTION_VARS) is None
-        assert usual_answer(ANSWER.replace(b"200 OK", b"204 No Content"), b"GET") is None
-        assert usual_answer(ANSWER.replace(b"Content-Type: text/plain",
-                                              b"Connection: close"), b"GET") is None
+        assert usual_answer(empty, b"GET") == (200, "length", 0, True, len(empty))
+
+
+def test_secrets_are_served_but_never_kept():
+    from brood.protocol import usual
+
+    lines = ["Cookie: session=s3cret", "Authorization: Basic czNjcmV0",
+             "Proxy-Authorization: Basic czNjcmV0"]
+    assert check_agrees(req("Host: a", *lines))
+    assert not {line.encode() for line in lines} & set(usual._header_lines)
+    set_cookie = ANSWER.replace(b"Content-Type: text/plain", b"Set-Cookie: session=s3cret")
+    assert check_answer_agrees(set_cookie, b"GET")
+    assert b"Set-Cookie: session=s3cret" not in usual._answer_lines

@@ -33,7 +33,9 @@ from brood.routers.http.settings import HttpSettings
 from brood.routers.net.relay import deadline_slack, push_deadline
 
 # A cheap C-level test for the rare header that needs a second pass over the vars.
-_XFF_RE = re.compile(rb"\r\nx-forwarded-for:", re.IGNORECASE)
+# X-Forwarded-For by the var it makes: X_Forwarded_For is HTTP_X_FORWARDED_FOR too, and
+# must not pass as the chain without the client appended.
+_XFF_RE = re.compile(rb"\r\nx[-_]forwarded[-_]for:", re.IGNORECASE)
 
 
 @dataclass(slots=True)
@@ -175,6 +177,7 @@ async def _with_body(up: Upstream, client: Client, body: BodyPlan, touch, answer
         raise state["gone"]
     if not state["done"]:
         out.keep_alive = False  # unread body bytes: the next request cannot be found
+        up.over = False  # part of the request is still owed: a reset would drop what is queued
 
 
 async def _raw_pipe(up: Upstream, client: Client, out: Outcome, *,

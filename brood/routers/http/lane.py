@@ -24,7 +24,8 @@ router's speed): a head most clients send (X-Forwarded-For included) is read lin
 line, a line seen before costing one lookup, straight into uwsgi vars (``usual_request``;
 any other head is parsed in full, ``_start_other``), and an answer that arrives whole in
 its first read, framed by one Content-Length, is checked the same way
-(``usual_answer``) and sent in one call, then the node closes (``_node_event``).
+(``usual_answer``) and sent in one call, then the node connection is reset
+(``_node_event``).
 Everything else about the answer goes through the lane's relay (``Lane._pump``).
 
 Keep-alive: a connection idle between requests is dropped after the keep-alive idle
@@ -204,7 +205,7 @@ class HttpLane(Lane):
 
     # -- the answer -----------------------------------------------------------------------
     def _node_event(self, conn: HttpConn, events: int) -> None:  # type: ignore[override]
-        """The usual answer in one go: read whole, sent whole, the node closed. Anything
+        """The usual answer in one go: read whole, sent whole, the node reset. Anything
         else (a connect or a send in progress, a partial or long answer, a client that
         cannot take it all) goes on as the lane's relay does."""
         if conn.state != WAITING or conn.packet or conn.answer_head or not events & _READ_EVENTS:
