@@ -419,20 +419,25 @@ async def test_silent_node_is_504_after_http_timeout(caplog):
 #       (test_truncated_answer_closes_the_client goes through the lane too).
 
 
-@pytest.mark.parametrize(("answer", "ending"), [
-    (ok(b"whole"), "reset"),  # nothing is owed either way: no FIN exchange, no TIME_WAIT
-    (b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\ncut", "close"),  # cut short
-], ids=["whole", "cut-short"])
-async def test_node_is_reset_only_after_a_whole_answer(answer, ending):
+@pytest.mark.parametrize(("method", "answer", "body", "ending"), [
+    # nothing is owed either way: no FIN exchange, no TIME_WAIT
+    (b"GET", ok(b"whole"), b"whole", "reset"),
+    (b"HEAD", b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\n", b"", "reset"),
+    (b"GET", b"HTTP/1.1 204 No Content\r\n\r\n", b"", "reset"),
+    (b"GET", b"HTTP/1.1 200 OK\r\n\r\nuntil the end", b"until the end", "reset"),
+    (b"GET", b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\ncut", None, "close"),
+], ids=["whole", "head", "204", "close-delimited", "cut-short"])
+async def test_node_is_reset_only_after_a_whole_answer(method, answer, body, ending):
     seen: list = []
     async with trio.open_nursery() as nursery:
         server = await nursery.start(node_server, answer_then_listen(answer, seen))
         async with http_router({HOST: [server.address]}, settings()) as router:
             with await open_client(router.address) as sock:
                 client = LaneClient(sock)
-                await client.send(get())
-                if ending == "reset":
-                    assert await client.response() == (answer[:-5], b"whole")
+                await client.send(get().replace(b"GET", method, 1))
+                if body is not None:
+                    head, got = await client.response(method)
+                    assert (head + got).startswith(answer[:12]) and got == body
                 await eventually(lambda: seen)
             await settled(router)
         nursery.cancel_scope.cancel()
