@@ -4,6 +4,7 @@ the one-way answer relay and the exact splice of a framed body (real loopback so
 from __future__ import annotations
 
 import socket
+import struct
 
 import pytest
 import trio
@@ -161,3 +162,14 @@ async def test_relay_answer_idle_timeout(autojump_clock):
     result = await relay_answer(router_a, router_b, idle_timeout=30)
     assert result.timed_out and result.b_to_a == 0
     assert trio.current_time() - start == pytest.approx(30)
+
+
+def test_reset_on_close_sets_a_zero_linger_on_tcp_only():
+    linger = struct.Struct("ii")
+    with socket.socket() as tcp:
+        sockio.reset_on_close(tcp)
+        assert linger.unpack(tcp.getsockopt(socket.SOL_SOCKET, socket.SO_LINGER, 8)) == (1, 0)
+    a, b = socket.socketpair()
+    with a, b:
+        sockio.reset_on_close(a)  # a unix socket has no reset to give: left as it is
+        assert linger.unpack(a.getsockopt(socket.SOL_SOCKET, socket.SO_LINGER, 8)) == (0, 0)
