@@ -10,9 +10,10 @@ So each line is read once, with everything the lane needs from it (its validity,
 means for framing and routing, the uwsgi var it becomes), and kept; the next time, the
 line costs a dict lookup.
 
-``usual_request`` serves the heads most clients send: an origin-form target; no body,
-Upgrade or Expect; no repeated var (so at most one Host, one Connection and one
-X-Forwarded-For, which gets the client's address appended). ``usual_answer`` serves an
+``usual_request`` serves the heads most clients send: an origin-form target; no
+Transfer-Encoding, Upgrade or Expect; at most one plain Content-Length; no repeated var
+(so at most one Host, one Connection and one X-Forwarded-For, which gets the client's
+address appended). ``usual_answer`` serves an
 answer head framed by one plain Content-Length.
 
 Nothing is decided here that the strict parsers would decide otherwise: a line is kept
@@ -62,10 +63,10 @@ _HTTP11 = b"HTTP/1.1"
 _CRLF = b"\r\n"
 _END = b"\r\n\r\n"
 # What a request header line asks of the head.
-_PLAIN, _HOST, _CONNECTION, _FORWARDED, _OTHER = range(5)
-# Header names (lower case) left to the general path: they frame a body or change the
-# protocol.
-_LEAVE = frozenset((b"content-length", b"transfer-encoding", b"upgrade", b"expect"))
+_PLAIN, _HOST, _CONNECTION, _FORWARDED, _LENGTH, _OTHER = range(6)
+# Header names (lower case) left to the general path: they frame a body in chunks or
+# change the protocol.
+_LEAVE = frozenset((b"transfer-encoding", b"upgrade", b"expect"))
 _FORWARDED_VAR = b"HTTP_X_FORWARDED_FOR"
 # Lines of one user's secrets are read every time, never kept: they rarely repeat across
 # users anyway, and a cache shared by all should not hold them (nor say, by its timing,
@@ -76,9 +77,10 @@ _UNSHARED_ANSWER = frozenset((b"set-cookie",))
 RequestLine = tuple[bytes, bytes, bytes, bytes, bytes, bytes]
 # (method, target, path, query, version, their encoded vars), or False: not usual.
 _request_lines: dict[bytes, RequestLine | bool] = {}
-# Header line -> ((name, value), its encoded var, kind, var name), or False: not usual.
-# X-Forwarded-For's encoded var is its key alone: the value grows by the client's address.
-HeaderLine = tuple[tuple[bytes, bytes], bytes, int, bytes]
+# Header line -> ((name, value), its encoded var, kind, var name, the length of a plain
+# Content-Length), or False: not usual. X-Forwarded-For's encoded var is its key alone:
+# the value grows by the client's address.
+HeaderLine = tuple[tuple[bytes, bytes], bytes, int, bytes, int | None]
 _header_lines: dict[bytes, HeaderLine | bool] = {}
 
 
@@ -115,12 +117,20 @@ def _header_line(line: bytes) -> HeaderLine | bool:
         # X-Forwarded-For by its var: X_Forwarded_For is the same var to the node.
         kind = (_HOST if lname == b"host" else _CONNECTION if lname == b"connection"
                 else _FORWARDED if var == _FORWARDED_VAR
+                else _LENGTH if lname == b"content-length"
                 else _OTHER if lname in _LEAVE else _PLAIN)
         if kind == _HOST and value.translate(None, _HOST_CHARS):
             kind = _OTHER  # not a URI host: refused there
+        number, shown = None, value
+        if kind == _LENGTH:
+            if value.isdigit() and len(value) <= _MAX_LENGTH_DIGITS:
+                number = int(value)
+                shown = b"%d" % number  # the var says the number (no leading zeros)
+            else:
+                kind = _OTHER  # a list, a sign, a space: the parser reads or refuses it
         try:
-            encoded = _key(var) if kind == _FORWARDED else _key(var) + _u16(len(value)) + value
-            entry = ((name, value), encoded, kind, var)
+            encoded = _key(var) if kind == _FORWARDED else _key(var) + _u16(len(shown)) + shown
+            entry = ((name, value), encoded, kind, var, number)
         except struct.error:  # a value longer than 65535 bytes: the parser refuses it
             pass
         if lname in _UNSHARED:
@@ -150,19 +160,21 @@ def usual_request(buf: bytes, limit: int, connection_vars: bytes, extra_block: b
     parts = [encoded, connection_vars]
     headers = []
     names = []
-    host = connection = None
+    host = connection = length = None
     for line in lines[1:]:
         entry = _header_lines.get(line)
         if entry is None:
             entry = _header_line(line)
         if not entry:
             return None
-        pair, var_bytes, kind, var = entry  # type: ignore[misc]
+        pair, var_bytes, kind, var, number = entry  # type: ignore[misc]
         if kind:
             if kind == _HOST:
                 host = pair[1]
             elif kind == _CONNECTION:
                 connection = pair[1]
+            elif kind == _LENGTH:
+                length = number
             elif kind == _FORWARDED and client_addr is not None:
                 # The proxy chain grows by the client we saw: "<existing>, <client ip>".
                 value = pair[1] + b", " + client_addr
@@ -182,7 +194,7 @@ def usual_request(buf: bytes, limit: int, connection_vars: bytes, extra_block: b
     if extra_block:
         parts.append(extra_block)
     return _new_head(RequestHead, (
-        method, target, path, query, version, headers, None, False,
+        method, target, path, query, version, headers, length, False,
         http11 if connection is None else _keep_alive(http11, _tokens([connection])),
         False, None, host, end + 4)), b"".join(parts)
 

@@ -146,9 +146,20 @@ async def test_pipelined_get_then_a_head_cut_in_two_goes_on_on_the_general_path(
         nursery.cancel_scope.cancel()
 
 
-# -- 2. a body goes to the general path, and the connection comes back ----------------------
+# -- 2. a body that came with its head is served in the lane; one still coming goes to the
+#       general path, and the connection comes back -------------------------------------
+def record_hand_overs(monkeypatch) -> list:
+    """The buffers the lane hands to the general path before a request went out."""
+    handed: list = []
+    real = HttpLane._to_general
+    monkeypatch.setattr(HttpLane, "_to_general",
+                        lambda self, conn, *a: handed.append(conn.buf) or real(self, conn, *a))
+    return handed
+
+
 @pytest.mark.parametrize("one_write", [False, True], ids=["one-by-one", "pipelined"])
-async def test_get_post_get_on_one_connection(one_write):
+async def test_get_post_get_on_one_connection(one_write, monkeypatch):
+    handed = record_hand_overs(monkeypatch)
     post = (b"POST /form HTTP/1.1\r\nHost: " + HOST + b"\r\nContent-Type: text/plain\r\n"
             b"Content-Length: 11\r\n\r\nhello=world")
     async with trio.open_nursery() as nursery:
@@ -170,14 +181,34 @@ async def test_get_post_get_on_one_connection(one_write):
                     await client.send(get(b"/b"))
                     bodies.append((await client.response())[1])
                 assert bodies == [b"GET /a ", b"POST /form hello=world", b"GET /b "]
-                # handed over at the POST, handed back once it was answered
-                await eventually(lambda: len(lane_of(router).conns) == 1)
+                assert len(lane_of(router).conns) == 1
             found, body = packet_vars(server.requests[1])
             assert (found[b"REQUEST_METHOD"], found[b"CONTENT_LENGTH"], body) == (
                 b"POST", b"11", b"hello=world")
             await settled(router)
             assert node_of(router).requests == 3
         nursery.cancel_scope.cancel()
+    assert handed == []  # the body came whole with its head: all three in the lane
+
+
+async def test_a_body_still_coming_is_streamed_by_the_general_path_then_back(monkeypatch):
+    handed = record_hand_overs(monkeypatch)
+    head = b"POST /form HTTP/1.1\r\nHost: " + HOST + b"\r\nContent-Length: 11\r\n\r\n"
+    async with trio.open_nursery() as nursery:
+        server = await nursery.start(node_server, echo)
+        async with http_router({HOST: [server.address]}, settings()) as router:
+            with await open_client(router.address) as sock:
+                client = LaneClient(sock)
+                await client.send(head + b"hello")
+                await eventually(lambda: handed)  # the lane saw part of the body: handed over
+                await client.send(b"=world")
+                assert (await client.response())[1] == b"POST /form hello=world"
+                await eventually(lambda: len(lane_of(router).conns) == 1)  # back
+                await client.send(get(b"/b"))
+                assert (await client.response())[1] == b"GET /b "
+            await settled(router)
+        nursery.cancel_scope.cancel()
+    assert handed == [head + b"hello"]
 
 
 # -- 3. a chunked answer: mid-answer hand-over -------------------------------------------

@@ -80,6 +80,10 @@ USUAL = [
     req("X-Forwarded-For: 10.0.0.1, 10.0.0.2", "Host: a", "Accept: */*"),
     req("Host: a", "x-forwarded-for:"),
     req("Host: a", "X_Forwarded_For: 6.6.6.6"),  # the same var: the client is appended
+    req("Host: a", "Content-Length: 5", first="POST /form ") + b"hello",
+    req("Host: a", "Content-Length: 0"),
+    req("Content-Length: 007", "Host: a", first="PUT /x ") + b"1234567",  # the var says 7
+    req("Host: a", "Content-Length: 5", version="HTTP/1.0", first="POST / ") + b"hel",  # more to come
 ]
 
 
@@ -90,12 +94,13 @@ def test_usual_heads_served_as_the_parser_reads_them(data):
 
 
 LEFT = [
-    ("body", req("Host: a", "Content-Length: 5")),
-    ("zero body", req("Host: a", "Content-Length: 0")),
     ("chunked", req("Host: a", "Transfer-Encoding: chunked")),
     ("upgrade", req("Host: a", "Connection: upgrade", "Upgrade: websocket")),
     ("expect", req("Host: a", "Expect: 100-continue")),
     ("forwarded twice", req("Host: a", "X-Forwarded-For: 10.0.0.1", "X-Forwarded-For: b")),
+    ("length list", req("Host: a", "Content-Length: 5, 5") + b"hello"),
+    ("length twice", req("Host: a", "Content-Length: 5", "Content-Length: 5") + b"hello"),
+    ("chunked", req("Host: a", "Transfer-Encoding: chunked") + b"0\r\n\r\n"),
     ("merged names", req("Host: a", "X-A: 1", "x-a: 2")),
     ("merged by var", req("Host: a", "X-A: 1", "X_A: 2")),
     ("trailing space", req("Host: a", "X-A: 1 ")),
@@ -150,6 +155,7 @@ GOOD_REQUEST_LINES = st.sampled_from([
     b"PURGE /p HTTP/1.1", b"GET /?a=%41 HTTP/1.0", b"GET /caf\xe9 HTTP/1.1"])
 GOOD_NAMES = st.sampled_from([b"Connection", b"connection", b"X-A", b"x_a", b"Cookie",
                               b"X-Forwarded-For", b"x-forwarded-for", b"X_Forwarded-For",
+                              b"Content-Length", b"content-length",
                               b"Content-Type", b"Accept", b"User-Agent", b"Host"])
 REQUEST_LINES = st.sampled_from([
     b"GET / HTTP/1.1", b"GET / HTTP/1.0", b"HEAD /x?y HTTP/1.1", b"POST /a%2Fb HTTP/1.1",

@@ -4,8 +4,10 @@ The lane itself (epoll set, node side, relay, timeouts) is ``brood.routers.lane`
 module says what an HTTP request is there. It serves a request whole when it is the
 usual one:
 
-* the complete head arrived in one read, parsed by ``parse_request_head``, no body,
-  no upgrade, no ``Expect``, not a ``--http-manage-source`` SOURCE;
+* the complete head arrived in one read, parsed by ``parse_request_head``; no body, or
+  a Content-Length body that came whole with it (it goes out with the vars, in one
+  send); no chunked body, no upgrade, no ``Expect``, not a ``--http-manage-source``
+  SOURCE;
 * the node (first pick of the resolver) has a numeric TCP or a unix address and the
   connect completes at once or within ``--http-connect-timeout``;
 * the answer is framed by Content-Length, has no body, or ends with the close (when
@@ -13,7 +15,7 @@ usual one:
 
 Anything else is handed to the general path (``HttpRouter``) at a clean point: before
 the request went out (``HttpRouter.resume`` serves it from its first byte: a head cut in
-two reads, a bad head, a body, a node that refuses, no node), or once the answer's first
+two reads, a bad head, a body still coming, a node that refuses, no node), or once the answer's first
 bytes are in (``HttpRouter.resume_answer`` relays the rest: chunked, 1xx, 101, a head
 longer than one read). When that request is done and the connection goes on, it comes
 back to the lane (``readopt``). Errors after the request went out: 502 / 504 answered
@@ -162,7 +164,7 @@ class HttpLane(Lane):
         except ProtocolError:
             self._to_general(conn)  # it answers 400/431/505 and says why
             return
-        if (head is None or head.chunked or head.content_length or head.upgrade is not None
+        if (head is None or head.chunked or head.upgrade is not None
                 or head.expect_continue or head.method == self.source_method):
             self._to_general(conn)
             return
@@ -186,8 +188,15 @@ class HttpLane(Lane):
         self._route(conn, head, block)
 
     def _route(self, conn: HttpConn, head: RequestHead, block: bytes) -> None:
-        """The request (``block``: its vars) to the resolver's first pick, or to the
-        general path when there is none."""
+        """The request (``block``: its vars, then the body when it came whole with the
+        head) to the resolver's first pick, or to the general path when there is none
+        or the body is still coming (it streams it)."""
+        end = head.size
+        if head.content_length:
+            end += head.content_length
+            if len(conn.buf) < end:
+                self._to_general(conn)
+                return
         key = head.host
         if key is None:
             key = self.server_name
@@ -199,9 +208,11 @@ class HttpLane(Lane):
         m2 = self.modifier2
         conn.head, conn.key, conn.status = head, key, 0
         # The block's size is in range: the callers checked it against MAX_VARS_SIZE.
-        self._open_node(conn, node, pack_header(node.modifier1 if m1 is None else m1, len(block),
-                                                node.modifier2 if m2 is None else m2) + block,
-                        head.size)
+        packet = pack_header(node.modifier1 if m1 is None else m1, len(block),
+                             node.modifier2 if m2 is None else m2) + block
+        if end > head.size:
+            packet += conn.buf[head.size:end]
+        self._open_node(conn, node, packet, end)
 
     # -- the answer -----------------------------------------------------------------------
     def _node_event(self, conn: HttpConn, events: int) -> None:  # type: ignore[override]
