@@ -564,10 +564,13 @@ def wrk(
     connections: int = 64,
     threads: int = 2,
     rss_roots: list[int] | None = None,
+    post: int = 0,
 ) -> WrkResult:
     argv = ["wrk", f"-t{threads}", f"-c{connections}", f"-d{max(1, round(duration))}s", "--latency"]
     if not keepalive:
         argv += ["-H", "Connection: close"]
+    if post:
+        argv += ["-s", str(_post_script(post))]
     argv.append(url)
     tree = process_tree(rss_roots or [])
     cpu_before = cpu_seconds(tree)
@@ -591,6 +594,15 @@ def wrk(
     res.rss_proc = sampler.peak_proc
     res.cpu_us = cpu_used / res.requests * 1e6
     return res
+
+
+def _post_script(size: int) -> Path:
+    """A wrk script that POSTs ``size`` bytes per request (written once per size)."""
+    path = Path(tempfile.gettempdir()) / f"brood-bench-post-{size}.lua"
+    if not path.exists():
+        path.write_text(f'wrk.method = "POST"\nwrk.body = string.rep("x", {size})\n'
+                        'wrk.headers["Content-Type"] = "application/octet-stream"\n')
+    return path
 
 
 # ---------------------------------------------------------------------------- matrix
@@ -626,6 +638,7 @@ class Load:
     keepalive: bool
     size: int | None = None  # expected body size, checked once before the runs
     connections: int = 64
+    post: int = 0  # POST a body of this many bytes instead of a GET
 
 
 def median_run(runs: list[WrkResult]) -> WrkResult:
@@ -722,6 +735,7 @@ class Matrix:
                             keepalive=load.keepalive,
                             connections=load.connections,
                             rss_roots=t.rss_roots,
+                            post=load.post,
                         )
                     except BenchError as exc:
                         self.errors[key] = str(exc)

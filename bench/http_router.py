@@ -7,7 +7,8 @@
 * uWSGI's HTTP router with --http-keepalive, to the same uwsgi socket (the anchor);
 * haproxy mode http (default threads: one per core), to the same workers' --http-socket.
 
-Small (11 bytes) and 64 KiB answers.  Interleaved, median of --rounds.  About 50 s.
+Small (11 bytes) and 64 KiB answers to GETs, and the small answer to a POST of 2 KiB.
+Interleaved, median of --rounds.  About 75 s a round.
 
     python bench/http_router.py [--duration 5] [--rounds 1] [-v]
 """
@@ -46,6 +47,7 @@ def run(args) -> int:
     loads = [
         Load("hello, keep-alive", "/", keepalive=True, size=11),
         Load("64 KiB, keep-alive", "/big", keepalive=True, size=65536),
+        Load("POST 2 KiB, keep-alive", "/", keepalive=True, size=11, post=2048),
     ]
     with Bench(args.keep_logs) as bench:
         _, ports = start_uwsgi_workers(bench, uwsgi=True, http=True)
