@@ -408,11 +408,15 @@ class Lane:
         """The connect is really in progress: wait for writability, within the timeout."""
         conn.state = CONNECTING
         conn.deadline = now + self.connect_timeout
-        due = trio.current_time() + self.connect_timeout
+        self._sweep_within(self.connect_timeout)  # a connect timeout is kept to the millisecond
+        self.ep.register(conn.up_fd, self.connect_events)
+
+    def _sweep_within(self, delay: float) -> None:
+        """Have the sweep run within ``delay`` seconds, not only at its next tick."""
+        due = trio.current_time() + delay
         scope = self.sweep_scope
         if scope is not None and due < scope.deadline:
-            scope.deadline = due  # a connect timeout is kept to the millisecond
-        self.ep.register(conn.up_fd, self.connect_events)
+            scope.deadline = due
 
     def _send_request(self, conn: LaneConn, packet: bytes, now: float) -> None:
         """The request goes out; the node's answer is awaited."""

@@ -191,24 +191,58 @@ async def test_get_post_get_on_one_connection(one_write, monkeypatch):
     assert handed == []  # the body came whole with its head: all three in the lane
 
 
-async def test_a_body_still_coming_is_streamed_by_the_general_path_then_back(monkeypatch):
+POST_HEAD = b"POST /form HTTP/1.1\r\nHost: " + HOST + b"\r\nContent-Length: 11\r\n\r\n"
+
+
+def waiting_buf(router) -> bytes:
+    """What the lane holds of the one connection's request (b"" when it holds none)."""
+    conns = list(router.handler.lane.conns.values()) if router.handler.lane else []
+    return conns[0].buf if conns else b""
+
+
+async def test_a_body_written_after_its_head_is_waited_for_in_the_lane(monkeypatch):
     handed = record_hand_overs(monkeypatch)
-    head = b"POST /form HTTP/1.1\r\nHost: " + HOST + b"\r\nContent-Length: 11\r\n\r\n"
     async with trio.open_nursery() as nursery:
         server = await nursery.start(node_server, echo)
         async with http_router({HOST: [server.address]}, settings()) as router:
             with await open_client(router.address) as sock:
                 client = LaneClient(sock)
-                await client.send(head + b"hello")
-                await eventually(lambda: handed)  # the lane saw part of the body: handed over
+                await client.send(POST_HEAD + b"hello")
+                await eventually(lambda: waiting_buf(router) == POST_HEAD + b"hello")
                 await client.send(b"=world")
                 assert (await client.response())[1] == b"POST /form hello=world"
+                await client.send(get(b"/b"))
+                assert (await client.response())[1] == b"GET /b "
+            await settled(router)
+        nursery.cancel_scope.cancel()
+    assert handed == []
+
+
+@pytest.mark.parametrize("length", [11, 100_000], ids=["stalled", "longer-than-a-read"])
+async def test_a_body_still_coming_goes_to_the_general_path_then_back(monkeypatch, length):
+    """A body that stalls past REST_WAIT, or that is longer than the lane buffers, is
+    streamed by the general path; the connection comes back after it."""
+    from brood.routers.http import lane as http_lane
+
+    monkeypatch.setattr(http_lane, "REST_WAIT", 0.05)
+    handed = record_hand_overs(monkeypatch)
+    head = POST_HEAD.replace(b"11", b"%d" % length)
+    body = (b"hello=world" * (length // 11 + 1))[:length]
+    async with trio.open_nursery() as nursery:
+        server = await nursery.start(node_server, echo)
+        async with http_router({HOST: [server.address]}, settings()) as router:
+            with await open_client(router.address) as sock:
+                client = LaneClient(sock)
+                await client.send(head + body[:5])
+                await eventually(lambda: handed)
+                await client.send(body[5:])
+                assert (await client.response())[1] == b"POST /form " + body
                 await eventually(lambda: len(lane_of(router).conns) == 1)  # back
                 await client.send(get(b"/b"))
                 assert (await client.response())[1] == b"GET /b "
             await settled(router)
         nursery.cancel_scope.cancel()
-    assert handed == [head + b"hello"]
+    assert handed == [head + body[:5]]
 
 
 # -- 3. a chunked answer: mid-answer hand-over -------------------------------------------

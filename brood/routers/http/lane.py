@@ -5,9 +5,9 @@ module says what an HTTP request is there. It serves a request whole when it is 
 usual one:
 
 * the complete head arrived in one read, parsed by ``parse_request_head``; no body, or
-  a Content-Length body that came whole with it (it goes out with the vars, in one
-  send); no chunked body, no upgrade, no ``Expect``, not a ``--http-manage-source``
-  SOURCE;
+  a Content-Length body that came with it or comes within ``REST_WAIT`` (head and body
+  within one read's size; they go out together, in one send); no chunked body, no
+  upgrade, no ``Expect``, not a ``--http-manage-source`` SOURCE;
 * the node (first pick of the resolver) has a numeric TCP or a unix address and the
   connect completes at once or within ``--http-connect-timeout``;
 * the answer is framed by Content-Length, has no body, or ends with the close (when
@@ -79,6 +79,9 @@ if TYPE_CHECKING:
     from brood.routers.http.router import HttpRouter
 
 log = logging.getLogger("brood.routers")
+# How long the lane waits for the rest of a body that did not come with its head, from
+# its first part, before the general path takes the request over.
+REST_WAIT = 1.0
 
 
 class HttpConn(LaneConn):
@@ -195,7 +198,10 @@ class HttpLane(Lane):
         if head.content_length:
             end += head.content_length
             if len(conn.buf) < end:
-                self._to_general(conn)
+                if end <= RECV and not conn.readable:
+                    self._wait_for_rest(conn)  # the next read has it, most likely
+                else:
+                    self._to_general(conn)
                 return
         key = head.host
         if key is None:
@@ -213,6 +219,20 @@ class HttpLane(Lane):
         if end > head.size:
             packet += conn.buf[head.size:end]
         self._open_node(conn, node, packet, end)
+
+    def _wait_for_rest(self, conn: HttpConn) -> None:
+        """The body did not all come with its head (clients that write the two apart):
+        the next read serves the request, unless ``REST_WAIT`` passes first from the
+        first part; then the general path takes it over (``_idle_expired``) and waits
+        with its own timeouts."""
+        conn.deadline = min(conn.deadline, time.monotonic() + REST_WAIT)
+        self._sweep_within(REST_WAIT)
+
+    def _idle_expired(self, conn: HttpConn) -> None:  # type: ignore[override]
+        if conn.buf:
+            self._to_general(conn)  # a request begun, its body slow to come
+        else:
+            self._drop(conn)
 
     # -- the answer -----------------------------------------------------------------------
     def _node_event(self, conn: HttpConn, events: int) -> None:  # type: ignore[override]
