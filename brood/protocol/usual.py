@@ -34,6 +34,8 @@ from __future__ import annotations
 
 import re
 import struct
+from collections.abc import Callable
+from typing import Any
 
 from .http1 import (
     _BODY_METHODS,
@@ -75,23 +77,29 @@ _UNSHARED = frozenset((b"cookie", b"authorization", b"proxy-authorization"))
 _UNSHARED_ANSWER = frozenset((b"set-cookie",))
 
 RequestLine = tuple[bytes, bytes, bytes, bytes, bytes, bytes]
-# (method, target, path, query, version, their encoded vars), or False: not usual.
-_request_lines: dict[bytes, RequestLine | bool] = {}
-# Header line -> ((name, value), its encoded var, kind, var name, the length of a plain
-# Content-Length), or False: not usual. X-Forwarded-For's encoded var is its key alone:
-# the value grows by the client's address.
 HeaderLine = tuple[tuple[bytes, bytes], bytes, int, bytes, int | None]
-_header_lines: dict[bytes, HeaderLine | bool] = {}
 
 
-def _keep(cache: dict, line: bytes, entry: object) -> None:
-    if len(line) <= LINE_CACHED_LEN:
-        if len(cache) >= LINE_CACHE_MAX:
-            cache.clear()
-        cache[line] = entry
+class _LineCache(dict):
+    """Line -> what ``read`` makes of it. A hit is one C-level lookup; a miss
+    (``__missing__``) reads the line and keeps the answer when ``read`` says it may be
+    shared, for lines up to ``LINE_CACHED_LEN`` bytes, ``LINE_CACHE_MAX`` of them (a
+    full cache starts over)."""
+
+    def __init__(self, read: Callable[[bytes], tuple[Any, bool]]) -> None:
+        super().__init__()
+        self.read = read
+
+    def __missing__(self, line: bytes) -> Any:
+        entry, shared = self.read(line)
+        if shared and len(line) <= LINE_CACHED_LEN:
+            if len(self) >= LINE_CACHE_MAX:
+                self.clear()
+            self[line] = entry
+        return entry
 
 
-def _request_line(line: bytes) -> RequestLine | bool:
+def _request_line(line: bytes) -> tuple[RequestLine | bool, bool]:
     match = _ORIGIN_LINE_RE.fullmatch(line)
     entry: RequestLine | bool = False
     if match is not None:
@@ -102,11 +110,10 @@ def _request_line(line: bytes) -> RequestLine | bool:
             entry = (method, target, path, query, version, encoded)
         except struct.error:  # a target longer than 65535 bytes: the parser refuses it
             pass
-    _keep(_request_lines, line, entry)
-    return entry
+    return entry, True
 
 
-def _header_line(line: bytes) -> HeaderLine | bool:
+def _header_line(line: bytes) -> tuple[HeaderLine | bool, bool]:
     match = _HEADER_RE.fullmatch(line)
     entry: HeaderLine | bool = False
     if match is not None and line[-1:] not in (b" ", b"\t"):
@@ -133,10 +140,17 @@ def _header_line(line: bytes) -> HeaderLine | bool:
             entry = ((name, value), encoded, kind, var, number)
         except struct.error:  # a value longer than 65535 bytes: the parser refuses it
             pass
-        if lname in _UNSHARED:
-            return entry
-    _keep(_header_lines, line, entry)
-    return entry
+        return entry, lname not in _UNSHARED
+    return entry, True
+
+
+# Request line -> (method, target, path, query, version, their encoded vars), or False:
+# not usual.
+_request_lines = _LineCache(_request_line)
+# Header line -> ((name, value), its encoded var, kind, var name, the length of a plain
+# Content-Length), or False: not usual. X-Forwarded-For's encoded var is its key alone:
+# the value grows by the client's address.
+_header_lines = _LineCache(_header_line)
 
 
 def usual_request(buf: bytes, limit: int, connection_vars: bytes, extra_block: bytes = b"",
@@ -151,9 +165,7 @@ def usual_request(buf: bytes, limit: int, connection_vars: bytes, extra_block: b
     if end < 0:
         return None
     lines = buf[:end].split(_CRLF)
-    first = _request_lines.get(lines[0])
-    if first is None:
-        first = _request_line(lines[0])
+    first = _request_lines[lines[0]]
     if not first:
         return None
     method, target, path, query, version, encoded = first  # type: ignore[misc]
@@ -162,9 +174,7 @@ def usual_request(buf: bytes, limit: int, connection_vars: bytes, extra_block: b
     names = []
     host = connection = length = None
     for line in lines[1:]:
-        entry = _header_lines.get(line)
-        if entry is None:
-            entry = _header_line(line)
+        entry = _header_lines[line]
         if not entry:
             return None
         pair, var_bytes, kind, var, number = entry  # type: ignore[misc]
@@ -206,25 +216,19 @@ _STATUS_LINE_RE = re.compile(rb"HTTP/1\.([01]) ([0-9]{3})(?:[ \t][^\r\n]*)?")
 # What an answer header line means for the usual answer.
 _PLAIN_LINE, _FRAMING_LINE = -1, -2
 _FRAMING = frozenset((b"transfer-encoding", b"connection"))
-# Status line -> (status, keep_alive), or False: not a usual answer's.
-_status_lines: dict[bytes, tuple[int, bool] | bool] = {}
-# Answer header line -> its Content-Length, _PLAIN_LINE, or _FRAMING_LINE (anything else
-# that frames the answer, or a line the usual answer does not have).
-_answer_lines: dict[bytes, int] = {}
 
 
-def _status_line(line: bytes) -> tuple[int, bool] | bool:
+def _status_line(line: bytes) -> tuple[tuple[int, bool] | bool, bool]:
     match = _STATUS_LINE_RE.fullmatch(line)
     entry: tuple[int, bool] | bool = False
     if match is not None:
         status = int(match[2])
         if status >= 200 and status != 204 and status != 304:
             entry = (status, match[1] == b"1")
-    _keep(_status_lines, line, entry)
-    return entry
+    return entry, True
 
 
-def _answer_line(line: bytes) -> int:
+def _answer_line(line: bytes) -> tuple[int, bool]:
     match = _HEADER_RE.fullmatch(line)
     entry = _FRAMING_LINE
     if match is not None:
@@ -235,11 +239,15 @@ def _answer_line(line: bytes) -> int:
             if value.isdigit() and len(value) <= _MAX_LENGTH_DIGITS:
                 entry = int(value)
         elif lname not in _FRAMING:
-            entry = _PLAIN_LINE
-            if lname in _UNSHARED_ANSWER:
-                return entry
-    _keep(_answer_lines, line, entry)
-    return entry
+            return _PLAIN_LINE, lname not in _UNSHARED_ANSWER
+    return entry, True
+
+
+# Status line -> (status, keep_alive), or False: not a usual answer's.
+_status_lines = _LineCache(_status_line)
+# Answer header line -> its Content-Length, _PLAIN_LINE, or _FRAMING_LINE (anything else
+# that frames the answer, or a line the usual answer does not have).
+_answer_lines = _LineCache(_answer_line)
 
 
 def usual_answer(buf: bytes, request_method: bytes, limit: int = DEFAULT_HEAD_LIMIT
@@ -252,16 +260,12 @@ def usual_answer(buf: bytes, request_method: bytes, limit: int = DEFAULT_HEAD_LI
     if end < 0 or request_method not in _BODY_METHODS:
         return None
     lines = buf[:end].split(_CRLF)
-    status = _status_lines.get(lines[0])
-    if status is None:
-        status = _status_line(lines[0])
+    status = _status_lines[lines[0]]
     if not status:
         return None
     length = -1
     for line in lines[1:]:
-        entry = _answer_lines.get(line)
-        if entry is None:
-            entry = _answer_line(line)
+        entry = _answer_lines[line]
         if entry != _PLAIN_LINE:
             if entry == _FRAMING_LINE or length >= 0:
                 return None  # framed otherwise, a bad or a second Content-Length

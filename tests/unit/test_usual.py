@@ -285,8 +285,9 @@ def test_lines_are_read_once_then_come_from_the_caches(monkeypatch):
     answer = ANSWER.replace(b"text/plain", b"text/once").replace(b"200 OK", b"201 Once")
     first = usual_request(head, LIMIT, CONNECTION_VARS, b"", CLIENT), usual_answer(answer, b"GET")
     assert None not in first
-    for reader in ("_request_line", "_header_line", "_status_line", "_answer_line"):
-        monkeypatch.setattr(usual, reader, lambda line: pytest.fail(f"{line!r} read again"))
+    for cache in (usual._request_lines, usual._header_lines, usual._status_lines,
+                  usual._answer_lines):
+        monkeypatch.setattr(cache, "read", lambda line: pytest.fail(f"{line!r} read again"))
     again = usual_request(head, LIMIT, CONNECTION_VARS, b"", CLIENT), usual_answer(answer, b"GET")
     assert again == first
 
