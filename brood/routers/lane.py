@@ -49,7 +49,13 @@ from brood.routers.errors import NodeFailed, NodeTimeout, RoutingError
 from brood.routers.net import sockio
 from brood.routers.net.backend import LOCAL_LIMITS, FirstPick, overloaded
 from brood.routers.net.listen import ACCEPT_BATCH, CLIENT_LEFT, run_connection
-from brood.routers.net.relay import HAS_SPLICE, PIPE_SIZE, EndFailed, splice_pipeful
+from brood.routers.net.relay import (
+    HAS_SPLICE,
+    PIPE_SIZE,
+    EndFailed,
+    listener_nodelay,
+    splice_pipeful,
+)
 from brood.routers.node import Node
 
 log = logging.getLogger("brood.routers")
@@ -165,6 +171,9 @@ class Lane:
         self.accept_paused = False  # out of fds or memory: the sweep accepts again
         # Connections that used up their turn with bytes still to move (``_resume``).
         self.later: dict[int, LaneConn] = {}
+        # Whether accepted connections have TCP_NODELAY from their listener already
+        # (``listening``); False once a listener could not be given it.
+        self.accepted_nodelay = True
 
     # -- what a front says ----------------------------------------------------------------
     def _start(self, conn: LaneConn) -> None:
@@ -260,6 +269,8 @@ class Lane:
         ``lsock``: an fd must leave the epoll set before it closes (a dup of it would
         keep the registration alive under a number the next socket may get)."""
         fd = lsock.fileno()
+        if not listener_nodelay(lsock):
+            self.accepted_nodelay = False
         self.listeners[fd] = (lsock, int(lsock.family))
         self.ep.register(fd, select.EPOLLIN | select.EPOLLET)  # queued ones: an edge at once
         try:
@@ -310,7 +321,7 @@ class Lane:
     def adopt(self, sock: socket.socket, peer: Any) -> LaneConn:
         """Take an accepted connection: it is served from its first request on."""
         sock.setblocking(False)
-        if sock.family != socket.AF_UNIX:
+        if not self.accepted_nodelay and sock.family != socket.AF_UNIX:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         return self._take(sock, peer, self.first_timeout)
 

@@ -103,6 +103,23 @@ async def settled(router, host: bytes = HOST) -> None:
     await eventually(lambda: node.ref == 0 and router.engine.active_sessions == 0)
 
 
+async def test_client_connections_have_no_nagle_from_their_listener():
+    """TCP_NODELAY is set once on the listening socket, and Linux passes it on to every
+    connection accepted from it (a 40 ms stall per keep-alive answer otherwise)."""
+    async with trio.open_nursery() as nursery:
+        server = await nursery.start(node_server, echo)
+        async with http_router({HOST: [server.address]}, settings()) as router:
+            with await open_client(router.address) as sock:
+                client = LaneClient(sock)
+                await client.send(get(b"/one"))
+                assert (await client.response())[1] == b"GET /one "
+                (conn,) = lane_of(router).conns.values()
+                assert conn.sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY)
+                for lsock, _family in lane_of(router).listeners.values():
+                    assert lsock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY)
+        nursery.cancel_scope.cancel()
+
+
 # -- 1. pipelining --------------------------------------------------------------------------
 async def test_two_pipelined_gets_in_one_write_answered_in_order_and_kept():
     async with trio.open_nursery() as nursery:

@@ -22,7 +22,7 @@ from typing import Any
 import trio
 
 from brood.routers.net import sockio
-from brood.routers.net.relay import set_nodelay
+from brood.routers.net.relay import listener_nodelay, set_nodelay
 
 log = logging.getLogger("brood.routers")
 
@@ -64,6 +64,7 @@ async def accept_loop(
     """
     task_status.started()
     raw = sockio.raw(listen_sock)
+    inherits_nodelay = listener_nodelay(raw)
     lane_of = getattr(handler, "lane_for", None)
     lane = lane_of(sessions) if lane_of is not None else None
     if lane is not None:
@@ -95,7 +96,8 @@ async def accept_loop(
             raise
         batch += 1
         conn = trio.socket.from_stdlib_socket(sock)
-        set_nodelay(conn)
+        if not inherits_nodelay:
+            set_nodelay(conn)
         sessions.start_soon(run_connection, handler, conn, peer)
 
 

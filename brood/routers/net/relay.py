@@ -143,6 +143,19 @@ def set_nodelay(sock: trio.socket.SocketType | socket.socket) -> None:
             pass  # the peer already reset the connection; the first I/O will tell
 
 
+def listener_nodelay(sock: trio.socket.SocketType | socket.socket) -> bool:
+    """Disable Nagle on a listening socket: Linux passes TCP_NODELAY on to every
+    connection accepted from it, a setsockopt less per connection. True when accepted
+    connections need no ``set_nodelay`` of their own (also when they are not TCP)."""
+    if sock.family not in (socket.AF_INET, socket.AF_INET6):
+        return True
+    try:
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    except OSError:
+        return False
+    return True
+
+
 async def relay(
     a: Endpoint,
     b: Endpoint,
