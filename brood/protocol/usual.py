@@ -8,7 +8,9 @@ request, browsers of a kind send the same Accept lines, an endpoint asked twice 
 same request line, an application answers with the same status and Content-Type lines.
 So each line is read once, with everything the lane needs from it (its validity, what it
 means for framing and routing, the uwsgi var it becomes), and kept; the next time, the
-line costs a dict lookup.
+line costs a dict lookup. Whole heads repeat as well (a keep-alive client asking for the
+same thing again, pollers and probes, an application's answer to the same request), so
+the reading of a whole head is kept too, in front of the lines: one lookup for all of it.
 
 ``usual_request`` serves the heads most clients send: an origin-form target; no
 Transfer-Encoding, Upgrade or Expect; at most one plain Content-Length; no repeated var
@@ -24,10 +26,12 @@ caller takes the general path (``parse_request_head`` and the vars it builds,
 field for field and byte for byte (the property tests hold it to that).
 
 The caches are bounded: only lines up to ``LINE_CACHED_LEN`` bytes are kept, at most
-``LINE_CACHE_MAX`` of each kind (a few MB in all at worst), and a full cache starts over.
-A client that sends made-up lines can make the lane read every line again (what it cost
-before the caches, give or take a fifth), not hold more memory. Cookie and Authorization
-lines, and an answer's Set-Cookie, are never kept.
+``LINE_CACHE_MAX`` of each kind, and heads up to ``HEAD_CACHED_LEN``, ``HEAD_CACHE_MAX``
+of each kind (a few MB in all at worst); a full cache starts over. A client that sends
+made-up lines can make the lane read every line again (what it cost before the caches,
+give or take a fifth), not hold more memory. Cookie and Authorization lines, and an
+answer's Set-Cookie, are never kept, nor a head that has one, nor a request head with
+X-Forwarded-For (its var holds the client's address).
 """
 
 from __future__ import annotations
@@ -55,6 +59,10 @@ from .vars import _key, _u16, header_var_name, line_vars
 # Only lines this long are kept, and this many of each kind; a full cache starts over.
 LINE_CACHED_LEN = 256
 LINE_CACHE_MAX = 1024
+# Whole heads: only heads this long are kept, and this many of each kind (requests,
+# answers); a full cache starts over.
+HEAD_CACHED_LEN = 1024
+HEAD_CACHE_MAX = 1024
 
 # A request line of the usual shape: an origin-form target, HTTP/1.0 or 1.1.
 _ORIGIN_LINE_RE = re.compile(rb"(" + _TOKEN + rb") (/[\x21-\x7e\x80-\xff]*) (HTTP/1\.[01])")
@@ -64,8 +72,8 @@ _OWS = b" \t"
 _HTTP11 = b"HTTP/1.1"
 _CRLF = b"\r\n"
 _END = b"\r\n\r\n"
-# What a request header line asks of the head.
-_PLAIN, _HOST, _CONNECTION, _FORWARDED, _LENGTH, _OTHER = range(6)
+# What a request header line asks of the head (_SECRET: a plain line that is never kept).
+_PLAIN, _HOST, _CONNECTION, _FORWARDED, _LENGTH, _OTHER, _SECRET = range(7)
 # Header names (lower case) left to the general path: they frame a body in chunks or
 # change the protocol.
 _LEAVE = frozenset((b"transfer-encoding", b"upgrade", b"expect"))
@@ -125,7 +133,8 @@ def _header_line(line: bytes) -> tuple[HeaderLine | bool, bool]:
         kind = (_HOST if lname == b"host" else _CONNECTION if lname == b"connection"
                 else _FORWARDED if var == _FORWARDED_VAR
                 else _LENGTH if lname == b"content-length"
-                else _OTHER if lname in _LEAVE else _PLAIN)
+                else _OTHER if lname in _LEAVE
+                else _SECRET if lname in _UNSHARED else _PLAIN)
         if kind == _HOST and value.translate(None, _HOST_CHARS):
             kind = _OTHER  # not a URI host: refused there
         number, shown = None, value
@@ -140,7 +149,7 @@ def _header_line(line: bytes) -> tuple[HeaderLine | bool, bool]:
             entry = ((name, value), encoded, kind, var, number)
         except struct.error:  # a value longer than 65535 bytes: the parser refuses it
             pass
-        return entry, lname not in _UNSHARED
+        return entry, kind != _SECRET
     return entry, True
 
 
@@ -151,6 +160,19 @@ _request_lines = _LineCache(_request_line)
 # Content-Length), or False: not usual. X-Forwarded-For's encoded var is its key alone:
 # the value grows by the client's address.
 _header_lines = _LineCache(_header_line)
+# Whole request head (up to its blank line) -> (head, its request line's vars, its header
+# lines' vars): heads repeat too (a keep-alive client asking for the same thing, a
+# poller, a probe), and one lookup is cheaper than one per line. Not kept: a head with a
+# secret line or with X-Forwarded-For (its var holds this client's address).
+_request_heads: dict[bytes, tuple[RequestHead, bytes, bytes]] = {}
+
+
+def _keep_head(cache: dict[bytes, Any], whole: bytes, entry: Any) -> None:
+    """Keep a whole head's reading, up to ``HEAD_CACHE_MAX`` of them (a full cache
+    starts over)."""
+    if len(cache) >= HEAD_CACHE_MAX:
+        cache.clear()
+    cache[whole] = entry
 
 
 def usual_request(buf: bytes, limit: int, connection_vars: bytes, extra_block: bytes = b"",
@@ -164,15 +186,21 @@ def usual_request(buf: bytes, limit: int, connection_vars: bytes, extra_block: b
     end = buf.find(_END, 0, limit)
     if end < 0:
         return None
-    lines = buf[:end].split(_CRLF)
+    whole = buf[:end]
+    known = _request_heads.get(whole)
+    if known is not None:  # a head seen before: (head, its line's vars, its headers' vars)
+        head, first_vars, header_vars = known
+        return head, b"".join((first_vars, connection_vars, header_vars, extra_block))
+    lines = whole.split(_CRLF)
     first = _request_lines[lines[0]]
     if not first:
         return None
-    method, target, path, query, version, encoded = first  # type: ignore[misc]
-    parts = [encoded, connection_vars]
+    method, target, path, query, version, first_vars = first  # type: ignore[misc]
+    parts = []
     headers = []
     names = []
     host = connection = length = None
+    keep = len(whole) <= HEAD_CACHED_LEN
     for line in lines[1:]:
         entry = _header_lines[line]
         if not entry:
@@ -185,12 +213,15 @@ def usual_request(buf: bytes, limit: int, connection_vars: bytes, extra_block: b
                 connection = pair[1]
             elif kind == _LENGTH:
                 length = number
+            elif kind == _SECRET:
+                keep = False
             elif kind == _FORWARDED and client_addr is not None:
                 # The proxy chain grows by the client we saw: "<existing>, <client ip>".
                 value = pair[1] + b", " + client_addr
                 if len(value) > 65535:
                     return None  # refused there
                 var_bytes += _u16(len(value)) + value
+                keep = False  # the value is this client's
             else:
                 return None
         headers.append(pair)
@@ -201,20 +232,23 @@ def usual_request(buf: bytes, limit: int, connection_vars: bytes, extra_block: b
     http11 = version == _HTTP11
     if host is None and http11:
         return None  # refused there: HTTP/1.1 needs a Host
-    if extra_block:
-        parts.append(extra_block)
-    return _new_head(RequestHead, (
+    head = _new_head(RequestHead, (
         method, target, path, query, version, headers, length, False,
         http11 if connection is None else _keep_alive(http11, _tokens([connection])),
-        False, None, host, end + 4)), b"".join(parts)
+        False, None, host, end + 4))
+    header_vars = b"".join(parts)
+    if keep:
+        _keep_head(_request_heads, whole, (head, first_vars, header_vars))
+    return head, b"".join((first_vars, connection_vars, header_vars, extra_block))
 
 
 # -- the answer ---------------------------------------------------------------------------
 
 # A status line as the strict parser reads it.
 _STATUS_LINE_RE = re.compile(rb"HTTP/1\.([01]) ([0-9]{3})(?:[ \t][^\r\n]*)?")
-# What an answer header line means for the usual answer.
-_PLAIN_LINE, _FRAMING_LINE = -1, -2
+# What an answer header line means for the usual answer (_SECRET_LINE: a plain line that
+# is never kept).
+_PLAIN_LINE, _FRAMING_LINE, _SECRET_LINE = -1, -2, -3
 _FRAMING = frozenset((b"transfer-encoding", b"connection"))
 
 
@@ -238,16 +272,21 @@ def _answer_line(line: bytes) -> tuple[int, bool]:
             value = value.lstrip(_OWS)
             if value.isdigit() and len(value) <= _MAX_LENGTH_DIGITS:
                 entry = int(value)
+        elif lname in _UNSHARED_ANSWER:
+            return _SECRET_LINE, False
         elif lname not in _FRAMING:
-            return _PLAIN_LINE, lname not in _UNSHARED_ANSWER
+            return _PLAIN_LINE, True
     return entry, True
 
 
 # Status line -> (status, keep_alive), or False: not a usual answer's.
 _status_lines = _LineCache(_status_line)
-# Answer header line -> its Content-Length, _PLAIN_LINE, or _FRAMING_LINE (anything else
-# that frames the answer, or a line the usual answer does not have).
+# Answer header line -> its Content-Length, _PLAIN_LINE, _SECRET_LINE, or _FRAMING_LINE
+# (anything else that frames the answer, or a line the usual answer does not have).
 _answer_lines = _LineCache(_answer_line)
+# Whole answer head (up to its blank line) -> its framing: an application answers the
+# same thing with the same head. Not kept: a head with a Set-Cookie line.
+_answer_heads: dict[bytes, Framing] = {}
 
 
 def usual_answer(buf: bytes, request_method: bytes, limit: int = DEFAULT_HEAD_LIMIT
@@ -259,20 +298,34 @@ def usual_answer(buf: bytes, request_method: bytes, limit: int = DEFAULT_HEAD_LI
     end = buf.find(_END, 0, limit)
     if end < 0 or request_method not in _BODY_METHODS:
         return None
-    lines = buf[:end].split(_CRLF)
+    whole = buf[:end]
+    known = _answer_heads.get(whole)
+    if known is not None:
+        return known
+    lines = whole.split(_CRLF)
     status = _status_lines[lines[0]]
     if not status:
         return None
     length = -1
+    keep = len(whole) <= HEAD_CACHED_LEN
     for line in lines[1:]:
         entry = _answer_lines[line]
-        if entry != _PLAIN_LINE:
-            if entry == _FRAMING_LINE or length >= 0:
-                return None  # framed otherwise, a bad or a second Content-Length
-            length = entry
+        if entry < 0:
+            if entry == _PLAIN_LINE:
+                continue
+            if entry == _SECRET_LINE:
+                keep = False
+                continue
+            return None  # framed otherwise, or not a line the usual answer has
+        if length >= 0:
+            return None  # a second Content-Length
+        length = entry
     if length < 0:
         return None
-    return status[0], "length", length, status[1], end + 4  # type: ignore[index]
+    framing = (status[0], "length", length, status[1], end + 4)  # type: ignore[index]
+    if keep:
+        _keep_head(_answer_heads, whole, framing)
+    return framing  # type: ignore[return-value]
 
 
 __all__ = ["usual_answer", "usual_request"]

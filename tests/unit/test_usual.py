@@ -10,6 +10,7 @@ from hypothesis import example, given, settings
 from hypothesis import strategies as st
 from test_http1 import LIMIT, SMUGGLING, req
 
+from brood.protocol import usual
 from brood.protocol.errors import ProtocolError
 from brood.protocol.http1 import parse_request_head, parse_response_framing
 from brood.protocol.usual import usual_answer, usual_request
@@ -54,7 +55,10 @@ def check_agrees(data: bytes, extra: bytes = b"") -> bool:
     """usual_request(data) is None or what the general path gives; True when it answered.
     Without the client's address a head with X-Forwarded-For is never served."""
     fast = usual_request(data, LIMIT, CONNECTION_VARS, extra, CLIENT)
-    # The second time its lines come from the caches: the same answer.
+    # The second time the whole head comes from its cache, the third time (that cache
+    # emptied) its lines do: the same answer each time.
+    assert usual_request(data, LIMIT, CONNECTION_VARS, extra, CLIENT) == fast
+    usual._request_heads.clear()
     assert usual_request(data, LIMIT, CONNECTION_VARS, extra, CLIENT) == fast
     without = usual_request(data, LIMIT, CONNECTION_VARS, extra)
     assert without == (None if has_forwarded_for(data, len(data)) else fast)
@@ -202,7 +206,9 @@ ANSWER = b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 11\r\n
 
 def check_answer_agrees(data: bytes, method: bytes) -> bool:
     fast = usual_answer(data, method)
-    assert usual_answer(data, method) == fast  # from the caches
+    assert usual_answer(data, method) == fast  # the whole head from its cache
+    usual._answer_heads.clear()
+    assert usual_answer(data, method) == fast  # its lines from theirs
     if fast is None:
         return False
     assert fast == parse_response_framing(data, LIMIT, method)
@@ -255,8 +261,6 @@ def test_usual_answer_agrees_with_the_framing(status_line, headers, body, method
 
 
 def test_long_lines_are_served_but_not_kept():
-    from brood.protocol import usual
-
     usual._header_lines.clear()  # (a nearly full cache would start over on the way)
     name, host = "X-" + "n" * 300, "h" * 300
     long_name, long_host = (name + ": v").encode(), ("Host: " + host).encode()
@@ -267,8 +271,6 @@ def test_long_lines_are_served_but_not_kept():
 
 
 def test_a_full_cache_starts_over(monkeypatch):
-    from brood.protocol import usual
-
     monkeypatch.setattr(usual, "LINE_CACHE_MAX", 4)
     usual._header_lines.clear()
     for i in range(4):
@@ -278,23 +280,68 @@ def test_a_full_cache_starts_over(monkeypatch):
     assert b"X-new: v" in usual._header_lines and len(usual._header_lines) <= 4
 
 
-def test_lines_are_read_once_then_come_from_the_caches(monkeypatch):
-    from brood.protocol import usual
+def _no_more_line_reads(monkeypatch) -> None:
+    for cache in (usual._request_lines, usual._header_lines, usual._status_lines,
+                  usual._answer_lines):
+        monkeypatch.setattr(cache, "read", lambda line: pytest.fail(f"{line!r} read again"))
 
+
+def test_lines_are_read_once_then_come_from_the_caches(monkeypatch):
     head = req("Host: cached.test", "X-Once: 1", first="GET /once ")
     answer = ANSWER.replace(b"text/plain", b"text/once").replace(b"200 OK", b"201 Once")
     first = usual_request(head, LIMIT, CONNECTION_VARS, b"", CLIENT), usual_answer(answer, b"GET")
     assert None not in first
-    for cache in (usual._request_lines, usual._header_lines, usual._status_lines,
-                  usual._answer_lines):
-        monkeypatch.setattr(cache, "read", lambda line: pytest.fail(f"{line!r} read again"))
+    _no_more_line_reads(monkeypatch)
+    usual._request_heads.clear()
+    usual._answer_heads.clear()
     again = usual_request(head, LIMIT, CONNECTION_VARS, b"", CLIENT), usual_answer(answer, b"GET")
     assert again == first
 
 
-def test_lines_read_as_not_usual_are_kept_so():
-    from brood.protocol import usual
+def test_whole_heads_come_from_their_caches_without_a_line_read(monkeypatch):
+    """A head seen before costs one lookup; its vars block is still built around this
+    connection's vars and the extra vars."""
+    head = req("Host: whole.test", "X-Whole: 1", first="GET /whole ")
+    answer = ANSWER.replace(b"text/plain", b"text/whole")
+    first = usual_request(head, LIMIT, CONNECTION_VARS, EXTRA, CLIENT)
+    framing = usual_answer(answer, b"GET")
+    assert head[:-4] in usual._request_heads and answer[:answer.index(b"\r\n\r\n")] in \
+        usual._answer_heads
+    _no_more_line_reads(monkeypatch)
+    assert usual_request(head, LIMIT, CONNECTION_VARS, EXTRA, CLIENT) == first
+    assert usual_answer(answer, b"GET") == framing
+    other_vars = encode_connection_vars(remote_addr="10.0.0.9", remote_port=50000,
+                                        server_name=b"example.test", server_port=b"8080")
+    assert usual_request(head, LIMIT, other_vars, b"", CLIENT) == (
+        first[0], encode_head_vars(first[0], other_vars))
+    assert usual_answer(answer, b"HEAD") is None  # the method still counts
 
+
+def test_heads_with_a_secret_or_a_forwarded_for_or_too_long_are_not_kept_whole():
+    kept = req("Host: a", "X-Kept: 1")
+    secret = req("Host: a", "Cookie: session=s3cret")
+    forwarded = req("Host: a", "X-Forwarded-For: 10.1.1.1")
+    long_head = req("Host: a", *[f"X-{i}: {'v' * 100}" for i in range(12)])
+    assert len(long_head) > usual.HEAD_CACHED_LEN
+    for data in (kept, secret, forwarded, long_head):
+        assert check_agrees(data)
+        assert (data[:-4] in usual._request_heads) == (data is kept)
+    set_cookie = ANSWER.replace(b"Content-Type: text/plain", b"Set-Cookie: session=s3cret")
+    assert check_answer_agrees(set_cookie, b"GET")
+    assert not any(b"s3cret" in whole for whole in usual._answer_heads)
+
+
+def test_a_full_head_cache_starts_over(monkeypatch):
+    monkeypatch.setattr(usual, "HEAD_CACHE_MAX", 3)
+    usual._request_heads.clear()
+    for i in range(3):
+        assert usual_request(req("Host: a", f"X-{i}: v"), LIMIT, CONNECTION_VARS) is not None
+    assert len(usual._request_heads) == 3
+    assert usual_request(req("Host: a", "X-new: v"), LIMIT, CONNECTION_VARS) is not None
+    assert list(usual._request_heads) == [req("Host: a", "X-new: v")[:-4]]
+
+
+def test_lines_read_as_not_usual_are_kept_so():
     assert usual_answer(ANSWER.replace(b"200 OK", b"204 No Content"), b"GET") is None
     assert usual._status_lines[b"HTTP/1.1 204 No Content"] is False
     assert usual_request(req("Host: a", "Bad Name: x"), LIMIT, CONNECTION_VARS) is None
@@ -309,8 +356,6 @@ def test_lines_read_as_not_usual_are_kept_so():
 
 
 def test_secrets_are_served_but_never_kept():
-    from brood.protocol import usual
-
     lines = ["Cookie: session=s3cret", "Authorization: Basic czNjcmV0",
              "Proxy-Authorization: Basic czNjcmV0"]
     assert check_agrees(req("Host: a", *lines))

@@ -23,7 +23,8 @@ through ``HttpRouter.fail`` when no byte reached the client, else a logged close
 
 The most common exchange takes the shortest way (per-request Python decides a Python
 router's speed): a head most clients send (X-Forwarded-For included) is read line by
-line, a line seen before costing one lookup, straight into uwsgi vars (``usual_request``;
+line, a line seen before costing one lookup (a whole head seen before, one lookup for
+all of it), straight into uwsgi vars (``usual_request``;
 any other head is parsed in full, ``_start_other``), and an answer that arrives whole in
 its first read, framed by one Content-Length, is checked the same way
 (``usual_answer``) and sent in one call, then the node connection is reset
