@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import socket
 
 import pytest
@@ -243,6 +244,32 @@ def test_chain_all_falls_through_and_routes_failures_to_owner() -> None:
     assert sub.failed == ["sub:1"]
     assert resolver.resolve(b"known", NOW, exclude=[node]).name == "s:1"
     assert resolver.subscriptions is None  # the fake exposes none
+
+
+@pytest.mark.parametrize("algo", ["rr", "wrr"])
+def test_one_static_node_answers_as_its_mapper_does(algo) -> None:
+    """One ``--X-to`` under plain round robin is resolved in one call (the mapper and the
+    balancer skipped); under any other balancer the mapper is asked. Either way the
+    answers are the mapper's own, in every state of the node."""
+    resolver = build_resolver(_cfg(http_to=["A:1"], http_gracetime=5, http_algo=algo),
+                              "http")
+    (stage,) = resolver.stages
+    assert inspect.ismethod(resolver.resolve) == (algo != "rr")  # the shortcut, or not
+    node = resolver.static_nodes[0]
+    long_key = b"k" * 256
+
+    def both(key=b"k", now=NOW, exclude=()):
+        mapped = None if len(key) > 255 else stage.resolve(key, now, b"", exclude)
+        return resolver.resolve(key, now, b"", exclude), mapped
+
+    assert both() == (node, node)
+    assert both(exclude=[node]) == (None, None)
+    assert both(key=long_key)[0] is None
+    resolver.on_connect_failed(node, NOW)
+    assert both() == (None, None)  # in grace
+    assert both(now=NOW + 5) == (node, node)  # grace over
+    node.death_mark = True
+    assert both(now=NOW + 5) == (None, None)
 
 
 def test_keys_longer_than_255_never_resolve() -> None:

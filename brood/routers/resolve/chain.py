@@ -74,6 +74,10 @@ class ChainResolver:
         self.static = static
         self.subscription = subscription
         self._owner: OrderedDict[int, tuple[Node, Resolver]] = OrderedDict()
+        only = getattr(self.stages[0], "only_node", None) if len(self.stages) == 1 else None
+        node = only() if only is not None else None
+        if node is not None:  # one node for every key: one call per request, not four
+            self.resolve = _only(node)  # type: ignore[method-assign]
 
     @property
     def static_nodes(self) -> list[Node]:
@@ -109,6 +113,17 @@ class ChainResolver:
         entry = self._owner.get(id(node))
         if entry is not None and entry[0] is node:
             entry[1].on_connect_failed(node, now)
+
+
+def _only(node: Node) -> Callable[..., Node | None]:
+    """``ChainResolver.resolve`` when one node takes every request: what the mapper and
+    its balancer would answer (the node, unless excluded, dead or in grace), inline."""
+    def resolve(key: bytes, now: float, client: bytes = b"",
+                exclude: Collection[Node] = ()) -> Node | None:
+        if len(key) > MAX_KEY or node.death_mark or now < node.grace_until or node in exclude:
+            return None
+        return node
+    return resolve
 
 
 def _get(cfg: Config, name: str, default: Any = None) -> Any:

@@ -14,6 +14,7 @@ from collections.abc import Callable, Collection, Sequence
 from typing import Any, Protocol
 
 from brood.routers.balance import Balancer, make_balancer
+from brood.routers.balance.roundrobin import RoundRobin
 from brood.routers.health import mark_failed
 from brood.routers.node import Node
 from brood.routers.resolve.address import key_text, path_safe, split_modifier
@@ -38,6 +39,14 @@ class StaticResolver:
     @property
     def static_nodes(self) -> list[Node]:
         return list(self.nodes)
+
+    def only_node(self) -> Node | None:
+        """The node every request goes to, when that needs no balancer: one node under
+        plain round robin (the single ``--X-to`` of most setups, and embedded mode's
+        internal socket). The resolver then asks nothing else (``ChainResolver``)."""
+        if len(self.nodes) == 1 and type(self.balancer) is RoundRobin:
+            return self.nodes[0]
+        return None
 
     def resolve(
         self, key: bytes, now: float, client: bytes = b"", exclude: Collection[Node] = ()
