@@ -11,6 +11,9 @@ means for framing and routing, the uwsgi var it becomes), and kept; the next tim
 line costs a dict lookup. Whole heads repeat as well (a keep-alive client asking for the
 same thing again, pollers and probes, an application's answer to the same request), so
 the reading of a whole head is kept too, in front of the lines: one lookup for all of it.
+A head is kept whole only once all its lines were seen before: one with a new line (a
+new URL, a new length) is not likely to come again, and keeping it would cost more than
+it saves (the garbage collector walks what is kept).
 
 ``usual_request`` serves the heads most clients send: an origin-form target; no
 Transfer-Encoding, Upgrade or Expect; at most one plain Content-Length; no repeated var
@@ -162,8 +165,9 @@ _request_lines = _LineCache(_request_line)
 _header_lines = _LineCache(_header_line)
 # Whole request head (up to its blank line) -> (head, its request line's vars, its header
 # lines' vars): heads repeat too (a keep-alive client asking for the same thing, a
-# poller, a probe), and one lookup is cheaper than one per line. Not kept: a head with a
-# secret line or with X-Forwarded-For (its var holds this client's address).
+# poller, a probe), and one lookup is cheaper than one per line. Kept once all its lines
+# were seen before; never a head with a secret line or with X-Forwarded-For (its var
+# holds this client's address).
 _request_heads: dict[bytes, tuple[RequestHead, bytes, bytes]] = {}
 
 
@@ -192,6 +196,7 @@ def usual_request(buf: bytes, limit: int, connection_vars: bytes, extra_block: b
         head, first_vars, header_vars = known
         return head, b"".join((first_vars, connection_vars, header_vars, extra_block))
     lines = whole.split(_CRLF)
+    known_lines = len(_request_lines) + len(_header_lines)
     first = _request_lines[lines[0]]
     if not first:
         return None
@@ -237,7 +242,7 @@ def usual_request(buf: bytes, limit: int, connection_vars: bytes, extra_block: b
         http11 if connection is None else _keep_alive(http11, _tokens([connection])),
         False, None, host, end + 4))
     header_vars = b"".join(parts)
-    if keep:
+    if keep and len(_request_lines) + len(_header_lines) == known_lines:
         _keep_head(_request_heads, whole, (head, first_vars, header_vars))
     return head, b"".join((first_vars, connection_vars, header_vars, extra_block))
 
@@ -285,7 +290,8 @@ _status_lines = _LineCache(_status_line)
 # (anything else that frames the answer, or a line the usual answer does not have).
 _answer_lines = _LineCache(_answer_line)
 # Whole answer head (up to its blank line) -> its framing: an application answers the
-# same thing with the same head. Not kept: a head with a Set-Cookie line.
+# same thing with the same head. Kept once all its lines were seen before; never a head
+# with a Set-Cookie line.
 _answer_heads: dict[bytes, Framing] = {}
 
 
@@ -303,6 +309,7 @@ def usual_answer(buf: bytes, request_method: bytes, limit: int = DEFAULT_HEAD_LI
     if known is not None:
         return known
     lines = whole.split(_CRLF)
+    known_lines = len(_status_lines) + len(_answer_lines)
     status = _status_lines[lines[0]]
     if not status:
         return None
@@ -323,7 +330,7 @@ def usual_answer(buf: bytes, request_method: bytes, limit: int = DEFAULT_HEAD_LI
     if length < 0:
         return None
     framing = (status[0], "length", length, status[1], end + 4)  # type: ignore[index]
-    if keep:
+    if keep and len(_status_lines) + len(_answer_lines) == known_lines:
         _keep_head(_answer_heads, whole, framing)
     return framing  # type: ignore[return-value]
 
