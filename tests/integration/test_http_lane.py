@@ -120,6 +120,21 @@ async def test_client_connections_have_no_nagle_from_their_listener():
         nursery.cancel_scope.cancel()
 
 
+def record_hand_overs(monkeypatch) -> list:
+    """The buffers the lane hands to the general path before a request went out."""
+    handed: list = []
+    real = HttpLane._to_general
+    monkeypatch.setattr(HttpLane, "_to_general",
+                        lambda self, conn, *a: handed.append(conn.buf) or real(self, conn, *a))
+    return handed
+
+
+def waiting_buf(router) -> bytes:
+    """What the lane holds of the one connection's request (b"" when it holds none)."""
+    conns = list(router.handler.lane.conns.values()) if router.handler.lane else []
+    return conns[0].buf if conns else b""
+
+
 # -- 1. pipelining --------------------------------------------------------------------------
 async def test_two_pipelined_gets_in_one_write_answered_in_order_and_kept():
     async with trio.open_nursery() as nursery:
@@ -143,7 +158,8 @@ async def test_two_pipelined_gets_in_one_write_answered_in_order_and_kept():
         nursery.cancel_scope.cancel()
 
 
-async def test_pipelined_get_then_a_head_cut_in_two_goes_on_on_the_general_path():
+async def test_pipelined_get_then_a_head_cut_in_two_is_waited_for_in_the_lane(monkeypatch):
+    handed = record_hand_overs(monkeypatch)
     async with trio.open_nursery() as nursery:
         server = await nursery.start(node_server, echo)
         async with http_router({HOST: [server.address]}, settings()) as router:
@@ -152,28 +168,86 @@ async def test_pipelined_get_then_a_head_cut_in_two_goes_on_on_the_general_path(
                 second = get(b"/two")
                 await client.send(get(b"/one") + second[:10])
                 assert (await client.response())[1] == b"GET /one "
-                # the half head left over was handed over with the connection
-                await eventually(lambda: not lane_of(router).conns)
+                await eventually(lambda: waiting_buf(router) == second[:10])
                 await client.send(second[10:])
                 assert (await client.response())[1] == b"GET /two "
                 await client.send(get(b"/three"))
                 assert (await client.response())[1] == b"GET /three "
+                assert len(lane_of(router).conns) == 1
             await settled(router)
             assert node_of(router).requests == 3
         nursery.cancel_scope.cancel()
+    assert handed == []
+
+
+async def test_a_head_written_in_parts_is_waited_for_in_the_lane(monkeypatch):
+    """A head longer than a segment, or a client that writes it in pieces: each part
+    is read as it comes, and the request is served in the lane once the head is whole."""
+    handed = record_hand_overs(monkeypatch)
+    request = get(b"/parts")
+    async with trio.open_nursery() as nursery:
+        server = await nursery.start(node_server, echo)
+        async with http_router({HOST: [server.address]}, settings()) as router:
+            with await open_client(router.address) as sock:
+                client = LaneClient(sock)
+                prev = 0
+                for at in (3, 9, 20):
+                    await client.send(request[prev:at])
+                    await eventually(lambda at=at: waiting_buf(router) == request[:at])
+                    prev = at
+                await client.send(request[prev:])
+                assert (await client.response())[1] == b"GET /parts "
+                assert len(lane_of(router).conns) == 1
+            await settled(router)
+        nursery.cancel_scope.cancel()
+    assert handed == []
+
+
+async def test_a_head_stalled_past_the_wait_goes_to_the_general_path_then_back(monkeypatch):
+    from brood.routers.http import lane as http_lane
+
+    monkeypatch.setattr(http_lane, "REST_WAIT", 0.05)
+    handed = record_hand_overs(monkeypatch)
+    request = get(b"/slow")
+    async with trio.open_nursery() as nursery:
+        server = await nursery.start(node_server, echo)
+        async with http_router({HOST: [server.address]}, settings()) as router:
+            with await open_client(router.address) as sock:
+                client = LaneClient(sock)
+                await client.send(request[:12])
+                await eventually(lambda: handed == [request[:12]])
+                await client.send(request[12:])
+                assert (await client.response())[1] == b"GET /slow "
+                await eventually(lambda: len(lane_of(router).conns) == 1)  # back
+                await client.send(get(b"/b"))
+                assert (await client.response())[1] == b"GET /b "
+            await settled(router)
+        nursery.cancel_scope.cancel()
+
+
+@pytest.mark.parametrize("start", [b"\x16\x03\x01\x02\x00\x01", b"PRI * HTTP/2.0\r\n",
+                                   b"\x00\x01garbage"], ids=["tls", "h2-preface", "binary"])
+async def test_the_start_of_a_bad_head_is_refused_at_once(monkeypatch, start):
+    """Only the start of a head that may still be valid is waited for: TLS to the plain
+    port, an HTTP/2 preface or binary bytes are answered at once, the rest never
+    awaited."""
+    from brood.routers.http import lane as http_lane
+
+    monkeypatch.setattr(http_lane, "REST_WAIT", 30.0)
+    async with trio.open_nursery() as nursery:
+        server = await nursery.start(node_server, echo)
+        async with http_router({HOST: [server.address]}, settings()) as router:
+            with await open_client(router.address) as sock:
+                client = LaneClient(sock)
+                await client.send(start)
+                head, _ = await client.response()
+                assert head.split(b" ")[1] in (b"400", b"505"), head
+        nursery.cancel_scope.cancel()
+    assert server.connections == 0
 
 
 # -- 2. a body that came with its head is served in the lane; one still coming goes to the
 #       general path, and the connection comes back -------------------------------------
-def record_hand_overs(monkeypatch) -> list:
-    """The buffers the lane hands to the general path before a request went out."""
-    handed: list = []
-    real = HttpLane._to_general
-    monkeypatch.setattr(HttpLane, "_to_general",
-                        lambda self, conn, *a: handed.append(conn.buf) or real(self, conn, *a))
-    return handed
-
-
 @pytest.mark.parametrize("one_write", [False, True], ids=["one-by-one", "pipelined"])
 async def test_get_post_get_on_one_connection(one_write, monkeypatch):
     handed = record_hand_overs(monkeypatch)
@@ -209,12 +283,6 @@ async def test_get_post_get_on_one_connection(one_write, monkeypatch):
 
 
 POST_HEAD = b"POST /form HTTP/1.1\r\nHost: " + HOST + b"\r\nContent-Length: 11\r\n\r\n"
-
-
-def waiting_buf(router) -> bytes:
-    """What the lane holds of the one connection's request (b"" when it holds none)."""
-    conns = list(router.handler.lane.conns.values()) if router.handler.lane else []
-    return conns[0].buf if conns else b""
 
 
 async def test_a_body_written_after_its_head_is_waited_for_in_the_lane(monkeypatch):

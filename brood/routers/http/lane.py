@@ -4,21 +4,22 @@ The lane itself (epoll set, node side, relay, timeouts) is ``brood.routers.lane`
 module says what an HTTP request is there. It serves a request whole when it is the
 usual one:
 
-* the complete head arrived in one read, parsed by ``parse_request_head``; no body, or
-  a Content-Length body that came with it or comes within ``REST_WAIT`` (head and body
-  within one read's size; they go out together, in one send); no chunked body, no
-  upgrade, no ``Expect``, not a ``--http-manage-source`` SOURCE;
+* the complete head arrived, in one read or within ``REST_WAIT`` of its first part,
+  parsed by ``parse_request_head``; no body, or a Content-Length body that came with it
+  or comes within ``REST_WAIT`` (head and body within one read's size; they go out
+  together, in one send); no chunked body, no upgrade, no ``Expect``, not a
+  ``--http-manage-source`` SOURCE;
 * the node (first pick of the resolver) has a numeric TCP or a unix address and the
   connect completes at once or within ``--http-connect-timeout``;
 * the answer is framed by Content-Length, has no body, or ends with the close (when
   neither ``--http-auto-chunked`` nor ``--http-auto-gzip`` would re-frame it).
 
 Anything else is handed to the general path (``HttpRouter``) at a clean point: before
-the request went out (``HttpRouter.resume`` serves it from its first byte: a head cut in
-two reads, a bad head, a body still coming, a node that refuses, no node), or once the answer's first
-bytes are in (``HttpRouter.resume_answer`` relays the rest: chunked, 1xx, 101, a head
-longer than one read). When that request is done and the connection goes on, it comes
-back to the lane (``readopt``). Errors after the request went out: 502 / 504 answered
+the request went out (``HttpRouter.resume`` serves it from its first byte: a head or a
+body still coming after ``REST_WAIT``, a bad head, a node that refuses, no node), or once
+the answer's first bytes are in (``HttpRouter.resume_answer`` relays the rest: chunked,
+1xx, 101, a head longer than one read). When that request is done and the connection
+goes on, it comes back to the lane (``readopt``). Errors after the request went out: 502 / 504 answered
 through ``HttpRouter.fail`` when no byte reached the client, else a logged close.
 
 The most common exchange takes the shortest way (per-request Python decides a Python
@@ -168,7 +169,13 @@ class HttpLane(Lane):
         except ProtocolError:
             self._to_general(conn)  # it answers 400/431/505 and says why
             return
-        if (head is None or head.chunked or head.upgrade is not None
+        if head is None:  # the start of a head (anything else is refused at once, above)
+            if not conn.readable:
+                self._wait_for_rest(conn)  # the next read has the rest, most likely
+            else:
+                self._to_general(conn)
+            return
+        if (head.chunked or head.upgrade is not None
                 or head.expect_continue or head.method == self.source_method):
             self._to_general(conn)
             return
@@ -222,10 +229,11 @@ class HttpLane(Lane):
         self._open_node(conn, node, packet, end)
 
     def _wait_for_rest(self, conn: HttpConn) -> None:
-        """The body did not all come with its head (clients that write the two apart):
-        the next read serves the request, unless ``REST_WAIT`` passes first from the
-        first part; then the general path takes it over (``_idle_expired``) and waits
-        with its own timeouts."""
+        """The head, or the body, did not all come in one read (a head longer than a
+        segment, clients that write head and body apart): the next read serves the
+        request, unless ``REST_WAIT`` passes first from the first part; then the
+        general path takes it over (``_idle_expired``) and waits with its own
+        timeouts."""
         conn.deadline = min(conn.deadline, time.monotonic() + REST_WAIT)
         self._sweep_within(REST_WAIT)
 
