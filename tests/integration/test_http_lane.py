@@ -11,6 +11,7 @@ import logging
 import os
 import random
 import socket
+from contextlib import asynccontextmanager
 
 import pytest
 import trio
@@ -120,6 +121,19 @@ async def test_client_connections_have_no_nagle_from_their_listener():
         nursery.cancel_scope.cancel()
 
 
+@asynccontextmanager
+async def echo_client(**kw):
+    """An ``echo`` node, the router in front of it (``settings(**kw)``) and one client
+    connection: ``(router, client)``; every request let go of its node on the way out."""
+    async with trio.open_nursery() as nursery:
+        server = await nursery.start(node_server, echo)
+        async with http_router({HOST: [server.address]}, settings(**kw)) as router:
+            with await open_client(router.address) as sock:
+                yield router, LaneClient(sock)
+            await settled(router)
+        nursery.cancel_scope.cancel()
+
+
 def record_hand_overs(monkeypatch) -> list:
     """The buffers the lane hands to the general path before a request went out."""
     handed: list = []
@@ -160,23 +174,17 @@ async def test_two_pipelined_gets_in_one_write_answered_in_order_and_kept():
 
 async def test_pipelined_get_then_a_head_cut_in_two_is_waited_for_in_the_lane(monkeypatch):
     handed = record_hand_overs(monkeypatch)
-    async with trio.open_nursery() as nursery:
-        server = await nursery.start(node_server, echo)
-        async with http_router({HOST: [server.address]}, settings()) as router:
-            with await open_client(router.address) as sock:
-                client = LaneClient(sock)
-                second = get(b"/two")
-                await client.send(get(b"/one") + second[:10])
-                assert (await client.response())[1] == b"GET /one "
-                await eventually(lambda: waiting_buf(router) == second[:10])
-                await client.send(second[10:])
-                assert (await client.response())[1] == b"GET /two "
-                await client.send(get(b"/three"))
-                assert (await client.response())[1] == b"GET /three "
-                assert len(lane_of(router).conns) == 1
-            await settled(router)
-            assert node_of(router).requests == 3
-        nursery.cancel_scope.cancel()
+    async with echo_client() as (router, client):
+        second = get(b"/two")
+        await client.send(get(b"/one") + second[:10])
+        assert (await client.response())[1] == b"GET /one "
+        await eventually(lambda: waiting_buf(router) == second[:10])
+        await client.send(second[10:])
+        assert (await client.response())[1] == b"GET /two "
+        await client.send(get(b"/three"))
+        assert (await client.response())[1] == b"GET /three "
+        assert len(lane_of(router).conns) == 1
+    assert node_of(router).requests == 3
     assert handed == []
 
 
@@ -185,21 +193,15 @@ async def test_a_head_written_in_parts_is_waited_for_in_the_lane(monkeypatch):
     is read as it comes, and the request is served in the lane once the head is whole."""
     handed = record_hand_overs(monkeypatch)
     request = get(b"/parts")
-    async with trio.open_nursery() as nursery:
-        server = await nursery.start(node_server, echo)
-        async with http_router({HOST: [server.address]}, settings()) as router:
-            with await open_client(router.address) as sock:
-                client = LaneClient(sock)
-                prev = 0
-                for at in (3, 9, 20):
-                    await client.send(request[prev:at])
-                    await eventually(lambda at=at: waiting_buf(router) == request[:at])
-                    prev = at
-                await client.send(request[prev:])
-                assert (await client.response())[1] == b"GET /parts "
-                assert len(lane_of(router).conns) == 1
-            await settled(router)
-        nursery.cancel_scope.cancel()
+    async with echo_client() as (router, client):
+        prev = 0
+        for at in (3, 9, 20):
+            await client.send(request[prev:at])
+            await eventually(lambda at=at: waiting_buf(router) == request[:at])
+            prev = at
+        await client.send(request[prev:])
+        assert (await client.response())[1] == b"GET /parts "
+        assert len(lane_of(router).conns) == 1
     assert handed == []
 
 
@@ -209,20 +211,14 @@ async def test_a_head_stalled_past_the_wait_goes_to_the_general_path_then_back(m
     monkeypatch.setattr(http_lane, "REST_WAIT", 0.05)
     handed = record_hand_overs(monkeypatch)
     request = get(b"/slow")
-    async with trio.open_nursery() as nursery:
-        server = await nursery.start(node_server, echo)
-        async with http_router({HOST: [server.address]}, settings()) as router:
-            with await open_client(router.address) as sock:
-                client = LaneClient(sock)
-                await client.send(request[:12])
-                await eventually(lambda: handed == [request[:12]])
-                await client.send(request[12:])
-                assert (await client.response())[1] == b"GET /slow "
-                await eventually(lambda: len(lane_of(router).conns) == 1)  # back
-                await client.send(get(b"/b"))
-                assert (await client.response())[1] == b"GET /b "
-            await settled(router)
-        nursery.cancel_scope.cancel()
+    async with echo_client() as (router, client):
+        await client.send(request[:12])
+        await eventually(lambda: handed == [request[:12]])
+        await client.send(request[12:])
+        assert (await client.response())[1] == b"GET /slow "
+        await eventually(lambda: len(lane_of(router).conns) == 1)  # back
+        await client.send(get(b"/b"))
+        assert (await client.response())[1] == b"GET /b "
 
 
 @pytest.mark.parametrize("start", [b"\x16\x03\x01\x02\x00\x01", b"PRI * HTTP/2.0\r\n",
@@ -234,16 +230,11 @@ async def test_the_start_of_a_bad_head_is_refused_at_once(monkeypatch, start):
     from brood.routers.http import lane as http_lane
 
     monkeypatch.setattr(http_lane, "REST_WAIT", 30.0)
-    async with trio.open_nursery() as nursery:
-        server = await nursery.start(node_server, echo)
-        async with http_router({HOST: [server.address]}, settings()) as router:
-            with await open_client(router.address) as sock:
-                client = LaneClient(sock)
-                await client.send(start)
-                head, _ = await client.response()
-                assert head.split(b" ")[1] in (b"400", b"505"), head
-        nursery.cancel_scope.cancel()
-    assert server.connections == 0
+    async with echo_client() as (router, client):
+        await client.send(start)
+        head, _ = await client.response()
+        assert head.split(b" ")[1] in (b"400", b"505"), head
+    assert node_of(router).requests == 0
 
 
 # -- 2. a body that came with its head is served in the lane; one still coming goes to the
