@@ -178,6 +178,9 @@ def bind_listener(spec: str, proto: str, backlog: int = DEFAULT_BACKLOG,
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             if reuse_port and hasattr(socket, "SO_REUSEPORT"):
                 sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+            # Before listen(): every connection it queues gets it (no Nagle wait on
+            # answers), and whoever accepts them need not set it one by one.
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         sock.bind(sockaddr)
         sock.listen(backlog)
     except OSError as exc:

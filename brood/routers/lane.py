@@ -172,7 +172,7 @@ class Lane:
         # Connections that used up their turn with bytes still to move (``_resume``).
         self.later: dict[int, LaneConn] = {}
         # Whether accepted connections have TCP_NODELAY from their listener already
-        # (``listening``); False once a listener could not be given it.
+        # (``listening``); False once a listener did not have it from the start.
         self.accepted_nodelay = True
 
     # -- what a front says ----------------------------------------------------------------

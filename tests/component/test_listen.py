@@ -4,14 +4,30 @@ from __future__ import annotations
 
 import socket
 
+import pytest
 import trio
 
+from brood.routers.net import listen
 from brood.routers.net.listen import accept_loop
+from brood.sockets import bind_listener
 
 
-async def test_accepted_connections_have_no_nagle():
-    """TCP_NODELAY comes from the listening socket (set once there), not a setsockopt
-    per connection."""
+def _foreign_listener() -> socket.socket:
+    """A listening socket made elsewhere (``fd://``): no TCP_NODELAY."""
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    sock.listen()
+    return sock
+
+
+@pytest.mark.parametrize("made_by", ["brood", "elsewhere"])
+async def test_accepted_connections_have_no_nagle(monkeypatch, made_by):
+    """A listener brood binds has TCP_NODELAY from before ``listen``, so every
+    connection has it, even one queued before the router came, with no setsockopt of
+    its own; one made elsewhere without it gets a setsockopt per connection."""
+    per_connection: list = []
+    real = listen.set_nodelay
+    monkeypatch.setattr(listen, "set_nodelay", lambda s: per_connection.append(s) or real(s))
     seen: list[int] = []
     done = trio.Event()
 
@@ -19,16 +35,16 @@ async def test_accepted_connections_have_no_nagle():
         seen.append(conn.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY))
         done.set()
 
-    listener = socket.socket()
-    listener.bind(("127.0.0.1", 0))
-    listener.listen()
+    listener = (bind_listener("127.0.0.1:0", "http").sock if made_by == "brood"
+                else _foreign_listener())
     listener.setblocking(False)
-    async with trio.open_nursery() as nursery:
-        with trio.socket.from_stdlib_socket(listener) as lsock:
-            await nursery.start(accept_loop, lsock, handler, nursery)
-            with socket.create_connection(listener.getsockname()):
+    with socket.create_connection(listener.getsockname()):  # queued before the loop
+        async with trio.open_nursery() as nursery:
+            with trio.socket.from_stdlib_socket(listener) as lsock:
+                await nursery.start(accept_loop, lsock, handler, nursery)
                 with trio.fail_after(5):
                     await done.wait()
-            assert seen == [1]
-            assert lsock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY)
-            nursery.cancel_scope.cancel()
+                assert lsock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY)
+                nursery.cancel_scope.cancel()
+    assert seen == [1]
+    assert len(per_connection) == (0 if made_by == "brood" else 1)

@@ -21,6 +21,7 @@ ANSWER = b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 9\r\n\
 
 def bind_listener(proto: str) -> Listener:
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)  # as brood.sockets does
     sock.bind(("127.0.0.1", 0))
     sock.listen(128)
     host, port = sock.getsockname()

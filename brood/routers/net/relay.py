@@ -144,16 +144,21 @@ def set_nodelay(sock: trio.socket.SocketType | socket.socket) -> None:
 
 
 def listener_nodelay(sock: trio.socket.SocketType | socket.socket) -> bool:
-    """Disable Nagle on a listening socket: Linux passes TCP_NODELAY on to every
-    connection accepted from it, a setsockopt less per connection. True when accepted
-    connections need no ``set_nodelay`` of their own (also when they are not TCP)."""
+    """Whether connections accepted from a listening socket come with TCP_NODELAY: Linux
+    gives a connection its listener's when its handshake completes, so one set before
+    ``listen`` (``sockets.bind_listener``) saves a setsockopt per connection. True also
+    when they are not TCP. False for a listener made elsewhere without it (``fd://``):
+    it gets it now, but connections queued before keep Nagle, so each accepted one still
+    needs ``set_nodelay``."""
     if sock.family not in (socket.AF_INET, socket.AF_INET6):
         return True
     try:
+        if sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY):
+            return True
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     except OSError:
-        return False
-    return True
+        pass
+    return False
 
 
 async def relay(
