@@ -11,9 +11,9 @@ means for framing and routing, the uwsgi var it becomes), and kept; the next tim
 line costs a dict lookup. Whole heads repeat as well (a keep-alive client asking for the
 same thing again, pollers and probes, an application's answer to the same request), so
 the reading of a whole head is kept too, in front of the lines: one lookup for all of it.
-A head is kept whole only once all its lines were seen before: one with a new line (a
-new URL, a new length) is not likely to come again, and keeping it would cost more than
-it saves (the garbage collector walks what is kept).
+A head is kept whole only once all its lines came from their caches: one with a new
+line (a new URL, a new length), or one too long to keep, is not likely to come again,
+and keeping it would cost more than it saves (the garbage collector walks what is kept).
 
 ``usual_request`` serves the heads most clients send: an origin-form target; no
 Transfer-Encoding, Upgrade or Expect; at most one plain Content-Length; no repeated var
@@ -32,9 +32,10 @@ The caches are bounded: only lines up to ``LINE_CACHED_LEN`` bytes are kept, at 
 ``LINE_CACHE_MAX`` of each kind, and heads up to ``HEAD_CACHED_LEN``, ``HEAD_CACHE_MAX``
 of each kind (a few MB in all at worst); a full cache starts over. A client that sends
 made-up lines can make the lane read every line again (what it cost before the caches,
-give or take a fifth), not hold more memory. Cookie and Authorization lines, and an
-answer's Set-Cookie, are never kept, nor a head that has one, nor a request head with
-X-Forwarded-For (its var holds the client's address).
+give or take a fifth), not hold more memory. The lines of a user's secrets are never
+kept (Cookie, Set-Cookie, Authorization, tokens and keys: a word in the header's name
+says which), nor a head that has one, nor a request head with X-Forwarded-For (its var
+holds the client's address).
 """
 
 from __future__ import annotations
@@ -83,25 +84,39 @@ _LEAVE = frozenset((b"transfer-encoding", b"upgrade", b"expect"))
 _FORWARDED_VAR = b"HTTP_X_FORWARDED_FOR"
 # Lines of one user's secrets are read every time, never kept: they rarely repeat across
 # users anyway, and a cache shared by all should not hold them (nor say, by its timing,
-# whether a value was seen).
-_UNSHARED = frozenset((b"cookie", b"authorization", b"proxy-authorization"))
-_UNSHARED_ANSWER = frozenset((b"set-cookie",))
+# whether a value was seen). A secret's header is known by a word in its name (Cookie,
+# Set-Cookie, Authorization, X-Auth-Token, X-Api-Key, X-CSRF-Token, ...).
+_SECRET_WORDS = (b"cookie", b"auth", b"token", b"secret", b"session", b"csrf", b"xsrf",
+                 b"passw", b"api-key", b"apikey", b"api_key", b"signature")
+
+
+def _secret(lname: bytes) -> bool:
+    """Whether a header (its lower-case name) holds a secret of one user."""
+    return any(word in lname for word in _SECRET_WORDS)
+
 
 RequestLine = tuple[bytes, bytes, bytes, bytes, bytes, bytes]
 HeaderLine = tuple[tuple[bytes, bytes], bytes, int, bytes, int | None]
+
+
+# Misses of the line caches, all kinds (``_LineCache``).
+_line_misses = 0
 
 
 class _LineCache(dict):
     """Line -> what ``read`` makes of it. A hit is one C-level lookup; a miss
     (``__missing__``) reads the line and keeps the answer when ``read`` says it may be
     shared, for lines up to ``LINE_CACHED_LEN`` bytes, ``LINE_CACHE_MAX`` of them (a
-    full cache starts over)."""
+    full cache starts over). ``_line_misses`` counts the misses of them all: a head
+    read with no miss is one seen before (kept whole then)."""
 
     def __init__(self, read: Callable[[bytes], tuple[Any, bool]]) -> None:
         super().__init__()
         self.read = read
 
     def __missing__(self, line: bytes) -> Any:
+        global _line_misses
+        _line_misses += 1
         entry, shared = self.read(line)
         if shared and len(line) <= LINE_CACHED_LEN:
             if len(self) >= LINE_CACHE_MAX:
@@ -137,7 +152,7 @@ def _header_line(line: bytes) -> tuple[HeaderLine | bool, bool]:
                 else _FORWARDED if var == _FORWARDED_VAR
                 else _LENGTH if lname == b"content-length"
                 else _OTHER if lname in _LEAVE
-                else _SECRET if lname in _UNSHARED else _PLAIN)
+                else _SECRET if _secret(lname) else _PLAIN)
         if kind == _HOST and value.translate(None, _HOST_CHARS):
             kind = _OTHER  # not a URI host: refused there
         number, shown = None, value
@@ -191,12 +206,14 @@ def usual_request(buf: bytes, limit: int, connection_vars: bytes, extra_block: b
     if end < 0:
         return None
     whole = buf[:end]
-    known = _request_heads.get(whole)
-    if known is not None:  # a head seen before: (head, its line's vars, its headers' vars)
-        head, first_vars, header_vars = known
-        return head, b"".join((first_vars, connection_vars, header_vars, extra_block))
+    keep = end <= HEAD_CACHED_LEN
+    if keep:
+        known = _request_heads.get(whole)
+        if known is not None:  # seen before: (head, its line's vars, its headers' vars)
+            head, first_vars, header_vars = known
+            return head, b"".join((first_vars, connection_vars, header_vars, extra_block))
     lines = whole.split(_CRLF)
-    known_lines = len(_request_lines) + len(_header_lines)
+    misses = _line_misses
     first = _request_lines[lines[0]]
     if not first:
         return None
@@ -205,7 +222,6 @@ def usual_request(buf: bytes, limit: int, connection_vars: bytes, extra_block: b
     headers = []
     names = []
     host = connection = length = None
-    keep = len(whole) <= HEAD_CACHED_LEN
     for line in lines[1:]:
         entry = _header_lines[line]
         if not entry:
@@ -242,7 +258,7 @@ def usual_request(buf: bytes, limit: int, connection_vars: bytes, extra_block: b
         http11 if connection is None else _keep_alive(http11, _tokens([connection])),
         False, None, host, end + 4))
     header_vars = b"".join(parts)
-    if keep and len(_request_lines) + len(_header_lines) == known_lines:
+    if keep and _line_misses == misses:
         _keep_head(_request_heads, whole, (head, first_vars, header_vars))
     return head, b"".join((first_vars, connection_vars, header_vars, extra_block))
 
@@ -277,7 +293,7 @@ def _answer_line(line: bytes) -> tuple[int, bool]:
             value = value.lstrip(_OWS)
             if value.isdigit() and len(value) <= _MAX_LENGTH_DIGITS:
                 entry = int(value)
-        elif lname in _UNSHARED_ANSWER:
+        elif _secret(lname):
             return _SECRET_LINE, False
         elif lname not in _FRAMING:
             return _PLAIN_LINE, True
@@ -305,16 +321,17 @@ def usual_answer(buf: bytes, request_method: bytes, limit: int = DEFAULT_HEAD_LI
     if end < 0 or request_method not in _BODY_METHODS:
         return None
     whole = buf[:end]
-    known = _answer_heads.get(whole)
-    if known is not None:
-        return known
+    keep = end <= HEAD_CACHED_LEN
+    if keep:
+        known = _answer_heads.get(whole)
+        if known is not None:
+            return known
     lines = whole.split(_CRLF)
-    known_lines = len(_status_lines) + len(_answer_lines)
+    misses = _line_misses
     status = _status_lines[lines[0]]
     if not status:
         return None
     length = -1
-    keep = len(whole) <= HEAD_CACHED_LEN
     for line in lines[1:]:
         entry = _answer_lines[line]
         if entry < 0:
@@ -330,7 +347,7 @@ def usual_answer(buf: bytes, request_method: bytes, limit: int = DEFAULT_HEAD_LI
     if length < 0:
         return None
     framing = (status[0], "length", length, status[1], end + 4)  # type: ignore[index]
-    if keep and len(_status_lines) + len(_answer_lines) == known_lines:
+    if keep and _line_misses == misses:
         _keep_head(_answer_heads, whole, framing)
     return framing  # type: ignore[return-value]
 

@@ -233,7 +233,8 @@ class HttpLane(Lane):
         segment, clients that write head and body apart): the next read serves the
         request, unless ``REST_WAIT`` passes first from the first part; then the
         general path takes it over (``_idle_expired``) and waits with its own
-        timeouts."""
+        timeouts, from there (a head may so take up to ``REST_WAIT`` longer than
+        ``--http-headers-timeout``)."""
         conn.deadline = min(conn.deadline, time.monotonic() + REST_WAIT)
         self._sweep_within(REST_WAIT)
 
