@@ -49,13 +49,7 @@ from brood.routers.errors import NodeFailed, NodeTimeout, RoutingError
 from brood.routers.net import sockio
 from brood.routers.net.backend import LOCAL_LIMITS, FirstPick, overloaded
 from brood.routers.net.listen import ACCEPT_BATCH, CLIENT_LEFT, run_connection
-from brood.routers.net.relay import (
-    HAS_SPLICE,
-    PIPE_SIZE,
-    EndFailed,
-    listener_nodelay,
-    splice_pipeful,
-)
+from brood.routers.net.relay import HAS_SPLICE, PIPE_SIZE, EndFailed, splice_pipeful
 from brood.routers.node import Node
 
 log = logging.getLogger("brood.routers")
@@ -262,14 +256,16 @@ class Lane:
                     self._drop(conn)
 
     @contextlib.contextmanager
-    def listening(self, lsock: socket.socket) -> Iterator[None]:
+    def listening(self, lsock: socket.socket, inherits_nodelay: bool) -> Iterator[None]:
         """Accept on ``lsock`` in the lane while the block runs: a connection costs no
         trip through trio's scheduler and no epoll_ctl to wait for the next one. The
         caller ends the block to stop accepting (a graceful stop), before it closes
         ``lsock``: an fd must leave the epoll set before it closes (a dup of it would
-        keep the registration alive under a number the next socket may get)."""
+        keep the registration alive under a number the next socket may get).
+        ``inherits_nodelay``: what ``listener_nodelay`` said of ``lsock`` (asked once:
+        the second time it would find the option it set itself)."""
         fd = lsock.fileno()
-        if not listener_nodelay(lsock):
+        if not inherits_nodelay:
             self.accepted_nodelay = False
         self.listeners[fd] = (lsock, int(lsock.family))
         self.ep.register(fd, select.EPOLLIN | select.EPOLLET)  # queued ones: an edge at once

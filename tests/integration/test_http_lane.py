@@ -149,6 +149,36 @@ def waiting_buf(router) -> bytes:
     return conns[0].buf if conns else b""
 
 
+async def test_a_connection_queued_on_a_listener_made_elsewhere_gets_no_nagle(monkeypatch):
+    """``fd://``: a listener made without TCP_NODELAY passes none on to the connections
+    queued before the router came, so the lane sets it on each it accepts."""
+    import _httpkit
+
+    from brood.listener import Listener
+
+    queued: list[socket.socket] = []
+
+    def made_elsewhere(proto: str) -> Listener:
+        sock = socket.socket()
+        sock.bind(("127.0.0.1", 0))
+        sock.listen(128)
+        queued.append(socket.create_connection(sock.getsockname()))
+        host, port = sock.getsockname()
+        return Listener(sock, f"{host}:{port}", proto)
+
+    monkeypatch.setattr(_httpkit, "bind_listener", made_elsewhere)
+    async with trio.open_nursery() as nursery:
+        server = await nursery.start(node_server, echo)
+        async with http_router({HOST: [server.address]}, settings()) as router:
+            with trio.socket.from_stdlib_socket(queued[0]) as sock:
+                client = LaneClient(sock)
+                await client.send(get(b"/queued"))
+                assert (await client.response())[1] == b"GET /queued "
+                (conn,) = lane_of(router).conns.values()
+                assert conn.sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY)
+        nursery.cancel_scope.cancel()
+
+
 # -- 1. pipelining --------------------------------------------------------------------------
 async def test_two_pipelined_gets_in_one_write_answered_in_order_and_kept():
     async with trio.open_nursery() as nursery:

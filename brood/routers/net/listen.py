@@ -71,7 +71,7 @@ async def accept_loop(
         while True:
             if may_accept is not None:
                 await may_accept()
-            with lane.listening(raw):
+            with lane.listening(raw, inherits_nodelay):
                 await (must_pause() if must_pause is not None else trio.sleep_forever())
     batch = 0
     while True:
