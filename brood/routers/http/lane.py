@@ -19,18 +19,18 @@ the request went out (``HttpRouter.resume`` serves it from its first byte: a hea
 body still coming after ``REST_WAIT``, a bad head, a node that refuses, no node), or once
 the answer's first bytes are in (``HttpRouter.resume_answer`` relays the rest: chunked,
 1xx, 101, a head longer than one read). When that request is done and the connection
-goes on, it comes back to the lane (``readopt``). Errors after the request went out: 502 / 504 answered
-through ``HttpRouter.fail`` when no byte reached the client, else a logged close.
+goes on, it comes back to the lane (``readopt``). Errors after the request went out:
+502 / 504 answered through ``HttpRouter.fail`` when no byte reached the client, else a
+logged close.
 
 The most common exchange takes the shortest way (per-request Python decides a Python
 router's speed): a head most clients send (X-Forwarded-For included) is read line by
 line, a line seen before costing one lookup (a whole head seen before, one lookup for
-all of it), straight into uwsgi vars (``usual_request``;
-any other head is parsed in full, ``_start_other``), and an answer that arrives whole in
-its first read, framed by one Content-Length, is checked the same way
-(``usual_answer``) and sent in one call, then the node connection is reset
-(``_node_event``).
-Everything else about the answer goes through the lane's relay (``Lane._pump``).
+all of it), straight into uwsgi vars (``usual_request``; any other head is parsed in
+full, ``_start_other``), and an answer that arrives whole in its first read, framed by
+one Content-Length, is checked the same way (``usual_answer``) and sent in one call,
+then the node connection is reset (``_node_event``). Everything else about the answer
+goes through the lane's relay (``Lane._pump``).
 
 Keep-alive: a connection idle between requests is dropped after the keep-alive idle
 time (``--http-headers-timeout`` for its first request). Counters as on the general
