@@ -251,6 +251,42 @@ async def test_a_head_stalled_past_the_wait_goes_to_the_general_path_then_back(m
         assert (await client.response())[1] == b"GET /b "
 
 
+async def test_a_slow_head_has_the_headers_timeout_from_its_first_part(monkeypatch):
+    """--http-headers-timeout counts the time a head waited in the lane: the 408 comes
+    about that long after its first part, not REST_WAIT later."""
+    from brood.routers.http import lane as http_lane
+
+    monkeypatch.setattr(http_lane, "REST_WAIT", 0.9)
+    async with echo_client(headers_timeout=1.0) as (router, client):
+        started = trio.current_time()
+        await client.send(get(b"/slow")[:12])
+        head, _ = await client.response(limit=5)
+        waited = trio.current_time() - started
+        assert head.split(b" ")[1] == b"408", head
+        assert 0.9 <= waited < 1.5, waited  # 1.9 s if the lane's wait were not counted
+
+
+async def test_the_next_head_has_its_own_headers_timeout(monkeypatch):
+    """A head that waited in the lane and came whole leaves nothing behind: the next
+    one, begun well after, is timed from its own first part."""
+    from brood.routers.http import lane as http_lane
+
+    handed = record_hand_overs(monkeypatch)
+    async with echo_client(headers_timeout=0.5) as (router, client):
+        first = get(b"/one")
+        await client.send(first[:9])
+        await eventually(lambda: waiting_buf(router) == first[:9])
+        await client.send(first[9:])
+        assert (await client.response())[1] == b"GET /one "
+        await trio.sleep(0.6)  # longer than the headers timeout, between two requests
+        monkeypatch.setattr(http_lane, "REST_WAIT", 0.05)
+        second = get(b"/two")
+        await client.send(second[:9])
+        await eventually(lambda: handed == [second[:9]])
+        await client.send(second[9:])
+        assert (await client.response())[1] == b"GET /two "
+
+
 @pytest.mark.parametrize("start", [b"\x16\x03\x01\x02\x00\x01", b"PRI * HTTP/2.0\r\n",
                                    b"\x00\x01garbage"], ids=["tls", "h2-preface", "binary"])
 async def test_the_start_of_a_bad_head_is_refused_at_once(monkeypatch, start):

@@ -75,6 +75,7 @@ from brood.routers.lane import (
     _read,
     _write,
 )
+from brood.routers.net.backend import FirstPick
 from brood.routers.node import Node
 
 if TYPE_CHECKING:
@@ -90,7 +91,8 @@ class HttpConn(LaneConn):
     """A lane connection with what HTTP needs: the head in flight and the client's
     constant vars."""
 
-    __slots__ = ("remote_addr", "remote_port", "head", "status", "vars_mid", "addr_bytes")
+    __slots__ = ("remote_addr", "remote_port", "head", "status", "vars_mid", "addr_bytes",
+                 "head_since")
 
     def __init__(self, sock: socket.socket, peer: Any) -> None:
         super().__init__(sock, peer)
@@ -99,6 +101,7 @@ class HttpConn(LaneConn):
         self.head: RequestHead | None = None
         self.status = 0
         self.vars_mid = b""  # the encoded vars of this connection (encode_connection_vars)
+        self.head_since = 0.0  # when the first part of a head still incomplete came
 
 
 class HttpLane(Lane):
@@ -171,6 +174,8 @@ class HttpLane(Lane):
             return
         if head is None:  # the start of a head (anything else is refused at once, above)
             if not conn.readable:
+                if not conn.head_since:
+                    conn.head_since = time.monotonic()
                 self._wait_for_rest(conn)  # the next read has the rest, most likely
             else:
                 self._to_general(conn)
@@ -202,6 +207,7 @@ class HttpLane(Lane):
         """The request (``block``: its vars, then the body when it came whole with the
         head) to the resolver's first pick, or to the general path when there is none
         or the body is still coming (it streams it)."""
+        conn.head_since = 0.0  # the head is whole
         end = head.size
         if head.content_length:
             end += head.content_length
@@ -233,10 +239,17 @@ class HttpLane(Lane):
         segment, clients that write head and body apart): the next read serves the
         request, unless ``REST_WAIT`` passes first from the first part; then the
         general path takes it over (``_idle_expired``) and waits with its own
-        timeouts, from there (a head may so take up to ``REST_WAIT`` longer than
-        ``--http-headers-timeout``)."""
+        timeouts (``--http-headers-timeout`` counts from a head's first part, the time
+        in the lane included)."""
         conn.deadline = min(conn.deadline, time.monotonic() + REST_WAIT)
         self._sweep_within(REST_WAIT)
+
+    def _to_general(self, conn: HttpConn,  # type: ignore[override]
+                    first_pick: FirstPick | None = None) -> None:
+        """As ``Lane._to_general``; a head still incomplete goes with the time it has
+        waited in the lane, which ``--http-headers-timeout`` counts too."""
+        waited = time.monotonic() - conn.head_since if conn.head_since else 0.0
+        self._hand_over(conn, self.router.resume, conn.buf, first_pick, waited)
 
     def _idle_expired(self, conn: HttpConn) -> None:  # type: ignore[override]
         if conn.buf:

@@ -100,7 +100,7 @@ class _Conn:
     a timeout is still known, so the right answer (none, 408, 504) can follow."""
 
     __slots__ = ("scope", "phase", "head", "key", "out", "node_name", "hard_deadline",
-                 "first_pick")
+                 "first_pick", "head_waited")
 
     def __init__(self) -> None:
         self.scope = trio.CancelScope()
@@ -111,6 +111,7 @@ class _Conn:
         self.node_name = ""  # the node of the request in flight
         self.hard_deadline = math.inf
         self.first_pick: FirstPick | None = None  # resume's
+        self.head_waited = 0.0  # resume's: the time its head has waited in the fast lane
 
     def lift_deadline(self) -> None:
         """Only harakiri bounds this phase (a connect that has to wait)."""
@@ -177,13 +178,16 @@ class HttpRouter:
         return lane
 
     async def resume(self, sock: Endpoint, peer: Any, buf: bytes,
-                     first_pick: FirstPick | None = None) -> None:
+                     first_pick: FirstPick | None = None, head_waited: float = 0.0) -> None:
         """Go on with a connection the fast lane hands over between requests: ``buf``
         holds what it read and did not serve (the start of the next request);
-        ``first_pick``: the lane's node for that request and how its connect failed."""
+        ``first_pick``: the lane's node for that request and how its connect failed;
+        ``head_waited``: how long the lane waited for the rest of that head (counted
+        in --http-headers-timeout)."""
         client = Client(sock, *peer_address(peer))
         client.buf = buf
-        await self._serve_connection(client, peer, first=False, first_pick=first_pick)
+        await self._serve_connection(client, peer, first=False, first_pick=first_pick,
+                                     head_waited=head_waited)
 
     async def resume_answer(self, sock: Endpoint, peer: Any, buf: bytes, head: RequestHead,
                             key: bytes, upstream: Any, started: float) -> None:
@@ -264,12 +268,13 @@ class HttpRouter:
     # -- the general path -------------------------------------------------------------------
     async def _serve_connection(self, client: Client, peer: Any, *, first: bool,
                                 first_pick: FirstPick | None = None,
-                                ) -> None:
+                                head_waited: float = 0.0) -> None:
         """Requests one after another on ``client`` until it closes or may not go on;
         ``first``: a new connection (its prefixes are read first, its first head may
-        take --http-headers-timeout); ``first_pick``: see ``resume``."""
+        take --http-headers-timeout); ``first_pick``, ``head_waited``: see ``resume``."""
         conn = _Conn()
         conn.first_pick = first_pick
+        conn.head_waited = head_waited
         settings = self.settings
         try:
             with conn.scope:
@@ -357,7 +362,9 @@ class HttpRouter:
         if head is not None:
             return head
         conn.phase = _HEAD
-        conn.scope.deadline = trio.current_time() + self.settings.headers_timeout
+        conn.scope.deadline = (trio.current_time() + self.settings.headers_timeout
+                               - conn.head_waited)
+        conn.head_waited = 0.0  # (the next head starts afresh)
         while head is None:
             if not await client.read_more():
                 raise ClientGone("client closed inside a request head")
