@@ -76,8 +76,8 @@ _OWS = b" \t"
 _HTTP11 = b"HTTP/1.1"
 _CRLF = b"\r\n"
 _END = b"\r\n\r\n"
-# What a request header line asks of the head (_SECRET: a plain line that is never kept).
-_PLAIN, _HOST, _CONNECTION, _FORWARDED, _LENGTH, _OTHER, _SECRET = range(7)
+# What a request header line asks of the head.
+_PLAIN, _HOST, _CONNECTION, _FORWARDED, _LENGTH, _OTHER = range(6)
 # Header names (lower case) left to the general path: they frame a body in chunks or
 # change the protocol.
 _LEAVE = frozenset((b"transfer-encoding", b"upgrade", b"expect"))
@@ -151,8 +151,7 @@ def _header_line(line: bytes) -> tuple[HeaderLine | bool, bool]:
         kind = (_HOST if lname == b"host" else _CONNECTION if lname == b"connection"
                 else _FORWARDED if var == _FORWARDED_VAR
                 else _LENGTH if lname == b"content-length"
-                else _OTHER if lname in _LEAVE
-                else _SECRET if _secret(lname) else _PLAIN)
+                else _OTHER if lname in _LEAVE else _PLAIN)
         if kind == _HOST and value.translate(None, _HOST_CHARS):
             kind = _OTHER  # not a URI host: refused there
         number, shown = None, value
@@ -167,7 +166,7 @@ def _header_line(line: bytes) -> tuple[HeaderLine | bool, bool]:
             entry = ((name, value), encoded, kind, var, number)
         except struct.error:  # a value longer than 65535 bytes: the parser refuses it
             pass
-        return entry, kind != _SECRET
+        return entry, not _secret(lname)
     return entry, True
 
 
@@ -181,8 +180,8 @@ _header_lines = _LineCache(_header_line)
 # Whole request head (up to its blank line) -> (head, its request line's vars, its header
 # lines' vars): heads repeat too (a keep-alive client asking for the same thing, a
 # poller, a probe), and one lookup is cheaper than one per line. Kept once all its lines
-# were seen before; never a head with a secret line or with X-Forwarded-For (its var
-# holds this client's address).
+# came from their caches (so never a head with a secret line: that line is never kept),
+# and never one with X-Forwarded-For (its var holds this client's address).
 _request_heads: dict[bytes, tuple[RequestHead, bytes, bytes]] = {}
 
 
@@ -234,8 +233,6 @@ def usual_request(buf: bytes, limit: int, connection_vars: bytes, extra_block: b
                 connection = pair[1]
             elif kind == _LENGTH:
                 length = number
-            elif kind == _SECRET:
-                keep = False
             elif kind == _FORWARDED and client_addr is not None:
                 # The proxy chain grows by the client we saw: "<existing>, <client ip>".
                 value = pair[1] + b", " + client_addr
@@ -267,9 +264,8 @@ def usual_request(buf: bytes, limit: int, connection_vars: bytes, extra_block: b
 
 # A status line as the strict parser reads it.
 _STATUS_LINE_RE = re.compile(rb"HTTP/1\.([01]) ([0-9]{3})(?:[ \t][^\r\n]*)?")
-# What an answer header line means for the usual answer (_SECRET_LINE: a plain line that
-# is never kept).
-_PLAIN_LINE, _FRAMING_LINE, _SECRET_LINE = -1, -2, -3
+# What an answer header line means for the usual answer.
+_PLAIN_LINE, _FRAMING_LINE = -1, -2
 _FRAMING = frozenset((b"transfer-encoding", b"connection"))
 
 
@@ -293,21 +289,19 @@ def _answer_line(line: bytes) -> tuple[int, bool]:
             value = value.lstrip(_OWS)
             if value.isdigit() and len(value) <= _MAX_LENGTH_DIGITS:
                 entry = int(value)
-        elif _secret(lname):
-            return _SECRET_LINE, False
         elif lname not in _FRAMING:
-            return _PLAIN_LINE, True
+            return _PLAIN_LINE, not _secret(lname)
     return entry, True
 
 
 # Status line -> (status, keep_alive), or False: not a usual answer's.
 _status_lines = _LineCache(_status_line)
-# Answer header line -> its Content-Length, _PLAIN_LINE, _SECRET_LINE, or _FRAMING_LINE
-# (anything else that frames the answer, or a line the usual answer does not have).
+# Answer header line -> its Content-Length, _PLAIN_LINE, or _FRAMING_LINE (anything else
+# that frames the answer, or a line the usual answer does not have).
 _answer_lines = _LineCache(_answer_line)
 # Whole answer head (up to its blank line) -> its framing: an application answers the
-# same thing with the same head. Kept once all its lines were seen before; never a head
-# with a Set-Cookie line.
+# same thing with the same head. Kept once all its lines came from their caches (so never
+# a head with a secret line, Set-Cookie say: that line is never kept).
 _answer_heads: dict[bytes, Framing] = {}
 
 
@@ -336,9 +330,6 @@ def usual_answer(buf: bytes, request_method: bytes, limit: int = DEFAULT_HEAD_LI
         entry = _answer_lines[line]
         if entry < 0:
             if entry == _PLAIN_LINE:
-                continue
-            if entry == _SECRET_LINE:
-                keep = False
                 continue
             return None  # framed otherwise, or not a line the usual answer has
         if length >= 0:
