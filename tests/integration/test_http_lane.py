@@ -28,6 +28,7 @@ from _httpkit import (
 from _routerkit import FdLimit, refused_address, send_all
 
 from brood.routers import lane as lane_module
+from brood.routers.http import lane as http_lane_module
 from brood.routers.http.lane import HttpLane
 from brood.routers.http.settings import HttpSettings
 from brood.routers.net import relay
@@ -764,6 +765,36 @@ async def test_whole_answers_to_a_reader_that_waits_go_out_in_parts(monkeypatch)
             assert router.engine.sessions_total == count
         nursery.cancel_scope.cancel()
     assert lane_module.BODY in waited_from
+
+
+async def test_a_long_answer_whose_first_part_falls_short_goes_on(monkeypatch):
+    """An answer longer than the first read, whose first part the client socket takes
+    only in part: the rest of that part waits for the client, then the body follows
+    (the node's edge was spent on the first read: the relay must read on without one)."""
+    short = []
+
+    def write_short_once(fd, data):
+        if len(data) == lane_module.HEAD_RECV and not short:
+            short.append(fd)
+            data = data[:1000]
+        return os.write(fd, data)
+
+    monkeypatch.setattr(http_lane_module, "_write", write_short_once)
+    size = 300_000
+    async with trio.open_nursery() as nursery:
+        server = await nursery.start(node_server, by_size)
+        async with http_router({HOST: [server.address]}, settings()) as router:
+            with await open_client(router.address) as sock:
+                client = LaneClient(sock)
+                await client.send(get(b"/%d" % size))
+                with trio.fail_after(5):
+                    head, body = await client.response()
+                assert head + body == sized_answer(size)
+                assert short == [next(iter(lane_of(router).conns))]
+                await client.send(get(b"/100"))  # the connection goes on
+                assert b"".join(await client.response()) == sized_answer(100)
+            await settled(router)
+        nursery.cancel_scope.cancel()
 
 
 # -- 9. close-delimited answer ---------------------------------------------------------------

@@ -29,7 +29,8 @@ line, a line seen before costing one lookup (a whole head seen before, one looku
 all of it), straight into uwsgi vars (``usual_request``; any other head is parsed in
 full, ``_start_other``), and an answer that arrives whole in its first read, framed by
 one Content-Length, is checked the same way (``usual_answer``) and sent in one call,
-then the node connection is reset (``_node_event``). Everything else about the answer
+then the node connection is reset (``_node_event``); a longer one so framed goes out
+the same way, its first read at once and the rest through the relay. Everything else about the answer
 goes through the lane's relay (``Lane._pump``).
 
 Keep-alive: a connection idle between requests is dropped after the keep-alive idle
@@ -259,9 +260,10 @@ class HttpLane(Lane):
 
     # -- the answer -----------------------------------------------------------------------
     def _node_event(self, conn: HttpConn, events: int) -> None:  # type: ignore[override]
-        """The usual answer in one go: read whole, sent whole, the node reset. Anything
-        else (a connect or a send in progress, a partial or long answer, a client that
-        cannot take it all) goes on as the lane's relay does."""
+        """The usual answer in one go: read whole, sent whole, the node reset; a longer
+        one: its first read sent, the rest relayed. Anything else (a connect or a send
+        in progress, an answer framed otherwise or in parts) goes as the lane's relay
+        takes it (``_answer_read``)."""
         if conn.state != WAITING or conn.packet or conn.answer_head or not events & _READ_EVENTS:
             Lane._node_event(self, conn, events)
             return
@@ -276,10 +278,13 @@ class HttpLane(Lane):
             return
         size = len(data)
         conn.node.rx += size  # type: ignore[union-attr]
-        answer = usual_answer(data, conn.head.method, RESPONSE_HEAD_LIMIT) \
-            if size < HEAD_RECV else None  # type: ignore[union-attr]
-        if answer is None or answer[4] + answer[2] != size:  # not all of it: relayed
+        answer = usual_answer(data, conn.head.method, RESPONSE_HEAD_LIMIT)  # type: ignore[union-attr]
+        if answer is None:  # framed otherwise, or its head is not all here: relayed
             self._answer_read(conn, data)
+            return
+        rest = answer[4] + answer[2] - size  # body bytes still to come
+        if rest < 0 or (rest and size < HEAD_RECV):
+            self._answer_read(conn, data)  # bytes past it, or its next part to wait for
             return
         try:
             sent = _write(conn.fd, data)
@@ -291,14 +296,20 @@ class HttpLane(Lane):
             return
         conn.status, conn.node_keep = answer[0], answer[3]
         conn.sent = sent
-        if sent == size:
+        if sent == size and not rest:
             self._finish(conn, True)
             return
         conn.state = BODY
-        conn.remaining = 0
+        conn.remaining = rest
         conn.deadline = time.monotonic() + self.timeout
-        conn.pending = data[sent:]
-        self._wait_writable(conn)
+        # A long answer: the read filled HEAD_RECV and the relay (by splice) reads on
+        # at once, without waiting for another edge (this one is spent).
+        conn.node_readable = rest > 0
+        if sent < size:
+            conn.pending = data[sent:]
+            self._wait_writable(conn)
+            return
+        self._pump(conn)
 
     def _answer_head(self, conn: HttpConn, data: bytes) -> bytes | None:  # type: ignore[override]
         method = conn.head.method  # type: ignore[union-attr]
