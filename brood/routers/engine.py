@@ -33,6 +33,7 @@ from brood.routers.errors import RoutingError
 from brood.routers.net import sockio
 from brood.routers.net.backend import ConnectPlan, FirstPick, connect_node, open_node
 from brood.routers.net.relay import Endpoint, RelayResult, relay, relay_answer
+from brood.routers.net.spread import Spread
 from brood.routers.node import Node
 from brood.routers.resolve import Resolver
 
@@ -176,6 +177,9 @@ class Engine:
         )
         self.active_sessions = 0
         self.sessions_total = 0
+        # This process's share of the kind's client connections (``serve_router`` gives
+        # it the table of its siblings: ``brood.routers.net.spread``).
+        self.spread = Spread()
         self._has_nodes = has_nodes
         self._idle: trio.Event | None = None
         self._serving = trio.Event()

@@ -50,6 +50,7 @@ from brood.routers.net import sockio
 from brood.routers.net.backend import LOCAL_LIMITS, FirstPick, overloaded
 from brood.routers.net.listen import ACCEPT_BATCH, CLIENT_LEFT, run_connection
 from brood.routers.net.relay import HAS_SPLICE, PIPE_SIZE, EndFailed, splice_pipeful
+from brood.routers.net.spread import DEFER
 from brood.routers.node import Node
 
 log = logging.getLogger("brood.routers")
@@ -168,6 +169,10 @@ class Lane:
         # Whether accepted connections have TCP_NODELAY from their listener already
         # (``listening``); False once a listener did not have it from the start.
         self.accepted_nodelay = True
+        # Listeners whose connections were left to a sibling process that holds fewer
+        # (``brood.routers.net.spread``): taken here after DEFER if still queued.
+        self.deferred: set[int] = set()
+        self.deferral = trio.lowlevel.ParkingLot()  # wakes _take_deferred_forever
 
     # -- what a front says ----------------------------------------------------------------
     def _start(self, conn: LaneConn) -> None:
@@ -214,6 +219,7 @@ class Lane:
         try:
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(self._sweep_forever)
+                nursery.start_soon(self._take_deferred_forever)
                 while True:
                     if self.backlog or self.later:  # work left: other tasks run first
                         await trio.lowlevel.checkpoint()
@@ -277,16 +283,24 @@ class Lane:
             with contextlib.suppress(OSError, ValueError):  # ValueError: the lane ended
                 self.ep.unregister(fd)
 
-    def _accept(self, fd: int) -> None:
+    def _accept(self, fd: int, deferred: bool = False) -> None:
         """Take up to ``ACCEPT_BATCH`` connections from a listener; ``backlog`` says
-        when it may hold more (edge-triggered: no new edge for those)."""
+        when it may hold more (edge-triggered: no new edge for those). Connections a
+        sibling process should take are left to it (``_defer``); ``deferred``: they
+        waited for it already, and the first one still there is taken here anyway."""
         self.backlog.discard(fd)
         entry = self.listeners.get(fd)
         if entry is None:
             return
         lsock, family = entry
         accept = lsock._accept  # type: ignore[attr-defined]
+        spread = self.engine.spread
+        balance = spread.shared
         for _ in range(ACCEPT_BATCH):
+            if balance and not deferred and not spread.my_turn():
+                self._defer(fd)
+                return
+            deferred = False
             try:
                 cfd, peer = accept()
             except BlockingIOError:
@@ -314,6 +328,22 @@ class Lane:
                     sock.close()
         self.backlog.add(fd)
 
+    def _defer(self, fd: int) -> None:
+        """Leave what listener ``fd`` holds to a sibling for ``DEFER``; what is still
+        queued then is taken here (``_take_deferred_forever``)."""
+        self.deferred.add(fd)
+        self.deferral.unpark_all()
+
+    async def _take_deferred_forever(self) -> None:
+        deferred = self.deferred
+        while True:
+            if not deferred:
+                await self.deferral.park()
+            await trio.sleep(DEFER)
+            for fd in list(deferred):
+                deferred.discard(fd)
+                self._accept(fd, deferred=True)
+
     def adopt(self, sock: socket.socket, peer: Any) -> LaneConn:
         """Take an accepted connection: it is served from its first request on."""
         sock.setblocking(False)
@@ -327,6 +357,7 @@ class Lane:
         conn = self.conn_class(sock, peer)
         conn.deadline = time.monotonic() + wait
         self.conns[conn.fd] = conn
+        self.engine.spread.opened()
         self.ep.register(conn.fd, self.client_events)  # bytes there: the first edge at once
         return conn
 
@@ -682,12 +713,14 @@ class Lane:
     def _hand_over(self, conn: LaneConn, handler: Any, *args: Any) -> None:
         """``conn`` leaves the lane for ``handler(sock, peer, *args)``, a task of its own."""
         tsock = trio.socket.from_stdlib_socket(self._release(conn))
-        self.sessions.start_soon(run_connection, handler, tsock, conn.peer, *args)
+        self.sessions.start_soon(run_connection, self.engine.spread, handler, tsock, conn.peer,
+                                 *args)
 
     def _release(self, conn: LaneConn) -> socket.socket:
         """Take the client socket out of the lane (it stays open), as a stdlib socket
         (trio's wrap needs one; the lane's own accepts are the C-level type)."""
         del self.conns[conn.fd]
+        self.engine.spread.closed()  # run_connection counts it from here
         self.ep.unregister(conn.fd)
         sock = conn.sock
         if type(sock) is not socket.socket:
@@ -719,6 +752,7 @@ class Lane:
             return
         self._close_node(conn)
         del self.conns[conn.fd]
+        self.engine.spread.closed()
         conn.state = IDLE
         if conn.held:
             conn.held = False

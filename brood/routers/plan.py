@@ -7,10 +7,10 @@ the instance has an app but no worker socket, ``embedded_config`` first adds a u
 socket on 127.0.0.1 with a kernel-chosen port; the router is then pointed at the worker
 sockets once they are bound (their real names are only known then).
 
-Per-kind extras (the subscription feed, the stats snapshot share) plug in through
-``ROUTER_EXTRAS``: a callable ``(cfg, builder, kind, count) -> (index -> dict)`` run at
-plan time in the master; the dict it returns for a process index is passed to
-``run_router`` as keyword arguments.
+Per-kind extras (the subscription feed, the stats snapshot share, the table that spreads
+connections evenly over the processes) plug in through ``ROUTER_EXTRAS``: a callable
+``(cfg, builder, kind, count) -> (index -> dict)`` run at plan time in the master; the
+dict it returns for a process index is passed to ``run_router`` as keyword arguments.
 
 ``--X-stats`` is bound here too, once, and handed to every process of the kind.
 """
@@ -23,6 +23,7 @@ from typing import Any
 
 from brood.config.model import Config
 from brood.plan import ChildSpec, PlanBuilder, register_config_hook, register_contributor
+from brood.routers.net.spread import SpreadTable
 from brood.routers.stats_share import stats_share_extras
 
 # The sslrouter's options are declared (so uWSGI ini files parse) with ``refused=``: the
@@ -35,7 +36,19 @@ _MAPPERS = ("to", "use-pattern", "use-base", "use-cache", "use-code-string", "us
 EMBEDDED_SOCKET = "127.0.0.1:0"
 
 ExtrasFactory = Callable[[Config, PlanBuilder, str, int], Callable[[int], dict[str, Any]]]
-ROUTER_EXTRAS: list[ExtrasFactory] = [stats_share_extras]
+
+
+def spread_extras(cfg: Config, b: PlanBuilder, kind: str,
+                  count: int) -> Callable[[int], dict[str, Any]]:
+    """A ``ROUTER_EXTRAS`` factory: the table that keeps a kind's connections even over
+    its processes (``brood.routers.net.spread``), mapped here, before they are forked."""
+    if count < 2:
+        return lambda index: {}
+    table = SpreadTable(count)
+    return lambda index: {"spread": table}
+
+
+ROUTER_EXTRAS: list[ExtrasFactory] = [stats_share_extras, spread_extras]
 
 
 def _has_mapping(cfg: Config, kind: str) -> bool:

@@ -35,6 +35,7 @@ from brood.listener import Listener
 from brood.routers.engine import Engine, RouterSettings, option
 from brood.routers.net.listen import accept_loop, adopt
 from brood.routers.net.relay import receive_some, send_all
+from brood.routers.net.spread import Spread, SpreadTable
 from brood.routers.stats_share import StatsShare
 
 log = logging.getLogger("brood.routers")
@@ -106,6 +107,7 @@ async def serve_router(
     engine: Engine | None = None,
     feed: Any = None,
     stats_share: StatsShare | None = None,
+    spread: Spread | None = None,
     task_status: trio.TaskStatus[RouterServer] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Serve every listener of ``kind`` (and its stats sockets) until stopped.
@@ -113,9 +115,13 @@ async def serve_router(
     ``feed`` (a ``brood.subscription.feed.RouterFeed``) keeps this process's
     subscription table replica up to date; its task stops with the accept loops.
     ``stats_share`` (``brood.routers.stats_share``): how the stats answer merges the
-    figures of the kind's other processes; alone when not given."""
+    figures of the kind's other processes; alone when not given. ``spread``
+    (``brood.routers.net.spread``): this process's entry in the kind's table of
+    connections, which keeps their numbers even; alone when not given."""
     prefix = PREFIX.get(kind, kind)
     engine = engine or build_engine(prefix, cfg, feed.resolver if feed is not None else None)
+    if spread is not None:
+        engine.spread = spread
     front = importlib.import_module(FRONTS[prefix])
     mine = [lst for lst in listeners if PREFIX.get(lst.proto, lst.proto) == prefix]
     stats = _stats_listeners(prefix, cfg, listeners)
@@ -132,10 +138,13 @@ async def serve_router(
                 async with trio.open_nursery() as accepts:
                     if feed is not None:
                         await accepts.start(feed.run, engine, _has_static_mapping(cfg, prefix))
+                    if engine.spread.shared:
+                        accepts.start_soon(engine.spread.beat_forever, lambda: not engine.cheap)
                     for lst in mine:
                         handler = front.make_handler(engine, cfg, lst)
                         await accepts.start(_accept_on, lst.sock, handler, sessions,
-                                            engine.wait_serving, engine.wait_cheap)
+                                            engine.wait_serving, engine.wait_cheap,
+                                            engine.spread)
                     for sock in stats:
                         await accepts.start(_accept_on, sock, stats_handler, sessions, None)
                     if stats:
@@ -144,11 +153,11 @@ async def serve_router(
 
 
 async def _accept_on(sock: socket.socket, handler: Any, sessions: trio.Nursery, may_accept: Any,
-                     must_pause: Any = None, *,
+                     must_pause: Any = None, spread: Spread | None = None, *,
                      task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
     with adopt(sock) as tsock:
         await accept_loop(tsock, handler, sessions, may_accept=may_accept,
-                          must_pause=must_pause, task_status=task_status)
+                          must_pause=must_pause, spread=spread, task_status=task_status)
 
 
 def _stats_listeners(prefix: str, cfg: Config, listeners: Sequence[Listener]) -> list[socket.socket]:
@@ -194,14 +203,15 @@ async def serve_stats(conn: trio.socket.SocketType, document: bytes, *, http: bo
 
 
 async def router_main(kind: str, cfg: Config, listeners: Sequence[Listener],
-                      feed: Any = None, stats_share: StatsShare | None = None) -> int:
+                      feed: Any = None, stats_share: StatsShare | None = None,
+                      spread: Spread | None = None) -> int:
     """``serve_router`` plus the signal handling of a router process."""
     mercy = float(option(cfg, "reload-mercy", 60))
     with trio.open_signal_receiver(*GRACEFUL, *IMMEDIATE) as signals:
         async with trio.open_nursery() as nursery:
             server: RouterServer = await nursery.start(
                 functools.partial(serve_router, kind, cfg, listeners, feed=feed,
-                                  stats_share=stats_share))
+                                  stats_share=stats_share, spread=spread))
             async for signum in signals:
                 if signum in GRACEFUL:
                     log.info("%s %s: graceful stop, %d sessions to finish", kind,
@@ -216,11 +226,14 @@ async def router_main(kind: str, cfg: Config, listeners: Sequence[Listener],
 
 
 def run_router(kind: str, index: int, cfg: Config, listeners: list[Listener],
-               feed: Any = None, stats_share: StatsShare | None = None) -> int:
+               feed: Any = None, stats_share: StatsShare | None = None,
+               spread: SpreadTable | None = None) -> int:
     """Body of router process ``index`` (1-based); returns the exit status. ``feed``:
     its subscription channel (``brood.subscription.plan`` passes it); ``stats_share``:
-    its end of the stats snapshots (``brood.routers.stats_share``)."""
+    its end of the stats snapshots (``brood.routers.stats_share``); ``spread``: the
+    kind's table of connections per process (``brood.routers.net.spread``)."""
+    member = spread.member(index) if spread is not None else None
     try:
-        return trio.run(router_main, kind, cfg, listeners, feed, stats_share)
+        return trio.run(router_main, kind, cfg, listeners, feed, stats_share, member)
     except KeyboardInterrupt:
         return 0

@@ -4,7 +4,8 @@ Several router processes accept on the same inherited socket; the kernel hands e
 connection to one of them. Accepted sockets stay raw ``trio.socket`` sockets (the fronts
 wrap them only when they must, e.g. TLS) and get TCP_NODELAY at once. accept(2) is called
 on the kernel socket directly and retried at once while it succeeds (up to
-``ACCEPT_BATCH``): only an empty backlog waits in the event loop.
+``ACCEPT_BATCH``): only an empty backlog waits in the event loop. A process leaves a
+connection to a sibling that holds clearly fewer, for a moment (``brood.routers.net.spread``).
 
 The loop runs until its cancel scope is cancelled (graceful stop: no more accepts), while
 the connections it started live in a separate ``sessions`` nursery owned by the caller,
@@ -23,6 +24,7 @@ import trio
 
 from brood.routers.net import sockio
 from brood.routers.net.relay import listener_nodelay, set_nodelay
+from brood.routers.net.spread import DEFER, Spread
 
 log = logging.getLogger("brood.routers")
 
@@ -52,17 +54,21 @@ async def accept_loop(
     *,
     may_accept: Callable[[], Awaitable[None]] | None = None,
     must_pause: Callable[[], Awaitable[None]] | None = None,
+    spread: Spread | None = None,
     task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Accept forever, running ``handler(sock, peer)`` for each connection in ``sessions``.
 
     ``may_accept`` is awaited before each accept (cheap mode waits there for nodes).
+    ``spread``: this process's share of the connections (``brood.routers.net.spread``);
+    a connection a sibling should take is left to it for ``DEFER`` first.
     The handler owns nothing: the accepted socket is closed here when it returns.
     A handler with a fast lane (``lane_for(sessions)``) has the lane accept instead
     (``Lane.listening``): this task then holds the socket there, and takes it out when
     ``must_pause`` returns (cheap mode again) until ``may_accept`` says go on.
     """
     task_status.started()
+    spread = spread or Spread()
     raw = sockio.raw(listen_sock)
     inherits_nodelay = listener_nodelay(raw)
     lane_of = getattr(handler, "lane_for", None)
@@ -74,12 +80,18 @@ async def accept_loop(
             with lane.listening(raw, inherits_nodelay):
                 await (must_pause() if must_pause is not None else trio.sleep_forever())
     batch = 0
+    deferred = False
     while True:
         if may_accept is not None:
             await may_accept()
         if batch >= ACCEPT_BATCH:
             batch = 0
             await trio.lowlevel.checkpoint()  # a flood of connects must not starve sessions
+        if spread.shared and not deferred and not spread.my_turn():
+            deferred = True  # a sibling holds fewer: its turn first, then ours anyway
+            await trio.sleep(DEFER)
+            continue
+        deferred = False
         try:
             sock, peer = raw.accept()
         except BlockingIOError:
@@ -98,17 +110,19 @@ async def accept_loop(
         conn = trio.socket.from_stdlib_socket(sock)
         if not inherits_nodelay:
             set_nodelay(conn)
-        sessions.start_soon(run_connection, handler, conn, peer)
+        sessions.start_soon(run_connection, spread, handler, conn, peer)
 
 
-async def run_connection(handler: Callable[..., Awaitable[None]], conn: trio.socket.SocketType,
-                         peer: Any, *args: Any) -> None:
+async def run_connection(spread: Spread, handler: Callable[..., Awaitable[None]],
+                         conn: trio.socket.SocketType, peer: Any, *args: Any) -> None:
     """``handler(conn, peer, *args)``; a peer that resets is routine, and ``conn`` is
-    closed once the handler is done."""
+    closed once the handler is done. ``spread`` counts the connection meanwhile."""
+    spread.opened()
     try:
         await handler(conn, peer, *args)
     except (OSError, trio.BrokenResourceError, trio.ClosedResourceError) as exc:
         # A peer that resets mid-request is routine for a router, not a crash.
         log.debug("connection from %s ended: %s", peer, exc)
     finally:
+        spread.closed()
         sockio.close(conn)  # the handler and every task it started are done with it

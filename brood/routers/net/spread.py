@@ -1,0 +1,137 @@
+"""Client connections spread evenly over the router processes of one kind.
+
+Why. The processes of a router accept on one shared socket, and a new connection goes to
+whichever process calls accept(2) first; each takes up to ``ACCEPT_BATCH`` per wake-up.
+A burst of connects (a client opening its pool, a balancer in front reconnecting) then
+lands on whichever process woke first: 64 keep-alive connections came out 48/16 over two
+processes here, and the busy one carried three times the other's load for as long as
+those connections lived.
+
+How. With ``--X-processes`` above one, the master maps a small table in shared memory
+before it forks them (``SpreadTable``): per process, its open client connections, a
+heartbeat and its pid. A process accepts when no live sibling has clearly fewer
+connections than it has (``Spread.my_turn``: fewer by more than ``SLACK`` plus a
+``SLACK_SHARE``-th of its own). Otherwise it leaves the connection to that sibling, which
+the same readiness woke. After ``DEFER`` it looks again, and takes the first connection
+still queued whatever the counts say: a sibling that is busy, hung or gone delays new
+connections, it does not stop them. A sibling whose heartbeat is older than ``STALE``
+seconds (hung or gone), or that says it does not accept (stopping, or in cheap mode), is
+left out. A process alone has a table of its own, and it is always its turn.
+
+What counts is every client connection the process holds: in its fast lanes and on its
+general path (WebSockets, TLS, bodies relayed there). The figures are plain 64-bit
+stores and loads, without a lock: a reader may see a count one change old, which the
+slack absorbs.
+"""
+
+from __future__ import annotations
+
+import mmap
+import os
+import time
+from collections.abc import Callable
+
+import trio
+
+# Per process: open client connections, heartbeat (CLOCK_MONOTONIC seconds, one clock for
+# every process), pid (so that a process stopping does not clear its successor's entry).
+_FIELDS = 3
+_OPEN, _BEAT, _PID = range(_FIELDS)
+_WORD = 8
+# How far ahead of the least loaded live sibling a process may be and still accept:
+# SLACK connections plus a SLACK_SHARE-th of its own (exact balance is not worth a
+# deferred accept per connection under churn).
+SLACK = 2
+SLACK_SHARE = 16
+# How long a process leaves a connection to a sibling before it looks again.
+DEFER = 0.002
+# A sibling whose heartbeat is older than this (whole seconds) is not counted.
+STALE = 3
+BEAT_EVERY = 1.0
+
+
+class SpreadTable:
+    """The table of one router kind's ``count`` processes, mapped by the master before it
+    forks them (anonymous shared memory, inherited by every child)."""
+
+    def __init__(self, count: int) -> None:
+        self.count = count
+        self.memory = mmap.mmap(-1, count * _FIELDS * _WORD, flags=mmap.MAP_SHARED)
+
+    def member(self, index: int) -> Spread:
+        """The entry of process ``index`` (1-based), claimed by the calling process."""
+        return Spread(self, index)
+
+
+class Spread:
+    """One process's part of a ``SpreadTable``: its connection count, its heartbeat, and
+    whether the next connection is its to accept. Without a table: a process alone."""
+
+    def __init__(self, table: SpreadTable | None = None, index: int = 1) -> None:
+        if table is None:
+            self.slots = memoryview(bytearray(_FIELDS * _WORD)).cast("q")
+            count = 1
+        else:
+            self.slots = memoryview(table.memory).cast("q")
+            count = table.count
+        self.at = (index - 1) * _FIELDS
+        # Where the siblings' entries start; empty when alone (always its turn).
+        self.others = [i * _FIELDS for i in range(count) if i != index - 1]
+        self.shared = bool(self.others)
+        self.open = 0
+        self.slots[self.at + _OPEN] = 0
+        self.slots[self.at + _PID] = os.getpid()
+        self.beat()
+
+    def opened(self) -> None:
+        """A client connection is this process's now."""
+        self.open += 1
+        self.slots[self.at] = self.open
+
+    def closed(self) -> None:
+        """A client connection is no longer this process's (closed, or handed on)."""
+        self.open -= 1
+        self.slots[self.at] = self.open
+
+    def my_turn(self) -> bool:
+        """Whether this process should take the next connection: no live sibling holds
+        clearly fewer (``SLACK``)."""
+        mine = self.open
+        floor = mine - SLACK - mine // SLACK_SHARE
+        if floor <= 0:
+            return True
+        slots = self.slots
+        oldest = int(time.monotonic()) - STALE
+        for at in self.others:
+            if slots[at + _OPEN] < floor and slots[at + _BEAT] >= oldest:
+                return False
+        return True
+
+    def beat(self, accepting: bool = True) -> None:
+        """Say this process is alive and accepting (or that it does not accept now)."""
+        self.slots[self.at + _BEAT] = int(time.monotonic()) if accepting else 0
+
+    async def beat_forever(self, accepting: Callable[[], bool] = lambda: True) -> None:
+        """Beat every ``BEAT_EVERY``, saying whether the process accepts (``accepting``:
+        not in cheap mode, say); on the way out (accepting stopped for good) leave the
+        table, so the siblings stop counting on it at once."""
+        try:
+            while True:
+                self.beat(accepting())
+                await trio.sleep(BEAT_EVERY)
+        finally:
+            self.leave()
+
+    def leave(self) -> None:
+        """No more accepting: the entry says so (unless a successor claimed it since), and
+        this process's counts go on in a table of its own."""
+        slots = self.slots
+        if self.shared and slots[self.at + _PID] == os.getpid():
+            slots[self.at + _BEAT] = 0
+        self.slots = memoryview(bytearray(_FIELDS * _WORD)).cast("q")
+        self.at = 0
+        self.others = []
+        self.shared = False
+
+
+__all__ = ["DEFER", "SLACK", "SLACK_SHARE", "STALE", "Spread", "SpreadTable"]

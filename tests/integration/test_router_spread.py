@@ -1,0 +1,216 @@
+"""Client connections spread evenly over a router's processes (brood.routers.net.spread):
+routers sharing one listening socket, in one test process, each with its entry of one
+table; then two real router processes under the master."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+from contextlib import asynccontextmanager
+
+import trio
+from _broodkit import http_get, read_stats, wait_until
+from _httpkit import HttpClient, node_server
+from _routerkit import DictResolver, bind_listener, send_all
+
+from brood.routers.engine import Engine, RouterSettings
+from brood.routers.http.router import HttpRouter
+from brood.routers.http.settings import HttpSettings
+from brood.routers.lane import Lane
+from brood.routers.net import spread as spread_module
+from brood.routers.net.listen import accept_loop
+from brood.routers.net.spread import SLACK, Spread, SpreadTable
+
+HOST = b"spread.test"
+GET = b"GET / HTTP/1.1\r\nHost: " + HOST + b"\r\n\r\n"
+
+
+@asynccontextmanager
+async def routers_on_one_socket(members: list[Spread], node: str, listener):
+    """One HTTP router (engine, fast lane) per table entry, all accepting on
+    ``listener``, as the processes of a router kind do; their handlers."""
+    handlers = []
+    async with trio.open_nursery() as nursery:
+        for member in members:
+            engine = Engine(RouterSettings("http", timeout=5, max_retries=0),
+                            DictResolver({HOST: [node]}))
+            engine.spread = member
+            handler = HttpRouter(engine, HttpSettings(server_name=b"vm"), listener)
+            lsock = trio.socket.from_stdlib_socket(listener.sock.dup())
+            nursery.start_soon(_accept_until_cancelled, lsock, handler, nursery, member)
+            handlers.append(handler)
+        yield handlers
+        nursery.cancel_scope.cancel()
+
+
+async def _accept_until_cancelled(lsock, handler, nursery, member) -> None:
+    with lsock:
+        await accept_loop(lsock, handler, nursery, spread=member)
+
+
+async def connect(address: str, count: int) -> list[trio.socket.SocketType]:
+    host, port = address.rsplit(":", 1)
+    socks = []
+    for _ in range(count):
+        sock = trio.socket.socket()
+        await sock.connect((host, int(port)))
+        socks.append(sock)
+    return socks
+
+
+async def ask_each(socks: list[trio.socket.SocketType]) -> None:
+    """One GET on each connection, answered; the connections stay open."""
+    for sock in socks:
+        client = HttpClient(sock)
+        await client.send(GET)
+        head, body = await client.response(limit=5)
+        assert head.startswith(b"HTTP/1.1 200") and body == b"ok\n"
+
+
+async def test_connections_queued_at_once_are_shared_out_evenly():
+    """40 connections queued before two routers accept: each takes its share (without
+    the table, ACCEPT_BATCH at a time: 16 and 16, then 8)."""
+    table = SpreadTable(2)
+    members = [table.member(1), table.member(2)]
+    listener = bind_listener("http")
+    async with trio.open_nursery() as nursery:
+        node = await nursery.start(node_server)
+        socks = await connect(listener.name, 40)  # in the backlog before any accept
+        async with routers_on_one_socket(members, node.address, listener) as handlers:
+            await ask_each(socks)
+            counts = [len(h.lane.conns) for h in handlers]
+            assert sum(counts) == 40
+            assert abs(counts[0] - counts[1]) <= SLACK + 2, counts
+            assert [m.open for m in members] == counts
+        for sock in socks:
+            sock.close()
+        nursery.cancel_scope.cancel()
+    listener.sock.close()
+
+
+async def test_a_sibling_that_never_accepts_only_delays_the_lane(monkeypatch):
+    monkeypatch.setattr(spread_module, "STALE", 60)  # its heartbeat stays fresh throughout
+    table = SpreadTable(2)
+    member = table.member(1)
+    table.member(2)  # fewer connections, a live heartbeat, and it takes none
+    deferred = []
+    real_defer = Lane._defer
+
+    def counting(self, fd):
+        deferred.append(fd)
+        real_defer(self, fd)
+
+    monkeypatch.setattr(Lane, "_defer", counting)
+    listener = bind_listener("http")
+    async with trio.open_nursery() as nursery:
+        node = await nursery.start(node_server)
+        async with routers_on_one_socket([member], node.address, listener) as handlers:
+            with trio.fail_after(5):
+                socks = []
+                for _ in range(3 * SLACK + 4):  # one at a time: each its own edge
+                    socks += await connect(listener.name, 1)
+                    await ask_each(socks[-1:])
+            assert len(handlers[0].lane.conns) == member.open == len(socks)
+            assert deferred  # it left connections to the sibling first
+            for sock in socks:
+                sock.close()
+        nursery.cancel_scope.cancel()
+    listener.sock.close()
+
+
+async def test_a_sibling_that_never_accepts_only_delays_the_general_path(monkeypatch):
+    """Without a fast lane (a plain handler), the accept loop defers the same way."""
+    monkeypatch.setattr(spread_module, "STALE", 60)
+    table = SpreadTable(2)
+    member = table.member(1)
+    table.member(2)
+    asked = []
+    real_turn = member.my_turn
+
+    def turn():
+        answer = real_turn()
+        asked.append(answer)
+        return answer
+
+    member.my_turn = turn  # type: ignore[method-assign]
+    held = trio.Event()
+
+    async def hold(conn, peer):
+        await send_all(conn, b"hi")
+        await held.wait()
+
+    listener = bind_listener("plain")
+    async with trio.open_nursery() as nursery:
+        lsock = trio.socket.from_stdlib_socket(listener.sock)
+        nursery.start_soon(_accept_until_cancelled, lsock, hold, nursery, member)
+        socks = []
+        with trio.fail_after(5):
+            for _ in range(SLACK + 4):
+                socks += await connect(listener.name, 1)
+                assert await socks[-1].recv(2) == b"hi"
+        assert member.open == len(socks)
+        assert False in asked  # some were left to the sibling first
+        held.set()
+        for sock in socks:
+            sock.close()
+        nursery.cancel_scope.cancel()
+
+
+# -- real processes ---------------------------------------------------------------------------
+def client_connections(pid: int, port: int) -> int:
+    """Established TCP connections to local ``port`` that process ``pid`` holds."""
+    inodes = set()
+    for fd in os.listdir(f"/proc/{pid}/fd"):
+        try:
+            link = os.readlink(f"/proc/{pid}/fd/{fd}")
+        except OSError:
+            continue
+        if link.startswith("socket:["):
+            inodes.add(int(link[8:-1]))
+    count = 0
+    with open("/proc/net/tcp") as table:
+        next(table)
+        for line in table:
+            fields = line.split()
+            local, state, inode = fields[1], fields[3], int(fields[9])
+            if state == "01" and int(local.rsplit(":", 1)[1], 16) == port and inode in inodes:
+                count += 1
+    return count
+
+
+def test_two_router_processes_hold_even_shares_of_a_connection_pool(start_brood, hello_app):
+    pool = start_brood("--master", "--socket", "127.0.0.1:0", "--processes", "2",
+                       "--wsgi-file", hello_app, "--disable-logging")
+    router = start_brood("--master", "--http", "127.0.0.1:0", "--http-processes", "2",
+                         "--http-keepalive", "--http-to", pool.address_of(),
+                         "--http-stats", "127.0.0.1:0")
+    found = router.wait_for_log(r"spawned uWSGI http \d+ \(pid: (\d+)", count=2)
+    pids = [int(m[1]) for m in found]
+    front = router.address_of("http socket 0")
+    port = int(front.rsplit(":", 1)[1])
+
+    def both_accepting() -> bool:  # each process answered a request (its loop is up)
+        assert http_get(front, "/")[0] == 200
+        procs = json.loads(read_stats(router.address_of("http stats server")))["processes"]
+        return len(procs) == 2 and all(p["requests"] > 0 for p in procs)
+
+    wait_until(both_accepting, timeout=30, interval=0.01, what="both processes accepting")
+    host = front.rsplit(":", 1)[0]
+    socks = [socket.create_connection((host, port), timeout=10) for _ in range(48)]
+    try:
+        for sock in socks:  # /big: the demo's "/" ends its answer with a close
+            sock.sendall(b"GET /big HTTP/1.1\r\nHost: x\r\n\r\n")
+        for sock in socks:
+            data = b""
+            while not data.endswith(b"x" * 65536):
+                chunk = sock.recv(1 << 17)
+                assert chunk, data[:200]
+                data += chunk
+        wait_until(lambda: sum(client_connections(pid, port) for pid in pids) == 48,
+                   timeout=10, what="the 48 connections held by the router processes")
+        counts = [client_connections(pid, port) for pid in pids]
+        assert abs(counts[0] - counts[1]) <= 8, counts
+    finally:
+        for sock in socks:
+            sock.close()
