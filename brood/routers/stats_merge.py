@@ -12,7 +12,7 @@ How it works
 ------------
 A snapshot is a JSON-able dict (``SNAPSHOT_VERSION``)::
 
-    {"v": 1, "index": 2, "pid": 4242, "time": 1795437100.25,
+    {"v": 1, "index": 2, "pid": 4242, "time": 1795437100.25, "connections": 40,
      "active_sessions": 3, "sessions_total": 120,
      "requests": 118, "tx": 9000, "rx": 51000,          # this process's node totals
      "static_nodes": [{"name", "requests", "grace_until", "grace_marked_at"}, ...],
@@ -56,9 +56,10 @@ from brood.routers.stats import NODE_FIELDS, node_record, router_stats
 SNAPSHOT_VERSION = 1
 SUMMED = ("requests", "last_requests", "tx", "rx", "ref", "failcnt")
 # Field order of one entry of the "processes" list.
-PROCESS_FIELDS = ("index", "pid", "active_sessions", "sessions_total", "requests", "tx",
-                  "rx", "age_ms")
-_COUNTS = ("index", "pid", "active_sessions", "sessions_total", "requests", "tx", "rx")
+PROCESS_FIELDS = ("index", "pid", "connections", "active_sessions", "sessions_total",
+                  "requests", "tx", "rx", "age_ms")
+_COUNTS = ("index", "pid", "connections", "active_sessions", "sessions_total", "requests",
+           "tx", "rx")
 
 
 def _slot_record(slot: Any) -> dict[str, Any]:
@@ -80,10 +81,11 @@ def _slot_record(slot: Any) -> dict[str, Any]:
 
 def snapshot(*, index: int, pid: int, now: float, active_sessions: int,
              sessions_total: int, static_nodes: Sequence[Node],
-             subscriptions: Iterable[Any] | None) -> dict[str, Any]:
+             subscriptions: Iterable[Any] | None, connections: int = 0) -> dict[str, Any]:
     """The counters of one process at ``now``. ``static_nodes``: the engine's static
     and fallback nodes; ``subscriptions``: the slots as ``router_stats`` takes them (a
-    table with ``stats_slots(now)``, slot mappings/objects, or None for no server)."""
+    table with ``stats_slots(now)``, slot mappings/objects, or None for no server);
+    ``connections``: the client connections it holds (``brood.routers.net.spread``)."""
     if subscriptions is not None and hasattr(subscriptions, "stats_slots"):
         subscriptions = subscriptions.stats_slots(now)
     slots = None if subscriptions is None else [_slot_record(s) for s in subscriptions]
@@ -99,7 +101,7 @@ def snapshot(*, index: int, pid: int, now: float, active_sessions: int,
             for name in totals:
                 totals[name] += record[name]
     return {"v": SNAPSHOT_VERSION, "index": index, "pid": pid, "time": now,
-            "active_sessions": active_sessions, "sessions_total": sessions_total,
+            "connections": connections, "active_sessions": active_sessions, "sessions_total": sessions_total,
             **totals, "static_nodes": static, "subscriptions": slots}
 
 

@@ -136,6 +136,7 @@ class StatsShare:
 
     def snapshot(self, engine: Any, now: float) -> dict[str, Any]:
         return snapshot(index=self.index, pid=self.pid, now=now,
+                        connections=engine.spread.open,
                         active_sessions=engine.active_sessions,
                         sessions_total=engine.sessions_total,
                         static_nodes=engine.static_nodes(),

@@ -28,10 +28,10 @@ KEY = "py.example"
 
 
 def snap(index: int = 1, *, pid: int | None = None, at: float = NOW, active: int = 0,
-         total: int = 0, static=(), slots=None) -> dict:
+         total: int = 0, static=(), slots=None, connections: int = 0) -> dict:
     return snapshot(index=index, pid=1000 + index if pid is None else pid, now=at,
                     active_sessions=active, sessions_total=total, static_nodes=list(static),
-                    subscriptions=slots)
+                    subscriptions=slots, connections=connections)
 
 
 def slot(*nodes: Node, key: str = KEY, hits: int = 0, hash_: int = 7) -> dict:
@@ -101,8 +101,8 @@ def test_single_process_matches_router_stats_with_live_nodes() -> None:
                  socket_names=["127.0.0.1:8000"], cheap=False, now=NOW, version="v")
     assert out.startswith(today[:-2] + b',\n\t"processes":[')
     assert json.loads(out)["processes"] == [
-        {"index": 1, "pid": 1001, "active_sessions": 2, "sessions_total": 0,
-         "requests": 8, "tx": 10, "rx": 20, "age_ms": 0}]
+        {"index": 1, "pid": 1001, "connections": 0, "active_sessions": 2,
+         "sessions_total": 0, "requests": 8, "tx": 10, "rx": 20, "age_ms": 0}]
 
 
 def test_minified_stays_minified() -> None:
@@ -116,17 +116,18 @@ def test_minified_stays_minified() -> None:
 # -- several processes ------------------------------------------------------------------
 
 def test_static_node_hits_and_sessions_are_summed() -> None:
-    own = snap(1, active=2, total=10, static=[Node("n:1", requests=3, tx=30, rx=300)])
+    own = snap(1, active=2, total=10, static=[Node("n:1", requests=3, tx=30, rx=300)],
+               connections=31)
     other = snap(2, at=NOW - 0.4, active=1, total=7,
-                 static=[Node("n:1", requests=4, tx=40, rx=400)])
+                 static=[Node("n:1", requests=4, tx=40, rx=400)], connections=33)
     data = doc(merge(own, [other], NOW))
     assert data["active_sessions"] == 3
     assert data["static_nodes"] == [{"name": "n:1", "hits": 7, "grace": 0}]
     assert data["processes"] == [
-        {"index": 1, "pid": 1001, "active_sessions": 2, "sessions_total": 10,
-         "requests": 3, "tx": 30, "rx": 300, "age_ms": 0},
-        {"index": 2, "pid": 1002, "active_sessions": 1, "sessions_total": 7,
-         "requests": 4, "tx": 40, "rx": 400, "age_ms": 400},
+        {"index": 1, "pid": 1001, "connections": 31, "active_sessions": 2,
+         "sessions_total": 10, "requests": 3, "tx": 30, "rx": 300, "age_ms": 0},
+        {"index": 2, "pid": 1002, "connections": 33, "active_sessions": 1,
+         "sessions_total": 7, "requests": 4, "tx": 40, "rx": 400, "age_ms": 400},
     ]
 
 

@@ -9,6 +9,7 @@ from pathlib import Path
 import trio
 import trio.testing
 
+from brood.routers.net.spread import Spread
 from brood.routers.node import Node
 from brood.routers.stats_merge import dumps, loads, snapshot
 from brood.routers.stats_share import STALE_AFTER, SnapshotDir, StatsShare
@@ -26,6 +27,7 @@ class FakeEngine:
         self.nodes = list(nodes)
         self.active_sessions = active
         self.sessions_total = total
+        self.spread = Spread()
         self.cheap = False
         self.slots = slots
         self.now = now
