@@ -163,16 +163,20 @@ class Lane:
         # Listening sockets the lane accepts on (``listening``): fd -> (socket, family).
         self.listeners: dict[int, tuple[socket.socket, int]] = {}
         self.backlog: set[int] = set()  # listeners that may hold more connections
-        self.accept_paused = False  # out of fds or memory: the sweep accepts again
+        self.accept_paused = False  # out of fds or memory: accepting again at retry_at
         # Connections that used up their turn with bytes still to move (``_resume``).
         self.later: dict[int, LaneConn] = {}
         # Whether accepted connections have TCP_NODELAY from their listener already
         # (``listening``); False once a listener did not have it from the start.
         self.accepted_nodelay = True
-        # Listeners whose connections were left to a sibling process that holds fewer
-        # (``brood.routers.net.spread``): taken here after DEFER if still queued.
-        self.deferred: set[int] = set()
-        self.deferral = trio.lowlevel.ParkingLot()  # wakes _take_deferred_forever
+        # This process's share of the client connections (``brood.routers.net.spread``),
+        # and the listeners whose connections were left to a sibling that holds fewer.
+        self.spread = self.engine.spread
+        # Deferred listener fd -> (the siblings' accepts by then, whether they accepted
+        # none over a DEFER already).
+        self.deferred: dict[int, tuple[int, bool]] = {}
+        # When run() accepts again (trio's clock): deferred listeners, or after a pause.
+        self.retry_at = math.inf
 
     # -- what a front says ----------------------------------------------------------------
     def _start(self, conn: LaneConn) -> None:
@@ -219,7 +223,6 @@ class Lane:
         try:
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(self._sweep_forever)
-                nursery.start_soon(self._take_deferred_forever)
                 while True:
                     if self.backlog or self.later:  # work left: other tasks run first
                         await trio.lowlevel.checkpoint()
@@ -227,8 +230,13 @@ class Lane:
                             self._accept(fd)
                         if self.later:
                             self._resume_later()
-                    else:
+                    elif self.retry_at == math.inf:
                         await trio.lowlevel.wait_readable(epfd)
+                    else:  # accepting again is due: wait until then at most
+                        with trio.move_on_at(self.retry_at):
+                            await trio.lowlevel.wait_readable(epfd)
+                    if self.retry_at != math.inf and self.retry_at <= trio.current_time():
+                        self._retry_accepts()
                     for fd, events in poll(0):
                         conn = conns.get(fd)
                         try:
@@ -283,24 +291,33 @@ class Lane:
             with contextlib.suppress(OSError, ValueError):  # ValueError: the lane ended
                 self.ep.unregister(fd)
 
-    def _accept(self, fd: int, deferred: bool = False) -> None:
+    def _accept(self, fd: int, deferred: tuple[int, bool] | None = None) -> None:
         """Take up to ``ACCEPT_BATCH`` connections from a listener; ``backlog`` says
         when it may hold more (edge-triggered: no new edge for those). Connections a
-        sibling process should take are left to it (``_defer``); ``deferred``: they
-        waited for it already, and the first one still there is taken here anyway."""
+        sibling process should take are left to it (``_defer``). ``deferred``: they were
+        left to the siblings already (``self.deferred``); if it is still not this
+        process's turn and they accepted none over two DEFERs (one could be a sibling's
+        own DEFER, ending with this one), they are not taking them, and what is queued is
+        taken here (a batch)."""
         self.backlog.discard(fd)
         entry = self.listeners.get(fd)
         if entry is None:
             return
         lsock, family = entry
         accept = lsock._accept  # type: ignore[attr-defined]
-        spread = self.engine.spread
-        balance = spread.shared
+        spread = self.spread
+        shared = balance = spread.shared
         for _ in range(ACCEPT_BATCH):
-            if balance and not deferred and not spread.my_turn():
-                self._defer(fd)
-                return
-            deferred = False
+            if balance and not spread.my_turn():
+                taken = spread.taken_by_siblings()
+                if deferred is None:
+                    self._defer(fd, taken, False)
+                    return
+                if taken != deferred[0] or not deferred[1]:
+                    self._defer(fd, taken, taken == deferred[0])
+                    return
+                balance = False
+            deferred = None
             try:
                 cfd, peer = accept()
             except BlockingIOError:
@@ -308,13 +325,16 @@ class Lane:
             except OSError as exc:
                 if exc.errno in CLIENT_LEFT:
                     continue  # the client left before we took it
-                # Out of fds or memory (the connection stays queued), or worse: the next
-                # sweep tries again, with one line per pause.
+                # Out of fds or memory (the connection stays queued), or worse: run()
+                # tries again a second later, with one line per pause.
                 if not self.accept_paused:
                     log.error("accept on %s: %s, pausing", lsock.getsockname(),
                               exc.strerror or exc)
                 self.accept_paused = True
+                self._retry_within(SWEEP_EVERY)
                 return
+            if shared:
+                spread.took()
             # The C-level type, family and type given: no getsockname/getsockopt.
             sock = _socket.socket(family, socket.SOCK_STREAM, 0, cfd)
             try:
@@ -328,21 +348,28 @@ class Lane:
                     sock.close()
         self.backlog.add(fd)
 
-    def _defer(self, fd: int) -> None:
-        """Leave what listener ``fd`` holds to a sibling for ``DEFER``; what is still
-        queued then is taken here (``_take_deferred_forever``)."""
-        self.deferred.add(fd)
-        self.deferral.unpark_all()
+    def _defer(self, fd: int, taken: int, idle: bool) -> None:
+        """Leave what listener ``fd`` holds to a sibling for ``DEFER`` at most; then
+        run() looks again (``_retry_accepts``). ``taken``: the siblings' accepts now;
+        ``idle``: they accepted none over the last DEFER."""
+        self.deferred[fd] = (taken, idle)
+        self._retry_within(DEFER)
 
-    async def _take_deferred_forever(self) -> None:
-        deferred = self.deferred
-        while True:
-            if not deferred:
-                await self.deferral.park()
-            await trio.sleep(DEFER)
-            for fd in list(deferred):
-                deferred.discard(fd)
-                self._accept(fd, deferred=True)
+    def _retry_within(self, delay: float) -> None:
+        self.retry_at = min(self.retry_at, trio.current_time() + delay)
+
+    def _retry_accepts(self) -> None:
+        """Accept again: after a pause (out of fds or memory), and on deferred listeners.
+        In run() itself, so that a batch that leaves more queued (``backlog``) goes on
+        at once: the listener's edge is spent."""
+        self.retry_at = math.inf
+        if self.accept_paused:
+            self.accept_paused = False
+            for fd in list(self.listeners):
+                self._accept(fd)
+        deferred, self.deferred = self.deferred, {}
+        for fd, seen in deferred.items():
+            self._accept(fd, seen)
 
     def adopt(self, sock: socket.socket, peer: Any) -> LaneConn:
         """Take an accepted connection: it is served from its first request on."""
@@ -357,7 +384,7 @@ class Lane:
         conn = self.conn_class(sock, peer)
         conn.deadline = time.monotonic() + wait
         self.conns[conn.fd] = conn
-        self.engine.spread.opened()
+        self.spread.opened()
         self.ep.register(conn.fd, self.client_events)  # bytes there: the first edge at once
         return conn
 
@@ -713,14 +740,12 @@ class Lane:
     def _hand_over(self, conn: LaneConn, handler: Any, *args: Any) -> None:
         """``conn`` leaves the lane for ``handler(sock, peer, *args)``, a task of its own."""
         tsock = trio.socket.from_stdlib_socket(self._release(conn))
-        self.sessions.start_soon(run_connection, self.engine.spread, handler, tsock, conn.peer,
-                                 *args)
+        self.sessions.start_soon(run_connection, self.spread, handler, tsock, conn.peer, *args)
 
     def _release(self, conn: LaneConn) -> socket.socket:
         """Take the client socket out of the lane (it stays open), as a stdlib socket
         (trio's wrap needs one; the lane's own accepts are the C-level type)."""
-        del self.conns[conn.fd]
-        self.engine.spread.closed()  # run_connection counts it from here
+        del self.conns[conn.fd]  # still this process's: run_connection's close counts it
         self.ep.unregister(conn.fd)
         sock = conn.sock
         if type(sock) is not socket.socket:
@@ -752,7 +777,7 @@ class Lane:
             return
         self._close_node(conn)
         del self.conns[conn.fd]
-        self.engine.spread.closed()
+        self.spread.closed()
         conn.state = IDLE
         if conn.held:
             conn.held = False
@@ -769,11 +794,7 @@ class Lane:
             self.sweep(time.monotonic() + _EARLY)
 
     def sweep(self, now: float) -> None:
-        """Act on every deadline passed; accept again after a resource error."""
-        if self.accept_paused:
-            self.accept_paused = False
-            for fd in list(self.listeners):
-                self._accept(fd)
+        """Act on every deadline passed."""
         for conn in [c for c in self.conns.values() if c.deadline <= now or c.hard <= now]:
             try:
                 self._expire(conn, now)

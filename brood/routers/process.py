@@ -138,13 +138,13 @@ async def serve_router(
                 async with trio.open_nursery() as accepts:
                     if feed is not None:
                         await accepts.start(feed.run, engine, _has_static_mapping(cfg, prefix))
-                    if engine.spread.shared:
-                        accepts.start_soon(engine.spread.beat_forever, lambda: not engine.cheap)
                     for lst in mine:
                         handler = front.make_handler(engine, cfg, lst)
                         await accepts.start(_accept_on, lst.sock, handler, sessions,
                                             engine.wait_serving, engine.wait_cheap,
                                             engine.spread)
+                    if engine.spread.shared:  # accepting from here: the siblings may count on it
+                        accepts.start_soon(engine.spread.beat_forever, lambda: not engine.cheap)
                     for sock in stats:
                         await accepts.start(_accept_on, sock, stats_handler, sessions, None)
                     if stats:

@@ -18,7 +18,7 @@ from brood.routers.http.router import HttpRouter
 from brood.routers.http.settings import HttpSettings
 from brood.routers.lane import Lane
 from brood.routers.net import spread as spread_module
-from brood.routers.net.listen import accept_loop
+from brood.routers.net.listen import ACCEPT_BATCH, accept_loop
 from brood.routers.net.spread import SLACK, Spread, SpreadTable
 
 HOST = b"spread.test"
@@ -67,11 +67,18 @@ async def ask_each(socks: list[trio.socket.SocketType]) -> None:
         assert head.startswith(b"HTTP/1.1 200") and body == b"ok\n"
 
 
+def accepting(table: SpreadTable, count: int) -> list[Spread]:
+    """The entries of ``count`` processes that accept (they beat)."""
+    members = [table.member(i) for i in range(1, count + 1)]
+    for member in members:
+        member.beat()
+    return members
+
+
 async def test_connections_queued_at_once_are_shared_out_evenly():
     """40 connections queued before two routers accept: each takes its share (without
     the table, ACCEPT_BATCH at a time: 16 and 16, then 8)."""
-    table = SpreadTable(2)
-    members = [table.member(1), table.member(2)]
+    members = accepting(SpreadTable(2), 2)
     listener = bind_listener("http")
     async with trio.open_nursery() as nursery:
         node = await nursery.start(node_server)
@@ -88,42 +95,75 @@ async def test_connections_queued_at_once_are_shared_out_evenly():
     listener.sock.close()
 
 
-async def test_a_sibling_that_never_accepts_only_delays_the_lane(monkeypatch):
-    monkeypatch.setattr(spread_module, "STALE", 60)  # its heartbeat stays fresh throughout
-    table = SpreadTable(2)
-    member = table.member(1)
-    table.member(2)  # fewer connections, a live heartbeat, and it takes none
+async def test_a_sibling_that_never_accepts_delays_silent_clients_once(monkeypatch):
+    """100 clients queued that send nothing (no data to wake the lane), and a sibling
+    entry that holds none and never accepts: all are taken, a batch per two DEFERs, not
+    one per DEFER, and none is left in the queue (the listener's edge is long spent)."""
+    monkeypatch.setattr(spread_module, "STALE_MS", 60_000)  # its heartbeat stays fresh
+    member, _silent = accepting(SpreadTable(2), 2)
     deferred = []
     real_defer = Lane._defer
 
-    def counting(self, fd):
+    def counting(self, fd, *seen):
         deferred.append(fd)
-        real_defer(self, fd)
+        real_defer(self, fd, *seen)
 
     monkeypatch.setattr(Lane, "_defer", counting)
     listener = bind_listener("http")
+    count = 100
     async with trio.open_nursery() as nursery:
         node = await nursery.start(node_server)
+        socks = await connect(listener.name, count)
         async with routers_on_one_socket([member], node.address, listener) as handlers:
             with trio.fail_after(5):
-                socks = []
-                for _ in range(3 * SLACK + 4):  # one at a time: each its own edge
-                    socks += await connect(listener.name, 1)
-                    await ask_each(socks[-1:])
-            assert len(handlers[0].lane.conns) == member.open == len(socks)
-            assert deferred  # it left connections to the sibling first
+                while len(handlers[0].lane.conns if handlers[0].lane else ()) < count:
+                    await trio.sleep(0.005)
+            assert member.open == count
+            assert 1 <= len(deferred) <= 2 * (count // ACCEPT_BATCH + 2), len(deferred)
+            await ask_each(socks[-1:])  # and they are served
+        for sock in socks:
+            sock.close()
+        nursery.cancel_scope.cancel()
+    listener.sock.close()
+
+
+async def test_general_path_counts_each_connection_as_it_accepts():
+    """Two plain accept loops (no fast lane) and 24 connections queued before they
+    start: shared out as evenly as by the lanes (a count taken only when a connection's
+    task starts would let the first loop take a whole batch)."""
+    members = accepting(SpreadTable(2), 2)
+    held = trio.Event()
+    served = [0, 0]
+
+    def holder(i):
+        async def hold(conn, peer):
+            served[i] += 1
+            await send_all(conn, b"hi")
+            await held.wait()
+        return hold
+
+    listener = bind_listener("plain")
+    async with trio.open_nursery() as nursery:
+        socks = await connect(listener.name, 24)
+        for i, member in enumerate(members):
+            lsock = trio.socket.from_stdlib_socket(listener.sock.dup())
+            nursery.start_soon(_accept_until_cancelled, lsock, holder(i), nursery, member)
+        with trio.fail_after(5):
             for sock in socks:
-                sock.close()
+                assert await sock.recv(2) == b"hi"
+        assert sum(served) == 24 and [m.open for m in members] == served
+        assert abs(served[0] - served[1]) <= SLACK + 2, served
+        held.set()
+        for sock in socks:
+            sock.close()
         nursery.cancel_scope.cancel()
     listener.sock.close()
 
 
 async def test_a_sibling_that_never_accepts_only_delays_the_general_path(monkeypatch):
     """Without a fast lane (a plain handler), the accept loop defers the same way."""
-    monkeypatch.setattr(spread_module, "STALE", 60)
-    table = SpreadTable(2)
-    member = table.member(1)
-    table.member(2)
+    monkeypatch.setattr(spread_module, "STALE_MS", 60_000)
+    member, _silent = accepting(SpreadTable(2), 2)
     asked = []
     real_turn = member.my_turn
 

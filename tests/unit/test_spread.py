@@ -14,8 +14,12 @@ from brood.routers.net.spread import SLACK, SLACK_SHARE, Spread, SpreadTable
 
 
 def members(count: int) -> list[Spread]:
+    """The entries of ``count`` processes that accept (they beat)."""
     table = SpreadTable(count)
-    return [table.member(i) for i in range(1, count + 1)]
+    found = [table.member(i) for i in range(1, count + 1)]
+    for member in found:
+        member.beat()
+    return found
 
 
 def open_n(member: Spread, n: int) -> None:
@@ -78,10 +82,10 @@ def test_a_sibling_whose_heartbeat_stopped_is_left_out(monkeypatch):
     a, b = members(2)
     open_n(a, 10)
     assert not a.my_turn()
-    later = time.monotonic() + spread_module.STALE + 1
+    later = time.monotonic() + spread_module.STALE_MS / 1000 + 1
     monkeypatch.setattr(spread_module.time, "monotonic", lambda: later)
     a.beat()
-    assert a.my_turn()  # b has said nothing for longer than STALE
+    assert a.my_turn()  # b has said nothing for longer than STALE_MS
     b.beat()
     assert not a.my_turn()
 
@@ -110,6 +114,7 @@ def test_a_process_that_leaves_is_left_out_and_counts_on_its_own():
 def test_leaving_does_not_clear_the_entry_a_successor_claimed():
     table = SpreadTable(2)
     a, old = table.member(1), table.member(2)
+    old.beat()
     open_n(a, 10)
     fields = memoryview(table.memory).cast("q")
     fields[spread_module._FIELDS + spread_module._PID] = os.getpid() + 1  # a successor's
@@ -117,18 +122,23 @@ def test_leaving_does_not_clear_the_entry_a_successor_claimed():
     assert not a.my_turn()  # the successor's entry still counts
 
 
-def test_a_respawned_process_starts_from_nothing():
+def test_a_respawned_process_starts_from_nothing_and_counts_once_it_accepts():
     table = SpreadTable(2)
     a, b = table.member(1), table.member(2)
+    b.beat()
     open_n(b, 10)
     open_n(a, 5)
     assert a.my_turn()
-    table.member(2)  # process 2 again, after a respawn
+    again = table.member(2)  # process 2 again, after a respawn
+    assert a.my_turn()  # not accepting yet: it is left out
+    again.beat()  # listening now
     assert not a.my_turn()
 
 
 def _child_opens(table: SpreadTable, n: int) -> None:
-    open_n(table.member(2), n)
+    member = table.member(2)
+    member.beat()
+    open_n(member, n)
 
 
 @pytest.mark.skipif("fork" not in multiprocessing.get_all_start_methods(), reason="no fork")

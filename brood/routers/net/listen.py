@@ -80,22 +80,29 @@ async def accept_loop(
             with lane.listening(raw, inherits_nodelay):
                 await (must_pause() if must_pause is not None else trio.sleep_forever())
     batch = 0
-    deferred = False
+    forced = idle = False
+    taken: int | None = None  # the siblings' accepts when a connection was left to them
     while True:
         if may_accept is not None:
             await may_accept()
         if batch >= ACCEPT_BATCH:
             batch = 0
+            forced = False
             await trio.lowlevel.checkpoint()  # a flood of connects must not starve sessions
-        if spread.shared and not deferred and not spread.my_turn():
-            deferred = True  # a sibling holds fewer: its turn first, then ours anyway
-            await trio.sleep(DEFER)
-            continue
-        deferred = False
+        if spread.shared and not forced and not spread.my_turn():
+            now = spread.taken_by_siblings()
+            if taken is None or now != taken or not idle:  # a sibling holds fewer: its turn
+                idle = taken is not None and now == taken
+                taken = now
+                await trio.sleep(DEFER)
+                continue
+            forced = True  # they accepted none over two DEFERs: they are not taking them
+        taken = None
         try:
             sock, peer = raw.accept()
         except BlockingIOError:
             batch = 0
+            forced = False
             await trio.lowlevel.wait_readable(raw)
             continue
         except OSError as exc:
@@ -107,6 +114,8 @@ async def accept_loop(
                 continue  # the client left before we took it
             raise
         batch += 1
+        spread.took()
+        spread.opened()  # counted at once: the next my_turn() in this batch sees it
         conn = trio.socket.from_stdlib_socket(sock)
         if not inherits_nodelay:
             set_nodelay(conn)
@@ -116,8 +125,8 @@ async def accept_loop(
 async def run_connection(spread: Spread, handler: Callable[..., Awaitable[None]],
                          conn: trio.socket.SocketType, peer: Any, *args: Any) -> None:
     """``handler(conn, peer, *args)``; a peer that resets is routine, and ``conn`` is
-    closed once the handler is done. ``spread`` counts the connection meanwhile."""
-    spread.opened()
+    closed once the handler is done. ``spread`` counted it when it was accepted (here,
+    or by a fast lane that hands it over); it is counted out as it closes."""
     try:
         await handler(conn, peer, *args)
     except (OSError, trio.BrokenResourceError, trio.ClosedResourceError) as exc:

@@ -12,16 +12,20 @@ before it forks them (``SpreadTable``): per process, its open client connections
 heartbeat and its pid. A process accepts when no live sibling has clearly fewer
 connections than it has (``Spread.my_turn``: fewer by more than ``SLACK`` plus a
 ``SLACK_SHARE``-th of its own). Otherwise it leaves the connection to that sibling, which
-the same readiness woke. After ``DEFER`` it looks again, and takes the first connection
-still queued whatever the counts say: a sibling that is busy, hung or gone delays new
-connections, it does not stop them. A sibling whose heartbeat is older than ``STALE``
-seconds (hung or gone), or that says it does not accept (stopping, or in cheap mode), is
-left out. A process alone has a table of its own, and it is always its turn.
+the same readiness woke, and looks again within ``DEFER``. Its turn by then, it goes on
+as before; not yet, but a sibling accepted meanwhile (the table counts accepts too), it
+leaves the next one to them again; no sibling accepted anything over two such looks
+(the first may end a sibling's own wait), they are not taking connections (busy, hung,
+gone, starting), and it takes what is queued, a batch at a time. So a sibling that does
+not accept delays new connections by two ``DEFER``, it does not stop or ration them. A sibling whose heartbeat is older than ``STALE_MS`` (hung or gone), or that
+says it does not accept (starting, stopping, or in cheap mode, said within
+``BEAT_EVERY``), is left out. A process alone has a table of its own, and it is always
+its turn.
 
-What counts is every client connection the process holds: in its fast lanes and on its
-general path (WebSockets, TLS, bodies relayed there). The figures are plain 64-bit
-stores and loads, without a lock: a reader may see a count one change old, which the
-slack absorbs.
+What counts is every client connection the process holds, from its accept to its
+close: in its fast lanes and on its general path (WebSockets, TLS, bodies relayed
+there). The figures are plain 64-bit stores and loads, without a lock: a reader may see
+a count one change old, which the slack absorbs.
 """
 
 from __future__ import annotations
@@ -33,21 +37,22 @@ from collections.abc import Callable
 
 import trio
 
-# Per process: open client connections, heartbeat (CLOCK_MONOTONIC seconds, one clock for
-# every process), pid (so that a process stopping does not clear its successor's entry).
-_FIELDS = 3
-_OPEN, _BEAT, _PID = range(_FIELDS)
+# Per process: open client connections, connections accepted so far, heartbeat
+# (CLOCK_MONOTONIC milliseconds, one clock for every process; 0: not accepting), pid (so
+# that a process stopping does not clear its successor's entry).
+_FIELDS = 4
+_OPEN, _TAKEN, _BEAT, _PID = range(_FIELDS)
 _WORD = 8
 # How far ahead of the least loaded live sibling a process may be and still accept:
 # SLACK connections plus a SLACK_SHARE-th of its own (exact balance is not worth a
 # deferred accept per connection under churn).
 SLACK = 2
 SLACK_SHARE = 16
-# How long a process leaves a connection to a sibling before it looks again.
+# How long a process leaves a connection to a sibling before it looks again, at most.
 DEFER = 0.002
-# A sibling whose heartbeat is older than this (whole seconds) is not counted.
-STALE = 3
-BEAT_EVERY = 1.0
+# A sibling whose heartbeat is older than this (milliseconds) is not counted.
+STALE_MS = 2000
+BEAT_EVERY = 0.5
 
 
 class SpreadTable:
@@ -80,8 +85,9 @@ class Spread:
         self.shared = bool(self.others)
         self.open = 0
         self.slots[self.at + _OPEN] = 0
+        self.slots[self.at + _TAKEN] = 0
         self.slots[self.at + _PID] = os.getpid()
-        self.beat()
+        self.beat(accepting=False)  # until beat_forever runs, once it listens
 
     def opened(self) -> None:
         """A client connection is this process's now."""
@@ -89,9 +95,19 @@ class Spread:
         self.slots[self.at] = self.open
 
     def closed(self) -> None:
-        """A client connection is no longer this process's (closed, or handed on)."""
+        """A client connection this process held is closed."""
         self.open -= 1
         self.slots[self.at] = self.open
+
+    def took(self) -> None:
+        """This process accepted a connection (``opened`` counts it as held)."""
+        self.slots[self.at + _TAKEN] += 1
+
+    def taken_by_siblings(self) -> int:
+        """How many connections the siblings accepted so far: unchanged over ``DEFER``,
+        they are not taking the connections left to them."""
+        slots = self.slots
+        return sum(slots[at + _TAKEN] for at in self.others)
 
     def my_turn(self) -> bool:
         """Whether this process should take the next connection: no live sibling holds
@@ -101,7 +117,7 @@ class Spread:
         if floor <= 0:
             return True
         slots = self.slots
-        oldest = int(time.monotonic()) - STALE
+        oldest = _now_ms() - STALE_MS
         for at in self.others:
             if slots[at + _OPEN] < floor and slots[at + _BEAT] >= oldest:
                 return False
@@ -109,7 +125,7 @@ class Spread:
 
     def beat(self, accepting: bool = True) -> None:
         """Say this process is alive and accepting (or that it does not accept now)."""
-        self.slots[self.at + _BEAT] = int(time.monotonic()) if accepting else 0
+        self.slots[self.at + _BEAT] = _now_ms() if accepting else 0
 
     async def beat_forever(self, accepting: Callable[[], bool] = lambda: True) -> None:
         """Beat every ``BEAT_EVERY``, saying whether the process accepts (``accepting``:
@@ -134,4 +150,8 @@ class Spread:
         self.shared = False
 
 
-__all__ = ["DEFER", "SLACK", "SLACK_SHARE", "STALE", "Spread", "SpreadTable"]
+def _now_ms() -> int:
+    return int(time.monotonic() * 1000)
+
+
+__all__ = ["DEFER", "SLACK", "SLACK_SHARE", "STALE_MS", "Spread", "SpreadTable"]
