@@ -114,7 +114,8 @@ async def accept_loop(
                 continue  # the client left before we took it
             raise
         batch += 1
-        spread.took()
+        if spread.shared:
+            spread.took()
         spread.opened()  # counted at once: the next my_turn() in this batch sees it
         conn = trio.socket.from_stdlib_socket(sock)
         if not inherits_nodelay:

@@ -8,17 +8,21 @@ processes here, and the busy one carried three times the other's load for as lon
 those connections lived.
 
 How. With ``--X-processes`` above one, the master maps a small table in shared memory
-before it forks them (``SpreadTable``): per process, its open client connections, a
-heartbeat and its pid. A process accepts when no live sibling has clearly fewer
-connections than it has (``Spread.my_turn``: fewer by more than ``SLACK`` plus a
-``SLACK_SHARE``-th of its own). Otherwise it leaves the connection to that sibling, which
-the same readiness woke, and looks again within ``DEFER``. Its turn by then, it goes on
-as before; not yet, but a sibling accepted meanwhile (the table counts accepts too), it
-leaves the next one to them again; no sibling accepted anything over two such looks
-(the first may end a sibling's own wait), they are not taking connections (busy, hung,
-gone, starting), and it takes what is queued, a batch at a time. So a sibling that does
-not accept delays new connections by two ``DEFER``, it does not stop or ration them. A sibling whose heartbeat is older than ``STALE_MS`` (hung or gone), or that
-says it does not accept (starting, stopping, or in cheap mode, said within
+before it forks them (``SpreadTable``): per process, its open client connections, the
+connections it accepted so far, a heartbeat and its pid. A process accepts when no live
+sibling has clearly fewer connections than it has (``Spread.my_turn``: fewer by more
+than ``SLACK`` plus a ``SLACK_SHARE``-th of its own). Otherwise it leaves the connection
+to that sibling, which the same readiness woke, and looks again within ``DEFER``:
+
+* its turn by then: it goes on as before;
+* not yet, but a sibling accepted meanwhile: it leaves the next one to them again;
+* no sibling accepted anything over two such looks (the first may end a sibling's own
+  wait): they are not taking connections (busy, hung, gone, starting), and it takes
+  what is queued, a batch at a time.
+
+So a sibling that does not accept delays new connections by two ``DEFER``; it does not
+stop or ration them. A sibling whose heartbeat is older than ``STALE_MS`` (hung or gone),
+or that says it does not accept (starting, stopping, or in cheap mode, said within
 ``BEAT_EVERY``), is left out. A process alone has a table of its own, and it is always
 its turn.
 
