@@ -152,3 +152,36 @@ def test_the_table_is_shared_with_forked_processes():
     child.join(10)
     assert child.exitcode == 0
     assert not a.my_turn()  # the child's count and heartbeat reached this process
+
+
+def accept_n(member: Spread, n: int, keep: int) -> None:
+    """``n`` connections accepted, ``keep`` of them still held."""
+    for _ in range(n):
+        member.took()
+        member.opened()
+    for _ in range(n - keep):
+        member.closed()
+
+
+def test_connections_that_come_and_go_fast_are_not_balanced():
+    """Thousands of short connections a period (one per request from a server in
+    front): the accept race spreads them; counts that change that fast are not used."""
+    a, b = members(2)
+    accept_n(a, 2000, keep=10)
+    assert not a.my_turn()
+    a.rebalance()
+    assert a.my_turn()
+    a.rebalance()  # a quiet period: the ten held live long
+    assert not a.my_turn()
+
+
+def test_a_pool_opened_at_once_is_balanced():
+    a, b = members(2)
+    accept_n(a, spread_module.BURST, keep=spread_module.BURST)
+    a.rebalance()
+    assert not a.my_turn()
+    for _ in range(spread_module.BURST):  # closed and opened again at once
+        a.closed()
+    accept_n(a, spread_module.BURST, keep=spread_module.BURST)
+    a.rebalance()
+    assert not a.my_turn()
