@@ -198,9 +198,11 @@ class Engine:
         self._has_nodes = has_nodes
         if was_cheap and not self.cheap:
             log.info("leaving cheap mode... (%s)", self.kind)
+            self.spread.beat()
             self._serving.set()
         elif not was_cheap and self.cheap:
             log.info("no more nodes available. Going cheap... (%s)", self.kind)
+            self.spread.beat(accepting=False)  # the siblings stop leaving connections to it
             self._serving = trio.Event()
             self._gone_cheap.set()
             self._gone_cheap = trio.Event()

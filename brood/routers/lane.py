@@ -78,6 +78,7 @@ SWEEP_EVERY = 1.0
 # A sweep woken for a deadline acts on deadlines this close too (timer granularity).
 _EARLY = 0.005
 _STREAM_NONBLOCK = socket.SOCK_STREAM | socket.SOCK_NONBLOCK
+_NEVER = math.inf
 _OUTQ = struct.Struct("i")
 _OUTQ_BUF = bytes(_OUTQ.size)
 _IN_PROGRESS = (errno.EINPROGRESS, errno.EALREADY, errno.EAGAIN)
@@ -176,7 +177,8 @@ class Lane:
         # none over a DEFER already).
         self.deferred: dict[int, tuple[int, bool]] = {}
         # When run() accepts again (trio's clock): deferred listeners, or after a pause.
-        self.retry_at = math.inf
+        self.retry_at = _NEVER
+        self.resume_at = _NEVER  # the end of an accept pause (trio's clock)
 
     # -- what a front says ----------------------------------------------------------------
     def _start(self, conn: LaneConn) -> None:
@@ -230,12 +232,12 @@ class Lane:
                             self._accept(fd)
                         if self.later:
                             self._resume_later()
-                    elif self.retry_at == math.inf:
+                    elif self.retry_at == _NEVER:
                         await trio.lowlevel.wait_readable(epfd)
                     else:  # accepting again is due: wait until then at most
                         with trio.move_on_at(self.retry_at):
                             await trio.lowlevel.wait_readable(epfd)
-                    if self.retry_at != math.inf and self.retry_at <= trio.current_time():
+                    if self.retry_at != _NEVER and self.retry_at <= trio.current_time():
                         self._retry_accepts()
                     for fd, events in poll(0):
                         conn = conns.get(fd)
@@ -246,8 +248,8 @@ class Lane:
                                 conn = nodes.get(fd)
                                 if conn is not None:
                                     self._node_event(conn, events)
-                                elif fd in listeners:
-                                    self._accept(fd)
+                                elif fd in listeners and fd not in self.deferred:
+                                    self._accept(fd)  # (a deferred one: its retry looks)
                         except Exception:
                             log.exception("%s: fast lane failed on %s", self.kind,
                                           conn.peer if conn else fd)
@@ -330,8 +332,9 @@ class Lane:
                 if not self.accept_paused:
                     log.error("accept on %s: %s, pausing", lsock.getsockname(),
                               exc.strerror or exc)
-                self.accept_paused = True
-                self._retry_within(SWEEP_EVERY)
+                    self.accept_paused = True
+                    self.resume_at = trio.current_time() + SWEEP_EVERY
+                    self._retry_within(SWEEP_EVERY)
                 return
             if shared:
                 spread.took()
@@ -361,13 +364,20 @@ class Lane:
     def _retry_accepts(self) -> None:
         """Accept again: after a pause (out of fds or memory), and on deferred listeners.
         In run() itself, so that a batch that leaves more queued (``backlog``) goes on
-        at once: the listener's edge is spent."""
-        self.retry_at = math.inf
+        at once: the listener's edge is spent. A pause goes on to its end, deferred
+        listeners with it (an accept fails then, whatever is queued)."""
+        self.retry_at = _NEVER
+        deferred, self.deferred = self.deferred, {}
         if self.accept_paused:
+            now = trio.current_time()
+            if now < self.resume_at:
+                self.deferred = deferred
+                self._retry_within(self.resume_at - now)
+                return
             self.accept_paused = False
             for fd in list(self.listeners):
-                self._accept(fd)
-        deferred, self.deferred = self.deferred, {}
+                if fd not in deferred:  # those take their own second look, below
+                    self._accept(fd)
         for fd, seen in deferred.items():
             self._accept(fd, seen)
 

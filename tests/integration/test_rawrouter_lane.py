@@ -427,9 +427,9 @@ async def test_unix_node_is_relayed_in_the_lane(tmp_path, resumed):
     assert resumed == []
 
 
-async def test_out_of_fds_pauses_accepting_until_the_sweep(caplog, lanes):
-    """EMFILE on accept: one log line, the connection stays queued, and the next sweep
-    takes it once fds are free again."""
+async def test_out_of_fds_pauses_accepting_for_a_second(caplog, lanes):
+    """EMFILE on accept: one log line, the connection stays queued, and the lane takes
+    it once the pause is over and fds are free again."""
     async with trio.open_nursery() as nursery:
         backend = await nursery.start(tcp_backend, echo)
         address, _, _ = await start_raw(nursery, backend)
@@ -440,7 +440,7 @@ async def test_out_of_fds_pauses_accepting_until_the_sweep(caplog, lanes):
             with FdLimit(0):  # the router's accept gets EMFILE
                 await sock.connect((host, int(port)))
                 await wait_for(lambda: lane.accept_paused)
-            assert await exchange(sock, b"later") == b"later"  # taken by the sweep
+            assert await exchange(sock, b"later") == b"later"  # taken after the pause
         assert not lane.accept_paused
         nursery.cancel_scope.cancel()
     assert caplog.text.count("pausing") == 1

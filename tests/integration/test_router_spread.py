@@ -5,13 +5,14 @@ table; then two real router processes under the master."""
 from __future__ import annotations
 
 import json
+import logging
 import socket
 from contextlib import asynccontextmanager
 
 import trio
 from _broodkit import read_stats, wait_until
 from _httpkit import HttpClient, node_server
-from _routerkit import DictResolver, bind_listener, send_all
+from _routerkit import DictResolver, FdLimit, bind_listener, send_all, wait_for
 
 from brood.routers.engine import Engine, RouterSettings
 from brood.routers.http.router import HttpRouter
@@ -123,6 +124,71 @@ async def test_a_sibling_that_never_accepts_delays_silent_clients_once(monkeypat
             await ask_each(socks[-1:])  # and they are served
         for sock in socks:
             sock.close()
+        nursery.cancel_scope.cancel()
+    listener.sock.close()
+
+
+async def test_new_connections_on_a_deferred_listener_do_not_restart_its_wait(monkeypatch):
+    """Connections arriving while the lane waits on a sibling (one that never accepts):
+    their edges leave the wait as it is (each one used to start it over, so a steady
+    stream kept the lane from ever taking one), and every connection is taken."""
+    monkeypatch.setattr(spread_module, "STALE_MS", 60_000)
+    member, _silent = accepting(SpreadTable(2), 2)
+    restarted = []
+    real_accept = Lane._accept
+
+    def watching(self, fd, deferred=None):
+        if deferred is None and fd in self.deferred:
+            restarted.append(fd)
+        real_accept(self, fd, deferred)
+
+    monkeypatch.setattr(Lane, "_accept", watching)
+    listener = bind_listener("http")
+    async with trio.open_nursery() as nursery:
+        node = await nursery.start(node_server)
+        async with routers_on_one_socket([member], node.address, listener) as handlers:
+            held = await connect(listener.name, SLACK + 2)
+            await ask_each(held)  # not its turn from here: the sibling holds none
+            assert not member.my_turn()
+            with trio.fail_after(5):
+                stream = [sock for _ in range(30) for sock in await connect(listener.name, 1)]
+                while member.open < len(held) + len(stream):
+                    await trio.sleep(0.005)
+            assert restarted == []
+            assert len(handlers[0].lane.conns) == len(held) + len(stream)
+            for sock in held + stream:
+                sock.close()
+        nursery.cancel_scope.cancel()
+    listener.sock.close()
+
+
+async def test_an_accept_pause_lasts_while_connections_are_left_to_a_sibling(monkeypatch, caplog):
+    """Out of fds while connections keep coming and a sibling holds fewer: one log line
+    and one pause (not a line and a retry per connection), then all are taken."""
+    monkeypatch.setattr(spread_module, "STALE_MS", 60_000)
+    member, _silent = accepting(SpreadTable(2), 2)
+    listener = bind_listener("http")
+    host, port = listener.name.rsplit(":", 1)
+    async with trio.open_nursery() as nursery:
+        node = await nursery.start(node_server)
+        async with routers_on_one_socket([member], node.address, listener) as handlers:
+            held = await connect(listener.name, SLACK + 2)
+            await ask_each(held)
+            lane = handlers[0].lane
+            late = [trio.socket.socket() for _ in range(20)]  # their fds before the limit
+            with caplog.at_level(logging.ERROR, "brood.routers"), FdLimit(0):
+                await late[0].connect((host, int(port)))
+                await wait_for(lambda: lane.accept_paused)
+                for sock in late[1:]:  # a connection every few ms, well within the pause
+                    await sock.connect((host, int(port)))
+                    await trio.sleep(0.003)
+                assert lane.accept_paused
+            assert caplog.text.count("pausing") == 1, caplog.text
+            with trio.fail_after(5):
+                while member.open < len(held) + len(late):
+                    await trio.sleep(0.005)
+            for sock in held + late:
+                sock.close()
         nursery.cancel_scope.cancel()
     listener.sock.close()
 

@@ -9,8 +9,10 @@ import time
 
 import pytest
 
+from brood.routers.engine import Engine, RouterSettings
 from brood.routers.net import spread as spread_module
 from brood.routers.net.spread import SLACK, SLACK_SHARE, Spread, SpreadTable
+from brood.routers.resolve.mappers import StaticResolver
 
 
 def members(count: int) -> list[Spread]:
@@ -184,4 +186,18 @@ def test_a_pool_opened_at_once_is_balanced():
         a.closed()
     accept_n(a, spread_module.BURST, keep=spread_module.BURST)
     a.rebalance()
+    assert not a.my_turn()
+
+
+def test_a_process_going_cheap_says_so_at_once():
+    """Cheap mode (no node: it accepts nothing) shows in the table when it starts, not
+    at the next heartbeat, and leaving it shows as soon."""
+    a, b = members(2)
+    engine = Engine(RouterSettings("http", cheap=True), StaticResolver([]), has_nodes=True)
+    engine.spread = b
+    open_n(a, 10)
+    assert not a.my_turn()
+    engine.nodes_changed(False)  # cheap
+    assert a.my_turn()
+    engine.nodes_changed(True)
     assert not a.my_turn()

@@ -61,7 +61,7 @@ async def accept_loop(
 
     ``may_accept`` is awaited before each accept (cheap mode waits there for nodes).
     ``spread``: this process's share of the connections (``brood.routers.net.spread``);
-    a connection a sibling should take is left to it for ``DEFER`` first.
+    a connection a sibling should take is left to it first (two ``DEFER`` at most).
     The handler owns nothing: the accepted socket is closed here when it returns.
     A handler with a fast lane (``lane_for(sessions)``) has the lane accept instead
     (``Lane.listening``): this task then holds the socket there, and takes it out when
