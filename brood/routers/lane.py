@@ -248,8 +248,8 @@ class Lane:
                                 conn = nodes.get(fd)
                                 if conn is not None:
                                     self._node_event(conn, events)
-                                elif fd in listeners and fd not in self.deferred:
-                                    self._accept(fd)  # (a deferred one: its retry looks)
+                                elif fd in listeners:
+                                    self._listener_event(fd)
                         except Exception:
                             log.exception("%s: fast lane failed on %s", self.kind,
                                           conn.peer if conn else fd)
@@ -350,6 +350,16 @@ class Lane:
                 else:
                     sock.close()
         self.backlog.add(fd)
+
+    def _listener_event(self, fd: int) -> None:
+        """New connections on a listener. One left to a sibling keeps waiting for its
+        retry (a stream of connects must not start its looks over), unless it is this
+        process's turn by now: then they are taken at once."""
+        if fd in self.deferred:
+            if not self.spread.my_turn():
+                return
+            del self.deferred[fd]
+        self._accept(fd)
 
     def _defer(self, fd: int, taken: int, idle: bool) -> None:
         """Leave what listener ``fd`` holds to a sibling for ``DEFER`` at most; then
