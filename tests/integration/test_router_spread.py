@@ -14,6 +14,7 @@ from _broodkit import read_stats, wait_until
 from _httpkit import HttpClient, node_server
 from _routerkit import DictResolver, FdLimit, bind_listener, send_all, wait_for
 
+from brood.routers import lane as lane_module
 from brood.routers.engine import Engine, RouterSettings
 from brood.routers.http.router import HttpRouter
 from brood.routers.http.settings import HttpSettings
@@ -157,6 +158,35 @@ async def test_new_connections_on_a_deferred_listener_do_not_restart_its_wait(mo
             assert restarted == []
             assert len(handlers[0].lane.conns) == len(held) + len(stream)
             for sock in held + stream:
+                sock.close()
+        nursery.cancel_scope.cancel()
+    listener.sock.close()
+
+
+async def test_a_deferred_listener_takes_connections_once_it_is_its_turn(monkeypatch):
+    """A connection left to a sibling, then the sibling takes its share: the next
+    connection's edge has both taken at once, not at the deferred retry."""
+    monkeypatch.setattr(spread_module, "STALE_MS", 60_000)
+    monkeypatch.setattr(lane_module, "DEFER", 60.0)  # the retry would come too late
+    member, sibling = accepting(SpreadTable(2), 2)
+    listener = bind_listener("http")
+    async with trio.open_nursery() as nursery:
+        node = await nursery.start(node_server)
+        async with routers_on_one_socket([member], node.address, listener) as handlers:
+            held = await connect(listener.name, SLACK + 2)
+            await ask_each(held)
+            lane = handlers[0].lane
+            waiting = await connect(listener.name, 1)
+            with trio.fail_after(5):
+                while not lane.deferred:
+                    await trio.sleep(0.005)
+            for _ in range(len(held) + 2):
+                sibling.opened()  # it took its share: this process's turn again
+            with trio.fail_after(5):
+                later = await connect(listener.name, 1)
+                await ask_each(waiting + later)
+            assert member.open == len(held) + 2
+            for sock in held + waiting + later:
                 sock.close()
         nursery.cancel_scope.cancel()
     listener.sock.close()
