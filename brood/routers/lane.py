@@ -23,6 +23,11 @@ Timeouts are swept once a second (uWSGI checks its timeouts as often): a client 
 sends no request in time, a connect, a silent node (``--X-timeout``), a client that
 takes no byte of the answer for as long (its socket's send queue did not move),
 ``--X-harakiri``.
+
+Accepting: a connection that a sibling process holding fewer should take is left to it
+(``brood.routers.net.spread``), and ``run`` itself looks again (``_retry_accepts``, as
+after an accept pause): only the task that waits on the epoll set can go on with a
+listener whose edge is spent.
 """
 
 from __future__ import annotations
