@@ -316,12 +316,9 @@ class Lane:
         shared = balance = spread.shared
         for _ in range(ACCEPT_BATCH):
             if balance and not spread.my_turn():
-                taken = spread.taken_by_siblings()
-                if deferred is None:
-                    self._defer(fd, taken, False)
-                    return
-                if taken != deferred[0] or not deferred[1]:
-                    self._defer(fd, taken, taken == deferred[0])
+                seen = spread.wait_again(deferred)
+                if seen is not None:
+                    self._defer(fd, seen)
                     return
                 balance = False
             deferred = None
@@ -366,11 +363,10 @@ class Lane:
             del self.deferred[fd]
         self._accept(fd)
 
-    def _defer(self, fd: int, taken: int, idle: bool) -> None:
+    def _defer(self, fd: int, seen: tuple[int, bool]) -> None:
         """Leave what listener ``fd`` holds to a sibling for ``DEFER`` at most; then
-        run() looks again (``_retry_accepts``). ``taken``: the siblings' accepts now;
-        ``idle``: they accepted none over the last DEFER."""
-        self.deferred[fd] = (taken, idle)
+        run() looks again (``_retry_accepts``). ``seen``: ``Spread.wait_again``'s note."""
+        self.deferred[fd] = seen
         self._retry_within(DEFER)
 
     def _retry_within(self, delay: float) -> None:

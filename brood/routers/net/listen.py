@@ -80,8 +80,8 @@ async def accept_loop(
             with lane.listening(raw, inherits_nodelay):
                 await (must_pause() if must_pause is not None else trio.sleep_forever())
     batch = 0
-    forced = idle = False
-    taken: int | None = None  # the siblings' accepts when a connection was left to them
+    forced = False
+    seen: tuple[int, bool] | None = None  # Spread.wait_again's note while one waits
     while True:
         if may_accept is not None:
             await may_accept()
@@ -90,14 +90,12 @@ async def accept_loop(
             forced = False
             await trio.lowlevel.checkpoint()  # a flood of connects must not starve sessions
         if spread.shared and not forced and not spread.my_turn():
-            now = spread.taken_by_siblings()
-            if taken is None or now != taken or not idle:  # a sibling holds fewer: its turn
-                idle = taken is not None and now == taken
-                taken = now
+            seen = spread.wait_again(seen)
+            if seen is not None:  # a sibling holds fewer: its turn first
                 await trio.sleep(DEFER)
                 continue
             forced = True  # they accepted none over two DEFERs: they are not taking them
-        taken = None
+        seen = None
         try:
             sock, peer = raw.accept()
         except BlockingIOError:

@@ -129,6 +129,16 @@ class Spread:
         slots = self.slots
         return sum(slots[at + _TAKEN] for at in self.others)
 
+    def wait_again(self, seen: tuple[int, bool] | None) -> tuple[int, bool] | None:
+        """A connection is not this process's to take (``my_turn``): what to note while
+        it waits another ``DEFER`` (the siblings' accepts now, and whether they accepted
+        none since ``seen``, the note of the last look), or None when they accepted none
+        over two looks: they are not taking connections, and this process takes them."""
+        taken = self.taken_by_siblings()
+        if seen is None or taken != seen[0] or not seen[1]:
+            return taken, seen is not None and taken == seen[0]
+        return None
+
     def my_turn(self) -> bool:
         """Whether this process should take the next connection: no live sibling holds
         clearly fewer (``SLACK``)."""
