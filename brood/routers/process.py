@@ -7,7 +7,7 @@
 * SIGHUP / SIGTERM: graceful. Stop accepting at once (another process or the next
   generation takes new connections), let open sessions finish within the mercy
   (``--reload-mercy``, 60 s), then exit 0.
-* SIGINT / SIGQUIT: immediate. Cancel everything, exit 0.
+* SIGINT / SIGQUIT: immediate (also during a graceful stop). Cancel everything, exit 0.
 
 ``serve_router`` is the same minus signals, for embedding and in-process tests::
 
@@ -52,6 +52,7 @@ PREFIX = {"https": "http"}
 
 GRACEFUL = (signal.SIGHUP, signal.SIGTERM)
 IMMEDIATE = (signal.SIGINT, signal.SIGQUIT)
+STOPS = (*GRACEFUL, *IMMEDIATE)
 # --stats-http: how long to wait for the request bytes before answering anyway.
 STATS_HTTP_WAIT = 5.0
 
@@ -205,24 +206,45 @@ async def serve_stats(conn: trio.socket.SocketType, document: bytes, *, http: bo
 async def router_main(kind: str, cfg: Config, listeners: Sequence[Listener],
                       feed: Any = None, stats_share: StatsShare | None = None,
                       spread: Spread | None = None) -> int:
-    """``serve_router`` plus the signal handling of a router process."""
+    """``serve_router`` plus the signal handling of a router process.
+
+    SIGINT or SIGQUIT during a graceful drain cuts it short. Once the process is on its
+    way out, further stop signals are ignored: a service manager that signals the whole
+    process group (systemd's default) reaches the router and, through the master,
+    reaches it again; the second must not kill it halfway through its exit."""
     mercy = float(option(cfg, "reload-mercy", 60))
-    with trio.open_signal_receiver(*GRACEFUL, *IMMEDIATE) as signals:
-        async with trio.open_nursery() as nursery:
-            server: RouterServer = await nursery.start(
-                functools.partial(serve_router, kind, cfg, listeners, feed=feed,
-                                  stats_share=stats_share, spread=spread))
-            async for signum in signals:
-                if signum in GRACEFUL:
-                    log.info("%s %s: graceful stop, %d sessions to finish", kind,
-                             signal.Signals(signum).name, server.engine.active_sessions)
-                    server.stop_accepting()
-                    await server.drain(mercy)
-                else:
-                    server.stop()
-                break
-            nursery.cancel_scope.cancel()
+    with trio.open_signal_receiver(*STOPS) as signals:
+        try:
+            async with trio.open_nursery() as nursery:
+                server: RouterServer = await nursery.start(
+                    functools.partial(serve_router, kind, cfg, listeners, feed=feed,
+                                      stats_share=stats_share, spread=spread))
+                draining = False
+                async for signum in signals:
+                    if signum in IMMEDIATE:
+                        server.stop()
+                        break
+                    if not draining:
+                        draining = True
+                        log.warning("%s %s: graceful stop, %d sessions to finish", kind,
+                                    signal.Signals(signum).name, server.engine.active_sessions)
+                        server.stop_accepting()
+                        nursery.start_soon(_drain_then_end, server, mercy, nursery.cancel_scope)
+                nursery.cancel_scope.cancel()
+        finally:
+            # Held until they are ignored: leaving the receiver restores the dispositions
+            # the child started with (the default: death by that signal) and raises
+            # again those it took but did not hand out.
+            signal.pthread_sigmask(signal.SIG_BLOCK, STOPS)
+    for signum in STOPS:
+        signal.signal(signum, signal.SIG_IGN)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, STOPS)
     return 0
+
+
+async def _drain_then_end(server: RouterServer, mercy: float, scope: trio.CancelScope) -> None:
+    await server.drain(mercy)
+    scope.cancel()
 
 
 def run_router(kind: str, index: int, cfg: Config, listeners: list[Listener],
