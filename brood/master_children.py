@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from brood.log import log
 from brood.plan import ChildSpec
 from brood.scoreboard import STATUS_NAMES, WorkerSlot
+from brood.signals import held_across_fork
 
 FAST_DEATH = 1.0  # a child that dies younger than this counts as dying "too fast"
 MAX_BACKOFF = 8.0  # ceiling for the respawn delay of a crash-looping child
@@ -84,9 +85,10 @@ class ChildTable:
             slot.last_spawn = int(now)
         sys.stdout.flush()
         sys.stderr.flush()
-        pid = os.fork()
-        if pid == 0:
-            self._run_child(child)
+        with held_across_fork():  # the child releases them (brood.signals.release_stops)
+            pid = os.fork()
+            if pid == 0:
+                self._run_child(child)
         child.pid, child.started, child.respawn_at = pid, now, None
         child.harakiri_for, child.stop_deadline, child.reloading = 0, None, False
         child.evil_killed = False

@@ -12,7 +12,29 @@ import contextlib
 import fcntl
 import os
 import signal
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+
+# What stops or reloads a process. The master holds them blocked across each fork
+# (``held_across_fork``): until the child has reset the master's handlers, a signal sent
+# to it would be written into the master's own wakeup pipe and acted on by the master.
+# The child releases them once its own handlers are in (``release_stops``).
+STOPS = (signal.SIGHUP, signal.SIGTERM, signal.SIGINT, signal.SIGQUIT)
+
+
+@contextlib.contextmanager
+def held_across_fork() -> Iterator[None]:
+    """Block the stop signals around a fork; the parent gets its mask back after it."""
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, STOPS)
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+
+
+def release_stops() -> None:
+    """In a forked child, once its handlers for the stop signals are installed: those
+    that came since the fork are delivered to them now."""
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, STOPS)
 
 
 def _high_fd(fd: int) -> int:

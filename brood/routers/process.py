@@ -37,6 +37,7 @@ from brood.routers.net.listen import accept_loop, adopt
 from brood.routers.net.relay import receive_some, send_all
 from brood.routers.net.spread import Spread, SpreadTable
 from brood.routers.stats_share import StatsShare
+from brood.signals import STOPS, release_stops
 
 log = logging.getLogger("brood.routers")
 
@@ -52,7 +53,6 @@ PREFIX = {"https": "http"}
 
 GRACEFUL = (signal.SIGHUP, signal.SIGTERM)
 IMMEDIATE = (signal.SIGINT, signal.SIGQUIT)
-STOPS = (*GRACEFUL, *IMMEDIATE)
 # --stats-http: how long to wait for the request bytes before answering anyway.
 STATS_HTTP_WAIT = 5.0
 
@@ -209,37 +209,35 @@ async def router_main(kind: str, cfg: Config, listeners: Sequence[Listener],
     """``serve_router`` plus the signal handling of a router process.
 
     SIGINT or SIGQUIT during a graceful drain cuts it short. Once the process is on its
-    way out, further stop signals are ignored: a service manager that signals the whole
+    way out, further stop signals are dropped: a service manager that signals the whole
     process group (systemd's default) reaches the router and, through the master,
     reaches it again; the second must not kill it halfway through its exit."""
     mercy = float(option(cfg, "reload-mercy", 60))
+    for signum in STOPS:  # what the receiver puts back when it closes (not SIG_IGN,
+        signal.signal(signum, _dropped)  # which would discard those held since the fork)
     with trio.open_signal_receiver(*STOPS) as signals:
-        try:
-            async with trio.open_nursery() as nursery:
-                server: RouterServer = await nursery.start(
-                    functools.partial(serve_router, kind, cfg, listeners, feed=feed,
-                                      stats_share=stats_share, spread=spread))
-                draining = False
-                async for signum in signals:
-                    if signum in IMMEDIATE:
-                        server.stop()
-                        break
-                    if not draining:
-                        draining = True
-                        log.warning("%s %s: graceful stop, %d sessions to finish", kind,
-                                    signal.Signals(signum).name, server.engine.active_sessions)
-                        server.stop_accepting()
-                        nursery.start_soon(_drain_then_end, server, mercy, nursery.cancel_scope)
-                nursery.cancel_scope.cancel()
-        finally:
-            # Held until they are ignored: leaving the receiver restores the dispositions
-            # the child started with (the default: death by that signal) and raises
-            # again those it took but did not hand out.
-            signal.pthread_sigmask(signal.SIG_BLOCK, STOPS)
-    for signum in STOPS:
-        signal.signal(signum, signal.SIG_IGN)
-    signal.pthread_sigmask(signal.SIG_UNBLOCK, STOPS)
+        release_stops()
+        async with trio.open_nursery() as nursery:
+            server: RouterServer = await nursery.start(
+                functools.partial(serve_router, kind, cfg, listeners, feed=feed,
+                                  stats_share=stats_share, spread=spread))
+            draining = False
+            async for signum in signals:
+                if signum in IMMEDIATE:
+                    server.stop()
+                    break
+                if not draining:
+                    draining = True
+                    log.warning("%s %s: graceful stop, %d sessions to finish", kind,
+                                signal.Signals(signum).name, server.engine.active_sessions)
+                    server.stop_accepting()
+                    nursery.start_soon(_drain_then_end, server, mercy, nursery.cancel_scope)
+            nursery.cancel_scope.cancel()
     return 0
+
+
+def _dropped(signum: int, frame: Any) -> None:
+    """A stop signal once the router is on its way out (whichever thread took it)."""
 
 
 async def _drain_then_end(server: RouterServer, mercy: float, scope: trio.CancelScope) -> None:

@@ -48,6 +48,7 @@ from typing import Any
 from brood.config.model import Config
 from brood.listener import Listener
 from brood.scoreboard import STATUS_IDLE, WorkerSlot
+from brood.signals import STOPS, release_stops
 from brood.workers import reqlog
 from brood.workers.account import Account
 from brood.workers.conn import Conn
@@ -507,15 +508,40 @@ class Worker:
         return 0
 
     def _run_threads(self) -> None:
+        """Serve on ``--threads`` threads until each has returned.
+
+        Signals: only this (the main) thread takes them, as the serving threads start
+        with them blocked; a signal the kernel handed to a serving thread would only be
+        noted, and Python would run its handler when this thread next ran bytecode,
+        which it does not while it waits. It waits in a read of a pipe each thread
+        writes to as it ends: a signal interrupts the read, and a handler that raises
+        (``_Abort``) leaves it cleanly, which ``Thread.join`` does not always do."""
+        ended_r, ended_w = os.pipe()
+
+        def serve(core: int) -> None:
+            try:
+                self.serve_polling(core)
+            finally:
+                os.write(ended_w, b"x")
+
         threads = [
-            threading.Thread(target=self.serve_polling, args=(i,), daemon=True,
+            threading.Thread(target=serve, args=(i,), daemon=True,
                              name=f"brood-worker-{self.id}-core-{i}")
             for i in range(self.threads)
         ]  # fmt: skip
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
+        previous = signal.pthread_sigmask(signal.SIG_BLOCK, STOPS)  # the threads inherit it
+        try:
+            for t in threads:
+                t.start()
+        finally:
+            signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+        running = len(threads)
+        while running:
+            running -= len(os.read(ended_r, running))
+        # Closed only once every thread wrote: after an _Abort the process exits soon,
+        # and a thread must not write into a number reused meanwhile.
+        os.close(ended_r)
+        os.close(ended_w)
 
 
 def _exit_now(signum: int, frame: Any) -> None:
@@ -544,6 +570,7 @@ def run_worker(
     slot.status = STATUS_IDLE
     worker = Worker(worker_id, listeners, app, cfg, slot)
     worker.install_signals()
+    release_stops()  # held since the fork: the handlers above take them now
     try:
         if worker.app is None:
             try:
