@@ -170,6 +170,8 @@ class Master:
                 action = _stronger(action, self.requested)
                 self.requested = None
             now = time.time()
+            if action:  # children that ended meanwhile (signalled with the master) stay so
+                self.children.respawning = False
             self.children.reap(now)
             if action:
                 return action
