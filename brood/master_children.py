@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from brood.log import log
 from brood.plan import ChildSpec
 from brood.scoreboard import STATUS_NAMES, WorkerSlot
-from brood.signals import held_across_fork
+from brood.signals import stops_blocked
 
 FAST_DEATH = 1.0  # a child that dies younger than this counts as dying "too fast"
 MAX_BACKOFF = 8.0  # ceiling for the respawn delay of a crash-looping child
@@ -85,7 +85,7 @@ class ChildTable:
             slot.last_spawn = int(now)
         sys.stdout.flush()
         sys.stderr.flush()
-        with held_across_fork():  # the child releases them (brood.signals.release_stops)
+        with stops_blocked():  # the child releases them (brood.signals.release_stops)
             pid = os.fork()
             if pid == 0:
                 self._run_child(child)

@@ -15,15 +15,16 @@ import signal
 from collections.abc import Iterable, Iterator
 
 # What stops or reloads a process. The master holds them blocked across each fork
-# (``held_across_fork``): until the child has reset the master's handlers, a signal sent
+# (``stops_blocked``): until the child has reset the master's handlers, a signal sent
 # to it would be written into the master's own wakeup pipe and acted on by the master.
 # The child releases them once its own handlers are in (``release_stops``).
 STOPS = (signal.SIGHUP, signal.SIGTERM, signal.SIGINT, signal.SIGQUIT)
 
 
 @contextlib.contextmanager
-def held_across_fork() -> Iterator[None]:
-    """Block the stop signals around a fork; the parent gets its mask back after it."""
+def stops_blocked() -> Iterator[None]:
+    """Block the stop signals in this thread for the block, then restore its mask: a
+    process forked or a thread started inside keeps them blocked."""
     previous = signal.pthread_sigmask(signal.SIG_BLOCK, STOPS)
     try:
         yield

@@ -51,7 +51,6 @@ FRONTS = {
 # Option prefix (--X-to, --X-timeout...) of each listener proto.
 PREFIX = {"https": "http"}
 
-GRACEFUL = (signal.SIGHUP, signal.SIGTERM)
 IMMEDIATE = (signal.SIGINT, signal.SIGQUIT)
 # --stats-http: how long to wait for the request bytes before answering anyway.
 STATS_HTTP_WAIT = 5.0

@@ -48,7 +48,7 @@ from typing import Any
 from brood.config.model import Config
 from brood.listener import Listener
 from brood.scoreboard import STATUS_IDLE, WorkerSlot
-from brood.signals import STOPS, release_stops
+from brood.signals import release_stops, stops_blocked
 from brood.workers import reqlog
 from brood.workers.account import Account
 from brood.workers.conn import Conn
@@ -529,12 +529,9 @@ class Worker:
                              name=f"brood-worker-{self.id}-core-{i}")
             for i in range(self.threads)
         ]  # fmt: skip
-        previous = signal.pthread_sigmask(signal.SIG_BLOCK, STOPS)  # the threads inherit it
-        try:
+        with stops_blocked():  # the threads keep them blocked
             for t in threads:
                 t.start()
-        finally:
-            signal.pthread_sigmask(signal.SIG_SETMASK, previous)
         running = len(threads)
         while running:
             running -= len(os.read(ended_r, running))
