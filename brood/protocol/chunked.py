@@ -86,7 +86,8 @@ class ChunkedDecoder:
 
     def _incomplete_line(self, buf: bytes, i: int) -> None:
         """Check a line still waiting for its CRLF: no bare LF, not too long."""
-        if buf.find(b"\n", i) >= 0:
+        lf = buf.find(b"\n", i, i + self.max_line + 2)
+        if lf >= 0:
             raise self.error("bare LF in chunked framing")
         if len(buf) - i > self.max_line + 1:
             raise self.error("chunk line too long")
@@ -158,7 +159,9 @@ class ChunkedDecoder:
                 else:
                     self._trailer_size += len(line) + 2
                     if self._trailer_size > MAX_TRAILER_SIZE:
-                        raise HeadTooLarge("chunked trailers too large")
+                        # a client's is a 431; a node's is a bad answer like any other
+                        raise (HeadTooLarge if self.error is BadRequest else self.error)(
+                            "chunked trailers too large")
                     if not _TRAILER_RE.fullmatch(line):
                         raise self.error("invalid trailer field")
         self._pending = buf[i:]

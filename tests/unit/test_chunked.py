@@ -87,8 +87,10 @@ def test_malformed_byte_at_a_time_same_error():
 def test_line_too_long():
     with pytest.raises(BadRequest):
         decode(b"5;" + b"x" * 100, max_line=50)
-    with pytest.raises(BadRequest):
+    with pytest.raises(BadRequest, match="too long"):  # its CRLF comes past the limit
         decode(b"5;" + b"x" * 100 + b"\r\nhello\r\n", max_line=50)
+    with pytest.raises(BadRequest, match="bare LF"):
+        decode(b"5;xx\nhello", max_line=50)
     body, _ = decode(b"5;" + b"x" * 48 + b"\r\nhello\r\n0\r\n\r\n", max_line=50)
     assert body == b"hello"
 
@@ -108,8 +110,12 @@ def test_max_body_checked_at_size_line():
 
 
 def test_trailers_capped():
+    big = b"0\r\n" + b"X: " + b"y" * 4000 + b"\r\n" + (b"X: " + b"y" * 4000 + b"\r\n") * 5
     with pytest.raises(HeadTooLarge):
-        decode(b"0\r\n" + b"X: " + b"y" * 4000 + b"\r\n" + (b"X: " + b"y" * 4000 + b"\r\n") * 5)
+        decode(big)
+    with pytest.raises(BadResponse) as info:  # a node's: a bad answer (502), not a 431
+        decode(big, error=BadResponse)
+    assert info.value.status == 502
 
 
 def test_custom_error_class():

@@ -27,7 +27,7 @@ from brood.protocol.http1 import RequestHead
 from brood.protocol.uwsgi import encode_header, encode_vars
 from brood.protocol.vars import encode_request_vars, request_vars
 from brood.routers.engine import Upstream
-from brood.routers.http.body import BodyPlan, Client, ClientGone
+from brood.routers.http.body import BodyPlan, Client
 from brood.routers.http.response import Outcome, relay_response, wants_gzip
 from brood.routers.http.settings import HttpSettings
 from brood.routers.net.relay import deadline_slack, push_deadline
@@ -155,26 +155,33 @@ def _toucher(scope: trio.CancelScope, timeout: float, hard_deadline: float
 
 async def _with_body(up: Upstream, client: Client, body: BodyPlan, touch, answer: dict,
                      out: Outcome) -> None:
-    """Relay the rest of the body while reading the answer."""
-    state = {"done": False, "gone": None}
+    """Relay the rest of the body while reading the answer. What either side raises
+    comes out as itself, as from a request without a body (a nursery would wrap it in an
+    ExceptionGroup that no caller's ``except`` matches): the client's first (it gone, or
+    its chunked framing broken), then the answer's."""
+    state: dict = {"done": False, "client": None, "answer": None}
 
     async def send_body() -> None:
         try:
             up.node.tx += await body.stream(client, up.sock, touch)
             state["done"] = True
-        except ClientGone as exc:
-            state["gone"] = exc
-            nursery.cancel_scope.cancel()
         except OSError:
             pass  # the node stopped reading: its answer (if any) still counts
+        except Exception as exc:  # ClientGone, or the client's bad chunked framing
+            state["client"] = exc
+            nursery.cancel_scope.cancel()
 
     async with trio.open_nursery() as nursery:
         nursery.start_soon(send_body)
-        await relay_response(up, client.sock, **answer)
+        try:
+            await relay_response(up, client.sock, **answer)
+        except Exception as exc:
+            state["answer"] = exc
         if not state["done"]:
             nursery.cancel_scope.cancel()
-    if state["gone"] is not None:
-        raise state["gone"]
+    for failure in (state["client"], state["answer"]):
+        if failure is not None:
+            raise failure
     if not state["done"]:
         out.keep_alive = False  # unread body bytes: the next request cannot be found
         up.over = False  # part of the request is still owed: a reset would drop what is queued

@@ -41,7 +41,7 @@ from brood.protocol.http1 import RequestHead, parse_request_head, simple_respons
 from brood.protocol.proxy import parse_proxy
 from brood.protocol.uwsgi import MAX_VARS_SIZE
 from brood.routers.engine import Engine, client_ip
-from brood.routers.errors import NodeFailed, NodeTimeout, RoutingError
+from brood.routers.errors import ClientError, NodeFailed, NodeTimeout, RoutingError
 from brood.routers.http import accesslog
 from brood.routers.http.body import BodyPlan, Client, ClientGone, peer_address, plan_body
 from brood.routers.http.h1 import (
@@ -453,6 +453,8 @@ class HttpRouter:
                            conn.hard_deadline)
         except BadResponse as exc:
             return NodeFailed(f"node {node}: {exc.reason}")
+        except ProtocolError as exc:  # the client's body broke its framing on the way
+            return ClientError(exc)
         except OSError as exc:
             return NodeFailed(f"node {node}: {exc.strerror or exc}")
         return None

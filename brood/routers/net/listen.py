@@ -123,14 +123,17 @@ async def accept_loop(
 
 async def run_connection(spread: Spread, handler: Callable[..., Awaitable[None]],
                          conn: trio.socket.SocketType, peer: Any, *args: Any) -> None:
-    """``handler(conn, peer, *args)``; a peer that resets is routine, and ``conn`` is
-    closed once the handler is done. ``spread`` counted it when it was accepted (here,
+    """``handler(conn, peer, *args)``; a peer that resets is routine, anything else is
+    logged with its traceback (as the fast lane does), and ``conn`` is closed once the
+    handler is done. ``spread`` counted it when it was accepted (here,
     or by a fast lane that hands it over); it is counted out as it closes."""
     try:
         await handler(conn, peer, *args)
     except (OSError, trio.BrokenResourceError, trio.ClosedResourceError) as exc:
         # A peer that resets mid-request is routine for a router, not a crash.
         log.debug("connection from %s ended: %s", peer, exc)
+    except Exception:  # a bug: this connection goes, the process and its others stay
+        log.exception("connection from %s failed", peer)
     finally:
         spread.closed()
         sockio.close(conn)  # the handler and every task it started are done with it

@@ -1,0 +1,121 @@
+"""Failures while a request body is still on its way (the general path streams it while
+it reads the answer): each one ends its own request with the right status, and the
+router process goes on serving its other connections."""
+
+from __future__ import annotations
+
+import logging
+import socket
+import struct
+
+import pytest
+import trio
+import trio.testing
+from _httpkit import HttpClient, http_router, node_server, open_client
+from _routerkit import send_all
+
+from brood.routers.http.settings import HttpSettings
+
+
+def settings(**kw) -> HttpSettings:
+    kw.setdefault("server_name", b"vm")
+    return HttpSettings(**kw)
+
+
+async def failing_node(how: str, task_status=trio.TASK_STATUS_IGNORED):
+    """Reads a request's vars and a little of its body, then fails as ``how`` says:
+    "close" (no answer), "garbage" (not HTTP) or "reset"."""
+    with trio.socket.socket() as lsock:
+        await lsock.bind(("127.0.0.1", 0))
+        lsock.listen(8)
+        task_status.started(f"127.0.0.1:{lsock.getsockname()[1]}")
+        while True:
+            conn, _ = await lsock.accept()
+            with conn:
+                buf = b""
+                while len(buf) < 4 or len(buf) < 4 + int.from_bytes(buf[1:3], "little") + 1:
+                    data = await conn.recv(65536)
+                    if not data:
+                        break
+                    buf += data
+                if how == "garbage":
+                    await send_all(conn, b"garbage\r\n\r\n")
+                elif how == "reset":
+                    conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+
+
+async def still_serves(address: str) -> None:
+    """Another client of the same router gets its answer: the process is alive."""
+    with await open_client(address) as sock:
+        client = HttpClient(sock)
+        await client.send(b"GET / HTTP/1.1\r\nHost: ok\r\n\r\n")
+        assert (await client.response())[1] == b"ok\n"
+
+
+@pytest.mark.parametrize("how", ["close", "garbage", "reset"])
+async def test_a_node_failing_while_the_body_streams_gets_a_502(how, caplog):
+    caplog.set_level(logging.INFO)
+    async with trio.open_nursery() as nursery:
+        bad = await nursery.start(failing_node, how)
+        good = await nursery.start(node_server)
+        async with http_router({b"a": [bad], b"ok": [good.address]}, settings()) as router:
+            with await open_client(router.address) as sock:
+                client = HttpClient(sock)
+                # far more than the fast lane buffers: the general path streams the body
+                await client.send(b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 400000\r\n\r\n"
+                                  + b"x" * 200000)
+                head, _ = await client.response()
+                assert head.startswith(b"HTTP/1.1 502 ") and b"Connection: close" in head
+            await still_serves(router.address)
+        nursery.cancel_scope.cancel()
+    assert not [r for r in caplog.records if r.exc_info], "a traceback was logged"
+
+
+async def test_a_bad_chunk_after_the_body_began_to_stream_gets_a_400(caplog):
+    caplog.set_level(logging.INFO)
+    async with trio.open_nursery() as nursery:
+        node = await nursery.start(node_server)
+        table = {b"a": [node.address], b"ok": [node.address]}
+        async with http_router(table, settings(chunked_buffer=8)) as router:
+            with await open_client(router.address) as sock:
+                client = HttpClient(sock)
+                await client.send(b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n"
+                                  b"\r\n10\r\n0123456789abcdef\r\n")
+                await trio.testing.wait_all_tasks_blocked()  # streaming to the node by now
+                await client.send(b"zz\r\n")
+                head, _ = await client.response()
+                assert head.startswith(b"HTTP/1.1 400 ") and await client.closed()
+            await still_serves(router.address)
+        nursery.cancel_scope.cancel()
+    assert any("invalid chunk size" in r.getMessage() for r in caplog.records)
+    assert not [r for r in caplog.records if r.exc_info], "a traceback was logged"
+
+
+async def test_a_node_answer_with_oversized_trailers_is_cut_not_fatal(caplog):
+    caplog.set_level(logging.INFO)
+    trailers = b"".join(b"X-T%d: %s\r\n" % (i, b"a" * 3990) for i in range(5))
+    answer = (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n"
+              + trailers + b"\r\n")
+
+    async def behave(conn, request):
+        await send_all(conn, answer)
+
+    async with trio.open_nursery() as nursery:
+        node = await nursery.start(node_server, behave)
+        good = await nursery.start(node_server)
+        async with http_router({b"a": [node.address], b"ok": [good.address]},
+                               settings()) as router:
+            with await open_client(router.address) as sock:
+                client = HttpClient(sock)
+                await client.send(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n")
+                with trio.fail_after(5):
+                    got = b""
+                    while data := await sock.recv(65536):
+                        got += data
+                # the answer had begun: it is cut (a close), never a 431 inside it
+                assert got.startswith(b"HTTP/1.1 200 OK") and b" 431 " not in got
+            await still_serves(router.address)
+        nursery.cancel_scope.cancel()
+    assert any("chunked trailers too large" in r.getMessage() for r in caplog.records)
+    assert not [r for r in caplog.records if r.exc_info], "a traceback was logged"
+
