@@ -87,7 +87,9 @@ _BODY_METHODS = frozenset((b"GET", b"POST", b"PUT", b"DELETE", b"OPTIONS", b"PAT
 # Request methods already in upper case (the common ones skip a bytes.upper()).
 _PLAIN_METHODS = frozenset((b"GET", b"HEAD", b"POST", b"PUT", b"DELETE", b"OPTIONS", b"PATCH",
                             b"CONNECT"))
-_TARGET_RE = re.compile(rb"[\x21-\x7e\x80-\xff]+")
+# No "#": a fragment is never sent (RFC 9112 §3.2), and a proxy that passes one lets a
+# node see a path its access rules were not written for.
+_TARGET_RE = re.compile(rb"[\x21\x22\x24-\x7e\x80-\xff]+")
 _VERSION_RE = re.compile(rb"HTTP/([0-9])\.([0-9])")
 # What the first bytes of a request may look like before its line is complete:
 # lets the router refuse TLS or binary garbage at once instead of waiting.
@@ -97,11 +99,12 @@ _HOST_RE = re.compile(rb"[-A-Za-z0-9._~!$&'()*+,;=:\[\]%]*")
 _HOST_CHARS = b"-ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789._~!$&'()*+,;=:[]%"
 _ABSOLUTE_RE = re.compile(rb"[A-Za-z][-A-Za-z0-9+.]*://([^/?#]*)([^?#]*)(?:\?([^#]*))?")
 _LENGTH_RE = re.compile(rb"[0-9]{1,%d}" % _MAX_LENGTH_DIGITS)
-_STATUS_RE = re.compile(rb"HTTP/1\.([01]) ([0-9]{3})(?:[ \t](.*))?")
+# A status code is 100-599 (RFC 9110 §15); 6xx-9xx pass as unknown classes, less is garbage.
+_STATUS_RE = re.compile(rb"HTTP/1\.([01]) ([1-9][0-9]{2})(?:[ \t](.*))?")
 # The common response head in one C-level match: a status line and header lines, all
 # CRLF-terminated, then the blank line. Anything else takes the tolerant slow path.
 _RESPONSE_HEAD_RE = re.compile(
-    rb"HTTP/1\.([01]) ([0-9]{3})(?:[ \t]([^\r\n]*))?\r\n"
+    rb"HTTP/1\.([01]) ([1-9][0-9]{2})(?:[ \t]([^\r\n]*))?\r\n"
     rb"(?:" + _TOKEN + rb":[\t\x20-\x7e\x80-\xff]*\r\n)*+\r\n"
 )
 # Every header line of a validated block as (name, value), in one findall. Values
@@ -110,14 +113,14 @@ _RESPONSE_HEAD_RE = re.compile(
 _HEADER_PAIRS_RE = re.compile(rb"(" + _TOKEN + rb"):[ \t]*([^\r\n]*)\r\n")
 # Request line of the common shape (validated names, a target, HTTP/1.0 or 1.1).
 _REQUEST_LINE_RE = re.compile(
-    rb"(" + _TOKEN + rb") ([\x21-\x7e\x80-\xff]+) (HTTP/1\.[01])\r\n"
+    rb"(" + _TOKEN + rb") ([\x21\x22\x24-\x7e\x80-\xff]+) (HTTP/1\.[01])\r\n"
 )
 
 # The common request head whole, in one C-level match from its first byte through the
 # blank line: a request line of validated shape (HTTP/1.0 or 1.1) and header lines that
 # pass _HEADERS_RE. It ends at the first CRLFCRLF, so it also finds the head's end.
 _COMMON_HEAD_RE = re.compile(
-    rb"(" + _TOKEN + rb") ([\x21-\x7e\x80-\xff]+) HTTP/1\.([01])\r\n"
+    rb"(" + _TOKEN + rb") ([\x21\x22\x24-\x7e\x80-\xff]+) HTTP/1\.([01])\r\n"
     rb"(?:" + _TOKEN + rb":[\t\x20-\x7e\x80-\xff]*\r\n)*+\r\n"
 )
 # Heads with up to this many header lines pick out the special ones in a Python loop
@@ -256,7 +259,9 @@ def _request_line(line: bytes) -> tuple[bytes, bytes, bytes]:
         raise BadRequest("invalid request target")
     match = _VERSION_RE.fullmatch(version)
     if match is None:
-        raise UnsupportedVersion("unrecognised HTTP version")
+        if version.startswith(b"HTTP/"):
+            raise UnsupportedVersion("unrecognised HTTP version")
+        raise BadRequest("malformed HTTP version")  # the name is case-sensitive (§2.3)
     if version not in (b"HTTP/1.1", b"HTTP/1.0"):
         raise UnsupportedVersion(f"HTTP/{match[1].decode()}.{match[2].decode()} not supported")
     return method, target, version

@@ -69,7 +69,7 @@ HEAD_CACHED_LEN = 1024
 HEAD_CACHE_MAX = 1024
 
 # A request line of the usual shape: an origin-form target, HTTP/1.0 or 1.1.
-_ORIGIN_LINE_RE = re.compile(rb"(" + _TOKEN + rb") (/[\x21-\x7e\x80-\xff]*) (HTTP/1\.[01])")
+_ORIGIN_LINE_RE = re.compile(rb"(" + _TOKEN + rb") (/[\x21\x22\x24-\x7e\x80-\xff]*) (HTTP/1\.[01])")
 # A header line's value without its leading OWS; a value with trailing OWS is left to the
 # parser (it strips it).
 _OWS = b" \t"

@@ -114,8 +114,11 @@ host_st = st.text(alphabet="abcdefghijklmnopqrstuvwxyz0123456789.-:", max_size=2
 @st.composite
 def requests(draw):
     method = draw(token)
-    path = b"/" + draw(st.binary(max_size=20).map(lambda b: bytes(c for c in b if 0x21 <= c <= 0x7E and c != 0x3F)))
-    query = draw(st.none() | st.binary(max_size=10).map(lambda b: bytes(c for c in b if 0x21 <= c <= 0x7E)))
+    # target bytes: visible ASCII without "#" (a fragment is refused); no "?" in the path
+    path = b"/" + draw(st.binary(max_size=20).map(
+        lambda b: bytes(c for c in b if 0x21 <= c <= 0x7E and c not in (0x23, 0x3F))))
+    query = draw(st.none() | st.binary(max_size=10).map(
+        lambda b: bytes(c for c in b if 0x21 <= c <= 0x7E and c != 0x23)))
     target = path if query is None else path + b"?" + query
     version = draw(st.sampled_from([b"HTTP/1.0", b"HTTP/1.1"]))
     headers = draw(st.lists(st.tuples(plain_name, header_value), max_size=6))

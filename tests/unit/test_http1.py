@@ -154,11 +154,13 @@ SMUGGLING = [
     ("relative target", req("Host: a", first="GET path "), 400),
     ("asterisk GET", req("Host: a", first="GET * "), 400),
     ("userinfo", req("Host: a", first="GET http://u@b/ "), 400),
+    ("fragment in path", req("Host: a", first="GET /adm#/../x "), 400),
+    ("fragment in query", req("Host: a", first="GET /f?x=1#frag "), 400),
     ("HTTP/2", b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n", 505),
     ("HTTP/0.9", b"GET /\r\n\r\n", 505),
     ("HTTP/1.2", req("Host: a", version="HTTP/1.2"), 505),
-    ("garbage version", req("Host: a", version="FOO/1.1"), 505),
-    ("lowercase version", req("Host: a", version="http/1.1"), 505),
+    ("garbage version", req("Host: a", version="FOO/1.1"), 400),  # not an HTTP-version (RFC 9112 §2.3)
+    ("lowercase version", req("Host: a", version="http/1.1"), 400),
 ]
 
 
@@ -267,6 +269,8 @@ def test_response_mixed_line_endings():
         resp("Bad Header: 1"),
         resp(status="HTTP/2 200 OK"),
         resp(status="HTTP/1.1 20 OK"),
+        resp(status="HTTP/1.1 099 Odd"),  # under 100: not a status code, not an interim
+        resp(status="HTTP/1.1 000 Zero"),
         b"<html>not http</html>",
     ],
 )

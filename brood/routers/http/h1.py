@@ -103,8 +103,7 @@ async def exchange(up: Upstream, client: Client, request: Request, settings: Htt
         await _answer(up, client, head, settings, out, scope, hard_deadline, touch)
         return
     accepts_gzip = settings.auto_gzip and wants_gzip(head.headers)
-    relay_args = dict(method=head.method, client_http11=head.version == b"HTTP/1.1",
-                      accepts_gzip=accepts_gzip, auto_chunked=settings.auto_chunked,
+    relay_args = dict(request=head, accepts_gzip=accepts_gzip, auto_chunked=settings.auto_chunked,
                       auto_gzip=settings.auto_gzip, touch=touch, out=out)
     await _with_body(up, client, request.body, touch, relay_args, out)
     if out.upgraded:
@@ -125,8 +124,7 @@ async def answer(up: Upstream, client: Client, head: RequestHead, settings: Http
 async def _answer(up: Upstream, client: Client, head: RequestHead, settings: HttpSettings,
                   out: Outcome, scope: trio.CancelScope, hard_deadline: float,
                   touch: Callable[[], None]) -> None:
-    await relay_response(up, client.sock, method=head.method,
-                         client_http11=head.version == b"HTTP/1.1",
+    await relay_response(up, client.sock, request=head,
                          accepts_gzip=settings.auto_gzip and wants_gzip(head.headers),
                          auto_chunked=settings.auto_chunked, auto_gzip=settings.auto_gzip,
                          touch=touch, out=out)

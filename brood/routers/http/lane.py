@@ -42,6 +42,7 @@ from __future__ import annotations
 
 import logging
 import math
+import re
 import socket
 import time
 from typing import TYPE_CHECKING, Any
@@ -86,6 +87,9 @@ log = logging.getLogger("brood.routers")
 # How long the lane waits for the rest of a body that did not come with its head, from
 # its first part, before the general path takes the request over.
 REST_WAIT = 1.0
+# An answer head carrying the router's --http-auto-gzip instruction: the general path
+# takes such an answer (the header never reaches the client).
+_GZIP_OPT_IN_RE = re.compile(rb"\nuwsgi-encoding[ \t]*:", re.IGNORECASE)
 
 
 class HttpConn(LaneConn):
@@ -279,7 +283,9 @@ class HttpLane(Lane):
         size = len(data)
         conn.node.rx += size  # type: ignore[union-attr]
         answer = usual_answer(data, conn.head.method, RESPONSE_HEAD_LIMIT)  # type: ignore[union-attr]
-        if answer is None:  # framed otherwise, or its head is not all here: relayed
+        if answer is None or (self.settings.auto_gzip
+                              and _GZIP_OPT_IN_RE.search(data, 0, answer[4])):
+            # framed otherwise, its head not all here, or for the general path: relayed
             self._answer_read(conn, data)
             return
         rest = answer[4] + answer[2] - size  # body bytes still to come
@@ -329,7 +335,8 @@ class HttpLane(Lane):
         status, kind, length, keep_alive, size = answer
         settings = self.settings
         if status < 200 or kind == "chunked" or (
-                kind == "close" and (settings.auto_chunked or settings.auto_gzip)):
+                kind == "close" and (settings.auto_chunked or settings.auto_gzip)) or (
+                settings.auto_gzip and _GZIP_OPT_IN_RE.search(data, 0, size)):
             self._answer_to_general(conn, data)
             return None
         conn.answer_head = b""

@@ -7,17 +7,18 @@ the bytes go to the client in one send. Then, by framing:
 * ``length``: exactly Content-Length bytes are relayed (extra bytes are dropped); a long
   rest goes by splice(2) from socket to socket when both are plain sockets;
 * ``chunked``: bytes are relayed as they come while a ChunkedDecoder follows the
-  framing to find the last chunk;
+  framing to find the last chunk; an HTTP/1.0 client gets the body decoded, and a close;
 * ``none`` (HEAD, 1xx, 204, 304): the head only;
 * ``close``: relayed until the node closes. With ``--http-auto-chunked`` (or auto-gzip)
   and an HTTP/1.1 client, such an answer is re-framed chunked so keep-alive continues.
 
-Interim 1xx heads are relayed and the next head read; 101 hands the connection over to
-the caller (an upgrade). ``--http-auto-gzip`` follows uWSGI: a node opts in with the
+Interim 1xx heads are relayed (to HTTP/1.1 clients only) and the next head read; 101
+hands the connection over to the caller (an upgrade), and is a bad answer to a request
+that asked for none. ``--http-auto-gzip`` follows uWSGI: a node opts in with the
 header ``uWSGI-Encoding: gzip`` on an answer that has no Content-Length,
 Transfer-Encoding nor Content-Encoding; the router compresses it when the client
 accepts gzip. The ``uWSGI-Encoding`` header is an instruction to the router and never
-reaches the client while auto-gzip is on.
+reaches the client while auto-gzip is on (the fast lane hands such answers over).
 
 The answer is complete (the client connection may be kept) only when the whole framed
 body went out; ``Outcome.complete`` says so.
@@ -33,7 +34,7 @@ from trio.lowlevel import checkpoint
 
 from brood.protocol.chunked import LAST_CHUNK, ChunkedDecoder, encode_chunk
 from brood.protocol.errors import BadResponse
-from brood.protocol.http1 import ResponseHead, parse_response_head
+from brood.protocol.http1 import RequestHead, ResponseHead, parse_response_head
 from brood.routers.engine import Upstream
 from brood.routers.net.relay import Endpoint, can_splice, send_all, splice_exactly
 
@@ -51,6 +52,9 @@ SPLICE_MIN = 16384
 RESPONSE_HEAD_LIMIT = 65535
 _UWSGI_ENCODING = b"uwsgi-encoding"
 _FRAMING = {b"content-length", b"transfer-encoding", b"content-encoding"}
+# What an answer decoded for an HTTP/1.0 client loses: its framing and keep-alive.
+_DECHUNK_DROP = {b"transfer-encoding", b"trailer", b"connection", b"keep-alive"}
+_GZIP_LINES = [b"Content-Encoding: gzip", b"Vary: Accept-Encoding"]
 
 
 @dataclass(slots=True)
@@ -90,8 +94,9 @@ def wants_gzip(headers: list[tuple[bytes, bytes]]) -> bool:
 
 
 async def read_head(up: Upstream, method: bytes, client: Endpoint, touch: Callable[[], None],
-                    out: Outcome) -> tuple[ResponseHead, bytes]:
-    """The final response head and every byte read so far (interim 1xx relayed)."""
+                    out: Outcome, interim: bool = True) -> tuple[ResponseHead, bytes]:
+    """The final response head and every byte read so far; interim 1xx heads are
+    relayed, or dropped when not ``interim`` (an HTTP/1.0 client knows none)."""
     data = b""
     chunk = await up.receive_answer(FIRST_RECV)  # the one checkpoint every request makes
     while True:
@@ -102,8 +107,9 @@ async def read_head(up: Upstream, method: bytes, client: Endpoint, touch: Callab
         data = data + chunk if data else chunk
         head = parse_response_head(data, RESPONSE_HEAD_LIMIT, method)
         while head is not None and head.status < 200 and head.status != 101:
-            await send_all(client, data[:head.size])
-            out.sent += head.size
+            if interim:
+                await send_all(client, data[:head.size])
+                out.sent += head.size
             data = data[head.size:]
             head = parse_response_head(data, RESPONSE_HEAD_LIMIT, method) if data else None
         if head is not None:
@@ -111,36 +117,48 @@ async def read_head(up: Upstream, method: bytes, client: Endpoint, touch: Callab
         chunk = await up.receive_some(RECV)
 
 
-async def relay_response(up: Upstream, client: Endpoint, *, method: bytes, client_http11: bool,
+async def relay_response(up: Upstream, client: Endpoint, *, request: RequestHead,
                          accepts_gzip: bool, auto_chunked: bool, auto_gzip: bool,
                          touch: Callable[[], None], out: Outcome) -> None:
-    """Relay the node's answer to ``client``, filling ``out``."""
-    head, data = await read_head(up, method, client, touch, out)
+    """Relay the node's answer to ``request`` to ``client``, filling ``out``."""
+    client_http11 = request.version == b"HTTP/1.1"
+    head, data = await read_head(up, request.method, client, touch, out, interim=client_http11)
     out.status = head.status
     if head.status == 101:
+        if request.upgrade is None:  # RFC 9110 §15.2.2: only to a request that asked
+            raise BadResponse("101 Switching Protocols to a request that asked for no upgrade")
         out.upgraded = True
         await send_all(client, data)
         out.sent += len(data)
         return
     kind = head.body_kind
     out.keep_alive = head.keep_alive
+    gzip = auto_gzip and accepts_gzip and _gzip_opt_in(head)
+    size = head.size
+    if auto_gzip and kind != "close" and _has_line(head, _UWSGI_ENCODING):
+        # the router's instruction never reaches the client; a HEAD gets the headers
+        # its GET would (RFC 9110 §9.3.2)
+        new = rewrite_head(data[:size], {_UWSGI_ENCODING}, _GZIP_LINES if gzip else [])
+        data, size = new + data[size:], len(new)
     if kind == "length":
-        await _relay_length(up, client, data, head.size + (head.content_length or 0), touch, out)
+        await _relay_length(up, client, data, size + (head.content_length or 0), touch, out)
     elif kind == "none":
-        await send_all(client, data[:head.size])
-        out.sent += head.size
+        await send_all(client, data[:size])
+        out.sent += size
         out.complete = True
     elif kind == "chunked":
-        await _relay_chunked(up, client, head, data, touch, out)
+        await _relay_chunked(up, client, size, data, touch, out, dechunk=not client_http11)
     elif auto_gzip or auto_chunked:
-        gzip = auto_gzip and accepts_gzip and _gzip_opt_in(head)
         # chunked framing needs an HTTP/1.1 answer to an HTTP/1.1 client
-        chunk = (client_http11 and head.version == b"HTTP/1.1" and head.status != 101
-                 and (auto_chunked or gzip))
+        chunk = client_http11 and head.version == b"HTTP/1.1" and (auto_chunked or gzip)
         await _relay_reframed(up, client, head, data, touch, out, gzip=gzip, chunk=chunk)
     else:
         await _relay_until_close(up, client, data, touch, out)
     up.over = out.complete  # (a 101 went on above: its raw pipe is not over)
+
+
+def _has_line(head: ResponseHead, lname: bytes) -> bool:
+    return any(name.lower() == lname for name, _ in head.headers)
 
 
 def _gzip_opt_in(head: ResponseHead) -> bool:
@@ -186,25 +204,35 @@ async def _relay_length(up: Upstream, client: Endpoint, data: bytes, total: int,
     out.complete = True
 
 
-async def _relay_chunked(up: Upstream, client: Endpoint, head: ResponseHead, data: bytes,
-                         touch: Callable[[], None], out: Outcome) -> None:
+async def _relay_chunked(up: Upstream, client: Endpoint, size: int, data: bytes,
+                         touch: Callable[[], None], out: Outcome, *, dechunk: bool) -> None:
+    """A chunked answer (its head the first ``size`` bytes of ``data``), relayed as it
+    comes while a decoder finds its end; or, for an HTTP/1.0 client (``dechunk``: it
+    knows no chunked coding, RFC 9112 §6.1), decoded and ended by a close."""
     decoder = ChunkedDecoder(error=BadResponse)
-    body = data[head.size:]
+    body = data[size:]
+    if dechunk:
+        out.keep_alive = False
+        data = rewrite_head(data[:size], _DECHUNK_DROP, [b"Connection: close"])
     while True:
         if body:
-            decoder.feed(body)
-            if decoder.done and decoder.rest:
+            pieces = decoder.feed(body)
+            if dechunk:
+                data += b"".join(pieces)
+            elif decoder.done and decoder.rest:
                 data = data[:len(data) - len(decoder.rest)]
-        await send_all(client, data)
-        out.sent += len(data)
+        if data:
+            await send_all(client, data)
+            out.sent += len(data)
         if decoder.done:
             out.complete = True
             return
         await checkpoint()  # the socket calls yield only when they wait
-        data = body = await up.receive_some(RECV)
-        if not data:
+        body = await up.receive_some(RECV)
+        if not body:
             out.keep_alive = False
             return
+        data = b"" if dechunk else body
         touch()
 
 
@@ -224,12 +252,13 @@ async def _relay_reframed(up: Upstream, client: Endpoint, head: ResponseHead, da
                           touch: Callable[[], None], out: Outcome, *, gzip: bool,
                           chunk: bool) -> None:
     """A close-delimited answer, maybe gzipped, maybe re-framed chunked."""
-    add = []
-    if gzip:
-        add += [b"Content-Encoding: gzip", b"Vary: Accept-Encoding"]
+    add = list(_GZIP_LINES) if gzip else []
     if chunk:
         add.append(b"Transfer-Encoding: chunked")
-    drop = {_UWSGI_ENCODING, b"connection"} if chunk else {_UWSGI_ENCODING}
+    # A Content-Length here (a CONNECT's 2xx) frames nothing: it never goes with chunked.
+    drop = {_UWSGI_ENCODING, b"content-length"}
+    if chunk:
+        drop.add(b"connection")
     pending = rewrite_head(data[:head.size], drop, add)
     out.keep_alive = chunk
     compressor = zlib.compressobj(6, zlib.DEFLATED, 31) if gzip else None

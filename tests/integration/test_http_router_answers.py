@@ -1,0 +1,102 @@
+"""Node answers the HTTP router must not pass on as they are: a 101 nobody asked for, 1xx
+and chunked coding to HTTP/1.0 clients, the router's own uWSGI-Encoding instruction,
+status codes under 100, and Content-Length beside a chunked re-framing."""
+
+from __future__ import annotations
+
+import trio
+from _httpkit import HttpClient, answer, http_router, node_server, open_client
+
+from brood.routers.http.settings import HttpSettings
+
+
+def settings(**kw) -> HttpSettings:
+    kw.setdefault("server_name", b"vm")
+    return HttpSettings(**kw)
+
+
+async def exchange(answers: dict[bytes, bytes], raw: bytes, **kw) -> bytes:
+    """Everything the client gets for ``raw`` until the router closes, with node "a"
+    answering ``answers[path]`` (whole, then a close)."""
+    async def behave(conn, request):
+        path = next(p for p in answers if b"\x09\x00PATH_INFO" + len(p).to_bytes(2, "little")
+                    + p in request)
+        await answer(answers[path])(conn, request)
+
+    async with trio.open_nursery() as nursery:
+        node = await nursery.start(node_server, behave)
+        async with http_router({b"a": [node.address]}, settings(**kw)) as router:
+            with await open_client(router.address) as sock:
+                await sock.send(raw)
+                got = b""
+                with trio.fail_after(5):
+                    while data := await sock.recv(65536):
+                        got += data
+        nursery.cancel_scope.cancel()
+    return got
+
+
+async def test_a_101_to_a_request_without_upgrade_is_a_502():
+    got = await exchange({b"/": b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: foo\r\n"
+                                b"Connection: Upgrade\r\n\r\nRAW"},
+                         b"GET / HTTP/1.1\r\nHost: a\r\n\r\nGET /next HTTP/1.1\r\nHost: a\r\n\r\n")
+    assert got.startswith(b"HTTP/1.1 502 ") and b"101" not in got and b"RAW" not in got
+
+
+async def test_a_status_under_100_is_a_502():
+    got = await exchange({b"/": b"HTTP/1.1 099 Odd\r\nContent-Length: 3\r\n\r\nabc"},
+                         b"GET / HTTP/1.1\r\nHost: a\r\n\r\n")
+    assert got.startswith(b"HTTP/1.1 502 ") and b"abc" not in got
+
+
+async def test_an_http10_client_gets_no_interim_answer():
+    node_answer = (b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 103 Early Hints\r\nLink: </s>\r\n\r\n"
+                   b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+    got = await exchange({b"/": node_answer}, b"GET / HTTP/1.0\r\nHost: a\r\n\r\n")
+    assert got == b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
+    got11 = await exchange({b"/": node_answer},
+                           b"GET / HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n")
+    assert got11.startswith(b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 103 ")
+
+
+async def test_a_chunked_answer_reaches_an_http10_client_decoded_and_closed():
+    node_answer = (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nTrailer: X-T\r\n"
+                   b"X-Kept: 1\r\n\r\n5\r\nhello\r\n6\r\n world\r\n0\r\nX-T: 1\r\n\r\n")
+    async with trio.open_nursery() as nursery:
+        node = await nursery.start(node_server, answer(node_answer))
+        async with http_router({b"a": [node.address]}, settings()) as router:
+            with await open_client(router.address) as sock:
+                client = HttpClient(sock)
+                await client.send(b"GET / HTTP/1.0\r\nHost: a\r\nConnection: keep-alive\r\n\r\n")
+                head, body = await client.response()
+                assert body == b"hello world"
+                assert b"Transfer-Encoding" not in head and b"Trailer" not in head
+                assert b"X-Kept: 1\r\n" in head and b"Connection: close\r\n" in head
+                assert await client.closed()
+        nursery.cancel_scope.cancel()
+
+
+async def test_uwsgi_encoding_never_reaches_the_client_with_auto_gzip():
+    opt_in = b"HTTP/1.1 200 OK\r\nuWSGI-Encoding: gzip\r\n\r\n"
+    answers = {
+        b"/head": opt_in,
+        b"/204": b"HTTP/1.1 204 No Content\r\nuWSGI-Encoding: gzip\r\n\r\n",
+        b"/length": b"HTTP/1.1 200 OK\r\nuWSGI-Encoding: gzip\r\nContent-Length: 5\r\n\r\nhello",
+    }
+    gz = b"Host: a\r\nAccept-Encoding: gzip\r\nConnection: close\r\n\r\n"
+    head = await exchange(answers, b"HEAD /head HTTP/1.1\r\n" + gz, auto_gzip=True)
+    # a HEAD gets the headers its GET would
+    assert b"Content-Encoding: gzip\r\n" in head and b"Vary: Accept-Encoding\r\n" in head
+    no_content = await exchange(answers, b"GET /204 HTTP/1.1\r\n" + gz, auto_gzip=True)
+    length = await exchange(answers, b"GET /length HTTP/1.1\r\n" + gz, auto_gzip=True)
+    assert length.endswith(b"\r\n\r\nhello")
+    for got in (head, no_content, length):
+        assert got.startswith(b"HTTP/1.1 2") and b"uwsgi-encoding" not in got.lower()
+
+
+async def test_a_connect_answer_rechunked_loses_its_content_length():
+    got = await exchange({b"": b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"},
+                         b"CONNECT a:80 HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n",
+                         auto_chunked=True)
+    head = got[:got.index(b"\r\n\r\n")]
+    assert b"Transfer-Encoding: chunked" in head and b"Content-Length" not in head
