@@ -422,7 +422,13 @@ def _request_head(method: bytes, target: bytes, version: bytes, http11: bool,
     if host is not None and host.translate(None, _HOST_CHARS):
         raise BadRequest("invalid Host header")
     if authority is not None and method != b"CONNECT":
-        host = authority  # RFC 9112 §3.2.2: absolute-form wins over Host
+        # RFC 9112 §3.2.2: the absolute-form's authority replaces Host, for routing and
+        # for the node alike (HTTP_HOST); RFC 9110 §4.2.1: never an empty one
+        if not authority:
+            raise BadRequest("empty authority in request target")
+        if host != authority:
+            headers = _with_host(headers, authority)
+        host = authority
 
     content_length = _content_length(lengths, BadRequest) if lengths else None
     chunked = False
@@ -450,6 +456,14 @@ def _request_head(method: bytes, target: bytes, version: bytes, http11: bool,
 
     return _new_head(RequestHead, (method, target, path, query, version, headers, content_length,
                                    chunked, keep_alive, expect_continue, up, host, size))
+
+
+def _with_host(headers: list[tuple[bytes, bytes]], host: bytes) -> list[tuple[bytes, bytes]]:
+    """``headers`` with ``host`` as the Host line's value (added first when none)."""
+    out = [(name, host) if name.lower() == b"host" else (name, value) for name, value in headers]
+    if not any(name.lower() == b"host" for name, _ in headers):
+        out.insert(0, (b"Host", host))
+    return out
 
 
 def _find_response_end(buf: bytes | bytearray, limit: int) -> int:

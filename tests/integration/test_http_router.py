@@ -125,6 +125,13 @@ async def test_x_forwarded_for_gets_the_client_appended(name, body):
     assert packet_vars(captured)[0][b"HTTP_X_FORWARDED_FOR"] == b"10.0.0.1, 127.0.0.1"
 
 
+async def test_absolute_form_routes_and_tells_the_node_by_its_authority():
+    raw = b"GET http://www.example.test/x?q=1 HTTP/1.1\r\nHost: other.test\r\n\r\n"
+    _, body, captured = await one_request(raw)
+    found, _ = packet_vars(captured)
+    assert body == b"ok\n" and found[b"HTTP_HOST"] == HOST and found[b"PATH_INFO"] == b"/x"
+
+
 async def test_no_host_routes_by_hostname():
     hostname = socket.gethostname().encode()
     head, _, captured = await one_request(b"GET / HTTP/1.0\r\n\r\n", host=hostname,

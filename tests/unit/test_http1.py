@@ -97,6 +97,10 @@ def test_target_forms():
     assert head.path == b"*"
     head = parse_request_head(req("Host: ignored", first="GET http://b.test:8/x/y?q=1 "), LIMIT)
     assert (head.host, head.path, head.query) == (b"b.test:8", b"/x/y", b"q=1")
+    # the node sees the Host it was routed by (RFC 9112 §3.2.2), not the one sent
+    assert (b"Host", b"b.test:8") in head.headers and "ignored" not in repr(head.headers)
+    head = parse_request_head(req(first="GET http://b.test/ ", version="HTTP/1.0"), LIMIT)
+    assert head.headers[0] == (b"Host", b"b.test")
     head = parse_request_head(req("Host: c", first="GET http://b.test "), LIMIT)
     assert head.path == b"/"
     head = parse_request_head(req("Host: c.test:443", first="CONNECT c.test:443 "), LIMIT)
@@ -154,6 +158,7 @@ SMUGGLING = [
     ("relative target", req("Host: a", first="GET path "), 400),
     ("asterisk GET", req("Host: a", first="GET * "), 400),
     ("userinfo", req("Host: a", first="GET http://u@b/ "), 400),
+    ("empty authority", req("Host: a", first="GET http:///abs "), 400),
     ("fragment in path", req("Host: a", first="GET /adm#/../x "), 400),
     ("fragment in query", req("Host: a", first="GET /f?x=1#frag "), 400),
     ("HTTP/2", b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n", 505),
