@@ -39,8 +39,12 @@ def release_stops() -> None:
 
 
 def _high_fd(fd: int) -> int:
-    """Move ``fd`` out of the low numbers, so listening sockets get 3, 4, ... as in uWSGI."""
-    moved = fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, 64)
+    """Move ``fd`` out of the low numbers, so listening sockets get 3, 4, ... as in uWSGI;
+    under a file limit too low for that (``ulimit -n`` 65 or less) it stays where it is."""
+    try:
+        moved = fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, 64)
+    except OSError:  # EINVAL (64 is past the limit) or EMFILE (no fd free above it)
+        return fd
     os.close(fd)
     return moved
 

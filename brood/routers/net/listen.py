@@ -82,6 +82,7 @@ async def accept_loop(
     batch = 0
     forced = False
     seen: tuple[int, bool] | None = None  # Spread.wait_again's note while one waits
+    paused = False  # out of fds or memory: accepts are being retried
     while True:
         if may_accept is not None:
             await may_accept()
@@ -105,12 +106,16 @@ async def accept_loop(
             continue
         except OSError as exc:
             if exc.errno in _RESOURCE_ERRORS:
-                log.error("accept on %s: %s, pausing", listen_sock, exc.strerror)
+                if not paused:  # one line while it lasts, not one per pause
+                    log.error("accept on %s: %s, pausing until it passes",
+                              _address(raw), exc.strerror)
+                    paused = True
                 await trio.sleep(_RESOURCE_PAUSE)
                 continue
             if exc.errno in CLIENT_LEFT:
                 continue  # the client left before we took it
             raise
+        paused = False
         batch += 1
         if spread.shared:
             spread.took()
@@ -119,6 +124,14 @@ async def accept_loop(
         if not inherits_nodelay:
             set_nodelay(conn)
         sessions.start_soon(run_connection, spread, handler, conn, peer)
+
+
+def _address(raw: socket.socket) -> str:
+    try:
+        name = raw.getsockname()
+    except OSError:
+        return f"fd {raw.fileno()}"
+    return f"{name[0]}:{name[1]}" if isinstance(name, tuple) else str(name)
 
 
 async def run_connection(spread: Spread, handler: Callable[..., Awaitable[None]],
