@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import logging
+import os
+import resource
 import socket
 
 import pytest
@@ -53,10 +56,6 @@ async def test_accepted_connections_have_no_nagle(monkeypatch, made_by):
 async def test_out_of_fds_is_one_log_line_while_it_lasts(monkeypatch, caplog):
     """EMFILE on accept: the loop pauses and retries; one line names the address, not one
     per retry, and the queued connection is served once fds are free."""
-    import logging
-    import os
-    import resource
-
     monkeypatch.setattr(listen, "_RESOURCE_PAUSE", 0.01)
     done = trio.Event()
     retries = 0
@@ -75,7 +74,8 @@ async def test_out_of_fds_is_one_log_line_while_it_lasts(monkeypatch, caplog):
 
     listener = bind_listener("127.0.0.1:0", "http").sock
     listener.setblocking(False)
-    address = "%s:%d" % listener.getsockname()
+    host, port = listener.getsockname()
+    address = f"{host}:{port}"
     limits = resource.getrlimit(resource.RLIMIT_NOFILE)
     with caplog.at_level(logging.ERROR, "brood.routers"), socket.socket() as client:
         async with trio.open_nursery() as nursery:
