@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import socket
 
@@ -9,6 +10,7 @@ import pytest
 import trio
 import trio.testing
 
+from brood.routers.net import relay as relay_module
 from brood.routers.net.peek import PeekStream
 from brood.routers.net.relay import can_splice, relay
 
@@ -90,14 +92,22 @@ async def test_broken_side_ends_both_directions():
     assert isinstance(result.error, trio.BrokenResourceError | trio.ClosedResourceError)
 
 
+def _no_fd_left():
+    raise OSError(errno.EMFILE, "Too many open files")
+
+
 async def _socket_pairs():
     a1, a2 = trio.socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
     b1, b2 = trio.socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
     return a1, a2, b1, b2
 
 
-@pytest.mark.parametrize("use_splice", [True, False])
-async def test_raw_sockets_bulk_both_paths_preserve_bytes(use_splice):
+@pytest.mark.parametrize("use_splice", [True, False, "no pipe"])
+async def test_raw_sockets_bulk_both_paths_preserve_bytes(use_splice, monkeypatch):
+    """"no pipe": splicing, in a process out of fds for a pipe (each chunk copied)."""
+    if use_splice == "no pipe":
+        monkeypatch.setattr(relay_module, "_PIPES", [])
+        monkeypatch.setattr(relay_module, "_open_pipe", _no_fd_left)
     client, router_a, router_b, node = await _socket_pairs()
     payload = bytes(range(256)) * (8 * 4096)  # 8 MiB
     digest = hashlib.sha256(payload).hexdigest()
@@ -122,7 +132,7 @@ async def test_raw_sockets_bulk_both_paths_preserve_bytes(use_splice):
             with trio.fail_after(30):
                 result = await relay(router_a, router_b, idle_timeout=60, splice=use_splice)
             assert await client.recv(10) == b""  # the node's EOF reached the client
-    assert result.spliced is use_splice
+    assert result.spliced is bool(use_splice)
     assert result.a_to_b == len(payload) and result.b_to_a == 0
     assert hashlib.sha256(received).hexdigest() == digest
 

@@ -259,21 +259,27 @@ async def _copy_one_way(src: Endpoint, dst: Endpoint, counts: list[int], slot: i
 
 
 async def _copy(src: Endpoint, dst: Endpoint, counts: list[int], slot: int, touch) -> None:
-    while True:
-        try:
-            data = await receive_some(src, COPY_CHUNK)
-        except _GONE as exc:
-            raise EndFailed(src, exc) from exc
-        if not data:
-            return
-        try:
-            await send_all(dst, data)
-        except _GONE as exc:
-            raise EndFailed(dst, exc) from exc
-        counts[slot] += len(data)
-        touch()
-        # Neither call above yields when it need not wait: a fast pair yields here.
+    while await _copy_chunk(src, dst, counts, slot, touch):
+        # Neither call in it yields when it need not wait: a fast pair yields here.
         await trio.lowlevel.checkpoint()
+
+
+async def _copy_chunk(src: Endpoint, dst: Endpoint, counts: list[int], slot: int,
+                      touch) -> bool:
+    """One chunk src -> dst by recv and send; False at src's EOF."""
+    try:
+        data = await receive_some(src, COPY_CHUNK)
+    except _GONE as exc:
+        raise EndFailed(src, exc) from exc
+    if not data:
+        return False
+    try:
+        await send_all(dst, data)
+    except _GONE as exc:
+        raise EndFailed(dst, exc) from exc
+    counts[slot] += len(data)
+    touch()
+    return True
 
 
 # Empty pipes kept for the next chunk of any session of this process: a session takes a
@@ -309,8 +315,11 @@ def splice_pipeful(src_fd: int, dst_fd: int, want: int) -> tuple[int, int, bytes
     nothing now; EndFailed (``end``: the fd) when either side fails.
 
     A short take does not say src is drained (a pipe may hold less than asked:
-    F_SETPIPE_SZ can fail): the next call's BlockingIOError does."""
-    pipe = take_pipe()
+    F_SETPIPE_SZ can fail): the next call's BlockingIOError does. With no fd left for a
+    pipe, the chunk is copied instead (at most ``COPY_CHUNK`` bytes)."""
+    pipe = _pipe_or_none()
+    if pipe is None:
+        return _copy_once(src_fd, dst_fd, min(want, COPY_CHUNK))
     try:
         moved = os.splice(src_fd, pipe[1], want, flags=SPLICE_FLAGS)
     except OSError as exc:
@@ -331,6 +340,34 @@ def splice_pipeful(src_fd: int, dst_fd: int, want: int) -> tuple[int, int, bytes
     rest = os.read(pipe[0], moved - out) if out < moved else b""
     give_pipe(pipe, True)
     return moved, out, rest
+
+
+def _copy_once(src_fd: int, dst_fd: int, want: int) -> tuple[int, int, bytes]:
+    """``splice_pipeful`` by read and write, for a process out of fds for a pipe."""
+    try:
+        data = os.read(src_fd, want)
+    except BlockingIOError:
+        raise
+    except OSError as exc:
+        raise EndFailed(src_fd, exc) from exc
+    if not data:
+        return 0, 0, b""
+    try:
+        out = os.write(dst_fd, data)
+    except BlockingIOError:
+        out = 0
+    except OSError as exc:
+        raise EndFailed(dst_fd, exc) from exc
+    return len(data), out, data[out:]
+
+
+def _pipe_or_none() -> tuple[int, int] | None:
+    """``take_pipe``, or None when this process has no fd (or memory) left for a pipe:
+    the caller copies that chunk instead of failing the session for a local limit."""
+    try:
+        return take_pipe()
+    except OSError:
+        return None
 
 
 def take_pipe() -> tuple[int, int]:
@@ -361,7 +398,11 @@ async def _splice_copy(
     try:
         while True:
             if pipe is None:
-                pipe = take_pipe()
+                pipe = _pipe_or_none()
+                if pipe is None:  # out of fds: this chunk is copied
+                    if not await _copy_chunk(src, dst, counts, slot, touch):
+                        return
+                    continue
             try:
                 moved = os.splice(src_fd, pipe[1], PIPE_SIZE, flags=SPLICE_FLAGS)
             except BlockingIOError:
@@ -453,7 +494,9 @@ async def splice_exactly(src: trio.socket.SocketType, dst: trio.socket.SocketTyp
     length is known: nothing past it is read). Returns the bytes moved, fewer only when
     ``src`` reached EOF; OSError when ``dst`` fails. ``touch()`` after every chunk."""
     src_fd, dst_fd = src.fileno(), dst.fileno()
-    pipe = take_pipe()
+    pipe = _pipe_or_none()
+    if pipe is None:  # out of fds for a pipe: copied instead
+        return await _copy_exactly(src, dst, nbytes, touch)
     left = nbytes
     moved = 0  # bytes in the pipe
     try:
@@ -476,4 +519,19 @@ async def splice_exactly(src: trio.socket.SocketType, dst: trio.socket.SocketTyp
                 await trio.lowlevel.checkpoint()  # the splices yield only when they wait
     finally:
         give_pipe(pipe, moved == 0)
+    return nbytes - left
+
+
+async def _copy_exactly(src: trio.socket.SocketType, dst: trio.socket.SocketType,
+                        nbytes: int, touch) -> int:
+    """``splice_exactly`` by recv and send."""
+    left = nbytes
+    while left:
+        data = await sockio.recv(src, min(left, COPY_CHUNK))
+        if not data:
+            break
+        await sockio.send_all(dst, data)
+        left -= len(data)
+        touch()
+        await trio.lowlevel.checkpoint()  # the socket calls yield only when they wait
     return nbytes - left
