@@ -624,6 +624,7 @@ class Lane:
             if len(data) < want and not conn.node_hup:
                 conn.node_readable = False  # drained: the next edge says when there is more
             node.rx += len(data)  # type: ignore[union-attr]
+            conn.deadline = time.monotonic() + self.timeout  # a byte in: not idle
             if conn.state == WAITING:
                 data = self._answer_start(conn, data)
                 if data is None:
@@ -641,7 +642,6 @@ class Lane:
                 if len(data) > conn.remaining:
                     data = data[:conn.remaining]  # bytes past the framing are dropped
                 conn.remaining -= len(data)
-            conn.deadline = time.monotonic() + self.timeout
             conn.pending = data
             if not self._flush(conn):
                 return
@@ -664,9 +664,9 @@ class Lane:
         """A front's own first read of the answer (``data``, at most ``HEAD_RECV``
         bytes) that it did not serve itself: the lane goes on with it from there."""
         conn.node_readable = len(data) == HEAD_RECV or conn.node_hup
+        conn.deadline = time.monotonic() + self.timeout  # (a part of a head too)
         out = self._answer_start(conn, data)
         if out is not None:
-            conn.deadline = time.monotonic() + self.timeout
             conn.pending = out
         elif conn.up is None or not conn.node_readable:
             return

@@ -100,3 +100,24 @@ async def test_a_connect_answer_rechunked_loses_its_content_length():
                          auto_chunked=True)
     head = got[:got.index(b"\r\n\r\n")]
     assert b"Transfer-Encoding: chunked" in head and b"Content-Length" not in head
+
+
+async def test_an_answer_head_that_trickles_in_is_not_a_timeout():
+    """Each byte of a slow head restarts the node's idle timeout, on the fast lane too."""
+    head = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nX-Slow: " + b"s" * 20 + b"\r\n\r\n"
+
+    async def trickle(conn, request):
+        for i in range(len(head)):
+            await conn.send(head[i:i + 1])
+            await trio.sleep(0.05)  # the node's pace: 2.5 s in all, 0.3 s idle at most
+        await conn.send(b"ok")
+
+    async with trio.open_nursery() as nursery:
+        node = await nursery.start(node_server, trickle)
+        async with http_router({b"a": [node.address]}, settings(timeout=0.3)) as router:
+            with await open_client(router.address) as sock:
+                client = HttpClient(sock)
+                await client.send(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n")
+                got_head, body = await client.response()
+                assert got_head == head and body == b"ok"
+        nursery.cancel_scope.cancel()
