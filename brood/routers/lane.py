@@ -35,14 +35,11 @@ from __future__ import annotations
 import _socket
 import contextlib
 import errno
-import fcntl
 import logging
 import math
 import os
 import select
 import socket
-import struct
-import termios
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -84,8 +81,6 @@ SWEEP_EVERY = 1.0
 _EARLY = 0.005
 _STREAM_NONBLOCK = socket.SOCK_STREAM | socket.SOCK_NONBLOCK
 _NEVER = math.inf
-_OUTQ = struct.Struct("i")
-_OUTQ_BUF = bytes(_OUTQ.size)
 _IN_PROGRESS = (errno.EINPROGRESS, errno.EALREADY, errno.EAGAIN)
 # A stream socket's read(2)/write(2) are its recv/send without flags; os's wrappers parse
 # their arguments for a fifth of the cost of the socket methods' (per call, per request).
@@ -852,25 +847,17 @@ class Lane:
 def note_client_queue(conn: LaneConn) -> None:
     """Note the client's send queue as a send falls short: what ``_client_queue_moved``
     compares with when the idle deadline passes."""
-    conn.outq = _client_queue(conn.fd)
+    conn.outq = sockio.send_queue(conn.fd)
 
 
 def _client_queue_moved(conn: LaneConn) -> bool:
     """Whether the client took bytes since the last look: its socket's send queue
     (SIOCOUTQ) changed. A slow reader drains a large send buffer without an EPOLLOUT
     edge for a long time; this tells it from a stalled one."""
-    queued = _client_queue(conn.fd)
+    queued = sockio.send_queue(conn.fd)
     moved = queued != conn.outq
     conn.outq = queued
     return moved and queued >= 0
-
-
-def _client_queue(fd: int) -> int:
-    """Bytes in a socket's send queue (SIOCOUTQ); -1 when it cannot say."""
-    try:
-        return _OUTQ.unpack(fcntl.ioctl(fd, termios.TIOCOUTQ, _OUTQ_BUF))[0]
-    except OSError:
-        return -1
 
 
 def _strerror(err: int) -> str:

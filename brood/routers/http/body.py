@@ -19,10 +19,12 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import trio
 
 from brood.protocol.chunked import LAST_CHUNK, ChunkedDecoder, encode_chunk
+from brood.protocol.errors import BadRequest
 from brood.protocol.http1 import RequestHead
 from brood.routers.net.relay import Endpoint, receive_some, send_all
 
@@ -89,12 +91,16 @@ class BodyPlan:
     def pending(self) -> bool:
         return self.remaining > 0 or self.decoder is not None
 
-    async def stream(self, client: Client, node: Endpoint, touch: Callable[[], None]) -> int:
+    async def stream(self, client: Client, node: Endpoint, touch: Callable[[], None],
+                     out: Any) -> int:
         """Send the rest of the body to ``node``; returns the bytes sent. ClientGone when
-        the client stops sending; OSError when the node stops reading."""
+        the client stops sending; OSError when the node stops reading. ``out.waiting`` is
+        "read" while the client's next bytes are awaited (the idle timeout's culprit)."""
         sent = 0
         while self.remaining:
+            out.waiting = "read"
             data = await client.receive(min(RECV, self.remaining))
+            out.waiting = ""
             if not data:
                 raise ClientGone(f"client closed with {self.remaining} body bytes missing")
             self.remaining -= len(data)
@@ -104,7 +110,9 @@ class BodyPlan:
             await trio.lowlevel.checkpoint()  # the socket calls yield only when they wait
         decoder = self.decoder
         while decoder is not None:
+            out.waiting = "read"
             data = await client.receive()
+            out.waiting = ""
             if not data:
                 raise ClientGone("client closed inside a chunked body")
             touch()
@@ -124,7 +132,8 @@ async def plan_body(client: Client, head: RequestHead, *, chunked_input: bool,
                     chunked_buffer: int, timeout: float) -> BodyPlan:
     """Take the body bytes already read off ``client.buf`` and decide how the rest goes.
     May read a chunked body (bounded by ``chunked_buffer``) before any node is chosen;
-    ProtocolError for a malformed one, ClientGone when the client stops."""
+    ProtocolError for a malformed one (a 408 when it stalls), ClientGone when the client
+    closes."""
     if head.chunked:
         return await _plan_chunked(client, chunked_input, chunked_buffer, timeout)
     length = head.content_length or 0
@@ -152,7 +161,7 @@ async def _plan_chunked(client: Client, chunked_input: bool, limit: int,
                 pieces += decoder.feed(data)
                 await trio.lowlevel.checkpoint()  # the recv yields only when it waits
                 continue
-            raise ClientGone(f"chunked body stalled for {timeout:g}s")
+            raise BadRequest(f"client sent no body byte for {timeout:g}s", status=408)
         if decoder.done:
             client.buf = decoder.rest
             body = b"".join(pieces)

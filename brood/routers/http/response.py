@@ -30,15 +30,20 @@ import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
 
+import trio
 from trio.lowlevel import checkpoint
 
 from brood.protocol.chunked import LAST_CHUNK, ChunkedDecoder, encode_chunk
 from brood.protocol.errors import BadResponse
 from brood.protocol.http1 import RequestHead, ResponseHead, parse_response_head
 from brood.routers.engine import Upstream
-from brood.routers.net.relay import Endpoint, can_splice, send_all, splice_exactly
+from brood.routers.http.body import ClientGone
+from brood.routers.net import sockio
+from brood.routers.net.relay import EndFailed, Endpoint, can_splice, splice_exactly
 
 RECV = 65536
+# How long before the idle deadline a blocked send looks whether the client took bytes.
+_CLIENT_LOOK_AHEAD = 0.05
 # The first read of an answer: the head and the start of the body. 16 KiB holds nearly
 # every head and small answer whole; the rest of a longer Content-Length body is spliced
 # (measured here, 64 KiB answers: 16 KiB + splice costs about 30% less CPU per request
@@ -66,6 +71,9 @@ class Outcome:
     keep_alive: bool = False  # the node's answer allows another request
     complete: bool = False
     upgraded: bool = False
+    # What the exchange waits on when its idle timeout fires: "read", the client's body;
+    # "write", the client taking the answer; "" the node.
+    waiting: str = ""
 
 
 def rewrite_head(raw: bytes, drop: set[bytes], add: list[bytes]) -> bytes:
@@ -93,6 +101,63 @@ def wants_gzip(headers: list[tuple[bytes, bytes]]) -> bool:
     return False
 
 
+async def _send(client: Endpoint, data: bytes | memoryview, touch: Callable[[], None],
+                out: Outcome) -> None:
+    """``data`` to the client. ClientGone when it is gone (not the node's failure); while
+    it takes bytes, however slowly, the idle timeout does not run out."""
+    if not isinstance(client, trio.socket.SocketType):
+        try:
+            await client.send_all(data)
+        except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
+            raise ClientGone(f"client gone: {exc}") from exc
+        return
+    s = sockio.raw(client)
+    try:
+        sent = s.send(data)
+    except BlockingIOError:
+        sent = 0
+    except OSError as exc:
+        raise ClientGone(f"client gone: {exc.strerror or exc}") from exc
+    if sent == len(data):
+        return
+    view = memoryview(data)[sent:]
+    while view:
+        await client_writable(client, touch, out)
+        try:
+            view = view[s.send(view):]
+        except BlockingIOError:
+            continue
+        except OSError as exc:
+            raise ClientGone(f"client gone: {exc.strerror or exc}") from exc
+
+
+async def client_writable(client: trio.socket.SocketType, touch: Callable[[], None],
+                          out: Outcome) -> None:
+    """Until the client can take more. Just before the idle deadline, a client whose send
+    queue moved since the last look is reading (slowly): the deadline is pushed and the
+    wait goes on. One that took nothing lets the deadline fire, ``out.waiting`` saying
+    whom it was waiting for."""
+    out.waiting = "write"
+    fd = client.fileno()
+    queued = sockio.send_queue(fd)
+    while True:
+        deadline = trio.current_effective_deadline()
+        ahead = min(_CLIENT_LOOK_AHEAD, (deadline - trio.current_time()) / 2)
+        with trio.move_on_at(deadline - ahead):
+            await trio.lowlevel.wait_writable(client)
+            break
+        now = sockio.send_queue(fd)
+        if now < 0 or now == queued:  # it took nothing: the idle deadline decides
+            await trio.lowlevel.wait_writable(client)
+            break
+        queued = now
+        touch()
+        if trio.current_effective_deadline() <= deadline:  # harakiri's: not pushed
+            await trio.lowlevel.wait_writable(client)
+            break
+    out.waiting = ""
+
+
 async def read_head(up: Upstream, method: bytes, client: Endpoint, touch: Callable[[], None],
                     out: Outcome, interim: bool = True) -> tuple[ResponseHead, bytes]:
     """The final response head and every byte read so far; interim 1xx heads are
@@ -108,7 +173,7 @@ async def read_head(up: Upstream, method: bytes, client: Endpoint, touch: Callab
         head = parse_response_head(data, RESPONSE_HEAD_LIMIT, method)
         while head is not None and head.status < 200 and head.status != 101:
             if interim:
-                await send_all(client, data[:head.size])
+                await _send(client, data[:head.size], touch, out)
                 out.sent += head.size
             data = data[head.size:]
             head = parse_response_head(data, RESPONSE_HEAD_LIMIT, method) if data else None
@@ -128,7 +193,7 @@ async def relay_response(up: Upstream, client: Endpoint, *, request: RequestHead
         if request.upgrade is None:  # RFC 9110 §15.2.2: only to a request that asked
             raise BadResponse("101 Switching Protocols to a request that asked for no upgrade")
         out.upgraded = True
-        await send_all(client, data)
+        await _send(client, data, touch, out)
         out.sent += len(data)
         return
     kind = head.body_kind
@@ -143,7 +208,7 @@ async def relay_response(up: Upstream, client: Endpoint, *, request: RequestHead
     if kind == "length":
         await _relay_length(up, client, data, size + (head.content_length or 0), touch, out)
     elif kind == "none":
-        await send_all(client, data[:size])
+        await _send(client, data[:size], touch, out)
         out.sent += size
         out.complete = True
     elif kind == "chunked":
@@ -176,15 +241,19 @@ def _gzip_opt_in(head: ResponseHead) -> bool:
 async def _relay_length(up: Upstream, client: Endpoint, data: bytes, total: int,
                         touch: Callable[[], None], out: Outcome) -> None:
     if len(data) >= total:
-        await send_all(client, data if len(data) == total else data[:total])
+        await _send(client, data if len(data) == total else data[:total], touch, out)
         out.sent += total
         out.complete = True
         return
-    await send_all(client, data)
+    await _send(client, data, touch, out)
     out.sent += len(data)
     remaining = total - len(data)
     if remaining >= SPLICE_MIN and can_splice(up.sock, client):
-        moved = await splice_exactly(up.sock, client, remaining, touch)  # type: ignore[arg-type]
+        try:
+            moved = await splice_exactly(up.sock, client, remaining, touch,  # type: ignore[arg-type]
+                                         lambda sock: client_writable(sock, touch, out))
+        except EndFailed as failed:
+            raise ClientGone(f"client gone: {failed.error}") from failed.error
         up.node.rx += moved
         out.sent += moved
         out.complete = moved == remaining
@@ -197,7 +266,7 @@ async def _relay_length(up: Upstream, client: Endpoint, data: bytes, total: int,
             out.keep_alive = False
             return  # truncated by the node: the client sees the connection close
         touch()
-        await send_all(client, data)
+        await _send(client, data, touch, out)
         out.sent += len(data)
         remaining -= len(data)
         await checkpoint()  # the socket calls yield only when they wait
@@ -222,7 +291,7 @@ async def _relay_chunked(up: Upstream, client: Endpoint, size: int, data: bytes,
             elif decoder.done and decoder.rest:
                 data = data[:len(data) - len(decoder.rest)]
         if data:
-            await send_all(client, data)
+            await _send(client, data, touch, out)
             out.sent += len(data)
         if decoder.done:
             out.complete = True
@@ -240,7 +309,7 @@ async def _relay_until_close(up: Upstream, client: Endpoint, data: bytes,
                              touch: Callable[[], None], out: Outcome) -> None:
     out.keep_alive = False
     while data:
-        await send_all(client, data)
+        await _send(client, data, touch, out)
         out.sent += len(data)
         await checkpoint()  # the socket calls yield only when they wait
         data = await up.receive_some(RECV)
@@ -269,7 +338,7 @@ async def _relay_reframed(up: Upstream, client: Endpoint, head: ResponseHead, da
                 body = compressor.compress(body) + compressor.flush(zlib.Z_SYNC_FLUSH)
             pending += encode_chunk(body) if chunk else body
         if pending:
-            await send_all(client, pending)
+            await _send(client, pending, touch, out)
             out.sent += len(pending)
         await checkpoint()  # the socket calls yield only when they wait
         body = await up.receive_some(RECV)
@@ -281,6 +350,6 @@ async def _relay_reframed(up: Upstream, client: Endpoint, head: ResponseHead, da
     if chunk:
         tail = encode_chunk(tail) + LAST_CHUNK
     if tail:
-        await send_all(client, tail)
+        await _send(client, tail, touch, out)
         out.sent += len(tail)
     out.complete = True

@@ -36,7 +36,7 @@ import trio
 
 from brood.config.model import Config
 from brood.listener import Listener
-from brood.protocol.errors import BadResponse, ProtocolError
+from brood.protocol.errors import BadRequest, BadResponse, ProtocolError
 from brood.protocol.http1 import RequestHead, parse_request_head, simple_response
 from brood.protocol.proxy import parse_proxy
 from brood.protocol.uwsgi import MAX_VARS_SIZE
@@ -472,7 +472,16 @@ class HttpRouter:
             self.engine.log_failure(peer, f"harakiri: request older than "
                                           f"{self.engine.settings.harakiri:g}s cut")
             return
-        error = NodeTimeout(f"node {conn.node_name} silent for {self.settings.timeout:g}s")
+        waiting = conn.out.waiting if conn.out is not None else ""
+        timeout = self.settings.timeout
+        if waiting == "write":  # the client stopped reading: no answer can reach it
+            self.engine.log_failure(peer, f"client took no byte for {timeout:g}s")
+            return
+        if waiting == "read":  # the node waits for a body the client stopped sending
+            error: RoutingError = ClientError(BadRequest(
+                f"client sent no body byte for {timeout:g}s", status=408))
+        else:
+            error = NodeTimeout(f"node {conn.node_name} silent for {timeout:g}s")
         if conn.out is not None and conn.out.sent:
             self.engine.log_failure(peer, error)
         else:

@@ -489,14 +489,15 @@ async def _copy_past_mark(src: trio.socket.SocketType, dst: trio.socket.SocketTy
 
 
 async def splice_exactly(src: trio.socket.SocketType, dst: trio.socket.SocketType,
-                         nbytes: int, touch) -> int:
+                         nbytes: int, touch, wait_dst=trio.lowlevel.wait_writable) -> int:
     """Move ``nbytes`` from ``src`` to ``dst`` through a pooled pipe (a framed body whose
     length is known: nothing past it is read). Returns the bytes moved, fewer only when
-    ``src`` reached EOF; OSError when ``dst`` fails. ``touch()`` after every chunk."""
+    ``src`` reached EOF; OSError when ``src`` fails, EndFailed when ``dst`` does.
+    ``touch()`` after every chunk; ``await wait_dst(dst)`` while ``dst`` is full."""
     src_fd, dst_fd = src.fileno(), dst.fileno()
     pipe = _pipe_or_none()
     if pipe is None:  # out of fds for a pipe: copied instead
-        return await _copy_exactly(src, dst, nbytes, touch)
+        return await _copy_exactly(src, dst, nbytes, touch, wait_dst)
     left = nbytes
     moved = 0  # bytes in the pipe
     try:
@@ -513,7 +514,9 @@ async def splice_exactly(src: trio.socket.SocketType, dst: trio.socket.SocketTyp
                 try:
                     moved -= os.splice(pipe[0], dst_fd, moved, flags=SPLICE_FLAGS)
                 except BlockingIOError:
-                    await trio.lowlevel.wait_writable(dst)
+                    await wait_dst(dst)
+                except OSError as exc:
+                    raise EndFailed(dst, exc) from exc
             touch()
             if left:
                 await trio.lowlevel.checkpoint()  # the splices yield only when they wait
@@ -523,14 +526,22 @@ async def splice_exactly(src: trio.socket.SocketType, dst: trio.socket.SocketTyp
 
 
 async def _copy_exactly(src: trio.socket.SocketType, dst: trio.socket.SocketType,
-                        nbytes: int, touch) -> int:
+                        nbytes: int, touch, wait_dst) -> int:
     """``splice_exactly`` by recv and send."""
     left = nbytes
+    raw_dst = sockio.raw(dst)
     while left:
         data = await sockio.recv(src, min(left, COPY_CHUNK))
         if not data:
             break
-        await sockio.send_all(dst, data)
+        view = memoryview(data)
+        while view:
+            try:
+                view = view[raw_dst.send(view):]
+            except BlockingIOError:
+                await wait_dst(dst)
+            except OSError as exc:
+                raise EndFailed(dst, exc) from exc
         left -= len(data)
         touch()
         await trio.lowlevel.checkpoint()  # the socket calls yield only when they wait

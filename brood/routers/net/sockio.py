@@ -24,9 +24,11 @@ round is known to wait; each caller says where it does.
 from __future__ import annotations
 
 import errno
+import fcntl
 import os
 import socket
 import struct
+import termios
 from collections.abc import Callable
 from typing import Any
 
@@ -94,6 +96,20 @@ async def send_all(sock: trio.socket.SocketType, data: bytes | bytearray | memor
         except BlockingIOError:
             continue
         view = view[sent:]
+
+
+_OUTQ = struct.Struct("i")
+_OUTQ_BUF = bytes(_OUTQ.size)
+
+
+def send_queue(fd: int) -> int:
+    """Bytes in a socket's send queue not yet taken by its peer (SIOCOUTQ); -1 when it
+    cannot say. A slow reader drains a large send buffer without a writability edge for a
+    long time: a queue that moved tells it from a stalled one."""
+    try:
+        return _OUTQ.unpack(fcntl.ioctl(fd, termios.TIOCOUTQ, _OUTQ_BUF))[0]
+    except OSError:
+        return -1
 
 
 def close(sock: trio.socket.SocketType) -> None:
