@@ -51,7 +51,13 @@ from brood.routers.errors import NodeFailed, NodeTimeout, RoutingError
 from brood.routers.net import sockio
 from brood.routers.net.backend import LOCAL_LIMITS, FirstPick, overloaded
 from brood.routers.net.listen import ACCEPT_BATCH, CLIENT_LEFT, run_connection
-from brood.routers.net.relay import HAS_SPLICE, PIPE_SIZE, EndFailed, splice_pipeful
+from brood.routers.net.relay import (
+    HAS_SPLICE,
+    PIPE_SIZE,
+    EndFailed,
+    client_room,
+    splice_pipeful,
+)
 from brood.routers.net.spread import DEFER
 from brood.routers.node import Node
 
@@ -672,7 +678,8 @@ class Lane:
         bytes never enter Python). True when more can be moved at once; False when the
         lane waits for an edge, or the connection ended (finished, failed, dropped)."""
         remaining = conn.remaining
-        want = PIPE_SIZE if remaining < 0 or remaining > PIPE_SIZE else remaining
+        want = client_room(conn.sock, PIPE_SIZE if remaining < 0 or remaining > PIPE_SIZE
+                           else remaining)
         try:
             moved, out, rest = splice_pipeful(conn.up_fd, conn.fd, want)
         except BlockingIOError:

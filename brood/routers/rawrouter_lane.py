@@ -48,7 +48,13 @@ from brood.routers.lane import (
     note_client_queue,
 )
 from brood.routers.net.backend import FirstPick
-from brood.routers.net.relay import PIPE_SIZE, EndFailed, at_urgent_mark, splice_pipeful
+from brood.routers.net.relay import (
+    PIPE_SIZE,
+    EndFailed,
+    at_urgent_mark,
+    client_room,
+    splice_pipeful,
+)
 
 if TYPE_CHECKING:
     from brood.routers.rawrouter import RawRouter
@@ -309,7 +315,8 @@ class RawLane(Lane):
         """One pipeful src -> dst by splice(2); the bytes moved, -1 when the connection
         ended. What dst could not take waits in ``pending``."""
         try:
-            moved, out, rest = splice_pipeful(way.src_fd, way.dst_fd, PIPE_SIZE)
+            want = client_room(way.dst, PIPE_SIZE) if way is conn.down_way else PIPE_SIZE
+            moved, out, rest = splice_pipeful(way.src_fd, way.dst_fd, want)
         except BlockingIOError:
             # Splice stops at an urgent mark (EAGAIN with bytes queued behind it); only
             # a source that sent urgent data before is asked (a bulk read may have

@@ -97,3 +97,28 @@ async def test_a_client_gone_mid_answer_is_no_node_failure(caplog):
             await wait_for(lambda: any("client gone" in m for m in messages(caplog)))
         nursery.cancel_scope.cancel()
     assert not [m for m in messages(caplog) if "502" in m]
+
+
+async def test_the_fast_lane_holds_little_for_a_client_that_stops_reading():
+    """As the rawrouter's lane: no more spliced than the client's send buffer takes."""
+    from brood.routers.net.relay import SLOW_TAKE
+
+    total = 16 << 20
+    node_answer = b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % total + b"x" * total
+    async with trio.open_nursery() as nursery:
+        node = await nursery.start(node_server, answer(node_answer))
+        async with http_router({b"a": [node.address]}, settings(proxy_protocol=False)) as router:
+            sock = trio.socket.socket()
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+            with sock:
+                host, port = router.address.rsplit(":", 1)
+                await sock.connect((host, int(port)))
+                await sock.send(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n")
+
+                def held() -> list[int]:
+                    lane = router.handler.lane
+                    return [len(c.pending) for c in lane.conns.values() if c.pending]
+
+                await wait_for(lambda: router.handler.lane is not None and held())
+                assert 0 < held()[0] <= SLOW_TAKE
+        nursery.cancel_scope.cancel()

@@ -651,3 +651,33 @@ async def test_a_reset_seen_as_the_connect_completes_is_a_served_connection():
         nursery.cancel_scope.cancel()
     (node,) = next(iter(resolver.nodes.values()))
     assert (node.requests, node.failcnt, node.ref) == (1, 0, 0)
+
+
+async def test_a_client_that_stops_reading_holds_little_in_python(lanes):
+    """A node that sends much to a client that reads nothing: the lane splices no more
+    than the client's send buffer has room for, so what waits in Python is about
+    SLOW_TAKE, not a pipeful (a pipeful each made 150 stalled clients cost 70 MB)."""
+    from brood.routers.net.relay import SLOW_TAKE
+
+    async def flood(conn) -> None:
+        chunk = b"x" * (1 << 20)
+        with contextlib.suppress(OSError):
+            for _ in range(16):
+                await send_all(conn, chunk)
+
+    async with trio.open_nursery() as nursery:
+        backend = await nursery.start(tcp_backend, flood)
+        address, _, _ = await start_raw(nursery, backend)
+        host, port = address.rsplit(":", 1)
+        sock = trio.socket.socket()
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        with sock:
+            await sock.connect((host, int(port)))
+            (lane,) = lanes
+            def held() -> list[int]:
+                return [len(c.down_way.pending) for c in lane.conns.values()
+                        if c.down_way is not None and c.down_way.pending]
+
+            await wait_for(held)
+            assert 0 < held()[0] <= SLOW_TAKE
+        nursery.cancel_scope.cancel()

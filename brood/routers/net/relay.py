@@ -43,6 +43,11 @@ COPY_CHUNK = 65536
 # loopback's autotuning gave nothing; SPLICE_F_MORE is not used because it may hold back
 # the last bytes of an answer.
 PIPE_SIZE = 1 << 20
+# A fast lane splices a pipeful from a node at a time, but no more than the client's
+# send buffer has room for (``client_room``), and never less than this: bytes the client
+# cannot take are read out of the pipe and wait in Python, so this bounds what a stalled
+# client holds there (about 64 KiB, not a pipeful).
+SLOW_TAKE = 1 << 16
 HAS_SPLICE = hasattr(os, "splice")
 SPLICE_FLAGS = (getattr(os, "SPLICE_F_MOVE", 1) | getattr(os, "SPLICE_F_NONBLOCK", 2))
 _SPLICE_FAMILIES = (socket.AF_INET, socket.AF_INET6, socket.AF_UNIX)
@@ -359,6 +364,21 @@ def _copy_once(src_fd: int, dst_fd: int, want: int) -> tuple[int, int, bytes]:
     except OSError as exc:
         raise EndFailed(dst_fd, exc) from exc
     return len(data), out, data[out:]
+
+
+def client_room(sock: socket.socket, want: int) -> int:
+    """``want``, cut to what ``sock``'s send buffer has room for, at least ``SLOW_TAKE``:
+    how much a lane splices at once toward a client. The room is half of SO_SNDBUF less
+    the queue (SIOCOUTQ): the buffer counts the kernel's overhead too, and a queue of
+    spliced pages fills it at about 70% payload here."""
+    if want <= SLOW_TAKE:
+        return want
+    try:
+        room = sock.getsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF) // 2 - sockio.send_queue(
+            sock.fileno())
+    except OSError:
+        return want
+    return want if room >= want else max(room, SLOW_TAKE)
 
 
 def _pipe_or_none() -> tuple[int, int] | None:
