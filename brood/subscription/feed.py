@@ -10,7 +10,8 @@ Messages, one datagram each, first byte the type:
 
 * ``P`` + packets: subscription datagrams to apply in order, each prefixed by its
   length (2 bytes, big endian); batched so a snapshot needs few datagrams (a unix
-  datagram queue holds only ``net.unix.max_dgram_qlen`` messages, 512 by default);
+  datagram queue holds only ``net.unix.max_dgram_qlen`` messages: 10 by the kernel's
+  default, 512 on some systems);
 * ``C`` + packets with their sender's credentials: the same, each length followed by
   the sender's pid, uid and gid (4 bytes each, big endian) and then the packet. They
   are the SCM_CREDENTIALS the master read (``--subscriptions-use-credentials``, see
@@ -23,8 +24,10 @@ Messages, one datagram each, first byte the type:
 A new or respawned router process drains what is queued on its end (stale updates
 written while no process read them), sends ``H`` and applies everything that follows:
 updates pushed between the drain and ``B`` are current, and the snapshot then fixes the
-whole state. When the master cannot write (the queue of a stuck or dead process is
-full) it marks the channel for a resync and retries on its ticks.
+whole state. What the master cannot write at once waits in the channel's queue, in
+order, and goes out on its next ticks (a snapshot of thousands of nodes takes several);
+when that queue passes ``MAX_BACKLOG`` (a stuck or dead process), it is dropped and a
+snapshot follows once the process reads again.
 
 In-flight counts and connect-refused dead marks stay in the replica: they describe the
 router process's own traffic. Replicas do not check signatures (the master did).
@@ -32,6 +35,7 @@ router process's own traffic. Replicas do not check signatures (the master did).
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import socket
 import struct
@@ -42,6 +46,7 @@ from typing import Any
 import trio
 
 from brood.config.model import Config
+from brood.log import log
 from brood.subscription.creds import Creds
 from brood.subscription.packet import (
     UNSUBSCRIBE,
@@ -57,6 +62,9 @@ PACKETS, CREDS, BEGIN, END, HELLO = b"P", b"C", b"B", b"E", b"H"
 MAX_MESSAGE = 32768
 # Receive buffer for one message (a batch, or one 4096-byte packet plus framing).
 RECV_SIZE = 65536
+# Bytes queued for a replica that reads nothing before the master gives up on the queue
+# (a snapshot replaces it when the replica reads again): a 30k-node snapshot is ~2 MB.
+MAX_BACKLOG = 16 << 20
 # The master end's send buffer: room for a few snapshot batches in flight.
 SNDBUF = 1 << 20
 # The replica's own sweep (leaving nodes whose last request ended, lazy expiry).
@@ -142,27 +150,52 @@ class Channel:
             self.master.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, SNDBUF)
         self.needs_resync = False
         self.dropped = 0
+        self.backlog: collections.deque[bytes] = collections.deque()  # not written yet
+        self.backlog_size = 0
 
     def send(self, messages: Sequence[bytes]) -> bool:
-        """Write without blocking; on a full queue, give up and ask for a resync."""
+        """Queue ``messages`` behind those not written yet and write what the socket
+        takes now, without blocking; True when nothing is left queued. A replica that
+        reads nothing while ``MAX_BACKLOG`` bytes pile up is given up on: the queue is
+        dropped and a snapshot (``resync``) replaces it on a later tick."""
         if self.needs_resync or self.master.fileno() < 0:
             return False
         for message in messages:
+            self.backlog.append(message)
+            self.backlog_size += len(message)
+        return self.flush()
+
+    def flush(self) -> bool:
+        """Write queued messages, in order, until the socket is full (a unix datagram
+        queue holds ``net.unix.max_dgram_qlen`` messages: 10 on many systems); the master's
+        ticks write the rest. True when nothing is left queued."""
+        backlog = self.backlog
+        while backlog:
+            message = backlog[0]
             try:
                 self.master.send(message)
             except OSError:
-                self.dropped += 1
-                self.needs_resync = True
+                if self.backlog_size > MAX_BACKLOG:
+                    log(f"subscription feed of router process {self.index}: "
+                        f"{self.backlog_size} bytes unread, dropped; a snapshot follows "
+                        f"when it reads again")
+                    self.dropped += 1
+                    backlog.clear()
+                    self.backlog_size = 0
+                    self.needs_resync = True
                 return False
+            backlog.popleft()
+            self.backlog_size -= len(message)
         return True
 
     def resync(self, snapshot: Sequence[Packet]) -> bool:
-        """Send a full snapshot (B, packets, E); True when it all went out."""
+        """Replace what is queued by a full snapshot (B, packets, E): a snapshot is the
+        whole state. It goes out as the socket takes it, over several ticks when large;
+        True when it all went out at once."""
         self.needs_resync = False
-        if self.send([BEGIN, *pack(snapshot), END]):
-            return True
-        self.needs_resync = True
-        return False
+        self.backlog.clear()
+        self.backlog_size = 0
+        return self.send([BEGIN, *pack(snapshot), END])
 
     def read_hellos(self) -> int:
         """Consume the hellos queued on the master end; how many there were."""

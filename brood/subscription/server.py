@@ -274,6 +274,8 @@ class SubscriptionHub:
         for channel in self.channels:
             if channel.needs_resync:
                 self.resync(channel)
+            elif channel.backlog:
+                channel.flush()  # the rest of a long snapshot, or updates behind it
         if self.checker is not None:
             self.checker.prune(now)
         if self.forwarder is not None:
@@ -310,6 +312,8 @@ class ChannelService:
     def on_readable(self, now: float) -> None:
         if self.channel.read_hellos():
             self.hub.resync(self.channel)
+        elif self.channel.backlog:
+            self.channel.flush()
 
     def tick(self, now: float) -> None:
         return None

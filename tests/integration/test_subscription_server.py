@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from brood.subscription import feed as feed_module
 from brood.subscription.feed import Channel, RouterFeed, table_from_config
 from brood.subscription.packet import Subscription, encode_subscription
 from brood.subscription.server import (
@@ -235,7 +236,8 @@ def test_snapshot_removes_what_the_replica_should_not_have() -> None:
     channel.child.close()
 
 
-def test_full_queue_marks_resync_and_tick_recovers() -> None:
+def test_full_queue_marks_resync_and_tick_recovers(monkeypatch) -> None:
+    monkeypatch.setattr(feed_module, "MAX_BACKLOG", 4096)  # given up on soon
     channel = Channel(1)
     hub = SubscriptionHub("fastrouter", SubscriptionTable(), channels=[channel])
     sub = encode_subscription(Subscription(b"k", b"127.0.0.1:1"))
@@ -251,5 +253,30 @@ def test_full_queue_marks_resync_and_tick_recovers() -> None:
     assert not channel.needs_resync
     pump(feed)
     assert nodes(feed.table) == {"k": ["127.0.0.1:1"]}
+    channel.master.close()
+    channel.child.close()
+
+
+def test_a_snapshot_too_large_for_the_queue_goes_out_over_ticks() -> None:
+    """30k nodes: far more than a unix datagram queue holds (max_dgram_qlen messages).
+    The rest waits, in order, and the master's ticks write it as the replica reads; an
+    update pushed meanwhile goes behind it, and the replica ends up exact."""
+    channel = Channel(1)
+    hub = SubscriptionHub("fastrouter", SubscriptionTable(), channels=[channel])
+    feed = replica(channel)
+    feed.table.apply(Subscription(b"gone", b"127.0.0.1:9"), NOW)  # e.g. a missed removal
+    for i in range(30000):  # in the master's table (as if from before the replica)
+        hub.table.apply(Subscription(b"k%d" % i, b"127.0.0.1:1"), NOW)
+    assert not hub.resync(channel) and channel.backlog  # not all at once
+    hub.push([encode_subscription(Subscription(b"late", b"127.0.0.1:2"))])
+    for _ in range(1000):
+        pump(feed)
+        hub.tick(NOW + 1)
+        if not channel.backlog:
+            break
+    pump(feed)
+    assert not channel.needs_resync and not channel.backlog
+    got = nodes(feed.table)
+    assert len(got) == 30001 and "gone" not in got and got["late"] == ["127.0.0.1:2"]
     channel.master.close()
     channel.child.close()
