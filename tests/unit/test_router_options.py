@@ -115,3 +115,18 @@ def test_connect_timeout_reaches_the_engine() -> None:
 
     assert plan("--http-timeout", "7").connect_timeout == 7.0
     assert plan("--http-timeout", "7", "--http-connect-timeout", "2").connect_timeout == 2.0
+
+
+@pytest.mark.parametrize("argv, limit", [
+    ((), None),
+    (("--http-manage-expect",), 0),  # bare: 100 Continue, no limit
+    (("--http-manage-expect=1",), 0),  # uWSGI: a limit only above 1 (ini files say 1)
+    (("--http-manage-expect=0",), None),
+    (("--http-manage-expect=4096",), 4096),
+])
+def test_manage_expect_values_mean_what_they_mean_to_uwsgi(argv, limit) -> None:
+    from brood.config.load import load_config
+    from brood.routers.http.settings import HttpSettings
+
+    cfg = load_config(["--http", "127.0.0.1:0", *argv])
+    assert HttpSettings.from_config(cfg).manage_expect == limit

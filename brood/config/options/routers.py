@@ -136,8 +136,10 @@ def _http_options() -> list[Option]:
             "request to https", multi=True, metavar="ADDR"),
         opt("http-headers-timeout", "timeout for the request head in seconds "
             "(default: --http-timeout)", kind="int"),
-        opt("http-manage-expect", "answer Expect: 100-continue (optionally only up to this "
-            "Content-Length)", kind="size", default=0, optional=True, implicit="1"),
+        opt("http-manage-expect", "with a value over 1, answer 413 to an Expect: "
+            "100-continue whose Content-Length is larger (brood answers 100 Continue "
+            "itself in any case; bare or 1: no limit)", kind="size", default=0,
+            optional=True, implicit="1"),
         opt("http-raw-body", "blindly send the HTTP body to the node", kind="bool",
             default=False),
         opt("http-websockets", "accepted for uWSGI compatibility, no effect: brood relays "

@@ -134,10 +134,11 @@ class HttpSettings:
         explicit = option(cfg, "http-buffer-size", 0) or option(cfg, "buffer-size", 0)
         head_limit = min(int(explicit), MAX_VARS_SIZE) if explicit else DEFAULT_HEAD_LIMIT
         keepalive, idle = _keepalive(option(cfg, "http-keepalive", None), timeout)
+        # uWSGI's values: 0 off, 1 (or bare) 100 Continue, N > 1 also 413 above N bytes
         expect = option(cfg, "http-manage-expect", None)
-        if expect is True:
+        if expect is True or expect == 1:
             expect = 0
-        elif expect is False:
+        elif expect is False or expect == 0:
             expect = None
         return cls(
             head_limit=head_limit,
