@@ -636,8 +636,7 @@ class Lane:
                 if conn.remaining < 0:
                     self._finish(conn, True)  # close-delimited: this is its end
                 else:
-                    conn.node_keep = False  # truncated by the node
-                    self._finish(conn, False)
+                    self._cut_short(conn)
                 return
             elif conn.remaining > 0:
                 if len(data) > conn.remaining:
@@ -698,8 +697,9 @@ class Lane:
             return False
         if not moved:  # the node closed: the end of a close-delimited answer, or cut short
             if remaining > 0:
-                conn.node_keep = False
-            self._finish(conn, remaining < 0)
+                self._cut_short(conn)
+            else:
+                self._finish(conn, True)
             return False
         conn.node.rx += moved  # type: ignore[union-attr]
         if remaining > 0:
@@ -737,6 +737,14 @@ class Lane:
         if not conn.out_armed:
             conn.out_armed = True
             self.ep.modify(conn.fd, _IN_OUT)
+
+    def _cut_short(self, conn: LaneConn) -> None:
+        """The node closed inside a framed answer: said, and the client's connection
+        closes (it sees the answer end early)."""
+        self.engine.log_failure(conn.peer, f"node {conn.node.name}: answer cut short, "  # type: ignore[union-attr]
+                                           f"{conn.remaining} bytes missing")
+        conn.node_keep = False
+        self._finish(conn, False)
 
     def _node_failed(self, conn: LaneConn, reason: str) -> None:
         """The node broke off after the request went out: 502, or a close once the

@@ -4,6 +4,9 @@ status codes under 100, and Content-Length beside a chunked re-framing."""
 
 from __future__ import annotations
 
+import logging
+
+import pytest
 import trio
 from _httpkit import HttpClient, answer, http_router, node_server, open_client
 
@@ -121,3 +124,15 @@ async def test_an_answer_head_that_trickles_in_is_not_a_timeout():
                 got_head, body = await client.response()
                 assert got_head == head and body == b"ok"
         nursery.cancel_scope.cancel()
+
+
+@pytest.mark.parametrize("path", ["lane", "general"])
+async def test_an_answer_cut_short_by_the_node_is_logged(path, caplog):
+    caplog.set_level(logging.INFO)
+    cut = b"HTTP/1.1 200 OK\r\nContent-Length: 100000\r\n\r\n" + b"x" * 30000
+    raw = b"GET / HTTP/1.1\r\nHost: a\r\n\r\n"
+    if path == "general":
+        raw = b"PROXY TCP4 192.0.2.7 198.51.100.1 40000 80\r\n" + raw
+    got = await exchange({b"/": cut}, raw, proxy_protocol=path == "general")
+    assert got.startswith(b"HTTP/1.1 200 OK") and len(got) < len(cut) + 100  # then a close
+    assert any("cut short" in r.getMessage() for r in caplog.records)

@@ -213,6 +213,7 @@ class HttpRouter:
                     await self._failed(client, peer, out, error, head, key)
                     return
                 self._log_access(client, head, out, key, upstream.node.name, started)
+                self._note_cut(peer, out, upstream.node.name)
                 if not (self.settings.keepalive and head.keep_alive and out.keep_alive
                         and out.complete):
                     return
@@ -441,7 +442,13 @@ class HttpRouter:
         finally:
             engine.session_closed()
         self._log_access(client, head, out, key, node_name, started)
+        self._note_cut(peer, out, node_name)
         return (settings.keepalive and head.keep_alive and out.keep_alive and out.complete)
+
+    def _note_cut(self, peer: Any, out: Outcome, node_name: str) -> None:
+        """A node that closed inside a framed answer: said (the client sees a close)."""
+        if out.status and not out.complete and not out.upgraded:  # (no status: a raw body)
+            self.engine.log_failure(peer, f"node {node_name}: answer cut short")
 
     async def _exchange(self, upstream: Any, client: Client, request: Request,
                         out: Outcome, conn: _Conn, settings: HttpSettings
