@@ -130,7 +130,8 @@ async def serve_router(
     share = stats_share or StatsShare(prefix)
 
     async def stats_handler(conn: trio.socket.SocketType, peer: Any) -> None:
-        await serve_stats(conn, share.document(engine, server.socket_names), http=stats_http)
+        document = await share.document_off_loop(engine, server.socket_names)
+        await serve_stats(conn, document, http=stats_http)
 
     with server.session_scope:
         async with trio.open_nursery() as sessions:

@@ -200,16 +200,37 @@ class StatsShare:
                       cwd=os.getcwd(), socket_names=list(socket_names), cheap=engine.cheap,
                       now=now)
 
+    async def document_off_loop(self, engine: Any, socket_names: Sequence[str]) -> bytes:
+        """``document`` in a worker thread: with a table of thousands of nodes it takes
+        a second or more, which the event loop would otherwise spend away from routing."""
+        return await _off_loop(self.document, engine, socket_names)
+
     async def publish_periodically(self, engine: Any) -> None:
         """Publish every ``PUBLISH_EVERY`` seconds until cancelled, then withdraw."""
         if self.directory is None:
             return
         try:
             while True:
-                self.publish(self.snapshot(engine, engine.clock()))
+                await _off_loop(lambda: self.publish(self.snapshot(engine, engine.clock())))
                 await trio.sleep(PUBLISH_EVERY)
         finally:
             self.withdraw()
+
+
+# How often a snapshot taken off the loop is tried again when the loop changed a table
+# under it ("dictionary changed size during iteration"); then it is taken on the loop.
+_OFF_LOOP_TRIES = 3
+
+
+async def _off_loop(fn: Callable[..., Any], *args: Any) -> Any:
+    """``fn(*args)`` in a worker thread: it reads the live tables while the loop goes on
+    routing (node counters are read as they are, as uWSGI's stats thread reads them)."""
+    for _ in range(_OFF_LOOP_TRIES):
+        try:
+            return await trio.to_thread.run_sync(fn, *args)
+        except RuntimeError:  # a dict or set the loop resized meanwhile: again
+            continue
+    return fn(*args)
 
 
 def _alive(pid: int) -> bool:

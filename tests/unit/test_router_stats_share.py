@@ -9,6 +9,7 @@ from pathlib import Path
 import trio
 import trio.testing
 
+from brood.routers import stats_share
 from brood.routers.net.spread import Spread
 from brood.routers.node import Node
 from brood.routers.stats_merge import dumps, loads, snapshot
@@ -105,7 +106,11 @@ def test_alone_without_a_directory(tmp_path: Path) -> None:
     assert not share.shared and share.collect(NOW) == []
 
 
-def test_publishes_periodically_and_withdraws_when_cancelled(tmp_path: Path) -> None:
+def test_publishes_periodically_and_withdraws_when_cancelled(tmp_path: Path, monkeypatch) -> None:
+    async def on_loop(fn, *args):  # a worker thread's real time and a mock clock don't mix
+        return fn(*args)
+
+    monkeypatch.setattr(stats_share, "_off_loop", on_loop)
     share = StatsShare("http", 3, str(tmp_path))
     engine = FakeEngine(Node("n:1"))
     seen: list[int] = []
@@ -159,3 +164,36 @@ def test_create_sweeps_what_a_killed_master_left(tmp_path: Path) -> None:
     assert sorted(os.listdir(tmp_path)) == sorted(
         [live.name, other.name, os.path.basename(snapdir.path)])
     snapdir.on_shutdown()
+
+
+async def test_a_large_stats_document_leaves_the_loop_free(tmp_path):
+    """30k subscribed nodes: the document takes a second or so to build; the event loop
+    (routing) goes on meanwhile, in steps of milliseconds, not one long stall."""
+    import time
+
+    from brood.subscription.packet import Subscription
+    from brood.subscription.table import SubscriptionTable
+
+    table = SubscriptionTable()
+    for i in range(30000):
+        table.apply(Subscription(b"k%d.example" % i, b"127.0.0.1:%d" % (1 + i % 60000)), NOW)
+    share = StatsShare("http", 1, str(tmp_path))
+    gaps: list[float] = []
+
+    async def ticker(task_status=trio.TASK_STATUS_IGNORED):
+        task_status.started()
+        last = time.monotonic()
+        while True:
+            await trio.sleep(0.001)
+            now = time.monotonic()
+            gaps.append(now - last)
+            last = now
+
+    async with trio.open_nursery() as nursery:
+        await nursery.start(ticker)
+        started = time.monotonic()
+        document = await share.document_off_loop(FakeEngine(slots=table), ["a"])
+        took = time.monotonic() - started
+        nursery.cancel_scope.cancel()
+    assert b'"k29999.example"' in document
+    assert max(gaps) < min(0.25, took / 2), (max(gaps), took)
