@@ -77,10 +77,17 @@ class Spool:
             self.memory = bytearray()
         self.file.write(data)
 
-    async def send_to(self, sock: trio.socket.SocketType) -> None:
-        """Write the spooled body to ``sock`` (sendfile(2) for the file case)."""
+    async def send_to(self, sock: trio.socket.SocketType, timeout: float) -> None:
+        """Write the spooled body to ``sock`` (sendfile(2) for the file case); OSError
+        when the node fails, trio.TooSlowError when it takes no byte for ``timeout``."""
         if self.file is None:
-            await send_all(sock, self.memory)
+            raw, view = sockio.raw(sock), memoryview(self.memory)
+            while view:
+                try:
+                    view = view[raw.send(view):]
+                except BlockingIOError:
+                    with trio.fail_after(timeout):
+                        await trio.lowlevel.wait_writable(sock)
             return
         self.file.flush()
         fd, offset = self.file.fileno(), 0
@@ -88,7 +95,8 @@ class Spool:
             try:
                 offset += os.sendfile(sock.fileno(), fd, offset, self.size - offset)
             except BlockingIOError:
-                await trio.lowlevel.wait_writable(sock)
+                with trio.fail_after(timeout):
+                    await trio.lowlevel.wait_writable(sock)
 
     def close(self) -> None:
         if self.file is not None:
@@ -130,7 +138,9 @@ class FastRouter:
         self.fallback_on_no_key = bool(option(cfg, "fastrouter-fallback-on-no-key", False))
         self.post_buffering = int(option(cfg, "fastrouter-post-buffering", 0))
         self.post_buffering_dir = option(cfg, "fastrouter-post-buffering-dir", None)
-        self.limit = min(engine.settings.buffer_size, MAX_VARS_SIZE)
+        # Any vars block a uwsgi header can announce (a 16-bit size), whatever the buffer
+        # size: uWSGI's fastrouter forwards them all (big cookies behind nginx).
+        self.limit = MAX_VARS_SIZE
         self.lane: Any = None
 
     # -- the fast lane --------------------------------------------------------------------
@@ -167,7 +177,7 @@ class FastRouter:
                 await self.answer(conn, exc.status)
                 return
             except trio.TooSlowError:
-                engine.log_failure(peer, f"no complete uwsgi packet within {timeout:g}s")
+                engine.log_failure(peer, f"client sent no byte of its uwsgi packet for {timeout:g}s")
                 return
             if packet is None:
                 return  # the client closed before sending a whole packet
@@ -175,7 +185,7 @@ class FastRouter:
             spool = None
             try:
                 if self.post_buffering > 0:
-                    spool, rest = await self.buffer_body(conn, packet, rest)
+                    spool, rest = await self.buffer_body(conn, packet, rest, peer)
                     if spool is None:
                         return
                 try:
@@ -196,8 +206,8 @@ class FastRouter:
     async def read_packet(self, conn: trio.socket.SocketType, timeout: float,
                           first: bytes = b"") -> tuple[Packet | None, bytes]:
         """Header + complete vars block, and the body bytes that came with them
-        (``first``: read already); the whole packet must come within ``timeout``
-        (trio.TooSlowError). A client such as nginx sends the packet with its connect,
+        (``first``: read already); trio.TooSlowError when the client sends nothing for
+        ``timeout``. A client such as nginx sends the packet with its connect,
         so it has usually all arrived by the accept: then no cancel scope is needed."""
         reader = PacketReader(self.limit)
         if first:
@@ -211,17 +221,17 @@ class FastRouter:
             packet = reader.feed(data)
             if packet is not None:
                 return packet, reader.rest
-        with trio.fail_after(timeout):
-            while True:
+        while True:
+            with trio.fail_after(timeout):  # per read, as uWSGI: a slow client still sends
                 data = await receive_some(conn, RECV_CHUNK)
-                if not data:
-                    return None, b""
-                packet = reader.feed(data)
-                if packet is not None:
-                    return packet, reader.rest
+            if not data:
+                return None, b""
+            packet = reader.feed(data)
+            if packet is not None:
+                return packet, reader.rest
 
     async def buffer_body(self, conn: trio.socket.SocketType, packet: Packet,
-                          rest: bytes) -> tuple[Spool | None, bytes]:
+                          rest: bytes, peer: Any = None) -> tuple[Spool | None, bytes]:
         """Read CONTENT_LENGTH body bytes into a Spool before any node is contacted.
         (None, b"") when the client went away or stalled past the timeout."""
         length = content_length(packet.vars)
@@ -239,7 +249,7 @@ class FastRouter:
             break
         if spool.size < length:
             spool.close()
-            self.engine.log_failure(None, f"request body ended at {spool.size} of {length} bytes")
+            self.engine.log_failure(peer, f"request body ended at {spool.size} of {length} bytes")
             return None, b""
         return spool, rest
 
@@ -249,7 +259,21 @@ class FastRouter:
         head = header_with_modifiers(packet.raw, node.modifier1, node.modifier2)
         await upstream.send(head + packet.raw[4:] + (b"" if spool else rest))
         if spool is not None:
-            await spool.send_to(upstream.sock)
+            timeout = self.engine.settings.timeout
+            try:
+                await spool.send_to(upstream.sock, timeout)
+            except (OSError, trio.TooSlowError) as exc:
+                # An early answer (a 413, say) still goes to the client; else the node's
+                # failure is said, and answered.
+                result = await upstream.relay_answer(conn)
+                if result.b_to_a == 0 and result.failed is not conn:
+                    err: RoutingError = (
+                        NodeTimeout(f"node {node.name} took no body byte for {timeout:g}s")
+                        if isinstance(exc, trio.TooSlowError)
+                        else NodeFailed(f"node {node.name}: {getattr(exc, 'strerror', None) or exc}"))
+                    self.engine.log_failure(peer, err)
+                    await self.answer(conn, err.status)
+                return
             node.tx += spool.size
             if rest:
                 await upstream.send(rest)

@@ -17,11 +17,13 @@ dict it returns for a process index is passed to ``run_router`` as keyword argum
 
 from __future__ import annotations
 
+import os
 import signal
 from collections.abc import Callable
 from typing import Any
 
 from brood.config.model import Config
+from brood.config.option import OptionError
 from brood.plan import ChildSpec, PlanBuilder, register_config_hook, register_contributor
 from brood.routers.net.spread import SpreadTable
 from brood.routers.stats_share import stats_share_extras
@@ -91,10 +93,20 @@ def contribute_routers(cfg: Config, b: PlanBuilder) -> None:
             from brood.routers.http.settings import HttpSettings
 
             HttpSettings.from_config(router_cfg)  # a bad --http-* value stops the master here
+        if kind == "fastrouter":
+            _check_spool_dir(cfg)
         count = max(1, int(cfg[f"{kind}-processes"] or 1))
         extras = [factory(router_cfg, b, kind, count) for factory in ROUTER_EXTRAS]
         b.add_child(ChildSpec(kind, count, _target(kind, router_cfg, listeners, extras),
                               signal.SIGHUP, None, f"uWSGI {kind}"))
+
+
+def _check_spool_dir(cfg: Config) -> None:
+    """--fastrouter-post-buffering-dir must be a directory: found at startup, not by
+    every request whose body goes to a file."""
+    directory = cfg.get("fastrouter-post-buffering-dir")
+    if directory and not os.path.isdir(directory):
+        raise OptionError(f"--fastrouter-post-buffering-dir: {directory!r} is not a directory")
 
 
 def _target(kind: str, cfg: Config, listeners: list, extras: list) -> Callable[[int], int]:

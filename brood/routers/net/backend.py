@@ -42,8 +42,12 @@ class ConnectPlan(RetryPolicy):
 
 
 async def open_node(node: Node, connect_timeout: float) -> trio.socket.SocketType:
-    """A connected raw socket to ``node``; OSError or trio.TooSlowError when it fails."""
-    family, sockaddr = parse_node_address(node.name)
+    """A connected raw socket to ``node``; OSError or trio.TooSlowError when it fails
+    (an address that does not parse, made from a client's key by a pattern, say, too)."""
+    try:
+        family, sockaddr = parse_node_address(node.name)
+    except ValueError as exc:
+        raise OSError(errno.EINVAL, f"bad node address {node.name[:100]!r}: {exc}") from exc
     sock = trio.socket.socket(family, socket.SOCK_STREAM)
     try:
         set_nodelay(sock)

@@ -1,0 +1,119 @@
+"""The fastrouter's failures, each said and answered: a node address a key made that does
+not parse, a node failing or stalling while a spooled body goes to it; and what is not a
+failure: a large vars block, a packet sent slowly."""
+
+from __future__ import annotations
+
+import logging
+
+import trio
+from _routerkit import ANSWER, connect, read_all, send_all, uwsgi_backend
+from test_fastrouter import engine_for, packet, request, roundtrip, start
+
+from brood.config.model import Config
+
+
+def tracebacks(caplog) -> list:
+    return [r for r in caplog.records if r.exc_info]
+
+
+async def test_a_node_address_that_does_not_parse_is_a_logged_failure(caplog):
+    caplog.set_level(logging.INFO)
+    async with trio.open_nursery() as nursery:
+        engine, _ = engine_for({b"a.example": ["127.0.0.1:nosuch.example"]})
+        address, _ = await start(nursery, engine)
+        answer = await roundtrip(address, request())
+        nursery.cancel_scope.cancel()
+    assert answer.startswith(b"HTTP/1.0 50")
+    assert any("bad node address" in r.getMessage() for r in caplog.records)
+    assert not tracebacks(caplog)
+
+
+async def test_a_large_vars_block_is_forwarded_whatever_the_buffer_size():
+    """uWSGI's fastrouter forwards any block a uwsgi header can announce (big cookies
+    behind nginx); the buffer size bounds HTTP heads, not these."""
+    pairs = [(b"REQUEST_METHOD", b"GET"), (b"PATH_INFO", b"/"), (b"HTTP_HOST", b"a.example"),
+             (b"HTTP_COOKIE", b"c=" + b"x" * 40000)]
+    data = packet(pairs)
+    async with trio.open_nursery() as nursery:
+        backend = await nursery.start(uwsgi_backend)
+        engine, _ = engine_for({b"a.example": [backend.address]}, buffer_size=4096)
+        address, _ = await start(nursery, engine)
+        assert await roundtrip(address, data) == ANSWER
+        nursery.cancel_scope.cancel()
+    assert backend.received == [data]
+
+
+async def reads_vars_then(how: str, task_status=trio.TASK_STATUS_IGNORED):
+    """A node that reads a packet's header and vars, then "close"s or "stall"s (never
+    reads the body)."""
+    with trio.socket.socket() as lsock:
+        await lsock.bind(("127.0.0.1", 0))
+        lsock.listen(8)
+        task_status.started(f"127.0.0.1:{lsock.getsockname()[1]}")
+        while True:
+            conn, _ = await lsock.accept()
+            with conn:
+                buf = b""
+                while len(buf) < 4 or len(buf) < 4 + int.from_bytes(buf[1:3], "little"):
+                    buf += await conn.recv(4 + int.from_bytes(buf[1:3], "little") - len(buf)
+                                           if len(buf) >= 4 else 4)
+                if how == "stall":
+                    await trio.sleep_forever()
+
+
+async def spooled_request_to(how: str, caplog) -> bytes:
+    caplog.set_level(logging.INFO)
+    cfg = Config.from_dict({"fastrouter-post-buffering": 100})
+    async with trio.open_nursery() as nursery:
+        node = await nursery.start(reads_vars_then, how)
+        engine, _ = engine_for({b"a.example": [node]}, timeout=0.5)
+        address, _ = await start(nursery, engine, cfg)
+        sock = await connect(address)
+        with sock, trio.fail_after(10):
+            await send_all(sock, request(body=b"x" * (16 << 20)))
+            answer = await read_all(sock)
+        nursery.cancel_scope.cancel()
+    assert not tracebacks(caplog)
+    return answer
+
+
+async def test_a_node_closing_while_a_spooled_body_goes_to_it_is_a_502(caplog):
+    answer = await spooled_request_to("close", caplog)
+    assert answer.startswith(b"HTTP/1.0 502 ")
+    assert any("502" in r.getMessage() and "node" in r.getMessage() for r in caplog.records)
+
+
+async def test_a_node_not_reading_a_spooled_body_is_a_504_within_the_timeout(caplog):
+    answer = await spooled_request_to("stall", caplog)
+    assert answer.startswith(b"HTTP/1.0 504 ")
+    assert any("took no body byte" in r.getMessage() for r in caplog.records)
+
+
+async def test_a_packet_sent_slowly_but_steadily_is_served():
+    """The timeout is per read, as in uWSGI: 10 pieces 0.1 s apart, 0.3 s timeout."""
+    data = request()
+    async with trio.open_nursery() as nursery:
+        backend = await nursery.start(uwsgi_backend)
+        engine, _ = engine_for({b"a.example": [backend.address]}, timeout=0.3)
+        address, _ = await start(nursery, engine)
+        sock = await connect(address)
+        with sock:
+            step = len(data) // 10 + 1
+            for i in range(0, len(data), step):
+                await send_all(sock, data[i:i + step])
+                await trio.sleep(0.1)
+            assert await read_all(sock) == ANSWER
+        nursery.cancel_scope.cancel()
+
+
+def test_a_missing_spool_directory_stops_the_start_with_a_message():
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, "-m", "brood", "--fastrouter", "127.0.0.1:0",
+                          "--fastrouter-to", "127.0.0.1:1",
+                          "--fastrouter-post-buffering-dir", "/nonexistent/brood-spool"],
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode != 0 and "Traceback" not in out.stderr
+    assert "--fastrouter-post-buffering-dir" in out.stderr and "not a directory" in out.stderr
