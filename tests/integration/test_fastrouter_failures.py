@@ -117,3 +117,28 @@ def test_a_missing_spool_directory_stops_the_start_with_a_message():
                          capture_output=True, text=True, timeout=60)
     assert out.returncode != 0 and "Traceback" not in out.stderr
     assert "--fastrouter-post-buffering-dir" in out.stderr and "not a directory" in out.stderr
+
+
+async def test_a_slow_but_steady_reader_is_not_cut_on_the_general_path():
+    """The relay's idle timeout: bytes the client takes, however slowly, are progress
+    (the kernel wakes a blocked sender only once a third of a large buffer is free)."""
+    total = 8 << 20
+    big = b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % total + b"x" * total
+    data = request()
+    async with trio.open_nursery() as nursery:
+        backend = await nursery.start(uwsgi_backend, big)
+        engine, _ = engine_for({b"a.example": [backend.address]}, timeout=0.15)
+        address, _ = await start(nursery, engine)
+        sock = await connect(address)
+        with sock:
+            await send_all(sock, data[:5])  # a packet in two writes: the general path
+            await trio.sleep(0.01)
+            await send_all(sock, data[5:])
+            got = 0
+            with trio.fail_after(20):
+                while got < len(big):
+                    chunk = await sock.recv(65536)
+                    assert chunk, f"cut after {got} bytes"
+                    got += len(chunk)
+                    await trio.sleep(0.01)
+        nursery.cancel_scope.cancel()

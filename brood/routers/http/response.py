@@ -39,11 +39,15 @@ from brood.protocol.http1 import RequestHead, ResponseHead, parse_response_head
 from brood.routers.engine import Upstream
 from brood.routers.http.body import ClientGone
 from brood.routers.net import sockio
-from brood.routers.net.relay import EndFailed, Endpoint, can_splice, splice_exactly
+from brood.routers.net.relay import (
+    EndFailed,
+    Endpoint,
+    can_splice,
+    splice_exactly,
+    writable_or_moving,
+)
 
 RECV = 65536
-# How long before the idle deadline a blocked send looks whether the client took bytes.
-_CLIENT_LOOK_AHEAD = 0.05
 # The first read of an answer: the head and the start of the body. 16 KiB holds nearly
 # every head and small answer whole; the rest of a longer Content-Length body is spliced
 # (measured here, 64 KiB answers: 16 KiB + splice costs about 30% less CPU per request
@@ -133,28 +137,10 @@ async def _send(client: Endpoint, data: bytes | memoryview, touch: Callable[[], 
 
 async def client_writable(client: trio.socket.SocketType, touch: Callable[[], None],
                           out: Outcome) -> None:
-    """Until the client can take more. Just before the idle deadline, a client whose send
-    queue moved since the last look is reading (slowly): the deadline is pushed and the
-    wait goes on. One that took nothing lets the deadline fire, ``out.waiting`` saying
-    whom it was waiting for."""
+    """``writable_or_moving`` for the client, ``out.waiting`` saying whom the exchange
+    waits for should the idle deadline fire meanwhile."""
     out.waiting = "write"
-    fd = client.fileno()
-    queued = sockio.send_queue(fd)
-    while True:
-        deadline = trio.current_effective_deadline()
-        ahead = min(_CLIENT_LOOK_AHEAD, (deadline - trio.current_time()) / 2)
-        with trio.move_on_at(deadline - ahead):
-            await trio.lowlevel.wait_writable(client)
-            break
-        now = sockio.send_queue(fd)
-        if now < 0 or now == queued:  # it took nothing: the idle deadline decides
-            await trio.lowlevel.wait_writable(client)
-            break
-        queued = now
-        touch()
-        if trio.current_effective_deadline() <= deadline:  # harakiri's: not pushed
-            await trio.lowlevel.wait_writable(client)
-            break
+    await writable_or_moving(client, touch)
     out.waiting = ""
 
 

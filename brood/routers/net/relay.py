@@ -279,12 +279,25 @@ async def _copy_chunk(src: Endpoint, dst: Endpoint, counts: list[int], slot: int
     if not data:
         return False
     try:
-        await send_all(dst, data)
+        if isinstance(dst, trio.socket.SocketType):
+            await _send_patiently(dst, data, touch)
+        else:
+            await dst.send_all(data)
     except _GONE as exc:
         raise EndFailed(dst, exc) from exc
     counts[slot] += len(data)
     touch()
     return True
+
+
+async def _send_patiently(sock: trio.socket.SocketType, data: bytes, touch) -> None:
+    """``send_all`` on a raw socket whose slow reader keeps the idle deadline away."""
+    raw, view = sockio.raw(sock), memoryview(data)
+    while view:
+        try:
+            view = view[raw.send(view):]
+        except BlockingIOError:
+            await writable_or_moving(sock, touch)
 
 
 # Empty pipes kept for the next chunk of any session of this process: a session takes a
@@ -364,6 +377,38 @@ def _copy_once(src_fd: int, dst_fd: int, want: int) -> tuple[int, int, bytes]:
     except OSError as exc:
         raise EndFailed(dst_fd, exc) from exc
     return len(data), out, data[out:]
+
+
+# How long before the idle deadline a blocked send looks whether its peer took bytes,
+# and how many it must have taken since the last look to count as reading: a peer that
+# reads nothing still lets a few KiB through as its kernel compacts its full buffer.
+_LOOK_AHEAD = 0.05
+_MIN_PROGRESS = 16384
+
+
+async def writable_or_moving(sock: trio.socket.SocketType, touch) -> None:
+    """Until ``sock`` can take more. Just before the idle deadline, a peer whose send
+    queue moved since the last look is reading, however slowly (the kernel wakes a
+    blocked sender only once a third of a large buffer is free): ``touch()`` pushes the
+    deadline and the wait goes on. A peer that took (next to) nothing lets the deadline
+    fire."""
+    fd = sock.fileno()
+    queued = sockio.send_queue(fd)
+    while True:
+        deadline = trio.current_effective_deadline()
+        ahead = min(_LOOK_AHEAD, (deadline - trio.current_time()) / 2)
+        with trio.move_on_at(deadline - ahead):
+            await trio.lowlevel.wait_writable(sock)
+            return
+        now = sockio.send_queue(fd)
+        if now < 0 or queued - now < _MIN_PROGRESS:  # it took (next to) nothing
+            await trio.lowlevel.wait_writable(sock)  # the idle deadline decides
+            return
+        queued = now
+        touch()
+        if trio.current_effective_deadline() <= deadline:  # a hard deadline: not pushed
+            await trio.lowlevel.wait_writable(sock)
+            return
 
 
 def client_room(sock: socket.socket, want: int) -> int:
@@ -453,7 +498,7 @@ async def _splice_copy(
                 try:
                     out = os.splice(pipe[0], dst_fd, moved, flags=SPLICE_FLAGS)
                 except BlockingIOError:
-                    await trio.lowlevel.wait_writable(dst)
+                    await writable_or_moving(dst, touch)
                     continue
                 except OSError as exc:
                     raise EndFailed(dst, exc) from exc
@@ -509,11 +554,15 @@ async def _copy_past_mark(src: trio.socket.SocketType, dst: trio.socket.SocketTy
 
 
 async def splice_exactly(src: trio.socket.SocketType, dst: trio.socket.SocketType,
-                         nbytes: int, touch, wait_dst=trio.lowlevel.wait_writable) -> int:
+                         nbytes: int, touch, wait_dst=None) -> int:
     """Move ``nbytes`` from ``src`` to ``dst`` through a pooled pipe (a framed body whose
     length is known: nothing past it is read). Returns the bytes moved, fewer only when
     ``src`` reached EOF; OSError when ``src`` fails, EndFailed when ``dst`` does.
-    ``touch()`` after every chunk; ``await wait_dst(dst)`` while ``dst`` is full."""
+    ``touch()`` after every chunk; ``await wait_dst(dst)`` while ``dst`` is full (by
+    default ``writable_or_moving``)."""
+    if wait_dst is None:
+        async def wait_dst(sock: trio.socket.SocketType) -> None:
+            await writable_or_moving(sock, touch)
     src_fd, dst_fd = src.fileno(), dst.fileno()
     pipe = _pipe_or_none()
     if pipe is None:  # out of fds for a pipe: copied instead
