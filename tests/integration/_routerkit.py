@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import resource
 import socket
+import struct
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -200,3 +201,32 @@ async def wait_for(condition, limit: float = 5) -> None:
         while not condition():
             await trio.testing.wait_all_tasks_blocked()
             await trio.lowlevel.checkpoint()
+
+
+async def vars_then(how: str, body_bytes: int = 0, task_status=trio.TASK_STATUS_IGNORED):
+    """A uwsgi node that reads a request's header, vars and ``body_bytes`` of its body
+    (no more), then does ``how``: "close" (no answer), "garbage" (not HTTP), "reset", or
+    "stall" (never reads on nor answers). Serves connections until cancelled."""
+    with trio.socket.socket() as lsock:
+        await lsock.bind(("127.0.0.1", 0))
+        lsock.listen(8)
+        task_status.started(f"127.0.0.1:{lsock.getsockname()[1]}")
+        while True:
+            conn, _ = await lsock.accept()
+            with conn:
+                buf = b""
+                while True:
+                    want = (4 + int.from_bytes(buf[1:3], "little") + body_bytes
+                            if len(buf) >= 4 else 4)
+                    if len(buf) >= want:
+                        break
+                    data = await conn.recv(want - len(buf))
+                    if not data:
+                        break
+                    buf += data
+                if how == "garbage":
+                    await send_all(conn, b"garbage\r\n\r\n")
+                elif how == "reset":
+                    conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+                elif how == "stall":
+                    await trio.sleep_forever()

@@ -7,7 +7,7 @@ from __future__ import annotations
 import logging
 
 import trio
-from _routerkit import ANSWER, connect, read_all, send_all, uwsgi_backend
+from _routerkit import ANSWER, connect, read_all, send_all, uwsgi_backend, vars_then
 from test_fastrouter import engine_for, packet, request, roundtrip, start
 
 from brood.config.model import Config
@@ -44,29 +44,11 @@ async def test_a_large_vars_block_is_forwarded_whatever_the_buffer_size():
     assert backend.received == [data]
 
 
-async def reads_vars_then(how: str, task_status=trio.TASK_STATUS_IGNORED):
-    """A node that reads a packet's header and vars, then "close"s or "stall"s (never
-    reads the body)."""
-    with trio.socket.socket() as lsock:
-        await lsock.bind(("127.0.0.1", 0))
-        lsock.listen(8)
-        task_status.started(f"127.0.0.1:{lsock.getsockname()[1]}")
-        while True:
-            conn, _ = await lsock.accept()
-            with conn:
-                buf = b""
-                while len(buf) < 4 or len(buf) < 4 + int.from_bytes(buf[1:3], "little"):
-                    buf += await conn.recv(4 + int.from_bytes(buf[1:3], "little") - len(buf)
-                                           if len(buf) >= 4 else 4)
-                if how == "stall":
-                    await trio.sleep_forever()
-
-
 async def spooled_request_to(how: str, caplog) -> bytes:
     caplog.set_level(logging.INFO)
     cfg = Config.from_dict({"fastrouter-post-buffering": 100})
     async with trio.open_nursery() as nursery:
-        node = await nursery.start(reads_vars_then, how)
+        node = await nursery.start(vars_then, how)
         engine, _ = engine_for({b"a.example": [node]}, timeout=0.5)
         address, _ = await start(nursery, engine, cfg)
         sock = await connect(address)

@@ -5,14 +5,12 @@ router process goes on serving its other connections."""
 from __future__ import annotations
 
 import logging
-import socket
-import struct
 
 import pytest
 import trio
 import trio.testing
 from _httpkit import HttpClient, http_router, node_server, open_client
-from _routerkit import send_all
+from _routerkit import send_all, vars_then
 
 from brood.routers.http.settings import HttpSettings
 
@@ -20,28 +18,6 @@ from brood.routers.http.settings import HttpSettings
 def settings(**kw) -> HttpSettings:
     kw.setdefault("server_name", b"vm")
     return HttpSettings(**kw)
-
-
-async def failing_node(how: str, task_status=trio.TASK_STATUS_IGNORED):
-    """Reads a request's vars and a little of its body, then fails as ``how`` says:
-    "close" (no answer), "garbage" (not HTTP) or "reset"."""
-    with trio.socket.socket() as lsock:
-        await lsock.bind(("127.0.0.1", 0))
-        lsock.listen(8)
-        task_status.started(f"127.0.0.1:{lsock.getsockname()[1]}")
-        while True:
-            conn, _ = await lsock.accept()
-            with conn:
-                buf = b""
-                while len(buf) < 4 or len(buf) < 4 + int.from_bytes(buf[1:3], "little") + 1:
-                    data = await conn.recv(65536)
-                    if not data:
-                        break
-                    buf += data
-                if how == "garbage":
-                    await send_all(conn, b"garbage\r\n\r\n")
-                elif how == "reset":
-                    conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
 
 
 async def still_serves(address: str) -> None:
@@ -56,7 +32,7 @@ async def still_serves(address: str) -> None:
 async def test_a_node_failing_while_the_body_streams_gets_a_502(how, caplog):
     caplog.set_level(logging.INFO)
     async with trio.open_nursery() as nursery:
-        bad = await nursery.start(failing_node, how)
+        bad = await nursery.start(vars_then, how, 1)
         good = await nursery.start(node_server)
         async with http_router({b"a": [bad], b"ok": [good.address]}, settings()) as router:
             with await open_client(router.address) as sock:
