@@ -54,6 +54,7 @@ from brood.routers.net.listen import ACCEPT_BATCH, CLIENT_LEFT, run_connection
 from brood.routers.net.relay import (
     HAS_SPLICE,
     PIPE_SIZE,
+    SLOW_TAKE,
     EndFailed,
     client_room,
     splice_pipeful,
@@ -677,8 +678,9 @@ class Lane:
         bytes never enter Python). True when more can be moved at once; False when the
         lane waits for an edge, or the connection ended (finished, failed, dropped)."""
         remaining = conn.remaining
-        want = client_room(conn.sock, PIPE_SIZE if remaining < 0 or remaining > PIPE_SIZE
-                           else remaining)
+        want = PIPE_SIZE if remaining < 0 or remaining > PIPE_SIZE else remaining
+        if want > SLOW_TAKE:  # room asked (2 syscalls) only once the answer is long
+            want = client_room(conn.sock, want) if conn.sent >= SLOW_TAKE else SLOW_TAKE
         try:
             moved, out, rest = splice_pipeful(conn.up_fd, conn.fd, want)
         except BlockingIOError:

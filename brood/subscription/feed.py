@@ -65,6 +65,9 @@ RECV_SIZE = 65536
 # Bytes queued for a replica that reads nothing before the master gives up on the queue
 # (a snapshot replaces it when the replica reads again): a 30k-node snapshot is ~2 MB.
 MAX_BACKLOG = 16 << 20
+# ... and only once it has taken nothing for this long (a snapshot larger than
+# MAX_BACKLOG still goes out, over more ticks, to a replica that reads).
+STUCK_AFTER = 10.0
 # The master end's send buffer: room for a few snapshot batches in flight.
 SNDBUF = 1 << 20
 # The replica's own sweep (leaving nodes whose last request ended, lazy expiry).
@@ -152,12 +155,13 @@ class Channel:
         self.dropped = 0
         self.backlog: collections.deque[bytes] = collections.deque()  # not written yet
         self.backlog_size = 0
+        self.last_write = time.monotonic()  # the replica's last progress
 
     def send(self, messages: Sequence[bytes]) -> bool:
         """Queue ``messages`` behind those not written yet and write what the socket
         takes now, without blocking; True when nothing is left queued. A replica that
-        reads nothing while ``MAX_BACKLOG`` bytes pile up is given up on: the queue is
-        dropped and a snapshot (``resync``) replaces it on a later tick."""
+        reads nothing for ``STUCK_AFTER`` while ``MAX_BACKLOG`` bytes pile up is given up
+        on: the queue is dropped and a snapshot (``resync``) replaces it on a later tick."""
         if self.needs_resync or self.master.fileno() < 0:
             return False
         for message in messages:
@@ -166,16 +170,16 @@ class Channel:
         return self.flush()
 
     def flush(self) -> bool:
-        """Write queued messages, in order, until the socket is full (a unix datagram
-        queue holds ``net.unix.max_dgram_qlen`` messages: 10 on many systems); the master's
-        ticks write the rest. True when nothing is left queued."""
+        """Write queued messages, in order, until the socket is full (its 1 MiB send
+        buffer); the master's ticks write the rest. True when nothing is left queued."""
         backlog = self.backlog
         while backlog:
             message = backlog[0]
             try:
                 self.master.send(message)
             except OSError:
-                if self.backlog_size > MAX_BACKLOG:
+                if (self.backlog_size > MAX_BACKLOG
+                        and time.monotonic() - self.last_write > STUCK_AFTER):
                     log(f"subscription feed of router process {self.index}: "
                         f"{self.backlog_size} bytes unread, dropped; a snapshot follows "
                         f"when it reads again")
@@ -186,6 +190,7 @@ class Channel:
                 return False
             backlog.popleft()
             self.backlog_size -= len(message)
+            self.last_write = time.monotonic()
         return True
 
     def resync(self, snapshot: Sequence[Packet]) -> bool:

@@ -136,3 +136,11 @@ async def test_an_answer_cut_short_by_the_node_is_logged(path, caplog):
     got = await exchange({b"/": cut}, raw, proxy_protocol=path == "general")
     assert got.startswith(b"HTTP/1.1 200 OK") and len(got) < len(cut) + 100  # then a close
     assert any("cut short" in r.getMessage() for r in caplog.records)
+
+
+async def test_a_coded_chunked_answer_to_an_http10_client_is_a_502():
+    """Decoded for it, the answer would lose its gzip coding unnamed."""
+    got = await exchange({b"/": b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip, chunked\r\n\r\n"
+                                b"2\r\nGZ\r\n0\r\n\r\n"},
+                         b"GET / HTTP/1.0\r\nHost: a\r\n\r\n")
+    assert got.startswith(b"HTTP/1.1 502 ") and b"GZ" not in got

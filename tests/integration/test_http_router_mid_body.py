@@ -5,6 +5,8 @@ router process goes on serving its other connections."""
 from __future__ import annotations
 
 import logging
+import socket
+import struct
 
 import pytest
 import trio
@@ -95,3 +97,38 @@ async def test_a_node_answer_with_oversized_trailers_is_cut_not_fatal(caplog):
     assert any("chunked trailers too large" in r.getMessage() for r in caplog.records)
     assert not [r for r in caplog.records if r.exc_info], "a traceback was logged"
 
+
+
+async def test_a_client_reset_inside_its_body_releases_the_node_at_once(caplog):
+    """Not "the node stopped reading": the node connection closes now, not after a
+    timeout, and no 502 or 408 blames anyone (the client is gone)."""
+    caplog.set_level(logging.INFO)
+    released = trio.Event()
+
+    async def reads_to_the_end(task_status=trio.TASK_STATUS_IGNORED):
+        with trio.socket.socket() as lsock:
+            await lsock.bind(("127.0.0.1", 0))
+            lsock.listen(8)
+            task_status.started(f"127.0.0.1:{lsock.getsockname()[1]}")
+            conn, _ = await lsock.accept()
+            with conn:
+                try:
+                    while await conn.recv(65536):
+                        pass
+                except OSError:
+                    pass
+                released.set()
+
+    async with trio.open_nursery() as nursery:
+        node = await nursery.start(reads_to_the_end)
+        async with http_router({b"a": [node]}, settings(timeout=30)) as router:
+            sock = await open_client(router.address)
+            await sock.send(b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 10000000\r\n\r\n"
+                            + b"x" * 300000)
+            await trio.testing.wait_all_tasks_blocked(cushion=0.05)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            sock.close()
+            with trio.fail_after(5):
+                await released.wait()
+        nursery.cancel_scope.cancel()
+    assert not [r for r in caplog.records if " 502" in r.getMessage() or " 408" in r.getMessage()]

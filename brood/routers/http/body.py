@@ -99,7 +99,7 @@ class BodyPlan:
         sent = 0
         while self.remaining:
             out.waiting = "read"
-            data = await client.receive(min(RECV, self.remaining))
+            data = await _from_client(client, min(RECV, self.remaining))
             out.waiting = ""
             if not data:
                 raise ClientGone(f"client closed with {self.remaining} body bytes missing")
@@ -111,7 +111,7 @@ class BodyPlan:
         decoder = self.decoder
         while decoder is not None:
             out.waiting = "read"
-            data = await client.receive()
+            data = await _from_client(client, RECV)
             out.waiting = ""
             if not data:
                 raise ClientGone("client closed inside a chunked body")
@@ -126,6 +126,15 @@ class BodyPlan:
                 sent += len(out)
             await trio.lowlevel.checkpoint()  # the socket calls yield only when they wait
         return sent
+
+
+async def _from_client(client: Client, max_bytes: int) -> bytes:
+    """The client's next body bytes; ClientGone when it reset (not the node's failure:
+    an OSError while a body streams means the node stopped reading)."""
+    try:
+        return await client.receive(max_bytes)
+    except OSError as exc:
+        raise ClientGone(f"client gone inside its body: {exc.strerror or exc}") from exc
 
 
 async def plan_body(client: Client, head: RequestHead, *, chunked_input: bool,

@@ -198,6 +198,9 @@ async def relay_response(up: Upstream, client: Endpoint, *, request: RequestHead
         out.sent += size
         out.complete = True
     elif kind == "chunked":
+        if not client_http11 and _codings(head) != [b"chunked"]:
+            # decoded for an HTTP/1.0 client, it would lose its other coding unnamed
+            raise BadResponse("a transfer coding other than chunked for an HTTP/1.0 client")
         await _relay_chunked(up, client, size, data, touch, out, dechunk=not client_http11)
     elif auto_gzip or auto_chunked:
         # chunked framing needs an HTTP/1.1 answer to an HTTP/1.1 client
@@ -206,6 +209,11 @@ async def relay_response(up: Upstream, client: Endpoint, *, request: RequestHead
     else:
         await _relay_until_close(up, client, data, touch, out)
     up.over = out.complete  # (a 101 went on above: its raw pipe is not over)
+
+
+def _codings(head: ResponseHead) -> list[bytes]:
+    return [c.strip().lower() for name, value in head.headers
+            if name.lower() == b"transfer-encoding" for c in value.split(b",") if c.strip()]
 
 
 def _has_line(head: ResponseHead, lname: bytes) -> bool:

@@ -467,6 +467,7 @@ async def _splice_copy(
                 if pipe is None:  # out of fds: this chunk is copied
                     if not await _copy_chunk(src, dst, counts, slot, touch):
                         return
+                    await trio.lowlevel.checkpoint()  # the copy yields only when it waits
                     continue
             try:
                 moved = os.splice(src_fd, pipe[1], PIPE_SIZE, flags=SPLICE_FLAGS)
