@@ -38,11 +38,11 @@ from brood.protocol.errors import BadResponse
 from brood.protocol.http1 import RequestHead, ResponseHead, parse_response_head
 from brood.routers.engine import Upstream
 from brood.routers.http.body import ClientGone
-from brood.routers.net import sockio
 from brood.routers.net.relay import (
     EndFailed,
     Endpoint,
     can_splice,
+    send_patiently,
     splice_exactly,
     writable_or_moving,
 )
@@ -109,30 +109,13 @@ async def _send(client: Endpoint, data: bytes | memoryview, touch: Callable[[], 
                 out: Outcome) -> None:
     """``data`` to the client. ClientGone when it is gone (not the node's failure); while
     it takes bytes, however slowly, the idle timeout does not run out."""
-    if not isinstance(client, trio.socket.SocketType):
-        try:
-            await client.send_all(data)
-        except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
-            raise ClientGone(f"client gone: {exc}") from exc
-        return
-    s = sockio.raw(client)
     try:
-        sent = s.send(data)
-    except BlockingIOError:
-        sent = 0
-    except OSError as exc:
-        raise ClientGone(f"client gone: {exc.strerror or exc}") from exc
-    if sent == len(data):
-        return
-    view = memoryview(data)[sent:]
-    while view:
-        await client_writable(client, touch, out)
-        try:
-            view = view[s.send(view):]
-        except BlockingIOError:
-            continue
-        except OSError as exc:
-            raise ClientGone(f"client gone: {exc.strerror or exc}") from exc
+        if isinstance(client, trio.socket.SocketType):
+            await send_patiently(client, data, lambda sock: client_writable(sock, touch, out))
+        else:
+            await client.send_all(data)
+    except (OSError, trio.BrokenResourceError, trio.ClosedResourceError) as exc:
+        raise ClientGone(f"client gone: {getattr(exc, 'strerror', None) or exc}") from exc
 
 
 async def client_writable(client: trio.socket.SocketType, touch: Callable[[], None],

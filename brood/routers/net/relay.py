@@ -25,6 +25,7 @@ import fcntl
 import os
 import socket
 import struct
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Union
 
@@ -280,7 +281,7 @@ async def _copy_chunk(src: Endpoint, dst: Endpoint, counts: list[int], slot: int
         return False
     try:
         if isinstance(dst, trio.socket.SocketType):
-            await _send_patiently(dst, data, touch)
+            await send_patiently(dst, data, lambda sock: writable_or_moving(sock, touch))
         else:
             await dst.send_all(data)
     except _GONE as exc:
@@ -290,14 +291,16 @@ async def _copy_chunk(src: Endpoint, dst: Endpoint, counts: list[int], slot: int
     return True
 
 
-async def _send_patiently(sock: trio.socket.SocketType, data: bytes, touch) -> None:
-    """``send_all`` on a raw socket whose slow reader keeps the idle deadline away."""
+async def send_patiently(sock: trio.socket.SocketType, data: bytes | memoryview,
+                         wait: Callable[[trio.socket.SocketType], Awaitable[None]]) -> None:
+    """``send_all`` on a raw socket, ``await wait(sock)`` while it is full (a wait that
+    lets a slow reader keep the idle deadline away: ``writable_or_moving``)."""
     raw, view = sockio.raw(sock), memoryview(data)
     while view:
         try:
             view = view[raw.send(view):]
         except BlockingIOError:
-            await writable_or_moving(sock, touch)
+            await wait(sock)
 
 
 # Empty pipes kept for the next chunk of any session of this process: a session takes a
@@ -599,19 +602,14 @@ async def _copy_exactly(src: trio.socket.SocketType, dst: trio.socket.SocketType
                         nbytes: int, touch, wait_dst) -> int:
     """``splice_exactly`` by recv and send."""
     left = nbytes
-    raw_dst = sockio.raw(dst)
     while left:
         data = await sockio.recv(src, min(left, COPY_CHUNK))
         if not data:
             break
-        view = memoryview(data)
-        while view:
-            try:
-                view = view[raw_dst.send(view):]
-            except BlockingIOError:
-                await wait_dst(dst)
-            except OSError as exc:
-                raise EndFailed(dst, exc) from exc
+        try:
+            await send_patiently(dst, data, wait_dst)
+        except OSError as exc:
+            raise EndFailed(dst, exc) from exc
         left -= len(data)
         touch()
         await trio.lowlevel.checkpoint()  # the socket calls yield only when they wait
