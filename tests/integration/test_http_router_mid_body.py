@@ -131,4 +131,5 @@ async def test_a_client_reset_inside_its_body_releases_the_node_at_once(caplog):
             with trio.fail_after(5):
                 await released.wait()
         nursery.cancel_scope.cancel()
-    assert not [r for r in caplog.records if " 502" in r.getMessage() or " 408" in r.getMessage()]
+    assert not [r for r in caplog.records  # ": 502 ": a client's port may hold "502"
+                if ": 502 " in r.getMessage() or ": 408 " in r.getMessage()]
