@@ -31,7 +31,7 @@ from brood.routers.errors import NodeFailed, NodeTimeout, RoutingError, error_bo
 from brood.routers.net import sockio
 from brood.routers.net.backend import FirstPick
 from brood.routers.net.listen import ConnectionHandler
-from brood.routers.net.relay import receive_some, send_all
+from brood.routers.net.relay import receive_some, send_all, send_patiently
 
 log = logging.getLogger("brood.routers")
 
@@ -80,14 +80,12 @@ class Spool:
     async def send_to(self, sock: trio.socket.SocketType, timeout: float) -> None:
         """Write the spooled body to ``sock`` (sendfile(2) for the file case); OSError
         when the node fails, trio.TooSlowError when it takes no byte for ``timeout``."""
+        async def writable(sock: trio.socket.SocketType) -> None:
+            with trio.fail_after(timeout):
+                await trio.lowlevel.wait_writable(sock)
+
         if self.file is None:
-            raw, view = sockio.raw(sock), memoryview(self.memory)
-            while view:
-                try:
-                    view = view[raw.send(view):]
-                except BlockingIOError:
-                    with trio.fail_after(timeout):
-                        await trio.lowlevel.wait_writable(sock)
+            await send_patiently(sock, self.memory, writable)
             return
         self.file.flush()
         fd, offset = self.file.fileno(), 0
@@ -95,8 +93,7 @@ class Spool:
             try:
                 offset += os.sendfile(sock.fileno(), fd, offset, self.size - offset)
             except BlockingIOError:
-                with trio.fail_after(timeout):
-                    await trio.lowlevel.wait_writable(sock)
+                await writable(sock)
 
     def close(self) -> None:
         if self.file is not None:

@@ -9,9 +9,8 @@ and the master never blocks on them (its end is non-blocking).
 Messages, one datagram each, first byte the type:
 
 * ``P`` + packets: subscription datagrams to apply in order, each prefixed by its
-  length (2 bytes, big endian); batched so a snapshot needs few datagrams (a unix
-  datagram queue holds only ``net.unix.max_dgram_qlen`` messages: 10 by the kernel's
-  default, 512 on some systems);
+  length (2 bytes, big endian); batched so a snapshot needs few datagrams (the
+  master's end holds at most its 1 MiB send buffer of them at a time);
 * ``C`` + packets with their sender's credentials: the same, each length followed by
   the sender's pid, uid and gid (4 bytes each, big endian) and then the packet. They
   are the SCM_CREDENTIALS the master read (``--subscriptions-use-credentials``, see
