@@ -23,15 +23,21 @@ import trio
 
 from brood.config.model import Config
 from brood.listener import Listener
-from brood.protocol.errors import ProtocolError
+from brood.protocol.errors import BadRequest, ProtocolError
 from brood.protocol.uwsgi import MAX_VARS_SIZE, Packet, PacketReader, header_with_modifiers
 from brood.protocol.vars import routing_key
 from brood.routers.engine import Engine, Upstream, client_ip, option
-from brood.routers.errors import NodeFailed, NodeTimeout, RoutingError, error_body
+from brood.routers.errors import (
+    ClientError,
+    NodeFailed,
+    NodeTimeout,
+    RoutingError,
+    error_body,
+)
 from brood.routers.net import sockio
 from brood.routers.net.backend import FirstPick
 from brood.routers.net.listen import ConnectionHandler
-from brood.routers.net.relay import receive_some, send_all, send_patiently
+from brood.routers.net.relay import linger, receive_some, send_all, send_patiently
 
 log = logging.getLogger("brood.routers")
 
@@ -274,7 +280,8 @@ class FastRouter:
             node.tx += spool.size
             if rest:
                 await upstream.send(rest)
-        if body_sent(packet.vars, len(rest) if spool is None else spool.size):
+        sent = len(rest) if spool is None else spool.size
+        if body_sent(packet.vars, sent):
             result = await upstream.relay_answer(conn)
             # The node closed after its answer and had the whole request: nothing is
             # owed either way (Upstream.close resets it). A body still on its way when
@@ -282,20 +289,50 @@ class FastRouter:
             upstream.over = not result.timed_out and result.error is None and result.b_to_a > 0
         else:
             result = await upstream.relay(conn, end_when_node_done=True)
+        body_left = max(0, content_length(packet.vars) - sent - result.a_to_b)
         if result.timed_out:
-            err = NodeTimeout(f"node {node.name} silent for {self.engine.settings.timeout:g}s")
-            self.engine.log_failure(peer, err)
-            if result.b_to_a == 0:
-                await self.answer(conn, err.status)
+            await self.idle(conn, peer, upstream, result.b_to_a, body_left)
         elif result.failed is conn:  # the client went away: not the node's failure
             log.debug("fastrouter: client %s gone: %s", peer, result.error)
-        elif result.b_to_a == 0:  # no byte of an answer: nginx would say only "502"
+        elif result.b_to_a and (result.b_stopped_reading
+                                or (body_left and result.error is not None)):
+            # It answered (a 413, say) and closed without reading the whole body, which
+            # the kernel turns into a reset: the answer went to the client; the rest of
+            # the body is read and dropped so that the close does not reset it too.
+            log.info("fastrouter: node %s answered %s with %d bytes and closed before the "
+                     "whole body", node.name, peer, result.b_to_a)
+            await linger(conn)
+        elif result.error is not None or result.b_to_a == 0:
+            # No byte of an answer (nginx would say only "502"), or one cut by a reset.
             error = result.error
             reason = (f"{getattr(error, 'strerror', None) or error}" if error is not None
                       else "node closed without answering")
             err = NodeFailed(f"node {node.name}: {reason}")
             self.engine.log_failure(peer, err)
-            await self.answer(conn, err.status)
+            if result.b_to_a == 0:
+                await self.answer(conn, err.status)
+
+    async def idle(self, conn: trio.socket.SocketType, peer: Any, upstream: Upstream,
+                   answered: int, body_left: int) -> None:
+        """The relay's idle timeout fired: say who stopped, from the send queues of both
+        sockets (SIOCOUTQ: bytes the peer has not taken) and the body still owed, and
+        answer when no byte of the node's answer went out yet (``answered``)."""
+        timeout = self.engine.settings.timeout
+        if sockio.send_queue(conn.fileno()) > 0:  # no answer can reach it
+            self.engine.log_failure(peer, f"client took no byte for {timeout:g}s")
+            return
+        node = upstream.node.name
+        error: RoutingError
+        if sockio.send_queue(upstream.sock.fileno()) > 0:
+            error = NodeTimeout(f"node {node} took no body byte for {timeout:g}s")
+        elif body_left:  # the node waits for a body the client stopped sending
+            error = ClientError(BadRequest(f"client sent no body byte for {timeout:g}s "
+                                           f"({body_left} bytes missing)", status=408))
+        else:
+            error = NodeTimeout(f"node {node} silent for {timeout:g}s")
+        self.engine.log_failure(peer, error)
+        if not answered:
+            await self.answer(conn, error.status)
 
     async def answer(self, conn: trio.socket.SocketType, status: int) -> None:
         """Best effort: the client may already be gone."""

@@ -92,6 +92,42 @@ async def test_broken_side_ends_both_directions():
     assert isinstance(result.error, trio.BrokenResourceError | trio.ClosedResourceError)
 
 
+class _EarlyAnswerNode(trio.abc.Stream):
+    """A node's end that refuses the body (a write breaks) and only then has its answer
+    to read, then EOF: the order in which a node's early answer and its reset may come."""
+
+    def __init__(self) -> None:
+        self.refused = trio.Event()
+        self.unread = [b"HTTP/1.0 413 Content Too Large\r\n\r\n", b""]
+
+    async def send_all(self, data) -> None:
+        self.refused.set()
+        raise trio.BrokenResourceError("reset by the node")
+
+    async def wait_send_all_might_not_block(self) -> None:
+        pass
+
+    async def receive_some(self, max_bytes=None) -> bytes:
+        await self.refused.wait()
+        return self.unread.pop(0)
+
+    async def send_eof(self) -> None:
+        pass
+
+    async def aclose(self) -> None:
+        pass
+
+
+async def test_a_node_refusing_the_body_still_has_its_answer_relayed():
+    client, router_a = trio.testing.memory_stream_pair()
+    await client.send_all(b"body bytes the node will not take")
+    with trio.fail_after(5):
+        result = await relay(router_a, _EarlyAnswerNode(), idle_timeout=60,
+                             end_when_b_done=True)
+    assert result.b_stopped_reading and result.b_to_a == 34
+    assert await client.receive_some() == b"HTTP/1.0 413 Content Too Large\r\n\r\n"
+
+
 def _no_fd_left():
     raise OSError(errno.EMFILE, "Too many open files")
 

@@ -18,6 +18,7 @@ from brood.protocol.uwsgi import read_packet
 from brood.routers.node import Node
 
 ANSWER = b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 9\r\n\r\ncaptured\n"
+EARLY_ANSWER = b"HTTP/1.1 413 Content Too Large\r\nContent-Length: 9\r\n\r\ntoo much\n"
 
 
 def bind_listener(proto: str) -> Listener:
@@ -205,8 +206,10 @@ async def wait_for(condition, limit: float = 5) -> None:
 
 async def vars_then(how: str, body_bytes: int = 0, task_status=trio.TASK_STATUS_IGNORED):
     """A uwsgi node that reads a request's header, vars and ``body_bytes`` of its body
-    (no more), then does ``how``: "close" (no answer), "garbage" (not HTTP), "reset", or
-    "stall" (never reads on nor answers). Serves connections until cancelled."""
+    (no more), then does ``how``: "close" (no answer), "garbage" (not HTTP), "reset",
+    "stall" (never reads on nor answers), "early" (an answer, then a close: a reset when
+    body bytes are left unread), "listen" (reads on, never answers) or "half" (part of an
+    answer, then a reset). Serves connections until cancelled."""
     with trio.socket.socket() as lsock:
         await lsock.bind(("127.0.0.1", 0))
         lsock.listen(8)
@@ -230,3 +233,11 @@ async def vars_then(how: str, body_bytes: int = 0, task_status=trio.TASK_STATUS_
                     conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
                 elif how == "stall":
                     await trio.sleep_forever()
+                elif how == "early":
+                    await send_all(conn, EARLY_ANSWER)
+                elif how == "listen":
+                    while await conn.recv(1 << 16):
+                        pass
+                elif how == "half":
+                    await send_all(conn, ANSWER[:-4])
+                    conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))

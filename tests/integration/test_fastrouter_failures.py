@@ -7,7 +7,16 @@ from __future__ import annotations
 import logging
 
 import trio
-from _routerkit import ANSWER, connect, read_all, send_all, uwsgi_backend, vars_then
+from _routerkit import (
+    ANSWER,
+    EARLY_ANSWER,
+    connect,
+    read_all,
+    send_all,
+    uwsgi_backend,
+    vars_then,
+    wait_for,
+)
 from test_fastrouter import engine_for, packet, request, roundtrip, start
 
 from brood.config.model import Config
@@ -124,3 +133,99 @@ async def test_a_slow_but_steady_reader_is_not_cut_on_the_general_path():
                     got += len(chunk)
                     await trio.sleep(0.01)
         nursery.cancel_scope.cancel()
+
+
+def streamed(body_length: int, body: bytes = b"") -> bytes:
+    """A request whose CONTENT_LENGTH says more than comes with the packet: the general
+    path streams the rest of the body (no post-buffering)."""
+    pairs = [(b"REQUEST_METHOD", b"POST"), (b"PATH_INFO", b"/"), (b"HTTP_HOST", b"a.example"),
+             (b"CONTENT_LENGTH", str(body_length).encode())]
+    return packet(pairs, body)
+
+
+async def test_an_early_answer_to_a_streamed_body_reaches_the_client(caplog):
+    """A node answers (a 413, say) and closes without reading the body: the write to it
+    fails first, its answer is still in the router's socket and goes to the client."""
+    caplog.set_level(logging.INFO)
+    size = 16 << 20
+    async with trio.open_nursery() as nursery:
+        node = await nursery.start(vars_then, "early")
+        engine, _ = engine_for({b"a.example": [node]}, timeout=5)
+        address, _ = await start(nursery, engine)
+        sock = await connect(address)
+
+        async def send_body():
+            try:
+                await send_all(sock, streamed(size) + b"x" * size)
+            except OSError:
+                pass  # the router closed after its linger: the rest was not wanted
+
+        with sock:
+            nursery.start_soon(send_body)
+            answer = await read_all(sock)
+        nursery.cancel_scope.cancel()
+    assert answer == EARLY_ANSWER
+    assert not any(": 502 " in r.getMessage() for r in caplog.records)
+    assert not tracebacks(caplog)
+
+
+async def test_a_client_that_stops_sending_its_body_is_a_408_not_a_silent_node(caplog):
+    caplog.set_level(logging.INFO)
+    async with trio.open_nursery() as nursery:
+        node = await nursery.start(vars_then, "listen")
+        engine, _ = engine_for({b"a.example": [node]}, timeout=0.3)
+        address, _ = await start(nursery, engine)
+        sock = await connect(address)
+        with sock:
+            await send_all(sock, streamed(1000, b"x" * 100))
+            answer = await read_all(sock)
+        nursery.cancel_scope.cancel()
+    assert answer.startswith(b"HTTP/1.0 408 ")
+    messages = [r.getMessage() for r in caplog.records]
+    assert any("client sent no body byte for 0.3s" in m for m in messages), messages
+    assert not any("silent" in m for m in messages), messages
+
+
+async def test_a_client_that_stops_reading_is_said_not_blamed_on_the_node(caplog):
+    caplog.set_level(logging.INFO)
+    total = 16 << 20
+    big = b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % total + b"x" * total
+    data = request()
+
+    def said() -> list[str]:
+        return [r.getMessage() for r in caplog.records if "fastrouter" in r.getMessage()
+                or "client" in r.getMessage() or "node" in r.getMessage()]
+
+    async with trio.open_nursery() as nursery:
+        backend = await nursery.start(uwsgi_backend, big)
+        engine, _ = engine_for({b"a.example": [backend.address]}, timeout=0.3)
+        address, _ = await start(nursery, engine)
+        sock = await connect(address)
+        with sock:
+            await send_all(sock, data[:5])  # a packet in two writes: the general path
+            await trio.sleep(0.01)
+            await send_all(sock, data[5:])
+            await wait_for(lambda: any("took no byte" in m for m in said()), limit=10)
+        nursery.cancel_scope.cancel()
+    messages = said()
+    assert any("client took no byte for 0.3s" in m for m in messages), messages
+    assert not any("silent" in m for m in messages), messages
+
+
+async def test_a_node_that_resets_inside_its_answer_is_said(caplog):
+    caplog.set_level(logging.INFO)
+    data = request()
+    async with trio.open_nursery() as nursery:
+        node = await nursery.start(vars_then, "half")
+        engine, _ = engine_for({b"a.example": [node]})
+        address, _ = await start(nursery, engine)
+        sock = await connect(address)
+        with sock:
+            await send_all(sock, data[:5])  # the general path
+            await trio.sleep(0.01)
+            await send_all(sock, data[5:])
+            answer = await read_all(sock)
+        nursery.cancel_scope.cancel()
+    assert answer == ANSWER[:-4]  # what came before the reset
+    assert any(f"node {node}: " in r.getMessage() and "reset" in r.getMessage()
+               for r in caplog.records), [r.getMessage() for r in caplog.records]

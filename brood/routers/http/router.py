@@ -58,19 +58,14 @@ from brood.routers.net.listen import ConnectionHandler
 from brood.routers.net.relay import (
     Endpoint,
     deadline_slack,
+    linger,
     push_deadline,
-    receive_some,
     send_all,
 )
 
 log = logging.getLogger("brood.routers")
 
 CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
-# After an error answer, read and drop what the client still sends for this long (and
-# at most this much) before closing, so a close with unread bytes does not reset the
-# connection and destroy the answer in flight.
-LINGER_TIME = 1.0
-LINGER_BYTES = 1 << 20
 # Error answers are small; a client that does not take one in this time is gone.
 ERROR_SEND_TIMEOUT = 5.0
 
@@ -523,26 +518,7 @@ class HttpRouter:
                 await send_all(client.sock, answer)
             except (OSError, trio.BrokenResourceError, trio.ClosedResourceError):
                 return
-            await _linger(client.sock)
-
-
-async def _linger(sock: Endpoint) -> None:
-    """Half-close, then drop what the client still sends for a moment."""
-    if isinstance(sock, trio.socket.SocketType):
-        try:
-            sock.shutdown(socket.SHUT_WR)
-        except OSError:
-            return
-    dropped = 0
-    with trio.move_on_after(LINGER_TIME):
-        try:
-            while dropped < LINGER_BYTES:
-                data = await receive_some(sock, 65536)
-                if not data:
-                    return
-                dropped += len(data)
-        except (OSError, trio.BrokenResourceError, trio.ClosedResourceError):
-            return
+            await linger(client.sock)  # the unread rest of the request
 
 
 def make_handler(engine: Engine, cfg: Config, listener: Listener) -> ConnectionHandler:

@@ -5,7 +5,10 @@ body). Each copies until its source reaches EOF, then half-closes its destinatio
 (``shutdown(SHUT_WR)`` or ``send_eof``) so the peer sees the end too. One cancel scope
 wraps both; every chunk moved in either direction pushes its deadline forward, so the
 relay only times out when the whole session is idle. A reset or broken pipe on either
-side ends both directions.
+side ends both directions, but for one: b failing a write from a (a node that answered
+early, a 413 say, and closed without reading the rest of the body) leaves b->a to run
+until b's end, so that what b sent before reaches a (Linux keeps received bytes readable
+after a reset).
 
 Between two plain kernel sockets (TCP or unix, no TLS) the bytes never enter Python:
 ``os.splice`` moves them socket -> pipe -> socket, through a pipe taken from a per-process
@@ -66,6 +69,9 @@ class RelayResult:
     spliced: bool = False
     error: BaseException | None = None
     failed: Endpoint | None = None  # the end whose read or write raised ``error``
+    # A write to b failed: b stopped reading (closed, or reset) with a's bytes still
+    # coming. A read error from b after that is the same close seen from the other side.
+    b_stopped_reading: bool = False
 
 
 class EndFailed(Exception):
@@ -140,6 +146,33 @@ async def send_eof(end: Endpoint) -> None:
             pass
 
 
+# After an answer that leaves part of a client's request unread: read and drop what the
+# client still sends for this long (and at most this much) before closing, so that the
+# close, with unread bytes, does not reset the connection and destroy the answer in flight.
+LINGER_TIME = 1.0
+LINGER_BYTES = 1 << 20
+
+
+async def linger(sock: Endpoint) -> None:
+    """Half-close, then drop what the peer still sends for a moment (``LINGER_TIME``)."""
+    if isinstance(sock, trio.socket.SocketType):
+        try:
+            sock.shutdown(socket.SHUT_WR)
+        except OSError:
+            return
+    dropped = 0
+    with trio.move_on_after(LINGER_TIME):
+        try:
+            while dropped < LINGER_BYTES:
+                data = await receive_some(sock, 65536)
+                if not data:
+                    return
+                dropped += len(data)
+                await trio.lowlevel.checkpoint()  # the recv yields only when it waits
+        except _GONE:
+            return
+
+
 def set_nodelay(sock: trio.socket.SocketType | socket.socket) -> None:
     """Disable Nagle on TCP sockets (a 40 ms stall per response otherwise, see PERF.md)."""
     if sock.family in (socket.AF_INET, socket.AF_INET6):
@@ -199,6 +232,9 @@ async def relay(
             await _copy_one_way(src, dst, counts, slot, touch, use_splice)
         except EndFailed as exc:
             result.error, result.failed = exc.error, exc.end
+            if exc.end is b and dst is b:  # b's answer may still be on its way: b->a ends
+                result.b_stopped_reading = True
+                return
             nursery.cancel_scope.cancel()
             return
         except _GONE as exc:  # neither read nor write (a wait on a closed socket)
