@@ -132,7 +132,7 @@ class LaneConn:
         self.held = False  # a session held before the request went out (FastLane.take)
         self.hup = False  # the client hung up (reads go on until EOF)
         self.node_hup = False  # the node hung up
-        self.outq = -1  # the client's send queue at the last sweep (_client_queue_moved)
+        self.outq = -1  # the client's send queue at the last sweep (send_queue_moved)
 
 
 class Lane:
@@ -735,7 +735,7 @@ class Lane:
 
     def _wait_writable(self, conn: LaneConn) -> None:
         """The client is full: its EPOLLOUT edge resumes ``conn.pending``."""
-        note_client_queue(conn)
+        note_send_queue(conn, conn.fd)
         if not conn.out_armed:
             conn.out_armed = True
             self.ep.modify(conn.fd, _IN_OUT)
@@ -849,7 +849,7 @@ class Lane:
             self._close_node(conn)
             self._connect_failed(conn, node, trio.TooSlowError())  # type: ignore[arg-type]
         elif conn.pending:  # waiting for the client to take bytes, not for the node
-            if _client_queue_moved(conn):
+            if send_queue_moved(conn, conn.fd):
                 conn.deadline = now + self.timeout  # slow, but still reading
             else:
                 self.engine.log_failure(conn.peer, f"client took no byte for "
@@ -861,19 +861,19 @@ class Lane:
                                           f"{self.timeout:g}s"))
 
 
-def note_client_queue(conn: LaneConn) -> None:
-    """Note the client's send queue as a send falls short: what ``_client_queue_moved``
-    compares with when the idle deadline passes."""
-    conn.outq = sockio.send_queue(conn.fd)
+def note_send_queue(holder: Any, fd: int) -> None:
+    """Note ``fd``'s send queue in ``holder.outq`` as a send to it falls short: what
+    ``send_queue_moved`` compares with when the idle deadline passes."""
+    holder.outq = sockio.send_queue(fd)
 
 
-def _client_queue_moved(conn: LaneConn) -> bool:
-    """Whether the client took bytes since the last look: its socket's send queue
-    (SIOCOUTQ) changed. A slow reader drains a large send buffer without an EPOLLOUT
-    edge for a long time; this tells it from a stalled one."""
-    queued = sockio.send_queue(conn.fd)
-    moved = queued != conn.outq
-    conn.outq = queued
+def send_queue_moved(holder: Any, fd: int) -> bool:
+    """Whether ``fd``'s peer took bytes since the last look: its send queue (SIOCOUTQ)
+    changed from ``holder.outq``. A slow reader drains a large send buffer without an
+    EPOLLOUT edge for a long time; this tells it from a stalled one."""
+    queued = sockio.send_queue(fd)
+    moved = queued != holder.outq
+    holder.outq = queued
     return moved and queued >= 0
 
 

@@ -44,9 +44,9 @@ from brood.routers.lane import (
     TURN,
     Lane,
     LaneConn,
-    _client_queue_moved,
-    note_client_queue,
+    note_send_queue,
 )
+from brood.routers.net import sockio
 from brood.routers.net.backend import FirstPick
 from brood.routers.net.relay import (
     PIPE_SIZE,
@@ -82,7 +82,7 @@ class Way:
     """One direction of a relayed connection: ``src`` -> ``dst``."""
 
     __slots__ = ("src", "dst", "src_fd", "dst_fd", "pending", "readable", "drain", "eof",
-                 "done", "bulk", "inline")
+                 "done", "bulk", "inline", "outq")
 
     def __init__(self, src: Any, dst: Any) -> None:
         self.src, self.dst = src, dst
@@ -94,6 +94,7 @@ class Way:
         self.done = False  # src's EOF passed on to dst
         self.bulk = False  # moved by splice from now on
         self.inline = False  # urgent data stays in the stream (SO_OOBINLINE on src)
+        self.outq = -1  # dst's send queue when a send to it last fell short
 
 
 class RawConn(LaneConn):
@@ -305,8 +306,7 @@ class RawLane(Lane):
             self._count(conn, way, sent)
         if sent < len(data):
             way.pending = data[sent:]
-            if way is conn.down_way:
-                note_client_queue(conn)  # a slow reader is told from a stalled one by it
+            note_send_queue(way, way.dst_fd)  # a slow reader is told from a stalled one by it
             return 0
         way.pending = b""
         return 1
@@ -315,7 +315,7 @@ class RawLane(Lane):
         """One pipeful src -> dst by splice(2); the bytes moved, -1 when the connection
         ended. What dst could not take waits in ``pending``."""
         try:
-            want = client_room(way.dst, PIPE_SIZE) if way is conn.down_way else PIPE_SIZE
+            want = client_room(way.dst, PIPE_SIZE)  # what dst cannot take waits in Python
             moved, out, rest = splice_pipeful(way.src_fd, way.dst_fd, want)
         except BlockingIOError:
             # Splice stops at an urgent mark (EAGAIN with bytes queued behind it); only
@@ -343,8 +343,7 @@ class RawLane(Lane):
             self._count(conn, way, out)
         if rest:
             way.pending = rest  # counted as it goes out
-            if way is conn.down_way:
-                note_client_queue(conn)
+            note_send_queue(way, way.dst_fd)
         conn.deadline = time.monotonic() + self.timeout
         return moved
 
@@ -382,9 +381,19 @@ class RawLane(Lane):
     def _expire(self, conn: LaneConn, now: float) -> None:
         if conn.hard <= now or conn.state == CONNECTING:
             super()._expire(conn, now)
-        elif conn.down_way.pending and _client_queue_moved(conn):  # type: ignore[attr-defined]
-            conn.deadline = now + self.timeout  # a slow reader, still reading
+        elif _still_reading(conn.down_way) | _still_reading(conn.up_way):  # type: ignore[attr-defined]
+            # (both looked at: each notes its queue) a slow reader, client or node, still reads
+            conn.deadline = now + self.timeout
         else:
             self.engine.log_failure(conn.peer, f"idle for {self.timeout:g}s, closed")
             self._drop(conn)
 
+
+def _still_reading(way: Way) -> bool:
+    """Whether ``way``'s destination took bytes since the last look: its send queue moved
+    (bytes waiting in ``pending`` or not, a slow reader may be draining what the kernel
+    holds for it). At the first look, a queue not empty yet is given one more timeout."""
+    queued = sockio.send_queue(way.dst_fd)
+    moved = queued > 0 if way.outq < 0 else queued != way.outq
+    way.outq = queued
+    return moved and queued >= 0

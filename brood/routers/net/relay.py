@@ -244,6 +244,8 @@ async def relay(
         await send_eof(dst)
         if last:
             nursery.cancel_scope.cancel()
+        elif isinstance(dst, trio.socket.SocketType):
+            await while_taken(dst, touch)  # a slow reader still drains the kernel's queue
 
     try:
         with scope:
@@ -448,6 +450,27 @@ async def writable_or_moving(sock: trio.socket.SocketType, touch) -> None:
         if trio.current_effective_deadline() <= deadline:  # a hard deadline: not pushed
             await trio.lowlevel.wait_writable(sock)
             return
+
+
+async def while_taken(sock: trio.socket.SocketType, touch) -> None:
+    """After the last byte went to ``sock``: while its peer still takes bytes from the
+    kernel's send queue, however slowly, push the idle deadline (``touch``), looking just
+    before it as ``writable_or_moving`` does. Returns once the queue is empty, or stalled
+    (the deadline then decides)."""
+    fd = sock.fileno()
+    queued = sockio.send_queue(fd)
+    while queued > 0:
+        deadline = trio.current_effective_deadline()
+        await trio.sleep_until(deadline - min(_LOOK_AHEAD, (deadline - trio.current_time()) / 2))
+        if trio.current_effective_deadline() > deadline:
+            continue  # the other direction moved bytes meanwhile: look again later
+        now = sockio.send_queue(fd)
+        if now < 0 or (now and queued - now < _MIN_PROGRESS):  # it took (next to) nothing
+            return
+        touch()
+        if trio.current_effective_deadline() <= deadline:  # a hard deadline: not pushed
+            return
+        queued = now
 
 
 def client_room(sock: socket.socket, want: int) -> int:
