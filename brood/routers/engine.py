@@ -102,12 +102,12 @@ class Upstream:
         """Write bytes to the node (a request head already read from the client); a
         checkpoint only when the socket buffer is full (``sockio``)."""
         await sockio.send_all(self.sock, data)
-        self.node.tx += len(data)
+        self.node.rx += len(data)
 
     async def receive_some(self, max_bytes: int = 65536) -> bytes:
         """Up to ``max_bytes`` of the answer; a checkpoint only when it has to wait."""
         data = await sockio.recv(self.sock, max_bytes)
-        self.node.rx += len(data)
+        self.node.tx += len(data)
         return data
 
     async def receive_answer(self, max_bytes: int = 65536) -> bytes:
@@ -127,8 +127,8 @@ class Upstream:
             await relay(client, self.sock, idle_timeout=self.engine.settings.timeout,
                         end_when_b_done=end_when_node_done, splice=splice, result=result)
         finally:
-            self.node.tx += result.a_to_b
-            self.node.rx += result.b_to_a
+            self.node.rx += result.a_to_b
+            self.node.tx += result.b_to_a
         return result
 
     async def relay_answer(self, client: Endpoint, *, splice: bool | None = None) -> RelayResult:
@@ -139,8 +139,8 @@ class Upstream:
             await relay_answer(client, self.sock, idle_timeout=self.engine.settings.timeout,
                                splice=splice, result=result)
         finally:
-            self.node.tx += result.a_to_b
-            self.node.rx += result.b_to_a
+            self.node.rx += result.a_to_b
+            self.node.tx += result.b_to_a
         return result
 
     def close(self) -> None:

@@ -277,7 +277,7 @@ class FastRouter:
                     self.engine.log_failure(peer, err)
                     await self.answer(conn, err.status)
                 return
-            node.tx += spool.size
+            node.rx += spool.size
             if rest:
                 await upstream.send(rest)
         sent = len(rest) if spool is None else spool.size

@@ -526,7 +526,7 @@ class Lane:
         node = conn.node
         node.requests += 1  # type: ignore[union-attr]
         node.ref += 1  # type: ignore[union-attr]
-        node.tx += sent  # type: ignore[union-attr]
+        node.rx += sent  # type: ignore[union-attr]
         if node.grace_until:  # type: ignore[union-attr]
             node.clear_grace()  # type: ignore[union-attr]
         if conn.held:
@@ -579,7 +579,7 @@ class Lane:
             except OSError as exc:
                 self._node_failed(conn, f"{exc.strerror or exc}")
                 return
-            conn.node.tx += sent  # type: ignore[union-attr]
+            conn.node.rx += sent  # type: ignore[union-attr]
             conn.packet = conn.packet[sent:]
             if not conn.packet:
                 self.ep.modify(conn.up_fd, _IN)
@@ -625,7 +625,7 @@ class Lane:
                 return
             if len(data) < want and not conn.node_hup:
                 conn.node_readable = False  # drained: the next edge says when there is more
-            node.rx += len(data)  # type: ignore[union-attr]
+            node.tx += len(data)  # type: ignore[union-attr]
             conn.deadline = time.monotonic() + self.timeout  # a byte in: not idle
             if conn.state == WAITING:
                 data = self._answer_start(conn, data)
@@ -703,7 +703,7 @@ class Lane:
             else:
                 self._finish(conn, True)
             return False
-        conn.node.rx += moved  # type: ignore[union-attr]
+        conn.node.tx += moved  # type: ignore[union-attr]
         if remaining > 0:
             conn.remaining = remaining - moved
         conn.sent += out

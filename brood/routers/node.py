@@ -25,8 +25,8 @@ class Node:
     # counters, as uWSGI's stats show them
     requests: int = 0
     last_requests: int = 0
-    tx: int = 0
-    rx: int = 0
+    tx: int = 0  # bytes the node sent (its answers): counted from its side, as uWSGI does
+    rx: int = 0  # bytes the node received (requests and their bodies)
     ref: int = 0  # requests in flight
     failcnt: int = 0
     death_mark: bool = False  # marked failed: removed once ref drops to 0

@@ -350,9 +350,9 @@ class RawLane(Lane):
     def _count(self, conn: RawConn, way: Way, size: int) -> None:
         """Bytes delivered one way, in the node's counters (as the general path counts)."""
         if way is conn.up_way:
-            conn.node.tx += size  # type: ignore[union-attr]
-        else:
             conn.node.rx += size  # type: ignore[union-attr]
+        else:
+            conn.node.tx += size  # type: ignore[union-attr]
 
     def _way_done(self, conn: RawConn, way: Way) -> bool:
         """``way``'s source ended and all its bytes went: half-close its destination, or

@@ -14,7 +14,7 @@ A snapshot is a JSON-able dict (``SNAPSHOT_VERSION``)::
 
     {"v": 1, "index": 2, "pid": 4242, "time": 1795437100.25, "connections": 40,
      "active_sessions": 3, "sessions_total": 120,
-     "requests": 118, "tx": 9000, "rx": 51000,          # this process's node totals
+     "requests": 118, "tx": 51000, "rx": 9000,          # this process's node totals
      "static_nodes": [{"name", "requests", "grace_until", "grace_marked_at"}, ...],
      "subscriptions": [{"key", "hash", "hits", "sni_enabled",
                         "nodes": [{NODE_FIELDS}, ...]}, ...] or null}

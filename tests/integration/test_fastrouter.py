@@ -78,7 +78,7 @@ async def test_forwarded_packet_matches_capture_with_node_modifiers():
         assert await server.drain(5)
         nursery.cancel_scope.cancel()
     assert backend.received == [expected]
-    assert (node.requests, node.ref, node.tx, node.rx) == (1, 0, len(expected), len(ANSWER))
+    assert (node.requests, node.ref, node.rx, node.tx) == (1, 0, len(expected), len(ANSWER))
 
 
 @pytest.mark.parametrize(

@@ -76,7 +76,7 @@ async def test_packet_with_body_in_one_write_is_served_in_the_lane(resumed):
         nursery.cancel_scope.cancel()
     assert resumed == []
     assert backend.received == [bytes([5]) + data[1:3] + bytes([3]) + data[4:]]
-    assert (node.requests, node.ref, node.tx, node.rx) == (1, 0, len(data), len(ANSWER))
+    assert (node.requests, node.ref, node.rx, node.tx) == (1, 0, len(data), len(ANSWER))
     assert engine.active_sessions == 0
 
 
@@ -146,7 +146,7 @@ async def test_long_answer_relayed_byte_exact(monkeypatch, resumed, splice):
         address, _ = await start(nursery, engine)
         assert await roundtrip(address, request()) == answer
         nursery.cancel_scope.cancel()
-    assert resolver.nodes[b"a.example"][0].rx == len(answer)
+    assert resolver.nodes[b"a.example"][0].tx == len(answer)
     assert resumed == []
 
 

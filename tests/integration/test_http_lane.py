@@ -497,7 +497,7 @@ async def test_large_answer_to_a_slow_reader_arrives_byte_exact():
                 assert await client.response() == (whole[:-len(body)], body)
             await settled(router)
             node = node_of(router)
-            assert (node.requests, node.rx) == (2, 2 * len(whole))
+            assert (node.requests, node.tx) == (2, 2 * len(whole))
         nursery.cancel_scope.cancel()
 
 
@@ -696,8 +696,8 @@ async def test_node_counters_after_lane_requests():
             assert node.ref == 0
             assert router.engine.active_sessions == 0
             assert router.engine.sessions_total == 5
-            assert node.tx == sum(len(r) for r in server.requests)
-            assert node.rx == 5 * len(OK)
+            assert node.rx == sum(len(r) for r in server.requests)
+            assert node.tx == 5 * len(OK)
         nursery.cancel_scope.cancel()
 
 
@@ -731,7 +731,7 @@ async def test_answers_around_the_first_read_arrive_whole_and_counted(size):
                 assert len(lane_of(router).conns) == 1
             await settled(router)
             node = node_of(router)
-            assert (node.requests, node.rx) == (2, 2 * size)
+            assert (node.requests, node.tx) == (2, 2 * size)
         nursery.cancel_scope.cancel()
 
 
@@ -761,7 +761,7 @@ async def test_whole_answers_to_a_reader_that_waits_go_out_in_parts(monkeypatch)
                 assert len(lane_of(router).conns) == 1
             await settled(router)
             node = node_of(router)
-            assert (node.requests, node.rx) == (count, count * size)
+            assert (node.requests, node.tx) == (count, count * size)
             assert router.engine.sessions_total == count
         nursery.cancel_scope.cancel()
     assert lane_module.BODY in waited_from

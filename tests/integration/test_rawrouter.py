@@ -65,7 +65,7 @@ async def test_half_close_both_ways():
         await server.engine.wait_idle()
         nursery.cancel_scope.cancel()
     (node,) = resolver.nodes[address.encode()]
-    assert (node.requests, node.ref, node.tx, node.rx) == (1, 0, len(payload), 64)
+    assert (node.requests, node.ref, node.rx, node.tx) == (1, 0, len(payload), 64)
 
 
 async def test_node_speaks_first():

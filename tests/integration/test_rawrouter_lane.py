@@ -131,7 +131,7 @@ async def test_short_exchange_is_relayed_in_the_lane(resumed, lanes):
         nursery.cancel_scope.cancel()
     assert resumed == []
     (node,) = resolver.nodes[address.encode()]
-    assert (node.requests, node.ref, node.tx, node.rx) == (1, 0, 5, 64)
+    assert (node.requests, node.ref, node.rx, node.tx) == (1, 0, 5, 64)
     assert server.engine.active_sessions == 0
 
 
@@ -143,7 +143,7 @@ async def test_bulk_both_ways_is_byte_exact(monkeypatch, resumed, splices, splic
     assert reply == payload
     assert resumed == []
     (node,) = resolver.nodes[address.encode()]
-    assert (node.tx, node.rx) == (len(payload), len(payload))
+    assert (node.rx, node.tx) == (len(payload), len(payload))
     if splice:  # past the first full read, each byte crosses twice (in and out of a pipe)
         assert sum(splices) >= 3 * len(payload)
     else:
@@ -190,7 +190,7 @@ async def test_a_reader_that_stops_holds_the_rest_in_the_lane(lanes):
         await server.engine.wait_idle()
         nursery.cancel_scope.cancel()
     (node,) = resolver.nodes[address.encode()]
-    assert (node.requests, node.ref, node.rx) == (1, 0, len(payload))
+    assert (node.requests, node.ref, node.tx) == (1, 0, len(payload))
 
 
 async def test_refused_first_node_is_marked_and_the_next_serves(resumed):
@@ -301,7 +301,7 @@ async def test_a_reset_on_either_side_ends_both(side):
             await send_all(sock, b"ping")
             if side == "client":
                 await wait_for(lambda: server.engine.active_sessions == 1
-                               and resolver.nodes[address.encode()][0].tx == 4)
+                               and resolver.nodes[address.encode()][0].rx == 4)
                 sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
             else:
                 with trio.fail_after(5):
@@ -593,7 +593,7 @@ async def test_a_client_that_takes_nothing_is_closed_after_one_timeout(path, cap
         nursery.cancel_scope.cancel()
     assert took < 2 + 1 + 0.5, took  # the timeout, the sweep's second, slack
     (node,) = resolver.nodes[address.encode()]
-    assert node.rx == received  # bytes delivered, not bytes read and dropped at the close
+    assert node.tx == received  # bytes delivered, not bytes read and dropped at the close
 
 
 async def test_a_node_that_resets_as_it_accepts_served_not_failed(path):

@@ -161,7 +161,7 @@ async def _with_body(up: Upstream, client: Client, body: BodyPlan, touch, answer
 
     async def send_body() -> None:
         try:
-            up.node.tx += await body.stream(client, up.sock, touch, out)
+            up.node.rx += await body.stream(client, up.sock, touch, out)
             state["done"] = True
         except OSError:
             pass  # the node stopped reading: its answer (if any) still counts

@@ -281,7 +281,7 @@ class HttpLane(Lane):
             self._node_failed(conn, f"{exc.strerror or exc}")
             return
         size = len(data)
-        conn.node.rx += size  # type: ignore[union-attr]
+        conn.node.tx += size  # type: ignore[union-attr]
         answer = usual_answer(data, conn.head.method, RESPONSE_HEAD_LIMIT)  # type: ignore[union-attr]
         if answer is None or (self.settings.auto_gzip
                               and _GZIP_OPT_IN_RE.search(data, 0, answer[4])):

@@ -231,7 +231,7 @@ async def _relay_length(up: Upstream, client: Endpoint, data: bytes, total: int,
                                          lambda sock: client_writable(sock, touch, out))
         except EndFailed as failed:
             raise ClientGone(f"client gone: {failed.error}") from failed.error
-        up.node.rx += moved
+        up.node.tx += moved
         out.sent += moved
         out.complete = moved == remaining
         if not out.complete:
