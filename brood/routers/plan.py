@@ -95,6 +95,7 @@ def contribute_routers(cfg: Config, b: PlanBuilder) -> None:
             HttpSettings.from_config(router_cfg)  # a bad --http-* value stops the master here
         if kind == "fastrouter":
             _check_spool_dir(cfg)
+        _check_resolver(router_cfg, kind)
         count = max(1, int(cfg[f"{kind}-processes"] or 1))
         extras = [factory(router_cfg, b, kind, count) for factory in ROUTER_EXTRAS]
         b.add_child(ChildSpec(kind, count, _target(kind, router_cfg, listeners, extras),
@@ -107,6 +108,18 @@ def _check_spool_dir(cfg: Config) -> None:
     directory = cfg.get("fastrouter-post-buffering-dir")
     if directory and not os.path.isdir(directory):
         raise OptionError(f"--fastrouter-post-buffering-dir: {directory!r} is not a directory")
+
+
+def _check_resolver(cfg: Config, kind: str) -> None:
+    """Build the router's resolver once in the master, so that a code-string file that
+    does not load, a --X-use-socket beyond the sockets or a bad algorithm stops the start
+    with one line (in a router process it would fail, and be respawned, for ever)."""
+    from brood.routers.resolve import build_resolver
+
+    try:
+        build_resolver(cfg, kind)
+    except ValueError as exc:
+        raise OptionError(str(exc)) from exc
 
 
 def _target(kind: str, cfg: Config, listeners: list, extras: list) -> Callable[[int], int]:

@@ -61,9 +61,16 @@ def build_engine(kind: str, cfg: Config, subscription: Any = None) -> Engine:
     (``subscription``: the table replica's resolver, when the router has a feed)."""
     from brood.routers.resolve import build_resolver
 
-    resolver = build_resolver(cfg, kind, subscription)
+    resolver = build_resolver(cfg, kind, subscription, report=functools.partial(
+        _code_string_failed, kind))
     settings = RouterSettings.from_config(cfg, kind)
     return Engine(settings, resolver, has_nodes=_has_static_mapping(cfg, kind))
+
+
+def _code_string_failed(kind: str, message: str) -> None:
+    """``--X-use-code-string``'s function raised or returned no address: said (uWSGI
+    prints the traceback), the request then gets "no node"."""
+    log.warning("%s: --%s-use-code-string: %s", kind, kind, message)
 
 
 def _has_static_mapping(cfg: Config, kind: str) -> bool:
@@ -125,7 +132,10 @@ async def serve_router(
     front = importlib.import_module(FRONTS[prefix])
     mine = [lst for lst in listeners if PREFIX.get(lst.proto, lst.proto) == prefix]
     stats = _stats_listeners(prefix, cfg, listeners)
-    server = RouterServer(engine, [lst.name for lst in mine])
+    # The stats list every socket of the router, its subscription servers too (uWSGI).
+    names = [lst.name for lst in mine] + list(option(cfg, f"{prefix}-subscription-server", None)
+                                              or [])
+    server = RouterServer(engine, names)
     stats_http = bool(option(cfg, "stats-http", False))
     share = stats_share or StatsShare(prefix)
 

@@ -229,3 +229,42 @@ async def test_a_node_that_resets_inside_its_answer_is_said(caplog):
     assert answer == ANSWER[:-4]  # what came before the reset
     assert any(f"node {node}: " in r.getMessage() and "reset" in r.getMessage()
                for r in caplog.records), [r.getMessage() for r in caplog.records]
+
+
+def test_a_code_string_that_does_not_load_stops_the_start_with_a_message(tmp_path):
+    import subprocess
+    import sys
+
+    broken = tmp_path / "mapper.py"
+    broken.write_text("raise RuntimeError('broken at import')\n")
+    for value, said in ((f"0:{tmp_path}/missing.py:route", "cannot load"),
+                        (f"0:{broken}:route", "broken at import"),
+                        ("nonsense", "expected modifier1:file:function")):
+        out = subprocess.run([sys.executable, "-m", "brood", "--fastrouter", "127.0.0.1:0",
+                              "--fastrouter-use-code-string", value],
+                             capture_output=True, text=True, timeout=60)
+        assert out.returncode != 0 and "Traceback" not in out.stderr, out.stderr
+        assert "--fastrouter-use-code-string" in out.stderr and said in out.stderr, out.stderr
+
+
+def test_a_use_socket_beyond_the_sockets_stops_the_start_with_a_message():
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, "-m", "brood", "--fastrouter", "127.0.0.1:0",
+                          "--socket", "127.0.0.1:0", "--fastrouter-use-socket=3"],
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode != 0 and "Traceback" not in out.stderr, out.stderr
+    assert "--fastrouter-use-socket: use-socket 3" in out.stderr, out.stderr
+
+
+def test_a_code_string_function_that_raises_is_logged(tmp_path, caplog):
+    from brood.routers.process import build_engine
+
+    mapper = tmp_path / "mapper.py"
+    mapper.write_text("def route(key):\n    raise RuntimeError('boom from user code')\n")
+    cfg = Config.from_dict({"fastrouter-use-code-string": f"0:{mapper}:route"})
+    engine = build_engine("fastrouter", cfg)
+    with caplog.at_level(logging.WARNING, "brood.routers"):
+        assert engine.resolver.resolve(b"a.example", 0.0) is None
+    assert "boom from user code" in caplog.text and "--fastrouter-use-code-string" in caplog.text

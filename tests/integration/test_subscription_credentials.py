@@ -195,6 +195,8 @@ def test_router_stats_show_the_nodes_master(start_brood, hello_app, tmp_path) ->
 
     wait_until(every_process_shows_the_node, timeout=20, interval=0.01,
                what="the node in the stats of both router processes")
+    sockets = json.loads(read_stats(stats))["http"]
+    assert len(sockets) == 2 and sockets[1] == path  # the subscription server too, as uWSGI
     for node in seen.values():
         assert node["name"] == pool.address_of()
         assert (node["pid"], node["uid"], node["gid"]) == (pool.pid, os.getuid(), os.getgid())

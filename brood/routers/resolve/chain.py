@@ -190,11 +190,17 @@ def build_resolver(
     if _get(cfg, f"{prefix}-use-base"):
         candidates.append(BaseResolver(_get(cfg, f"{prefix}-use-base"), pool))
     if _get(cfg, f"{prefix}-use-code-string"):
-        candidates.append(CodeResolver.from_spec(_get(cfg, f"{prefix}-use-code-string"),
-                                                 pool, report))
+        try:
+            candidates.append(CodeResolver.from_spec(_get(cfg, f"{prefix}-use-code-string"),
+                                                     pool, report))
+        except ValueError as exc:
+            raise ValueError(f"--{prefix}-use-code-string: {exc}") from exc
     if cfg.is_set(f"{prefix}-use-socket"):
         own = list(sockets) if sockets is not None else list(_get(cfg, "socket", []))
-        address = use_socket_address(_get(cfg, f"{prefix}-use-socket", "0"), own)
+        try:
+            address = use_socket_address(_get(cfg, f"{prefix}-use-socket", "0"), own)
+        except ValueError as exc:
+            raise ValueError(f"--{prefix}-use-socket: {exc}") from exc
         candidates.append(SocketResolver(address, pool))
     candidates.append(static)
 
