@@ -75,10 +75,15 @@ def contribute_routers(cfg: Config, b: PlanBuilder) -> None:
     """Bind each router's sockets and add its processes."""
     for kind in KINDS:
         addresses = cfg[kind]
-        if not addresses:
+        redirects = cfg["http-to-https"] if kind == "http" else []
+        if not addresses and not redirects:
             continue
         listeners = [b.listen(addr, kind, kind, f"uWSGI {kind} socket {i}")
                      for i, addr in enumerate(addresses)]
+        # --http-to-https: sockets of the HTTP router that answer every request with a 301.
+        listeners += [b.listen(addr, "http-to-https", "http-to-https",
+                               f"uWSGI http-to-https socket {i}")
+                      for i, addr in enumerate(redirects)]
         if cfg.get(f"{kind}-stats"):
             # One socket for all the processes of the kind (any of them answers with the
             # merged figures, see stats_share), kept across reloads like the others.

@@ -49,7 +49,7 @@ FRONTS = {
     "sslrouter": "brood.routers.sslrouter",
 }
 # Option prefix (--X-to, --X-timeout...) of each listener proto.
-PREFIX = {"https": "http"}
+PREFIX = {"https": "http", "http-to-https": "http"}
 
 IMMEDIATE = (signal.SIGINT, signal.SIGQUIT)
 # --stats-http: how long to wait for the request bytes before answering anyway.

@@ -97,3 +97,17 @@ def test_version_and_help() -> None:
     assert _run("--version").stdout.startswith("brood ")
     helped = _run("--help")
     assert helped.returncode == 0 and "--socket" in helped.stdout
+
+
+def test_http_to_https_binds_its_socket_and_redirects(start_brood) -> None:
+    import socket
+
+    b = start_brood("--master", "--http-to-https", "127.0.0.1:0")
+    host, port = b.address_of("http-to-https socket 0").rsplit(":", 1)
+    with socket.create_connection((host, int(port)), timeout=5) as sock:
+        sock.sendall(b"GET /a?b=1 HTTP/1.1\r\nHost: example.com\r\nConnection: close\r\n\r\n")
+        answer = b""
+        while data := sock.recv(4096):
+            answer += data
+    assert answer.startswith(b"HTTP/1.1 301 ")
+    assert b"\r\nLocation: https://example.com/a?b=1\r\n" in answer
