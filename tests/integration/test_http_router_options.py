@@ -13,6 +13,7 @@ import trio.testing
 from _httpkit import HttpClient, http_router, node_server, open_client, packet_vars
 from _routerkit import send_all
 
+from brood.config.model import Config
 from brood.routers.http.accesslog import LineFormat
 from brood.routers.http.settings import HttpSettings
 
@@ -154,3 +155,21 @@ def test_unknown_log_variable_stops_start_up():
         capture_output=True, text=True, timeout=30, stdin=subprocess.DEVNULL)
     assert done.returncode == 1
     assert done.stderr.splitlines()[-1] == "brood: --http-log-format: unknown variable %(bogus)"
+
+
+def test_an_http_var_the_encoder_refuses_stops_start_up():
+    """A var with no name (or too long for a uwsgi block) failed every request of every
+    router process: refused in the master now, naming the option."""
+    for value, said in (("=v", "--http-var '=v': empty name"),
+                        ("A=" + "x" * 70000, "--http-var 'A': a var name or value is longer")):
+        done = subprocess.run(
+            [sys.executable, "-m", "brood", "--http", "127.0.0.1:0", "--http-to", "127.0.0.1:1",
+             "--http-var", value],
+            capture_output=True, text=True, timeout=30, stdin=subprocess.DEVNULL)
+        assert done.returncode == 1
+        assert done.stderr.splitlines()[-1].startswith(f"brood: {said}"), done.stderr[-300:]
+
+
+def test_an_http_var_without_equals_is_skipped_as_uwsgi_does():
+    cfg = Config.from_dict({"http-var": ["NOEQUALS", "A=B=C"]})
+    assert HttpSettings.from_config(cfg).extra_vars == [(b"A", b"B=C")]

@@ -37,7 +37,8 @@ from dataclasses import dataclass, field
 
 from brood.config.model import Config
 from brood.config.option import OptionError
-from brood.protocol.uwsgi import MAX_VARS_SIZE
+from brood.protocol.errors import ProtocolError
+from brood.protocol.uwsgi import MAX_VARS_SIZE, encode_vars
 from brood.routers.engine import option
 from brood.routers.http.accesslog import LineFormat
 
@@ -61,10 +62,29 @@ def _keepalive(value: object, timeout: float) -> tuple[bool, float]:
     return True, (timeout if seconds == 1 else seconds)
 
 
-def _var(text: str | bytes) -> tuple[bytes, bytes]:
-    raw = text.encode() if isinstance(text, str) else bytes(text)
-    key, _, value = raw.partition(b"=")
-    return key, value
+def _vars(values: list) -> list[tuple[bytes, bytes]]:
+    """``--http-var KEY=VALUE`` pairs, checked here, in the master: a pair the uwsgi
+    encoder refuses would fail every request of every router process. Entries with no
+    ``=`` are skipped, as uWSGI does."""
+    pairs = []
+    for text in values:
+        raw = text.encode() if isinstance(text, str) else bytes(text)
+        key, equal, value = raw.partition(b"=")
+        if not equal:
+            continue
+        if not key:
+            raise OptionError(f"--http-var {raw.decode(errors='replace')!r}: empty name")
+        try:
+            encode_vars([(key, value)])
+        except ProtocolError as exc:
+            raise OptionError(f"--http-var {key.decode(errors='replace')!r}: "
+                              f"{exc.reason}") from None
+        pairs.append((key, value))
+    try:
+        encode_vars(pairs)
+    except ProtocolError as exc:
+        raise OptionError(f"--http-var: {exc.reason}") from None
+    return pairs
 
 
 def _names(value: object) -> frozenset[str]:
@@ -155,7 +175,7 @@ class HttpSettings:
             proxy_protocol=bool(option(cfg, "http-enable-proxy-protocol", False)),
             modifier1=_modifier(option(cfg, "http-modifier1", None), "http-modifier1"),
             modifier2=_modifier(option(cfg, "http-modifier2", None), "http-modifier2"),
-            extra_vars=[_var(v) for v in option(cfg, "http-var", [])],
+            extra_vars=_vars(option(cfg, "http-var", []) or []),
             to_https=_names(option(cfg, "http-to-https", [])),
             server_name=socket.gethostname().encode(),
             manage_source=bool(option(cfg, "http-manage-source", False)),
