@@ -35,7 +35,6 @@ _V2_INET = struct.Struct("!4s4sHH")
 _V2_INET6 = struct.Struct("!16s16sHH")
 _V2_FAMILIES = {0x1: "TCP4", 0x2: "UDP4"}
 _V2_FAMILIES6 = {0x1: "TCP6", 0x2: "UDP6"}
-_V2_UNIX_FAMILIES = {0x1: "UNIX", 0x2: "UNIXGRAM"}
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,7 +45,7 @@ class ProxyInfo:
     src_port: int
     dst_addr: str
     dst_port: int
-    family: str  # TCP4, TCP6, UDP4, UDP6, UNIX, UNIXGRAM
+    family: str  # TCP4, TCP6, UDP4, UDP6
 
 
 def _port(text: bytes) -> int:
@@ -89,10 +88,6 @@ def _parse_v1(buf: bytes) -> tuple[ProxyInfo | None, int] | None:
         family=family.decode("ascii"),
     )
     return info, end + 2
-
-
-def _unix_path(raw: bytes) -> str:
-    return raw.split(b"\x00", 1)[0].decode("utf-8", "surrogateescape")
 
 
 def _parse_v2(buf: bytes) -> tuple[ProxyInfo | None, int] | None:
@@ -138,10 +133,9 @@ def _parse_v2(buf: bytes) -> tuple[ProxyInfo | None, int] | None:
     else:
         if length < 216:  # two 108-byte sun_path fields
             raise BadRequest("PROXY v2 unix block too short")
-        info = ProxyInfo(
-            _unix_path(body[:108]), 0, _unix_path(body[108:216]), 0,
-            _V2_UNIX_FAMILIES[transport],
-        )
+        # A socket path is no client address (REMOTE_ADDR, X-Forwarded-For): the
+        # connection's own address is kept, as nginx does for this family.
+        return None, total
     return info, total
 
 

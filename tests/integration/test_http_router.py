@@ -446,6 +446,18 @@ async def test_proxy_protocol_v1_and_v2_give_the_client_address():
         assert (found[b"REMOTE_ADDR"], found[b"REMOTE_PORT"]) == (addr, port)
 
 
+async def test_a_proxy_v2_unix_address_keeps_the_connections_own():
+    """A socket path (here not even UTF-8) is no client address: the request is served
+    with the connection's address (it was a traceback and a silent close)."""
+    paths = b"/tmp/\xc3\xa9\x87".ljust(108, b"\x00") + b"/tmp/b".ljust(108, b"\x00")
+    header = b"\r\n\r\n\x00\r\nQUIT\n" + bytes([0x21, 0x31]) + struct.pack("!H", 216) + paths
+    request = b"GET / HTTP/1.0\r\nHost: www.example.test\r\nX-Forwarded-For: 192.0.2.1\r\n\r\n"
+    _, _, captured = await one_request(header + request, proxy_protocol=True)
+    found, _ = packet_vars(captured)
+    assert found[b"REMOTE_ADDR"] == b"127.0.0.1"
+    assert found[b"HTTP_X_FORWARDED_FOR"] == b"192.0.2.1, 127.0.0.1"
+
+
 async def test_to_https_answers_301():
     async with http_router({}, settings(), proto="http-to-https") as router:
         with await open_client(router.address) as sock:

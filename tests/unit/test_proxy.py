@@ -75,9 +75,10 @@ def test_v2_tcp6_udp_unix():
     assert info == ProxyInfo("2001:db8::1", 5, "::2", 6, "TCP6")
     body4 = bytes(4) + bytes(4) + struct.pack("!HH", 5, 6)
     assert parse_proxy(v2(1, 0x12, body4))[0].family == "UDP4"
-    unix = b"/tmp/a.sock".ljust(108, b"\x00") + b"/tmp/b".ljust(108, b"\x00")
-    info, _ = parse_proxy(v2(1, 0x31, unix))
-    assert (info.src_addr, info.dst_addr, info.family) == ("/tmp/a.sock", "/tmp/b", "UNIX")
+    # A unix block (any bytes in its paths) is read past, its addresses not used.
+    unix = "/tmp/\u00e9.sock".encode().ljust(108, b"\x00") + b"/tmp/\x87".ljust(108, b"\x00")
+    assert parse_proxy(v2(1, 0x31, unix)) == (None, 16 + 216)
+    assert parse_proxy(v2(1, 0x32, unix + b"rest")) == (None, 16 + 220)
 
 
 def test_v2_local_and_unspec():
