@@ -97,6 +97,18 @@ async def test_uwsgi_encoding_never_reaches_the_client_with_auto_gzip():
         assert got.startswith(b"HTTP/1.1 2") and b"uwsgi-encoding" not in got.lower()
 
 
+async def test_a_part_of_a_range_is_not_gzipped():
+    """Content-Range counts the bytes before any coding: a gzipped part would corrupt
+    the whole a client puts together (uWSGI gzips it)."""
+    part = (b"HTTP/1.1 206 Partial Content\r\nuWSGI-Encoding: gzip\r\n"
+            b"Content-Range: bytes 0-4/100\r\n\r\nhello")
+    got = await exchange({b"/part": part}, b"GET /part HTTP/1.1\r\nHost: a\r\nRange: bytes=0-4"
+                         b"\r\nAccept-Encoding: gzip\r\nConnection: close\r\n\r\n",
+                         auto_gzip=True)
+    assert got.startswith(b"HTTP/1.1 206 ") and got.endswith(b"\r\n\r\nhello")
+    assert b"content-encoding" not in got.lower() and b"uwsgi-encoding" not in got.lower()
+
+
 async def test_a_connect_answer_rechunked_loses_its_content_length():
     got = await exchange({b"": b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"},
                          b"CONNECT a:80 HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n",

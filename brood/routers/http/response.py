@@ -204,15 +204,17 @@ def _has_line(head: ResponseHead, lname: bytes) -> bool:
 
 
 def _gzip_opt_in(head: ResponseHead) -> bool:
-    """uWSGI's condition: ``uWSGI-Encoding: gzip`` and no size nor Content-Encoding."""
+    """uWSGI's condition: ``uWSGI-Encoding: gzip`` and no size nor Content-Encoding;
+    and (brood) no part of a range: a 206's Content-Range counts the bytes before the
+    coding, a client putting parts together would get corrupt data."""
     opted = False
     for name, value in head.headers:
         lname = name.lower()
         if lname == _UWSGI_ENCODING and value.strip().lower() == b"gzip":
             opted = True
-        elif lname in _FRAMING:
+        elif lname in _FRAMING or lname == b"content-range":
             return False
-    return opted and head.status not in (204, 304) and head.status >= 200
+    return opted and head.status not in (204, 206, 304) and head.status >= 200
 
 
 async def _relay_length(up: Upstream, client: Endpoint, data: bytes, total: int,
