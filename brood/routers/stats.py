@@ -13,7 +13,9 @@ module reproduces the writer rather than calling ``json.dumps`` on a dict:
 * no newline after the final ``}``.
 
 With ``minified`` (``--stats-minified``) no newlines or tabs are written.
-Strings are JSON-escaped (uWSGI does not escape; for ordinary names the bytes agree).
+Strings are JSON-escaped (uWSGI does not escape; for ordinary names the bytes agree), and
+keys and node names that are not UTF-8 are written with U+FFFD (uWSGI writes the raw
+bytes, which no JSON parser takes).
 New brood fields may only ever be appended at the end (``extra``, then ``processes``:
 the per-process totals of a router with several processes, see ``stats_merge``).
 """
@@ -123,9 +125,19 @@ def _str(value: str) -> str:
 
 
 def _text(value: Any) -> str:
+    """A key or node name as valid Unicode: bytes that are not UTF-8 (an address from
+    one unchecked packet) become U+FFFD, as the table writes keys, so the document
+    stays valid JSON (a surrogate-escaped byte would go out raw)."""
     if isinstance(value, bytes | bytearray):
-        return bytes(value).decode("utf-8", "surrogateescape")
-    return str(value)
+        return bytes(value).decode("utf-8", "replace")
+    text = str(value)
+    if text.isascii():
+        return text
+    try:
+        raw = text.encode("utf-8", "surrogateescape")
+    except UnicodeEncodeError:  # a lone surrogate that stands for no byte
+        raw = text.encode("utf-8", "surrogatepass")
+    return raw.decode("utf-8", "replace")
 
 
 def _field(item: Any, name: str, default: Any = 0) -> Any:
@@ -171,7 +183,7 @@ def _static_entry(node: Node | Mapping[str, Any], now: float) -> tuple[str, int,
     carries ``hits`` and ``grace``."""
     if isinstance(node, Mapping):
         return _text(node.get("name", "")), int(node.get("hits", 0)), int(node.get("grace", 0))
-    return node.name, node.requests, grace_stat(node, now)
+    return _text(node.name), node.requests, grace_stat(node, now)
 
 
 def _write_slot(w: StatsWriter, slot: Any) -> None:

@@ -26,7 +26,9 @@ updates pushed between the drain and ``B`` are current, and the snapshot then fi
 whole state. What the master cannot write at once waits in the channel's queue, in
 order, and goes out on its next ticks (a snapshot of thousands of nodes takes several);
 when that queue passes ``MAX_BACKLOG`` (a stuck or dead process), it is dropped and a
-snapshot follows once the process reads again.
+snapshot follows once the process reads again: its hello, or the master's end polling
+writable (it took what was queued). Not before: a table whose snapshot is itself over
+``MAX_BACKLOG`` would be rebuilt and dropped again every tick, for nothing.
 
 In-flight counts and connect-refused dead marks stay in the replica: they describe the
 router process's own traffic. Replicas do not check signatures (the master did).
@@ -36,6 +38,7 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import select
 import socket
 import struct
 import time
@@ -150,7 +153,7 @@ class Channel:
         self.master.setblocking(False)
         with contextlib.suppress(OSError):
             self.master.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, SNDBUF)
-        self.needs_resync = False
+        self.needs_resync = False  # its queue was dropped: it is owed a snapshot
         self.dropped = 0
         self.backlog: collections.deque[bytes] = collections.deque()  # not written yet
         self.backlog_size = 0
@@ -160,7 +163,8 @@ class Channel:
         """Queue ``messages`` behind those not written yet and write what the socket
         takes now, without blocking; True when nothing is left queued. A replica that
         reads nothing for ``STUCK_AFTER`` while ``MAX_BACKLOG`` bytes pile up is given up
-        on: the queue is dropped and a snapshot (``resync``) replaces it on a later tick."""
+        on: the queue is dropped and a snapshot (``resync``) replaces it once it reads
+        again (``reads_again``)."""
         if self.needs_resync or self.master.fileno() < 0:
             return False
         for message in messages:
@@ -192,13 +196,27 @@ class Channel:
             self.last_write = time.monotonic()
         return True
 
+    def reads_again(self) -> bool:
+        """Whether a replica given up on took what was queued for it (the master's end
+        polls writable): only then is its snapshot worth building."""
+        if not self.needs_resync or self.master.fileno() < 0:
+            return False
+        poller = select.poll()
+        poller.register(self.master, select.POLLOUT)
+        return any(mask & select.POLLOUT for _, mask in poller.poll(0))
+
     def resync(self, snapshot: Sequence[Packet]) -> bool:
         """Replace what is queued by a full snapshot (B, packets, E): a snapshot is the
         whole state. It goes out as the socket takes it, over several ticks when large;
-        True when it all went out at once."""
+        True when it all went out at once. The replica gets a fresh ``STUCK_AFTER``
+        to start taking it."""
+        if self.needs_resync:
+            log(f"subscription feed of router process {self.index} reads again: "
+                f"sending a snapshot")
         self.needs_resync = False
         self.backlog.clear()
         self.backlog_size = 0
+        self.last_write = time.monotonic()
         return self.send([BEGIN, *pack(snapshot), END])
 
     def read_hellos(self) -> int:

@@ -191,6 +191,8 @@ class SubscriptionHub:
         if events and events[0][0] == "rejected":
             return self._drop(f"subscription for {_text(sub.key)[:64]} dropped: {events[0][1]}")
         self._handle(events)
+        if sub.unsubscribe and self.checker is not None:
+            _forget_removed(self.checker, events)
         if events or not sub.unsubscribe:
             self.push([(data, creds)])
         if self.forwarder is not None:
@@ -272,7 +274,7 @@ class SubscriptionHub:
         if gone:
             self.push(gone)
         for channel in self.channels:
-            if channel.needs_resync:
+            if channel.reads_again():  # a stuck replica costs nothing until then
                 self.resync(channel)
             elif channel.backlog:
                 channel.flush()  # the rest of a long snapshot, or updates behind it
@@ -375,6 +377,14 @@ class SubscriptionSocket:
 
     def close_in_child(self) -> None:
         self.sock.close()
+
+
+def _forget_removed(checker: SignChecker, events: list[Event]) -> None:
+    """An unsubscribe that removed its node ends that node's replay mark, so the node
+    re-subscribing within the second is a new node (uWSGI frees it too)."""
+    for event in events:
+        if event[0] == "removed_node":
+            checker.forget(event[1], event[2])
 
 
 def _text(value: bytes) -> str:

@@ -12,15 +12,26 @@ the ``unix`` of the node-creating packet and never checks the time of an unsubsc
 
 * the last accepted ``unix`` is kept per (key, address), subscribes and unsubscribes
   alike, and any packet with ``unix`` <= it is refused, so no captured packet can be
-  replayed, not even an older refresh or an unsubscribe;
-* a packet for a (key, address) with no record (a new node, or one forgotten after
-  ``tolerance``) must have ``unix`` >= now - tolerance; every packet must have
-  ``unix`` <= now + tolerance, so a forged far-future value cannot lock a node out;
+  replayed while the node is subscribed, not even an older refresh or an unsubscribe;
+* a packet for a (key, address) with no record (a new node, one forgotten after
+  ``tolerance``, or one its unsubscribe removed) must have ``unix`` >= now - tolerance;
+  every packet must have ``unix`` <= now + tolerance, so a forged far-future value
+  cannot lock a node out;
 * records older than ``now - tolerance`` are dropped by ``prune``: packets that old are
   refused by the rule above anyway, so memory stays bounded without reopening replays.
 
 A real uWSGI node sends ``now + 1`` in its unsubscribe, above its last subscribe, so
-it passes. Results are ``Verdict`` values; refusals are counted by reason.
+it passes. When an accepted unsubscribe removes the node, the server calls ``forget``
+and its mark goes, as uWSGI frees the node and its ``unix_check``: a node paused and
+resumed, or restarted, within the second re-subscribes with ``unix`` = now, below the
+unsubscribe's now + 1, and must count as new. The cost, as in uWSGI: once the node has
+left, a captured subscribe of it younger than ``tolerance`` can add it back, once (it
+then raises the mark again, and the node expires like any silent one).
+
+With the check on, every packet must be signed, as in uWSGI 2.0.21: an unsigned one is
+refused whether or not its key has a ``.pem``, and a signed one whose key has none too
+(uWSGI cannot create a slot without a key to check it with). Results are ``Verdict``
+values; refusals are counted by reason.
 """
 
 from __future__ import annotations
@@ -176,7 +187,8 @@ class SignChecker:
     """The router side of ``--subscriptions-sign-check`` (one or more key directories).
 
     The first directory holding ``<key>.pem`` decides, with its digest. A key with
-    no file in any directory is an unsigned key: its packets must not be signed.
+    no file in any directory cannot be subscribed to at all: the check is there so
+    that nobody without a private key can route a key, and uWSGI refuses it too.
     Public keys are cached by path and (mtime, size), so a replaced file is reread.
     """
 
@@ -244,10 +256,9 @@ class SignChecker:
         except ValueError as exc:
             return self._refuse("bad key file", str(exc))
         if found is None:
-            if sub.signed:
-                return self._refuse("no key", "signed packet for a key without a public key")
-            self.accepted += 1
-            return Verdict(True, "unsigned key")
+            if not sub.signed:
+                return self._refuse("unsigned", "unsigned packet (no public key for the key)")
+            return self._refuse("no key", "signed packet for a key without a public key")
         if not sub.signed:
             return self._refuse("unsigned", "unsigned packet for a signed key")
         if sub.unix is None:
@@ -269,6 +280,11 @@ class SignChecker:
         self._last[ident] = sub.unix
         self.accepted += 1
         return Verdict(True, "valid signature")
+
+    def forget(self, key: bytes, address: bytes) -> None:
+        """Drop the replay mark of a node an accepted unsubscribe removed (see the
+        module doc): its next subscribe is a new node's, as in uWSGI."""
+        self._last.pop((key, address), None)
 
     def prune(self, now: float) -> int:
         """Forget replay marks older than the tolerance (those packets fail anyway)."""

@@ -102,10 +102,10 @@ def signed_hub(tmp_path: Path) -> SubscriptionHub:
                            checker=SignChecker("SHA1", tmp_path))
 
 
-def signed(unix_now: float, weight: int = 0) -> bytes:
+def signed(unix_now: float, weight: int = 0, command: int = 0) -> bytes:
     signer = Signer("SHA1", KEYS / "TEST-ONLY-test.example.com.key")
     sub = Subscription(b"test.example.com", b"127.0.0.1:27091", cores=2, weight=weight)
-    return encode_subscription(sub, 0, signer=signer, now=unix_now)
+    return encode_subscription(sub, command, signer=signer, now=unix_now)
 
 
 def test_signed_accepted_forged_replayed_unsigned(signed_hub: SubscriptionHub, capfd) -> None:
@@ -127,6 +127,55 @@ def test_signed_accepted_forged_replayed_unsigned(signed_hub: SubscriptionHub, c
     hub2 = SubscriptionHub("http", SubscriptionTable(), checker=hub.checker)
     hub2.checker._last.clear()  # type: ignore[union-attr]
     assert hub2.receive(capture, 1795435350.0)[-1][0] == "new_node"
+
+
+def test_unsigned_packet_refused_for_a_key_without_key_file(signed_hub: SubscriptionHub,
+                                                            capfd) -> None:
+    """uWSGI 2.0.21 refuses every unsigned packet once the check is on; a key with no
+    ``.pem`` is no way around it (else anyone routes that key to anywhere)."""
+    channel = Channel(1)
+    signed_hub.channels = [channel]
+    for command in (0, 1):
+        sub = encode_subscription(Subscription(b"victim.example", b"127.0.0.1:1"), command)
+        assert signed_hub.receive(sub, NOW)[0][0] == "rejected"
+    assert nodes(signed_hub.table) == {}
+    with pytest.raises(BlockingIOError):
+        channel.child.recv(65536, socket.MSG_DONTWAIT)  # the replicas saw nothing
+    err = capfd.readouterr().err
+    assert ("subscription for victim.example refused: unsigned packet (no public key "
+            "for the key)") in err
+    assert "unsubscribe for victim.example refused: unsigned packet" in err
+    channel.master.close()
+    channel.child.close()
+
+
+def test_signed_node_back_within_the_second_is_a_new_node(signed_hub: SubscriptionHub,
+                                                          capfd) -> None:
+    """A node paused and resumed (or reloaded) within the second: its unsubscribe says
+    now + 1, its subscribe now. The unsubscribe removed it, so, as in uWSGI, its replay
+    mark went with it and the subscribe is a new node's, not a replay."""
+    hub = signed_hub
+    assert hub.receive(signed(NOW), NOW)[-1][0] == "new_node"
+    unsubscribe = signed(NOW, command=1)
+    assert [e[0] for e in hub.receive(unsubscribe, NOW)][-1] == "removed_pool"
+    back = signed(NOW + 1)
+    assert hub.receive(back, NOW + 1)[-1][0] == "new_node"
+    assert nodes(hub.table) == {"test.example.com": ["127.0.0.1:27091"]}
+    assert hub.receive(back, NOW + 1)[0][0] == "rejected"  # while it lives: a replay
+    err = capfd.readouterr().err
+    assert err.count("test.example.com => new node: 127.0.0.1:27091") == 2
+    assert err.count("invalid (sniffed ?) packet") == 1
+
+
+def test_a_node_that_expired_keeps_its_replay_mark(signed_hub: SubscriptionHub) -> None:
+    """Only an accepted unsubscribe ends the mark: a node that went silent and expired
+    cannot be brought back with its captured announce."""
+    hub = signed_hub
+    captured = signed(NOW)
+    assert hub.receive(captured, NOW)[-1][0] == "new_node"
+    hub.tick(NOW + 20)  # silent for 20 s > 17 s
+    assert nodes(hub.table) == {}
+    assert hub.receive(captured, NOW + 20)[0][0] == "rejected"
 
 
 def test_notify_ack_sent_once(tmp_path: Path) -> None:
@@ -254,6 +303,54 @@ def test_full_queue_marks_resync_and_tick_recovers(monkeypatch) -> None:
     assert not channel.needs_resync
     pump(feed)
     assert nodes(feed.table) == {"k": ["127.0.0.1:1"]}
+    channel.master.close()
+    channel.child.close()
+
+
+def test_a_stuck_replica_costs_no_snapshot_until_it_reads(monkeypatch, capfd) -> None:
+    """A table whose snapshot is over MAX_BACKLOG (made 4 KiB here) and a replica that
+    reads nothing: its queue is dropped once, logged once, and no snapshot is built
+    tick after tick (each would be dropped at once); the replica reading again gets
+    one, and ends up exact."""
+    monkeypatch.setattr(feed_module, "MAX_BACKLOG", 4096)
+    monkeypatch.setattr(feed_module, "STUCK_AFTER", 0.0)
+    channel = Channel(1)
+    hub = SubscriptionHub("fastrouter", SubscriptionTable(), channels=[channel])
+    for i in range(300):  # a snapshot of ~10 KiB
+        hub.table.apply(Subscription(b"k%d" % i, b"127.0.0.1:1"), NOW)
+    snapshots = 0
+    build = hub.snapshot
+
+    def counted() -> list:
+        nonlocal snapshots
+        snapshots += 1
+        return build()
+
+    monkeypatch.setattr(hub, "snapshot", counted)
+    sub = encode_subscription(Subscription(b"k0", b"127.0.0.1:1"))
+    for _ in range(5000):  # nobody reads: the queue fills and is given up on
+        hub.push([sub])
+        if channel.needs_resync:
+            break
+    assert channel.needs_resync and channel.dropped == 1
+    for tick in range(5):
+        hub.tick(NOW + tick)
+        hub.receive(sub, NOW + tick)  # refreshes keep coming
+    assert (snapshots, channel.dropped) == (0, 1)
+    assert capfd.readouterr().err.count("unread, dropped") == 1
+    feed = replica(channel)
+    feed.drain()  # it reads again (the stale queue)
+    hub.tick(NOW + 5)
+    assert snapshots == 1 and not channel.needs_resync
+    for _ in range(100):
+        pump(feed)
+        if not channel.backlog:
+            break
+        hub.tick(NOW + 5)
+    pump(feed)
+    assert nodes(feed.table) == nodes(hub.table) and len(nodes(feed.table)) == 300
+    err = capfd.readouterr().err
+    assert "unread, dropped" not in err and "reads again: sending a snapshot" in err
     channel.master.close()
     channel.child.close()
 

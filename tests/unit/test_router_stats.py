@@ -9,6 +9,8 @@ import pytest
 
 from brood.routers.node import Node
 from brood.routers.stats import NODE_FIELDS, router_stats
+from brood.subscription.packet import Subscription
+from brood.subscription.table import SubscriptionTable
 
 FIXTURES = Path("/work/shared/fixtures/stats")
 ROUTER_FIXTURES = sorted(
@@ -128,6 +130,22 @@ def test_strange_names_stay_valid_json() -> None:
     doc = json.loads(_doc(socket_names=['we"ird\\name'], cwd="/tmp/\u00e9"))
     assert doc["rawrouter"] == ['we"ird\\name']
     assert doc["cwd"] == "/tmp/\u00e9"
+
+
+def test_a_node_address_that_is_not_utf8_stays_valid_json() -> None:
+    """One unchecked packet with a non-UTF-8 address must not break the document: the
+    node's name is written with U+FFFD, as its key is, in both layouts."""
+    table = SubscriptionTable()
+    table.apply(Subscription(b"k\x87ey", b"127.0.0.1:1\x87"), NOW)
+    table.apply(Subscription(b"ok", "127.0.0.1:2/\u00e9".encode()), NOW)
+    for minified in (False, True):
+        out = _doc(subscriptions=table, minified=minified)
+        doc = json.loads(out.decode("utf-8"))  # strict: raw bytes would fail here
+        names = {s["key"]: s["nodes"][0]["name"] for s in doc["subscriptions"]}
+        assert names == {"k\ufffdey": "127.0.0.1:1\ufffd", "ok": "127.0.0.1:2/\u00e9"}
+    static = Node("127.0.0.1:3\udc87")  # e.g. an argv that is not UTF-8
+    doc = json.loads(_doc(static_nodes=[static]).decode("utf-8"))
+    assert doc["static_nodes"][0]["name"] == "127.0.0.1:3\ufffd"
 
 
 def test_asks_a_table_for_its_stats_slots() -> None:

@@ -18,6 +18,8 @@ from brood.routers.stats_merge import (
     render,
     snapshot,
 )
+from brood.subscription.packet import Subscription
+from brood.subscription.table import SubscriptionTable
 
 FIXTURES = Path("/work/shared/fixtures/stats")
 ROUTER_FIXTURES = sorted(
@@ -223,6 +225,22 @@ def test_snapshot_round_trip() -> None:
     assert back == original
     assert back["subscriptions"][0]["key"] == "k\u00e9"
     assert back["subscriptions"][0]["nodes"][1]["ref"] == 4
+
+
+def test_a_node_address_that_is_not_utf8_survives_publishing() -> None:
+    """A sibling's published bytes stay readable (loads would refuse them whole) and
+    the merged document valid, with the name written as the key is."""
+    table = SubscriptionTable()
+    table.apply(Subscription(b"k\x87", b"127.0.0.1:1\x87"), NOW)
+    node = table.slots()[0].nodes[0]
+    node.requests = 3
+    own, sibling = snap(1, slots=table), loads(dumps(snap(2, slots=table)))
+    assert sibling["subscriptions"][0]["nodes"][0]["name"] == "127.0.0.1:1\ufffd"
+    out = render("http", merge(own, [sibling], NOW), pid=1, uid=2, gid=3, cwd="/srv",
+                 socket_names=["127.0.0.1:8000"], cheap=False, now=NOW, version="v")
+    merged = json.loads(out.decode("utf-8"))["subscriptions"][0]
+    assert (merged["key"], merged["nodes"][0]["name"]) == ("k\ufffd", "127.0.0.1:1\ufffd")
+    assert merged["nodes"][0]["requests"] == 6
 
 
 def test_snapshot_asks_a_table_for_its_slots() -> None:

@@ -135,8 +135,15 @@ def test_signed_without_key_file_rejected(keydir: Path) -> None:
     assert not verdict.ok and checker.refused["no key"] == 1
 
 
-def test_unsigned_for_unsigned_key_accepted(keydir: Path) -> None:
-    assert SignChecker("SHA1", keydir).check(packet("sub_plain.bin"), T0).ok
+def test_unsigned_without_key_file_refused_like_uwsgi(keydir: Path) -> None:
+    """With the check on, an unsigned packet is refused even for a key with no ``.pem``
+    (uWSGI 2.0.21 refuses every unsigned packet): else anyone could route that key."""
+    checker = SignChecker("SHA1", keydir)
+    verdict = checker.check(packet("sub_plain.bin"), T0)
+    assert not verdict.ok and verdict.reason == "unsigned packet (no public key for the key)"
+    unsub = Subscription(b"nokey.example.com", b"a:1", command=1)
+    assert not checker.check(unsub, T0).ok
+    assert checker.refused["unsigned"] == 2 and checker.accepted == 0
 
 
 def test_unsubscribe_checks_signature_and_order(keydir: Path) -> None:
@@ -149,6 +156,19 @@ def test_unsubscribe_checks_signature_and_order(keydir: Path) -> None:
     assert unsub.unix == T0 + 1
     assert checker.check(unsub, T0).ok
     assert not checker.check(unsub, T0 + 2).ok  # replayed unsubscribe
+
+
+def test_forget_lets_a_node_back_within_the_second(keydir: Path) -> None:
+    """uWSGI frees a node an unsubscribe removed, with its unix_check: the node back
+    within the second (unix = now, below the unsubscribe's now + 1) is a new node."""
+    checker = SignChecker("SHA1", keydir)
+    assert checker.check(signed(b"test.example.com", b"a:1", T0), T0).ok
+    assert checker.check(signed(b"test.example.com", b"a:1", T0, command=1), T0).ok
+    back = signed(b"test.example.com", b"a:1", T0)
+    assert not checker.check(back, T0).ok  # the mark of the unsubscribe (T0 + 1)
+    checker.forget(b"test.example.com", b"a:1")
+    assert checker.check(back, T0).ok
+    assert not checker.check(back, T0).ok  # and the mark protects it again
 
 
 def test_prune_keeps_replays_out(keydir: Path) -> None:

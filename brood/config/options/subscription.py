@@ -27,8 +27,8 @@ OPTIONS: list[Option] = [
          aliases=("subscription-mountpoint",), metavar="N"),
     _opt("subscription-algo", "balancing algorithm among the nodes of a subscribed key",
          default="wrr", choices=SUBSCRIPTION_ALGOS, metavar="ALGO"),
-    _opt("subscriptions-sign-check", "check signed subscriptions against the public keys "
-         "DIR/<key>.pem (digest SHA256 when only DIR is given)",
+    _opt("subscriptions-sign-check", "refuse unsigned subscriptions and check signed ones "
+         "against the public keys DIR/<key>.pem (digest SHA256 when only DIR is given)",
          multi=True, metavar="[DIGEST:]DIR"),
     _opt("subscriptions-sign-check-tolerance", "maximum clock skew, in seconds, of a signed "
          "subscription's unix time", kind="int", default=86400, metavar="SECONDS"),
