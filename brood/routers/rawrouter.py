@@ -7,8 +7,10 @@ propagated, through os.splice when both ends are plain sockets. No node: the cli
 closed (uWSGI 2.0.21 crashes there instead).
 
 ``--rawrouter-xclient``: for SMTP servers behind the router. The node's first line (its
-greeting) is swallowed, ``XCLIENT ADDR=<client ip>\\r\\n`` is sent, and the node's answer to
-that (a new greeting, per the XCLIENT extension) is what the client sees first.
+greeting) is swallowed, ``XCLIENT ADDR=<client ip>\\r\\n`` is sent (``ADDR=IPV6:<ip>`` for
+an IPv6 client, as Postfix's XCLIENT wants it), and the node's answer to that (a new
+greeting, per the XCLIENT extension) is what the client sees first. A client with no IP
+address (a unix socket) is relayed plainly, as uWSGI does: no address is made up.
 """
 
 from __future__ import annotations
@@ -73,14 +75,15 @@ class RawRouter:
                 engine.log_failure(peer, exc)
                 return
             async with upstream:
-                if self.xclient and not await self.send_xclient(conn, peer, upstream):
+                ip = client_ip(peer)
+                if self.xclient and ip and not await self.send_xclient(conn, peer, upstream, ip):
                     return
                 result = await upstream.relay(conn, end_when_node_done=False)
                 if result.timed_out:
                     engine.log_failure(peer, f"idle for {engine.settings.timeout:g}s, closed")
 
     async def send_xclient(self, conn: trio.socket.SocketType, peer: Any,
-                           upstream: Upstream) -> bool:
+                           upstream: Upstream, ip: bytes) -> bool:
         """Swallow the node's greeting line, announce the client; False if it failed."""
         buf = b""
         with trio.move_on_after(self.engine.settings.timeout):
@@ -93,8 +96,7 @@ class RawRouter:
             self.engine.log_failure(peer, "xclient: no greeting line from the node")
             return False
         extra = buf.split(b"\n", 1)[1]
-        ip = client_ip(peer) or b"127.0.0.1"
-        await upstream.send(b"XCLIENT ADDR=" + ip + b"\r\n")
+        await upstream.send(b"XCLIENT ADDR=" + (b"IPV6:" if b":" in ip else b"") + ip + b"\r\n")
         if extra:
             await send_all(conn, extra)
         return True

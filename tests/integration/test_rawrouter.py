@@ -13,6 +13,7 @@ import trio
 from _routerkit import DictResolver, bind_listener, connect, read_all, send_all
 
 from brood.config.model import Config
+from brood.listener import Listener
 from brood.routers.engine import Engine, RouterSettings
 from brood.routers.process import serve_router
 
@@ -108,6 +109,60 @@ async def test_xclient_after_banner():
             assert await read_all(sock) == b""
         nursery.cancel_scope.cancel()
     assert seen == [b"XCLIENT ADDR=127.0.0.1\r\n", b"EHLO x\r\n"]
+
+
+async def smtp_through(listener, peer_family, address):
+    """A greeting, one client line, through an xclient rawrouter on ``listener``: what
+    the node read (its XCLIENT line, if any, then the client's) and the client's first
+    line."""
+    seen = []
+
+    async def smtp(conn):
+        await send_all(conn, b"220 first greeting\r\n")
+        line = await conn.recv(100)
+        if line.startswith(b"XCLIENT"):
+            seen.append(line)
+            await send_all(conn, b"220 second greeting\r\n")
+            line = b""
+        seen.append(line + await read_all(conn))
+
+    cfg = Config.from_dict({"rawrouter-xclient": True})
+    async with trio.open_nursery() as nursery:
+        backend = await nursery.start(tcp_backend, smtp)
+        engine = Engine(RouterSettings("rawrouter"),
+                        DictResolver({listener.name.encode(): [backend]}))
+        await nursery.start(partial(serve_router, "rawrouter", cfg, [listener], engine=engine))
+        sock = trio.socket.socket(peer_family)
+        with sock:
+            await sock.connect(address)
+            with trio.fail_after(5):
+                first = await sock.recv(100)
+            await send_all(sock, b"EHLO x\r\n")
+            sock.shutdown(socket.SHUT_WR)
+            await read_all(sock)
+        nursery.cancel_scope.cancel()
+    return seen, first
+
+
+async def test_xclient_from_a_unix_client_relays_plainly(tmp_path):
+    """No IP address to give: no XCLIENT (uWSGI the same), never a made-up 127.0.0.1
+    that the mail server would trust as local."""
+    path = str(tmp_path / "raw.sock")
+    lsock = socket.socket(socket.AF_UNIX)
+    lsock.bind(path)
+    lsock.listen(8)
+    seen, first = await smtp_through(Listener(lsock, path, "rawrouter"), socket.AF_UNIX, path)
+    assert first == b"220 first greeting\r\n" and seen == [b"EHLO x\r\n"]
+
+
+async def test_xclient_from_an_ipv6_client_says_ipv6():
+    lsock = socket.socket(socket.AF_INET6)
+    lsock.bind(("::1", 0))
+    lsock.listen(8)
+    port = lsock.getsockname()[1]
+    seen, _ = await smtp_through(Listener(lsock, f"[::1]:{port}", "rawrouter"),
+                                 socket.AF_INET6, ("::1", port))
+    assert seen == [b"XCLIENT ADDR=IPV6:::1\r\n", b"EHLO x\r\n"]
 
 
 async def test_no_node_closes_and_keeps_serving():
