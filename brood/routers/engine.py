@@ -197,11 +197,11 @@ class Engine:
         was_cheap = self.cheap
         self._has_nodes = has_nodes
         if was_cheap and not self.cheap:
-            log.info("leaving cheap mode... (%s)", self.kind)
+            log.warning("leaving cheap mode... (%s)", self.kind)
             self.spread.beat()
             self._serving.set()
         elif not was_cheap and self.cheap:
-            log.info("no more nodes available. Going cheap... (%s)", self.kind)
+            log.warning("no more nodes available. Going cheap... (%s)", self.kind)
             self.spread.beat(accepting=False)  # the siblings stop leaving connections to it
             self._serving = trio.Event()
             self._gone_cheap.set()
@@ -254,6 +254,7 @@ class Engine:
 
     async def connect(self, key: bytes | None, *, client: bytes = b"",
                       fallback_only: bool = False,
+                      fallback_on_no_node: bool = False,
                       before_wait: Callable[[], None] | None = None,
                       first_pick: FirstPick | None = None) -> Upstream:
         """Resolve ``key`` and connect (retries, gracetime, fallbacks); RoutingError else.
@@ -266,7 +267,8 @@ class Engine:
             _open_node, before_wait=before_wait)
         node, sock, failed = await connect_node(
             self.resolver, key, self.plan, client=client, clock=self.clock,
-            use_fallbacks_only=fallback_only, opener=opener, first_pick=first_pick,
+            use_fallbacks_only=fallback_only, fallback_on_no_node=fallback_on_no_node,
+            opener=opener, first_pick=first_pick,
         )
         if failed and not self.settings.quiet:
             for attempt in failed:
@@ -284,9 +286,8 @@ class Engine:
 
     # -- stats --------------------------------------------------------------------------
     def static_nodes(self) -> list[Node]:
-        """Nodes configured statically (``--X-to`` and fallbacks) for the stats JSON."""
-        nodes = list(getattr(self.resolver, "static_nodes", ()) or ())
-        return nodes + [n for n in self.fallback_nodes if n not in nodes]
+        """The ``--X-to`` nodes, for the stats JSON (uWSGI lists no fallbacks there)."""
+        return list(getattr(self.resolver, "static_nodes", ()) or ())
 
     def subscriptions(self) -> Any:
         return getattr(self.resolver, "subscriptions", None)

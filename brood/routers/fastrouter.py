@@ -195,6 +195,7 @@ class FastRouter:
                     upstream = await engine.connect(
                         key, client=client_ip(peer),
                         fallback_only=key is None and self.fallback_on_no_key,
+                        fallback_on_no_node=self.fallback_on_no_key,
                         first_pick=first_pick)
                 except RoutingError as exc:
                     engine.log_failure(peer, exc)

@@ -19,13 +19,15 @@ connecting shell (brood.routers.net.backend) drives it and does the connects::
     else:
         raise state.error()
 
-Order: the resolver is asked again with the failed nodes excluded, at most
-``1 + max_retries`` times in all (fewer when it runs out of nodes); a failure goes to
-``resolver.on_connect_failed``. Then the ``--X-fallback`` nodes, in order, each once,
-skipping those in grace; a failing fallback is put in grace itself. A request without a
-key tries nothing, unless ``fallback_only`` (``--fastrouter-fallback-on-no-key``)
-sends it straight to the fallbacks; ``fallback_only`` with a key skips the resolver too.
-A node that connects leaves its grace.
+Order: the resolver is asked again with the failed nodes excluded (fewer times when it
+runs out of nodes); a failure goes to ``resolver.on_connect_failed``. Then the
+``--X-fallback`` nodes, in order, each once, skipping those in grace; a failing fallback
+is put in grace itself. ``1 + max_retries`` connects in all, fallbacks included, as
+uWSGI counts them ("retries/fallbacks"); with fallbacks, the resolver leaves the last
+one to them. A request without a key tries nothing, unless ``fallback_only``
+(``--fastrouter-fallback-on-no-key``) sends it straight to the fallbacks;
+``fallback_only`` with a key skips the resolver too. A node that connects leaves its
+grace.
 
 The error says what the client should see: NoNode (503) when nothing could be tried,
 or when every attempt found no unix socket file (a ``--X-use-pattern``/``--X-use-base``
@@ -77,15 +79,16 @@ class RetryState:
 
     A plain slotted class: one is made per request, on the router's hot path."""
 
-    __slots__ = ("resolver", "key", "client", "tries_left", "fallbacks", "gracetime",
-                 "next_fallback", "tried", "attempts", "done")
+    __slots__ = ("resolver", "key", "client", "tries_left", "budget", "fallbacks",
+                 "gracetime", "next_fallback", "tried", "attempts", "done")
 
     def __init__(self, resolver: Resolver, key: bytes | None, client: bytes, tries: int,
-                 fallbacks: Sequence[Node], gracetime: float) -> None:
+                 fallbacks: Sequence[Node], gracetime: float, budget: int = 1 << 30) -> None:
         self.resolver = resolver
         self.key = key
         self.client = client
         self.tries_left = tries  # resolver lookups still allowed
+        self.budget = budget  # connects still allowed, fallbacks included
         self.fallbacks = fallbacks
         self.gracetime = gracetime
         self.next_fallback = 0  # index of the next fallback to consider
@@ -95,9 +98,10 @@ class RetryState:
 
     def next_node(self, now: float) -> Node | None:
         """The next node to connect to, or None when the request has run out."""
-        if self.done:
+        if self.done or self.budget <= 0:
+            self.done = True
             return None
-        if self.tries_left > 0:
+        if self.tries_left > 0 and (self.budget > 1 or not self.fallbacks or not self.attempts):
             self.tries_left -= 1
             node = self.resolver.resolve(self.key,  # type: ignore[arg-type]  # not None here
                                          now, self.client, tuple(self.tried))
@@ -115,6 +119,7 @@ class RetryState:
     def failed(self, node: Node, now: float, reason: str, *,
                timed_out: bool = False, missing: bool = False) -> None:
         """The connect to ``node`` (the last ``next_node``) failed."""
+        self.budget -= 1
         fallback = self.next_fallback > 0  # the resolver phase is over once one was taken
         if fallback:
             mark_failed(node, now, self.gracetime)
@@ -155,9 +160,10 @@ class RetryPolicy:
     def begin(self, resolver: Resolver, key: bytes | None, *, client: bytes = b"",
               fallback_only: bool = False) -> RetryState:
         """The attempt state of one request (``key`` None: no routing key)."""
-        tries = 1 + max(0, self.max_retries) if key is not None and not fallback_only else 0
+        budget = 1 + max(0, self.max_retries)
+        tries = budget if key is not None and not fallback_only else 0
         fallbacks = self.fallbacks if key is not None or fallback_only else ()
-        return RetryState(resolver, key, client, tries, fallbacks, self.gracetime)
+        return RetryState(resolver, key, client, tries, fallbacks, self.gracetime, budget)
 
 
 __all__ = ["Attempt", "RetryPolicy", "RetryState", "grace_stat", "in_grace", "mark_failed"]

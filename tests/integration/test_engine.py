@@ -101,3 +101,16 @@ async def test_graceful_drain_lets_sessions_finish():
             assert await read_all(sock) == ANSWER
         assert await server.drain(5)
         nursery.cancel_scope.cancel()
+
+
+def test_stats_list_the_static_nodes_not_the_fallbacks():
+    """As uWSGI's static_nodes: the --X-to nodes only."""
+    from brood.routers.process import build_engine
+
+    cfg = Config.from_dict({"fastrouter-to": ["127.0.0.1:1"],
+                            "fastrouter-fallback": ["127.0.0.1:2"]})
+    engine = build_engine("fastrouter", cfg)
+    assert [n.name for n in engine.static_nodes()] == ["127.0.0.1:1"]
+    assert [n.name for n in build_engine("fastrouter", Config.from_dict(
+        {"fastrouter-use-pattern": "127.0.0.1:%s", "fastrouter-fallback": ["127.0.0.1:2"]}
+    )).static_nodes()] == []

@@ -47,15 +47,27 @@ def test_first_node_answers() -> None:
 def test_retries_next_nodes_then_fallbacks_in_order() -> None:
     static = StaticResolver(["a:1", "b:1", "c:1"], gracetime=30)
     fallbacks = nodes("f1:1", "f2:1")
-    state = RetryPolicy(1, gracetime=20, fallbacks=fallbacks).begin(static, b"k")
+    state = RetryPolicy(4, gracetime=20, fallbacks=fallbacks).begin(static, b"k")
     node, tried = drive(state, {"f2:1": "ok"})
-    assert tried == ["a:1", "b:1", "f1:1", "f2:1"]  # 1 + max_retries, then fallbacks
+    assert tried == ["a:1", "b:1", "c:1", "f1:1", "f2:1"]  # the resolver's nodes, fallbacks
     assert node is fallbacks[1]
-    assert [n.failcnt for n in static.nodes] == [1, 1, 0]
+    assert [n.failcnt for n in static.nodes] == [1, 1, 1]
     assert static.nodes[0].grace_until == NOW + 30  # the resolver's own gracetime
     assert fallbacks[0].failcnt == 1 and fallbacks[0].grace_until == NOW + 20
     assert fallbacks[1].failcnt == 0
-    assert [a.fallback for a in state.attempts] == [False, False, True]
+    assert [a.fallback for a in state.attempts] == [False, False, False, True]
+
+
+def test_max_retries_bounds_fallbacks_too_and_leaves_them_the_last_try() -> None:
+    """uWSGI's "retries/fallbacks": 1 + max_retries connects in all; with fallbacks the
+    resolver's nodes take all but the last."""
+    static = StaticResolver([f"d{i}:1" for i in range(5)])
+    state = RetryPolicy(3, fallbacks=nodes("f0:1", "f1:1")).begin(static, b"k")
+    assert drive(state, {}) == (None, ["d0:1", "d1:1", "d2:1", "f0:1"])
+    state = RetryPolicy(3).begin(StaticResolver([f"d{i}:1" for i in range(5)]), b"k")
+    assert drive(state, {})[1] == ["d0:1", "d1:1", "d2:1", "d3:1"]
+    state = RetryPolicy(0, fallbacks=nodes("f0:1")).begin(StaticResolver(["d:1"]), b"k")
+    assert drive(state, {}) == (None, ["d:1"])  # no retry: no fallback either (uWSGI)
 
 
 def test_resolver_running_out_goes_to_fallback_early() -> None:
@@ -69,7 +81,7 @@ def test_resolver_running_out_goes_to_fallback_early() -> None:
 def test_fallbacks_in_grace_are_skipped_and_each_tried_once() -> None:
     f1, f2, f3 = fallbacks = nodes("f1:1", "f2:1", "f3:1")
     mark_failed(f2, NOW - 1, 30)
-    policy = RetryPolicy(0, gracetime=0, fallbacks=fallbacks)
+    policy = RetryPolicy(3, gracetime=0, fallbacks=fallbacks)
     state = policy.begin(FakeResolver({}), b"k")
     assert drive(state, {}) == (None, ["f1:1", "f3:1"])  # gracetime 0: no grace, no repeat
     assert (f1.failcnt, f2.failcnt, f3.failcnt) == (1, 1, 1)
@@ -103,7 +115,7 @@ def test_error_kinds() -> None:
 ])
 def test_missing_unix_socket_is_no_node_only_when_every_attempt_was(outcomes, error) -> None:
     fallbacks = nodes("f:1") if "f:1" in outcomes else []
-    state = RetryPolicy(0, fallbacks=fallbacks).begin(FakeResolver({b"a": ["/run/a.sock"]}), b"a")
+    state = RetryPolicy(1, fallbacks=fallbacks).begin(FakeResolver({b"a": ["/run/a.sock"]}), b"a")
     drive(state, outcomes)
     assert type(state.error()) is error
 
@@ -186,7 +198,7 @@ async def test_connect_node_maps_connect_errors() -> None:
 ])
 async def test_connect_node_error_statuses(outcomes, error) -> None:
     fallbacks = nodes("f:1") if "f:1" in outcomes else []
-    plan = ConnectPlan(max_retries=0, gracetime=7, fallbacks=fallbacks)
+    plan = ConnectPlan(max_retries=1, gracetime=7, fallbacks=fallbacks)
     with pytest.raises(error):
         await connect_node(FakeResolver({b"k": ["a:1"]}), b"k", plan, clock=lambda: NOW,
                            opener=fake_opener(outcomes, []))
@@ -221,3 +233,29 @@ async def test_connect_node_without_key_tries_nothing_unless_fallback_only() -> 
     node, _, _ = await connect_node(FakeResolver({}), None, plan, clock=lambda: NOW,
                                     use_fallbacks_only=True, opener=fake_opener({}, opened))
     assert node.name == "f:1" and opened == ["f:1"]
+
+
+async def test_a_key_nobody_serves_is_no_node_not_the_fallbacks() -> None:
+    """uWSGI closes an unknown key even with --X-fallback: a fallback app would serve
+    every virtual host nobody else does. --fastrouter-fallback-on-no-key asks for it."""
+    plan = ConnectPlan(max_retries=3, fallbacks=nodes("f:1"))
+    opened: list[str] = []
+    with pytest.raises(NoNode):
+        await connect_node(FakeResolver({b"k": ["a:1"]}), b"evil.example", plan,
+                           clock=lambda: NOW, opener=fake_opener({}, opened))
+    assert opened == []
+    node, _, _ = await connect_node(FakeResolver({b"k": ["a:1"]}), b"evil.example", plan,
+                                    clock=lambda: NOW, opener=fake_opener({}, opened),
+                                    fallback_on_no_node=True)
+    assert node.name == "f:1" and opened == ["f:1"]
+
+
+async def test_static_nodes_all_in_grace_go_to_the_fallbacks() -> None:
+    """They failed (earlier requests): that is what fallbacks are for."""
+    static = StaticResolver(["a:1", "b:1"], gracetime=30)
+    for node in static.nodes:
+        mark_failed(node, NOW - 1, 30)
+    plan = ConnectPlan(max_retries=3, fallbacks=nodes("f:1"))
+    node, _, _ = await connect_node(static, b"k", plan, clock=lambda: NOW,
+                                    opener=fake_opener({}, []))
+    assert node.name == "f:1"

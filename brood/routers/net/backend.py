@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 import trio
 
-from brood.routers.errors import Overloaded
+from brood.routers.errors import NoNode, Overloaded
 from brood.routers.health import Attempt, RetryPolicy, RetryState
 from brood.routers.net.relay import set_nodelay
 from brood.routers.node import Node
@@ -71,6 +71,7 @@ async def connect_node(
     client: bytes = b"",
     clock: Callable[[], float],
     use_fallbacks_only: bool = False,
+    fallback_on_no_node: bool = False,
     opener: Callable[[Node, float], object] = open_node,
     first_pick: FirstPick | None = None,
 ) -> tuple[Node, trio.socket.SocketType, list[Attempt]]:
@@ -79,7 +80,8 @@ async def connect_node(
     Returns the node, its connected socket and the failed attempts before it; raises
     the policy's RoutingError when no node could be reached. ``key`` None (no routing
     key in the request) is NoNode, unless ``use_fallbacks_only``
-    (``--fastrouter-fallback-on-no-key``) sends it to the fallbacks. ``first_pick``:
+    (``--fastrouter-fallback-on-no-key``) sends it to the fallbacks; so is a key the
+    resolver has no node for, unless ``fallback_on_no_node`` (the same option). ``first_pick``:
     the resolver was asked already (by a fast lane): its node, and how the lane's
     connect to it failed (None: the lane did not try it); this goes on from there, so
     the rotation and the retry count are as if it had asked itself.
@@ -106,7 +108,12 @@ async def connect_node(
         state.tries_left -= 1  # the first lookup was made above
         _report(state, first, failure, clock())
     elif key is not None and not use_fallbacks_only:
-        state.tries_left = 0  # the resolver had no node: straight to the fallbacks
+        # The resolver had no node: a key nobody serves is no failure to fall back from
+        # (uWSGI closes), unless --fastrouter-fallback-on-no-key says so; static nodes
+        # all in grace are (they failed), and go to the fallbacks.
+        if not (fallback_on_no_node or getattr(resolver, "static_nodes", None)):
+            raise NoNode.for_key(key)
+        state.tries_left = 0
     while (node := state.next_node(clock())) is not None:
         try:
             sock = await opener(node, plan.connect_timeout)  # type: ignore[misc]
