@@ -72,8 +72,6 @@ _URGENT = select.EPOLLPRI
 _DRAIN_EVENTS = _HUP | _URGENT
 _READ_EVENTS = select.EPOLLIN | _DRAIN_EVENTS
 _EVENTS = _IN_OUT | _URGENT
-# SO_ERROR of a connect the node accepted and then closed at once (not a refusal).
-_RESET_AFTER_ACCEPT = frozenset((errno.ECONNRESET, errno.EPIPE))
 # A full socket that took bytes, or one that failed (its next send says how).
 _WRITE_EVENTS = select.EPOLLOUT | select.EPOLLERR | select.EPOLLHUP
 
@@ -207,7 +205,7 @@ class RawLane(Lane):
                 err = up.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)  # type: ignore[union-attr]
                 if not err:
                     return  # still in progress: its own edge comes
-                if err not in _RESET_AFTER_ACCEPT:
+                if err not in sockio.RESET_AFTER_ACCEPT:
                     node = conn.node
                     self._close_node(conn)
                     self._connect_failed(conn, node, err)  # type: ignore[arg-type]

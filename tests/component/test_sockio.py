@@ -89,6 +89,36 @@ async def test_open_tcp_connects_refuses_and_falls_back():
     assert waited == [1, 1, 1]  # before_wait runs before the general path may wait
 
 
+async def test_a_node_that_resets_as_the_connect_completes_is_connected(monkeypatch):
+    """The node accepted and reset between the connect's two looks (SO_ERROR or the
+    second connect says ECONNRESET): a served connection that ended at once, as the fast
+    lanes take it, not a refused connect (which marks the node and retries)."""
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(4)
+    real = socket.socket
+
+    class ResetInBetween(real):
+        calls = 0
+
+        def connect_ex(self, address):
+            ResetInBetween.calls += 1
+            if ResetInBetween.calls == 2:  # the handshake is done: accept, and reset
+                conn, _ = listener.accept()
+                conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+                conn.close()
+            return super().connect_ex(address)
+
+    monkeypatch.setattr(sockio.socket, "socket", ResetInBetween)
+    with listener:
+        sock = await sockio.open_tcp(Node(f"127.0.0.1:{listener.getsockname()[1]}"), 5, None)
+    monkeypatch.undo()
+    with sock:
+        assert ResetInBetween.calls == 2
+        with pytest.raises(OSError):  # ended (ENOTCONN): the relay ends the session
+            await sockio.recv(sock, 10)
+
+
 async def test_splice_exactly_moves_the_length_and_no_more():
     src_w, src = await _pair()
     dst, dst_r = await _pair()

@@ -22,6 +22,7 @@ import trio
 from brood.routers.errors import NoNode, Overloaded
 from brood.routers.health import Attempt, RetryPolicy, RetryState
 from brood.routers.net.relay import set_nodelay
+from brood.routers.net.sockio import RESET_AFTER_ACCEPT
 from brood.routers.node import Node
 from brood.routers.resolve import Resolver, parse_node_address
 
@@ -52,7 +53,11 @@ async def open_node(node: Node, connect_timeout: float) -> trio.socket.SocketTyp
     try:
         set_nodelay(sock)
         with trio.fail_after(connect_timeout):
-            await sock.connect(sockaddr)
+            try:
+                await sock.connect(sockaddr)
+            except OSError as exc:
+                if exc.errno not in RESET_AFTER_ACCEPT:
+                    raise  # (a node that accepted and reset at once was served)
     except BaseException:
         sock.close()
         raise

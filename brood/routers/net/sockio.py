@@ -48,6 +48,9 @@ _LINGER_LEN = len(_LINGER_RESET)
 _ADDRESSES: dict[str, tuple[int, Any] | None] = {}
 _ADDRESSES_MAX = 4096
 _IN_PROGRESS = (errno.EINPROGRESS, errno.EALREADY)
+# A connect's error when the node accepted and then closed (or reset) at once: a served
+# connection that ended, not a refusal (no grace mark, no retry), as on the fast lanes.
+RESET_AFTER_ACCEPT = frozenset((errno.ECONNRESET, errno.EPIPE))
 
 
 def raw(sock: trio.socket.SocketType) -> socket.socket:
@@ -208,9 +211,9 @@ async def open_tcp(node: Node, connect_timeout: float, fallback: Any,
                 with trio.fail_after(connect_timeout):
                     await wait_writable(s)
                 err = s.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
-        if err and err != errno.EISCONN:
+        if err and err != errno.EISCONN and err not in RESET_AFTER_ACCEPT:
             raise OSError(err, os.strerror(err))
-        return sock
+        return sock  # (after a reset, its first read or write says so)
     except BaseException:
         s.close()
         raise
