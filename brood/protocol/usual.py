@@ -234,12 +234,13 @@ def usual_request(buf: bytes, limit: int, connection_vars: bytes, extra_block: b
             elif kind == _LENGTH:
                 length = number
             elif kind == _FORWARDED and client_addr is not None:
-                # The proxy chain grows by the client we saw: "<existing>, <client ip>".
-                value = pair[1] + b", " + client_addr
+                # The proxy chain grows by the client we saw: "<existing>, <client ip>"
+                # (no address on a unix socket: the chain stays as it came).
+                value = pair[1] + b", " + client_addr if client_addr else pair[1]
                 if len(value) > 65535:
                     return None  # refused there
                 var_bytes += _u16(len(value)) + value
-                keep = False  # the value is this client's
+                keep = False  # the value depends on this client
             else:
                 return None
         headers.append(pair)

@@ -388,3 +388,28 @@ def test_a_head_with_a_line_too_long_to_keep_is_not_kept_whole():
     for _ in range(3):
         assert usual_request(head, LIMIT, CONNECTION_VARS) is not None
     assert head[:-4] not in usual._request_heads
+
+
+def test_no_client_address_leaves_the_forwarded_chain_as_it_came():
+    """A unix socket client has no address: nothing is appended (it was ", "), and the
+    head is not cached as such (a TCP client's identical head still gets its address)."""
+    data = req("Host: a", "X-Forwarded-For: 10.0.0.1")
+    head = parse_request_head(data, LIMIT)
+    _, block = usual_request(data, LIMIT, CONNECTION_VARS, b"", b"")
+    assert block == encode_head_vars(head, CONNECTION_VARS)
+    _, block = usual_request(data, LIMIT, CONNECTION_VARS, b"", CLIENT)
+    assert block == strict(data)[1] and b"10.0.0.1, 127.0.0.1" in block
+
+
+def test_general_path_leaves_the_chain_of_a_unix_client_as_it_came():
+    from brood.config.model import Config
+    from brood.protocol.uwsgi import decode_vars
+    from brood.routers.http.body import Client
+    from brood.routers.http.h1 import build_vars_block
+    from brood.routers.http.settings import HttpSettings
+
+    data = req("Host: a", "X-Forwarded-For: 10.0.0.1")
+    block = build_vars_block(parse_request_head(data, LIMIT), Client(None, "", 0),
+                             HttpSettings.from_config(Config()), server_port=b"80",
+                             https=False, content_length=None, forwarded_for=True)
+    assert dict(decode_vars(block, 0, len(block)))[b"HTTP_X_FORWARDED_FOR"] == b"10.0.0.1"

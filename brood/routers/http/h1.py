@@ -66,7 +66,7 @@ def build_vars_block(head: RequestHead, client: Client, settings: HttpSettings, 
         server_name_as_http_host=settings.server_name_as_http_host,
         content_length=content_length,
     )
-    if not forwarded_for:
+    if not forwarded_for or not client.remote_addr:  # (a unix socket: nothing to add)
         return encode_request_vars(head, **facts)
     pairs = request_vars(head, **facts)
     # The proxy chain grows by the client we saw: "<existing>, <client ip>".
