@@ -10,8 +10,9 @@ from dataclasses import dataclass
 class Listener:
     """One listening socket and what it speaks.
 
-    ``name`` is the address as uWSGI prints it ("127.0.0.1:3031" with the real port after
-    binding ":0", "/tmp/app.sock", "@abstract"); stats and subscriptions announce it.
+    ``name`` is the address as written, as uWSGI names it (":3031" for ":3031", not
+    "0.0.0.0:3031"; "127.0.0.1:40123" after binding "127.0.0.1:0"; "/tmp/app.sock",
+    "@abstract"): the rawrouter's routing key, and what stats, logs and subscriptions show.
     ``proto`` is "uwsgi" or "http" for worker sockets, or the router kind ("http",
     "fastrouter", "rawrouter", "subscription", "stats") for the others.
     """

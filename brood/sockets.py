@@ -11,6 +11,11 @@ Address forms (``parse_address``):
 A bad address is a user's mistake: ``OptionError`` whose message names the option.
 Sockets are created close-on-exec; the master clears that flag only right before it
 re-executes itself (``make_inheritable``).
+
+A socket's name (``socket_name``) is the address as written, as uWSGI names it: ``:3031``
+stays ``:3031`` (not ``0.0.0.0:3031``), ``localhost:3031`` stays ``localhost:3031``;
+only a ``:0`` port becomes the real one. It is the rawrouter's routing key, what stats
+list, logs print and subscriptions announce, so it must match what users configure.
 """
 
 from __future__ import annotations
@@ -19,12 +24,17 @@ import contextlib
 import os
 import socket
 import stat
+import weakref
 from dataclasses import dataclass
 
 from brood.config.option import OptionError
 from brood.listener import Listener
 
 DEFAULT_BACKLOG = 100  # uWSGI's --listen default; stats report it as max_queue
+
+# The names of sockets bound or adopted from a written address: the kernel's address
+# ("0.0.0.0", "127.0.0.1") is not what the user wrote. Weak: a closed socket drops out.
+_WRITTEN_NAMES: weakref.WeakKeyDictionary[socket.socket, str] = weakref.WeakKeyDictionary()
 
 
 @dataclass(frozen=True)
@@ -83,7 +93,13 @@ def _small_int(raw: str, spec: str, option: str, what: str) -> int:
 
 
 def socket_name(sock: socket.socket) -> str:
-    """The name uWSGI prints and announces: real port after ``:0``, ``@name`` if abstract."""
+    """The name uWSGI prints and announces: the address as written when this module bound
+    or adopted ``sock`` from one (see ``written_name``), else the kernel's address."""
+    return _WRITTEN_NAMES.get(sock) or kernel_name(sock)
+
+
+def kernel_name(sock: socket.socket) -> str:
+    """``sock``'s address as the kernel reports it: ``fd://N`` sockets have no other."""
     addr = sock.getsockname()
     if sock.family == socket.AF_INET:
         return f"{addr[0]}:{addr[1]}"
@@ -96,9 +112,29 @@ def socket_name(sock: socket.socket) -> str:
     return addr
 
 
+def written_name(spec: str, addr: Address, sock: socket.socket) -> str:
+    """uWSGI's name for ``sock`` bound from ``spec``: the host as written (empty for
+    ``:PORT``), with the real port after ``:0`` (uWSGI's "port auto-assigned")."""
+    if addr.kind != "tcp":
+        return kernel_name(sock)  # the path or @name as written, already
+    host, _, port = spec.strip().rpartition(":")
+    if addr.port == 0:
+        port = str(sock.getsockname()[1])
+    return f"{host}:{port}"
+
+
+def _remember_name(spec: str, addr: Address, sock: socket.socket) -> str:
+    """Name ``sock`` after ``spec`` for every later ``socket_name`` (logs, announces)."""
+    name = written_name(spec, addr, sock)
+    _WRITTEN_NAMES[sock] = name
+    return name
+
+
 def address_family_label(sock: socket.socket) -> str:
-    """"TCP" or "UNIX", the word uWSGI's bind log lines use."""
-    return "UNIX" if sock.family == socket.AF_UNIX else "TCP"
+    """"TCP", "TCP6" or "UNIX", the word uWSGI's bind log lines use."""
+    if sock.family == socket.AF_UNIX:
+        return "UNIX"
+    return "TCP6" if sock.family == socket.AF_INET6 else "TCP"
 
 
 def _resolve(addr: Address, socktype: int, spec: str, option: str) -> tuple[int, tuple]:
@@ -186,18 +222,43 @@ def bind_listener(spec: str, proto: str, backlog: int = DEFAULT_BACKLOG,
     except OSError as exc:
         sock.close()
         raise OptionError(f"--{option} {spec}: cannot bind: {exc.strerror or exc}")
-    return Listener(sock, socket_name(sock), proto)
+    return Listener(sock, _remember_name(spec, addr, sock), proto)
 
 
 def adopt_fd(fd: int, spec: str = "", option: str = "socket") -> socket.socket:
-    """Wrap an inherited listening fd (``fd://N``, or one kept across re-exec)."""
+    """Wrap an inherited listening fd (``fd://N``, or one kept across re-exec).
+
+    Kept across re-exec, ``spec`` is the address it was bound from: the socket keeps
+    the name written there (a reload must not turn ``:3031`` into ``0.0.0.0:3031``).
+    """
     try:
         sock = socket.socket(fileno=fd)
     except OSError as exc:
         raise OptionError(f"--{option} {spec or fd}: fd {fd} is not a usable socket: "
                           f"{exc.strerror or exc}")
     sock.set_inheritable(False)
+    addr = _written_address(spec)
+    if addr is not None and _family_fits(addr, sock):
+        _remember_name(spec, addr, sock)
     return sock
+
+
+def _written_address(spec: str) -> Address | None:
+    """The bindable address ``spec`` writes, or None (empty, ``fd://N``, ``=N``, bad)."""
+    if not spec.strip():
+        return None
+    try:
+        addr = parse_address(spec)
+    except OptionError:
+        return None
+    return addr if addr.kind in ("tcp", "unix", "abstract") else None
+
+
+def _family_fits(addr: Address, sock: socket.socket) -> bool:
+    """True if ``sock`` can be what ``addr`` was bound to (an inherited fd may not be)."""
+    if addr.kind == "tcp":
+        return sock.family in (socket.AF_INET, socket.AF_INET6)
+    return sock.family == socket.AF_UNIX
 
 
 def bind_datagram(spec: str, option: str = "socket") -> socket.socket:
@@ -213,6 +274,7 @@ def bind_datagram(spec: str, option: str = "socket") -> socket.socket:
     except OSError as exc:
         sock.close()
         raise OptionError(f"--{option} {spec}: cannot bind: {exc.strerror or exc}")
+    _remember_name(spec, addr, sock)
     return sock
 
 

@@ -2,8 +2,9 @@
 
 ``BroodProcess`` wraps one started instance: its log (a file, so a chatty instance can
 never block on a full pipe), waiting for log lines with a deadline, the addresses it
-bound (read back from its ``... bound to TCP address A fd N`` lines), its stats, and a
-guaranteed stop (SIGINT, then SIGKILL of its whole process group after a deadline).
+bound (read back from its ``... bound to TCP address A fd N`` lines; a client reaches
+``:N`` on loopback), its stats, and a guaranteed stop (SIGINT, then SIGKILL of its whole
+process group after a deadline).
 
 Plain blocking clients for the two worker protocols: ``uwsgi_request`` and ``http_get``.
 """
@@ -25,7 +26,7 @@ from pathlib import Path
 from brood.protocol.uwsgi import encode_packet
 
 BIND_LINE = re.compile(
-    r"(?P<label>[\w -]+?) (?:bound to|inherited) (?:TCP|UNIX) address (?P<addr>\S+) fd \d+"
+    r"(?P<label>[\w -]+?) (?:bound to|inherited) (?:TCP6?|UNIX) address (?P<addr>\S+) fd \d+"
 )
 
 

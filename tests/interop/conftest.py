@@ -289,7 +289,7 @@ def _connect(address: str, timeout: float) -> socket.socket:
     else:
         host, _, port = address.rpartition(":")
         sock = socket.socket()
-        target = (host, int(port))
+        target = (host or "127.0.0.1", int(port))  # ":N" names every interface
     sock.settimeout(timeout)
     try:
         sock.connect(target)

@@ -10,11 +10,14 @@ import pytest
 from brood.config.option import OptionError
 from brood.sockets import (
     Address,
+    address_family_label,
+    adopt_fd,
     bind_datagram,
     bind_listener,
     parse_address,
     socket_name,
     unix_path,
+    written_name,
 )
 
 
@@ -56,6 +59,65 @@ def test_tcp_port_zero_reports_the_real_port() -> None:
         assert lst.proto == "uwsgi"
         assert not lst.sock.get_inheritable()
         assert lst.sock.getsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR)
+    finally:
+        lst.sock.close()
+
+
+@pytest.mark.parametrize("host", ["", "0.0.0.0", "127.0.0.1", "localhost"])
+def test_tcp_name_keeps_the_host_as_written(host: str) -> None:
+    # uWSGI names ":N" ":N" (not "0.0.0.0:N") and "localhost:N" "localhost:N": the
+    # rawrouter's key, the stats lists and the announces use that name. (Tests bind on
+    # loopback only: the name comes from what was written, and the port bound.)
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+        assert written_name(f"{host}:0", parse_address(f"{host}:0"), sock) == f"{host}:{port}"
+        assert written_name(f"{host}:{port}", parse_address(f"{host}:{port}"), sock) \
+            == f"{host}:{port}"
+    lst = bind_listener("localhost:0", "rawrouter")
+    try:
+        assert lst.name == f"localhost:{lst.sock.getsockname()[1]}" == socket_name(lst.sock)
+    finally:
+        lst.sock.close()
+
+
+def test_given_port_is_kept() -> None:
+    with socket.socket() as probe:  # a port free right now, for a written non-zero port
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    lst = bind_listener(f"localhost:{port}", "http")
+    try:
+        assert lst.name == f"localhost:{port}"
+    finally:
+        lst.sock.close()
+
+
+def test_inherited_socket_keeps_its_written_name(tmp_path) -> None:
+    # Across the master's re-exec the fd comes back with its spec: ":0" must still be
+    # ":N", not the kernel's address (a reload would change the rawrouter's key).
+    lst = bind_listener("127.0.0.1:0", "rawrouter")
+    adopted = adopt_fd(os.dup(lst.fileno()), ":0", "rawrouter")
+    path = str(tmp_path / "app.sock")
+    unix = bind_listener(path, "uwsgi")
+    mismatched = adopt_fd(os.dup(unix.fileno()), ":3031")  # the fd is what it is
+    try:
+        assert socket_name(adopted) == f":{lst.sock.getsockname()[1]}"
+        assert socket_name(mismatched) == path
+    finally:
+        for sock in (adopted, lst.sock, mismatched, unix.sock):
+            sock.close()
+
+
+def test_ipv6_names_and_label() -> None:
+    if not socket.has_ipv6:
+        pytest.skip("no IPv6")
+    try:
+        lst = bind_listener("[::1]:0", "http")
+    except OptionError:
+        pytest.skip("::1 not configured")
+    try:
+        assert lst.name == f"[::1]:{lst.sock.getsockname()[1]}"
+        assert address_family_label(lst.sock) == "TCP6"  # uWSGI: "bound to TCP6 address"
     finally:
         lst.sock.close()
 
@@ -134,6 +196,15 @@ def test_bind_failure_names_option_and_address() -> None:
             bind_listener(taken.name, "uwsgi")
     finally:
         taken.sock.close()
+
+
+def test_datagram_name_as_written() -> None:
+    # A subscription server on "localhost:N" is named so (uWSGI: "bound on localhost:N").
+    udp = bind_datagram("localhost:0", "rawrouter-subscription-server")
+    try:
+        assert socket_name(udp) == f"localhost:{udp.getsockname()[1]}"
+    finally:
+        udp.close()
 
 
 def test_datagram_sockets(tmp_path) -> None:
