@@ -27,6 +27,7 @@ from brood.config.option import OptionError
 from brood.plan import ChildSpec, PlanBuilder, register_config_hook, register_contributor
 from brood.routers.net.spread import SpreadTable
 from brood.routers.stats_share import stats_share_extras
+from brood.sockets import kernel_name
 
 # The sslrouter's options are declared (so uWSGI ini files parse) with ``refused=``: the
 # master stops at start-up naming the option (brood.config.model.refuse_unavailable).
@@ -91,7 +92,10 @@ def contribute_routers(cfg: Config, b: PlanBuilder) -> None:
                                       f"uWSGI {kind} stats server"))
         router_cfg = cfg
         if kind == "http" and not _has_mapping(cfg, kind):
-            own = [lst.name for lst in b.plan.worker_listeners if lst.proto == "uwsgi"]
+            # The workers' real addresses ("localhost:N" as written would cost a name
+            # lookup per connect).
+            own = [kernel_name(lst.sock) for lst in b.plan.worker_listeners
+                   if lst.proto == "uwsgi"]
             if own:
                 router_cfg = cfg.with_values(http_to=own)
         if kind == "http":

@@ -34,3 +34,14 @@ def test_rawrouter_routes_the_key_as_written(start_brood, hello_app) -> None:
     assert key in doc["rawrouter"]
     assert [n["name"] for s in doc["subscriptions"] for n in s["nodes"]] == [node_name]
     assert [s["name"] for s in node.stats()["sockets"]] == [node_name]
+
+
+def test_embedded_mode_routes_to_the_workers_real_address(start_brood, hello_app) -> None:
+    """Workers written "localhost:0": the embedded router goes to the address they are
+    bound to, a numeric one (the written name would cost a name lookup per request)."""
+    b = start_brood("--master", "--http", "127.0.0.1:0", "--socket", "localhost:0",
+                    "--wsgi-file", hello_app, "--http-stats", "127.0.0.1:0")
+    assert http_get(b.address_of("http socket 0"), "/") == (200, b"Hello World")
+    port = b.port_of("uwsgi socket 0")
+    nodes = b.stats("http stats server")["static_nodes"]
+    assert [n["name"] for n in nodes] == [f"127.0.0.1:{port}"]
