@@ -29,6 +29,18 @@ routers move traffic away while the workers still serve. An immediate shutdown a
 for while a reload is stopping the children (SIGINT, SIGQUIT, FIFO ``q``/``Q``) makes it
 end in exit instead of the re-exec.
 
+A graceful reload does not wait for the router processes (``ChildSpec.handoff``): they
+stop accepting at their graceful signal, and as soon as the workers are done the master
+re-executes and its next incarnation forks new routers on the same listening sockets, so
+new connections wait about the time of a re-exec, not for the longest open session
+(uWSGI cuts those; brood lets them finish). The old routers stay children of the same
+pid: the new incarnation reaps them as they end, without respawning them, and SIGKILLs
+any still there ``--reload-mercy`` (60 s) plus ``HANDOFF_SLACK`` after they were
+signalled (each cuts its own sessions at the mercy first). They are detached from
+everything per-incarnation: their subscription feed, stats snapshots and spread table
+stop with their accept loops (``brood.routers.process``), and the next incarnation
+makes fresh ones. A brutal reload and the shutdowns wait for them like for any child.
+
 Services act on the master through ``MasterControl`` (the methods under "control"):
 the master FIFO's commands land there. Reloads and shutdowns are recorded and picked up
 by the loop like a signal; a worker reload (all at once, or the chain) only signals the
@@ -53,14 +65,17 @@ from typing import Any
 from brood.config.model import Config, refuse_unavailable
 from brood.config.option import OptionError
 from brood.log import log, plain, redirect_output
-from brood.master_children import ChildTable
+from brood.master_children import ChildTable, Draining, adopt_draining
 from brood.master_env import (
+    DRAINING_ENV,
     FDS_ENV,
     RELOADS_ENV,
     Binder,
     daemonize,
     drop_privileges,
+    export_draining,
     logto,
+    take_draining,
     write_pidfile,
 )
 from brood.plan import ChildSpec, Plan, build_plan
@@ -72,6 +87,8 @@ CYCLE = 1.0  # seconds per master cycle, as uWSGI's
 IMMEDIATE_MERCY = 3.0  # seconds children get after SIGINT before SIGKILL
 MAX_STOP_LINGER = 2.0  # a service may hold a graceful stop this long (before_stop)
 DEFAULT_WORKER_MERCY = 60.0  # uWSGI's --worker-reload-mercy default
+DEFAULT_RELOAD_MERCY = 60.0  # --reload-mercy: how long a router drains its sessions
+HANDOFF_SLACK = 5.0  # a handed-over router's own cut at the mercy comes first
 _CAUGHT = (signal.SIGHUP, signal.SIGTERM, signal.SIGINT, signal.SIGQUIT, signal.SIGCHLD)
 
 # What a signal asks for: (how children are stopped, then re-exec or exit).
@@ -93,6 +110,9 @@ class Master:
         self.argv = argv
         self.start_cwd = start_cwd
         self.reloads = int(os.environ.pop(RELOADS_ENV, "0") or 0)
+        self.handed_over = take_draining()  # routers the previous incarnation left us
+        self.draining: dict[int, Draining] = {}
+        self.stop_signalled = 0.0  # when stop_children signalled the children
         self.binder = Binder(int(cfg["listen"] or 100), bool(cfg["reuse-port"]))
         self.sigpipe: SignalPipe | None = None
         self.selector: selectors.BaseSelector | None = None
@@ -119,6 +139,7 @@ class Master:
             self.set_title(self.titles.master())
         log(f"current working directory: {os.getcwd()}")
         log(f"master pid: {os.getpid()} (reloads: {self.reloads})")
+        self._adopt_draining()
         self.plan = plan = build_plan(cfg, self.binder)
         self.binder.close_unclaimed()
         self.selector = selectors.DefaultSelector()  # created after binding: sockets get fd 3...
@@ -136,9 +157,18 @@ class Master:
                 attach(self)
             self._watch(svc)
         self.touched = {path: _mtime(path) for path in cfg["touch-reload"]}
-        self.children = ChildTable(plan.children, self._in_child)
+        self.children = ChildTable(plan.children, self._in_child, self.draining)
         log(f"spawned uWSGI master process (pid: {os.getpid()})")
         self.children.spawn_all(time.time())
+
+    def _adopt_draining(self) -> None:
+        """The previous incarnation's routers still finishing their sessions: ours to
+        reap (not respawn) and to SIGKILL at their deadline."""
+        self.draining.update(adopt_draining(self.handed_over))
+        now = time.time()
+        for pid, item in self.draining.items():
+            log(f"{item.name} (pid: {pid}) of the previous master is finishing its "
+                f"sessions (SIGKILL in {max(0.0, item.kill_at - now):.0f} s)")
 
     def _in_child(self, spec: ChildSpec, index: int) -> None:
         """Right after fork, in the child: its title; drop what belongs to the master."""
@@ -173,6 +203,7 @@ class Master:
             if action:  # children that ended meanwhile (signalled with the master) stay so
                 self.children.respawning = False
             self.children.reap(now)
+            self.children.check_draining(now)
             if action:
                 return action
             self.children.respawn_due(now)
@@ -190,9 +221,10 @@ class Master:
         due = [self.next_cycle]
         if harakiri_at is not None:
             due.append(harakiri_at)
-        respawn_at = self.children.next_respawn() if self.children else None
-        if respawn_at is not None:
-            due.append(respawn_at)
+        for at in (self.children.next_respawn(), self.children.next_drain_deadline()) \
+                if self.children else ():
+            if at is not None:
+                due.append(at)
         timeout = max(0.0, min(due) - now)
         if not self.ready or (self.children and self.children.chain_active):
             timeout = min(timeout, 0.05)  # notice new workers accepting promptly
@@ -260,15 +292,22 @@ class Master:
         value = self.cfg["worker-reload-mercy"]
         return float(DEFAULT_WORKER_MERCY if value is None else value)
 
-    def stop_children(self, how: str) -> None:
+    def _reload_mercy(self) -> float:
+        value = self.cfg["reload-mercy"] if self.cfg.is_set("reload-mercy") else None
+        return float(DEFAULT_RELOAD_MERCY if value is None else value)
+
+    def stop_children(self, how: str, then: str = "exit") -> None:
         """Graceful: each child's graceful signal and the worker mercy; brutal: SIGINT and
-        a short mercy. SIGKILL whatever is left. Signals keep being served meanwhile."""
-        assert self.children is not None and self.sigpipe is not None and self.selector
+        a short mercy. SIGKILL whatever is left. Signals keep being served meanwhile.
+        A graceful reload (``then`` "reload") does not wait for the children it hands
+        over to the next incarnation (``reexec``), unless an exit is asked meanwhile."""
+        assert self.children is not None
         table = self.children
         table.respawning = False
         table.chain = None
         self.stopping = True
         mercy = self.cfg["reload-mercy"] if self.cfg.is_set("reload-mercy") else None
+        self.stop_signalled = time.time()
         if how == "graceful":
             table.signal_all(None)
             deadline = time.time() + self._worker_mercy()
@@ -279,26 +318,36 @@ class Master:
         for _ in range(1_000_000):  # bounded by the deadline below as well
             now = time.time()
             table.reap(now)
-            if not table.alive():
+            table.check_draining(now)
+            hand_off = how == "graceful" and then == "reload" and not self.exit_asked
+            if not table.waiting_for(hand_off):
                 return
             if now >= deadline:
                 if killed:
                     return
-                table.kill_remaining()
+                table.kill_remaining(hand_off)
                 killed = True
                 deadline = now + 5.0
-            for key, _ in self.selector.select(min(0.1, max(0.0, deadline - now))):
-                if key.data is not None:
-                    self._serve(key.data)
-            for signum in self.sigpipe.drain():
-                if signum in (signal.SIGINT, signal.SIGQUIT):
-                    log(f"{signal.Signals(signum).name} received...killing workers...")
-                    self.exit_asked = True
-                    self.requested = IMMEDIATE_SHUTDOWN
+            self._serve_while_stopping(min(0.1, max(0.0, deadline - now)))
             if self.requested == IMMEDIATE_SHUTDOWN and how == "graceful":
                 how = "brutal"
                 table.signal_all(signal.SIGINT)
                 deadline = min(deadline, time.time() + IMMEDIATE_MERCY)
+
+    def _serve_while_stopping(self, timeout: float) -> None:
+        """Wait up to ``timeout`` serving services and noting SIGINT/SIGQUIT (the
+        selector is missing when start-up failed before it existed: just wait)."""
+        if self.selector is None:
+            time.sleep(timeout)
+        else:
+            for key, _ in self.selector.select(timeout):
+                if key.data is not None:
+                    self._serve(key.data)
+        for signum in self.sigpipe.drain() if self.sigpipe is not None else ():
+            if signum in (signal.SIGINT, signal.SIGQUIT):
+                log(f"{signal.Signals(signum).name} received...killing workers...")
+                self.exit_asked = True
+                self.requested = IMMEDIATE_SHUTDOWN
 
     def finish(self) -> None:
         """Services down, --vacuum, goodbye."""
@@ -433,6 +482,11 @@ class Master:
         env = dict(os.environ)
         env[FDS_ENV] = self.binder.export()
         env[RELOADS_ENV] = str(self.reloads + 1)
+        if self.children is not None:
+            kill_at = self.stop_signalled + self._reload_mercy() + HANDOFF_SLACK
+            draining = self.children.hand_off(kill_at)
+            if draining:
+                env[DRAINING_ENV] = export_draining(draining)
         if self.sigpipe is not None:
             self.sigpipe.close()
         os.chdir(self.start_cwd)
@@ -514,7 +568,7 @@ def run_master(cfg: Config, argv: list[str]) -> int:
         return 1
     how, then = master.loop()
     master.before_stop(graceful=how == "graceful", reload=then == "reload")
-    master.stop_children(how)
+    master.stop_children(how, then)
     if then == "reload" and not master.exit_asked:
         master.reexec()
     master.finish()
@@ -522,7 +576,10 @@ def run_master(cfg: Config, argv: list[str]) -> int:
 
 
 def _abort(master: Master) -> None:
-    """Start-up failed: stop anything already forked, vacuum, keep the error visible."""
+    """Start-up failed: stop anything already forked or handed over, vacuum, keep the
+    error visible."""
+    if master.children is None and master.draining:
+        master.children = ChildTable([], master._in_child, master.draining)
     if master.children is not None:
         master.stop_children("brutal")
     if master.cfg["vacuum"]:

@@ -11,16 +11,35 @@ respawn: the child gets its graceful signal (or SIGINT) and a deadline after whi
 SIGKILLed; when it has exited the master forks a fresh one from its own state (the
 preloaded app, or a fresh load with --lazy-apps). A chain reload recycles one worker,
 waits until its successor says it is accepting, then moves to the next.
+
+Handing router processes over a graceful reload: the master waits for its workers (as
+uWSGI does) but not for children whose spec says ``handoff`` (the routers): they stopped
+accepting at their graceful signal and drain their open sessions while the master
+re-executes. ``hand_off`` lists them with the time after which they are SIGKILLed; the
+next incarnation (same pid, so they are still its children) gets that list through the
+environment (``brood.master_env.DRAINING_ENV``) and keeps it as ``draining``: it reaps
+them as they exit (no respawn, no "too fast" count: their slot already belongs to a
+fresh process on the same listening sockets), SIGKILLs any still there at its deadline,
+and stops them with everything else on a brutal reload or a shutdown. A pid is only
+adopted after ``waitpid`` confirms it is an unreaped child of ours, so an exit is never
+taken for another child's, and no signal ever goes to a pid the kernel reused.
+
+Every child asks the kernel to SIGKILL it when the master dies (``die_with_master``):
+children of a master killed with SIGKILL (which no handler sees) stop serving instead of
+lingering under init. It fires on the death of the forking *thread*; the master forks
+from its main thread only, and its ``execve`` on reload keeps that thread, so a re-exec
+does not set it off.
 """
 
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import os
 import signal
 import sys
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 from brood.log import log
@@ -30,6 +49,7 @@ from brood.signals import stops_blocked
 
 FAST_DEATH = 1.0  # a child that dies younger than this counts as dying "too fast"
 MAX_BACKOFF = 8.0  # ceiling for the respawn delay of a crash-looping child
+PR_SET_PDEATHSIG = 1  # linux/prctl.h
 
 
 @dataclass
@@ -50,6 +70,54 @@ class _Child:
         return f"{self.spec.label.removeprefix('uWSGI ')} {self.index}"
 
 
+@dataclass
+class Draining:
+    """A child handed over by a previous incarnation, finishing its open sessions."""
+
+    name: str
+    kill_at: float  # SIGKILL after this (time.time())
+    killed: bool = False
+
+
+def _prctl() -> Callable[..., int] | None:
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        return ctypes.CDLL(None, use_errno=True).prctl
+    except (OSError, AttributeError):
+        return None
+
+
+_PRCTL = _prctl()  # looked up in the master, not in each child after fork
+
+
+def die_with_master(master_pid: int) -> None:
+    """In a child right after fork: SIGKILL from the kernel when the master dies (a
+    no-op off Linux); exit at once if the master already died before that was set."""
+    if _PRCTL is not None:
+        _PRCTL(PR_SET_PDEATHSIG, ctypes.c_ulong(signal.SIGKILL), ctypes.c_ulong(0),
+               ctypes.c_ulong(0), ctypes.c_ulong(0))
+    if os.getppid() != master_pid:
+        os._exit(1)
+
+
+def adopt_draining(entries: Iterable[tuple[int, str, float]]) -> dict[int, Draining]:
+    """The handed-over children (pid, name, kill_at) still ours to wait for: ``waitpid``
+    tells an unreaped child of this process from one that exited meanwhile (reaped and
+    logged here) or a pid that is not our child at all (left alone)."""
+    draining: dict[int, Draining] = {}
+    for pid, name, kill_at in entries:
+        try:
+            done, status = os.waitpid(pid, os.WNOHANG)
+        except ChildProcessError:
+            continue
+        if done:
+            log(f"{name} (pid: {pid}) of the previous master exited ({describe_status(status)})")
+            continue
+        draining[pid] = Draining(name, kill_at)
+    return draining
+
+
 def describe_status(status: int) -> str:
     """"killed by signal 9" / "exit status 0" for a waitpid status."""
     if os.WIFSIGNALED(status):
@@ -62,9 +130,11 @@ class ChildTable:
     child."""
 
     def __init__(self, specs: list[ChildSpec],
-                 in_child: Callable[[ChildSpec, int], None]) -> None:
+                 in_child: Callable[[ChildSpec, int], None],
+                 draining: dict[int, Draining] | None = None) -> None:
         self.children = [_Child(s, i) for s in specs for i in range(1, s.count + 1)]
         self.in_child = in_child
+        self.draining = {} if draining is None else draining  # pid -> handed over to us
         self.respawning = True  # False once a reload or shutdown began
         self.chain: list[_Child] | None = None  # workers a chain reload has yet to do
         self.chain_victim: tuple[_Child, int] | None = None  # (child, its old pid)
@@ -85,10 +155,11 @@ class ChildTable:
             slot.last_spawn = int(now)
         sys.stdout.flush()
         sys.stderr.flush()
+        master_pid = os.getpid()
         with stops_blocked():  # the child releases them (brood.signals.release_stops)
             pid = os.fork()
             if pid == 0:
-                self._run_child(child)
+                self._run_child(child, master_pid)
         child.pid, child.started, child.respawn_at = pid, now, None
         child.harakiri_for, child.stop_deadline, child.reloading = 0, None, False
         child.evil_killed = False
@@ -96,10 +167,11 @@ class ChildTable:
             spec.scoreboard.slot(child.index).pid = pid
         log(f"spawned {spec.label} {child.index} (pid: {pid}, cores: 1)")
 
-    def _run_child(self, child: _Child) -> None:
+    def _run_child(self, child: _Child, master_pid: int) -> None:
         """In the forked child: never returns into the master's code."""
         status = 1
         try:
+            die_with_master(master_pid)
             self.in_child(child.spec, child.index)
             status = int(child.spec.target(child.index) or 0)
         except SystemExit as exc:
@@ -127,6 +199,11 @@ class ChildTable:
                 break
             if pid == 0:
                 break
+            gone = self.draining.pop(pid, None)
+            if gone is not None:
+                log(f"{gone.name} (pid: {pid}) of the previous master exited "
+                    f"({describe_status(status)})")
+                continue
             child = self._by_pid(pid)
             if child is None:
                 continue
@@ -170,12 +247,48 @@ class ChildTable:
     def alive(self) -> list[_Child]:
         return [c for c in self.children if c.pid]
 
+    # -- handing over across a graceful reload ---------------------------------------
+
+    def waiting_for(self, hand_off: bool) -> bool:
+        """Whether a stop must still wait: for any live child and the handed-over ones,
+        or (``hand_off``, a graceful reload) for the children that are not handed off."""
+        if hand_off:
+            return any(not c.spec.handoff for c in self.alive())
+        return bool(self.alive() or self.draining)
+
+    def hand_off(self, kill_at: float) -> dict[int, Draining]:
+        """Before the re-exec: the children still draining (the live ones, SIGKILLed
+        after ``kill_at``, with those handed to this incarnation), forgotten here."""
+        for child in self.alive():
+            self.draining[child.pid] = Draining(child.name, kill_at)
+            child.pid = 0
+        return self.draining
+
+    def check_draining(self, now: float) -> None:
+        """SIGKILL handed-over children that outlived their deadline."""
+        for pid, item in self.draining.items():
+            if not item.killed and now >= item.kill_at:
+                log(f"{item.name} (pid: {pid}) of the previous master did not finish "
+                    f"draining in time, SIGKILL")
+                item.killed = True
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+
+    def next_drain_deadline(self) -> float | None:
+        times = [d.kill_at for d in self.draining.values() if not d.killed]
+        return min(times) if times else None
+
     # -- signalling ------------------------------------------------------------------
 
     def signal_all(self, signum: int | None) -> None:
-        """Send ``signum`` (None: each child's graceful signal) to every live child."""
+        """Send ``signum`` (None: each child's graceful signal) to every live child; a
+        given ``signum`` goes to the handed-over ones too (already graceful)."""
         for child in self.alive():
             self._kill(child, child.spec.graceful_signal if signum is None else signum)
+        if signum is not None:
+            for pid in self.draining:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signum)
 
     def _kill(self, child: _Child, signum: int) -> None:
         with contextlib.suppress(ProcessLookupError):
@@ -236,10 +349,15 @@ class ChildTable:
     def chain_active(self) -> bool:
         return self.chain is not None
 
-    def kill_remaining(self) -> None:
+    def kill_remaining(self, hand_off: bool = False) -> None:
+        """SIGKILL what a stop waits for (``waiting_for``)."""
         for child in self.alive():
+            if hand_off and child.spec.handoff:
+                continue
             log(f"{child.name} (pid: {child.pid}) did not stop in time, SIGKILL")
             self._kill(child, signal.SIGKILL)
+        if not hand_off:
+            self.check_draining(float("inf"))
 
     # -- per-cycle checks ------------------------------------------------------------
 
@@ -326,6 +444,8 @@ class ChildTable:
                          f"{slot.exceptions}, respawns {slot.respawn_count}, harakiri "
                          f"{slot.harakiri_count}, rss {_proc_rss(child.pid) // 1024} KB")
             lines.append(line)
+        for pid, item in self.draining.items():
+            lines.append(f"{item.name} (pid: {pid}) of the previous master, draining")
         return lines
 
     def next_respawn(self) -> float | None:

@@ -7,6 +7,12 @@ into the environment; the key is the option and the value as the user wrote it. 
 master's ``Binder`` adopts an inherited fd whose key matches instead of binding again,
 so the port (even one chosen by ``:0``) never closes and clients only wait in the
 listen queue. Inherited fds nobody claims (the option was removed) are closed.
+
+Children across re-exec: after a graceful reload the router processes of the previous
+incarnation may still be finishing their sessions (``brood.master_children``, hand-off).
+The master writes them into ``BROOD_DRAINING`` = JSON ``[{"pid": 4242, "name": "http 1",
+"kill_at": 1700000060.5}]`` (``kill_at``: wall-clock time of their SIGKILL), and the
+new incarnation reads it back with ``take_draining``.
 """
 
 from __future__ import annotations
@@ -17,6 +23,8 @@ import json
 import os
 import pwd
 import signal
+from collections.abc import Mapping
+from typing import Any
 
 from brood.config.option import OptionError
 from brood.listener import Listener
@@ -33,6 +41,7 @@ from brood.sockets import (
 
 FDS_ENV = "BROOD_FDS"
 RELOADS_ENV = "BROOD_RELOADS"
+DRAINING_ENV = "BROOD_DRAINING"
 
 
 # -- pidfiles and the --reload / --stop actions ---------------------------------------
@@ -174,6 +183,29 @@ def _group_name(gid: int) -> str:
         return grp.getgrgid(gid).gr_name
     except KeyError:
         return str(gid)
+
+
+# -- children still draining across re-exec ------------------------------------------
+
+def export_draining(draining: Mapping[int, Any]) -> str:
+    """``BROOD_DRAINING`` for ``{pid: item}`` (items with ``name`` and ``kill_at``)."""
+    return json.dumps([{"pid": pid, "name": item.name, "kill_at": item.kill_at}
+                       for pid, item in draining.items()])
+
+
+def take_draining() -> list[tuple[int, str, float]]:
+    """(pid, name, kill_at) of each child the previous incarnation handed over, taken
+    out of the environment (the app and the children must not see it); malformed
+    entries are skipped."""
+    raw = os.environ.pop(DRAINING_ENV, "")
+    found: list[tuple[int, str, float]] = []
+    with contextlib.suppress(ValueError, TypeError):
+        for item in json.loads(raw or "[]"):
+            with contextlib.suppress(ValueError, TypeError, KeyError):
+                pid = int(item["pid"])
+                if pid > 0:
+                    found.append((pid, str(item["name"]), float(item["kill_at"])))
+    return found
 
 
 # -- binding, or adopting what the previous incarnation left us ------------------------

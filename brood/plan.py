@@ -48,6 +48,14 @@ class ChildSpec:
     ``graceful_signal`` asks a child to finish in-flight work and exit (reloads);
     ``scoreboard`` (workers) lets the master do harakiri, rss checks and respawn counts.
     ``label`` names the child in log lines ("uWSGI worker", "uWSGI http").
+
+    ``handoff``: on a graceful reload the master re-executes without waiting for these
+    children, and its next incarnation forks their successors at once while they finish
+    their open sessions (``brood.master_children``). For children that stop accepting
+    at their graceful signal and that the master watches through no scoreboard: the
+    routers, whose long sessions (WebSockets, raw TCP) would otherwise keep new
+    connections waiting for the whole mercy. None (the default): children without a
+    scoreboard; workers are waited for, as in uWSGI.
     """
 
     kind: str
@@ -56,10 +64,13 @@ class ChildSpec:
     graceful_signal: int = signal.SIGHUP
     scoreboard: Scoreboard | None = None
     label: str = ""
+    handoff: bool | None = None
 
     def __post_init__(self) -> None:
         if not self.label:
             self.label = f"uWSGI {self.kind}"
+        if self.handoff is None:
+            self.handoff = self.scoreboard is None
 
 
 class MasterService(Protocol):

@@ -9,6 +9,15 @@
   (``--reload-mercy``, 60 s), then exit 0.
 * SIGINT / SIGQUIT: immediate (also during a graceful stop). Cancel everything, exit 0.
 
+On a graceful reload the master does not wait for this drain: it re-executes, and its
+next incarnation forks new router processes on the same listening sockets while this
+one finishes its sessions (``brood.master_children``, hand-off). What ties a process
+to its master incarnation runs in the accept nursery and so stops with accepting: the
+subscription feed (its replica stays as it was for the sessions still open), the stats
+publishing (its snapshot file is withdrawn), the stats accept loop and the spread
+heartbeat (it leaves the table). The next incarnation makes fresh ones of each, so a
+draining process and its successors never share them.
+
 ``serve_router`` is the same minus signals, for embedding and in-process tests::
 
     server = await nursery.start(serve_router, "fastrouter", cfg, listeners)

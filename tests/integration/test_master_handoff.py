@@ -1,0 +1,174 @@
+"""A graceful reload hands the router processes over (brood.master_children): new
+connections are served by the next incarnation's routers at once, while the old ones
+finish their open sessions; and children do not outlive a master killed with SIGKILL."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import socket
+import threading
+import time
+from collections.abc import Iterator
+
+import pytest
+from _broodkit import BroodProcess, http_get, wait_until
+
+NEW_CONNECTION_WITHIN = 2.0  # seconds after SIGHUP (the old code: the whole mercy)
+
+
+@pytest.fixture
+def echo_backend() -> Iterator[str]:
+    """A loopback TCP echo server (one thread per connection); its address."""
+    server = socket.create_server(("127.0.0.1", 0))
+    server.settimeout(0.2)
+    done = threading.Event()
+
+    def echo(conn: socket.socket) -> None:
+        with conn:
+            while data := conn.recv(65536):
+                conn.sendall(data)
+
+    def serve() -> None:
+        while not done.is_set():
+            try:
+                conn, _ = server.accept()
+            except TimeoutError:
+                continue
+            conn.settimeout(60)
+            threading.Thread(target=echo, args=(conn,), daemon=True).start()
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    try:
+        yield f"127.0.0.1:{server.getsockname()[1]}"
+    finally:
+        done.set()
+        thread.join(5)
+        server.close()
+
+
+def _exchange(sock: socket.socket, data: bytes) -> bytes:
+    sock.sendall(data)
+    got = b""
+    while len(got) < len(data):
+        chunk = sock.recv(65536)
+        if not chunk:
+            break
+        got += chunk
+    return got
+
+
+def _router_pids(b: BroodProcess, kind: str) -> list[int]:
+    return [int(m[1]) for m in re.finditer(rf"spawned uWSGI {kind} \d+ \(pid: (\d+)", b.log())]
+
+
+def _gone(pid: int) -> bool:
+    """No such process any more (a zombie counts as gone: it serves nothing)."""
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            return fh.read().rsplit(")", 1)[1].split()[0] == "Z"
+    except FileNotFoundError:
+        return True
+
+
+def _group(pgid: int) -> list[int]:
+    """Live processes of process group ``pgid`` (the instance's session)."""
+    found = []
+    for name in os.listdir("/proc"):
+        if not name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{name}/stat") as fh:
+                fields = fh.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[2]) == pgid and fields[0] != "Z":
+            found.append(int(name))
+    return found
+
+
+def _stop_and_check_nothing_left(b: BroodProcess) -> None:
+    b.send_signal(signal.SIGINT)
+    assert b.wait_exit(timeout=15) == 0
+    assert _group(b.pid) == [], b.log()
+
+
+def test_sighup_serves_new_connections_while_the_old_router_drains(start_brood,
+                                                                   echo_backend) -> None:
+    b = start_brood("--master", "--rawrouter", "127.0.0.1:0", "--rawrouter-to", echo_backend)
+    host, port = b.address_of("rawrouter socket 0").rsplit(":", 1)
+    address = (host, int(port))
+    [old] = _router_pids(b, "rawrouter")
+    with socket.create_connection(address, timeout=10) as held:
+        assert _exchange(held, b"before") == b"before"
+        b.send_signal(signal.SIGHUP)
+        asked = time.monotonic()
+        b.wait_for_log(r"rawrouter SIGHUP: graceful stop, 1 sessions")  # no longer accepts
+        with socket.create_connection(address, timeout=10) as fresh:
+            assert _exchange(fresh, b"new") == b"new"
+        assert time.monotonic() - asked < NEW_CONNECTION_WITHIN
+        b.wait_ready(count=2)
+        assert not _gone(old)  # still finishing the held session, on the old config
+        assert _exchange(held, b"after") == b"after"
+    b.wait_for_log(rf"rawrouter 1 \(pid: {old}\) of the previous master exited "
+                   r"\(exit status 0\)")
+    assert not re.search(rf"\(pid: {old}\) died", b.log())  # no respawn, no "too fast"
+    assert len(_router_pids(b, "rawrouter")) == 2  # the new one, not another
+    _stop_and_check_nothing_left(b)
+
+
+def test_an_http_request_in_flight_finishes_across_two_reloads(start_brood,
+                                                               hello_app) -> None:
+    node = start_brood("--master", "--socket", "127.0.0.1:0", "--wsgi-file", hello_app,
+                       "-p", "2", "--stats", "127.0.0.1:0")
+    b = start_brood("--master", "--http", "127.0.0.1:0",
+                    "--http-to", node.address_of("uwsgi socket 0"))
+    front = b.address_of("http socket 0")
+    [old] = _router_pids(b, "http")
+    got: dict[str, object] = {}
+    slow = threading.Thread(target=lambda: got.update(r=http_get(front, "/sleep?s=4",
+                                                                 timeout=30)))
+    slow.start()
+    wait_until(lambda: any(w["status"] == "busy" for w in node.stats()["workers"]),
+               what="the slow request at the node")
+    b.send_signal(signal.SIGHUP)
+    asked = time.monotonic()
+    b.wait_for_log(r"http SIGHUP: graceful stop, 1 sessions")  # the old one no longer accepts
+    assert http_get(front, timeout=10) == (200, b"Hello World")
+    assert time.monotonic() - asked < NEW_CONNECTION_WITHIN
+    b.wait_ready(count=2)
+    b.send_signal(signal.SIGHUP)  # handed over again, with its first deadline
+    b.wait_ready(count=3)
+    assert len(re.findall(rf"\(pid: {old}\) of the previous master is finishing", b.log())) == 2
+    slow.join(30)
+    assert got["r"] == (200, b"slept\n")
+    b.wait_for_log(rf"http 1 \(pid: {old}\) of the previous master exited")
+    _stop_and_check_nothing_left(b)
+
+
+def test_a_shutdown_stops_the_routers_still_draining(start_brood, echo_backend) -> None:
+    b = start_brood("--master", "--rawrouter", "127.0.0.1:0", "--rawrouter-to", echo_backend,
+                    "--rawrouter-processes", "2")
+    host, port = b.address_of("rawrouter socket 0").rsplit(":", 1)
+    with socket.create_connection((host, int(port)), timeout=10) as held:
+        assert _exchange(held, b"x") == b"x"
+        b.send_signal(signal.SIGHUP)
+        b.wait_ready(count=2)
+        b.wait_for_log(r"of the previous master is finishing its sessions")
+        asked = time.monotonic()
+        _stop_and_check_nothing_left(b)  # not after the 60 s mercy
+        assert time.monotonic() - asked < 10
+        assert held.recv(16) == b""  # cut by the shutdown
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/stat"), reason="needs /proc (Linux)")
+def test_children_die_with_a_killed_master(start_brood, hello_app) -> None:
+    b = start_brood("--master", "--http", "127.0.0.1:0", "--wsgi-file", hello_app, "-p", "2")
+    children = [int(m[1]) for m in re.finditer(r"spawned uWSGI \w+ \d+ \(pid: (\d+)", b.log())]
+    assert len(children) == 3, b.log()  # two workers and the http router
+    os.kill(b.pid, signal.SIGKILL)
+    b.proc.wait(10)
+    wait_until(lambda: all(_gone(pid) for pid in children), timeout=5,
+               what="the children to die with the master")
