@@ -65,12 +65,13 @@ IMMEDIATE = (signal.SIGINT, signal.SIGQUIT)
 STATS_HTTP_WAIT = 5.0
 
 
-def build_engine(kind: str, cfg: Config, subscription: Any = None) -> Engine:
+def build_engine(kind: str, cfg: Config, subscription: Any = None, caches: Any = None) -> Engine:
     """The engine for ``kind`` from the config: settings plus the resolver chain
-    (``subscription``: the table replica's resolver, when the router has a feed)."""
+    (``subscription``: the table replica's resolver, when the router has a feed;
+    ``caches``: the feed's cache replica, for ``--X-use-cache``)."""
     from brood.routers.resolve import build_resolver
 
-    resolver = build_resolver(cfg, kind, subscription, report=functools.partial(
+    resolver = build_resolver(cfg, kind, subscription, caches=caches, report=functools.partial(
         _code_string_failed, kind))
     settings = RouterSettings.from_config(cfg, kind)
     return Engine(settings, resolver, has_nodes=_has_static_mapping(cfg, kind))
@@ -135,7 +136,8 @@ async def serve_router(
     (``brood.routers.net.spread``): this process's entry in the kind's table of
     connections, which keeps their numbers even; alone when not given."""
     prefix = PREFIX.get(kind, kind)
-    engine = engine or build_engine(prefix, cfg, feed.resolver if feed is not None else None)
+    engine = engine or build_engine(prefix, cfg, feed.resolver if feed is not None else None,
+                                    getattr(feed, "caches", None))
     if spread is not None:
         engine.spread = spread
     front = importlib.import_module(FRONTS[prefix])

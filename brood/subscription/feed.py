@@ -16,8 +16,13 @@ Messages, one datagram each, first byte the type:
   are the SCM_CREDENTIALS the master read (``--subscriptions-use-credentials``, see
   ``creds``), so every replica, hence every router process's stats, shows them;
   ``pack`` puts consecutive packets of one kind in one message, in order;
+* ``K`` + records: cache changes (``--X-use-cache``), framed as ``P``; each record is
+  a cache name and a uWSGI cache sync packet (``brood.cache.replica``), applied to the
+  process's cache replica. The feed of a router with caches but no subscription
+  server carries only these (its replica has no table);
 * ``B`` / ``E``: a snapshot begins / ends. Between them the master re-sends every node
-  as a subscribe; at ``E`` the replica unsubscribes what the snapshot did not mention;
+  as a subscribe and every cache item; at ``E`` the replica unsubscribes what the
+  snapshot did not mention, and drops the cache items it did not mention;
 * ``H`` (router -> master): hello, "send me a snapshot".
 
 A new or respawned router process drains what is queued on its end (stale updates
@@ -47,6 +52,8 @@ from typing import Any
 
 import trio
 
+from brood.cache.replica import CacheReplica
+from brood.cache.spec import CacheSpec
 from brood.config.model import Config
 from brood.log import log
 from brood.subscription.creds import Creds
@@ -59,7 +66,7 @@ from brood.subscription.packet import (
 )
 from brood.subscription.table import Event, SubscriptionTable, TableResolver
 
-PACKETS, CREDS, BEGIN, END, HELLO = b"P", b"C", b"B", b"E", b"H"
+PACKETS, CREDS, BEGIN, END, HELLO, CACHE = b"P", b"C", b"B", b"E", b"H", b"K"
 # Batch size of one P message: well under the default unix socket buffers (~208 KiB).
 MAX_MESSAGE = 32768
 # Receive buffer for one message (a batch, or one 4096-byte packet plus framing).
@@ -87,13 +94,14 @@ def _entry(item: Packet) -> tuple[bytes, Creds | None]:
     return (item, None) if isinstance(item, bytes | bytearray) else item
 
 
-def pack(packets: Sequence[Packet]) -> list[bytes]:
-    """``P``/``C`` messages carrying ``packets`` in order, each <= MAX_MESSAGE bytes."""
+def pack(packets: Sequence[Packet], plain: bytes = PACKETS) -> list[bytes]:
+    """``P``/``C`` messages carrying ``packets`` in order, each <= MAX_MESSAGE bytes
+    (``plain=CACHE``: ``K`` messages of cache records, which carry no credentials)."""
     messages: list[bytes] = []
     current = bytearray()
     for item in packets:
         packet, creds = _entry(item)
-        kind = PACKETS if creds is None else CREDS
+        kind = plain if creds is None else CREDS
         framed = _LEN.pack(len(packet))
         if creds is not None:
             framed += _CREDS.pack(*creds)
@@ -205,9 +213,9 @@ class Channel:
         poller.register(self.master, select.POLLOUT)
         return any(mask & select.POLLOUT for _, mask in poller.poll(0))
 
-    def resync(self, snapshot: Sequence[Packet]) -> bool:
-        """Replace what is queued by a full snapshot (B, packets, E): a snapshot is the
-        whole state. It goes out as the socket takes it, over several ticks when large;
+    def resync(self, snapshot: Sequence[Packet], extra: Sequence[bytes] = ()) -> bool:
+        """Replace what is queued by a full snapshot (B, packets, ``extra`` messages such
+        as the caches' ``K``, E): a snapshot is the whole state. It goes out as the socket takes it, over several ticks when large;
         True when it all went out at once. The replica gets a fresh ``STUCK_AFTER``
         to start taking it."""
         if self.needs_resync:
@@ -217,7 +225,7 @@ class Channel:
         self.backlog.clear()
         self.backlog_size = 0
         self.last_write = time.monotonic()
-        return self.send([BEGIN, *pack(snapshot), END])
+        return self.send([BEGIN, *pack(snapshot), *extra, END])
 
     def read_hellos(self) -> int:
         """Consume the hellos queued on the master end; how many there were."""
@@ -236,14 +244,18 @@ class Channel:
 
 
 class RouterFeed:
-    """The router process's side: a table replica fed from its channel end."""
+    """The router process's side: a table replica (None: the router has no subscription
+    server) and its cache replica (``caches``, when it uses one), fed from its channel
+    end. ``resolver`` is the table's, for the router's resolver chain."""
 
-    def __init__(self, sock: socket.socket, table: SubscriptionTable, *,
+    def __init__(self, sock: socket.socket, table: SubscriptionTable | None, *,
                  clock: Callable[[], float] = time.time,
-                 on_events: Callable[[list[Event]], None] | None = None) -> None:
+                 on_events: Callable[[list[Event]], None] | None = None,
+                 caches: CacheReplica | None = None) -> None:
         self.sock = sock
         self.table = table
-        self.resolver = TableResolver(table)
+        self.resolver = TableResolver(table) if table is not None else None
+        self.caches = caches
         self.clock = clock
         self.on_events = on_events  # e.g. the HTTPS router's SNI store (sni_added/removed)
         self.applied = 0
@@ -254,13 +266,22 @@ class RouterFeed:
         kind = message[:1]
         if kind == BEGIN:
             self._snapshot = set()
+            if self.caches is not None:
+                self.caches.begin()
         elif kind == END:
             self._end_snapshot(now)
+            if self.caches is not None:
+                self.caches.end()
         elif kind in (PACKETS, CREDS):
             for packet, creds in unpack(message):
                 self._apply(packet, now, creds)
+        elif kind == CACHE and self.caches is not None:
+            for record, _ in unpack(message):
+                self.caches.apply(record)
 
     def _apply(self, packet: bytes, now: float, creds: Creds | None = None) -> None:
+        if self.table is None:
+            return
         try:
             sub = decode_subscription(packet)
         except SubscriptionError:
@@ -273,7 +294,7 @@ class RouterFeed:
 
     def _end_snapshot(self, now: float) -> None:
         seen, self._snapshot = self._snapshot, None
-        if seen is None:
+        if seen is None or self.table is None:
             return
         for slot in self.table.slots():
             for node in list(slot.nodes):
@@ -307,10 +328,14 @@ class RouterFeed:
         await tsock.send(HELLO)
         task_status.started()
 
+        table = self.table
+
         def changed() -> None:
-            self._emit(self.table.take_events())
+            if table is None:
+                return
+            self._emit(table.take_events())
             if engine is not None:
-                engine.nodes_changed(static_nodes or self.table.has_nodes())
+                engine.nodes_changed(static_nodes or table.has_nodes())
 
         next_sweep = trio.current_time() + SWEEP_EVERY
         while True:
@@ -320,13 +345,18 @@ class RouterFeed:
                 changed()
                 continue
             next_sweep = trio.current_time() + SWEEP_EVERY
-            self._emit(self.table.expire(self.clock()))
+            if table is not None:
+                self._emit(table.expire(self.clock()))
             changed()
 
 
-def feed_for(channels: Sequence[Channel], index: int, cfg: Config) -> RouterFeed:
-    """In router process ``index`` (1-based), after the fork: its feed; the other
-    processes' ends are closed here (this process never reads them)."""
+def feed_for(channels: Sequence[Channel], index: int, cfg: Config, *,
+             subscriptions: bool = True,
+             caches: Sequence[CacheSpec] = ()) -> RouterFeed:
+    """In router process ``index`` (1-based), after the fork: its feed, with a table
+    replica when the router has ``subscriptions`` servers and a cache replica when it
+    uses ``caches``; the other processes' ends are closed here (this process never
+    reads them)."""
     mine = None
     for channel in channels:
         if channel.index == index:
@@ -335,4 +365,5 @@ def feed_for(channels: Sequence[Channel], index: int, cfg: Config) -> RouterFeed
             channel.child.close()
     if mine is None:
         raise LookupError(f"no subscription channel for router process {index}")
-    return RouterFeed(mine, table_from_config(cfg))
+    return RouterFeed(mine, table_from_config(cfg) if subscriptions else None,
+                      caches=CacheReplica(caches) if caches else None)

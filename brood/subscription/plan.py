@@ -4,7 +4,9 @@
   ``--X-subscription-server``s, bind each one (UDP ``host:port``/``[v6]:port``, or a
   unix datagram path), make the ``SubscriptionHub`` with one channel per router process
   (before the fork, so each process inherits its end), add the master services, and
-  hand process ``index`` its feed as ``run_router(..., feed=RouterFeed)``.
+  hand process ``index`` its feed as ``run_router(..., feed=RouterFeed)``. A kind with
+  ``--X-use-cache`` gets the same hub and feed (without subscription sockets when it
+  has none): the master's caches (``brood.cache.plan``) push their changes into it.
 * Node side, a contributor: the ``Announcer`` when ``--subscribe-to``/``--subscribe2``
   is given. It runs after the worker contributor, so the default address (the first
   worker socket, real port after ``:0``) is known.
@@ -19,6 +21,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from brood.cache.plan import replicated_caches
 from brood.config.model import Config
 from brood.log import log
 from brood.plan import PlanBuilder, register_contributor
@@ -34,12 +37,18 @@ def _no_extras(index: int) -> dict[str, Any]:
 
 def subscription_extras(cfg: Config, b: PlanBuilder, kind: str,
                         count: int) -> Callable[[int], dict[str, Any]]:
-    """A ``ROUTER_EXTRAS`` factory: the subscription server of router ``kind``."""
+    """A ``ROUTER_EXTRAS`` factory: the subscription server of router ``kind``, and
+    the channel of its cache replica."""
     option = f"{kind}-subscription-server"
     servers = cfg[option]
-    if not servers:
+    caches = replicated_caches(cfg, b, kind)
+    if not servers and caches is None:
         return _no_extras
     hub = SubscriptionHub.from_config(cfg, kind, count)
+    hub.subscriptions = bool(servers)
+    if caches is not None:
+        hub.caches = caches
+        caches.add_sink(hub.push_cache)
     for spec in servers:
         sock = bind_datagram(spec, option)
         log(f"uWSGI {kind} subscription server bound on {socket_name(sock)} fd {sock.fileno()}")

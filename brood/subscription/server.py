@@ -41,6 +41,7 @@ import socket
 from collections.abc import Sequence
 from typing import Any
 
+from brood.cache.hub import CacheHub
 from brood.config.model import Config
 from brood.log import log
 from brood.sockets import socket_name
@@ -48,6 +49,7 @@ from brood.subscription import creds as scm
 from brood.subscription.announcer import server_sockaddr
 from brood.subscription.creds import Creds
 from brood.subscription.feed import (
+    CACHE,
     Channel,
     Packet,
     feed_for,
@@ -150,6 +152,8 @@ class SubscriptionHub:
         self.received = 0
         self.dropped = 0
         self._notify_sock: socket.socket | None = None
+        self.subscriptions = True  # False: the kind has only a cache replica to feed
+        self.caches: CacheHub | None = None  # the master's caches the kind reads
 
     @classmethod
     def from_config(cls, cfg: Config, kind: str, processes: int) -> SubscriptionHub:
@@ -236,6 +240,12 @@ class SubscriptionHub:
         for channel in self.channels:
             channel.send(messages)
 
+    def push_cache(self, records: Sequence[bytes]) -> None:
+        """Cache changes (``brood.cache.hub``), in order with the subscriptions."""
+        messages = pack(records, CACHE)
+        for channel in self.channels:
+            channel.send(messages)
+
     def snapshot(self) -> list[Packet]:
         """Every node as a subscribe datagram (with its sender's credentials when it
         has them: pid 0 means none), slot by slot in subscription order."""
@@ -254,11 +264,15 @@ class SubscriptionHub:
         return out
 
     def resync(self, channel: Channel) -> bool:
-        return channel.resync(self.snapshot())
+        caches = pack(self.caches.snapshot(), CACHE) if self.caches is not None else []
+        return channel.resync(self.snapshot(), caches)
 
     def feed_kwargs(self, cfg: Config) -> Any:
         """For brood.routers.plan.ROUTER_EXTRAS: ``index -> {"feed": RouterFeed}``."""
-        return lambda index: {"feed": feed_for(self.channels, index, cfg)}
+        specs = [c.spec for c in self.caches.caches] if self.caches is not None else []
+        return lambda index: {"feed": feed_for(self.channels, index, cfg,
+                                               subscriptions=self.subscriptions,
+                                               caches=specs)}
 
     # -- MasterService --------------------------------------------------------------------
     def fileno(self) -> int | None:

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from collections.abc import Callable, Collection, Sequence
-from typing import Any
+from typing import Any, Protocol
 
 from brood.config.model import Config
 from brood.config.option import lookup
@@ -31,6 +31,12 @@ from brood.routers.resolve.mappers import (
     SocketResolver,
     StaticResolver,
 )
+
+
+class CacheLookup(Protocol):
+    """The named caches of a router process (``brood.cache.replica.CacheReplica``)."""
+
+    def store(self, name: str | None) -> CacheStore | None: ...
 
 
 class FallbackKeyResolver:
@@ -153,6 +159,7 @@ def build_resolver(
     *,
     sockets: Sequence[str] | None = None,
     cache_store: CacheStore | None = None,
+    caches: CacheLookup | None = None,
     report: Callable[[str], None] | None = None,
     chain_all: bool = False,
 ) -> ChainResolver:
@@ -161,9 +168,12 @@ def build_resolver(
     ``subscription`` is the subscription table's resolver when the router runs a
     subscription server; ``--X-subscription-fallback-key`` wraps it in a
     ``FallbackKeyResolver``. ``sockets`` are this instance's uwsgi sockets for
-    ``--X-use-socket`` (default: ``--socket`` values). ``report`` receives the errors of
-    a code-string mapper. ValueError for a bad configuration (code-string file, socket
-    number, algorithm).
+    ``--X-use-socket`` (default: ``--socket`` values). ``caches`` are the router
+    process's cache replicas (``brood.cache.replica``): ``--X-use-cache [NAME]`` reads
+    the one it names, the first for no name; ``cache_store`` gives the store directly
+    (without either, a private empty one: the master's start-up check). ``report``
+    receives the errors of a code-string mapper. ValueError for a bad configuration
+    (code-string file, socket number, algorithm, a cache name ``caches`` lacks).
     """
     gracetime = float(_get(cfg, f"{prefix}-gracetime", 30))
     algo = _get(cfg, f"{prefix}-algo")
@@ -177,7 +187,13 @@ def build_resolver(
         )
     candidates: list[Resolver | None] = []
     if cfg.is_set(f"{prefix}-use-cache"):
-        candidates.append(CacheResolver(cache_store, balancer=make_balancer(algo or default_algo),
+        store = cache_store
+        if caches is not None:
+            name = _get(cfg, f"{prefix}-use-cache", "")
+            store = caches.store(name)
+            if store is None:
+                raise ValueError(f"--{prefix}-use-cache: unable to find cache {name!r}")
+        candidates.append(CacheResolver(store, balancer=make_balancer(algo or default_algo),
                                         gracetime=gracetime, pool=pool))
     if _get(cfg, f"{prefix}-use-pattern"):
         candidates.append(PatternResolver(_get(cfg, f"{prefix}-use-pattern"), pool))

@@ -209,8 +209,9 @@ class MemoryCache:
 class CacheResolver:
     """``--X-use-cache [name]``: the cache value of the key names the node(s).
 
-    A value is uWSGI's ``address[,modifier1]``; brood also accepts several of them
-    separated by whitespace, a pool balanced with ``balancer`` (default ``wrr``).
+    A value is uWSGI's ``address[,modifier1]``, or several of them separated by ``|``
+    (uWSGI 2.0.x: it takes them in turn) or, in brood, by whitespace: a pool balanced
+    with ``balancer`` (default ``wrr``).
     """
 
     def __init__(
@@ -250,7 +251,7 @@ class CacheResolver:
         if cached is not None and cached[0] == raw:
             return cached[1]
         items: list[tuple[str, int | None]] = []
-        for word in raw.decode("utf-8", "surrogateescape").split():
+        for word in raw.decode("utf-8", "surrogateescape").replace("|", " ").split():
             try:
                 items.append(split_modifier(word))
             except ValueError:
