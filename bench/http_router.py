@@ -10,7 +10,11 @@
 Small (11 bytes) and 64 KiB answers to GETs, and the small answer to a POST of 2 KiB.
 Interleaved, median of --rounds.  About 75 s a round.
 
-    python bench/http_router.py [--duration 5] [--rounds 1] [-v]
+brood's router runs with --disable-logging: uWSGI's router, the anchor, writes no
+request lines, and neither does haproxy here. ``--request-log`` leaves brood's request
+lines on (to its log file in the bench's temp dir), to measure what they cost.
+
+    python bench/http_router.py [--duration 5] [--rounds 1] [--request-log] [-v]
 """
 
 from __future__ import annotations
@@ -49,16 +53,17 @@ def run(args) -> int:
         Load("64 KiB, keep-alive", "/big", keepalive=True, size=65536),
         Load("POST 2 KiB, keep-alive", "/", keepalive=True, size=11, post=2048),
     ]
+    quiet = [] if args.request_log else ["--disable-logging"]
     with Bench(args.keep_logs) as bench:
         _, ports = start_uwsgi_workers(bench, uwsgi=True, http=True)
         node = f"{HOST}:{ports['uwsgi']}"
         routers = [
             ("brood http, 1 process", "brood",
              lambda p: [PY, "-m", "brood", "--master", "--http", f"{HOST}:{p}", "--http-to", node,
-                        "--http-processes", "1", "--http-keepalive"]),
+                        "--http-processes", "1", "--http-keepalive", *quiet]),
             ("brood http, 2 processes", "brood",
              lambda p: [PY, "-m", "brood", "--master", "--http", f"{HOST}:{p}", "--http-to", node,
-                        "--http-processes", "2", "--http-keepalive"]),
+                        "--http-processes", "2", "--http-keepalive", *quiet]),
             ("uWSGI http router", "anchor",
              lambda p: ["uwsgi", "--plugins", "http", "--master", "--http", f"{HOST}:{p}",
                         "--http-to", node, "--http-keepalive"]),
@@ -93,5 +98,13 @@ def run(args) -> int:
     return 1 if any("failed" in r for r in rows) else 0
 
 
+def parser():
+    p = arg_parser(__doc__.split("\n")[0])
+    p.add_argument("--request-log", action="store_true",
+                   help="leave brood's request lines on (default: --disable-logging, as "
+                        "uWSGI's router logs no request)")
+    return p
+
+
 if __name__ == "__main__":
-    main_wrapper(run, arg_parser(__doc__.split("\n")[0]))
+    main_wrapper(run, parser())

@@ -3,7 +3,7 @@ sslrouter) shares, written once.
 
 A front parses its own protocol and finds a key; everything after that is here::
 
-    async with engine.session(peer):               # active_sessions, router harakiri
+    async with engine.session(peer):               # active_sessions, session max age
         upstream = await engine.connect(key, client=ip)   # resolve, connect, retry,
         async with upstream:                               # gracetime, fallbacks
             await upstream.send(first_bytes)
@@ -57,7 +57,8 @@ class RouterSettings:
     timeout: float = 60.0  # --X-timeout: idle timeout of a session (and connect timeout)
     gracetime: float = 30.0  # --X-gracetime: a refusing node is skipped this long
     max_retries: int = 3  # --X-max-retries: next nodes tried after a failed connect
-    harakiri: float = 0.0  # --X-harakiri: a session older than this is cut (0: never)
+    max_age: float = 0.0  # --X-session-max-age: a session older than this is cut (0: never)
+    loop_harakiri: float = 0.0  # --X-harakiri: a process stuck this long is killed (0: never)
     buffer_size: int = 4096  # --X-buffer-size, else --buffer-size: request head limit
     cheap: bool = False  # --X-cheap: accept nothing while there is no node
     quiet: bool = False  # --X-quiet: do not log failed requests
@@ -72,7 +73,8 @@ class RouterSettings:
             timeout=float(option(cfg, f"{kind}-timeout", 60)),
             gracetime=float(option(cfg, f"{kind}-gracetime", 30)),
             max_retries=int(option(cfg, f"{kind}-max-retries", 3)),
-            harakiri=float(option(cfg, f"{kind}-harakiri", 0)),
+            max_age=float(option(cfg, f"{kind}-session-max-age", 0)),
+            loop_harakiri=float(option(cfg, f"{kind}-harakiri", 0)),
             buffer_size=int(buffer_size),
             cheap=bool(option(cfg, f"{kind}-cheap", False)),
             quiet=bool(option(cfg, f"{kind}-quiet", False)),
@@ -222,12 +224,12 @@ class Engine:
     # -- sessions -----------------------------------------------------------------------
     def session(self, peer: Any = None) -> _Session:
         """``async with engine.session(peer) as scope:`` counts the session as active;
-        ``--X-harakiri`` bounds its lifetime (``scope`` is that cancel scope, None
-        without harakiri: no scope is entered then)."""
+        ``--X-session-max-age`` bounds its lifetime (``scope`` is that cancel scope,
+        None without it: no scope is entered then)."""
         return _Session(self, peer)
 
     def session_opened(self) -> None:
-        """Count a session by hand (a front that applies harakiri itself through a
+        """Count a session by hand (a front that applies the max age itself through a
         cancel scope it already has: ``session`` costs a scope and a generator per
         request, which the HTTP keep-alive loop cannot afford). Pair with
         ``session_closed`` in a ``finally``."""
@@ -331,9 +333,9 @@ class _Session:
 
     async def __aenter__(self) -> trio.CancelScope | None:
         engine = self.engine
-        harakiri = engine.settings.harakiri
-        if harakiri > 0:
-            self.scope = trio.CancelScope(deadline=trio.current_time() + harakiri)
+        max_age = engine.settings.max_age
+        if max_age > 0:
+            self.scope = trio.CancelScope(deadline=trio.current_time() + max_age)
             self.scope.__enter__()
         engine.session_opened()
         return self.scope
@@ -346,8 +348,8 @@ class _Session:
                 return False
             handled = scope.__exit__(*exc)
             if scope.cancelled_caught:
-                engine.log_failure(self.peer, f"harakiri: session older than "
-                                              f"{engine.settings.harakiri:g}s cut")
+                engine.log_failure(self.peer, f"session older than {engine.settings.max_age:g}s "
+                                              f"cut (--{engine.kind}-session-max-age)")
             return handled
         finally:
             engine.session_closed()

@@ -22,7 +22,7 @@ byte, with retries, fallbacks and every error answer).
 Timeouts are swept once a second (uWSGI checks its timeouts as often): a client that
 sends no request in time, a connect, a silent node (``--X-timeout``), a client that
 takes no byte of the answer for as long (its socket's send queue did not move),
-``--X-harakiri``.
+``--X-session-max-age``.
 
 Accepting: a connection that a sibling process holding fewer should take is left to it
 (``brood.routers.net.spread``), and ``run`` itself looks again (``_retry_accepts``, as
@@ -114,7 +114,7 @@ class LaneConn:
         self.out_armed = False  # EPOLLOUT asked for (after a short send)
         self.state = IDLE
         self.deadline = math.inf
-        self.hard = math.inf  # --X-harakiri of the request in flight
+        self.hard = math.inf  # --X-session-max-age of the request in flight
         self.key: bytes | None = b""
         self.node: Node | None = None
         self.up: _socket.socket | None = None
@@ -147,7 +147,7 @@ class Lane:
     # What a client socket is registered for: its reads (EPOLLOUT asked for when a send
     # falls short), or both from the start.
     client_events = _IN
-    # What --X-harakiri bounds, in its log line: as the front's general path says it.
+    # What --X-session-max-age bounds, in its log line: as the front's general path says.
     harakiri_of = "request"
     # What a node socket whose connect is in progress is registered for.
     connect_events = _IN_OUT
@@ -163,7 +163,7 @@ class Lane:
         self.ep = select.epoll()
         self.conns: dict[int, LaneConn] = {}  # client fd -> connection
         self.nodes: dict[int, LaneConn] = {}  # node fd -> connection
-        harakiri = self.engine.settings.harakiri
+        harakiri = self.engine.settings.max_age  # (--X-session-max-age)
         self.harakiri = harakiri if harakiri > 0 else 0.0
         self.connect_timeout = self.engine.plan.connect_timeout
         self.sweep_scope: trio.CancelScope | None = None
@@ -841,8 +841,9 @@ class Lane:
         if state == IDLE:
             self._idle_expired(conn)
         elif conn.hard <= now:
-            self.engine.log_failure(conn.peer, f"harakiri: {self.harakiri_of} older than "
-                                               f"{self.harakiri:g}s cut")
+            self.engine.log_failure(conn.peer, f"{self.harakiri_of} older than "
+                                               f"{self.harakiri:g}s cut (--{self.engine.kind}"
+                                               f"-session-max-age)")
             self._drop(conn)
         elif state == CONNECTING:
             node = conn.node

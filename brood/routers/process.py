@@ -46,6 +46,7 @@ from brood.routers.net.listen import accept_loop, adopt
 from brood.routers.net.relay import receive_some, send_all
 from brood.routers.net.spread import Spread, SpreadTable
 from brood.routers.stats_share import StatsShare
+from brood.routers.watchdog import Watchdog
 from brood.signals import STOPS, release_stops
 
 log = logging.getLogger("brood.routers")
@@ -226,7 +227,7 @@ async def serve_stats(conn: trio.socket.SocketType, document: bytes, *, http: bo
 
 async def router_main(kind: str, cfg: Config, listeners: Sequence[Listener],
                       feed: Any = None, stats_share: StatsShare | None = None,
-                      spread: Spread | None = None) -> int:
+                      spread: Spread | None = None, index: int = 1) -> int:
     """``serve_router`` plus the signal handling of a router process.
 
     SIGINT or SIGQUIT during a graceful drain cuts it short. Once the process is on its
@@ -239,6 +240,10 @@ async def router_main(kind: str, cfg: Config, listeners: Sequence[Listener],
     with trio.open_signal_receiver(*STOPS) as signals:
         release_stops()
         async with trio.open_nursery() as nursery:
+            stuck_limit = RouterSettings.from_config(cfg, PREFIX.get(kind, kind)).loop_harakiri
+            if stuck_limit > 0:  # --X-harakiri, uWSGI's gateway harakiri: watching from
+                # before the first accept (a stuck first request is stuck all the same)
+                await nursery.start(Watchdog(f"{kind} {index}", stuck_limit).run)
             server: RouterServer = await nursery.start(
                 functools.partial(serve_router, kind, cfg, listeners, feed=feed,
                                   stats_share=stats_share, spread=spread))
@@ -275,6 +280,6 @@ def run_router(kind: str, index: int, cfg: Config, listeners: list[Listener],
     kind's table of connections per process (``brood.routers.net.spread``)."""
     member = spread.member(index) if spread is not None else None
     try:
-        return trio.run(router_main, kind, cfg, listeners, feed, stats_share, member)
+        return trio.run(router_main, kind, cfg, listeners, feed, stats_share, member, index)
     except KeyboardInterrupt:
         return 0

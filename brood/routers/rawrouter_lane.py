@@ -16,8 +16,8 @@ A direction moves at most ``TURN`` bytes at a time before the lane serves its ot
 sockets (``Lane.later``).
 
 ``--rawrouter-timeout``: no byte moved either way for that long closes both sides (a
-client slowly draining a full buffer is still moving). ``--rawrouter-harakiri`` bounds a
-connection's life. ``--rawrouter-xclient`` connections stay on the general path.
+client slowly draining a full buffer is still moving). ``--rawrouter-session-max-age``
+bounds a connection's life. ``--rawrouter-xclient`` connections stay on the general path.
 
 A node the lane cannot connect at once goes to the general path (``RawRouter.resume``)
 before a byte was read from the client: a host name, a refused connect or one that

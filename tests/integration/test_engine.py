@@ -52,7 +52,7 @@ async def test_no_node_and_no_key():
 
 
 async def test_harakiri_cuts_long_sessions(autojump_clock):
-    engine = Engine(RouterSettings("rawrouter", harakiri=5), DictResolver({}))
+    engine = Engine(RouterSettings("rawrouter", max_age=5), DictResolver({}))
     async with engine.session() as scope:
         assert engine.active_sessions == 1
         await trio.sleep(100)

@@ -3,7 +3,8 @@
 
 from __future__ import annotations
 
-import logging
+import os
+import re
 import socket
 import subprocess
 import sys
@@ -33,10 +34,9 @@ async def recv_exactly(sock, size: int) -> bytes:
     return got
 
 
-async def test_custom_log_format_writes_the_access_line(caplog):
+async def test_custom_log_format_writes_the_access_line(capfd):
     fmt = LineFormat.parse('%(addr) "%(method) %(uri) %(proto)" %(status) %(size) '
                            '%(host) ref=%(referer) ua=%(uagent) node=%(node) %(msecs)ms')
-    caplog.set_level(logging.INFO, logger="brood.routers.http.access")
     async with trio.open_nursery() as nursery:
         node = await nursery.start(node_server)
         async with http_router({b"a": [node.address]}, settings(log_format=fmt)) as router:
@@ -46,7 +46,8 @@ async def test_custom_log_format_writes_the_access_line(caplog):
                                   b"User-Agent: probe/1\r\n\r\n")
                 head, body = await client.response()
         nursery.cancel_scope.cancel()
-    lines = [r.getMessage() for r in caplog.records if r.name == "brood.routers.http.access"]
+    lines = [line for line in capfd.readouterr().err.splitlines()
+             if line.startswith('127.0.0.1 "')]
     assert len(lines) == 1
     prefix = (f'127.0.0.1 "GET /x?y=1 HTTP/1.1" 200 {len(head) + len(body)} a ref=http://r/ '
               f'ua=probe/1 node={node.address} ')
@@ -54,20 +55,20 @@ async def test_custom_log_format_writes_the_access_line(caplog):
     assert lines[0][len(prefix):-2].isdigit()
 
 
-async def test_default_access_line_is_unchanged(caplog):
-    caplog.set_level(logging.INFO, logger="brood.routers.http.access")
+async def test_default_access_line_is_uwsgi_style(capfd):
     async with trio.open_nursery() as nursery:
         node = await nursery.start(node_server)
         async with http_router({b"a": [node.address]}, settings()) as router:
             with await open_client(router.address) as sock:
                 client = HttpClient(sock)
-                await client.send(b"GET / HTTP/1.0\r\nHost: a\r\n\r\n")
-                await client.response()
-                port = sock.getsockname()[1]
+                await client.send(b"GET /p?q HTTP/1.0\r\nHost: a\r\n\r\n")
+                head, body = await client.response()
         nursery.cancel_scope.cancel()
-    [line] = [r.getMessage() for r in caplog.records if r.name == "brood.routers.http.access"]
-    assert line.startswith(f'127.0.0.1:{port} "GET / HTTP/1.0" 200 ')
-    assert f" host=a node={node.address} " in line and line.endswith("ms")
+    [line] = [ln for ln in capfd.readouterr().err.splitlines() if "|router: http]" in ln]
+    assert re.fullmatch(
+        rf"\[pid: {os.getpid()}\|router: http\] 127\.0\.0\.1 \(\) \{{node {node.address}\}} "
+        rf"\[\w{{3}} \w{{3}} [ \d]\d \d\d:\d\d:\d\d \d{{4}}\] GET /p\?q => generated "
+        rf"{len(head) + len(body)} bytes in \d+ msecs \(HTTP/1\.0 200\)", line), line
 
 
 async def echo_source(conn, request):

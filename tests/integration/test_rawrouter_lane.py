@@ -269,14 +269,14 @@ async def test_harakiri_cuts_a_busy_connection(caplog):
 
     async with trio.open_nursery() as nursery:
         backend = await nursery.start(tcp_backend, ticking)
-        address, server, _ = await start_raw(nursery, backend, harakiri=0.3)
+        address, server, _ = await start_raw(nursery, backend, max_age=0.3)
         sock = await connect(address)
         with sock, caplog.at_level(logging.WARNING, "brood.routers"):
             data = await read_all(sock, 5)  # until the cut
         await server.engine.wait_idle()
         nursery.cancel_scope.cancel()
     assert data.startswith(b"...")
-    assert "harakiri: session older than 0.3s cut" in caplog.text
+    assert "session older than 0.3s cut (--rawrouter-session-max-age)" in caplog.text
 
 
 @pytest.mark.parametrize("side", ["node", "client"])

@@ -1,17 +1,29 @@
-"""The HTTP router's access line: ``--http-log-format`` parsing and rendering, and the
-stud prefix parser of ``--http-stud-prefix``."""
+"""The HTTP router's access line: the default line, which statuses get one, how lines
+are batched to the fd, ``--http-log-format`` parsing and rendering, and the stud prefix
+parser of ``--http-stud-prefix``."""
 
 from __future__ import annotations
 
+import os
 import socket
 import time
+import types
 
 import pytest
 
 from brood.config.model import Config
 from brood.config.option import OptionError
 from brood.protocol.http1 import parse_request_head
-from brood.routers.http.accesslog import VARIABLES, Entry, LineFormat, Var, parse_format
+from brood.routers.http import accesslog
+from brood.routers.http.accesslog import (
+    FLUSH_AT,
+    VARIABLES,
+    AccessLog,
+    Entry,
+    LineFormat,
+    Var,
+    parse_format,
+)
 from brood.routers.http.router import parse_stud
 from brood.routers.http.settings import HttpSettings
 
@@ -27,6 +39,114 @@ def entry(**kw) -> Entry:
                   started=1700000000.25, elapsed=0.0123456)
     values.update(kw)
     return Entry(**values)
+
+
+@pytest.fixture
+def pipe():
+    r, w = os.pipe()
+    os.set_blocking(r, False)
+    yield r, w
+    os.close(r)
+    os.close(w)
+
+
+def reads(fd: int) -> list[bytes]:
+    """Each read's bytes until the pipe is empty (one read per write, for small writes)."""
+    out = []
+    while True:
+        try:
+            data = os.read(fd, 65536)
+        except BlockingIOError:
+            return out
+        out.append(data)
+
+
+def queue(log: AccessLog, status: int = 200, elapsed: float = 0.0123) -> None:
+    head = parse_request_head(RAW)
+    log.request("192.0.2.1", 4242, head, status, 1234, b"example.com", "127.0.0.1:3031",
+                elapsed)
+
+
+def test_default_line_is_the_workers_shape_with_the_routers_facts(pipe, monkeypatch):
+    monkeypatch.setattr(accesslog.time, "time", lambda: 1700000000.5)
+    log = AccessLog(fd=pipe[1])
+    queue(log)
+    log.flush()
+    stamp = time.ctime(1700000000)  # the request's start: now less the 12 ms it took
+    assert reads(pipe[0]) == [
+        f"[pid: {os.getpid()}|router: http] 192.0.2.1 () {{node 127.0.0.1:3031}} [{stamp}] "
+        f"POST /a/b?c=1 => generated 1234 bytes in 12 msecs (HTTP/1.1 200)\n".encode()]
+
+
+def test_a_request_with_no_node_says_dash(pipe):
+    log = AccessLog(fd=pipe[1])
+    log.write("192.0.2.1", 4242, parse_request_head(RAW), 503, 0, b"x", "", 0.0)
+    [line] = reads(pipe[0])
+    assert b" {node -} " in line and line.endswith(b"(HTTP/1.1 503)\n")
+
+
+def test_lines_wait_for_flush_and_go_out_in_one_write(pipe):
+    log = AccessLog(fd=pipe[1])
+    for _ in range(3):
+        queue(log)
+    assert reads(pipe[0]) == []
+    log.flush()
+    [data] = reads(pipe[0])
+    assert data.count(b"\n") == 3 and data.endswith(b"(HTTP/1.1 200)\n")
+    log.flush()  # nothing queued: nothing written
+    assert reads(pipe[0]) == []
+
+
+def test_a_write_never_passes_flush_at(monkeypatch):
+    writes: list[bytes] = []
+
+    def write(fd: int, data: bytes) -> int:
+        writes.append(bytes(data))
+        return len(data)
+
+    monkeypatch.setattr(accesslog, "os", types.SimpleNamespace(write=write, getpid=os.getpid))
+    log = AccessLog(fd=99)
+    for _ in range(100):
+        queue(log)
+    assert 0 < len(writes) < 100  # the queue went out as it filled, many lines a write
+    log.flush()
+    assert all(len(w) <= FLUSH_AT and w.endswith(b"\n") for w in writes)  # whole lines
+    assert b"".join(writes).count(b"\n") == 100
+
+
+def test_disable_logging_keeps_only_the_statuses_asked_for(pipe):
+    log = AccessLog(fd=pipe[1], everything=False, log_5xx=True)
+    assert log.on
+    for status in (200, 301, 404, 500, 502):
+        queue(log, status)
+    log.flush()
+    data = b"".join(reads(pipe[0]))
+    assert [line.rsplit(b" ", 1)[1] for line in data.splitlines()] == [b"500)", b"502)"]
+    assert not AccessLog(everything=False).on
+
+
+def test_from_config_reads_the_workers_options():
+    log = AccessLog.from_config(Config.from_dict({"disable-logging": True, "log-4xx": True}),
+                                None)
+    assert (log.everything, log.log_4xx, log.log_5xx, log.on) == (False, True, False, True)
+    assert AccessLog.from_config(Config(), None).everything
+
+
+def test_a_format_line_is_rendered_and_ends_the_line(pipe):
+    log = AccessLog(LineFormat.parse("%(method) %(uri) %(status) %(size) é"), fd=pipe[1])
+    queue(log, 404)
+    log.flush()
+    assert reads(pipe[0]) == ["POST /a/b?c=1 404 1234 é\n".encode()]
+
+
+def test_a_closed_log_loses_lines_not_the_request():
+    r, w = os.pipe()
+    os.close(r)
+    os.close(w)
+    log = AccessLog(fd=w)
+    queue(log)
+    log.flush()  # EBADF: swallowed
+    assert log.pending == [] and log.size == 0
 
 
 def test_pieces_are_literals_and_vars_in_order():

@@ -56,7 +56,8 @@ OPTIONS: list[Option] = [
            "--procname-master) to NAME", metavar="NAME"),
     Option("procname-master", "core", "set the master's process title to NAME",
            metavar="NAME"),
-    Option("disable-logging", "core", "do not log requests", kind="bool", short="L"),
+    Option("disable-logging", "core", "do not log requests (the workers' lines and the "
+           "http router's)", kind="bool", short="L"),
     Option("log-format", "core", "workers' request log line, with uWSGI's %(var) names: "
            "%(addr) %(user) %(ltime) %(method) %(uri) %(proto) %(status) %(size) %(referer) "
            "%(uagent) %(host) %(msecs) %(var.NAME)...; an unknown name stops start-up",

@@ -39,6 +39,7 @@ _UWSGI_HAS = {
     "resubscribe": {"http", "fastrouter"},
     "resubscribe-bind": {"fastrouter"},
     "algo": set(),
+    "session-max-age": set(),
 }
 
 
@@ -93,8 +94,10 @@ def shared_options(prefix: str) -> list[Option]:
             "event queue with it; trio has none to size", kind="int", default=64),
         opt("stats", f"run the {t} stats server on the specified address",
             aliases=("stats-server", "ss"), metavar="ADDR"),
-        opt("harakiri", f"enable {t} harakiri: cut sessions older than this many seconds",
-            kind="int", default=0),
+        opt("harakiri", f"enable {t} harakiri: kill a {t} process whose event loop is "
+            "stuck for this many seconds (the master respawns it)", kind="int", default=0),
+        opt("session-max-age", "cut a session (connection, or request on keep-alive) older "
+            "than this many seconds", kind="int", default=0),
         opt("buffer-size", "set internal buffer size (default: --buffer-size, else 4096)",
             kind="size"),
         opt("cheap", f"run the {t} in cheap mode (accept nothing while there is no node)",
@@ -157,9 +160,10 @@ def _http_options() -> list[Option]:
             refused="RTSP is not supported by brood's http router"),
         opt("http-stud-prefix", "expect a stud prefix (1 byte family + 4/16 bytes address, "
             "the client's) on connections from this IP address", multi=True, metavar="ADDR"),
-        opt("http-log-format", "access log line of the http router, with uWSGI %(var) names: "
-            "addr port method uri proto host referer uagent cl status size node msecs "
-            "micros time epoch ctime ltime (brood)", metavar="FORMAT"),
+        opt("http-log-format", "the http router's request line (default: the shape of "
+            "uWSGI's worker line), with uWSGI %(var) names: addr port method uri proto host "
+            "referer uagent cl status size node msecs micros time epoch ctime ltime (brood)",
+            metavar="FORMAT"),
     ]
 
 

@@ -1,32 +1,56 @@
-"""One access line per routed request, on the ``brood.routers.http.access`` logger.
+"""The HTTP router's request log: one line per request it answered, on fd 2.
 
-uWSGI's HTTP router writes no request lines (its workers do); brood's router logs at
-INFO, so the line costs nothing unless that logger is enabled. Default format::
+uWSGI's HTTP router writes no request lines (its workers do); brood's router writes one
+like the line uWSGI's workers write (``brood.workers``'s default line), so the tools that
+read those (grep on ``=> generated``, log parsers keyed on ``[pid: ...]``) read these too::
 
-    127.0.0.1:51234 "GET /path HTTP/1.1" 200 1234 host=example.com node=127.0.0.1:3031 0.4ms
+    [pid: 4242|router: http] 127.0.0.1 () {node 127.0.0.1:3031} [Tue Nov 24 14:00:00 2026] GET /path => generated 1234 bytes in 0 msecs (HTTP/1.1 200)
 
-``--http-log-format`` (a brood option) replaces it with a template using uWSGI's
-``--log-format`` placeholders, ``%(name)``, from ``VARIABLES`` below; the template is
-parsed and compiled once at start-up by ``brood.logformat`` (shared with the workers'
+Where the worker's line has its numbers (app, request count, vars), the router has its
+own: ``router: http`` in the bracket, the node it sent the request to in the braces (``-``
+when none: 503, or an answer of its own), ``()`` for the user the router never knows (the
+empty place keeps the line's shape). The time is the request's start; ``generated`` counts
+every byte written to the client, head included (a router relays the answer whole and
+does not split it); the status is the one the client got (502/503/504 the router's own).
+
+Which requests get a line: every one, unless ``--disable-logging``; then only those
+answered 4xx with ``--log-4xx`` and 5xx with ``--log-5xx`` (``brood.workers.reqlog.wanted``,
+as workers and uWSGI decide). ``--http-log-format`` replaces the line with a template of
+uWSGI's ``--log-format`` placeholders, ``%(name)``, from ``VARIABLES`` below; the template
+is parsed and compiled once at start-up by ``brood.logformat`` (shared with the workers'
 ``--log-format``), unknown names refused there.
+
+Writing it costs the fast lane little (a write(2) to a log file costs more than the
+line): the default line is one bytes ``%`` of what the request holds already (bytes as
+sent, nothing decoded), appended to a queue; the queue goes out in one ``os.write`` to
+fd 2 once it holds ``FLUSH_AT`` bytes (so lines from sibling router processes on one
+pipe never interleave), at the lane's sweep (once a second) and as the lane ends
+(``AccessLog.flush``); the general path writes its line, after any queued, at once. fd
+2 is where the rest of brood's log goes (``--logto`` and ``--daemonize`` redirect it,
+``brood.log``). A line waits a second at most, and a stop (SIGINT, SIGTERM, a reload)
+loses none: the lane flushes as it ends; only a SIGKILL loses that second's lines.
 """
 
 from __future__ import annotations
 
-import logging
+import contextlib
+import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
 from brood import logformat
+from brood.config.model import Config
 from brood.logformat import Var
 from brood.protocol.http1 import RequestHead
+from brood.routers.engine import option
+from brood.workers.reqlog import wanted
 
-access = logging.getLogger("brood.routers.http.access")
-
-
-def enabled() -> bool:
-    return access.isEnabledFor(logging.INFO)
+# Bytes of lines written at most in one write: a write to a pipe up to PIPE_BUF (4096 on
+# Linux) is atomic, so the lines of the router processes sharing fd 2 stay whole.
+FLUSH_AT = 4096
+# The default line after its "[pid: N|router: http] " (see the module's docstring).
+_LINE = b"%s () {node %s} [%s] %s %s => generated %d bytes in %d msecs (%s %d)\n"
 
 
 @dataclass(slots=True)
@@ -102,16 +126,72 @@ class LineFormat(logformat.LineFormat[Entry]):
         return cls(parse_format(fmt, option))
 
 
-def log_request(fmt: LineFormat | None, remote_addr: str, remote_port: int,
-                head: RequestHead, status: int, sent: int, key: bytes, node: str,
-                elapsed: float) -> None:
-    """Write the line for one request (the caller checked ``enabled()``)."""
-    if fmt is None:
-        access.info('%s:%d "%s %s %s" %d %d host=%s node=%s %.1fms', remote_addr,
-                    remote_port, head.method.decode("latin-1"),
-                    head.target.decode("latin-1"), head.version.decode("latin-1"),
-                    status, sent, key.decode("latin-1"), node or "-", elapsed * 1000)
-        return
-    entry = Entry(remote_addr, remote_port, head, status, sent, key, node,
-                  time.time() - elapsed, elapsed)
-    access.info("%s", fmt.render(entry))
+class AccessLog:
+    """One router's request lines: which statuses get one, their format, and the lines
+    of the current lane pass not written yet (``flush``)."""
+
+    __slots__ = ("format", "everything", "log_4xx", "log_5xx", "on", "fd", "line",
+                 "pending", "size", "_sec", "_ctime")
+
+    def __init__(self, fmt: LineFormat | None = None, *, everything: bool = True,
+                 log_4xx: bool = False, log_5xx: bool = False, fd: int = 2) -> None:
+        self.format = fmt
+        self.everything = everything
+        self.log_4xx = log_4xx
+        self.log_5xx = log_5xx
+        self.on = everything or log_4xx or log_5xx  # whether any request gets a line
+        self.fd = fd
+        # The default line's template, pid in: made in the router process (after the fork).
+        self.line = b"[pid: %d|router: http] " % os.getpid() + _LINE
+        self.pending: list[bytes] = []
+        self.size = 0
+        self._sec = -1
+        self._ctime = b""
+
+    @classmethod
+    def from_config(cls, cfg: Config, fmt: LineFormat | None) -> AccessLog:
+        """The core options --disable-logging, --log-4xx, --log-5xx, as workers read them."""
+        return cls(fmt, everything=not option(cfg, "disable-logging", False),
+                   log_4xx=bool(option(cfg, "log-4xx", False)),
+                   log_5xx=bool(option(cfg, "log-5xx", False)))
+
+    def request(self, remote_addr: str, remote_port: int, head: RequestHead, status: int,
+                sent: int, key: bytes, node: str, elapsed: float) -> None:
+        """Queue the line of one request (if its status gets one) until ``flush``."""
+        if not self.everything and not wanted(status, False, self.log_4xx, self.log_5xx):
+            return
+        started = time.time() - elapsed
+        fmt = self.format
+        if fmt is None:
+            sec = int(started)
+            if sec != self._sec:
+                self._sec, self._ctime = sec, time.ctime(sec).encode()
+            line = self.line % (remote_addr.encode(), (node or "-").encode("utf-8", "replace"),
+                                self._ctime, head.method, head.target, sent,
+                                int(elapsed * 1000), head.version, status)
+        else:
+            entry = Entry(remote_addr, remote_port, head, status, sent, key, node, started,
+                          elapsed)
+            line = (fmt.render(entry) + "\n").encode("utf-8", "replace")
+        if self.size + len(line) > FLUSH_AT:
+            self.flush()
+        self.pending.append(line)
+        self.size += len(line)
+
+    def write(self, remote_addr: str, remote_port: int, head: RequestHead, status: int,
+              sent: int, key: bytes, node: str, elapsed: float) -> None:
+        """``request`` and ``flush``: the general path's line, out at once."""
+        self.request(remote_addr, remote_port, head, status, sent, key, node, elapsed)
+        self.flush()
+
+    def flush(self) -> None:
+        """Write the queued lines, in one write when the kernel takes them. Never raises:
+        a log that cannot be written loses its lines, not the request."""
+        if not self.pending:
+            return
+        data = b"".join(self.pending) if len(self.pending) > 1 else self.pending[0]
+        self.pending.clear()
+        self.size = 0
+        with contextlib.suppress(OSError):
+            while data:
+                data = data[os.write(self.fd, data):]

@@ -35,7 +35,8 @@ goes through the lane's relay (``Lane._pump``).
 
 Keep-alive: a connection idle between requests is dropped after the keep-alive idle
 time (``--http-headers-timeout`` for its first request). Counters as on the general
-path, and the access log line.
+path, and the request line (``accesslog``): queued as each request ends, written when
+4 KiB are queued, at each sweep (once a second) and as the lane ends.
 """
 
 from __future__ import annotations
@@ -60,7 +61,6 @@ from brood.protocol.uwsgi import MAX_VARS_SIZE, encode_vars, pack_header
 from brood.protocol.vars import encode_connection_vars, encode_head_vars
 from brood.routers.engine import Upstream
 from brood.routers.errors import RoutingError
-from brood.routers.http import accesslog
 from brood.routers.http.body import Client, peer_address
 from brood.routers.http.h1 import build_vars_block, has_forwarded_for
 from brood.routers.http.response import RESPONSE_HEAD_LIMIT
@@ -130,7 +130,7 @@ class HttpLane(Lane):
         # --http-server-name-as-http-host changes the vars: usual_request does not.
         self.usual_heads = not settings.server_name_as_http_host
         self.keepalive, self.keepalive_idle = settings.keepalive, settings.keepalive_idle
-        self.access_enabled = accesslog.access.isEnabledFor  # (logging.INFO): a line each
+        self.access = router.access  # its request lines (``accesslog.AccessLog``)
 
     def _take(self, sock: socket.socket, peer: Any, wait: float) -> HttpConn:
         conn: HttpConn = super()._take(sock, peer, wait)  # type: ignore[assignment]
@@ -361,11 +361,11 @@ class HttpLane(Lane):
         """Close the node, log, then the next request or the close."""
         head, node = conn.head, conn.node
         self._close_node(conn, complete)
-        if self.access_enabled(logging.INFO):
-            accesslog.log_request(self.settings.log_format, conn.remote_addr,
-                                  conn.remote_port, head, conn.status, conn.sent,  # type: ignore[arg-type]
-                                  conn.key, node.name,  # type: ignore[union-attr]
-                                  time.monotonic() - conn.started)
+        access = self.access
+        if access.on:
+            access.request(conn.remote_addr, conn.remote_port, head, conn.status,  # type: ignore[arg-type]
+                           conn.sent, conn.key, node.name,  # type: ignore[arg-type, union-attr]
+                           time.monotonic() - conn.started)
         if not (complete and conn.node_keep and head.keep_alive and self.keepalive):  # type: ignore[union-attr]
             self._drop(conn)
             return
@@ -379,15 +379,43 @@ class HttpLane(Lane):
         elif conn.readable:
             self._read_request(conn)
 
+    def _error(self, conn: HttpConn, error: RoutingError) -> None:  # type: ignore[override]
+        """As ``Lane._error``; a request cut after part of its answer went out still
+        gets its request line (the status the client got, the bytes it got)."""
+        access = self.access
+        if access.on and (conn.sent or conn.pending) and conn.head is not None:
+            access.request(conn.remote_addr, conn.remote_port, conn.head, conn.status,
+                           conn.sent, conn.key, conn.node.name,  # type: ignore[arg-type, union-attr]
+                           time.monotonic() - conn.started)
+        Lane._error(self, conn, error)
+
+    async def run(self) -> None:
+        """As ``Lane.run``; the request lines still queued go out as it ends."""
+        try:
+            await Lane.run(self)
+        finally:
+            self.access.flush()
+
+    def sweep(self, now: float) -> None:
+        """As ``Lane.sweep`` (once a second at least), and the request lines queued
+        since the last one go out: a line waits a second at most."""
+        Lane.sweep(self, now)
+        self.access.flush()
+
     # -- hand-overs -----------------------------------------------------------------------
     def _fail_over(self, conn: HttpConn, error: RoutingError) -> None:  # type: ignore[override]
         """The general path's error answer (``HttpRouter.fail``), in a task of its own."""
-        self._hand_over(conn, self._fail, error, conn.head, conn.key)
+        if conn.state == IDLE or conn.node is None:  # no node was asked (no socket for one)
+            node, started = "", time.monotonic()
+        else:
+            node, started = conn.node.name, conn.started
+        self._hand_over(conn, self._fail, error, conn.head, conn.key, node, started)
 
     async def _fail(self, tsock: Any, peer: Any, error: RoutingError, head: RequestHead,
-                    key: bytes) -> None:
+                    key: bytes, node: str, started: float) -> None:
         client = Client(tsock, *peer_address(peer))
-        await self.router.fail(client, peer, error.status, error, head, key)
+        await self.router.fail(client, peer, error.status, error, head, key, node=node,
+                               started=started)
 
     def _answer_to_general(self, conn: HttpConn, data: bytes) -> None:
         """Mid-answer: the general path relays the rest (``HttpRouter.resume_answer``)."""

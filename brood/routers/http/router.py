@@ -10,7 +10,8 @@ PROXY v1/v2 header (``--http-enable-proxy-protocol``), then requests one after a
 3. build the vars (WIRE §1.6) and take the key: the Host header as sent, port kept, or
    the machine's hostname without one (WIRE §7.2);
 4. connect through the engine, send head + vars + early body in one send, relay the
-   answer (``h1.exchange``), log an access line, and loop while keep-alive allows.
+   answer (``h1.exchange``), write its request line (``accesslog``; error answers and
+   redirects get one too), and loop while keep-alive allows.
    A SOURCE request with ``--http-manage-source`` is relayed as ``--http-raw-body``
    relays every request: the head, then a raw pipe both ways.
 
@@ -42,7 +43,7 @@ from brood.protocol.proxy import parse_proxy
 from brood.protocol.uwsgi import MAX_VARS_SIZE
 from brood.routers.engine import Engine, client_ip
 from brood.routers.errors import ClientError, NodeFailed, NodeTimeout, RoutingError
-from brood.routers.http import accesslog
+from brood.routers.http.accesslog import AccessLog
 from brood.routers.http.body import BodyPlan, Client, ClientGone, peer_address, plan_body
 from brood.routers.http.h1 import (
     Request,
@@ -95,7 +96,7 @@ class _Conn:
     a timeout is still known, so the right answer (none, 408, 504) can follow."""
 
     __slots__ = ("scope", "phase", "head", "key", "out", "node_name", "hard_deadline",
-                 "first_pick", "head_waited")
+                 "first_pick", "head_waited", "started")
 
     def __init__(self) -> None:
         self.scope = trio.CancelScope()
@@ -107,6 +108,7 @@ class _Conn:
         self.hard_deadline = math.inf
         self.first_pick: FirstPick | None = None  # resume's
         self.head_waited = 0.0  # resume's: the time its head has waited in the fast lane
+        self.started: float | None = None  # the request in flight's start (monotonic)
 
     def lift_deadline(self) -> None:
         """Only harakiri bounds this phase (a connect that has to wait)."""
@@ -135,9 +137,11 @@ class HttpRouter:
     """Connection handler of one ``--http`` (or ``--https``, ``--http-to-https``) socket."""
 
     def __init__(self, engine: Engine, settings: HttpSettings,
-                 listener: Listener | None = None) -> None:
+                 listener: Listener | None = None, access: AccessLog | None = None) -> None:
         self.engine = engine
         self.settings = settings
+        # The request lines (every request's, in settings.log_format, unless given).
+        self.access = access if access is not None else AccessLog(settings.log_format)
         self.server_port = _server_port(listener)
         proto = listener.proto if listener is not None else "http"
         self.https = proto == "https"
@@ -193,8 +197,9 @@ class HttpRouter:
         client.buf = buf
         conn = _Conn()
         conn.head, conn.key, conn.phase = head, key, _NODE
+        conn.started = started
         out = conn.out = Outcome()
-        harakiri = self.engine.settings.harakiri
+        harakiri = self.engine.settings.max_age
         conn.hard_deadline = trio.current_time() + harakiri if harakiri > 0 else math.inf
         try:
             with conn.scope:
@@ -205,7 +210,8 @@ class HttpRouter:
                 finally:
                     self.engine.session_closed()
                 if error is not None:
-                    await self._failed(client, peer, out, error, head, key)
+                    await self._failed(client, peer, out, error, head, key,
+                                       upstream.node.name, started)
                     return
                 self._log_access(client, head, out, key, upstream.node.name, started)
                 self._note_cut(peer, out, upstream.node.name)
@@ -246,20 +252,22 @@ class HttpRouter:
         return None
 
     async def _failed(self, client: Client, peer: Any, out: Outcome, error: RoutingError,
-                      head: RequestHead, key: bytes) -> None:
+                      head: RequestHead, key: bytes, node: str, started: float) -> None:
         """A node failed mid-request: an error answer while the client has no byte of
-        the node's answer yet, else only the log line (the caller closes)."""
+        the node's answer yet, else only the log lines (the caller closes)."""
         if out.sent:
+            self._log_access(client, head, out, key, node, started)
             self.engine.log_failure(peer, error)
         else:
-            await self.fail(client, peer, error.status, error, head, key)
+            await self.fail(client, peer, error.status, error, head, key, node=node,
+                            started=started)
 
     def _log_access(self, client: Client, head: RequestHead, out: Outcome, key: bytes,
                     node_name: str, started: float) -> None:
-        if accesslog.enabled():
-            accesslog.log_request(self.settings.log_format, client.remote_addr,
-                                  client.remote_port, head, out.status, out.sent, key,
-                                  node_name, time.monotonic() - started)
+        access = self.access
+        if access.on:
+            access.write(client.remote_addr, client.remote_port, head, out.status,
+                         out.sent, key, node_name, time.monotonic() - started)
 
     # -- the general path -------------------------------------------------------------------
     async def _serve_connection(self, client: Client, peer: Any, *, first: bool,
@@ -377,16 +385,17 @@ class HttpRouter:
         forwarded_for = has_forwarded_for(buf, head.size)
         client.buf = buf[head.size:]
         key = head.host if head.host is not None else settings.server_name
-        conn.head, conn.key = head, key
+        conn.head, conn.key, conn.started = head, key, started
         if self.to_https:
-            return await self.redirect(client, head, key)
+            return await self.redirect(client, head, key, started)
         has_body = head.chunked or bool(head.content_length)
         if has_body:
             if head.expect_continue and not client.buf:
                 limit = settings.manage_expect
                 if limit and (head.content_length or 0) > limit:
                     await self.fail(client, peer, 413, f"Content-Length {head.content_length}"
-                                    f" over --http-manage-expect {limit}", head)
+                                    f" over --http-manage-expect {limit}", head, key,
+                                    started=started)
                     return False
                 await send_all(client.sock, CONTINUE)
             if head.chunked:
@@ -406,14 +415,16 @@ class HttpRouter:
                                      https=self.https, content_length=body.content_length,
                                      forwarded_for=forwarded_for)
         except ProtocolError as exc:
-            await self.fail(client, peer, exc.status, f"bad request: {exc.reason}", head)
+            await self.fail(client, peer, exc.status, f"bad request: {exc.reason}", head, key,
+                            started=started)
             return False
         if len(block) > MAX_VARS_SIZE:
-            await self.fail(client, peer, 431, f"vars block of {len(block)} bytes", head)
+            await self.fail(client, peer, 431, f"vars block of {len(block)} bytes", head, key,
+                            started=started)
             return False
         out = conn.out = Outcome()
         conn.phase = _NODE
-        harakiri = engine.settings.harakiri
+        harakiri = engine.settings.max_age
         conn.hard_deadline = trio.current_time() + harakiri if harakiri > 0 else math.inf
         node_name = ""
         engine.session_opened()
@@ -425,14 +436,14 @@ class HttpRouter:
                 upstream = await engine.connect(key, client=client_ip(peer),
                                                 before_wait=conn.lift_deadline, first_pick=first_pick)
             except RoutingError as exc:
-                await self.fail(client, peer, exc.status, exc, head, key)
+                await self.fail(client, peer, exc.status, exc, head, key, started=started)
                 return False
             async with upstream:
                 node_name = conn.node_name = upstream.node.name
                 error = await self._exchange(upstream, client, Request(head, block, body),
                                              out, conn, xsettings)
             if error is not None:
-                await self._failed(client, peer, out, error, head, key)
+                await self._failed(client, peer, out, error, head, key, node_name, started)
                 return False
         finally:
             engine.session_closed()
@@ -471,8 +482,9 @@ class HttpRouter:
                             f"{self.settings.headers_timeout:g}s", None)
             return
         if trio.current_time() >= conn.hard_deadline:
-            self.engine.log_failure(peer, f"harakiri: request older than "
-                                          f"{self.engine.settings.harakiri:g}s cut")
+            self.engine.log_failure(peer, f"request older than "
+                                          f"{self.engine.settings.max_age:g}s cut "
+                                          "(--http-session-max-age)")
             return
         waiting = conn.out.waiting if conn.out is not None else ""
         timeout = self.settings.timeout
@@ -487,9 +499,11 @@ class HttpRouter:
         if conn.out is not None and conn.out.sent:
             self.engine.log_failure(peer, error)
         else:
-            await self.fail(client, peer, error.status, error, conn.head, conn.key)
+            await self.fail(client, peer, error.status, error, conn.head, conn.key,
+                            node=conn.node_name, started=conn.started)
 
-    async def redirect(self, client: Client, head: RequestHead, host: bytes) -> bool:
+    async def redirect(self, client: Client, head: RequestHead, host: bytes,
+                       started: float) -> bool:
         """``--http-to-https``: 301 to the same host and target over https."""
         target = head.target if head.target.startswith(b"/") else (
             head.path + (b"?" + head.query if head.query else b""))
@@ -498,13 +512,19 @@ class HttpRouter:
         answer = simple_response(301, b"", [(b"Location", b"https://" + host + target)],
                                  keep_alive=keep)
         await send_all(client.sock, answer)
+        if self.access.on:
+            self.access.write(client.remote_addr, client.remote_port, head, 301, len(answer),
+                              host, "", time.monotonic() - started)
         return keep
 
     # -- errors -----------------------------------------------------------------------------
     async def fail(self, client: Client, peer: Any, status: int, reason: str | RoutingError,
-                   head: RequestHead | None, key: bytes | None = None) -> None:
+                   head: RequestHead | None, key: bytes | None = None, *, node: str = "",
+                   started: float | None = None) -> None:
         """Log why, answer ``status`` with Connection: close, linger, and let the caller
-        close. Best effort: the client may already be gone."""
+        close. Best effort: the client may already be gone. A request whose head was
+        read gets its request line (``node``: the one that failed, if any; ``started``:
+        when the request began, monotonic; now if not given)."""
         text = f"{reason.status} {reason.reason}" if isinstance(reason, RoutingError) else reason
         if head is not None:
             text = (f"{head.method.decode('latin-1')} {head.target[:200].decode('latin-1')}"
@@ -513,14 +533,25 @@ class HttpRouter:
         answer = simple_response(status)
         if head is not None and head.method == b"HEAD":
             answer = answer[:answer.index(b"\r\n\r\n") + 4]
-        with trio.move_on_after(ERROR_SEND_TIMEOUT):
+        sent = 0
+        deadline = trio.current_time() + ERROR_SEND_TIMEOUT
+        with trio.move_on_at(deadline):
             try:
                 await send_all(client.sock, answer)
+                sent = len(answer)
             except (OSError, trio.BrokenResourceError, trio.ClosedResourceError):
-                return
-            await linger(client.sock)  # the unread rest of the request
+                pass
+        if head is not None and self.access.on:
+            elapsed = time.monotonic() - started if started is not None else 0.0
+            self.access.write(client.remote_addr, client.remote_port, head, status, sent,
+                              key if key is not None else b"", node, elapsed)
+        if sent:
+            with trio.move_on_at(deadline):
+                await linger(client.sock)  # the unread rest of the request
 
 
 def make_handler(engine: Engine, cfg: Config, listener: Listener) -> ConnectionHandler:
     """The front entry point used by ``brood.routers.process``."""
-    return HttpRouter(engine, HttpSettings.from_config(cfg), listener)
+    settings = HttpSettings.from_config(cfg)
+    return HttpRouter(engine, settings, listener,
+                      AccessLog.from_config(cfg, settings.log_format))
