@@ -110,6 +110,13 @@ def test_a_missing_spool_directory_stops_the_start_with_a_message():
     assert "--fastrouter-post-buffering-dir" in out.stderr and "not a directory" in out.stderr
 
 
+async def send_in_two(sock, data: bytes) -> None:
+    """A packet in two writes: the lane hands it to the general path."""
+    await send_all(sock, data[:5])
+    await trio.sleep(0.01)
+    await send_all(sock, data[5:])
+
+
 async def test_a_slow_but_steady_reader_is_not_cut_on_the_general_path():
     """The relay's idle timeout: bytes the client takes, however slowly, are progress
     (the kernel wakes a blocked sender only once a third of a large buffer is free)."""
@@ -122,9 +129,7 @@ async def test_a_slow_but_steady_reader_is_not_cut_on_the_general_path():
         address, _ = await start(nursery, engine)
         sock = await connect(address)
         with sock:
-            await send_all(sock, data[:5])  # a packet in two writes: the general path
-            await trio.sleep(0.01)
-            await send_all(sock, data[5:])
+            await send_in_two(sock, data)
             got = 0
             with trio.fail_after(20):
                 while got < len(big):
@@ -202,9 +207,7 @@ async def test_a_client_that_stops_reading_is_said_not_blamed_on_the_node(caplog
         address, _ = await start(nursery, engine)
         sock = await connect(address)
         with sock:
-            await send_all(sock, data[:5])  # a packet in two writes: the general path
-            await trio.sleep(0.01)
-            await send_all(sock, data[5:])
+            await send_in_two(sock, data)
             await wait_for(lambda: any("took no byte" in m for m in said()), limit=10)
         nursery.cancel_scope.cancel()
     messages = said()
@@ -221,9 +224,7 @@ async def test_a_node_that_resets_inside_its_answer_is_said(caplog):
         address, _ = await start(nursery, engine)
         sock = await connect(address)
         with sock:
-            await send_all(sock, data[:5])  # the general path
-            await trio.sleep(0.01)
-            await send_all(sock, data[5:])
+            await send_in_two(sock, data)
             answer = await read_all(sock)
         nursery.cancel_scope.cancel()
     assert answer == ANSWER[:-4]  # what came before the reset
