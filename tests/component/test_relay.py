@@ -11,6 +11,7 @@ import trio
 import trio.testing
 
 from brood.routers.net import relay as relay_module
+from brood.routers.net import sockio
 from brood.routers.net.peek import PeekStream
 from brood.routers.net.relay import can_splice, relay
 
@@ -194,3 +195,34 @@ async def test_peek_stream_replays_then_continues():
     assert await left.receive_some() == b"back"
     await peek.send_eof()
     assert await left.receive_some() == b""
+
+
+async def test_a_relay_ends_when_both_ways_ended_even_with_bytes_still_queued():
+    """The node answered and closed while the client still drained its queue; then the
+    client ends too: the session is over at once (it was held until the idle deadline,
+    a finished way still watching its queue)."""
+    client, router_a, router_b, node = await _socket_pairs()
+    payload = b"x" * (1 << 20)
+
+    async def node_side():
+        await sockio.send_all(node, payload)
+        node.shutdown(socket.SHUT_WR)
+
+    async def client_side():
+        got = 0
+        while got < len(payload):
+            data = await client.recv(65536)
+            got += len(data)
+            await trio.sleep(0.001)
+        client.shutdown(socket.SHUT_WR)
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(node_side)
+        nursery.start_soon(client_side)
+        started = trio.current_time()
+        result = await relay(router_a, router_b, idle_timeout=30)
+        took = trio.current_time() - started
+    assert (result.b_to_a, result.timed_out) == (len(payload), False)
+    assert took < 3, took  # (it was the idle timeout: 30 s)
+    for sock in (client, router_a, router_b, node):
+        sock.close()

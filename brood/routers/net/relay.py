@@ -226,6 +226,8 @@ async def relay(
     def touch() -> None:
         scope.deadline = trio.current_time() + idle_timeout
 
+    ended = [False, False]  # each direction's source reached its end
+
     async def one_way(src: Endpoint, dst: Endpoint, slot: int, nursery: trio.Nursery,
                       last: bool) -> None:
         try:
@@ -233,7 +235,7 @@ async def relay(
         except EndFailed as exc:
             result.error, result.failed = exc.error, exc.end
             if exc.end is b and dst is b:  # b's answer may still be on its way: b->a ends
-                result.b_stopped_reading = True
+                result.b_stopped_reading = ended[slot] = True
                 return
             nursery.cancel_scope.cancel()
             return
@@ -242,10 +244,13 @@ async def relay(
             nursery.cancel_scope.cancel()
             return
         await send_eof(dst)
-        if last:
+        ended[slot] = True
+        if last or all(ended):  # done: what the kernel still holds goes out after close
             nursery.cancel_scope.cancel()
         elif isinstance(dst, trio.socket.SocketType):
-            await while_taken(dst, touch)  # a slow reader still drains the kernel's queue
+            # The other way goes on: a slow reader still draining this way's kernel
+            # queue keeps the session from being idle meanwhile.
+            await while_taken(dst, touch)
 
     try:
         with scope:
