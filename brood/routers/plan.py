@@ -122,10 +122,20 @@ def _check_spool_dir(cfg: Config) -> None:
 def _check_resolver(cfg: Config, kind: str) -> None:
     """Build the router's resolver once in the master, so that a code-string file that
     does not load, a --X-use-socket beyond the sockets or a bad algorithm stops the start
-    with one line (in a router process it would fail, and be respawned, for ever)."""
+    with one line (in a router process it would fail, and be respawned, for ever). The
+    code-string file is only read and parsed here: it runs in the router processes,
+    after the privileges are dropped, as in uWSGI."""
     from brood.routers.resolve import build_resolver
+    from brood.routers.resolve.mappers import CodeResolver
 
+    option = f"{kind}-use-code-string"
     try:
+        if cfg.get(option):
+            try:
+                CodeResolver.check_spec(cfg[option])
+            except ValueError as exc:
+                raise ValueError(f"--{option}: {exc}") from exc
+            cfg = cfg.with_values(**{option.replace("-", "_"): None})
         build_resolver(cfg, kind)
     except ValueError as exc:
         raise OptionError(str(exc)) from exc

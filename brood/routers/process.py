@@ -78,6 +78,12 @@ def build_engine(kind: str, cfg: Config, subscription: Any = None, caches: Any =
     return Engine(settings, resolver, has_nodes=_has_static_mapping(cfg, kind))
 
 
+def engine_for(kind: str, cfg: Config, feed: Any = None) -> Engine:
+    """``build_engine`` for a router process of ``kind`` with its ``feed``."""
+    return build_engine(PREFIX.get(kind, kind), cfg,
+                        feed.resolver if feed is not None else None, getattr(feed, "caches", None))
+
+
 def _code_string_failed(kind: str, message: str) -> None:
     """``--X-use-code-string``'s function raised or returned no address: said (uWSGI
     prints the traceback), the request then gets "no node"."""
@@ -137,8 +143,7 @@ async def serve_router(
     (``brood.routers.net.spread``): this process's entry in the kind's table of
     connections, which keeps their numbers even; alone when not given."""
     prefix = PREFIX.get(kind, kind)
-    engine = engine or build_engine(prefix, cfg, feed.resolver if feed is not None else None,
-                                    getattr(feed, "caches", None))
+    engine = engine or engine_for(kind, cfg, feed)
     if spread is not None:
         engine.spread = spread
     front = importlib.import_module(FRONTS[prefix])
@@ -235,6 +240,11 @@ async def router_main(kind: str, cfg: Config, listeners: Sequence[Listener],
     process group (systemd's default) reaches the router and, through the master,
     reaches it again; the second must not kill it halfway through its exit."""
     mercy = float(option(cfg, "reload-mercy", 60))
+    try:
+        engine = engine_for(kind, cfg, feed)
+    except ValueError as exc:  # a code-string file that fails as it runs: said, once
+        log.error("%s %d: %s", kind, index, exc)
+        return 1
     for signum in STOPS:  # what the receiver puts back when it closes (not SIG_IGN,
         signal.signal(signum, _dropped)  # which would discard those held since the fork)
     with trio.open_signal_receiver(*STOPS) as signals:
@@ -245,8 +255,8 @@ async def router_main(kind: str, cfg: Config, listeners: Sequence[Listener],
                 # before the first accept (a stuck first request is stuck all the same)
                 await nursery.start(Watchdog(f"{kind} {index}", stuck_limit).run)
             server: RouterServer = await nursery.start(
-                functools.partial(serve_router, kind, cfg, listeners, feed=feed,
-                                  stats_share=stats_share, spread=spread))
+                functools.partial(serve_router, kind, cfg, listeners, engine=engine,
+                                  feed=feed, stats_share=stats_share, spread=spread))
             draining = False
             async for signum in signals:
                 if signum in IMMEDIATE:

@@ -233,19 +233,41 @@ async def test_a_node_that_resets_inside_its_answer_is_said(caplog):
 
 
 def test_a_code_string_that_does_not_load_stops_the_start_with_a_message(tmp_path):
+    """Checked in the master without running the file (it runs in the routers, after
+    privileges are dropped): a spec, a file or a function that is not there."""
     import subprocess
     import sys
 
-    broken = tmp_path / "mapper.py"
-    broken.write_text("raise RuntimeError('broken at import')\n")
+    nofunc = tmp_path / "mapper.py"
+    nofunc.write_text("def other(key):\n    return None\n")
+    broken = tmp_path / "broken.py"
+    broken.write_text("def route(key:\n")
     for value, said in ((f"0:{tmp_path}/missing.py:route", "cannot load"),
-                        (f"0:{broken}:route", "broken at import"),
+                        (f"0:{broken}:route", "cannot load"),
+                        (f"0:{nofunc}:route", "has no function 'route'"),
                         ("nonsense", "expected modifier1:file:function")):
         out = subprocess.run([sys.executable, "-m", "brood", "--fastrouter", "127.0.0.1:0",
                               "--fastrouter-use-code-string", value],
                              capture_output=True, text=True, timeout=60)
         assert out.returncode != 0 and "Traceback" not in out.stderr, out.stderr
         assert "--fastrouter-use-code-string" in out.stderr and said in out.stderr, out.stderr
+
+
+def test_a_code_string_file_is_not_run_in_the_master(tmp_path, start_brood):
+    """Its top-level code runs in the router processes only (uWSGI's gateways), never in
+    the master before it drops privileges; one that raises as it runs is said in one
+    line, no traceback."""
+    mapper = tmp_path / "mapper.py"
+    mapper.write_text("import os\nprint('RAN IN', os.getpid(), flush=True)\n"
+                      "raise RuntimeError('broken at import')\ndef route(key):\n"
+                      "    return None\n")
+    router = start_brood("--master", "--fastrouter", "127.0.0.1:0",
+                         "--fastrouter-use-code-string", f"0:{mapper}:route")
+    router.wait_for_log(r"fastrouter 1: --fastrouter-use-code-string: cannot load code "
+                        r"string file .*broken at import")
+    ran = [int(m[1]) for m in router.wait_for_log(r"RAN IN (\d+)")]
+    assert router.pid not in ran
+    assert "Traceback" not in router.log()
 
 
 def test_a_use_socket_beyond_the_sockets_stops_the_start_with_a_message():

@@ -9,6 +9,7 @@ may be back at the next request), they only count the failure.
 
 from __future__ import annotations
 
+import ast
 import runpy
 from collections.abc import Callable, Collection, Sequence
 from typing import Any, Protocol
@@ -153,10 +154,7 @@ class CodeResolver(_AddressMapper):
     ) -> CodeResolver:
         """Parse ``modifier1:file:function`` and load the function (ValueError when the
         spec, the file or the function is bad: a configuration error at startup)."""
-        parts = spec.split(":")
-        if len(parts) < 3 or not parts[0].strip().isdigit() or not parts[-1]:
-            raise ValueError(f"invalid code string {spec!r}: expected modifier1:file:function")
-        modifier1, filename, funcname = int(parts[0]), ":".join(parts[1:-1]), parts[-1]
+        modifier1, filename, funcname = _code_string_parts(spec)
         try:
             namespace = runpy.run_path(filename, run_name="uwsgi_code_string")
         except Exception as exc:
@@ -165,6 +163,20 @@ class CodeResolver(_AddressMapper):
         if not callable(function):
             raise ValueError(f"{filename!r} has no function {funcname!r}")
         return cls(function, modifier1=modifier1, pool=pool, report=report)
+
+    @staticmethod
+    def check_spec(spec: str) -> None:
+        """What ``from_spec`` would refuse, found without running the file (the master
+        checks at start, before it drops privileges: the file runs in the routers only):
+        the spec, a file that cannot be read or parsed, no top-level ``function``."""
+        _, filename, funcname = _code_string_parts(spec)
+        try:
+            with open(filename, "rb") as file:
+                tree = ast.parse(file.read(), filename)
+        except (OSError, SyntaxError, ValueError) as exc:
+            raise ValueError(f"cannot load code string file {filename!r}: {exc}") from exc
+        if funcname not in _top_level_names(tree):
+            raise ValueError(f"{filename!r} has no function {funcname!r}")
 
     def address_for(self, key: bytes) -> tuple[str, int | None] | None:
         try:
@@ -182,6 +194,27 @@ class CodeResolver(_AddressMapper):
             if self.report is not None:
                 self.report(self.last_error)
             return None
+
+
+def _code_string_parts(spec: str) -> tuple[int, str, str]:
+    parts = spec.split(":")
+    if len(parts) < 3 or not parts[0].strip().isdigit() or not parts[-1]:
+        raise ValueError(f"invalid code string {spec!r}: expected modifier1:file:function")
+    return int(parts[0]), ":".join(parts[1:-1]), parts[-1]
+
+
+def _top_level_names(tree: ast.Module) -> set[str]:
+    """Names a module binds at its top level (defs, classes, assignments, imports)."""
+    names: set[str] = set()
+    for node in tree.body:
+        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef):
+            names.add(node.name)
+        elif isinstance(node, ast.Import | ast.ImportFrom):
+            names.update((a.asname or a.name).split(".")[0] for a in node.names)
+        else:
+            names.update(n.id for n in ast.walk(node)
+                         if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Store))
+    return names
 
 
 class CacheStore(Protocol):
