@@ -80,7 +80,7 @@ from brood.master_env import (
 )
 from brood.plan import ChildSpec, Plan, build_plan
 from brood.proctitle import Titles, title_setter
-from brood.signals import SignalPipe
+from brood.signals import STOPS, SignalPipe, release_stops
 from brood.workers.loader import AppLoadError
 
 CYCLE = 1.0  # seconds per master cycle, as uWSGI's
@@ -133,6 +133,7 @@ class Master:
     def start(self) -> None:
         cfg = self.cfg
         self.sigpipe = SignalPipe(_CAUGHT)
+        release_stops()  # those that came during a re-exec are acted on now
         plain(f"*** Starting brood {_version()} (uWSGI-compatible master) ***")
         if self.titles is not None:
             self.set_title = title_setter()
@@ -487,6 +488,11 @@ class Master:
             draining = self.children.hand_off(kill_at)
             if draining:
                 env[DRAINING_ENV] = export_draining(draining)
+        # Stop signals stay blocked across the exec, pending if they come: the next
+        # incarnation takes them once its handlers are in (``start``). Left at their
+        # default action in between, a second SIGHUP killed the master (and, through
+        # PR_SET_PDEATHSIG, the routers still draining).
+        signal.pthread_sigmask(signal.SIG_BLOCK, STOPS)
         if self.sigpipe is not None:
             self.sigpipe.close()
         os.chdir(self.start_cwd)
@@ -494,7 +500,10 @@ class Master:
         sys.stdout.flush()
         sys.stderr.flush()
         args = [sys.executable, "-m", "brood", *self.argv]
-        os.execve(sys.executable, args, env)
+        try:
+            os.execve(sys.executable, args, env)
+        finally:  # (only when the exec failed)
+            release_stops()
 
 
 _ASKED = {

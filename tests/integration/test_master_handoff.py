@@ -119,6 +119,27 @@ def test_sighup_serves_new_connections_while_the_old_router_drains(start_brood,
     _stop_and_check_nothing_left(b)
 
 
+def test_a_sighup_during_the_re_exec_is_a_reload_not_a_death(start_brood,
+                                                              echo_backend) -> None:
+    """A second SIGHUP as the master re-executes (stop signals at their default action
+    there, before): kept pending, it is the next incarnation's reload; the session held
+    in the draining router lives on."""
+    b = start_brood("--master", "--rawrouter", "127.0.0.1:0", "--rawrouter-to", echo_backend)
+    host, port = b.address_of("rawrouter socket 0").rsplit(":", 1)
+    with socket.create_connection((host, int(port)), timeout=10) as held:
+        assert _exchange(held, b"before") == b"before"
+        b.send_signal(signal.SIGHUP)
+        b.wait_for_log(r"binary reloading brood")
+        b.send_signal(signal.SIGHUP)
+        b.wait_for_log(r"\(reloads: 2\)")  # the second SIGHUP, taken by the next one
+        b.wait_ready(count=2)
+        assert b.proc.poll() is None
+        with socket.create_connection((host, int(port)), timeout=10) as fresh:
+            assert _exchange(fresh, b"new") == b"new"
+        assert _exchange(held, b"after") == b"after"
+    _stop_and_check_nothing_left(b)
+
+
 def test_an_http_request_in_flight_finishes_across_two_reloads(start_brood,
                                                                hello_app) -> None:
     node = start_brood("--master", "--socket", "127.0.0.1:0", "--wsgi-file", hello_app,
