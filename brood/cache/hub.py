@@ -17,6 +17,7 @@ A bad packet or a refused item is one logged line with the reason (uWSGI's
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import time
 from collections.abc import Callable, Sequence
@@ -30,6 +31,11 @@ from brood.sockets import socket_name
 
 # Datagrams read per readable event, so one busy socket cannot hold the master loop.
 MAX_PER_CALL = 256
+# Receive buffer of a sync socket (the kernel caps it at net.core.rmem_max): what a
+# burst may queue while the master is busy elsewhere.
+RCVBUF = 4 << 20
+# Lines a second about dropped packets, at most.
+LOG_PER_SECOND = 5
 
 Sink = Callable[[Sequence[bytes]], None]  # takes records, in order
 
@@ -44,6 +50,10 @@ class CacheHub:
         self.sinks: list[Sink] = []
         self.received = 0
         self.dropped = 0
+        self._batch: list[bytes] | None = None  # records held while a burst is read
+        self._window = 0.0  # start of the second whose drops are being logged
+        self._said = 0  # lines logged in it (at most LOG_PER_SECOND)
+        self._unsaid = 0  # drops not logged since
 
     def add_sink(self, sink: Sink) -> None:
         """``sink`` gets every change from now on (not ``attach``: the master calls
@@ -74,8 +84,39 @@ class CacheHub:
         return True
 
     def _push(self, records: Sequence[bytes]) -> None:
+        if self._batch is not None:
+            self._batch.extend(records)
+            return
         for sink in self.sinks:
             sink(records)
+
+    def begin_batch(self) -> None:
+        """Hold the changes of the datagrams read from now (``end_batch`` pushes them
+        at once): one message per router channel for a burst, not one per datagram."""
+        if self._batch is None:
+            self._batch = []
+
+    def end_batch(self) -> None:
+        records, self._batch = self._batch, None
+        if records:
+            self._push(records)
+
+    def _drop(self, line: str) -> None:
+        """Count a dropped packet and log why: at most ``LOG_PER_SECOND`` lines a
+        second, the next one saying how many went unsaid (a sender on the network must
+        not flood the log)."""
+        self.dropped += 1
+        now = time.monotonic()
+        if now - self._window >= 1.0:
+            self._window, self._said = now, 0
+        if self._said >= LOG_PER_SECOND:
+            self._unsaid += 1
+            return
+        if self._unsaid:
+            line += f" ({self._unsaid} more dropped unsaid before this one)"
+            self._unsaid = 0
+        self._said += 1
+        log(line)
 
     def snapshot(self) -> list[bytes]:
         """Every live item as a set record (a replica's snapshot)."""
@@ -92,19 +133,19 @@ class CacheHub:
         try:
             cmd = decode_sync(bytes(datagram[:MAX_PACKET]))
         except SyncError as exc:
-            self.dropped += 1
-            log(f"[cache-udp-server] invalid packet{origin} for cache \"{cache}\" "
-                f"({exc.reason}), dropped")
+            self._drop(f"[cache-udp-server] invalid packet{origin} for cache \"{cache}\" "
+                       f"({exc.reason}), dropped")
             return
         if cmd.value is None:
             self.delete(cache, cmd.key)  # deleting a missing key is no news
             return
         reason = self.put(cache, cmd.key, cmd.value, cmd.expires)
         if reason is not None:
-            self.dropped += 1
             if reason != "cache is full" or not self.caches.caches[cache].spec.ignore_full:
-                log(f"[cache-udp-server] unable to update cache \"{cache}\" with "
-                    f"{_text(cmd.key)!r}{origin}: {reason}")
+                self._drop(f"[cache-udp-server] unable to update cache \"{cache}\" with "
+                           f"{_text(cmd.key)!r}{origin}: {reason}")
+            else:
+                self.dropped += 1
 
     # -- MasterService --------------------------------------------------------------------
     def fileno(self) -> int | None:
@@ -135,6 +176,8 @@ class CacheSyncSocket:
 
     def __init__(self, sock: socket.socket, hub: CacheHub, cache: str) -> None:
         sock.setblocking(False)
+        with contextlib.suppress(OSError):  # a fleet re-registering at once: a burst
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, RCVBUF)
         self.sock = sock
         self.hub = hub
         self.cache = cache
@@ -145,15 +188,19 @@ class CacheSyncSocket:
         return fd if fd >= 0 else None
 
     def on_readable(self, now: float) -> None:
-        for _ in range(MAX_PER_CALL):
-            try:
-                data, sender = self.sock.recvfrom(MAX_PACKET)
-            except (BlockingIOError, InterruptedError):
-                return
-            except OSError as exc:
-                log(f"[cache-udp-server] {self.name}: {exc.strerror or exc}")
-                return
-            self.hub.receive(data, self.cache, _peer(sender))
+        self.hub.begin_batch()
+        try:
+            for _ in range(MAX_PER_CALL):
+                try:
+                    data, sender = self.sock.recvfrom(MAX_PACKET)
+                except (BlockingIOError, InterruptedError):
+                    return
+                except OSError as exc:
+                    log(f"[cache-udp-server] {self.name}: {exc.strerror or exc}")
+                    return
+                self.hub.receive(data, self.cache, _peer(sender))
+        finally:
+            self.hub.end_batch()
 
     def tick(self, now: float) -> None:
         return None

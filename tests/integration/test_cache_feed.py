@@ -182,3 +182,28 @@ def test_plan_builds_the_hub_and_binds_the_sync_servers() -> None:
         assert sub.caches is hub and not sub.subscriptions and len(sub.channels) == 2
     finally:
         close(plan)
+
+
+def test_a_burst_of_bad_packets_logs_a_few_lines(wired: Wired, capfd) -> None:
+    wired.send(*[b"garbage!"] * 50)
+    lines = [line for line in capfd.readouterr().err.splitlines() if "invalid packet" in line]
+    assert 1 <= len(lines) <= 5 and wired.caches.dropped == 50
+
+
+def test_a_burst_reaches_each_channel_as_one_message(wired: Wired) -> None:
+    """One read of the socket, one push: a fleet re-registering at once costs the master
+    one message per router channel per read, not one per datagram."""
+    pushes = []
+    wired.caches.add_sink(pushes.append)
+    wired.send(*[encode_sync(SyncCommand(b"k%d" % i, b"127.0.0.1:1")) for i in range(8)])
+    assert [len(records) for records in pushes] == [8]
+    assert wired.get(b"k7") == b"127.0.0.1:1"
+
+
+def test_sync_sockets_ask_for_a_large_receive_buffer(wired: Wired) -> None:
+    asked = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        default = asked.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF)
+    finally:
+        asked.close()
+    assert wired.udp.sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF) > default
