@@ -250,7 +250,7 @@ async def router_main(kind: str, cfg: Config, listeners: Sequence[Listener],
     with trio.open_signal_receiver(*STOPS) as signals:
         release_stops()
         async with trio.open_nursery() as nursery:
-            stuck_limit = RouterSettings.from_config(cfg, PREFIX.get(kind, kind)).loop_harakiri
+            stuck_limit = engine.settings.loop_harakiri
             if stuck_limit > 0:  # --X-harakiri, uWSGI's gateway harakiri: watching from
                 # before the first accept (a stuck first request is stuck all the same)
                 await nursery.start(Watchdog(f"{kind} {index}", stuck_limit).run)
