@@ -18,6 +18,15 @@ from _broodkit import BroodProcess
 import brood.demo.hello
 
 
+@pytest.fixture(autouse=True)
+def _no_resolved_names(monkeypatch) -> None:
+    """Each test starts with no host name resolved by an earlier one (in-process
+    routers keep them ``sockio.RESOLVED_TTL`` seconds, and ports are reused)."""
+    from brood.routers.net import sockio
+
+    monkeypatch.setattr(sockio, "_RESOLVED", {})
+
+
 @pytest.fixture
 def hello_app() -> str:
     return brood.demo.hello.__file__

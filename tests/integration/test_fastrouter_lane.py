@@ -281,7 +281,11 @@ async def test_graceful_stop_waits_for_a_client_whose_packet_has_not_come(lanes)
         nursery.cancel_scope.cancel()
 
 
-async def test_round_robin_kept_for_nodes_the_lane_cannot_connect_itself(resumed):
+async def test_round_robin_kept_for_nodes_the_lane_cannot_connect_itself(resumed,
+                                                                   monkeypatch):
+    from brood.routers.net import sockio
+
+    monkeypatch.setattr(sockio, "RESOLVED_TTL", 0.0)  # host names: never the lane's
     async with trio.open_nursery() as nursery:
         a = await nursery.start(partial(uwsgi_backend, b"A"))
         b = await nursery.start(partial(uwsgi_backend, b"B"))

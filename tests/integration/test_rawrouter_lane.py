@@ -135,6 +135,22 @@ async def test_short_exchange_is_relayed_in_the_lane(resumed, lanes):
     assert server.engine.active_sessions == 0
 
 
+async def test_a_host_name_node_is_served_in_the_lane_once_resolved(resumed):
+    """The lanes never wait for a name lookup: the first connection to "localhost:N"
+    goes to the general path, which resolves it; the next ones, within the TTL, are
+    served in the lane (a lookup per connect sent every one to the general path)."""
+    async with trio.open_nursery() as nursery:
+        backend = await nursery.start(tcp_backend, digest_after_eof)
+        address, server, _ = await start_raw(nursery, backend.replace("127.0.0.1", "localhost"))
+        for _ in range(3):
+            sock = await connect(address)
+            with sock:
+                assert await exchange(sock, b"hi") == hashlib.sha256(b"hi").hexdigest().encode()
+        await server.engine.wait_idle()
+        nursery.cancel_scope.cancel()
+    assert len(resumed) == 1
+
+
 @pytest.mark.parametrize("splice", [True, False], ids=["splice", "copy"])
 async def test_bulk_both_ways_is_byte_exact(monkeypatch, resumed, splices, splice):
     monkeypatch.setattr(lane_module, "HAS_SPLICE", splice)
@@ -209,7 +225,11 @@ async def test_refused_first_node_is_marked_and_the_next_serves(resumed):
     assert node is dead and failure.errno == 111
 
 
-async def test_round_robin_kept_for_nodes_the_lane_cannot_connect_itself(resumed):
+async def test_round_robin_kept_for_nodes_the_lane_cannot_connect_itself(resumed,
+                                                                   monkeypatch):
+    from brood.routers.net import sockio
+
+    monkeypatch.setattr(sockio, "RESOLVED_TTL", 0.0)  # host names: never the lane's
     async with trio.open_nursery() as nursery:
         a = await nursery.start(tcp_backend, partial(banner, b"A"))
         b = await nursery.start(tcp_backend, partial(banner, b"B"))

@@ -22,7 +22,7 @@ import trio
 from brood.routers.errors import NoNode, Overloaded
 from brood.routers.health import Attempt, RetryPolicy, RetryState
 from brood.routers.net.relay import set_nodelay
-from brood.routers.net.sockio import RESET_AFTER_ACCEPT
+from brood.routers.net.sockio import RESET_AFTER_ACCEPT, remember_resolved
 from brood.routers.node import Node
 from brood.routers.resolve import Resolver, parse_node_address
 
@@ -53,6 +53,8 @@ async def open_node(node: Node, connect_timeout: float) -> trio.socket.SocketTyp
     try:
         set_nodelay(sock)
         with trio.fail_after(connect_timeout):
+            if family != socket.AF_UNIX and not _numeric(family, sockaddr[0]):
+                sockaddr = await _resolve(node.name, family, sockaddr)
             try:
                 await sock.connect(sockaddr)
             except OSError as exc:
@@ -62,6 +64,25 @@ async def open_node(node: Node, connect_timeout: float) -> trio.socket.SocketTyp
         sock.close()
         raise
     return sock
+
+
+def _numeric(family: int, host: str) -> bool:
+    try:
+        socket.inet_pton(family, host)
+    except OSError:
+        return False
+    return True
+
+
+async def _resolve(name: str, family: int, sockaddr: tuple) -> tuple:
+    """The numeric address of host-name node ``name`` (its first for ``family``), kept
+    for the next connects (``sockio.remember_resolved``)."""
+    infos = await trio.socket.getaddrinfo(sockaddr[0], sockaddr[1], family, socket.SOCK_STREAM)
+    if not infos:
+        raise OSError(errno.EHOSTUNREACH, f"no address for {name[:100]!r}")
+    resolved = infos[0][4]
+    remember_resolved(name, (family, resolved))
+    return resolved
 
 
 # A fast lane's first pick for a request, and how its connect failed (None: not tried).

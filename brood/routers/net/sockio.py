@@ -29,6 +29,7 @@ import os
 import socket
 import struct
 import termios
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -47,6 +48,11 @@ _LINGER_LEN = len(_LINGER_RESET)
 # churning table should not leave garbage behind forever.
 _ADDRESSES: dict[str, tuple[int, Any] | None] = {}
 _ADDRESSES_MAX = 4096
+# Host-name nodes (a node announcing "localhost:3031", say) are looked up by the general
+# path, and the answer kept this long: the fast lanes never wait for a lookup, and a
+# lookup per connect would send every request to the general path.
+RESOLVED_TTL = 30.0
+_RESOLVED: dict[str, tuple[float, tuple[int, Any]]] = {}
 _IN_PROGRESS = (errno.EINPROGRESS, errno.EALREADY)
 # A connect's error when the node accepted and then closed (or reset) at once: a served
 # connection that ended, not a refusal (no grace mark, no retry), as on the fast lanes.
@@ -176,14 +182,27 @@ def _direct_address(name: str) -> tuple[int, Any] | None:
 
 def node_address(name: str) -> tuple[int, Any] | None:
     """``(family, sockaddr)`` of a node that can be connected without a name lookup
-    (numeric TCP, unix), cached; None for host names and bad names."""
+    (numeric TCP, unix, or a host name the general path resolved less than
+    ``RESOLVED_TTL`` ago), cached; None for other host names and bad names."""
     try:
-        return _ADDRESSES[name]
+        target = _ADDRESSES[name]
     except KeyError:
         if len(_ADDRESSES) >= _ADDRESSES_MAX:
             _ADDRESSES.clear()
         target = _ADDRESSES[name] = _direct_address(name)
-        return target
+    if target is None:
+        resolved = _RESOLVED.get(name)
+        if resolved is not None and resolved[0] > time.monotonic():
+            return resolved[1]
+    return target
+
+
+def remember_resolved(name: str, target: tuple[int, Any]) -> None:
+    """The general path resolved host-name node ``name`` to ``target``: for
+    ``RESOLVED_TTL`` seconds, connects (the fast lanes' too) use it without a lookup."""
+    if len(_RESOLVED) >= _ADDRESSES_MAX:
+        _RESOLVED.clear()
+    _RESOLVED[name] = (time.monotonic() + RESOLVED_TTL, target)
 
 
 async def open_tcp(node: Node, connect_timeout: float, fallback: Any,
