@@ -117,6 +117,18 @@ async def send_in_two(sock, data: bytes) -> None:
     await send_all(sock, data[5:])
 
 
+async def asked_on_the_general_path(nursery, answer: bytes, data: bytes, *,
+                                    timeout: float) -> trio.socket.SocketType:
+    """A fastrouter (idle ``timeout``) before a node answering ``answer``; a client
+    socket that sent ``data`` to it in two writes (the general path)."""
+    backend = await nursery.start(uwsgi_backend, answer)
+    engine, _ = engine_for({b"a.example": [backend.address]}, timeout=timeout)
+    address, _ = await start(nursery, engine)
+    sock = await connect(address)
+    await send_in_two(sock, data)
+    return sock
+
+
 async def test_a_slow_but_steady_reader_is_not_cut_on_the_general_path():
     """The relay's idle timeout: bytes the client takes, however slowly, are progress
     (the kernel wakes a blocked sender only once a third of a large buffer is free)."""
@@ -124,12 +136,8 @@ async def test_a_slow_but_steady_reader_is_not_cut_on_the_general_path():
     big = b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % total + b"x" * total
     data = request()
     async with trio.open_nursery() as nursery:
-        backend = await nursery.start(uwsgi_backend, big)
-        engine, _ = engine_for({b"a.example": [backend.address]}, timeout=0.15)
-        address, _ = await start(nursery, engine)
-        sock = await connect(address)
+        sock = await asked_on_the_general_path(nursery, big, data, timeout=0.15)
         with sock:
-            await send_in_two(sock, data)
             got = 0
             with trio.fail_after(20):
                 while got < len(big):
@@ -202,12 +210,8 @@ async def test_a_client_that_stops_reading_is_said_not_blamed_on_the_node(caplog
                 or "client" in r.getMessage() or "node" in r.getMessage()]
 
     async with trio.open_nursery() as nursery:
-        backend = await nursery.start(uwsgi_backend, big)
-        engine, _ = engine_for({b"a.example": [backend.address]}, timeout=0.3)
-        address, _ = await start(nursery, engine)
-        sock = await connect(address)
+        sock = await asked_on_the_general_path(nursery, big, data, timeout=0.3)
         with sock:
-            await send_in_two(sock, data)
             await wait_for(lambda: any("took no byte" in m for m in said()), limit=10)
         nursery.cancel_scope.cancel()
     messages = said()
