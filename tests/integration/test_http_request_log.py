@@ -1,6 +1,8 @@
 """The HTTP router's request lines from a real ``brood``: one per request (fast lane and
 general path), none under --disable-logging, 5xx still with --log-5xx, an
---http-log-format template, and --logto as where they go."""
+--http-log-format template, --logto as where they go, a line for a request refused
+before its head was read, and in embedded mode one line per request (the worker's,
+or the router's for its own answers)."""
 
 from __future__ import annotations
 
@@ -44,6 +46,15 @@ def wait_lines(b: BroodProcess, count: int) -> None:
     assert b.proc.poll() is None, b.log()
 
 
+def start_router(start_brood, hello_app: str, *flags: str) -> BroodProcess:
+    """An HTTP router in front of a worker pool of its own instance: the router writes
+    the lines (a brood that runs workers leaves those to them)."""
+    pool = start_brood("--master", "--socket", "127.0.0.1:0", "--wsgi-file", hello_app,
+                       "--disable-logging")
+    return start_brood("--master", "--http", "127.0.0.1:0", "--http-to", pool.address_of(),
+                       *flags)
+
+
 def lines_after_stop(b: BroodProcess) -> list[re.Match[str]]:
     """The router's lines once it has exited: every line it had queued is out."""
     b.stop()
@@ -57,7 +68,7 @@ CHUNKED_POST = (b"POST /echo HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\
 
 
 def test_one_line_per_request_fast_lane_and_general_path(start_brood, hello_app) -> None:
-    b = start_brood("--master", "--http", "127.0.0.1:0", "--wsgi-file", hello_app)
+    b = start_router(start_brood, hello_app)
     address = b.address_of("http socket 0")
     answers = [("GET", "/?a=1", exchange(address, GET % b"/?a=1")),
                ("GET", "/big", exchange(address, GET % b"/big")),
@@ -78,7 +89,7 @@ def test_one_line_per_request_fast_lane_and_general_path(start_brood, hello_app)
 def test_disable_logging_writes_none(start_brood, hello_app) -> None:
     served = {}
     for flags in ((), ("--disable-logging",)):
-        b = start_brood("--master", "--http", "127.0.0.1:0", "--wsgi-file", hello_app, *flags)
+        b = start_router(start_brood, hello_app, *flags)
         address = b.address_of("http socket 0")
         assert status_of(exchange(address, GET % b"/")) == 200
         assert status_of(exchange(address, CHUNKED_POST)) == 200
@@ -105,8 +116,7 @@ def test_log_5xx_with_disable_logging_logs_the_502(start_brood) -> None:
 
 
 def test_log_5xx_keeps_5xx_and_drops_2xx(start_brood, hello_app) -> None:
-    b = start_brood("--master", "--http", "127.0.0.1:0", "--wsgi-file", hello_app,
-                    "--disable-logging", "--log-5xx")
+    b = start_router(start_brood, hello_app, "--disable-logging", "--log-5xx")
     address = b.address_of("http socket 0")
     assert status_of(exchange(address, GET % b"/")) == 200
     error = exchange(address, GET % b"/error")
@@ -117,8 +127,7 @@ def test_log_5xx_keeps_5xx_and_drops_2xx(start_brood, hello_app) -> None:
 
 
 def test_http_log_format_replaces_the_line(start_brood, hello_app) -> None:
-    b = start_brood("--master", "--http", "127.0.0.1:0", "--wsgi-file", hello_app,
-                    "--http-log-format",
+    b = start_router(start_brood, hello_app, "--http-log-format",
                     "ACCESS %(method) %(uri) %(proto) %(status) %(size) host=%(host) "
                     "ua=%(uagent) node=%(node)")
     address = b.address_of("http socket 0")
@@ -133,7 +142,8 @@ def test_http_log_format_replaces_the_line(start_brood, hello_app) -> None:
 
 def test_lines_go_to_the_logto_file(start_brood, hello_app, tmp_path: Path) -> None:
     logfile = tmp_path / "logto.log"
-    b = start_brood("--master", "--http", "127.0.0.1:0", "--wsgi-file", hello_app,
+    pool = start_brood("--master", "--socket", "127.0.0.1:0", "--wsgi-file", hello_app)
+    b = start_brood("--master", "--http", "127.0.0.1:0", "--http-to", pool.address_of(),
                     "--logto", str(logfile), wait=False)
     text = wait_until(lambda: logfile.exists() and "brood: ready" in logfile.read_text()
                       and logfile.read_text(), what="ready in the --logto file")
@@ -146,3 +156,28 @@ def test_lines_go_to_the_logto_file(start_brood, hello_app, tmp_path: Path) -> N
     assert [(m["uri"], int(m["size"])) for m in found] == [("/logged", len(raw))]
     assert int(found[0]["pid"]) == router_pid(b, logfile.read_text())
     assert not LINE.search(b.log())
+
+
+def test_a_request_refused_before_its_head_gets_a_line(start_brood) -> None:
+    b = start_brood("--master", "--http", "127.0.0.1:0", "--http-to", "127.0.0.1:9")
+    raw = exchange(b.address_of("http socket 0"), b"GET / HTTP/1.1\r\nBad Header\r\n\r\n")
+    assert status_of(raw) == 400
+    [m] = wait_until(lambda: list(LINE.finditer(b.log())), what="the 400's request line")
+    assert (m["method"], m["uri"], m["proto"], m["status"], int(m["size"]), m["node"]) == (
+        "-", "-", "-", "400", len(raw), "-")
+
+
+def test_embedded_mode_writes_one_line_per_request(start_brood, hello_app) -> None:
+    """The worker's line for what it answered (as uWSGI's workers write it), the
+    router's for its own answer (a 400 no worker saw)."""
+    b = start_brood("--master", "--http", "127.0.0.1:0", "--wsgi-file", hello_app)
+    address = b.address_of("http socket 0")
+    assert status_of(exchange(address, GET % b"/?served")) == 200
+    assert status_of(exchange(address, b"GET / HTTP/1.1\r\nBad Header\r\n\r\n")) == 400
+    b.wait_for_log(r"GET /\?served => generated")
+    b.wait_for_log(r"\(- 400\)")
+    b.stop()
+    log = b.log()
+    assert len(re.findall(r"GET /\?served => generated", log)) == 1, log
+    assert not re.search(r"router: http\][^\n]*/\?served", log), log
+    assert [m["status"] for m in LINE.finditer(log)] == ["400"]

@@ -15,7 +15,11 @@ does not split it); the status is the one the client got (502/503/504 the router
 
 Which requests get a line: every one, unless ``--disable-logging``; then only those
 answered 4xx with ``--log-4xx`` and 5xx with ``--log-5xx`` (``brood.workers.reqlog.wanted``,
-as workers and uWSGI decide). ``--http-log-format`` replaces the line with a template of
+as workers and uWSGI decide). A request refused before its head was read (400, 408, 431)
+gets one too, with ``-`` for its method, target and protocol. When this brood runs its own
+workers (an app is given: embedded mode), they write the line of each request they
+answer, as uWSGI's do, and the router writes only those of its own answers (errors,
+``--http-to-https``): one line per request, not two. ``--http-log-format`` replaces the line with a template of
 uWSGI's ``--log-format`` placeholders, ``%(name)``, from ``VARIABLES`` below; the template
 is parsed and compiled once at start-up by ``brood.logformat`` (shared with the workers'
 ``--log-format``), unknown names refused there.
@@ -51,6 +55,8 @@ from brood.workers.reqlog import wanted
 FLUSH_AT = 4096
 # The default line after its "[pid: N|router: http] " (see the module's docstring).
 _LINE = b"%s () {node %s} [%s] %s %s => generated %d bytes in %d msecs (%s %d)\n"
+# What the line says of a request refused before its head was read.
+UNPARSED = RequestHead(b"-", b"-", b"-", b"", b"-", [], None, False, False, False, None, None, 0)
 
 
 @dataclass(slots=True)
@@ -130,16 +136,19 @@ class AccessLog:
     """One router's request lines: which statuses get one, their format, and the lines
     of the current lane pass not written yet (``flush``)."""
 
-    __slots__ = ("format", "everything", "log_4xx", "log_5xx", "on", "fd", "line",
+    __slots__ = ("format", "everything", "log_4xx", "log_5xx", "own", "on", "fd", "line",
                  "pending", "size", "_sec", "_ctime")
 
     def __init__(self, fmt: LineFormat | None = None, *, everything: bool = True,
-                 log_4xx: bool = False, log_5xx: bool = False, fd: int = 2) -> None:
+                 log_4xx: bool = False, log_5xx: bool = False, node_answers: bool = True,
+                 fd: int = 2) -> None:
         self.format = fmt
         self.everything = everything
         self.log_4xx = log_4xx
         self.log_5xx = log_5xx
-        self.on = everything or log_4xx or log_5xx  # whether any request gets a line
+        # Whether any of the router's own answers gets a line, and any of the nodes'.
+        self.own = everything or log_4xx or log_5xx
+        self.on = self.own and node_answers
         self.fd = fd
         # The default line's template, pid in: made in the router process (after the fork).
         self.line = b"[pid: %d|router: http] " % os.getpid() + _LINE
@@ -150,10 +159,12 @@ class AccessLog:
 
     @classmethod
     def from_config(cls, cfg: Config, fmt: LineFormat | None) -> AccessLog:
-        """The core options --disable-logging, --log-4xx, --log-5xx, as workers read them."""
+        """The core options --disable-logging, --log-4xx, --log-5xx, as workers read them;
+        with an app, the workers write the lines of the requests they answer."""
         return cls(fmt, everything=not option(cfg, "disable-logging", False),
                    log_4xx=bool(option(cfg, "log-4xx", False)),
-                   log_5xx=bool(option(cfg, "log-5xx", False)))
+                   log_5xx=bool(option(cfg, "log-5xx", False)),
+                   node_answers=not (option(cfg, "wsgi-file", None) or option(cfg, "module", None)))
 
     def request(self, remote_addr: str, remote_port: int, head: RequestHead, status: int,
                 sent: int, key: bytes, node: str, elapsed: float) -> None:

@@ -43,7 +43,7 @@ from brood.protocol.proxy import parse_proxy
 from brood.protocol.uwsgi import MAX_VARS_SIZE
 from brood.routers.engine import Engine, client_ip
 from brood.routers.errors import ClientError, NodeFailed, NodeTimeout, RoutingError
-from brood.routers.http.accesslog import AccessLog
+from brood.routers.http.accesslog import UNPARSED, AccessLog
 from brood.routers.http.body import BodyPlan, Client, ClientGone, peer_address, plan_body
 from brood.routers.http.h1 import (
     Request,
@@ -512,7 +512,7 @@ class HttpRouter:
         answer = simple_response(301, b"", [(b"Location", b"https://" + host + target)],
                                  keep_alive=keep)
         await send_all(client.sock, answer)
-        if self.access.on:
+        if self.access.own:
             self.access.write(client.remote_addr, client.remote_port, head, 301, len(answer),
                               host, "", time.monotonic() - started)
         return keep
@@ -522,8 +522,8 @@ class HttpRouter:
                    head: RequestHead | None, key: bytes | None = None, *, node: str = "",
                    started: float | None = None) -> None:
         """Log why, answer ``status`` with Connection: close, linger, and let the caller
-        close. Best effort: the client may already be gone. A request whose head was
-        read gets its request line (``node``: the one that failed, if any; ``started``:
+        close. Best effort: the client may already be gone. The request gets its request
+        line, ``-`` for what was not read (``node``: the one that failed, if any; ``started``:
         when the request began, monotonic; now if not given)."""
         text = f"{reason.status} {reason.reason}" if isinstance(reason, RoutingError) else reason
         if head is not None:
@@ -541,9 +541,10 @@ class HttpRouter:
                 sent = len(answer)
             except (OSError, trio.BrokenResourceError, trio.ClosedResourceError):
                 pass
-        if head is not None and self.access.on:
+        if self.access.own:  # a request refused before its head was read gets one too
             elapsed = time.monotonic() - started if started is not None else 0.0
-            self.access.write(client.remote_addr, client.remote_port, head, status, sent,
+            self.access.write(client.remote_addr, client.remote_port,
+                              head if head is not None else UNPARSED, status, sent,
                               key if key is not None else b"", node, elapsed)
         if sent:
             with trio.move_on_at(deadline):
