@@ -79,17 +79,6 @@ def contribute_routers(cfg: Config, b: PlanBuilder) -> None:
         redirects = cfg["http-to-https"] if kind == "http" else []
         if not addresses and not redirects:
             continue
-        listeners = [b.listen(addr, kind, kind, f"uWSGI {kind} socket {i}")
-                     for i, addr in enumerate(addresses)]
-        # --http-to-https: sockets of the HTTP router that answer every request with a 301.
-        listeners += [b.listen(addr, "http-to-https", "http-to-https",
-                               f"uWSGI http-to-https socket {i}")
-                      for i, addr in enumerate(redirects)]
-        if cfg.get(f"{kind}-stats"):
-            # One socket for all the processes of the kind (any of them answers with the
-            # merged figures, see stats_share), kept across reloads like the others.
-            listeners.append(b.listen(cfg[f"{kind}-stats"], f"{kind}-stats", f"{kind}-stats",
-                                      f"uWSGI {kind} stats server"))
         router_cfg = cfg
         if kind == "http" and not _has_mapping(cfg, kind):
             # The workers' real addresses ("localhost:N" as written would cost a name
@@ -106,7 +95,21 @@ def contribute_routers(cfg: Config, b: PlanBuilder) -> None:
             _check_spool_dir(cfg)
         _check_resolver(router_cfg, kind)
         count = max(1, int(cfg[f"{kind}-processes"] or 1))
+        # The extras first: a subscription server is bound there, before the sockets
+        # clients and nodes connect to (a node that announces as soon as the router's
+        # port answers must not find its datagram port closed).
         extras = [factory(router_cfg, b, kind, count) for factory in ROUTER_EXTRAS]
+        listeners = [b.listen(addr, kind, kind, f"uWSGI {kind} socket {i}")
+                     for i, addr in enumerate(addresses)]
+        # --http-to-https: sockets of the HTTP router that answer every request with a 301.
+        listeners += [b.listen(addr, "http-to-https", "http-to-https",
+                               f"uWSGI http-to-https socket {i}")
+                      for i, addr in enumerate(redirects)]
+        if cfg.get(f"{kind}-stats"):
+            # One socket for all the processes of the kind (any of them answers with the
+            # merged figures, see stats_share), kept across reloads like the others.
+            listeners.append(b.listen(cfg[f"{kind}-stats"], f"{kind}-stats", f"{kind}-stats",
+                                      f"uWSGI {kind} stats server"))
         b.add_child(ChildSpec(kind, count, _target(kind, router_cfg, listeners, extras),
                               signal.SIGHUP, None, f"uWSGI {kind}"))
 

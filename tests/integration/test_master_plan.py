@@ -164,3 +164,31 @@ def test_slow_reader_never_blocks_the_service() -> None:
     finally:
         svc.on_shutdown()
         lst.sock.close()
+
+
+def test_router_subscription_server_bound_before_its_listening_sockets(monkeypatch) -> None:
+    """A node may announce itself as soon as the router's port accepts: by then the
+    datagram port is bound (a datagram to an unbound port is lost)."""
+    import brood.subscription.plan as subscription_plan
+
+    bound: list[str] = []
+    bind_datagram, listen = subscription_plan.bind_datagram, PlanBuilder.listen
+
+    def record_datagram(spec, option):
+        bound.append(option)
+        return bind_datagram(spec, option)
+
+    def record_listen(self, addr, *args, **kwargs):
+        bound.append(args[0])
+        return listen(self, addr, *args, **kwargs)
+
+    monkeypatch.setattr(subscription_plan, "bind_datagram", record_datagram)
+    monkeypatch.setattr(PlanBuilder, "listen", record_listen)
+    cfg = Config([("fastrouter", "127.0.0.1:0"),
+                  ("fastrouter-subscription-server", "127.0.0.1:0"),
+                  ("fastrouter-stats", "127.0.0.1:0")])
+    plan = build_plan(cfg, Binder())
+    try:
+        assert bound == ["fastrouter-subscription-server", "fastrouter", "fastrouter-stats"]
+    finally:
+        _close(plan)
