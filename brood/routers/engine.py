@@ -72,7 +72,8 @@ class RouterSettings:
             kind=kind,
             timeout=float(option(cfg, f"{kind}-timeout", 60)),
             gracetime=float(option(cfg, f"{kind}-gracetime", 30)),
-            max_retries=int(option(cfg, f"{kind}-max-retries", 3)),
+            # 0 is uWSGI's "not set": the default (real uWSGI 2.0 tries 4 nodes with it).
+            max_retries=int(option(cfg, f"{kind}-max-retries", 3)) or 3,
             max_age=float(option(cfg, f"{kind}-session-max-age", 0)),
             loop_harakiri=float(option(cfg, f"{kind}-harakiri", 0)),
             buffer_size=int(buffer_size),

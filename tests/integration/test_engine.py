@@ -114,3 +114,10 @@ def test_stats_list_the_static_nodes_not_the_fallbacks():
     assert [n.name for n in build_engine("fastrouter", Config.from_dict(
         {"fastrouter-use-pattern": "127.0.0.1:%s", "fastrouter-fallback": ["127.0.0.1:2"]}
     )).static_nodes()] == []
+
+
+@pytest.mark.parametrize("given, read", [(0, 3), (1, 1), (5, 5)])
+def test_max_retries_zero_is_the_default_as_in_uwsgi(given, read) -> None:
+    """Real uWSGI 2.0 with --rawrouter-max-retries 0 tries 4 nodes: 0 is "not set"."""
+    cfg = Config([("rawrouter", "127.0.0.1:0"), ("rawrouter-max-retries", given)])
+    assert RouterSettings.from_config(cfg, "rawrouter").max_retries == read

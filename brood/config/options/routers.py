@@ -85,7 +85,8 @@ def shared_options(prefix: str) -> list[Option]:
             metavar="ADDR"),
         opt("gracetime", "retry connections to dead static nodes after this many seconds",
             kind="int", default=30),
-        opt("max-retries", "set the maximum number of retries/fallbacks to other nodes",
+        opt("max-retries", "set the maximum number of retries/fallbacks to other nodes "
+            "(0: the default, as uWSGI)",
             kind="int", default=3),
         opt("timeout", f"set the {t} socket timeout in seconds", kind="int", default=60),
         opt("connect-timeout", "timeout for backend connections in seconds "
