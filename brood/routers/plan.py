@@ -27,7 +27,7 @@ from brood.config.option import OptionError
 from brood.plan import ChildSpec, PlanBuilder, register_config_hook, register_contributor
 from brood.routers.net.spread import SpreadTable
 from brood.routers.stats_share import stats_share_extras
-from brood.sockets import kernel_name
+from brood.sockets import defer_accept, kernel_name
 
 # The sslrouter's options are declared (so uWSGI ini files parse) with ``refused=``: the
 # master stops at start-up naming the option (brood.config.model.refuse_unavailable).
@@ -35,6 +35,9 @@ KINDS = ("http", "fastrouter", "rawrouter")
 # Options that give a router nodes of its own; without any, --http is embedded mode.
 _MAPPERS = ("to", "use-pattern", "use-base", "use-cache", "use-code-string", "use-socket",
             "subscription-server")
+# Seconds an --http/--fastrouter connection may wait for its first bytes before it is
+# handed to a router process anyway (TCP_DEFER_ACCEPT; uWSGI's --socket-timeout default).
+DEFER_ACCEPT = 4
 # Where embedded mode puts the workers when the config names no socket.
 EMBEDDED_SOCKET = "127.0.0.1:0"
 
@@ -105,6 +108,10 @@ def contribute_routers(cfg: Config, b: PlanBuilder) -> None:
         listeners += [b.listen(addr, "http-to-https", "http-to-https",
                                f"uWSGI http-to-https socket {i}")
                       for i, addr in enumerate(redirects)]
+        if kind != "rawrouter":  # (a rawrouter's node may speak first: uWSGI's neither)
+            defer = 0 if cfg["no-defer-accept"] else DEFER_ACCEPT
+            for lst in listeners:
+                defer_accept(lst.sock, defer)
         if cfg.get(f"{kind}-stats"):
             # One socket for all the processes of the kind (any of them answers with the
             # merged figures, see stats_share), kept across reloads like the others.

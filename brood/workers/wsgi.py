@@ -49,6 +49,7 @@ from brood.config.model import Config
 from brood.listener import Listener
 from brood.scoreboard import STATUS_IDLE, WorkerSlot
 from brood.signals import release_stops, stops_blocked
+from brood.sockets import defer_accept
 from brood.workers import reqlog
 from brood.workers.account import Account
 from brood.workers.conn import Conn
@@ -101,17 +102,15 @@ class Endpoint:
             self.server_port_str = ""
         self.environ_base: dict[str, Any] = {}  # set by the Worker (http listeners)
 
-    def prepare(self) -> None:
+    def prepare(self, defer: bool = True) -> None:
         """Options inherited by accepted sockets, and a non-blocking accept; the same
-        in every worker (the listener is shared)."""
+        in every worker (the listener is shared). ``defer``: accept only once the
+        client has sent something (not --no-defer-accept): the first recv never waits,
+        and a silent connection never takes a worker."""
         sock = self.sock
         if self.tcp:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            if hasattr(socket, "TCP_DEFER_ACCEPT"):
-                # accept() only once the client has sent something: the first recv
-                # never waits, and a silent connection never takes a worker
-                with contextlib.suppress(OSError):
-                    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_DEFER_ACCEPT, READ_TIMEOUT)
+            defer_accept(sock, READ_TIMEOUT if defer else 0)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, struct.pack("ll", READ_TIMEOUT, 0))
         sock.setblocking(False)
 
@@ -487,8 +486,9 @@ class Worker:
     # -- lifecycle -------------------------------------------------------------------
 
     def run(self) -> int:
+        defer = not option(self.cfg, "no-defer-accept", False)
         for endpoint in self.endpoints:
-            endpoint.prepare()
+            endpoint.prepare(defer)
         self.slot.status = STATUS_IDLE
         self.slot.accepting = 1
         try:

@@ -192,3 +192,25 @@ def test_router_subscription_server_bound_before_its_listening_sockets(monkeypat
         assert bound == ["fastrouter-subscription-server", "fastrouter", "fastrouter-stats"]
     finally:
         _close(plan)
+
+
+def _deferred(sock: socket.socket) -> bool:
+    return bool(sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_DEFER_ACCEPT))
+
+
+@pytest.mark.parametrize("no_defer", [False, True])
+def test_http_and_fastrouter_sockets_defer_accept_rawrouter_and_stats_not(no_defer) -> None:
+    """As uWSGI: a connection reaches an --http/--fastrouter process once its client has
+    sent something (a rawrouter's node may speak first; a stats client sends nothing)."""
+    cfg = Config([("http", "127.0.0.1:0"), ("http-to", "127.0.0.1:9"),
+                  ("fastrouter", "127.0.0.1:0"), ("fastrouter-to", "127.0.0.1:9"),
+                  ("fastrouter-stats", "127.0.0.1:0"),
+                  ("rawrouter", "127.0.0.1:0"), ("rawrouter-to", "127.0.0.1:9"),
+                  ("no-defer-accept", no_defer)])
+    plan = build_plan(cfg, Binder())
+    try:
+        deferred = {lst.proto: _deferred(lst.sock) for lst in plan.listeners}
+    finally:
+        _close(plan)
+    assert deferred == {"http": not no_defer, "fastrouter": not no_defer,
+                        "fastrouter-stats": False, "rawrouter": False}

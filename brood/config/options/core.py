@@ -44,6 +44,9 @@ OPTIONS: list[Option] = [
     Option("buffer-size", "core", "largest request head / uwsgi packet accepted, in bytes",
            kind="size", default=4096, short="b"),
     Option("reuse-port", "core", "set SO_REUSEPORT on bound TCP sockets", kind="bool"),
+    Option("no-defer-accept", "core", "accept TCP connections at once, not when their "
+           "first bytes have come (TCP_DEFER_ACCEPT: worker, --http and --fastrouter sockets)",
+           kind="bool"),
     # Any --procname* or --auto-procname turns process titles on, as in uWSGI:
     # PREFIX + (name or "uWSGI master" / "uWSGI worker N" / "uWSGI http N") + APPEND.
     Option("auto-procname", "core", "set process titles: uWSGI master, uWSGI worker N, "
