@@ -292,23 +292,24 @@ def _pair_value(value: bytes) -> bytes:
 
 
 def routing_key(pairs: Iterable[tuple[bytes, bytes]]) -> bytes | None:
-    """The fastrouter's key (WIRE §7.1): UWSGI_FASTROUTER_KEY, else the last
-    HTTP_HOST, else SERVER_NAME; values over 255 bytes are ignored."""
-    forced = host = server_name = None
-    for key, value in pairs:
-        if len(value) > MAX_KEY_SIZE:
-            continue
-        if key == b"UWSGI_FASTROUTER_KEY":
-            forced = value
-        elif key == b"HTTP_HOST":
-            host = value
-        elif key == b"SERVER_NAME":
-            server_name = value
-    if forced is not None:
-        return forced
-    if host is not None:
-        return host
-    return server_name
+    """The fastrouter's key (WIRE §7.1), read in order as uWSGI 2.0 reads it: a
+    ``UWSGI_FASTROUTER_KEY`` sets it for good; an ``HTTP_HOST`` sets it unless one did
+    (so the last wins); a ``SERVER_NAME`` only while it is still empty (the first wins,
+    and an ``HTTP_HOST`` after it overrides it). Values over 255 bytes are passed over.
+    None when it ends empty (no such var, or an empty value): no key, nothing to route."""
+    key = b""
+    forced = False
+    for name, value in pairs:
+        if name == b"SERVER_NAME":
+            if not key and len(value) <= MAX_KEY_SIZE:
+                key = value
+        elif name == b"HTTP_HOST":
+            if not forced and len(value) <= MAX_KEY_SIZE:
+                key = value
+        elif name == b"UWSGI_FASTROUTER_KEY" and len(value) <= MAX_KEY_SIZE:
+            forced = True
+            key = value
+    return key or None
 
 
 __all__ = ["MAX_KEY_SIZE", "encode_request_vars", "header_var_name", "request_vars", "routing_key"]

@@ -256,7 +256,6 @@ class Engine:
         await trio.lowlevel.checkpoint()
 
     async def connect(self, key: bytes | None, *, client: bytes = b"",
-                      fallback_only: bool = False,
                       fallback_on_no_node: bool = False,
                       before_wait: Callable[[], None] | None = None,
                       first_pick: FirstPick | None = None) -> Upstream:
@@ -270,7 +269,7 @@ class Engine:
             _open_node, before_wait=before_wait)
         node, sock, failed = await connect_node(
             self.resolver, key, self.plan, client=client, clock=self.clock,
-            use_fallbacks_only=fallback_only, fallback_on_no_node=fallback_on_no_node,
+            fallback_on_no_node=fallback_on_no_node,
             opener=opener, first_pick=first_pick,
         )
         if failed and not self.settings.quiet:

@@ -1,10 +1,11 @@
 """The fastrouter front: uwsgi packets in, the same packets out to a node chosen by key.
 
 Per connection: read the header and the whole vars block (bounded by the buffer size),
-take the key (``UWSGI_FASTROUTER_KEY``, else the last ``HTTP_HOST``, else ``SERVER_NAME``;
-or ``--fastrouter-force-key`` for every request), optionally spool the body
-(``--fastrouter-post-buffering``), connect through the engine, send the packet with header
-bytes 0 and 3 replaced by the node's modifier1/modifier2, then relay body and answer.
+take the key (``UWSGI_FASTROUTER_KEY``, else the last ``HTTP_HOST``, else ``SERVER_NAME``,
+as ``routing_key`` reads them; or ``--fastrouter-force-key`` for every request), pick its
+node and then, with ``--fastrouter-post-buffering``, spool the body, connect through the
+engine, send the packet with header bytes 0 and 3 replaced by the node's
+modifier1/modifier2, then relay body and answer.
 
 Where uWSGI closes silently (no key, unknown key, bad packet, dead nodes), brood answers a
 short HTTP error (400/502/503/504) and logs why: the fastrouter's client is usually nginx,
@@ -31,6 +32,7 @@ from brood.routers.errors import (
     ClientError,
     NodeFailed,
     NodeTimeout,
+    NoNode,
     RoutingError,
     error_body,
 )
@@ -187,16 +189,18 @@ class FastRouter:
             key = self.force_key if self.force_key is not None else routing_key(packet.vars)
             spool = None
             try:
-                if self.post_buffering > 0:
-                    spool, rest = await self.buffer_body(conn, packet, rest, peer)
-                    if spool is None:
-                        return
                 try:
+                    if key is None:  # nothing to route by (uWSGI closes, the fallbacks too)
+                        raise NoNode.for_key(key)
+                    if self.post_buffering > 0:
+                        if first_pick is None:  # a key nobody serves: answered, no body read
+                            first_pick = self.pick(key, peer)
+                        spool, rest = await self.buffer_body(conn, packet, rest, peer)
+                        if spool is None:
+                            return
                     upstream = await engine.connect(
                         key, client=client_ip(peer),
-                        fallback_only=key is None and self.fallback_on_no_key,
-                        fallback_on_no_node=self.fallback_on_no_key,
-                        first_pick=first_pick)
+                        fallback_on_no_node=self.fallback_on_no_key, first_pick=first_pick)
                 except RoutingError as exc:
                     engine.log_failure(peer, exc)
                     await self.answer(conn, exc.status)
@@ -206,6 +210,19 @@ class FastRouter:
             finally:
                 if spool is not None:
                     spool.close()
+
+    def pick(self, key: bytes, peer: Any) -> FirstPick | None:
+        """The node for ``key`` before a body is buffered, so that a key nobody serves is
+        answered at once, not once the whole body is in (as uWSGI resolves first).
+        None: the resolver has none, but the fallbacks may take it (``connect`` goes on
+        from there); NoNode when nothing would."""
+        engine = self.engine
+        node = engine.resolver.resolve(key, engine.clock(), client_ip(peer), ())
+        if node is not None:
+            return node, None
+        if self.fallback_on_no_key or engine.static_nodes():
+            return None
+        raise NoNode.for_key(key)
 
     async def read_packet(self, conn: trio.socket.SocketType, timeout: float,
                           first: bytes = b"") -> tuple[Packet | None, bytes]:
@@ -240,17 +257,25 @@ class FastRouter:
         (None, b"") when the client went away or stalled past the timeout."""
         length = content_length(packet.vars)
         spool = Spool(self.post_buffering, self.post_buffering_dir)
-        spool.write(rest[:length])
-        rest = rest[length:]
-        while spool.size < length:
-            with trio.move_on_after(self.engine.settings.timeout):
-                data = await receive_some(conn, min(RECV_CHUNK, length - spool.size))
-                if not data:
-                    break
-                spool.write(data)
-                await trio.lowlevel.checkpoint()  # the recv yields only when it waits
-                continue
-            break
+        try:
+            spool.write(rest[:length])
+            rest = rest[length:]
+            while spool.size < length:
+                with trio.move_on_after(self.engine.settings.timeout):
+                    data = await receive_some(conn, min(RECV_CHUNK, length - spool.size))
+                    if not data:
+                        break
+                    spool.write(data)
+                    await trio.lowlevel.checkpoint()  # the recv yields only when it waits
+                    continue
+                break
+        except OSError as exc:  # the temporary file: no directory, disk full, no fd left
+            spool.close()
+            where = self.post_buffering_dir or tempfile.gettempdir()
+            self.engine.log_failure(peer, f"500: cannot buffer the body in {where}: "
+                                          f"{exc.strerror or exc}")
+            await self.answer(conn, 500)
+            return None, b""
         if spool.size < length:
             spool.close()
             self.engine.log_failure(peer, f"request body ended at {spool.size} of {length} bytes")

@@ -24,10 +24,9 @@ runs out of nodes); a failure goes to ``resolver.on_connect_failed``. Then the
 ``--X-fallback`` nodes, in order, each once, skipping those in grace; a failing fallback
 is put in grace itself. ``1 + max_retries`` connects in all, fallbacks included, as
 uWSGI counts them ("retries/fallbacks"); with fallbacks, the resolver leaves the last
-one to them. A request without a key tries nothing, unless ``fallback_only``
-(``--fastrouter-fallback-on-no-key``) sends it straight to the fallbacks;
-``fallback_only`` with a key skips the resolver too. A node that connects leaves its
-grace.
+one to them. A request without a key tries nothing, not even the fallbacks (uWSGI
+closes it, whatever ``--fastrouter-fallback-on-no-key`` says: that one is for a key
+with no node). A node that connects leaves its grace.
 
 The error says what the client should see: NoNode (503) when nothing could be tried,
 or when every attempt found no unix socket file (a ``--X-use-pattern``/``--X-use-base``
@@ -157,12 +156,11 @@ class RetryPolicy:
     gracetime: float = 30.0
     fallbacks: Sequence[Node] = field(default_factory=tuple)
 
-    def begin(self, resolver: Resolver, key: bytes | None, *, client: bytes = b"",
-              fallback_only: bool = False) -> RetryState:
+    def begin(self, resolver: Resolver, key: bytes | None, *, client: bytes = b"") -> RetryState:
         """The attempt state of one request (``key`` None: no routing key)."""
         budget = 1 + max(0, self.max_retries)
-        tries = budget if key is not None and not fallback_only else 0
-        fallbacks = self.fallbacks if key is not None or fallback_only else ()
+        tries = budget if key is not None else 0
+        fallbacks = self.fallbacks if key is not None else ()
         return RetryState(resolver, key, client, tries, fallbacks, self.gracetime, budget)
 
 

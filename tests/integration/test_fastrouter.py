@@ -168,12 +168,17 @@ async def test_errors_answer_http_status(table, data, status):
 
 
 async def test_fallback_on_no_key():
+    """A key with no node goes to the fallback; a request with no key (none, or an
+    empty HTTP_HOST) does not, as in real uWSGI 2.0 (which closes it)."""
     cfg = Config.from_dict({"fastrouter-fallback-on-no-key": True})
     async with trio.open_nursery() as nursery:
         backend = await nursery.start(uwsgi_backend)
         engine, _ = engine_for({}, fallbacks=(backend.address,))
         address, _ = await start(nursery, engine, cfg)
-        assert await roundtrip(address, packet([(b"PATH_INFO", b"/")])) == ANSWER
+        unknown = packet([(b"PATH_INFO", b"/"), (b"HTTP_HOST", b"nobody.example")])
+        assert await roundtrip(address, unknown) == ANSWER
+        for keyless in ([(b"PATH_INFO", b"/")], [(b"PATH_INFO", b"/"), (b"HTTP_HOST", b"")]):
+            assert (await roundtrip(address, packet(keyless))).startswith(b"HTTP/1.0 503 ")
         nursery.cancel_scope.cancel()
 
 
@@ -280,3 +285,49 @@ async def test_router_stats_json_served():
     assert document["fastrouter"] == [listener.name]
     assert document["active_sessions"] == 0
     assert [(n["name"], n["hits"]) for n in document["static_nodes"]] == [(backend.address, 1)]
+
+
+async def test_post_buffering_answers_a_key_nobody_serves_before_the_body(caplog):
+    """As uWSGI, which resolves first: a 503 at once, not once a body announced as 100 MB
+    (never sent here) is in."""
+    cfg = Config.from_dict({"fastrouter-post-buffering": 65536})
+    head = packet([(b"REQUEST_METHOD", b"POST"), (b"PATH_INFO", b"/"),
+                   (b"HTTP_HOST", b"nobody.example"), (b"CONTENT_LENGTH", b"100000000")])
+    async with trio.open_nursery() as nursery:
+        backend = await nursery.start(uwsgi_backend)
+        engine, resolver = engine_for({b"a.example": [backend.address]}, timeout=30)
+        resolver.static_nodes = []  # keys as subscriptions map them: nobody.example has none
+        address, _ = await start(nursery, engine, cfg)
+        sock = await connect(address)
+        with sock, trio.fail_after(5):
+            await send_all(sock, head + b"x" * 1000)
+            answer = await read_all(sock)
+        nursery.cancel_scope.cancel()
+    assert answer.startswith(b"HTTP/1.0 503 ")
+    assert "no node for key 'nobody.example'" in caplog.text
+    assert backend.connections == 0
+
+
+async def test_post_buffering_without_its_directory_answers_500(tmp_path, caplog):
+    """The spool's directory gone after start: a 500 and a line saying why (the client
+    got nothing and the log nothing at warning level)."""
+    spool = tmp_path / "spool"
+    spool.mkdir()
+    cfg = Config.from_dict({"fastrouter-post-buffering": 100,
+                            "fastrouter-post-buffering-dir": str(spool)})
+    async with trio.open_nursery() as nursery:
+        backend = await nursery.start(uwsgi_backend)
+        engine, _ = engine_for({b"a.example": [backend.address]})
+        address, _ = await start(nursery, engine, cfg)
+        spool.rmdir()
+        data = request(body=b"x" * 5000)
+        sock = await connect(address)
+        with caplog.at_level(logging.WARNING, "brood.routers"), sock, trio.fail_after(10):
+            await send_all(sock, data[:-3000])  # the rest apart: the general path spools
+            await trio.testing.wait_all_tasks_blocked(cushion=0.05)
+            await send_all(sock, data[-3000:])
+            answer = await read_all(sock)
+        nursery.cancel_scope.cancel()
+    assert answer.startswith(b"HTTP/1.0 500 ")
+    assert f"500: cannot buffer the body in {spool}: No such file or directory" in caplog.text
+    assert backend.connections == 0

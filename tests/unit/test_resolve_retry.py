@@ -120,17 +120,13 @@ def test_missing_unix_socket_is_no_node_only_when_every_attempt_was(outcomes, er
     assert type(state.error()) is error
 
 
-def test_no_key_or_fallback_only_skips_the_resolver() -> None:
+def test_no_key_skips_the_resolver_and_the_fallbacks() -> None:
     table = FakeResolver({b"k": ["a:1"]})
     policy = RetryPolicy(3, fallbacks=nodes("f:1"))
     state = policy.begin(table, None)
     assert drive(state, {"f:1": "ok"}) == (None, [])  # no key: not even the fallbacks
     assert state.error().reason == "no key in request"
-    assert drive(policy.begin(table, None, fallback_only=True), {"f:1": "ok"})[1] == ["f:1"]
-    assert drive(policy.begin(table, b"k", fallback_only=True), {"f:1": "ok"})[1] == ["f:1"]
-    state = RetryPolicy(3).begin(table, b"k", fallback_only=True)
-    assert drive(state, {}) == (None, [])
-    assert table.lookups == [] and state.error().reason == "no node for key 'k'"
+    assert table.lookups == []
 
 
 def test_success_clears_grace_and_stops() -> None:
@@ -223,16 +219,17 @@ async def test_out_of_fds_is_503_and_marks_no_node(first_fails) -> None:
     assert opened == (["a:1"] if first_fails else ["a:1", "b:1"])  # no further tries
 
 
-async def test_connect_node_without_key_tries_nothing_unless_fallback_only() -> None:
+async def test_connect_node_without_key_tries_nothing() -> None:
+    """Not even the fallbacks: uWSGI closes a request without a key, with
+    --fastrouter-fallback-on-no-key too (fallback_on_no_node)."""
     opened: list[str] = []
     plan = ConnectPlan(fallbacks=nodes("f:1"))
-    with pytest.raises(NoNode):
-        await connect_node(FakeResolver({}), None, plan, clock=lambda: NOW,
-                           opener=fake_opener({}, opened))
+    for fallback_on_no_node in (False, True):
+        with pytest.raises(NoNode):
+            await connect_node(FakeResolver({}), None, plan, clock=lambda: NOW,
+                               fallback_on_no_node=fallback_on_no_node,
+                               opener=fake_opener({}, opened))
     assert opened == []
-    node, _, _ = await connect_node(FakeResolver({}), None, plan, clock=lambda: NOW,
-                                    use_fallbacks_only=True, opener=fake_opener({}, opened))
-    assert node.name == "f:1" and opened == ["f:1"]
 
 
 async def test_a_key_nobody_serves_is_no_node_not_the_fallbacks() -> None:

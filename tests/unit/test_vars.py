@@ -147,6 +147,13 @@ def test_path_info_decoded_uri_raw():
         ([(b"HTTP_HOST", b"ok"), (b"HTTP_HOST", b"x" * 256)], b"ok"),
         ([(b"REQUEST_METHOD", b"GET")], None),
         ([], None),
+        # As real uWSGI 2.0 reads them: the first SERVER_NAME, and only while no key is
+        # set yet; an empty value leaves no key (uWSGI closes, brood answers 503).
+        ([(b"SERVER_NAME", b"s1"), (b"SERVER_NAME", b"s2")], b"s1"),
+        ([(b"HTTP_HOST", b"")], None),
+        ([(b"UWSGI_FASTROUTER_KEY", b""), (b"HTTP_HOST", b"h")], None),
+        ([(b"SERVER_NAME", b"s"), (b"HTTP_HOST", b"")], None),
+        ([(b"HTTP_HOST", b""), (b"SERVER_NAME", b"s")], b"s"),
     ],
 )
 def test_routing_key(pairs, key):

@@ -96,7 +96,6 @@ async def connect_node(
     *,
     client: bytes = b"",
     clock: Callable[[], float],
-    use_fallbacks_only: bool = False,
     fallback_on_no_node: bool = False,
     opener: Callable[[Node, float], object] = open_node,
     first_pick: FirstPick | None = None,
@@ -105,9 +104,9 @@ async def connect_node(
 
     Returns the node, its connected socket and the failed attempts before it; raises
     the policy's RoutingError when no node could be reached. ``key`` None (no routing
-    key in the request) is NoNode, unless ``use_fallbacks_only``
-    (``--fastrouter-fallback-on-no-key``) sends it to the fallbacks; so is a key the
-    resolver has no node for, unless ``fallback_on_no_node`` (the same option). ``first_pick``:
+    key in the request) is NoNode, fallbacks untried (as uWSGI); so is a key the
+    resolver has no node for, unless ``fallback_on_no_node``
+    (``--fastrouter-fallback-on-no-key``). ``first_pick``:
     the resolver was asked already (by a fast lane): its node, and how the lane's
     connect to it failed (None: the lane did not try it); this goes on from there, so
     the rotation and the retry count are as if it had asked itself.
@@ -116,7 +115,7 @@ async def connect_node(
     failure: trio.TooSlowError | OSError | None = None
     if first_pick is not None:
         first, failure = first_pick
-    elif key is not None and not use_fallbacks_only:
+    elif key is not None:
         first = resolver.resolve(key, clock(), client, ())
     if first is not None and failure is None:
         # The usual request: the first node connects, and no retry state is made.
@@ -129,11 +128,11 @@ async def connect_node(
             if first.grace_until:
                 first.clear_grace()
             return first, sock, []
-    state = plan.begin(resolver, key, client=client, fallback_only=use_fallbacks_only)
+    state = plan.begin(resolver, key, client=client)
     if first is not None:
         state.tries_left -= 1  # the first lookup was made above
         _report(state, first, failure, clock())
-    elif key is not None and not use_fallbacks_only:
+    elif key is not None:
         # The resolver had no node: a key nobody serves is no failure to fall back from
         # (uWSGI closes), unless --fastrouter-fallback-on-no-key says so; static nodes
         # all in grace are (they failed), and go to the fallbacks.
