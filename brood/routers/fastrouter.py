@@ -325,7 +325,7 @@ class FastRouter:
             # It answered (a 413, say) and closed without reading the whole body, which
             # the kernel turns into a reset: the answer went to the client; the rest of
             # the body is read and dropped so that the close does not reset it too.
-            log.info("fastrouter: node %s answered %s with %d bytes and closed before the "
+            log.debug("fastrouter: node %s answered %s with %d bytes and closed before the "
                      "whole body", node.name, peer, result.b_to_a)
             await linger(conn)
         elif result.error is not None or result.b_to_a == 0:

@@ -41,9 +41,20 @@ if TYPE_CHECKING:
 log = logging.getLogger("brood.routers")
 
 
+class FastConn(LaneConn):
+    """A lane connection and whether its request carries a body."""
+
+    __slots__ = ("with_body",)
+
+    def __init__(self, sock: socket.socket, peer: Any) -> None:
+        super().__init__(sock, peer)
+        self.with_body = False
+
+
 class FastLane(Lane):
     """The fast lane of one ``FastRouter``."""
 
+    conn_class = FastConn
     harakiri_of = "session"  # one request per connection: the engine's session
 
     def __init__(self, router: FastRouter, sessions: trio.Nursery) -> None:
@@ -92,6 +103,7 @@ class FastLane(Lane):
             self._to_general(conn)  # fallbacks or 503 there
             return
         conn.key = key
+        conn.with_body = len(buf) > end  # type: ignore[attr-defined]
         packet = bytes((node.modifier1,)) + buf[1:3] + bytes((node.modifier2,)) + buf[4:]
         self._open_node(conn, node, packet, len(buf))
 
@@ -111,6 +123,18 @@ class FastLane(Lane):
     def _finish(self, conn: LaneConn, complete: bool) -> None:
         self._close_node(conn, complete)  # complete: the node closed after its answer
         self._drop(conn)
+
+    def _node_failed(self, conn: LaneConn, reason: str) -> None:
+        """As ``Lane._node_failed``, but a node that answered (a 413, say) and closed
+        without reading the whole body is no failure: the kernel turned its close into
+        a reset, and the answer, all sent, is the end of the request (as on the
+        general path)."""
+        if conn.with_body and conn.sent and not conn.pending:  # type: ignore[attr-defined]
+            log.debug("fastrouter: node %s answered %s with %d bytes and closed before the "
+                      "whole body (%s)", conn.node.name, conn.peer, conn.sent, reason)  # type: ignore[union-attr]
+            self._finish(conn, False)
+            return
+        Lane._node_failed(self, conn, reason)
 
     def _fail_over(self, conn: LaneConn, error: RoutingError) -> None:
         """Log, and answer with the short HTTP error at once: the socket's buffer is

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import logging
 
+import pytest
 import trio
 from _routerkit import (
     ANSWER,
@@ -180,6 +181,25 @@ async def test_an_early_answer_to_a_streamed_body_reaches_the_client(caplog):
     assert answer == EARLY_ANSWER
     assert not any(": 502 " in r.getMessage() for r in caplog.records)
     assert not tracebacks(caplog)
+
+
+@pytest.mark.parametrize("size", [1000, 60000])
+async def test_an_early_answer_on_the_fast_lane_is_no_node_failure(caplog, size):
+    """The whole request in one send (the lane serves it): the node answers without
+    reading the body and its close is a reset; the client has the answer, and no 502
+    is logged against the node (the reviewer saw one per such request)."""
+    data = packet([(b"REQUEST_METHOD", b"POST"), (b"PATH_INFO", b"/"),
+                   (b"HTTP_HOST", b"a.example"), (b"CONTENT_LENGTH", str(size).encode())],
+                  b"x" * size)
+    async with trio.open_nursery() as nursery:
+        node = await nursery.start(vars_then, "early")
+        engine, _ = engine_for({b"a.example": [node]}, timeout=5)
+        address, _ = await start(nursery, engine)
+        with caplog.at_level(logging.WARNING, "brood.routers"):
+            answers = [await roundtrip(address, data) for _ in range(5)]
+        nursery.cancel_scope.cancel()
+    assert answers == [EARLY_ANSWER] * 5
+    assert not [r.getMessage() for r in caplog.records if "502" in r.getMessage()]
 
 
 async def test_a_client_that_stops_sending_its_body_is_a_408_not_a_silent_node(caplog):
