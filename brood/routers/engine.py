@@ -122,25 +122,31 @@ class Upstream:
         return await self.receive_some(max_bytes)
 
     async def relay(self, client: Endpoint, *, end_when_node_done: bool = True,
-                    splice: bool | None = None) -> RelayResult:
+                    splice: bool | None = None,
+                    client_left_if_first: bool = False) -> RelayResult:
         """Pipe client <-> node until done (the node closing its answer ends a uwsgi
-        session; a raw TCP session waits for both sides), with the idle timeout."""
+        session; a raw TCP session waits for both sides), with the idle timeout.
+        ``client_left_if_first``: the client's end of stream before the node's first
+        byte ends it (``a_left``)."""
         result = RelayResult()
         try:
             await relay(client, self.sock, idle_timeout=self.engine.settings.timeout,
-                        end_when_b_done=end_when_node_done, splice=splice, result=result)
+                        end_when_b_done=end_when_node_done, splice=splice, result=result,
+                        a_left_if_first=client_left_if_first)
         finally:
             self.node.rx += result.a_to_b
             self.node.tx += result.b_to_a
         return result
 
-    async def relay_answer(self, client: Endpoint, *, splice: bool | None = None) -> RelayResult:
+    async def relay_answer(self, client: Endpoint, *, splice: bool | None = None,
+                           watch_client: bool = False) -> RelayResult:
         """Node -> client until the node closes, with the idle timeout, when the client
-        has nothing left to send (``relay.relay_answer``: cheaper than ``relay``)."""
+        has nothing left to send (``relay.relay_answer``: cheaper than ``relay``);
+        ``watch_client``: a client gone before the answer ends it (``a_left``)."""
         result = RelayResult()
         try:
             await relay_answer(client, self.sock, idle_timeout=self.engine.settings.timeout,
-                               splice=splice, result=result)
+                               splice=splice, result=result, watch_a=watch_client)
         finally:
             self.node.rx += result.a_to_b
             self.node.tx += result.b_to_a

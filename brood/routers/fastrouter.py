@@ -308,15 +308,17 @@ class FastRouter:
                 await upstream.send(rest)
         sent = len(rest) if spool is None else spool.size
         if body_sent(packet.vars, sent):
-            result = await upstream.relay_answer(conn)
+            result = await upstream.relay_answer(conn, watch_client=True)
             # The node closed after its answer and had the whole request: nothing is
             # owed either way (Upstream.close resets it). A body still on its way when
             # the node closes keeps the clean close: its queued bytes are delivered.
             upstream.over = not result.timed_out and result.error is None and result.b_to_a > 0
         else:
-            result = await upstream.relay(conn, end_when_node_done=True)
+            result = await upstream.relay(conn, end_when_node_done=True, client_left_if_first=True)
         body_left = max(0, content_length(packet.vars) - sent - result.a_to_b)
-        if result.timed_out:
+        if result.a_left:  # the client (nginx, its own client gone) closed: no one to answer
+            log.debug("fastrouter: client %s gone before the answer of %s", peer, node.name)
+        elif result.timed_out:
             await self.idle(conn, peer, upstream, result.b_to_a, body_left)
         elif result.failed is conn:  # the client went away: not the node's failure
             log.debug("fastrouter: client %s gone: %s", peer, result.error)
@@ -326,7 +328,7 @@ class FastRouter:
             # the kernel turns into a reset: the answer went to the client; the rest of
             # the body is read and dropped so that the close does not reset it too.
             log.debug("fastrouter: node %s answered %s with %d bytes and closed before the "
-                     "whole body", node.name, peer, result.b_to_a)
+                      "whole body", node.name, peer, result.b_to_a)
             await linger(conn)
         elif result.error is not None or result.b_to_a == 0:
             # No byte of an answer (nginx would say only "502"), or one cut by a reset.

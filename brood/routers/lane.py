@@ -151,6 +151,11 @@ class Lane:
     harakiri_of = "request"
     # What a node socket whose connect is in progress is registered for.
     connect_events = _IN_OUT
+    # Whether a client's end of stream before any byte of the answer means it left
+    # (``_client_left``: the node's connection and the session go at once, as uWSGI
+    # does), or may be a half-close that still waits for the answer (HTTP, as haproxy
+    # serves it). A reset always means it left.
+    ends_on_client_eof = True
 
     def __init__(self, router: Any, sessions: trio.Nursery, *, timeout: float,
                  first_timeout: float) -> None:
@@ -415,6 +420,11 @@ class Lane:
     def _client_event(self, conn: LaneConn, events: int) -> None:
         if events & _HUP:
             conn.hup = True
+            if conn.state in (CONNECTING, WAITING) and not conn.sent and not conn.pending:
+                gone = sockio.peer_gone(conn.sock)
+                if gone == sockio.RESET or (gone == sockio.EOF and self.ends_on_client_eof):
+                    self._client_left(conn)
+                    return
         if events & _READ_EVENTS:
             if conn.state == IDLE:
                 self._read_request(conn)
@@ -748,6 +758,12 @@ class Lane:
         conn.node_keep = False
         self._finish(conn, False)
 
+    def _client_left(self, conn: LaneConn) -> None:
+        """The client closed while its node works on the answer: no one will read it."""
+        log.debug("%s: client %s gone before the answer of %s", self.kind, conn.peer,
+                  conn.node.name if conn.node else "-")
+        self._drop(conn)
+
     def _node_failed(self, conn: LaneConn, reason: str) -> None:
         """The node broke off after the request went out: 502, or a close once the
         client has part of the answer."""
@@ -883,3 +899,4 @@ def _strerror(err: int) -> str:
         return os.strerror(err)
     except ValueError:
         return str(err)
+

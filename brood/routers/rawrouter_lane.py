@@ -114,6 +114,7 @@ class RawLane(Lane):
     client_events = _EVENTS  # EPOLLOUT edges come only after a full send buffer
     connect_events = _EVENTS
     harakiri_of = "session"
+    ends_on_client_eof = False  # a half-close goes on to the node (events of its own)
 
     def __init__(self, router: RawRouter, sessions: trio.Nursery) -> None:
         timeout = router.engine.settings.timeout

@@ -241,3 +241,31 @@ async def vars_then(how: str, body_bytes: int = 0, task_status=trio.TASK_STATUS_
                 elif how == "half":
                     await send_all(conn, ANSWER[:-4])
                     conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+
+
+class Watcher:
+    """A node that reads a request and answers nothing: ``asked`` once a request came,
+    ``left`` once the router closed that connection (it read its end of stream)."""
+
+    def __init__(self) -> None:
+        self.address = ""
+        self.asked = trio.Event()
+        self.left = trio.Event()
+
+    async def serve(self, task_status=trio.TASK_STATUS_IGNORED) -> None:
+        with trio.socket.socket() as lsock:
+            await lsock.bind(("127.0.0.1", 0))
+            lsock.listen(8)
+            self.address = f"127.0.0.1:{lsock.getsockname()[1]}"
+            task_status.started(self)
+            conn, _ = await lsock.accept()
+            with conn:
+                await conn.recv(65536)
+                self.asked.set()
+                try:
+                    while await conn.recv(65536):
+                        pass
+                except OSError:
+                    pass
+                self.left.set()
+                await trio.sleep_forever()

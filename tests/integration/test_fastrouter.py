@@ -197,8 +197,8 @@ async def test_silent_node_times_out_with_504(caplog, host):
 
 
 async def test_client_gone_before_the_answer_is_not_a_node_failure(caplog):
-    """The first write of the answer fails on the client's side: a debug line, no 502
-    and no warning against the node."""
+    """The client resets before the answer: a debug line, no 502 and no warning against
+    the node (the router sees the reset as it comes, or at its first write)."""
     client_gone = trio.Event()
     answered = trio.Event()
 
@@ -212,9 +212,12 @@ async def test_client_gone_before_the_answer_is_not_a_node_failure(caplog):
             with conn:
                 await conn.recv(65536)
                 await client_gone.wait()
-                await send_all(conn, ANSWER * 1000)
+                try:
+                    await send_all(conn, ANSWER * 1000)
+                    await conn.recv(1)
+                except OSError:
+                    pass  # the router closed it first
                 answered.set()
-                await conn.recv(1)
 
     async with trio.open_nursery() as nursery:
         name = await nursery.start(late_node)

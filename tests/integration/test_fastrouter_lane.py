@@ -18,6 +18,7 @@ from _httpkit import how_it_ends
 from _routerkit import (
     ANSWER,
     Resumed,
+    Watcher,
     connect,
     read_all,
     record_general_path,
@@ -329,3 +330,32 @@ async def test_a_stray_event_while_connecting_sends_nothing(lanes):
         for filler in fillers:
             filler.close()
         full.close()
+
+
+@pytest.mark.parametrize("how", ["close", "reset"])
+@pytest.mark.parametrize("cut", [False, True], ids=["lane", "general-path"])
+async def test_a_client_gone_before_the_answer_frees_its_node_at_once(resumed, how, cut):
+    """As uWSGI: nginx giving up (its client left) closes the connection; the node's
+    connection and the session go at once, not when the node answers or times out."""
+    data = request()
+    async with trio.open_nursery() as nursery:
+        node_server = await nursery.start(Watcher().serve)
+        engine, resolver = engine_for({b"a.example": [node_server.address]}, timeout=30)
+        address, _ = await start(nursery, engine)
+        sock = await connect(address)
+        with sock:
+            if cut:  # the packet in two parts: the general path serves it
+                await send_all(sock, data[:10])
+                await trio.testing.wait_all_tasks_blocked(cushion=0.05)
+            await send_all(sock, data[10:] if cut else data)
+            with trio.fail_after(5):
+                await node_server.asked.wait()
+            if how == "reset":
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        with trio.fail_after(5):
+            await node_server.left.wait()
+            await wait_for(lambda: engine.active_sessions == 0)
+        node = resolver.nodes[b"a.example"][0]
+        assert (node.requests, node.ref) == (1, 0)
+        nursery.cancel_scope.cancel()
+    assert bool(resumed) == cut

@@ -11,6 +11,7 @@ import logging
 import os
 import random
 import socket
+import struct
 from contextlib import asynccontextmanager
 
 import pytest
@@ -25,7 +26,7 @@ from _httpkit import (
     open_client,
     packet_vars,
 )
-from _routerkit import FdLimit, refused_address, send_all
+from _routerkit import FdLimit, Watcher, refused_address, send_all
 
 from brood.routers import lane as lane_module
 from brood.routers.http import lane as http_lane_module
@@ -463,6 +464,26 @@ async def test_half_closed_client_gets_the_answer_then_the_close(when):
                 head, body = await client.response()
                 assert head + body == big
                 assert await client.closed(limit=2)
+            await settled(router)
+            assert not lane_of(router).conns
+        nursery.cancel_scope.cancel()
+
+
+async def test_a_client_reset_before_the_answer_frees_its_node_at_once():
+    """A reset (not a half-close, which still gets its answer above): the node's
+    connection, its ref and the session go at once, not when the node answers."""
+    node_server = Watcher()
+    async with trio.open_nursery() as nursery:
+        await nursery.start(node_server.serve)
+        async with http_router({HOST: [node_server.address]}, settings()) as router:
+            sock = await open_client(router.address)
+            await LaneClient(sock).send(get())
+            with trio.fail_after(5):
+                await node_server.asked.wait()
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            sock.close()
+            with trio.fail_after(5):
+                await node_server.left.wait()
             await settled(router)
             assert not lane_of(router).conns
         nursery.cancel_scope.cancel()

@@ -113,6 +113,7 @@ class HttpLane(Lane):
     """The fast lane of one ``HttpRouter``."""
 
     conn_class = HttpConn
+    ends_on_client_eof = False  # a half-closed client still gets its answer
 
     def __init__(self, router: HttpRouter, sessions: trio.Nursery) -> None:
         settings = router.settings
@@ -378,6 +379,16 @@ class HttpLane(Lane):
             self._start(conn)  # pipelined
         elif conn.readable:
             self._read_request(conn)
+
+    def _client_left(self, conn: HttpConn) -> None:  # type: ignore[override]
+        """As ``Lane._client_left``; its request line says 499, as nginx's does for a
+        client that closed before the answer."""
+        access = self.access
+        if access.on and conn.head is not None:
+            access.request(conn.remote_addr, conn.remote_port, conn.head, 499, 0, conn.key,
+                           conn.node.name if conn.node else "",  # type: ignore[arg-type]
+                           time.monotonic() - conn.started)
+        Lane._client_left(self, conn)
 
     def _error(self, conn: HttpConn, error: RoutingError) -> None:  # type: ignore[override]
         """As ``Lane._error``; a request cut after part of its answer went out still

@@ -72,6 +72,7 @@ class RelayResult:
     # A write to b failed: b stopped reading (closed, or reset) with a's bytes still
     # coming. A read error from b after that is the same close seen from the other side.
     b_stopped_reading: bool = False
+    a_left: bool = False  # a hung up before b's first byte (``relay_answer(watch_a=True)``)
 
 
 class EndFailed(Exception):
@@ -208,9 +209,12 @@ async def relay(
     end_when_b_done: bool = False,
     splice: bool | None = None,
     result: RelayResult | None = None,
+    a_left_if_first: bool = False,
 ) -> RelayResult:
     """Copy a->b and b->a until both directions hit EOF (or b->a does, when
     ``end_when_b_done``: a uwsgi node closing its answer ends the session).
+    ``a_left_if_first``: a's end of stream before b's first byte ends it (``a_left``):
+    a client gone, where a half-close has no meaning (a uwsgi request).
 
     ``splice`` None means "whenever possible". The caller owns and closes both ends.
     A ``result`` passed in holds the byte counts even if the relay is cancelled.
@@ -243,6 +247,10 @@ async def relay(
             result.error = exc
             nursery.cancel_scope.cancel()
             return
+        if a_left_if_first and src is a and not counts[1]:
+            result.a_left = True
+            nursery.cancel_scope.cancel()
+            return
         await send_eof(dst)
         ended[slot] = True
         if last or all(ended):  # done: what the kernel still holds goes out after close
@@ -270,11 +278,14 @@ async def relay_answer(
     idle_timeout: float,
     splice: bool | None = None,
     result: RelayResult | None = None,
+    watch_a: bool = False,
 ) -> RelayResult:
     """Copy b->a until b's EOF, reading nothing from a: the answer to a request that has
     nothing left to send (a uwsgi request without body). The same result as ``relay``
     with ``end_when_b_done`` and a silent a, without its nursery and second task; a is
-    not half-closed at the end (the caller closes it right away)."""
+    not half-closed at the end (the caller closes it right away). ``watch_a``: until
+    b's first byte, a's end of stream or reset ends it (``a_left``): a client gone, no
+    one to read the answer."""
     use_splice = can_splice(a, b) if splice is None else (splice and can_splice(a, b))
     result = result if result is not None else RelayResult()
     result.spliced = use_splice
@@ -287,6 +298,9 @@ async def relay_answer(
     try:
         with scope:
             try:
+                if watch_a and not await _b_speaks_first(a, b):
+                    result.a_left = True
+                    return result
                 await _copy_one_way(b, a, counts, 1, touch, use_splice)
             except EndFailed as exc:
                 result.error, result.failed = exc.error, exc.end
@@ -296,6 +310,25 @@ async def relay_answer(
         result.b_to_a = counts[1]
     result.timed_out = scope.cancelled_caught
     return result
+
+
+async def _b_speaks_first(a: Endpoint, b: Endpoint) -> bool:
+    """Wait for b's first bytes (or its end); False when a hung up before (its end of
+    stream, or a reset). Bytes from a stop the watch: a is still there."""
+    a_sock = sockio.raw(a)  # type: ignore[arg-type]
+    left = False
+    async with trio.open_nursery() as nursery:
+        async def watch_a() -> None:
+            nonlocal left
+            await trio.lowlevel.wait_readable(a)
+            if sockio.peer_gone(a_sock):
+                left = True
+                nursery.cancel_scope.cancel()
+
+        nursery.start_soon(watch_a)
+        await trio.lowlevel.wait_readable(b)
+        nursery.cancel_scope.cancel()
+    return not left
 
 
 async def _copy_one_way(src: Endpoint, dst: Endpoint, counts: list[int], slot: int, touch,

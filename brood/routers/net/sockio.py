@@ -65,6 +65,21 @@ def raw(sock: trio.socket.SocketType) -> socket.socket:
     return sock._sock  # type: ignore[attr-defined]
 
 
+# How a peer that hung up stands (``peer_gone``).
+EOF, RESET = 1, 2
+
+
+def peer_gone(sock: socket.socket) -> int:
+    """How a peer that hung up stands: ``EOF`` (nothing left to read), ``RESET``, or 0
+    (bytes still to read: a request sent ahead of its close, say)."""
+    try:
+        return 0 if sock.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT) else EOF
+    except BlockingIOError:
+        return 0
+    except OSError:
+        return RESET
+
+
 def try_recv(sock: trio.socket.SocketType, max_bytes: int) -> bytes | None:
     """Up to ``max_bytes`` if any arrived (b"" at EOF), None when nothing is there yet."""
     try:
