@@ -15,7 +15,6 @@ which would otherwise show its own 502 with no reason.
 from __future__ import annotations
 
 import logging
-import os
 import tempfile
 from http import HTTPStatus
 from typing import Any
@@ -39,7 +38,8 @@ from brood.routers.errors import (
 from brood.routers.net import sockio
 from brood.routers.net.backend import FirstPick
 from brood.routers.net.listen import ConnectionHandler
-from brood.routers.net.relay import linger, receive_some, send_all, send_patiently
+from brood.routers.net.relay import linger, receive_some, send_all
+from brood.routers.net.spool import Spool
 
 log = logging.getLogger("brood.routers")
 
@@ -58,55 +58,6 @@ def error_response(status: int) -> bytes:
     head = (f"HTTP/1.0 {status} {phrase}\r\nContent-Type: text/plain\r\n"
             f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n")
     return head.encode("latin-1") + body
-
-
-class Spool:
-    """A request body held before the node is contacted: in memory up to ``memory_limit``
-    bytes, then in an unnamed temporary file (``--fastrouter-post-buffering-dir``).
-
-    File writes are synchronous: they land in the page cache, far faster than the socket
-    feeding them, so a thread hop would cost more than it saves."""
-
-    def __init__(self, memory_limit: int, directory: str | None = None) -> None:
-        self.memory_limit = memory_limit
-        self.directory = directory
-        self.memory = bytearray()
-        self.file: Any = None
-        self.size = 0
-
-    def write(self, data: bytes) -> None:
-        self.size += len(data)
-        if self.file is None and len(self.memory) + len(data) <= self.memory_limit:
-            self.memory += data
-            return
-        if self.file is None:
-            self.file = tempfile.TemporaryFile(dir=self.directory or None)  # noqa: SIM115 (lives past this call; close() ends it)
-            self.file.write(self.memory)
-            self.memory = bytearray()
-        self.file.write(data)
-
-    async def send_to(self, sock: trio.socket.SocketType, timeout: float) -> None:
-        """Write the spooled body to ``sock`` (sendfile(2) for the file case); OSError
-        when the node fails, trio.TooSlowError when it takes no byte for ``timeout``."""
-        async def writable(sock: trio.socket.SocketType) -> None:
-            with trio.fail_after(timeout):
-                await trio.lowlevel.wait_writable(sock)
-
-        if self.file is None:
-            await send_patiently(sock, self.memory, writable)
-            return
-        self.file.flush()
-        fd, offset = self.file.fileno(), 0
-        while offset < self.size:
-            try:
-                offset += os.sendfile(sock.fileno(), fd, offset, self.size - offset)
-            except BlockingIOError:
-                await writable(sock)
-
-    def close(self) -> None:
-        if self.file is not None:
-            self.file.close()
-            self.file = None
 
 
 def content_length(pairs: list[tuple[bytes, bytes]]) -> int:

@@ -27,6 +27,7 @@ from brood.config.model import Config
 from brood.protocol.uwsgi import encode_packet, read_packet
 from brood.routers.engine import Engine, RouterSettings
 from brood.routers.http.settings import HttpSettings
+from brood.routers.net import spool as spool_module
 from brood.routers.process import serve_router
 
 FIXTURES = Path("/work/shared/fixtures/requests")
@@ -215,7 +216,17 @@ async def test_chunked_request_dechunked_with_content_length():
     assert b"HTTP_TRANSFER_ENCODING" not in found
 
 
-async def test_chunked_request_over_the_buffer_streams_chunked():
+async def test_chunked_request_over_the_buffer_goes_whole_from_a_file(monkeypatch):
+    """Past the memory buffer the de-chunked body is held in a temporary file and still
+    goes with CONTENT_LENGTH: a node's WSGI app reads a chunked body as empty."""
+    files = []
+    real = spool_module.tempfile.TemporaryFile
+
+    def recording(*args, **kwargs):
+        files.append(real(*args, **kwargs))
+        return files[-1]
+
+    monkeypatch.setattr(spool_module.tempfile, "TemporaryFile", recording)
     raw = (b"POST /c HTTP/1.1\r\nHost: www.example.test\r\nTransfer-Encoding: chunked\r\n\r\n"
            b"5\r\nhello\r\n6\r\n world\r\n")
     async with trio.open_nursery() as nursery:
@@ -230,8 +241,46 @@ async def test_chunked_request_over_the_buffer_streams_chunked():
                 assert body == b"ok\n"
         nursery.cancel_scope.cancel()
     found, body = packet_vars(node.requests[0])
+    assert found[b"CONTENT_LENGTH"] == b"14" and b"HTTP_TRANSFER_ENCODING" not in found
+    assert body == b"hello world!!!"
+    assert len(files) == 1 and files[0].closed  # and gone with the request
+
+
+async def test_chunked_input_streams_a_body_over_several_reads():
+    """--http-chunked-input: chunk by chunk as the client sends them (a body needing
+    more than one read after the head crashed the stream with a traceback)."""
+    parts = [b"5\r\nhello\r\n", b"6\r\n world\r\n", b"3\r\n!!!\r\n", b"0\r\n\r\n"]
+    async with trio.open_nursery() as nursery:
+        node = await nursery.start(node_server)
+        async with http_router({HOST: [node.address]}, settings(chunked_input=True)) as router:
+            with await open_client(router.address) as sock:
+                client = HttpClient(sock)
+                await client.send(b"POST /c HTTP/1.1\r\nHost: www.example.test\r\n"
+                                  b"Transfer-Encoding: chunked\r\n\r\n")
+                for part in parts:
+                    await trio.testing.wait_all_tasks_blocked()
+                    await client.send(part)
+                head, body = await client.response()
+                assert body == b"ok\n"
+        nursery.cancel_scope.cancel()
+    found, body = packet_vars(node.requests[0])
     assert found[b"HTTP_TRANSFER_ENCODING"] == b"chunked" and b"CONTENT_LENGTH" not in found
-    assert body == b"5\r\nhello\r\n6\r\n world\r\n3\r\n!!!\r\n0\r\n\r\n"
+    assert body == b"".join(parts)
+
+
+async def test_a_chunked_body_over_limit_post_is_413():
+    async with trio.open_nursery() as nursery:
+        node = await nursery.start(node_server)
+        async with http_router({HOST: [node.address]}, settings(body_limit=10)) as router:
+            with await open_client(router.address) as sock:
+                client = HttpClient(sock)
+                await client.send(b"POST /c HTTP/1.1\r\nHost: www.example.test\r\n"
+                                  b"Transfer-Encoding: chunked\r\n\r\n"
+                                  b"5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n")
+                head, _ = await client.response()
+                assert head.startswith(b"HTTP/1.1 413 ")
+        nursery.cancel_scope.cancel()
+    assert node.connections == 0
 
 
 async def test_expect_100_continue_and_413():

@@ -8,11 +8,13 @@ A body is planned before the node is contacted (``plan_body``) and finished afte
 
 * Content-Length: the bytes already read go out with the request head, in one send;
   the rest is relayed as it comes, never held whole.
-* chunked, default: de-chunked while the body fits in ``chunked_buffer``; a complete
-  body goes out with CONTENT_LENGTH. A larger one switches to streaming: what was read
-  is re-encoded as chunks and the rest follows chunk by chunk (re-encoded, so the node
-  only ever sees clean framing: no extensions, no trailers).
-* chunked with ``--http-chunked-input``: streamed chunked from the first byte.
+* chunked, default: de-chunked whole before the node is contacted, in memory up to
+  ``chunked_buffer``, then in a temporary file (``brood.routers.net.spool``), and sent
+  with CONTENT_LENGTH: a WSGI app reads it as any body (a node without
+  ``--http-chunked-input`` would read a chunked one as empty). ``--limit-post`` bounds
+  it (413).
+* chunked with ``--http-chunked-input``: streamed chunked from the first byte
+  (re-encoded, so the node only ever sees clean framing: no extensions, no trailers).
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from brood.protocol.chunked import LAST_CHUNK, ChunkedDecoder, encode_chunk
 from brood.protocol.errors import BadRequest
 from brood.protocol.http1 import RequestHead
 from brood.routers.net.relay import Endpoint, receive_some, send_all
+from brood.routers.net.spool import Spool
 
 RECV = 65536
 
@@ -80,16 +83,22 @@ class Client:
 @dataclass(slots=True)
 class BodyPlan:
     """How a request body reaches the node: ``prefix`` goes with the head; ``remaining``
-    Content-Length bytes or a ``decoder`` (chunked streaming) follow via ``stream``."""
+    Content-Length bytes, a ``decoder`` (chunked streaming) or a ``spool`` (a de-chunked
+    body too large for the prefix) follow via ``stream``. ``close`` when done."""
 
     prefix: bytes = b""
     content_length: int | None = None  # set when a chunked body was de-chunked whole
     remaining: int = 0
     decoder: ChunkedDecoder | None = None
+    spool: Spool | None = None
 
     @property
     def pending(self) -> bool:
-        return self.remaining > 0 or self.decoder is not None
+        return self.remaining > 0 or self.decoder is not None or self.spool is not None
+
+    def close(self) -> None:
+        if self.spool is not None:
+            self.spool.close()
 
     async def stream(self, client: Client, node: Endpoint, touch: Callable[[], None],
                      out: Any) -> int:
@@ -97,6 +106,8 @@ class BodyPlan:
         the client stops sending; OSError when the node stops reading. ``out.waiting`` is
         "read" while the client's next bytes are awaited (the idle timeout's culprit)."""
         sent = 0
+        if self.spool is not None:
+            sent = await self.spool.send_to(node, None, touch)  # type: ignore[arg-type]
         while self.remaining:
             out.waiting = "read"
             data = await _from_client(client, min(RECV, self.remaining))
@@ -116,14 +127,14 @@ class BodyPlan:
             if not data:
                 raise ClientGone("client closed inside a chunked body")
             touch()
-            out = b"".join([encode_chunk(piece) for piece in decoder.feed(data)])
+            chunks = b"".join([encode_chunk(piece) for piece in decoder.feed(data)])
             if decoder.done:
-                out += LAST_CHUNK
+                chunks += LAST_CHUNK
                 client.buf = decoder.rest
                 self.decoder = decoder = None
-            if out:
-                await send_all(node, out)
-                sent += len(out)
+            if chunks:
+                await send_all(node, chunks)
+                sent += len(chunks)
             await trio.lowlevel.checkpoint()  # the socket calls yield only when they wait
         return sent
 
@@ -138,13 +149,16 @@ async def _from_client(client: Client, max_bytes: int) -> bytes:
 
 
 async def plan_body(client: Client, head: RequestHead, *, chunked_input: bool,
-                    chunked_buffer: int, timeout: float) -> BodyPlan:
+                    chunked_buffer: int, timeout: float, body_limit: int = 0) -> BodyPlan:
     """Take the body bytes already read off ``client.buf`` and decide how the rest goes.
-    May read a chunked body (bounded by ``chunked_buffer``) before any node is chosen;
-    ProtocolError for a malformed one (a 408 when it stalls), ClientGone when the client
-    closes."""
+    Reads a chunked body whole (unless ``chunked_input``) before any node is chosen,
+    held in memory up to ``chunked_buffer`` bytes, then in a temporary file;
+    ProtocolError for a malformed one (a 408 when it stalls, a 413 past ``body_limit``,
+    a 500 when the file cannot be written), ClientGone when the client closes."""
     if head.chunked:
-        return await _plan_chunked(client, chunked_input, chunked_buffer, timeout)
+        if chunked_input:
+            return _stream_chunked(client)
+        return await _buffer_chunked(client, chunked_buffer, timeout, body_limit)
     length = head.content_length or 0
     if not length:
         return BodyPlan()
@@ -156,27 +170,48 @@ async def plan_body(client: Client, head: RequestHead, *, chunked_input: bool,
     return BodyPlan(prefix=buf, remaining=length - len(buf))
 
 
-async def _plan_chunked(client: Client, chunked_input: bool, limit: int,
-                        timeout: float) -> BodyPlan:
+def _stream_chunked(client: Client) -> BodyPlan:
+    """--http-chunked-input: what came with the head re-encoded, the rest streamed."""
     decoder = ChunkedDecoder()
     pieces = decoder.feed(client.buf) if client.buf else []
     client.buf = b""
-    if not chunked_input:
-        while not decoder.done and decoder.received <= limit:
-            with trio.move_on_after(timeout):
-                data = await receive_some(client.sock, RECV)
-                if not data:
-                    raise ClientGone("client closed inside a chunked body")
-                pieces += decoder.feed(data)
-                await trio.lowlevel.checkpoint()  # the recv yields only when it waits
-                continue
-            raise BadRequest(f"client sent no body byte for {timeout:g}s", status=408)
-        if decoder.done:
-            client.buf = decoder.rest
-            body = b"".join(pieces)
-            return BodyPlan(prefix=body, content_length=len(body))
     prefix = b"".join([encode_chunk(piece) for piece in pieces])
     if decoder.done:
         client.buf = decoder.rest
         return BodyPlan(prefix=prefix + LAST_CHUNK)
     return BodyPlan(prefix=prefix, decoder=decoder)
+
+
+async def _buffer_chunked(client: Client, memory_limit: int, timeout: float,
+                          body_limit: int) -> BodyPlan:
+    """The whole de-chunked body, held as it comes (one buffer, not a piece per chunk:
+    tiny chunks cost no more than their bytes)."""
+    decoder = ChunkedDecoder()
+    spool = Spool(memory_limit)
+    try:
+        data, client.buf = client.buf, b""
+        while True:
+            try:
+                for piece in decoder.feed(data) if data else ():
+                    spool.write(piece)
+            except OSError as exc:  # the temporary file: no room, no fd left
+                raise BadRequest(f"cannot hold the chunked body: {exc.strerror or exc}",
+                                 status=500) from exc
+            if body_limit and spool.size > body_limit:
+                raise BadRequest(f"chunked body over --limit-post {body_limit}", status=413)
+            if decoder.done:
+                break
+            with trio.move_on_after(timeout):
+                data = await receive_some(client.sock, RECV)
+                if not data:
+                    raise ClientGone("client closed inside a chunked body")
+                await trio.lowlevel.checkpoint()  # the recv yields only when it waits
+                continue
+            raise BadRequest(f"client sent no body byte for {timeout:g}s", status=408)
+    except BaseException:
+        spool.close()
+        raise
+    client.buf = decoder.rest
+    if spool.file is None:
+        return BodyPlan(prefix=bytes(spool.memory), content_length=spool.size)
+    return BodyPlan(content_length=spool.size, spool=spool)

@@ -379,7 +379,6 @@ class HttpRouter:
     async def serve(self, client: Client, head: RequestHead, peer: Any, conn: _Conn) -> bool:
         """Route one request; True when the connection may carry another."""
         settings = self.settings
-        engine = self.engine
         started = time.monotonic()
         buf = client.buf
         forwarded_for = has_forwarded_for(buf, head.size)
@@ -410,7 +409,25 @@ class HttpRouter:
             else:
                 body = await plan_body(client, head, chunked_input=settings.chunked_input,
                                        chunked_buffer=settings.chunked_buffer,
-                                       timeout=settings.timeout)
+                                       timeout=settings.timeout, body_limit=settings.body_limit)
+        except ProtocolError as exc:
+            what = "bad request: " if exc.status < 500 else ""
+            await self.fail(client, peer, exc.status, f"{what}{exc.reason}", head, key,
+                            started=started)
+            return False
+        try:
+            return await self._send(client, peer, conn, head, key, body, forwarded_for,
+                                    xsettings, started)
+        finally:
+            body.close()  # (its temporary file, if any)
+
+    async def _send(self, client: Client, peer: Any, conn: _Conn, head: RequestHead,
+                    key: bytes, body: BodyPlan, forwarded_for: bool,
+                    xsettings: HttpSettings, started: float) -> bool:
+        """The request, its body planned, to a node, and the answer back."""
+        settings = self.settings
+        engine = self.engine
+        try:
             block = build_vars_block(head, client, settings, server_port=self.server_port,
                                      https=self.https, content_length=body.content_length,
                                      forwarded_for=forwarded_for)

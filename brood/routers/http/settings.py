@@ -14,10 +14,12 @@ Choices where uWSGI leaves room, each documented where the option is read:
   ``--http-websockets`` (accepted for compatibility): a 101 is the node's decision.
 * ``--http-auto-chunked`` stays opt-in: re-framing a close-delimited answer costs a copy
   per read, and without it the answer is still correct (the connection just closes).
-* Chunked request bodies are de-chunked and sent with CONTENT_LENGTH when the whole body
-  fits in ``CHUNKED_BUFFER`` (1 MiB); larger ones, or every one with
-  ``--http-chunked-input``, go to the node still chunked (HTTP_TRANSFER_ENCODING,
-  no CONTENT_LENGTH). uWSGI drops such bodies without the flag (WIRE §8.2).
+* Chunked request bodies are de-chunked whole and sent with CONTENT_LENGTH, held in
+  memory up to ``CHUNKED_BUFFER`` (1 MiB), then in a temporary file (TMPDIR), up to
+  ``--limit-post`` when given (413 past it); with ``--http-chunked-input`` they go to
+  the node still chunked (HTTP_TRANSFER_ENCODING, no CONTENT_LENGTH). A WSGI app on a
+  node reads a chunked body as empty (uWSGI drops such bodies: WIRE §8.2), so none
+  goes there unasked.
 * ``--http-manage-source``: a SOURCE request (an Icecast source) goes to the node as
   under ``--http-raw-body``: after the head everything is piped raw both ways. Without
   it SOURCE is an ordinary method, its stream taken for the next request (and refused).
@@ -43,8 +45,8 @@ from brood.routers.engine import option
 from brood.routers.http.accesslog import LineFormat
 
 # A de-chunked request body is held in memory up to this size before the node is
-# contacted; past it the body is streamed chunked. 1 MiB covers form posts and JSON
-# documents while bounding what one slow client can make us hold.
+# contacted; past it, in a temporary file. 1 MiB covers form posts and JSON documents
+# while bounding the memory one slow client can make us hold.
 CHUNKED_BUFFER = 1 << 20
 DEFAULT_HEAD_LIMIT = MAX_VARS_SIZE
 
@@ -137,6 +139,7 @@ class HttpSettings:
     raw_body: bool = False
     chunked_input: bool = False
     chunked_buffer: int = CHUNKED_BUFFER
+    body_limit: int = 0  # --limit-post: the largest chunked body held (0: no limit)
     server_name_as_http_host: bool = False
     proxy_protocol: bool = False
     modifier1: int | None = None  # None: the node's own modifier1
@@ -171,6 +174,7 @@ class HttpSettings:
             manage_expect=None if expect is None else int(expect),
             raw_body=bool(option(cfg, "http-raw-body", False)),
             chunked_input=bool(option(cfg, "http-chunked-input", False)),
+            body_limit=int(option(cfg, "limit-post", 0) or 0),
             server_name_as_http_host=bool(option(cfg, "http-server-name-as-http-host", False)),
             proxy_protocol=bool(option(cfg, "http-enable-proxy-protocol", False)),
             modifier1=_modifier(option(cfg, "http-modifier1", None), "http-modifier1"),
