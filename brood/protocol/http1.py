@@ -227,14 +227,21 @@ def _header_error(line: bytes) -> BadRequest:
     return BadRequest("control character in header value")
 
 
+# A LF not after a CR, or a CR before anything but a LF (a CR ending the bytes so far
+# may have its LF in the next read).
+_BARE_CR_OR_LF_RE = re.compile(rb"(?<!\r)\n|\r[^\n]")
+
+
 def _find_head_end(buf: bytes | bytearray, start: int, limit: int) -> int:
     """Index of the CRLFCRLF ending the head, -1 if not yet there."""
     end = buf.find(b"\r\n\r\n", start, limit)
     if end >= 0:
         return end
     if len(buf) >= limit:
+        if buf.find(b"\r\n", start, limit) < 0:  # the request line alone: its target
+            raise HeadTooLarge(f"request line longer than {limit} bytes", status=414)
         raise HeadTooLarge(f"request head larger than {limit} bytes")
-    if b"\n\n" in buf or b"\r\r" in buf:
+    if _BARE_CR_OR_LF_RE.search(buf, start):  # refused now, not once the head times out
         raise BadRequest("bare CR or LF in the head")
     if not _REQUEST_PREFIX_RE.match(buf, start):
         raise BadRequest("not an HTTP/1 request")

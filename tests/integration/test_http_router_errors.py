@@ -29,7 +29,8 @@ async def status_of(router_address: str, raw: bytes, method: bytes = b"GET") -> 
 async def test_client_errors():
     async with trio.open_nursery() as nursery:
         node = await nursery.start(node_server)
-        async with http_router({b"a": [node.address]}, settings(head_limit=8192)) as router:
+        async with http_router({b"a": [node.address]},
+                               settings(head_limit=8192, manage_expect=10)) as router:
             cases = {
                 b"GARBAGE\r\n\r\n": b"HTTP/1.1 400 Bad Request",
                 b"GET / HTTP/1.1\r\nHost: a\r\nX-Big: " + b"x" * 9000 + b"\r\n\r\n":
@@ -41,6 +42,14 @@ async def test_client_errors():
                     b"HTTP/1.1 501 Not Implemented",
                 b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n":
                     b"HTTP/1.1 400 Bad Request",
+                b"GET /" + b"x" * 9000 + b" HTTP/1.1\r\nHost: a\r\n\r\n":
+                    b"HTTP/1.1 414 URI Too Long",
+                # a bare LF in a head that can never end: at once, not a 408 later
+                b"GET / HTTP/1.1\r\nHost: a\r\nX: y\n\r\n": b"HTTP/1.1 400 Bad Request",
+                # --http-manage-expect's limit holds with the body sent along too
+                b"POST / HTTP/1.1\r\nHost: a\r\nExpect: 100-continue\r\n"
+                b"Content-Length: 20\r\n\r\n" + b"x" * 20:
+                    b"HTTP/1.1 413 Content Too Large",
             }
             for raw, status in cases.items():
                 assert await status_of(router.address, raw) == status, raw[:40]

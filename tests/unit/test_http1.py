@@ -190,6 +190,12 @@ def test_refused_early_before_head_complete():
         parse_request_head(b"GET / HTTP/2.0\r\nHost: a", LIMIT)
     with pytest.raises(BadRequest):
         parse_request_head(b"GET  / HTTP/1.1\r\n", LIMIT)
+    # A bare LF or CR anywhere in a head that can never end: at once, not a 408 later
+    # (no CRLFCRLF ever comes after "y\n\r\n").
+    for partial in (b"GET /a HTTP/1.1\r\nHost: a\r\nX: y\n\r\n", b"GET / HTTP/1.1\r\nX: a\rb"):
+        with pytest.raises(BadRequest):
+            parse_request_head(partial, LIMIT)
+    assert parse_request_head(b"GET / HTTP/1.1\r\nX: y\r", LIMIT) is None  # its LF may come
 
 
 def test_head_too_large():

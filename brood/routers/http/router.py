@@ -389,14 +389,15 @@ class HttpRouter:
             return await self.redirect(client, head, key, started)
         has_body = head.chunked or bool(head.content_length)
         if has_body:
-            if head.expect_continue and not client.buf:
+            if head.expect_continue:
                 limit = settings.manage_expect
-                if limit and (head.content_length or 0) > limit:
+                if limit and (head.content_length or 0) > limit:  # (body bytes sent or not)
                     await self.fail(client, peer, 413, f"Content-Length {head.content_length}"
                                     f" over --http-manage-expect {limit}", head, key,
                                     started=started)
                     return False
-                await send_all(client.sock, CONTINUE)
+                if not client.buf:  # the client waits for it before its body
+                    await send_all(client.sock, CONTINUE)
             if head.chunked:
                 conn.phase = _BODY
                 conn.scope.deadline = math.inf  # plan_body times each read itself
