@@ -248,7 +248,8 @@ class FastRouter:
                 result = await upstream.relay_answer(conn)
                 if result.b_to_a == 0 and result.failed is not conn:
                     err: RoutingError = (
-                        NodeTimeout(f"node {node.name} took no body byte for {timeout:g}s")
+                        NodeTimeout(f"node {node.name} made no room for more of the body "
+                                    f"for {timeout:g}s")
                         if isinstance(exc, trio.TooSlowError)
                         else NodeFailed(f"node {node.name}: {getattr(exc, 'strerror', None) or exc}"))
                     self.engine.log_failure(peer, err)
@@ -302,8 +303,10 @@ class FastRouter:
             return
         node = upstream.node.name
         error: RoutingError
-        if sockio.send_queue(upstream.sock.fileno()) > 0:
-            error = NodeTimeout(f"node {node} took no body byte for {timeout:g}s")
+        unread = sockio.send_queue(upstream.sock.fileno())
+        if unread > 0:  # (it may have read some, slowly: the rest was queued long ago)
+            error = NodeTimeout(f"node {node} left {unread} body bytes unread for "
+                                f"{timeout:g}s")
         elif body_left:  # the node waits for a body the client stopped sending
             error = ClientError(BadRequest(f"client sent no body byte for {timeout:g}s "
                                            f"({body_left} bytes missing)", status=408))

@@ -605,7 +605,7 @@ async def _splice_copy(
                     raise EndFailed(dst, exc) from exc
                 moved -= out
                 counts[slot] += out
-            touch()
+                touch()  # each part the destination took: a slow reader is no idle one
             # Yield between chunks so a fast pair cannot starve the other sessions.
             await trio.lowlevel.checkpoint()
     finally:
