@@ -160,6 +160,7 @@ class Master:
         self.touched = {path: _mtime(path) for path in cfg["touch-reload"]}
         self.children = ChildTable(plan.children, self._in_child, self.draining)
         log(f"spawned uWSGI master process (pid: {os.getpid()})")
+        self.children.signalled = self.sigpipe.pending
         self.children.spawn_all(time.time())
 
     def _adopt_draining(self) -> None:

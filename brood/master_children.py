@@ -138,12 +138,17 @@ class ChildTable:
         self.respawning = True  # False once a reload or shutdown began
         self.chain: list[_Child] | None = None  # workers a chain reload has yet to do
         self.chain_victim: tuple[_Child, int] | None = None  # (child, its old pid)
+        # Whether a signal waits for the master's loop (its SignalPipe.pending).
+        self.signalled: Callable[[], bool] = lambda: False
 
     # -- spawning --------------------------------------------------------------------
 
     def spawn_all(self, now: float) -> None:
+        """Fork every child, or leave the rest to ``respawn_due`` when a signal came
+        meanwhile (``signalled``)."""
         for child in self.children:
-            self.spawn(child, now)
+            child.respawn_at = now
+        self.respawn_due(now)
 
     def spawn(self, child: _Child, now: float) -> None:
         spec = child.spec
@@ -238,10 +243,16 @@ class ChildTable:
         child.respawn_at = now + delay
 
     def respawn_due(self, now: float) -> None:
+        """Fork the children whose time has come; a signal that came meanwhile
+        (``signalled``) stops the round, for the master's loop to answer first (a
+        SIGINT while thousands of processes start stops them at once, not after the
+        last), and the rest wait for its next round."""
         if not self.respawning:
             return
         for child in self.children:
             if child.pid == 0 and child.respawn_at is not None and now >= child.respawn_at:
+                if self.signalled():
+                    return
                 self.spawn(child, now)
 
     def alive(self) -> list[_Child]:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import os
+import select
 import signal
 from collections.abc import Iterable, Iterator
 
@@ -67,6 +68,10 @@ class SignalPipe:
 
     def fileno(self) -> int:
         return self._r
+
+    def pending(self) -> bool:
+        """Whether a signal came since the last ``drain`` (without draining it)."""
+        return bool(select.select([self._r], [], [], 0)[0])
 
     def drain(self) -> list[int]:
         """Signal numbers received since the last call, oldest first."""
