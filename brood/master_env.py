@@ -113,7 +113,7 @@ def _open_log(path: str) -> int:
         raise OptionError(f"cannot open log file {path}: {exc.strerror}")
 
 
-def _user(value: str) -> tuple[int, str | None, int | None]:
+def _user(value: str, flag: str = "--uid") -> tuple[int, str | None, int | None]:
     """(uid, login name, primary gid) of --uid's user; name and gid are None for a
     number no passwd entry names."""
     text = str(value).strip()
@@ -122,28 +122,30 @@ def _user(value: str) -> tuple[int, str | None, int | None]:
     except KeyError:
         if text.isdigit():
             return int(text), None, None
-        raise OptionError(f"--uid {text}: no such user")
+        raise OptionError(f"{flag} {text}: no such user")
     return entry.pw_uid, entry.pw_name, entry.pw_gid
 
 
-def _group_id(value: str) -> int:
+def _group_id(value: str, flag: str = "--gid") -> int:
     text = str(value).strip()
     if text.isdigit():
         return int(text)
     try:
         return grp.getgrnam(text).gr_gid
     except KeyError:
-        raise OptionError(f"--gid {text}: no such group")
+        raise OptionError(f"{flag} {text}: no such group")
 
 
-def drop_privileges(uid: str | None, gid: str | None) -> None:
+def drop_privileges(uid: str | None, gid: str | None, prefix: str = "") -> None:
     """setgid, the supplementary groups, then setuid (after binding, before loading the
     app), as uWSGI does. The groups, when root: with --uid, its user's groups
     (initgroups) plus --gid, or plus the user's primary group when --gid is not given
     (the gid itself then stays as it was, as in uWSGI); with --gid alone, that group
-    only. So no process keeps root's supplementary groups after dropping to a user."""
-    user = _user(uid) if uid else None
-    group = _group_id(gid) if gid else None
+    only. So no process keeps root's supplementary groups after dropping to a user.
+    ``prefix``: whose options they are (``http-`` for --http-uid/--http-gid)."""
+    uflag, gflag = f"--{prefix}uid", f"--{prefix}gid"
+    user = _user(uid, uflag) if uid else None
+    group = _group_id(gid, gflag) if gid else None
     if group is not None:
         if group != os.getgid():
             try:
@@ -151,7 +153,7 @@ def drop_privileges(uid: str | None, gid: str | None) -> None:
                     os.setgroups([group])
                 os.setgid(group)
             except OSError as exc:
-                raise OptionError(f"--gid {gid}: cannot switch group: {exc.strerror}")
+                raise OptionError(f"{gflag} {gid}: cannot switch group: {exc.strerror}")
         log(f"setgid() to {group}")
     if user is None:
         return
@@ -167,14 +169,14 @@ def drop_privileges(uid: str | None, gid: str | None) -> None:
             else:
                 os.setgroups([] if base is None else [base])
         except OSError as exc:
-            raise OptionError(f"--uid {uid}: cannot set the groups of {name or target}: "
+            raise OptionError(f"{uflag} {uid}: cannot set the groups of {name or target}: "
                               f"{exc.strerror}")
         for extra in sorted(set(os.getgroups()) - {base}):
             log(f"set additional group {extra} ({_group_name(extra)})")
     try:
         os.setuid(target)
     except OSError as exc:
-        raise OptionError(f"--uid {uid}: cannot switch user: {exc.strerror}")
+        raise OptionError(f"{uflag} {uid}: cannot switch user: {exc.strerror}")
     log(f"setuid() to {target}")
 
 
@@ -258,3 +260,16 @@ class Binder:
 
     def unix_paths(self) -> list[str]:
         return [p for _, lst in self.bound if (p := unix_path(lst))]
+
+
+def check_privileges(uid: str | None, gid: str | None, prefix: str = "") -> None:
+    """The user and group ``drop_privileges`` would switch to exist: said once at
+    start-up, not by every child that fails to start."""
+    if uid:
+        target = _user(uid, f"--{prefix}uid")[0]
+        if target != os.getuid() and os.getuid() != 0:
+            raise OptionError(f"--{prefix}uid {uid}: only root can switch user")
+    if gid:
+        group = _group_id(gid, f"--{prefix}gid")
+        if group != os.getgid() and os.getuid() != 0:
+            raise OptionError(f"--{prefix}gid {gid}: only root can switch group")

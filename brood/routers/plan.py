@@ -24,6 +24,8 @@ from typing import Any
 
 from brood.config.model import Config
 from brood.config.option import OptionError
+from brood.log import log
+from brood.master_env import check_privileges, drop_privileges
 from brood.plan import ChildSpec, PlanBuilder, register_config_hook, register_contributor
 from brood.routers.net.spread import SpreadTable
 from brood.routers.stats_share import stats_share_extras
@@ -152,12 +154,21 @@ def _check_resolver(cfg: Config, kind: str) -> None:
 
 
 def _target(kind: str, cfg: Config, listeners: list, extras: list) -> Callable[[int], int]:
+    uid, gid = cfg.get(f"{kind}-uid"), cfg.get(f"{kind}-gid")
+    check_privileges(uid, gid, f"{kind}-")  # at start-up: no child dies for it
+
     def run(index: int) -> int:
         from brood.routers.process import run_router
 
         kwargs: dict[str, Any] = {}
         for per_index in extras:
             kwargs.update(per_index(index))
+        if uid or gid:  # --X-uid/--X-gid: the router process alone, as uWSGI's gateways
+            try:
+                drop_privileges(uid, gid, f"{kind}-")
+            except OptionError as exc:
+                log(str(exc))
+                return 1
         return run_router(kind, index, cfg, listeners, **kwargs)
 
     return run

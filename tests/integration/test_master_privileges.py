@@ -6,8 +6,11 @@ from __future__ import annotations
 import grp
 import os
 import pwd
+import re
 import shutil
 import socket
+import subprocess
+import sys
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -153,6 +156,35 @@ def _grow_app(tmp_path: Path) -> Path:
 def _single_worker(b) -> int:
     """The pid of the one worker once the stats show it started."""
     return wait_until(lambda: (pids := worker_pids(b.stats())) and pids[0], what="a worker")
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="dropping privileges needs root")
+def test_router_processes_run_as_their_uid_gid(start_brood) -> None:
+    """--http-uid/--http-gid and --rawrouter-uid: the router processes drop to them
+    (they ran as root), the master stays root as uWSGI's does."""
+    ids = _numeric("nobody", "nogroup")
+    if ids is None:
+        pytest.skip("no user nobody or group nogroup here")
+    user, group = ids
+    b = start_brood("--master", "--http", "127.0.0.1:0", "--http-to", "127.0.0.1:9",
+                    "--http-uid", "nobody", "--http-gid", "nogroup",
+                    "--rawrouter", "127.0.0.1:0", "--rawrouter-to", "127.0.0.1:9",
+                    "--rawrouter-uid", "nobody")
+    pids = {kind: int(pid) for kind, pid in
+            re.findall(r"spawned uWSGI (http|rawrouter) 1 \(pid: (\d+)", b.log())}
+    wait_until(lambda: _ids(pids["http"])["Uid"] == [user] * 4, what="http router as nobody")
+    assert _ids(pids["http"]) == {"Uid": [user] * 4, "Gid": [group] * 4, "Groups": [group]}
+    wait_until(lambda: _ids(pids["rawrouter"])["Uid"] == [user] * 4, what="rawrouter as nobody")
+    assert _ids(b.pid)["Uid"] == [0] * 4
+
+
+def test_a_router_uid_that_does_not_exist_stops_the_start(tmp_path) -> None:
+    out = subprocess.run([sys.executable, "-m", "brood", "--http", "127.0.0.1:0",
+                          "--http-to", "127.0.0.1:9", "--http-uid", "no-such-user-here"],
+                         capture_output=True, text=True, timeout=30)
+    assert out.returncode == 1
+    assert "--http-uid no-such-user-here: no such user" in out.stderr
+    assert "Traceback" not in out.stderr
 
 
 def test_reload_on_rss_recycles_the_worker_after_its_request(start_brood, tmp_path) -> None:
