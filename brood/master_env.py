@@ -273,3 +273,13 @@ def check_privileges(uid: str | None, gid: str | None, prefix: str = "") -> None
         group = _group_id(gid, f"--{prefix}gid")
         if group != os.getgid() and os.getuid() != 0:
             raise OptionError(f"--{prefix}gid {gid}: only root can switch group")
+
+
+def user_id(value: str) -> int:
+    """The uid an --X-uid value names (a name or a number)."""
+    return _user(value)[0]
+
+
+def group_id(value: str) -> int:
+    """The gid an --X-gid value names (a name or a number)."""
+    return _group_id(value)

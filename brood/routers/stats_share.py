@@ -37,6 +37,7 @@ import trio
 
 from brood.config.model import Config
 from brood.log import log as master_log
+from brood.master_env import group_id, user_id
 from brood.routers.stats_merge import BadSnapshot, dumps, loads, merge, render, snapshot
 
 if TYPE_CHECKING:
@@ -61,9 +62,12 @@ class SnapshotDir:
     the router processes can write in it); the path is read by each process at fork.
     It first sweeps what a killed master of the same user left behind."""
 
-    def __init__(self, base: str | None = None) -> None:
+    def __init__(self, base: str | None = None,
+                 owner: tuple[str | None, str | None] = (None, None)) -> None:
         self.base = base
         self.path: str | None = None
+        # (--X-uid, --X-gid) of the routers that write in it: theirs once made.
+        self.owner = owner
 
     def create(self) -> None:
         base = self.base or (SHM if os.access(SHM, os.W_OK | os.X_OK) else None)
@@ -71,6 +75,9 @@ class SnapshotDir:
         _sweep(base)
         try:
             self.path = tempfile.mkdtemp(prefix=f"{PREFIX}{os.getpid()}-", dir=base)
+            uid, gid = self.owner
+            if uid or gid:  # routers that drop to another user write in it
+                os.chown(self.path, user_id(uid) if uid else -1, group_id(gid) if gid else -1)
         except OSError as exc:
             master_log(f"router stats: cannot create the snapshot directory ({exc}); "
                        f"each router process will show its own figures only")
@@ -255,9 +262,11 @@ def stats_share_extras(cfg: Config, b: PlanBuilder, kind: str,
     of a kind with ``--X-stats`` and more than one process (one directory per instance)."""
     if count < 2 or not cfg.get(f"{kind}-stats"):
         return _none
-    snapdir = next((s for s in b.plan.services if isinstance(s, SnapshotDir)), None)
+    owner = (cfg.get(f"{kind}-uid"), cfg.get(f"{kind}-gid"))  # one per router user
+    snapdir = next((s for s in b.plan.services
+                    if isinstance(s, SnapshotDir) and s.owner == owner), None)
     if snapdir is None:
-        snapdir = SnapshotDir()
+        snapdir = SnapshotDir(owner=owner)
         b.add_service(snapdir)
         b.add_prepare(snapdir.create)
 

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import grp
+import json
 import os
 import pwd
 import re
@@ -16,7 +17,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from _broodkit import http_get, wait_until, worker_pids
+from _broodkit import http_get, read_stats, wait_until, worker_pids
 
 # Answers "uid gid euid egid groups pid" of the worker that served the request.
 WHOAMI_APP = """\
@@ -168,6 +169,7 @@ def test_router_processes_run_as_their_uid_gid(start_brood) -> None:
     user, group = ids
     b = start_brood("--master", "--http", "127.0.0.1:0", "--http-to", "127.0.0.1:9",
                     "--http-uid", "nobody", "--http-gid", "nogroup",
+                    "--http-processes", "2", "--http-stats", "127.0.0.1:0",
                     "--rawrouter", "127.0.0.1:0", "--rawrouter-to", "127.0.0.1:9",
                     "--rawrouter-uid", "nobody")
     pids = {kind: int(pid) for kind, pid in
@@ -176,6 +178,10 @@ def test_router_processes_run_as_their_uid_gid(start_brood) -> None:
     assert _ids(pids["http"]) == {"Uid": [user] * 4, "Gid": [group] * 4, "Groups": [group]}
     wait_until(lambda: _ids(pids["rawrouter"])["Uid"] == [user] * 4, what="rawrouter as nobody")
     assert _ids(b.pid)["Uid"] == [0] * 4
+    # Both http processes, as nobody, share their figures (the master made the
+    # snapshot directory theirs).
+    wait_until(lambda: len(json.loads(read_stats(b.address_of("http stats server")))
+                           ["processes"]) == 2, what="both processes in the stats")
 
 
 def test_a_router_uid_that_does_not_exist_stops_the_start(tmp_path) -> None:
