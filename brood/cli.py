@@ -6,6 +6,7 @@ ends as one ``brood: <message>`` line on stderr and exit status 1, never a trace
 
 from __future__ import annotations
 
+import os
 import signal
 import sys
 
@@ -58,3 +59,6 @@ def main(argv: list[str] | None = None) -> int:
         return _error(str(exc))
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:  # `brood --help | head`: the reader went, nothing is wrong
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # (the exit flush)
+        return 0

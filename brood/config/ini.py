@@ -83,19 +83,32 @@ def read_ini(
     return [(e.key, e.value if e.value is not None else "") for e in parsed.entries]
 
 
+# The largest config read: far more than any real one.
+MAX_INI = 4 << 20
+# A byte that was not UTF-8 (decoded with surrogateescape).
+_UNDECODED_RE = re.compile("[\udc80-\udcff]")
+
+
 def read_ini_file(
     path: str, section: str = DEFAULT_SECTION, environ: Mapping[str, str] | None = None
 ) -> IniFile:
-    """Read and parse ``path``; OptionError (one line) when it is missing or unreadable."""
+    """Read and parse ``path``; OptionError (one line) when it is missing, unreadable or
+    larger than ``MAX_INI`` (``/dev/zero`` is no config, ``<(...)`` is one). Bytes that
+    are not UTF-8 are refused where they would be read: in a comment they do no harm
+    (a comment in a local encoding, as uWSGI reads it)."""
     try:
-        with open(path, encoding="utf-8") as fh:
-            text = fh.read()
+        with open(path, "rb") as fh:
+            data = fh.read(MAX_INI + 1)
     except FileNotFoundError:
         raise OptionError(f"--ini: no such file: {path}")
-    except UnicodeDecodeError:
-        raise OptionError(f"--ini: {path} is not UTF-8 text")
     except OSError as exc:
         raise OptionError(f"--ini: cannot read {path}: {exc.strerror or exc}")
+    if len(data) > MAX_INI:
+        raise OptionError(f"--ini: {path} is larger than {MAX_INI >> 20} MiB: not a config")
+    text = data.decode("utf-8", "surrogateescape")
+    for number, line in enumerate(text.splitlines(), 1):
+        if _UNDECODED_RE.search(line) and not line.lstrip().startswith(("#", ";")):
+            raise OptionError(f"{path}:{number}: not UTF-8 text")
     return parse_ini(text, path, section, os.environ if environ is None else environ)
 
 

@@ -261,3 +261,21 @@ def test_real_zerg_dance_vassal_parses():
     if os.path.exists("/tmp/uw/zd/sleeping.fifo"):
         expected.insert(0, "writefifo:/tmp/uw/zd/sleeping.fifo Q")
     assert hooks == expected
+
+
+def test_a_comment_in_a_local_encoding_is_read_a_value_is_refused(tmp_path) -> None:
+    """uWSGI reads a GBK or latin-1 comment; a value that is not UTF-8 is refused with
+    its line, never read as something else."""
+    ok = tmp_path / "gbk.ini"
+    ok.write_bytes(b"[uwsgi]\n# \xc4\xe3\xba\xc3 comment\nhttp = :0\n")
+    assert [(e.key, e.value) for e in read_ini_file(str(ok)).entries] == [("http", ":0")]
+    bad = tmp_path / "value.ini"
+    bad.write_bytes(b"[uwsgi]\nhttp = :0\nprocname = caf\xe9\n")
+    with pytest.raises(OptionError, match=r"value\.ini:3: not UTF-8 text"):
+        read_ini_file(str(bad))
+
+
+def test_an_endless_file_is_no_config(tmp_path) -> None:
+    """``--ini /dev/zero`` read 6 GB before; a bounded read says what it is."""
+    with pytest.raises(OptionError, match="larger than 4 MiB: not a config"):
+        read_ini_file("/dev/zero")
