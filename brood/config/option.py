@@ -101,6 +101,7 @@ class Option:
     metavar: str = ""
     choices: tuple[str, ...] = ()
     refused: str = ""
+    high: float | None = None  # the largest number taken (numbers are never negative)
     extra: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)
 
     def convert(self, raw: str) -> Any:
@@ -109,6 +110,12 @@ class Option:
             value = CONVERTERS[self.kind](raw)
         except ValueError as exc:
             raise OptionError(f"--{self.name}: {exc}") from None
+        if self.kind in _NUMBERS:
+            if value < 0:
+                raise OptionError(f"--{self.name} {raw.strip()}: must be 0 or more")
+            if self.high is not None and value > self.high:
+                raise OptionError(f"--{self.name} {raw.strip()}: must be {self.high:g} "
+                                  "or less")
         if self.choices and value not in self.choices:
             raise OptionError(
                 f"--{self.name}: {raw!r} is not one of {', '.join(self.choices)}"
@@ -119,6 +126,11 @@ class Option:
     def takes_value(self) -> bool:
         return self.kind != "bool" and not self.optional
 
+
+_NUMBERS = ("int", "float", "size")
+# Processes of one kind at most (workers, router processes): far past any machine's
+# cores, short of forking the machine to death over a typo.
+MAX_PROCESSES = 1024
 
 # name or alias -> Option. Filled by brood.config.options at import.
 _REGISTRY: dict[str, Option] = {}

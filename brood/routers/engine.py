@@ -70,7 +70,8 @@ class RouterSettings:
         buffer_size = option(cfg, f"{kind}-buffer-size", 0) or option(cfg, "buffer-size", 4096)
         return cls(
             kind=kind,
-            timeout=float(option(cfg, f"{kind}-timeout", 60)),
+            # 0 is uWSGI's "not set" for these too: the default.
+            timeout=float(option(cfg, f"{kind}-timeout", 60)) or 60.0,
             gracetime=float(option(cfg, f"{kind}-gracetime", 30)),
             # 0 is uWSGI's "not set": the default (real uWSGI 2.0 tries 4 nodes with it).
             max_retries=int(option(cfg, f"{kind}-max-retries", 3)) or 3,
@@ -85,7 +86,8 @@ class RouterSettings:
 
 
 def _seconds(value: Any) -> float | None:
-    return None if value is None else float(value)
+    """A timeout option's seconds; None when not set (0 included, as uWSGI reads it)."""
+    return float(value) if value else None
 
 
 class Upstream:

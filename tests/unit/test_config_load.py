@@ -131,3 +131,31 @@ def test_ordered_keeps_sources_order(tmp_path):
     a = write(tmp_path, "a.ini", "[uwsgi]\nsocket = :2\n")
     cfg = load_config(["-s", ":1", a])
     assert [pair for pair in cfg.ordered() if pair[0] == "socket"] == [("socket", ":1"), ("socket", ":2")]
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--http-timeout", "-5"], "--http-timeout -5: must be 0 or more"),
+    (["--http-processes", "-3"], "--http-processes -3: must be 0 or more"),
+    (["--buffer-size", "-5"], "--buffer-size -5: must be 0 or more"),
+    (["--http-keepalive=-3"], "--http-keepalive -3: must be 0 or more"),
+    # a traceback from listen(2) or an mmap for the spread table before
+    (["--listen", "99999999999"], "--listen 99999999999: must be 65535 or less"),
+    (["--http-processes", "99999999999"], "--http-processes 99999999999: must be 1024 or less"),
+    (["--http-modifier1", "300"], "--http-modifier1 300: must be 255 or less"),
+])
+def test_numbers_out_of_range_are_refused_naming_the_option(argv, message) -> None:
+    with pytest.raises(OptionError) as caught:
+        load_config(["--http", ":0", "--http-to", ":9", *argv])
+    assert str(caught.value) == message
+
+
+def test_a_timeout_of_0_is_the_default_as_in_uwsgi() -> None:
+    """uWSGI reads 0 as "not set"; brood answered 504 to every request over 0.4 s."""
+    from brood.routers.engine import RouterSettings
+    from brood.routers.http.settings import HttpSettings
+
+    cfg = load_config(["--http", ":0", "--http-to", ":9", "--http-timeout", "0",
+                       "--http-connect-timeout", "0", "--http-headers-timeout", "0"])
+    engine = RouterSettings.from_config(cfg, "http")
+    assert (engine.timeout, engine.connect_timeout) == (60.0, None)
+    assert HttpSettings.from_config(cfg).headers_timeout == 60.0

@@ -40,9 +40,9 @@ OPTIONS: list[Option] = [
            "bind ADDR in the master; others refer to it as =N (N counts from 0)",
            multi=True, metavar="ADDR"),
     Option("listen", "core", "listen queue (backlog) of bound sockets", kind="int",
-           default=100, short="l", metavar="N"),
+           default=100, short="l", metavar="N", high=65535),
     Option("buffer-size", "core", "largest request head / uwsgi packet accepted, in bytes",
-           kind="size", default=4096, short="b"),
+           kind="size", default=4096, short="b", high=1 << 30),
     Option("reuse-port", "core", "set SO_REUSEPORT on bound TCP sockets", kind="bool"),
     Option("no-defer-accept", "core", "accept TCP connections at once, not when their "
            "first bytes have come (TCP_DEFER_ACCEPT: worker, --http and --fastrouter sockets)",

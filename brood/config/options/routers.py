@@ -13,7 +13,7 @@ ask for nothing.
 
 from __future__ import annotations
 
-from brood.config.option import Option
+from brood.config.option import MAX_PROCESSES, Option
 
 ROUTER_PREFIXES: tuple[str, ...] = ("http", "fastrouter", "rawrouter", "sslrouter")
 
@@ -66,7 +66,7 @@ def shared_options(prefix: str) -> list[Option]:
     return [
         listen,
         opt("processes", f"prefork the specified number of {t} processes", kind="int",
-            default=1, aliases=("workers",)),
+            default=1, aliases=("workers",), high=MAX_PROCESSES),
         opt("zerg", f"attach the {t} to a zerg server", multi=True, metavar="PATH",
             refused=NO_ZERG),
         opt("to", "forward requests to the specified node (repeat it to balance)",
@@ -128,8 +128,8 @@ def _http_options() -> list[Option]:
     return [
         opt("http-var", "add a key=value item to the generated uwsgi packet", multi=True,
             metavar="KEY=VALUE"),
-        opt("http-modifier1", "set uwsgi protocol modifier1", kind="int", default=0),
-        opt("http-modifier2", "set uwsgi protocol modifier2", kind="int", default=0),
+        opt("http-modifier1", "set uwsgi protocol modifier1", kind="int", default=0, high=255),
+        opt("http-modifier2", "set uwsgi protocol modifier2", kind="int", default=0, high=255),
         opt("http-keepalive", "HTTP/1.1 keepalive support (non-pipelined requests)",
             kind="int", default=0, optional=True, implicit="1"),
         opt("http-auto-chunked", "chunk the output of keepalive HTTP/1.1 answers with no "

@@ -153,7 +153,7 @@ class HttpSettings:
 
     @classmethod
     def from_config(cls, cfg: Config) -> HttpSettings:
-        timeout = float(option(cfg, "http-timeout", 60))
+        timeout = float(option(cfg, "http-timeout", 60)) or 60.0  # (0: not set, as uWSGI)
         explicit = option(cfg, "http-buffer-size", 0) or option(cfg, "buffer-size", 0)
         head_limit = min(int(explicit), MAX_VARS_SIZE) if explicit else DEFAULT_HEAD_LIMIT
         keepalive, idle = _keepalive(option(cfg, "http-keepalive", None), timeout)
@@ -165,7 +165,7 @@ class HttpSettings:
             expect = None
         return cls(
             head_limit=head_limit,
-            headers_timeout=float(option(cfg, "http-headers-timeout", timeout)),
+            headers_timeout=float(option(cfg, "http-headers-timeout", timeout)) or timeout,
             timeout=timeout,
             keepalive=keepalive,
             keepalive_idle=idle,
