@@ -21,17 +21,13 @@ class OptionError(ValueError):
 
 # Value kinds. A converter turns the raw string (argv or ini) into the typed value and
 # raises ValueError with a short reason when it cannot.
-_TRUE = {"1", "true", "yes", "on", "y", "t"}
-_FALSE = {"0", "false", "no", "off", "n", "f", ""}
+_FALSE = {"0", "false", "no", "off"}
 
 
 def to_bool(raw: str) -> bool:
-    low = raw.strip().lower()
-    if low in _TRUE:
-        return True
-    if low in _FALSE:
-        return False
-    raise ValueError(f"expected a boolean (1/0, true/false, yes/no, on/off), got {raw!r}")
+    """As uWSGI reads a flag's value: false for 0/false/no/off, true for anything else,
+    the empty value (``vacuum =``) included, so an ini file means what it meant there."""
+    return raw.strip().lower() not in _FALSE
 
 
 def to_int(raw: str) -> int:
