@@ -139,6 +139,8 @@ class Master:
             self.set_title = title_setter()
             self.set_title(self.titles.master())
         log(f"current working directory: {os.getcwd()}")
+        for line in cfg.ignored:  # ini keys that are no option (an ini file for uWSGI)
+            log(line)
         log(f"master pid: {os.getpid()} (reloads: {self.reloads})")
         self._adopt_draining()
         self.plan = plan = build_plan(cfg, self.binder)

@@ -28,7 +28,12 @@ def load_config(argv: list[str], environ: Mapping[str, str] | None = None) -> Co
     loader = _Loader(os.environ if environ is None else environ)
     for opt, value in parse_argv(argv):
         loader.give(opt, value)
-    return Config(loader.given, argv=argv, ini_files=loader.ini_files)
+    cfg = Config(loader.given, argv=argv, ini_files=loader.ini_files)
+    if loader.unknown:
+        if cfg["strict"]:
+            raise loader.unknown[0]
+        cfg.ignored = tuple(f"{exc}: ignored (--strict refuses it)" for exc in loader.unknown)
+    return cfg
 
 
 class _Loader:
@@ -39,6 +44,9 @@ class _Loader:
         self.given: list[tuple[str, Any]] = []
         self.ini_files: list[str] = []
         self.reading: list[tuple[str, str]] = []  # (real path, section) being read
+        # Ini keys that are no option (nor a placeholder): uWSGI takes them as
+        # placeholders, so an ini file written for it still runs; --strict refuses them.
+        self.unknown: list[OptionError] = []
 
     def give(self, opt: Option, value: Any) -> None:
         self.given.append((opt.name, value))
@@ -63,9 +71,9 @@ class _Loader:
     def _entry(self, entry: IniEntry, placeholders: set[str]) -> None:
         opt = lookup(entry.key)
         if opt is None:
-            if entry.key in placeholders:
-                return
-            raise unknown_option(entry.key, entry.where)
+            if entry.key not in placeholders:
+                self.unknown.append(unknown_option(entry.key, entry.where))
+            return
         try:
             bare = entry.value is None
             value = bare_value(opt, entry.key) if bare else opt.convert(entry.value)

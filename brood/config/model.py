@@ -30,6 +30,8 @@ class Config(Mapping[str, Any]):
         self.argv: tuple[str, ...] = tuple(argv)
         #: absolute paths of every ini file read, includes too, in reading order
         self.ini_files: tuple[str, ...] = tuple(ini_files)
+        #: a line for each ini key that is no option, ignored (``load_config``)
+        self.ignored: tuple[str, ...] = ()
         self._order: list[tuple[str, Any]] = []
         self._values: dict[str, Any] = {}
         for name, value in given:

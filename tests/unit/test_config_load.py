@@ -55,11 +55,21 @@ def test_bad_value_names_file_and_line(tmp_path):
     assert str(info.value) == f"{ini}:3: --processes: expected a whole number, got 'lots'"
 
 
-def test_unknown_key_in_ini_is_an_error_with_suggestion(tmp_path):
-    ini = write(tmp_path, "a.ini", "[uwsgi]\nproceses = 4\n")
+def test_unknown_key_in_ini_is_ignored_with_a_line_or_refused_with_strict(tmp_path):
+    """uWSGI runs an ini file with keys it does not know (its placeholders): so does
+    brood, saying so (with a suggestion); --strict refuses them, as uWSGI's does."""
+    ini = write(tmp_path, "a.ini", "[uwsgi]\nproceses = 4\nthunder-lock = true\nprocesses = 2\n")
+    cfg = load_config([ini])
+    assert cfg["processes"] == 2
+    assert cfg.ignored == (
+        f"{ini}:2: unknown option --proceses (did you mean --processes?): ignored "
+        "(--strict refuses it)",
+        f"{ini}:3: unknown option --thunder-lock: ignored (--strict refuses it)")
     with pytest.raises(OptionError) as info:
-        load_config([ini])
+        load_config([ini, "--strict"])
     assert str(info.value) == f"{ini}:2: unknown option --proceses (did you mean --processes?)"
+    with pytest.raises(OptionError, match="unknown option --proceses"):
+        load_config(["--proceses", "4"])  # the command line: a typo, refused as ever
 
 
 def test_custom_key_used_as_placeholder_is_not_an_error(tmp_path):

@@ -8,6 +8,8 @@ OPTIONS: list[Option] = [
     Option("help", "core", "show this help and exit", kind="bool", short="h",
            aliases=("usage",)),
     Option("version", "core", "print the version and exit", kind="bool"),
+    Option("strict", "core", "refuse ini keys that are no brood option (without it they "
+           "are logged and ignored, as uWSGI keeps them as placeholders)", kind="bool"),
     Option("plugins", "core", "accepted so uWSGI ini files load; brood has everything built in",
            multi=True, aliases=("plugin",), metavar="LIST"),
     Option("master", "core", "accepted for uWSGI compatibility, no effect: brood always runs "
