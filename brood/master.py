@@ -113,7 +113,8 @@ class Master:
         self.handed_over = take_draining()  # routers the previous incarnation left us
         self.draining: dict[int, Draining] = {}
         self.stop_signalled = 0.0  # when stop_children signalled the children
-        self.binder = Binder(int(cfg["listen"] or 100), bool(cfg["reuse-port"]))
+        self.binder = Binder(int(cfg["listen"] or 100), bool(cfg["reuse-port"]),
+                             cfg["chmod-socket"])
         self.sigpipe: SignalPipe | None = None
         self.selector: selectors.BaseSelector | None = None
         self.plan: Plan | None = None

@@ -23,6 +23,7 @@ import json
 import os
 import pwd
 import signal
+import socket
 from collections.abc import Mapping
 from typing import Any
 
@@ -212,12 +213,40 @@ def take_draining() -> list[tuple[int, str, float]]:
 
 # -- binding, or adopting what the previous incarnation left us ------------------------
 
+def socket_mode(value: str) -> int:
+    """--chmod-socket's octal mode; OptionError naming it."""
+    try:
+        mode = int(str(value).strip(), 8)
+    except ValueError:
+        mode = -1
+    if not 0 <= mode <= 0o7777:
+        raise OptionError(f"--chmod-socket {value}: expected an octal mode such as 660")
+    return mode
+
+
+def chmod_socket(sock: socket.socket, mode: int) -> None:
+    """Set a unix socket file's mode (who may connect: nginx's user, say); an abstract
+    or TCP socket has none."""
+    path = sock.getsockname() if sock.family == socket.AF_UNIX else None
+    if isinstance(path, bytes):
+        path = os.fsdecode(path)
+    if not path or path.startswith("\0"):
+        return
+    try:
+        os.chmod(path, mode)
+    except OSError as exc:
+        raise OptionError(f"--chmod-socket: cannot chmod {path}: {exc.strerror or exc}")
+    log(f"chmod() socket {path} to {mode:o}")
+
+
 class Binder:
     """Binds sockets for the plan; adopts fds inherited across re-exec when keys match."""
 
-    def __init__(self, backlog: int = DEFAULT_BACKLOG, reuse_port: bool = False) -> None:
+    def __init__(self, backlog: int = DEFAULT_BACKLOG, reuse_port: bool = False,
+                 chmod: str | None = None) -> None:
         self.backlog = backlog
         self.reuse_port = reuse_port
+        self.chmod = socket_mode(chmod) if chmod else None  # --chmod-socket
         self.inherited: dict[str, list[int]] = {}
         self.bound: list[tuple[str, Listener]] = []
         raw = os.environ.pop(FDS_ENV, "")
@@ -237,6 +266,8 @@ class Binder:
         else:
             lst = bind_listener(spec, proto, self.backlog, self.reuse_port, option)
             how = "bound to"
+            if self.chmod is not None:
+                chmod_socket(lst.sock, self.chmod)
         log(f"{label} {how} {address_family_label(lst.sock)} address {lst.name} "
             f"fd {lst.fileno()}")
         self.bound.append((key, lst))

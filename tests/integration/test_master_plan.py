@@ -214,3 +214,17 @@ def test_http_and_fastrouter_sockets_defer_accept_rawrouter_and_stats_not(no_def
         _close(plan)
     assert deferred == {"http": not no_defer, "fastrouter": not no_defer,
                         "fastrouter-stats": False, "rawrouter": False}
+
+
+def test_chmod_socket_sets_the_mode_of_unix_sockets(tmp_path) -> None:
+    """--chmod-socket (uWSGI's: nginx's user must connect to the worker socket)."""
+    path = tmp_path / "app.sock"
+    cfg = Config([("socket", str(path)), ("socket", "127.0.0.1:0"),
+                  ("chmod-socket", "660")])
+    plan = build_plan(cfg, Binder(chmod=cfg["chmod-socket"]))
+    try:
+        assert path.stat().st_mode & 0o7777 == 0o660
+    finally:
+        _close(plan)
+    with pytest.raises(OptionError, match="--chmod-socket 999: expected an octal mode"):
+        Binder(chmod="999")
