@@ -37,7 +37,8 @@ def option(cfg: Mapping[str, Any], name: str, default: Any = None) -> Any:
 
 
 def prepare_process(cfg: Mapping[str, Any]) -> None:
-    """Apply env, chdir, home/virtualenv and pythonpath before importing the app."""
+    """Apply env, chdir, home/virtualenv and pythonpath before importing the app; the
+    working directory is on sys.path, as uWSGI puts it there."""
     for item in _as_list(option(cfg, "env", [])):
         key, _, value = str(item).partition("=")
         if key:
@@ -51,6 +52,8 @@ def prepare_process(cfg: Mapping[str, Any]) -> None:
     home = option(cfg, "home") or option(cfg, "virtualenv")
     if home:
         add_virtualenv(home)
+    if "." not in sys.path:  # as uWSGI: a --module beside the --chdir directory imports
+        sys.path.insert(0, ".")
     for entry in reversed(_as_list(option(cfg, "pythonpath", []))):
         for path in sorted(glob.glob(entry)) or [entry]:
             if path not in sys.path:

@@ -104,6 +104,16 @@ def test_chdir_env_pythonpath(tmp_path):
     assert os.environ["BROOD_T2"] == "a=b"
 
 
+def test_chdir_then_module_imports_from_there(tmp_path, monkeypatch):
+    """The Django shape (chdir = /srv/site, module = site.wsgi): the working directory
+    is on sys.path, as uWSGI puts it; brood said 'module not found'."""
+    write(tmp_path / "brood_chdir_site.py", "def app(e, s):\n    return [b'from chdir']\n")
+    monkeypatch.setattr(sys, "path", [p for p in sys.path if p not in ("", ".")])
+    cfg = Config.from_dict({"chdir": str(tmp_path), "module": "brood_chdir_site",
+                            "callable": "app"})
+    assert load_app(cfg)({}, None) == [b"from chdir"]
+
+
 def test_bad_chdir():
     with pytest.raises(AppLoadError, match="chdir"):
         load_app(Config.from_dict({"chdir": "/nonexistent/dir", "module": "x"}))
