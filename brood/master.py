@@ -62,6 +62,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from brood.config.load import load_config
 from brood.config.model import Config, refuse_unavailable
 from brood.config.option import OptionError
 from brood.log import log, plain, redirect_output
@@ -204,6 +205,8 @@ class Master:
             if self.requested is not None:
                 action = _stronger(action, self.requested)
                 self.requested = None
+            if action and action[1] == "reload" and not self._config_loads():
+                action = None
             now = time.time()
             if action:  # children that ended meanwhile (signalled with the master) stay so
                 self.children.respawning = False
@@ -221,6 +224,21 @@ class Master:
             if not self.ready and self.children.all_accepting():
                 self.ready = True
                 plain(f"brood: ready (pid: {os.getpid()})")
+
+    def _config_loads(self) -> bool:
+        """A reload re-executes the same command line: its config must still load (an
+        ini file edited since with a mistake would take the service down: the next
+        incarnation would stop at once). Read as at start, from the start directory."""
+        here = os.getcwd()
+        try:
+            os.chdir(self.start_cwd)
+            refuse_unavailable(load_config(list(self.argv)))
+        except OptionError as exc:
+            log(f"reload refused, the config no longer loads: {exc}")
+            return False
+        finally:
+            os.chdir(here)
+        return True
 
     def _timeout(self, now: float, harakiri_at: float | None) -> float:
         due = [self.next_cycle]

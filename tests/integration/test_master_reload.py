@@ -75,3 +75,21 @@ def test_touch_reload(start_brood, hello_app, tmp_path) -> None:
     b.wait_ready(count=2)
     assert worker_pids(b.stats()) != first
     assert http_get(b.address_of("uwsgi socket 0")) == (200, b"Hello World")
+
+
+def test_a_reload_whose_config_no_longer_loads_is_refused(start_brood, hello_app,
+                                                          tmp_path) -> None:
+    """An ini file edited with a mistake, then SIGHUP: the master says why and serves
+    on with what it runs (the next incarnation would have stopped at once, taking the
+    service down)."""
+    ini = tmp_path / "app.ini"
+    ini.write_text(f"[uwsgi]\nhttp-socket = 127.0.0.1:0\nwsgi-file = {hello_app}\n")
+    b = start_brood("--ini", str(ini))
+    addr = b.address_of("uwsgi socket 0")
+    ini.write_text(ini.read_text() + "processes = lots\n")
+    b.send_signal(signal.SIGHUP)
+    b.wait_for_log(r"reload refused, the config no longer loads: .*app\.ini:4: "
+                   r"--processes: expected a whole number, got 'lots'")
+    assert b.proc.poll() is None
+    assert http_get(addr) == (200, b"Hello World")
+    assert "binary reloading" not in b.log()
