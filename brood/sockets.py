@@ -176,6 +176,17 @@ def _unlink_stale(path: str, spec: str, option: str) -> None:
     raise OptionError(f"--{option} {spec}: address already in use (a process listens there)")
 
 
+def _unlink_socket_file(path: str, spec: str, option: str) -> None:
+    """Remove a unix socket file left at ``path``; refuse anything else found there (a
+    subscription server's path typed over a file deleted the file)."""
+    try:
+        if not stat.S_ISSOCK(os.lstat(path).st_mode):
+            raise OptionError(f"--{option} {spec}: {path} exists and is not a socket")
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
+
+
 def _new_socket(addr: Address, socktype: int, spec: str, option: str) -> tuple[socket.socket, object]:
     if addr.kind == "tcp":
         family, sockaddr = _resolve(addr, socktype, spec, option)
@@ -187,9 +198,8 @@ def _new_socket(addr: Address, socktype: int, spec: str, option: str) -> tuple[s
     if addr.kind == "unix":
         if socktype == socket.SOCK_STREAM:
             _unlink_stale(addr.path, spec, option)
-        else:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(addr.path)
+        else:  # (the last incarnation's, rebound at each reload: a socket file goes)
+            _unlink_socket_file(addr.path, spec, option)
         return socket.socket(socket.AF_UNIX, socktype), addr.path
     if addr.kind == "abstract":
         return socket.socket(socket.AF_UNIX, socktype), "\0" + addr.path

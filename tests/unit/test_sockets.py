@@ -210,3 +210,15 @@ def test_datagram_sockets(tmp_path) -> None:
         assert dgram.family == socket.AF_UNIX and socket_name(dgram) == path
     finally:
         dgram.close()
+
+
+def test_datagram_path_replaces_a_socket_file_never_another_file(tmp_path) -> None:
+    """A subscription server's path typed over a file deleted that file."""
+    precious = tmp_path / "precious.txt"
+    precious.write_text("keep me")
+    with pytest.raises(OptionError, match="exists and is not a socket"):
+        bind_datagram(str(precious), "http-subscription-server")
+    assert precious.read_text() == "keep me"
+    path = str(tmp_path / "sub.sock")
+    bind_datagram(path).close()  # the last incarnation's file, left behind
+    bind_datagram(path).close()
