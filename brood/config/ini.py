@@ -10,8 +10,13 @@ are repeated options); ``key`` alone gives an entry whose value is None (a bare 
 Values are expanded once, left to right:
 
   ``%d`` directory of the file with a trailing slash, ``%p`` absolute path of the file,
-  ``%s`` file name, ``%n`` file name without extension, ``%c`` name of the directory
-  holding the file, ``%%`` a literal ``%``, ``$(VAR)`` the environment (empty if unset),
+  ``%s`` file name, ``%n`` file name without extension, ``%e`` its extension, ``%c`` name
+  of the directory holding the file, ``%0``..``%9`` the parts of that directory's path,
+  ``%o`` the path as given, ``%x`` it and the section, ``%i`` the file's inode, ``%v``
+  the working directory, ``%h`` the host name, ``%k`` the CPU count, ``%u``/``%U`` the
+  user id/name, ``%g``/``%G`` the group's, ``%t``/``%T`` the start time in seconds or
+  microseconds, ``%V`` brood's version, ``%[`` an ESC (uWSGI's letters; the capitals
+  ``%D %P %S %N %C %E %X %I %O`` are the same here), ``%%`` a literal ``%``, ``$(VAR)`` the environment (empty if unset),
   ``%(name)`` the last value given to ``name`` earlier in this file (or a ``set-placeholder``,
   or ``_``: the value an enclosing ``if-*`` matched). Anything else, such as log-format's
   ``%(method)``, is left as written.
@@ -24,11 +29,17 @@ nest. Lines in a skipped block are not expanded.
 
 from __future__ import annotations
 
+import contextlib
+import grp
 import os
+import pwd
 import re
+import socket
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
+from brood import __version__
 from brood.config.option import OptionError
 
 DEFAULT_SECTION = "uwsgi"
@@ -175,6 +186,50 @@ class _Block:
     context: str | None
 
 
+# When this instance started (%t, %T): the same in every file it reads.
+_STARTED = time.time()
+
+
+def _magic(path: str, absolute: str, section: str) -> dict[str, str]:
+    """uWSGI's magic variables of one config file, by letter (``%X`` in a value)."""
+    directory = os.path.dirname(absolute)
+    filename = os.path.basename(absolute)
+    name, ext = os.path.splitext(filename)
+    magic = {
+        "d": directory.rstrip("/") + "/", "p": absolute, "s": filename, "n": name,
+        "c": os.path.basename(directory), "e": ext.lstrip("."), "o": path,
+        "x": f"{path}:{section}", "v": os.getcwd(), "V": __version__,
+        "h": socket.gethostname(), "k": str(os.cpu_count() or 1),
+        "u": str(os.getuid()), "U": _user_name(), "g": str(os.getgid()), "G": _group_name(),
+        "t": str(int(_STARTED)), "T": str(int(_STARTED * 1_000_000)),
+        "[": "\033", "%": "%",
+    }
+    with contextlib.suppress(OSError):
+        magic["i"] = str(os.stat(absolute).st_ino)
+    for index, part in enumerate([p for p in directory.split("/") if p][:10]):
+        magic[str(index)] = part  # %0..%9: the directory's path, a part each
+    # The capitals name the first file of a chain of templates; brood has no templates.
+    for letter in "dpsncexi":
+        if letter in magic:
+            magic[letter.upper()] = magic[letter]
+    magic["O"] = path
+    return magic
+
+
+def _user_name() -> str:
+    try:
+        return pwd.getpwuid(os.getuid()).pw_name
+    except KeyError:
+        return str(os.getuid())
+
+
+def _group_name() -> str:
+    try:
+        return grp.getgrgid(os.getgid()).gr_name
+    except KeyError:
+        return str(os.getgid())
+
+
 class _Parser:
     """Line-by-line state: current section, open if-blocks, values seen so far."""
 
@@ -182,16 +237,7 @@ class _Parser:
         self.result = IniFile(path, section)
         self.environ = environ
         absolute = os.path.abspath(path)
-        directory = os.path.dirname(absolute)
-        filename = os.path.basename(absolute)
-        self.magic = {
-            "d": directory.rstrip("/") + "/",
-            "p": absolute,
-            "s": filename,
-            "n": os.path.splitext(filename)[0],
-            "c": os.path.basename(directory),
-            "%": "%",
-        }
+        self.magic = _magic(path, absolute, section)
         self.in_section = False
         self.section_found = False
         self.active = True

@@ -1,10 +1,14 @@
 """Ini files: syntax, magic variables, conditionals, and the real vassal file."""
 
+import grp
 import os
+import pwd
+import socket
 from pathlib import Path
 
 import pytest
 
+from brood import __version__
 from brood.config.ini import parse_ini, read_ini, read_ini_file, split_spec
 from brood.config.option import OptionError
 
@@ -279,3 +283,22 @@ def test_an_endless_file_is_no_config(tmp_path) -> None:
     """``--ini /dev/zero`` read 6 GB before; a bounded read says what it is."""
     with pytest.raises(OptionError, match="larger than 4 MiB: not a config"):
         read_ini_file("/dev/zero")
+
+
+def test_uwsgi_magic_variables_beyond_the_file_ones(tmp_path, monkeypatch) -> None:
+    """%h %k %u %U %e %0.. %o %x %V and the rest of uWSGI's letters (they were left as
+    written: a subscribe-to or procname with %h came out wrong, silently)."""
+    conf = tmp_path / "conf"
+    conf.mkdir()
+    (conf / "site.ini").write_text(
+        "[uwsgi]\nprocname = %h|%k|%u|%U|%g|%G|%e|%o|%x|%V|%c|%C|%Q\n")
+    monkeypatch.chdir(tmp_path)
+    [entry] = read_ini_file("conf/site.ini").entries
+    parts = entry.value.split("|")
+    assert parts == [socket.gethostname(), str(os.cpu_count()), str(os.getuid()),
+                     pwd.getpwuid(os.getuid()).pw_name, str(os.getgid()),
+                     grp.getgrgid(os.getgid()).gr_name, "ini", "conf/site.ini",
+                     "conf/site.ini:uwsgi", __version__, "conf", "conf", "%Q"]
+    components = [p for p in str(conf).split("/") if p]
+    (conf / "parts.ini").write_text("[uwsgi]\nchdir = %0/%1\n")
+    assert read_ini_file(str(conf / "parts.ini")).entries[0].value == "/".join(components[:2])
