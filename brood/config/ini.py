@@ -17,8 +17,9 @@ Values are expanded once, left to right:
   user id/name, ``%g``/``%G`` the group's, ``%t``/``%T`` the start time in seconds or
   microseconds, ``%V`` brood's version, ``%[`` an ESC (uWSGI's letters; the capitals
   ``%D %P %S %N %C %E %X %I %O`` are the same here), ``%%`` a literal ``%``, ``$(VAR)`` the environment (empty if unset),
-  ``%(name)`` the last value given to ``name`` earlier in this file (or a ``set-placeholder``,
-  or ``_``: the value an enclosing ``if-*`` matched). Anything else, such as log-format's
+  ``%(name)`` the last value given to ``name`` earlier (in this file, one read
+  or included before, or a ``set-placeholder``/``set``, in a file or on the command line),
+  or ``_``: the value an enclosing ``if-*`` matched. Anything else, such as log-format's
   ``%(method)``, is left as written.
 
 Conditional blocks ``if-exists``/``if-not-exists``, ``if-file``/``if-not-file``,
@@ -101,12 +102,17 @@ _UNDECODED_RE = re.compile("[\udc80-\udcff]")
 
 
 def read_ini_file(
-    path: str, section: str = DEFAULT_SECTION, environ: Mapping[str, str] | None = None
+    path: str, section: str = DEFAULT_SECTION, environ: Mapping[str, str] | None = None,
+    seen: dict[str, str] | None = None,
+    on_entry: Callable[[IniEntry], None] | None = None,
 ) -> IniFile:
     """Read and parse ``path``; OptionError (one line) when it is missing, unreadable or
     larger than ``MAX_INI`` (``/dev/zero`` is no config, ``<(...)`` is one). Bytes that
     are not UTF-8 are refused where they would be read: in a comment they do no harm
-    (a comment in a local encoding, as uWSGI reads it)."""
+    (a comment in a local encoding, as uWSGI reads it). ``seen``: the values and
+    placeholders known so far, shared by every file of one load (uWSGI's placeholders
+    are the instance's, not a file's); this file's go into it. ``on_entry``: called
+    with each entry as its line is read."""
     try:
         with open(path, "rb") as fh:
             data = fh.read(MAX_INI + 1)
@@ -120,12 +126,15 @@ def read_ini_file(
     for number, line in enumerate(text.splitlines(), 1):
         if _UNDECODED_RE.search(line) and not line.lstrip().startswith(("#", ";")):
             raise OptionError(f"{path}:{number}: not UTF-8 text")
-    return parse_ini(text, path, section, os.environ if environ is None else environ)
+    return parse_ini(text, path, section, os.environ if environ is None else environ, seen,
+                     on_entry)
 
 
-def parse_ini(text: str, path: str, section: str, environ: Mapping[str, str]) -> IniFile:
+def parse_ini(text: str, path: str, section: str, environ: Mapping[str, str],
+              seen: dict[str, str] | None = None,
+              on_entry: Callable[[IniEntry], None] | None = None) -> IniFile:
     """Parse ini ``text`` as if read from ``path`` (which the magic variables describe)."""
-    parser = _Parser(path, section, environ)
+    parser = _Parser(path, section, environ, {} if seen is None else seen, on_entry)
     for number, raw in enumerate(text.splitlines(), 1):
         parser.feed(raw, number)
     return parser.finish()
@@ -233,8 +242,10 @@ def _group_name() -> str:
 class _Parser:
     """Line-by-line state: current section, open if-blocks, values seen so far."""
 
-    def __init__(self, path: str, section: str, environ: Mapping[str, str]) -> None:
+    def __init__(self, path: str, section: str, environ: Mapping[str, str],
+                 seen: dict[str, str], on_entry: Callable[[IniEntry], None] | None) -> None:
         self.result = IniFile(path, section)
+        self.on_entry = on_entry
         self.environ = environ
         absolute = os.path.abspath(path)
         self.magic = _magic(path, absolute, section)
@@ -243,7 +254,7 @@ class _Parser:
         self.active = True
         self.blocks: list[_Block] = []
         self.context: str | None = None  # %(_)
-        self.seen: dict[str, str] = {}
+        self.seen = seen
 
     def feed(self, raw: str, number: int) -> None:
         line = raw.strip()
@@ -273,8 +284,13 @@ class _Parser:
         if key in _PLACEHOLDER_KEYS:
             self._placeholder(key, expanded, number)
             return
+        if key == "set":  # a placeholder for what follows here (and an option, if one)
+            self._placeholder(key, expanded, number)
         self.seen[key] = "true" if expanded is None else expanded
-        self.result.entries.append(IniEntry(key, expanded, self.result.path, number))
+        entry = IniEntry(key, expanded, self.result.path, number)
+        self.result.entries.append(entry)
+        if self.on_entry is not None:
+            self.on_entry(entry)
 
     def finish(self) -> IniFile:
         if self.blocks:
@@ -313,6 +329,8 @@ class _Parser:
             raise OptionError(f"{self.result.path}:{number}: {key} needs a value")
         target = self.expand(arg)
         check, wanted = cond
+        if check is _if_opt:  # a key read only by if-opt is a placeholder too
+            self.result.referenced.add(target.partition("=")[0].strip())
         self.active = check(target, self.environ, self.seen) == wanted
         if self.active and wanted:
             self.context = self.environ.get(target, "") if key == "if-env" else target

@@ -29,10 +29,14 @@ def load_config(argv: list[str], environ: Mapping[str, str] | None = None) -> Co
     for opt, value in parse_argv(argv):
         loader.give(opt, value)
     cfg = Config(loader.given, argv=argv, ini_files=loader.ini_files)
-    if loader.unknown:
+    # Keys some file took as placeholders (%(name), if-opt) are no mistake, wherever
+    # they were given: judged once every file is read.
+    unknown = [unknown_option(entry.key, entry.where) for entry in loader.unknown
+               if entry.key not in loader.referenced]
+    if unknown:
         if cfg["strict"]:
-            raise loader.unknown[0]
-        cfg.ignored = tuple(f"{exc}: ignored (--strict refuses it)" for exc in loader.unknown)
+            raise unknown[0]
+        cfg.ignored = tuple(f"{exc}: ignored (--strict refuses it)" for exc in unknown)
     return cfg
 
 
@@ -44,11 +48,25 @@ class _Loader:
         self.given: list[tuple[str, Any]] = []
         self.ini_files: list[str] = []
         self.reading: list[tuple[str, str]] = []  # (real path, section) being read
-        # Ini keys that are no option (nor a placeholder): uWSGI takes them as
-        # placeholders, so an ini file written for it still runs; --strict refuses them.
-        self.unknown: list[OptionError] = []
+        # Ini keys that are no option: uWSGI takes them as placeholders, so an ini file
+        # written for it still runs; --strict refuses those no file refers to.
+        self.unknown: list[IniEntry] = []
+        # Values and placeholders shared by every file (and --set-placeholder/--set),
+        # and the names some file refers to.
+        self.placeholders: dict[str, str] = {}
+        self.referenced: set[str] = set()
 
     def give(self, opt: Option, value: Any) -> None:
+        if opt.name in ("set-placeholder", "set"):
+            name, eq, text = str(value).partition("=")
+            if not eq or not name.strip():
+                raise OptionError(f"--{opt.name} {value}: expected NAME=VALUE")
+            name, text = name.strip(), text.strip()
+            target = lookup(name) if opt.name == "set" else None
+            if target is not None:  # --set of an option sets it (uWSGI's -S)
+                self.give(target, target.convert(text))
+                return
+            self.placeholders[name] = text
         self.given.append((opt.name, value))
         if opt.name == "ini":
             self.include(str(value))
@@ -59,20 +77,21 @@ class _Loader:
         if (real, section) in self.reading:
             chain = [p for p, _ in self.reading] + [real]
             raise OptionError(f"--ini: include loop: {' -> '.join(chain)}")
-        parsed = read_ini_file(path, section, self.environ)
         self.ini_files.append(os.path.abspath(path))
         self.reading.append((real, section))
         try:
-            for entry in parsed.entries:
-                self._entry(entry, parsed.referenced)
+            # Each entry as its line is read: an included file's values and
+            # placeholders are known to the lines after its ``ini =``, as in uWSGI.
+            parsed = read_ini_file(path, section, self.environ, self.placeholders,
+                                   on_entry=self._entry)
         finally:
             self.reading.pop()
+        self.referenced |= parsed.referenced
 
-    def _entry(self, entry: IniEntry, placeholders: set[str]) -> None:
+    def _entry(self, entry: IniEntry) -> None:
         opt = lookup(entry.key)
         if opt is None:
-            if entry.key not in placeholders:
-                self.unknown.append(unknown_option(entry.key, entry.where))
+            self.unknown.append(entry)
             return
         try:
             bare = entry.value is None

@@ -169,3 +169,26 @@ def test_a_timeout_of_0_is_the_default_as_in_uwsgi() -> None:
     engine = RouterSettings.from_config(cfg, "http")
     assert (engine.timeout, engine.connect_timeout) == (60.0, None)
     assert HttpSettings.from_config(cfg).headers_timeout == 60.0
+
+
+def test_placeholders_are_the_instances_not_a_files(tmp_path):
+    """As uWSGI: a key set in one file is %(key) in the next, set-ph in an included
+    file too, and --set-ph/--set on the command line fill a template; a key read only
+    by if-opt is no unknown option."""
+    a = write(tmp_path, "a.ini", "[uwsgi]\nmyport = 8001\n")
+    b = write(tmp_path, "b.ini", "[uwsgi]\nhttp = 127.0.0.1:%(myport)\n")
+    cfg = load_config([a, b])
+    assert cfg["http"] == ["127.0.0.1:8001"] and cfg.ignored == ()
+    inc = write(tmp_path, "inc.ini", "[uwsgi]\nset-ph = other=8002\n")
+    c = write(tmp_path, "c.ini", f"[uwsgi]\nini = {inc}\nhttp = :%(other)\n")
+    assert load_config([c])["http"] == [":8002"]
+    tpl = write(tmp_path, "tpl.ini", "[uwsgi]\nhttp = :%(port)\n")
+    assert load_config(["--set-ph", "port=8003", "--ini", tpl])["http"] == [":8003"]
+    assert load_config(["--set", "port=8004", "--ini", tpl])["http"] == [":8004"]
+    assert load_config(["--set", "processes=3"])["processes"] == 3  # an option: set
+    mode = write(tmp_path, "mode.ini", "[uwsgi]\nmode = prod\nif-opt = mode=prod\n"
+                                       "processes = 5\nendif =\n")
+    cfg = load_config([mode])
+    assert cfg["processes"] == 5 and cfg.ignored == ()
+    with pytest.raises(OptionError, match="--set-placeholder x: expected NAME=VALUE"):
+        load_config(["--set-ph", "x"])

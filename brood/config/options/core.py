@@ -8,6 +8,10 @@ OPTIONS: list[Option] = [
     Option("help", "core", "show this help and exit", kind="bool", short="h",
            aliases=("usage",)),
     Option("version", "core", "print the version and exit", kind="bool"),
+    Option("set-placeholder", "core", "set a placeholder for the ini files read after it, "
+           "%(NAME) in them", multi=True, aliases=("set-ph",), metavar="NAME=VALUE"),
+    Option("set", "core", "set an option (NAME is one) or a placeholder", multi=True,
+           short="S", metavar="NAME=VALUE"),
     Option("strict", "core", "refuse ini keys that are no brood option (without it they "
            "are logged and ignored, as uWSGI keeps them as placeholders)", kind="bool"),
     Option("plugins", "core", "accepted so uWSGI ini files load; brood has everything built in",
