@@ -114,9 +114,16 @@ def _names_option(word: str) -> bool:
     return word.startswith("--") and lookup(word[2:].partition("=")[0]) is not None
 
 
+# Config formats uWSGI reads besides ini (by extension), that brood does not.
+OTHER_FORMATS = (".yaml", ".yml", ".json", ".js", ".xml")
+
+
 def _positional(word: str) -> tuple[Option, Any]:
     ini = lookup("ini")
     path = word.rpartition(":")[0] if ".ini:" in word else word
+    if path.lower().endswith(OTHER_FORMATS):
+        raise OptionError(f"{word}: brood reads ini files only (uWSGI's YAML, JSON and XML "
+                          "configs are not read): write it as an ini file")
     if ini is not None and (path.endswith(".ini") or os.path.isfile(word)):
         return ini, word
     raise OptionError(f"unexpected argument {word!r} (options start with --)")

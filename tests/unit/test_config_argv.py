@@ -175,3 +175,10 @@ def test_auto_weight_takes_a_following_boolean_word_as_uwsgi_2_0_does():
     assert load_config(["--auto-weight", "0", "--master"])["auto-weight"] is False
     cfg = load_config(["--auto-weight", "--master"])
     assert cfg["auto-weight"] is True and cfg["master"] is True
+
+
+@pytest.mark.parametrize("word", ["site.yaml", "site.yml", "site.json", "conf/site.xml"])
+def test_a_yaml_json_or_xml_config_is_named_as_such(word):
+    """Not 'has no [uwsgi] section': brood reads ini files only, and says so."""
+    with pytest.raises(OptionError, match=f"^{word}: brood reads ini files only"):
+        load_config([word])

@@ -12,6 +12,10 @@ OPTIONS: list[Option] = [
            "%(NAME) in them", multi=True, aliases=("set-ph",), metavar="NAME=VALUE"),
     Option("set", "core", "set an option (NAME is one) or a placeholder", multi=True,
            short="S", metavar="NAME=VALUE"),
+    *(Option(name, "core", f"load a {name.upper()} config (uWSGI); refused: brood reads ini "
+             "files only", metavar="FILE", aliases=aliases, multi=True,
+             refused="brood reads ini files only: write the config as an ini file")
+      for name, aliases in (("yaml", ("yml",)), ("json", ("js",)), ("xml", ("xmlconfig",)))),
     Option("strict", "core", "refuse ini keys that are no brood option (without it they "
            "are logged and ignored, as uWSGI keeps them as placeholders)", kind="bool"),
     Option("plugins", "core", "accepted so uWSGI ini files load; brood has everything built in",
