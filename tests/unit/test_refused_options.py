@@ -16,6 +16,7 @@ REFUSED = {
     "rawrouter-zerg": "/tmp/zerg.sock", "sslrouter-zerg": "/tmp/zerg.sock",
     "sslrouter": "127.0.0.1:0,a.crt,a.key", "sslrouter2": "addr=127.0.0.1:0",
     "sslrouter-sni": None, "sslrouter-session-context": "ctx", "http-manage-rtsp": None,
+    "yaml": "site.yaml", "json": "site.json", "xml": "site.xml",
 }
 
 
