@@ -469,13 +469,18 @@ async def test_half_closed_client_gets_the_answer_then_the_close(when):
         nursery.cancel_scope.cancel()
 
 
-async def test_a_client_reset_before_the_answer_frees_its_node_at_once():
+@pytest.mark.parametrize("path", ["lane", "general"])
+async def test_a_client_reset_before_the_answer_frees_its_node_at_once(path):
     """A reset (not a half-close, which still gets its answer above): the node's
-    connection, its ref and the session go at once, not when the node answers."""
+    connection, its ref and the session go at once, not when the node answers. A node
+    named by host name is connected by the general path."""
     node_server = Watcher()
     async with trio.open_nursery() as nursery:
         await nursery.start(node_server.serve)
-        async with http_router({HOST: [node_server.address]}, settings()) as router:
+        name = node_server.address
+        if path == "general":
+            name = name.replace("127.0.0.1", "localhost")
+        async with http_router({HOST: [name]}, settings()) as router:
             sock = await open_client(router.address)
             await LaneClient(sock).send(get())
             with trio.fail_after(5):

@@ -27,10 +27,10 @@ from brood.protocol.http1 import RequestHead
 from brood.protocol.uwsgi import encode_header, encode_vars
 from brood.protocol.vars import encode_request_vars, request_vars
 from brood.routers.engine import Upstream
-from brood.routers.http.body import BodyPlan, Client
+from brood.routers.http.body import BodyPlan, Client, ClientGone
 from brood.routers.http.response import Outcome, relay_response, wants_gzip
 from brood.routers.http.settings import HttpSettings
-from brood.routers.net.relay import deadline_slack, push_deadline
+from brood.routers.net.relay import b_speaks_first, deadline_slack, push_deadline
 
 # A cheap C-level test for the rare header that needs a second pass over the vars.
 # X-Forwarded-For by the var it makes: X_Forwarded_For is HTTP_X_FORWARDED_FOR too, and
@@ -100,6 +100,11 @@ async def exchange(up: Upstream, client: Client, request: Request, settings: Htt
         return
     await up.send(packet)
     if not request.body.pending:
+        if isinstance(client.sock, trio.socket.SocketType) and not await b_speaks_first(
+                client.sock, up.sock, eof_is_gone=False):
+            # A reset while the node works: no one reads its answer (as uWSGI, the
+            # node's connection and the session go now, not when it answers).
+            raise ClientGone("client reset before the answer")
         await _answer(up, client, head, settings, out, scope, hard_deadline, touch)
         return
     accepts_gzip = settings.auto_gzip and wants_gzip(head.headers)

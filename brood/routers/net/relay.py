@@ -298,7 +298,7 @@ async def relay_answer(
     try:
         with scope:
             try:
-                if watch_a and not await _b_speaks_first(a, b):
+                if watch_a and not await b_speaks_first(a, b):
                     result.a_left = True
                     return result
                 await _copy_one_way(b, a, counts, 1, touch, use_splice)
@@ -312,16 +312,18 @@ async def relay_answer(
     return result
 
 
-async def _b_speaks_first(a: Endpoint, b: Endpoint) -> bool:
-    """Wait for b's first bytes (or its end); False when a hung up before (its end of
-    stream, or a reset). Bytes from a stop the watch: a is still there."""
+async def b_speaks_first(a: Endpoint, b: Endpoint, *, eof_is_gone: bool = True) -> bool:
+    """Wait for b's first bytes (or its end); False when a hung up before: its reset, or
+    its end of stream too when ``eof_is_gone`` (not for an HTTP client, whose half-close
+    still waits for its answer). Bytes from a stop the watch: a is still there."""
     a_sock = sockio.raw(a)  # type: ignore[arg-type]
     left = False
     async with trio.open_nursery() as nursery:
         async def watch_a() -> None:
             nonlocal left
             await trio.lowlevel.wait_readable(a)
-            if sockio.peer_gone(a_sock):
+            gone = sockio.peer_gone(a_sock)
+            if gone == sockio.RESET or (gone == sockio.EOF and eof_is_gone):
                 left = True
                 nursery.cancel_scope.cancel()
 
