@@ -5,9 +5,13 @@ does: a later scalar overrides an earlier one, repeatable options accumulate in 
 ``ini = other.ini`` inside a file includes it at that line; including a file that is
 already being read is an error rather than a hang.
 
-Unlike uWSGI, an unknown key in an ini file is an error (typos in ini files are the
-hardest to see), except a custom key that the same file uses as ``%(key)``: that is a
-placeholder, uWSGI's documented way to build values.
+An ini key that is no brood option: a uWSGI feature brood does not have stops the start
+(``brood.config.uwsgi_names``: running without ``route`` or ``https`` would serve what
+the file meant to refuse), unless leaving it out changes nothing served (tuning and
+reporting: ``thunder-lock``, ``memory-report``...); any other key is a placeholder, as
+uWSGI reads it (``%(key)`` anywhere in the load). Those ignored get a line at start-up
+(``Config.ignored``, with the closest option name: a typo shows there); ``--strict``
+refuses them. The command line refuses every unknown option.
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ from brood.config.argv import bare_value, parse_argv, unknown_option
 from brood.config.ini import IniEntry, read_ini_file, split_spec
 from brood.config.model import Config
 from brood.config.option import Option, OptionError, lookup
+from brood.config.uwsgi_names import IGNORABLE, UWSGI_OPTIONS
 
 
 def load_config(argv: list[str], environ: Mapping[str, str] | None = None) -> Config:
@@ -91,6 +96,12 @@ class _Loader:
     def _entry(self, entry: IniEntry) -> None:
         opt = lookup(entry.key)
         if opt is None:
+            name = entry.key.replace("_", "-")
+            if name in UWSGI_OPTIONS and name not in IGNORABLE:
+                # A uWSGI feature brood does not have (route, https, static-map...):
+                # running without it would serve what the file meant to stop.
+                raise OptionError(f"{entry.where}: --{name} is a uWSGI option brood does "
+                                  "not have (run this file with uWSGI, or remove it)")
             self.unknown.append(entry)
             return
         try:

@@ -24,7 +24,7 @@ OPTIONS: list[Option] = [
            "its master, which supervises and respawns the other processes", kind="bool",
            short="M"),
     Option("daemonize", "core", "detach from the terminal and log to FILE",
-           short="d", metavar="LOGFILE"),
+           short="d", metavar="LOGFILE", aliases=("daemonize2",)),
     Option("logto", "core", "log to FILE instead of stderr (without detaching)",
            metavar="LOGFILE"),
     Option("pidfile", "core", "write the master's pid to FILE", metavar="FILE"),
