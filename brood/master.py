@@ -205,8 +205,7 @@ class Master:
             if self.requested is not None:
                 action = _stronger(action, self.requested)
                 self.requested = None
-            if action and action[1] == "reload" and not self._config_loads():
-                action = None
+            action = self._checked(action)
             now = time.time()
             if action:  # children that ended meanwhile (signalled with the master) stay so
                 self.children.respawning = False
@@ -218,26 +217,49 @@ class Master:
             self.children.advance_chain(now, self._worker_mercy())
             if now >= self.next_cycle:
                 self.next_cycle = now + CYCLE
-                action = self._cycle(now)
+                action = self._checked(self._cycle(now))
                 if action:
+                    self.children.respawning = False
                     return action
             if not self.ready and self.children.all_accepting():
                 self.ready = True
                 plain(f"brood: ready (pid: {os.getpid()})")
 
+    def _checked(self, action: tuple[str, str] | None) -> tuple[str, str] | None:
+        """A reload whose config no longer loads is refused (None): said, and the
+        master serves on; its line comes then, not before."""
+        if action is None or action[1] != "reload":
+            return action
+        if not self._config_loads():
+            return None
+        log(_ASKED[action])
+        return action
+
     def _config_loads(self) -> bool:
         """A reload re-executes the same command line: its config must still load (an
         ini file edited since with a mistake would take the service down: the next
-        incarnation would stop at once). Read as at start, from the start directory."""
-        here = os.getcwd()
+        incarnation would stop at once). Read as at start, from the start directory;
+        the master's own directory is left as it was, even one deleted since."""
+        here = None
         try:
+            here = os.open(".", os.O_RDONLY | os.O_DIRECTORY)
             os.chdir(self.start_cwd)
-            refuse_unavailable(load_config(list(self.argv)))
+            cfg = load_config(list(self.argv))
+            refuse_unavailable(cfg)
+            if cfg["chdir"] and not os.path.isdir(cfg["chdir"]):
+                raise OptionError(f"--chdir {cfg['chdir']}: no such directory")
         except OptionError as exc:
             log(f"reload refused, the config no longer loads: {exc}")
             return False
+        except OSError as exc:  # the start directory gone or closed to us: no re-exec
+            log(f"reload refused: cannot read the config from {self.start_cwd}: "
+                f"{exc.strerror or exc}")
+            return False
         finally:
-            os.chdir(here)
+            if here is not None:
+                with contextlib.suppress(OSError):
+                    os.fchdir(here)
+                os.close(here)
         return True
 
     def _timeout(self, now: float, harakiri_at: float | None) -> float:
@@ -256,15 +278,13 @@ class Master:
     def _signals(self, signums: list[int]) -> tuple[str, str] | None:
         action = None
         for signum in signums:
-            if signum == signal.SIGHUP:
-                log("...gracefully killing workers...")
+            if signum == signal.SIGHUP:  # (reloads are said once checked: _checked)
                 action = action or GRACEFUL_RELOAD
             elif signum == signal.SIGTERM:
                 if self.cfg["die-on-term"]:
                     log("SIGTERM received: graceful shutdown (--die-on-term)")
                     action = action or GRACEFUL_SHUTDOWN
                 else:
-                    log("...brutally killing workers...")
                     action = action or BRUTAL_RELOAD
             elif signum in (signal.SIGINT, signal.SIGQUIT):
                 log(f"{signal.Signals(signum).name} received...killing workers...")
@@ -433,7 +453,8 @@ class Master:
                 log("...killing workers...")
                 self.requested = action
             return
-        log(_ASKED[action])
+        if action[1] != "reload":  # (a reload is said once checked: _checked)
+            log(_ASKED[action])
         self.requested = _stronger(self.requested, action)
 
     def _busy(self, what: str) -> bool:

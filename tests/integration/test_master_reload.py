@@ -93,3 +93,30 @@ def test_a_reload_whose_config_no_longer_loads_is_refused(start_brood, hello_app
     assert b.proc.poll() is None
     assert http_get(addr) == (200, b"Hello World")
     assert "binary reloading" not in b.log()
+
+
+def test_a_reload_with_the_chdir_directory_deleted_still_happens(start_brood, hello_app,
+                                                                 tmp_path) -> None:
+    """A deploy pointed --chdir's link at a new release and removed the old one, the
+    master's working directory: the reload's config check went through os.getcwd()
+    and the master died of a traceback. A --chdir that is gone is refused."""
+    (tmp_path / "release1").mkdir()
+    (tmp_path / "release2").mkdir()
+    current = tmp_path / "current"
+    current.symlink_to("release1")
+    b = start_brood("--http-socket", "127.0.0.1:0", "--wsgi-file", hello_app,
+                    "--chdir", str(current))
+    addr = b.address_of("uwsgi socket 0")
+    current.unlink()
+    current.symlink_to("release2")
+    (tmp_path / "release1").rmdir()
+    b.send_signal(signal.SIGHUP)
+    b.wait_ready(count=2)
+    assert b.proc.poll() is None and "Traceback" not in b.log()
+    assert http_get(addr) == (200, b"Hello World")
+    current.unlink()  # now --chdir itself is gone: refused, the master serves on
+    b.send_signal(signal.SIGHUP)
+    b.wait_for_log(r"reload refused, the config no longer loads: --chdir .*: no such "
+                   r"directory")
+    assert b.proc.poll() is None
+    assert http_get(addr) == (200, b"Hello World")
