@@ -246,7 +246,7 @@ class Binder:
                  chmod: str | None = None) -> None:
         self.backlog = backlog
         self.reuse_port = reuse_port
-        self.chmod = socket_mode(chmod) if chmod else None  # --chmod-socket
+        self.chmod = socket_mode(chmod) if chmod is not None else None  # --chmod-socket
         self.inherited: dict[str, list[int]] = {}
         self.bound: list[tuple[str, Listener]] = []
         raw = os.environ.pop(FDS_ENV, "")

@@ -108,8 +108,8 @@ def read_ini_file(
 ) -> IniFile:
     """Read and parse ``path``; OptionError (one line) when it is missing, unreadable or
     larger than ``MAX_INI`` (``/dev/zero`` is no config, ``<(...)`` is one). Bytes that
-    are not UTF-8 are refused where they would be read: in a comment they do no harm
-    (a comment in a local encoding, as uWSGI reads it). ``seen``: the values and
+    are not UTF-8 are refused where they would be read: in a comment, another section
+    or a skipped block they do no harm (as uWSGI reads them). ``seen``: the values and
     placeholders known so far, shared by every file of one load (uWSGI's placeholders
     are the instance's, not a file's); this file's go into it. ``on_entry``: called
     with each entry as its line is read."""
@@ -122,10 +122,7 @@ def read_ini_file(
         raise OptionError(f"--ini: cannot read {path}: {exc.strerror or exc}")
     if len(data) > MAX_INI:
         raise OptionError(f"--ini: {path} is larger than {MAX_INI >> 20} MiB: not a config")
-    text = data.decode("utf-8", "surrogateescape")
-    for number, line in enumerate(text.splitlines(), 1):
-        if _UNDECODED_RE.search(line) and not line.lstrip().startswith(("#", ";")):
-            raise OptionError(f"{path}:{number}: not UTF-8 text")
+    text = data.decode("utf-8", "surrogateescape")  # (lines read are checked: _Parser)
     return parse_ini(text, path, section, os.environ if environ is None else environ, seen,
                      on_entry)
 
@@ -280,6 +277,8 @@ class _Parser:
             return
         if not self.active:
             return
+        if _UNDECODED_RE.search(line):  # a line read, not one of another section
+            raise OptionError(f"{self.result.path}:{number}: not UTF-8 text")
         expanded = self.expand(value.strip()) if eq else None
         if key in _PLACEHOLDER_KEYS:
             self._placeholder(key, expanded, number)

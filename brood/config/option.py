@@ -110,7 +110,7 @@ class Option:
             if value < 0:
                 raise OptionError(f"--{self.name} {raw.strip()}: must be 0 or more")
             if self.high is not None and value > self.high:
-                raise OptionError(f"--{self.name} {raw.strip()}: must be {self.high:g} "
+                raise OptionError(f"--{self.name} {raw.strip()}: must be {int(self.high)} "
                                   "or less")
         if self.choices and value not in self.choices:
             raise OptionError(

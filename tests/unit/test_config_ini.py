@@ -273,6 +273,9 @@ def test_a_comment_in_a_local_encoding_is_read_a_value_is_refused(tmp_path) -> N
     ok = tmp_path / "gbk.ini"
     ok.write_bytes(b"[uwsgi]\n# \xc4\xe3\xba\xc3 comment\nhttp = :0\n")
     assert [(e.key, e.value) for e in read_ini_file(str(ok)).entries] == [("http", ":0")]
+    other = tmp_path / "other.ini"  # a section not read: as uWSGI, no matter
+    other.write_bytes(b"[uwsgi]\nhttp = :0\n[other]\nprocname = caf\xe9\n")
+    assert [(e.key, e.value) for e in read_ini_file(str(other)).entries] == [("http", ":0")]
     bad = tmp_path / "value.ini"
     bad.write_bytes(b"[uwsgi]\nhttp = :0\nprocname = caf\xe9\n")
     with pytest.raises(OptionError, match=r"value\.ini:3: not UTF-8 text"):

@@ -55,7 +55,8 @@ OPTIONS: list[Option] = [
            kind="size", default=4096, short="b", high=1 << 30),
     Option("reuse-port", "core", "set SO_REUSEPORT on bound TCP sockets", kind="bool"),
     Option("chmod-socket", "core", "set the mode of the unix sockets bound (octal, e.g. 660; "
-           "bare: 666)", optional=True, implicit="666", metavar="MODE", aliases=("chmod",)),
+           "bare: 666)", optional=True, implicit="666", metavar="MODE", aliases=("chmod",),
+           short="C"),
     Option("no-defer-accept", "core", "accept TCP connections at once, not when their "
            "first bytes have come (TCP_DEFER_ACCEPT: worker, --http and --fastrouter sockets)",
            kind="bool"),
