@@ -25,7 +25,7 @@ from typing import Any
 from brood.config.model import Config
 from brood.config.option import OptionError
 from brood.log import log
-from brood.master_env import check_privileges, drop_privileges
+from brood.master_env import check_privileges, drop_privileges, user_id
 from brood.plan import ChildSpec, PlanBuilder, register_config_hook, register_contributor
 from brood.routers.net.spread import SpreadTable
 from brood.routers.stats_share import stats_share_extras
@@ -156,6 +156,10 @@ def _check_resolver(cfg: Config, kind: str) -> None:
 def _target(kind: str, cfg: Config, listeners: list, extras: list) -> Callable[[int], int]:
     uid, gid = cfg.get(f"{kind}-uid"), cfg.get(f"{kind}-gid")
     check_privileges(uid, gid, f"{kind}-")  # at start-up: no child dies for it
+    if uid and cfg.get("uid") and user_id(uid) != user_id(cfg["uid"]):
+        # The master drops to --uid before it forks: its children cannot switch again.
+        raise OptionError(f"--{kind}-uid {uid}: the master runs as --uid {cfg['uid']} "
+                          "by then; give one or the other")
 
     def run(index: int) -> int:
         from brood.routers.process import run_router

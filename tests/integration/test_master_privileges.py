@@ -184,6 +184,19 @@ def test_router_processes_run_as_their_uid_gid(start_brood) -> None:
                            ["processes"]) == 2, what="both processes in the stats")
 
 
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root")
+def test_a_router_uid_other_than_the_masters_uid_stops_the_start() -> None:
+    """The master drops to --uid before forking: a router's own --http-uid could never
+    be switched to (it respawned forever)."""
+    if _numeric("nobody", "nogroup") is None:
+        pytest.skip("no user nobody here")
+    out = subprocess.run([sys.executable, "-m", "brood", "--http", "127.0.0.1:0",
+                          "--http-to", "127.0.0.1:9", "--uid", "nobody", "--http-uid", "root"],
+                         capture_output=True, text=True, timeout=30)
+    assert out.returncode == 1
+    assert "--http-uid root: the master runs as --uid nobody by then" in out.stderr
+
+
 def test_a_router_uid_that_does_not_exist_stops_the_start(tmp_path) -> None:
     out = subprocess.run([sys.executable, "-m", "brood", "--http", "127.0.0.1:0",
                           "--http-to", "127.0.0.1:9", "--http-uid", "no-such-user-here"],
