@@ -38,6 +38,9 @@ def load_config(argv: list[str], environ: Mapping[str, str] | None = None) -> Co
     # they were given: judged once every file is read.
     unknown = [unknown_option(entry.key, entry.where) for entry in loader.unknown
                if entry.key not in loader.referenced]
+    if cfg["strict"]:
+        unknown += [unknown_option(name, "--set") for name in loader.set_names
+                    if name not in loader.referenced]
     if unknown:
         if cfg["strict"]:
             raise unknown[0]
@@ -60,6 +63,7 @@ class _Loader:
         # and the names some file refers to.
         self.placeholders: dict[str, str] = {}
         self.referenced: set[str] = set()
+        self.set_names: list[str] = []  # --set NAME=VALUE of names that are no option
 
     def give(self, opt: Option, value: Any) -> None:
         if opt.name in ("set-placeholder", "set"):
@@ -72,6 +76,8 @@ class _Loader:
                 self.give(target, target.convert(text))
                 return
             self.placeholders[name] = text
+            if opt.name == "set":  # (--strict: a name no file refers to is a typo)
+                self.set_names.append(name)
         self.given.append((opt.name, value))
         if opt.name == "ini":
             self.include(str(value))

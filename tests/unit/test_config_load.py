@@ -208,3 +208,10 @@ def test_a_uwsgi_option_brood_lacks_stops_the_start_unless_harmless(tmp_path):
     ini = write(tmp_path, "ok.ini", "[uwsgi]\nhttp-socket = :0\nthunder-lock = true\n"
                                     "memory-report = true\nsingle-interpreter = true\n")
     assert len(load_config([ini]).ignored) == 3
+
+
+def test_set_of_a_name_no_file_uses_is_refused_under_strict():
+    """As uWSGI's strict mode: -S proceses=4 is a typo, not a placeholder."""
+    with pytest.raises(OptionError, match=r"^--set: unknown option --proceses \(did you mean"):
+        load_config(["--strict", "-S", "proceses=4"])
+    assert load_config(["-S", "proceses=4"])["processes"] == 1  # a placeholder otherwise
