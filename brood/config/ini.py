@@ -17,9 +17,10 @@ Values are expanded once, left to right:
   user id/name, ``%g``/``%G`` the group's, ``%t``/``%T`` the start time in seconds or
   microseconds, ``%V`` brood's version, ``%[`` an ESC (uWSGI's letters; the capitals
   ``%D %P %S %N %C %E %X %I %O`` are the same here), ``%%`` a literal ``%``, ``$(VAR)`` the environment (empty if unset),
-  ``%(name)`` the last value given to ``name`` earlier (in this file, one read
-  or included before, or a ``set-placeholder``/``set``, in a file or on the command line),
-  or ``_``: the value an enclosing ``if-*`` matched. Anything else, such as log-format's
+  ``%(name)`` the first value given to ``name`` (an option or any key, in this file, one
+  read or included before, a ``set-placeholder``/``set``, or the command line: uWSGI's
+  placeholders; one given later is filled in by ``load`` once everything is read), or
+  ``_``: the value an enclosing ``if-*`` matched. Anything else, such as log-format's
   ``%(method)``, is left as written.
 
 Conditional blocks ``if-exists``/``if-not-exists``, ``if-file``/``if-not-file``,
@@ -285,7 +286,9 @@ class _Parser:
             return
         if key == "set":  # a placeholder for what follows here (and an option, if one)
             self._placeholder(key, expanded, number)
-        self.seen[key] = "true" if expanded is None else expanded
+        # The first value of a name is its %(name), as uWSGI looks placeholders up (a
+        # bare key reads as empty, as there).
+        self.seen.setdefault(key, "" if expanded is None else expanded)
         entry = IniEntry(key, expanded, self.result.path, number)
         self.result.entries.append(entry)
         if self.on_entry is not None:
@@ -345,4 +348,4 @@ class _Parser:
         name, eq, text = (value or "").partition("=")
         if not eq or not name.strip():
             raise OptionError(f"{self.result.path}:{number}: {key} wants NAME=VALUE")
-        self.seen[name.strip()] = text.strip()
+        self.seen.setdefault(name.strip(), text.strip())

@@ -17,6 +17,7 @@ refuses them. The command line refuses every unknown option.
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping
 from typing import Any
 
@@ -27,13 +28,15 @@ from brood.config.model import Config
 from brood.config.option import Option, OptionError, lookup
 from brood.config.uwsgi_names import IGNORABLE, UWSGI_OPTIONS
 
+_PLACEHOLDER_RE = re.compile(r"%\(([^()]*)\)")
+
 
 def load_config(argv: list[str], environ: Mapping[str, str] | None = None) -> Config:
     """Parse ``argv`` (without the program name); OptionError with one line on a mistake."""
     loader = _Loader(os.environ if environ is None else environ)
     for opt, value in parse_argv(argv):
         loader.give(opt, value)
-    cfg = Config(loader.given, argv=argv, ini_files=loader.ini_files)
+    cfg = Config(loader.late_placeholders(), argv=argv, ini_files=loader.ini_files)
     # Keys some file took as placeholders (%(name), if-opt) are no mistake, wherever
     # they were given: judged once every file is read.
     unknown = [unknown_option(entry.key, entry.where) for entry in loader.unknown
@@ -75,12 +78,34 @@ class _Loader:
             if target is not None:  # --set of an option sets it (uWSGI's -S)
                 self.give(target, target.convert(text))
                 return
-            self.placeholders[name] = text
+            self.placeholders.setdefault(name, text)
             if opt.name == "set":  # (--strict: a name no file refers to is a typo)
                 self.set_names.append(name)
+        # Every option is a placeholder too, the command line's included (uWSGI's
+        # %(procname-prefix)); the first value given is the one.
+        self.placeholders.setdefault(opt.name, "" if value is True else str(value))
         self.given.append((opt.name, value))
         if opt.name == "ini":
             self.include(str(value))
+
+    def late_placeholders(self) -> list[tuple[str, Any]]:
+        """``given`` with what is left of ``%(name)`` filled in from every name known by
+        the end (uWSGI expands placeholders once the whole config is read: a name may
+        be given after the line that uses it)."""
+        known = self.placeholders
+
+        def fill(text: str) -> str:
+            def one(match: re.Match[str]) -> str:
+                name = match.group(1)
+                found = known.get(name, known.get(name.replace("_", "-")))
+                if found is None:
+                    return match.group(0)  # log-format's %(method), say
+                self.referenced.add(name)
+                return found
+            return _PLACEHOLDER_RE.sub(one, text)
+
+        return [(name, fill(value) if isinstance(value, str) and "%(" in value else value)
+                for name, value in self.given]
 
     def include(self, spec: str) -> None:
         path, section = split_spec(spec)

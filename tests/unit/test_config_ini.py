@@ -108,12 +108,14 @@ socket = :%(port)
     assert read_ini_file(path).referenced == {"base", "my_domain", "port"}
 
 
-def test_placeholder_uses_last_value_and_unknown_ones_stay(tmp_path):
+def test_placeholder_uses_first_value_and_unknown_ones_stay(tmp_path):
+    """The first value of a name, as uWSGI looks placeholders up."""
     path = write(tmp_path, "[uwsgi]\na = 1\na = 2\nb = %(a)\nlog-format = %(method) %(uri)\n")
-    assert read_ini(path)[2:] == [("b", "2"), ("log-format", "%(method) %(uri)")]
+    assert read_ini(path)[2:] == [("b", "1"), ("log-format", "%(method) %(uri)")]
 
 
-def test_placeholder_only_sees_earlier_lines(tmp_path):
+def test_placeholder_of_a_later_line_waits_for_the_whole_load(tmp_path):
+    """A file alone leaves it (``load_config`` fills it once every file is read)."""
     path = write(tmp_path, "[uwsgi]\nb = %(a)\na = 1\n")
     assert read_ini(path)[0] == ("b", "%(a)")
 

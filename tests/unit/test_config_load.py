@@ -215,3 +215,18 @@ def test_set_of_a_name_no_file_uses_is_refused_under_strict():
     with pytest.raises(OptionError, match=r"^--set: unknown option --proceses \(did you mean"):
         load_config(["--strict", "-S", "proceses=4"])
     assert load_config(["-S", "proceses=4"])["processes"] == 1  # a placeholder otherwise
+
+
+
+def test_placeholders_filled_once_the_whole_load_is_read(tmp_path):
+    """As uWSGI: a name given on a later line or after the file on the command line,
+    an option given on the command line (%(procname-prefix)), and if-opt seeing a
+    command-line option; no 'ignored' line for a key used so."""
+    ini = write(tmp_path, "t.ini", "[uwsgi]\nsocket = /tmp/%(project).sock\nproject = x\n"
+                                   "procname = %(procname-prefix)w\nif-opt = http-socket\n"
+                                   "processes = 3\nendif =\n")
+    cfg = load_config(["--procname-prefix", "PRE", "--http-socket", ":1", ini])
+    assert cfg["socket"] == ["/tmp/x.sock"] and cfg["procname"] == "PREw"
+    assert cfg["processes"] == 3 and cfg.ignored == ()
+    tpl = write(tmp_path, "tpl.ini", "[uwsgi]\nhttp-socket = :%(port)\n")
+    assert load_config(["--ini", tpl, "--set-ph", "port=8005"])["http-socket"] == [":8005"]
