@@ -32,6 +32,9 @@ class Config(Mapping[str, Any]):
         self.ini_files: tuple[str, ...] = tuple(ini_files)
         #: a line for each ini key that is no option, ignored (``load_config``)
         self.ignored: tuple[str, ...] = ()
+        #: the HTTP router routes to this instance's own workers (embedded mode: set by
+        #: ``brood.routers.plan`` on the routers' config)
+        self.embedded = False
         self._order: list[tuple[str, Any]] = []
         self._values: dict[str, Any] = {}
         for name, value in given:

@@ -15,6 +15,7 @@ which would otherwise show its own 502 with no reason.
 from __future__ import annotations
 
 import logging
+import socket
 import tempfile
 from http import HTTPStatus
 from typing import Any
@@ -44,6 +45,8 @@ from brood.routers.net.spool import Spool
 log = logging.getLogger("brood.routers")
 
 RECV_CHUNK = 65536
+# The most of a body read and dropped after an error answered before it (drop_body).
+DROP_MAX = 64 << 20
 # Vars of a request whose client may keep sending after its packet.
 _STREAMING = frozenset((b"HTTP_TRANSFER_ENCODING", b"HTTP_UPGRADE"))
 
@@ -155,12 +158,38 @@ class FastRouter:
                 except RoutingError as exc:
                     engine.log_failure(peer, exc)
                     await self.answer(conn, exc.status)
+                    if spool is None:  # the body unread: taken and dropped, so that the
+                        await self.drop_body(conn, packet, rest)  # close resets nothing
                     return
                 async with upstream:
                     await self.forward(conn, peer, upstream, packet, rest, spool)
             finally:
                 if spool is not None:
                     spool.close()
+
+    async def drop_body(self, conn: trio.socket.SocketType, packet: Packet,
+                        rest: bytes) -> None:
+        """Take and drop the body of a request answered before it was read (up to
+        ``DROP_MAX``, each read within the timeout): closing on unread bytes is a reset,
+        and nginx, still sending the body, turns the answer into its own 502. The
+        answer is ended first (a half-close): the client need not send it all."""
+        left = min(content_length(packet.vars) - len(rest), DROP_MAX)
+        timeout = self.engine.settings.timeout
+        try:
+            conn.shutdown(socket.SHUT_WR)
+        except OSError:
+            return
+        while left > 0:
+            with trio.move_on_after(timeout):
+                try:
+                    data = await receive_some(conn, min(RECV_CHUNK, left))
+                except OSError:
+                    return
+                if not data:
+                    return
+                left -= len(data)
+                continue
+            return
 
     def pick(self, key: bytes, peer: Any) -> FirstPick | None:
         """The node for ``key`` before a body is buffered, so that a key nobody serves is
@@ -213,7 +242,10 @@ class FastRouter:
             rest = rest[length:]
             while spool.size < length:
                 with trio.move_on_after(self.engine.settings.timeout):
-                    data = await receive_some(conn, min(RECV_CHUNK, length - spool.size))
+                    try:
+                        data = await receive_some(conn, min(RECV_CHUNK, length - spool.size))
+                    except OSError:  # the client reset: the body ends here (said below)
+                        break
                     if not data:
                         break
                     spool.write(data)

@@ -92,6 +92,7 @@ def contribute_routers(cfg: Config, b: PlanBuilder) -> None:
                    if lst.proto == "uwsgi"]
             if own:
                 router_cfg = cfg.with_values(http_to=own)
+                router_cfg.embedded = True
         if kind == "http":
             from brood.routers.http.settings import HttpSettings
 

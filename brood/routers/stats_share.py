@@ -109,7 +109,8 @@ class SnapshotDir:
 
 def _sweep(base: str) -> None:
     """Remove the directories a master of ours left when it was killed (no shutdown ran):
-    ours by owner, and no process has the pid in their name any more."""
+    ours by owner (root's: any, as it gives them to --X-uid users), and no process has
+    the pid in their name any more."""
     try:
         entries = list(os.scandir(base))
     except OSError:
@@ -118,7 +119,7 @@ def _sweep(base: str) -> None:
         m = _DIR.fullmatch(entry.name)
         with contextlib.suppress(OSError):
             if (m and entry.is_dir(follow_symlinks=False)
-                    and entry.stat(follow_symlinks=False).st_uid == os.geteuid()
+                    and os.geteuid() in (0, entry.stat(follow_symlinks=False).st_uid)
                     and not _alive(int(m["pid"]))):
                 shutil.rmtree(entry.path, ignore_errors=True)
 

@@ -21,6 +21,7 @@ from _routerkit import (
     refused_address,
     send_all,
     uwsgi_backend,
+    wait_for,
 )
 
 from brood.config.model import Config
@@ -311,6 +312,28 @@ async def test_post_buffering_answers_a_key_nobody_serves_before_the_body(caplog
     assert backend.connections == 0
 
 
+async def test_an_error_answered_before_the_body_lets_the_client_finish_sending():
+    """The 503 goes before the body is read; then the body is taken and dropped a
+    while, so the close resets nothing: nginx, still writing it, saw a reset and
+    turned the 503 into a 502 (second review)."""
+    cfg = Config.from_dict({"fastrouter-post-buffering": 65536})
+    size = 512 * 1024
+    head = packet([(b"REQUEST_METHOD", b"POST"), (b"PATH_INFO", b"/"),
+                   (b"HTTP_HOST", b"nobody.example"), (b"CONTENT_LENGTH", str(size).encode())])
+    async with trio.open_nursery() as nursery:
+        engine, resolver = engine_for({b"a.example": ["127.0.0.1:9"]})
+        resolver.static_nodes = []
+        address, _ = await start(nursery, engine, cfg)
+        sock = await connect(address)
+        with sock, trio.fail_after(10):
+            await send_all(sock, head)
+            await trio.testing.wait_all_tasks_blocked(cushion=0.05)  # the 503 is on its way
+            await send_all(sock, b"x" * size)  # a reset would raise here
+            answer = await read_all(sock)
+        nursery.cancel_scope.cancel()
+    assert answer.startswith(b"HTTP/1.0 503 ")
+
+
 async def test_post_buffering_without_its_directory_answers_500(tmp_path, caplog):
     """The spool's directory gone after start: a 500 and a line saying why (the client
     got nothing and the log nothing at warning level)."""
@@ -334,3 +357,24 @@ async def test_post_buffering_without_its_directory_answers_500(tmp_path, caplog
     assert answer.startswith(b"HTTP/1.0 500 ")
     assert f"500: cannot buffer the body in {spool}: No such file or directory" in caplog.text
     assert backend.connections == 0
+
+
+async def test_post_buffering_a_client_reset_is_no_disk_error(caplog):
+    """A reset mid-body: 'request body ended', not '500: cannot buffer the body in
+    /tmp' (which reads as a full disk; second review)."""
+    cfg = Config.from_dict({"fastrouter-post-buffering": 1000})
+    data = request(body=b"x" * 50000)
+    async with trio.open_nursery() as nursery:
+        backend = await nursery.start(uwsgi_backend)
+        engine, _ = engine_for({b"a.example": [backend.address]})
+        address, _ = await start(nursery, engine, cfg)
+        sock = await connect(address)
+        with caplog.at_level(logging.WARNING, "brood.routers"):
+            await send_all(sock, data[:20000])
+            await trio.testing.wait_all_tasks_blocked(cushion=0.05)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            sock.close()
+            await wait_for(lambda: "request body ended" in caplog.text)
+            await engine.wait_idle()
+        nursery.cancel_scope.cancel()
+    assert "cannot buffer" not in caplog.text and backend.connections == 0

@@ -573,3 +573,27 @@ async def test_node_answer_read_whole_request_even_when_node_reads_slowly():
         nursery.cancel_scope.cancel()
     assert packet_vars(node.requests[0])[1] == b"abcd"
 
+
+
+async def test_a_chunked_body_being_held_is_a_session():
+    """A graceful stop waits for sessions: a chunked body held before a node is asked
+    was none, and a reload cut the upload (second review)."""
+    async with trio.open_nursery() as nursery:
+        node = await nursery.start(node_server)
+        async with http_router({HOST: [node.address]}, settings()) as router:
+            with await open_client(router.address) as sock:
+                client = HttpClient(sock)
+                await client.send(b"POST /c HTTP/1.1\r\nHost: www.example.test\r\n"
+                                  b"Transfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n")
+                await trio.testing.wait_all_tasks_blocked()
+                assert router.engine.active_sessions == 1 and node.connections == 0
+                await client.send(b"0\r\n\r\n")
+                head, body = await client.response()
+                assert body == b"ok\n"
+        nursery.cancel_scope.cancel()
+
+
+def test_chunked_bodies_held_have_a_ceiling_by_default():
+    """Held whole on disk before a node is asked: without --limit-post, 100 MiB."""
+    assert HttpSettings.from_config(Config()).body_limit == 100 << 20
+    assert HttpSettings.from_config(Config.from_dict({"limit-post": 5000})).body_limit == 5000

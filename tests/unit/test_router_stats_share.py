@@ -6,6 +6,7 @@ import json
 import os
 from pathlib import Path
 
+import pytest
 import trio
 import trio.testing
 
@@ -198,3 +199,14 @@ async def test_a_large_stats_document_leaves_the_loop_free(tmp_path):
     assert b'"k29999.example"' in document
     # (a C call such as the snapshot's json.dumps holds the GIL a while: not one stall)
     assert max(gaps) < took / 3, (max(gaps), took)
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="chown needs root")
+def test_root_sweeps_the_directories_it_gave_to_router_users(tmp_path) -> None:
+    """With --X-uid the directory is the router user's: a master killed with SIGKILL
+    left it for good (the sweep took only root's own)."""
+    dead = tmp_path / "brood-routerstats-999999999-abc123"
+    dead.mkdir()
+    os.chown(dead, 65534, 65534)
+    stats_share._sweep(str(tmp_path))
+    assert not dead.exists()

@@ -16,10 +16,10 @@ does not split it); the status is the one the client got (502/503/504 the router
 Which requests get a line: every one, unless ``--disable-logging``; then only those
 answered 4xx with ``--log-4xx`` and 5xx with ``--log-5xx`` (``brood.workers.reqlog.wanted``,
 as workers and uWSGI decide). A request refused before its head was read (400, 408, 431)
-gets one too, with ``-`` for its method, target and protocol. When this brood runs its own
-workers (an app is given: embedded mode), they write the line of each request they
-answer, as uWSGI's do, and the router writes only those of its own answers (errors,
-``--http-to-https``): one line per request, not two. ``--http-log-format`` replaces the line with a template of
+gets one too, with ``-`` for its method, target and protocol. In embedded mode (the
+router routes to this instance's own workers, ``Config.embedded``), they write the line
+of each request they answer, as uWSGI's do, and the router writes only those of its
+own answers (errors, ``--http-to-https``): one line per request, not two. ``--http-log-format`` replaces the line with a template of
 uWSGI's ``--log-format`` placeholders, ``%(name)``, from ``VARIABLES`` below; the template
 is parsed and compiled once at start-up by ``brood.logformat`` (shared with the workers'
 ``--log-format``), unknown names refused there.
@@ -160,11 +160,11 @@ class AccessLog:
     @classmethod
     def from_config(cls, cfg: Config, fmt: LineFormat | None) -> AccessLog:
         """The core options --disable-logging, --log-4xx, --log-5xx, as workers read them;
-        with an app, the workers write the lines of the requests they answer."""
+        in embedded mode the workers write the lines of the requests they answer."""
         return cls(fmt, everything=not option(cfg, "disable-logging", False),
                    log_4xx=bool(option(cfg, "log-4xx", False)),
                    log_5xx=bool(option(cfg, "log-5xx", False)),
-                   node_answers=not (option(cfg, "wsgi-file", None) or option(cfg, "module", None)))
+                   node_answers=not getattr(cfg, "embedded", False))
 
     def request(self, remote_addr: str, remote_port: int, head: RequestHead, status: int,
                 sent: int, key: bytes, node: str, elapsed: float) -> None:

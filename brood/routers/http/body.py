@@ -198,7 +198,8 @@ async def _buffer_chunked(client: Client, memory_limit: int, timeout: float,
                 raise BadRequest(f"cannot hold the chunked body: {exc.strerror or exc}",
                                  status=500) from exc
             if body_limit and spool.size > body_limit:
-                raise BadRequest(f"chunked body over --limit-post {body_limit}", status=413)
+                raise BadRequest(f"chunked body over {body_limit} bytes (--limit-post)",
+                                 status=413)
             if decoder.done:
                 break
             with trio.move_on_after(timeout):

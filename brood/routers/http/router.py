@@ -408,9 +408,16 @@ class HttpRouter:
             if xsettings.raw_body:
                 body, client.buf = BodyPlan(prefix=client.buf), b""
             else:
-                body = await plan_body(client, head, chunked_input=settings.chunked_input,
-                                       chunked_buffer=settings.chunked_buffer,
-                                       timeout=settings.timeout, body_limit=settings.body_limit)
+                # A body held before a node is asked is a session: a graceful stop (a
+                # reload) waits for it as for one on its way to a node.
+                self.engine.session_opened()
+                try:
+                    body = await plan_body(client, head, chunked_input=settings.chunked_input,
+                                           chunked_buffer=settings.chunked_buffer,
+                                           timeout=settings.timeout,
+                                           body_limit=settings.body_limit)
+                finally:
+                    self.engine.session_closed()  # (_send opens its own, with no wait between)
         except ProtocolError as exc:
             what = "bad request: " if exc.status < 500 else ""
             await self.fail(client, peer, exc.status, f"{what}{exc.reason}", head, key,

@@ -16,7 +16,7 @@ Choices where uWSGI leaves room, each documented where the option is read:
   per read, and without it the answer is still correct (the connection just closes).
 * Chunked request bodies are de-chunked whole and sent with CONTENT_LENGTH, held in
   memory up to ``CHUNKED_BUFFER`` (1 MiB), then in a temporary file (TMPDIR), up to
-  ``--limit-post`` when given (413 past it); with ``--http-chunked-input`` they go to
+  ``--limit-post``, else ``CHUNKED_LIMIT`` (100 MiB; 413 past it); with ``--http-chunked-input`` they go to
   the node still chunked (HTTP_TRANSFER_ENCODING, no CONTENT_LENGTH). A WSGI app on a
   node reads a chunked body as empty (uWSGI drops such bodies: WIRE §8.2), so none
   goes there unasked.
@@ -48,6 +48,10 @@ from brood.routers.http.accesslog import LineFormat
 # contacted; past it, in a temporary file. 1 MiB covers form posts and JSON documents
 # while bounding the memory one slow client can make us hold.
 CHUNKED_BUFFER = 1 << 20
+# The largest chunked body held without --limit-post: it is held whole on disk before a
+# node is asked, so a few clients must not fill the disk (a 413 past it, as nginx's
+# client_max_body_size; --limit-post sets it).
+CHUNKED_LIMIT = 100 << 20
 DEFAULT_HEAD_LIMIT = MAX_VARS_SIZE
 
 
@@ -139,7 +143,7 @@ class HttpSettings:
     raw_body: bool = False
     chunked_input: bool = False
     chunked_buffer: int = CHUNKED_BUFFER
-    body_limit: int = 0  # --limit-post: the largest chunked body held (0: no limit)
+    body_limit: int = CHUNKED_LIMIT  # the largest chunked body held (--limit-post)
     server_name_as_http_host: bool = False
     proxy_protocol: bool = False
     modifier1: int | None = None  # None: the node's own modifier1
@@ -174,7 +178,7 @@ class HttpSettings:
             manage_expect=None if expect is None else int(expect),
             raw_body=bool(option(cfg, "http-raw-body", False)),
             chunked_input=bool(option(cfg, "http-chunked-input", False)),
-            body_limit=int(option(cfg, "limit-post", 0) or 0),
+            body_limit=int(option(cfg, "limit-post", 0) or 0) or CHUNKED_LIMIT,
             server_name_as_http_host=bool(option(cfg, "http-server-name-as-http-host", False)),
             proxy_protocol=bool(option(cfg, "http-enable-proxy-protocol", False)),
             modifier1=_modifier(option(cfg, "http-modifier1", None), "http-modifier1"),
