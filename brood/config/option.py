@@ -124,9 +124,11 @@ class Option:
 
 
 _NUMBERS = ("int", "float", "size")
-# Processes of one kind at most (workers, router processes): far past any machine's
-# cores, short of forking the machine to death over a typo.
+# Processes of one kind at most: router processes (far past any machine's cores), and
+# workers (big machines run thousands); short of forking the machine to death over a
+# typo.
 MAX_PROCESSES = 1024
+MAX_WORKERS = 16384
 
 # name or alias -> Option. Filled by brood.config.options at import.
 _REGISTRY: dict[str, Option] = {}

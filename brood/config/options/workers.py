@@ -1,13 +1,13 @@
 """Options read by the workers part: the sockets workers serve and the WSGI app they run."""
 
-from brood.config.option import MAX_PROCESSES, Option
+from brood.config.option import MAX_WORKERS, Option
 
 OPTIONS: list[Option] = [
     Option("socket", "workers", "serve the uwsgi protocol on ADDR (host:port, /path, @abstract, =N)",
            short="s", aliases=("uwsgi-socket",), multi=True, metavar="ADDR"),
     Option("http-socket", "workers", "serve plain HTTP/1.1 on ADDR", multi=True, metavar="ADDR"),
     Option("processes", "workers", "number of worker processes", kind="int", default=1,
-           short="p", aliases=("workers",), metavar="N", high=MAX_PROCESSES),
+           short="p", aliases=("workers",), metavar="N", high=MAX_WORKERS),
     Option("threads", "workers", "threads per worker", kind="int", default=1, metavar="N",
            high=4096),
     Option("enable-threads", "workers", "accepted for uWSGI compatibility, no effect: threads "
