@@ -137,13 +137,16 @@ def _group_id(value: str, flag: str = "--gid") -> int:
         raise OptionError(f"{flag} {text}: no such group")
 
 
-def drop_privileges(uid: str | None, gid: str | None, prefix: str = "") -> None:
+def drop_privileges(uid: str | None, gid: str | None, prefix: str = "",
+                    quiet: bool = False) -> None:
     """setgid, the supplementary groups, then setuid (after binding, before loading the
     app), as uWSGI does. The groups, when root: with --uid, its user's groups
     (initgroups) plus --gid, or plus the user's primary group when --gid is not given
     (the gid itself then stays as it was, as in uWSGI); with --gid alone, that group
     only. So no process keeps root's supplementary groups after dropping to a user.
-    ``prefix``: whose options they are (``http-`` for --http-uid/--http-gid)."""
+    ``prefix``: whose options they are (``http-`` for --http-uid/--http-gid);
+    ``quiet``: no log lines (a check, not the drop itself)."""
+    say = (lambda line: None) if quiet else log
     uflag, gflag = f"--{prefix}uid", f"--{prefix}gid"
     user = _user(uid, uflag) if uid else None
     group = _group_id(gid, gflag) if gid else None
@@ -155,12 +158,12 @@ def drop_privileges(uid: str | None, gid: str | None, prefix: str = "") -> None:
                 os.setgid(group)
             except OSError as exc:
                 raise OptionError(f"{gflag} {gid}: cannot switch group: {exc.strerror}")
-        log(f"setgid() to {group}")
+        say(f"setgid() to {group}")
     if user is None:
         return
     target, name, primary = user
     if target == os.getuid():
-        log(f"setuid() to {target}")
+        say(f"setuid() to {target}")
         return
     if os.getuid() == 0:
         base = group if group is not None else primary
@@ -173,12 +176,12 @@ def drop_privileges(uid: str | None, gid: str | None, prefix: str = "") -> None:
             raise OptionError(f"{uflag} {uid}: cannot set the groups of {name or target}: "
                               f"{exc.strerror}")
         for extra in sorted(set(os.getgroups()) - {base}):
-            log(f"set additional group {extra} ({_group_name(extra)})")
+            say(f"set additional group {extra} ({_group_name(extra)})")
     try:
         os.setuid(target)
     except OSError as exc:
         raise OptionError(f"{uflag} {uid}: cannot switch user: {exc.strerror}")
-    log(f"setuid() to {target}")
+    say(f"setuid() to {target}")
 
 
 def _group_name(gid: int) -> str:

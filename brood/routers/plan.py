@@ -130,6 +130,25 @@ def _check_spool_dir(cfg: Config) -> None:
     directory = cfg.get("fastrouter-post-buffering-dir")
     if directory and not os.path.isdir(directory):
         raise OptionError(f"--fastrouter-post-buffering-dir: {directory!r} is not a directory")
+    uid, gid = cfg.get("fastrouter-uid"), cfg.get("fastrouter-gid")
+    check_privileges(uid, gid, "fastrouter-")  # (their own line first)
+    if directory and (uid or gid) and not _writable_as(directory, uid, gid):
+        raise OptionError(f"--fastrouter-post-buffering-dir: {directory!r} is not writable "
+                          f"by the fastrouter's user (--fastrouter-uid/--fastrouter-gid)")
+
+
+def _writable_as(directory: str, uid: str | None, gid: str | None) -> bool:
+    """Whether the routers, once dropped to ``uid``/``gid``, may make files in
+    ``directory``: asked in a child that drops as they will."""
+    pid = os.fork()
+    if pid == 0:
+        ok = False
+        try:
+            drop_privileges(uid, gid, "fastrouter-", quiet=True)
+            ok = os.access(directory, os.W_OK | os.X_OK)
+        finally:
+            os._exit(0 if ok else 1)
+    return os.waitpid(pid, 0)[1] == 0
 
 
 def _check_resolver(cfg: Config, kind: str) -> None:

@@ -267,3 +267,19 @@ def test_evil_reload_on_rss_kills_the_worker_mid_request(start_brood, tmp_path) 
     status, body = http_get(address)
     assert status == 200 and int(body) != first
     assert "over reload-on-rss" not in b.log() and "recycling it" not in b.log()
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root")
+def test_a_spool_dir_the_fastrouter_user_cannot_write_stops_the_start(tmp_path) -> None:
+    """Checked as the fastrouter's user: every buffered body was a 500 otherwise."""
+    if _numeric("nobody", "nogroup") is None:
+        pytest.skip("no user nobody here")
+    spool = tmp_path / "spool"
+    spool.mkdir(mode=0o700)  # root's alone
+    out = subprocess.run([sys.executable, "-m", "brood", "--fastrouter", "127.0.0.1:0",
+                          "--fastrouter-to", "127.0.0.1:9", "--fastrouter-uid", "nobody",
+                          "--fastrouter-post-buffering", "100",
+                          "--fastrouter-post-buffering-dir", str(spool)],
+                         capture_output=True, text=True, timeout=30)
+    assert out.returncode == 1
+    assert "is not writable by the fastrouter's user" in out.stderr
