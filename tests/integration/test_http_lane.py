@@ -470,7 +470,7 @@ async def test_half_closed_client_gets_the_answer_then_the_close(when):
 
 
 @pytest.mark.parametrize("path", ["lane", "general"])
-async def test_a_client_reset_before_the_answer_frees_its_node_at_once(path):
+async def test_a_client_reset_before_the_answer_frees_its_node_at_once(path, capfd):
     """A reset (not a half-close, which still gets its answer above): the node's
     connection, its ref and the session go at once, not when the node answers. A node
     named by host name is connected by the general path."""
@@ -491,6 +491,14 @@ async def test_a_client_reset_before_the_answer_frees_its_node_at_once(path):
                 await node_server.left.wait()
             await settled(router)
             assert not lane_of(router).conns
+            seen = ""
+
+            def logged() -> bool:
+                nonlocal seen
+                seen += capfd.readouterr().err
+                return "(HTTP/1.1 499)" in seen
+
+            await eventually(logged, limit=3.0)  # its request line: 499, as nginx's
         nursery.cancel_scope.cancel()
 
 

@@ -465,8 +465,14 @@ class HttpRouter:
                 return False
             async with upstream:
                 node_name = conn.node_name = upstream.node.name
-                error = await self._exchange(upstream, client, Request(head, block, body),
-                                             out, conn, xsettings)
+                try:
+                    error = await self._exchange(upstream, client, Request(head, block, body),
+                                                 out, conn, xsettings)
+                except ClientGone:
+                    if not out.sent and self.access.on:  # gone before the answer: 499, as
+                        self.access.write(client.remote_addr, client.remote_port, head,  # nginx
+                                          499, 0, key, node_name, time.monotonic() - started)
+                    raise
             if error is not None:
                 await self._failed(client, peer, out, error, head, key, node_name, started)
                 return False
