@@ -899,4 +899,3 @@ def _strerror(err: int) -> str:
         return os.strerror(err)
     except ValueError:
         return str(err)
-
