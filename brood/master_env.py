@@ -23,7 +23,6 @@ import json
 import os
 import pwd
 import signal
-import socket
 from collections.abc import Mapping
 from typing import Any
 
@@ -227,13 +226,11 @@ def socket_mode(value: str) -> int:
     return mode
 
 
-def chmod_socket(sock: socket.socket, mode: int) -> None:
+def chmod_socket(listener: Listener, mode: int) -> None:
     """Set a unix socket file's mode (who may connect: nginx's user, say); an abstract
     or TCP socket has none."""
-    path = sock.getsockname() if sock.family == socket.AF_UNIX else None
-    if isinstance(path, bytes):
-        path = os.fsdecode(path)
-    if not path or path.startswith("\0"):
+    path = unix_path(listener)
+    if path is None:
         return
     try:
         os.chmod(path, mode)
@@ -270,7 +267,7 @@ class Binder:
             lst = bind_listener(spec, proto, self.backlog, self.reuse_port, option)
             how = "bound to"
             if self.chmod is not None:
-                chmod_socket(lst.sock, self.chmod)
+                chmod_socket(lst, self.chmod)
         log(f"{label} {how} {address_family_label(lst.sock)} address {lst.name} "
             f"fd {lst.fileno()}")
         self.bound.append((key, lst))

@@ -156,7 +156,7 @@ def _if_env(arg: str, env: Mapping[str, str], seen: Mapping[str, str]) -> bool:
 
 def _if_opt(arg: str, env: Mapping[str, str], seen: Mapping[str, str]) -> bool:
     name, eq, want = arg.partition("=")
-    value = _recall(seen, name.strip())
+    value = recall(seen, name.strip())
     return value is not None and (not eq or value == want.strip())
 
 
@@ -180,7 +180,8 @@ def _condition(key: str) -> tuple[_Check, bool] | None:
     return (check, not negate) if check else None
 
 
-def _recall(seen: Mapping[str, str], name: str) -> str | None:
+def recall(seen: Mapping[str, str], name: str) -> str | None:
+    """The value of placeholder ``name`` (``_`` and ``-`` alike), None when unknown."""
     if name in seen:
         return seen[name]
     return seen.get(name.replace("_", "-"))
@@ -315,7 +316,7 @@ class _Parser:
                 return self.magic.get(letter, match.group(0))
             if name == "_" and self.context is not None:
                 return self.context
-            known = _recall(self.seen, name)
+            known = recall(self.seen, name)
             if known is None:
                 return match.group(0)
             self.result.referenced.add(name)

@@ -23,7 +23,7 @@ from typing import Any
 
 from brood.config import options as _table  # noqa: F401  (fills the registry)
 from brood.config.argv import bare_value, parse_argv, unknown_option
-from brood.config.ini import IniEntry, read_ini_file, split_spec
+from brood.config.ini import IniEntry, read_ini_file, recall, split_spec
 from brood.config.model import Config
 from brood.config.option import Option, OptionError, lookup
 from brood.config.uwsgi_names import IGNORABLE, UWSGI_OPTIONS
@@ -97,7 +97,7 @@ class _Loader:
         def fill(text: str) -> str:
             def one(match: re.Match[str]) -> str:
                 name = match.group(1)
-                found = known.get(name, known.get(name.replace("_", "-")))
+                found = recall(known, name)
                 if found is None:
                     return match.group(0)  # log-format's %(method), say
                 self.referenced.add(name)

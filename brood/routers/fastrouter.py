@@ -15,7 +15,6 @@ which would otherwise show its own 502 with no reason.
 from __future__ import annotations
 
 import logging
-import socket
 import tempfile
 from http import HTTPStatus
 from typing import Any
@@ -173,23 +172,8 @@ class FastRouter:
         ``DROP_MAX``, each read within the timeout): closing on unread bytes is a reset,
         and nginx, still sending the body, turns the answer into its own 502. The
         answer is ended first (a half-close): the client need not send it all."""
-        left = min(content_length(packet.vars) - len(rest), DROP_MAX)
-        timeout = self.engine.settings.timeout
-        try:
-            conn.shutdown(socket.SHUT_WR)
-        except OSError:
-            return
-        while left > 0:
-            with trio.move_on_after(timeout):
-                try:
-                    data = await receive_some(conn, min(RECV_CHUNK, left))
-                except OSError:
-                    return
-                if not data:
-                    return
-                left -= len(data)
-                continue
-            return
+        await linger(conn, min(content_length(packet.vars) - len(rest), DROP_MAX),
+                     idle=self.engine.settings.timeout)
 
     def pick(self, key: bytes, peer: Any) -> FirstPick | None:
         """The node for ``key`` before a body is buffered, so that a key nobody serves is

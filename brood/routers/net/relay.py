@@ -25,6 +25,7 @@ and ``splice_exactly`` moves a framed body of known length.
 from __future__ import annotations
 
 import fcntl
+import math
 import os
 import socket
 import struct
@@ -154,17 +155,22 @@ LINGER_TIME = 1.0
 LINGER_BYTES = 1 << 20
 
 
-async def linger(sock: Endpoint) -> None:
-    """Half-close, then drop what the peer still sends for a moment (``LINGER_TIME``)."""
+async def linger(sock: Endpoint, max_bytes: int = LINGER_BYTES,
+                 idle: float | None = None) -> None:
+    """Half-close, then drop what the peer still sends: up to ``max_bytes``, for a moment
+    (``LINGER_TIME``) or, given ``idle``, for as long as each read comes within it (a
+    body the peer is known to be sending)."""
     if isinstance(sock, trio.socket.SocketType):
         try:
             sock.shutdown(socket.SHUT_WR)
         except OSError:
             return
     dropped = 0
-    with trio.move_on_after(LINGER_TIME):
+    with trio.move_on_after(LINGER_TIME if idle is None else math.inf) as overall:
         try:
-            while dropped < LINGER_BYTES:
+            while dropped < max_bytes:
+                if idle is not None:
+                    overall.deadline = trio.current_time() + idle
                 data = await receive_some(sock, 65536)
                 if not data:
                     return
