@@ -394,9 +394,8 @@ class Master:
 
     def finish(self) -> None:
         """Services down, --vacuum, goodbye."""
-        for svc in self.plan.services if self.plan else ():
-            with contextlib.suppress(Exception):
-                svc.on_shutdown()
+        if self.plan is not None:
+            self.plan.shut_down_services()
         if self.cfg["vacuum"]:
             self.vacuum()
         log("goodbye to uWSGI.")
@@ -634,5 +633,7 @@ def _abort(master: Master) -> None:
         master.children = ChildTable([], master._in_child, master.draining)
     if master.children is not None:
         master.stop_children("brutal")
+    if master.plan is not None:
+        master.plan.shut_down_services()
     if master.cfg["vacuum"]:
         master.vacuum()

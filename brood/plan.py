@@ -158,6 +158,16 @@ class Plan:
     def child(self, kind: str) -> ChildSpec | None:
         return next((c for c in self.children if c.kind == kind), None)
 
+    def shut_down_services(self) -> None:
+        """Every service's ``on_shutdown``, at exit and when start-up fails part way
+        (so a bound subscription socket file, the FIFO or the stats snapshot directory
+        is not left behind); one that fails does not keep the others from theirs."""
+        for svc in self.services:
+            try:
+                svc.on_shutdown()
+            except Exception as exc:
+                log(f"shutdown: {type(svc).__name__}: {exc}")
+
 
 class PlanBuilder:
     """Handed to contributors; collects sockets, children, services and hooks."""
@@ -270,7 +280,11 @@ def build_plan(cfg: Config, binder: Binder) -> Plan:
     for hook in _config_hooks:
         cfg = hook(cfg)
     b = PlanBuilder(cfg, binder)
-    b.bind_shared()
-    for fn in (contribute_workers, contribute_stats, *_contributors):
-        fn(cfg, b)
+    try:
+        b.bind_shared()
+        for fn in (contribute_workers, contribute_stats, *_contributors):
+            fn(cfg, b)
+    except BaseException:
+        b.plan.shut_down_services()  # the master never saw this plan: nobody else will
+        raise
     return b.plan
