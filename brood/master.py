@@ -66,12 +66,14 @@ from brood.config.load import load_config
 from brood.config.model import Config, refuse_unavailable
 from brood.config.option import OptionError
 from brood.log import log, plain, redirect_output
+from brood.master_appcheck import APP_CHECK_TIMEOUT, AppCheck
 from brood.master_children import ChildTable, Draining, adopt_draining
 from brood.master_env import (
     DRAINING_ENV,
     FDS_ENV,
     RELOADS_ENV,
     Binder,
+    check_privileges,
     daemonize,
     drop_privileges,
     export_draining,
@@ -126,6 +128,8 @@ class Master:
         self.requested: tuple[str, str] | None = None  # by a service, picked up by loop()
         self.stopping = False  # a reload or shutdown is stopping the children
         self.exit_asked = False  # an exit was asked for while stopping: no re-exec
+        self.app_check: AppCheck | None = None  # a reload waits for it (_checked)
+        self.checked_reload: tuple[str, str] | None = None  # the reload it holds
         self.titles = Titles.from_config(cfg)
         self.set_title: Callable[[str], None] | None = None
         self._watched: dict[int, int] = {}  # id(service) -> the fd the selector watches
@@ -226,16 +230,69 @@ class Master:
                 plain(f"brood: ready (pid: {os.getpid()})")
 
     def _checked(self, action: tuple[str, str] | None) -> tuple[str, str] | None:
-        """A reload whose config no longer loads is refused (None): said, and the
-        master serves on; its line comes then, not before."""
-        if action is None or action[1] != "reload":
+        """A reload whose config no longer loads, or whose app no longer imports, is
+        refused (None): said, and the master serves on. The app is imported by a
+        separate check (``AppCheck``) the loop keeps serving around: its reload comes
+        back from here once the check has passed. A shutdown drops a pending check."""
+        if action is not None and action[1] != "reload":
+            self._drop_app_check()
             return action
-        if not self._config_loads():
+        if self.app_check is not None:
+            if action is not None:
+                log("reload asked again: the app check of the first is still running")
+            return self._app_check_outcome()
+        if action is None:
             return None
+        cfg = self._config_loads()
+        if cfg is None:
+            return None
+        if (cfg["wsgi-file"] or cfg["module"]) and not cfg["no-reload-app-check"]:
+            try:
+                self.app_check = AppCheck(list(self.argv), self.start_cwd)
+            except OSError as exc:
+                log(f"reload: cannot run the app check ({exc.strerror or exc}): "
+                    "reloading without it")
+            else:
+                assert self.children is not None
+                self.children.others[self.app_check.pid] = self.app_check.exited
+                self.checked_reload = action
+                self._watch(self.app_check)
+                log(f"reload asked: checking that the app still loads "
+                    f"(pid: {self.app_check.pid})")
+                return None
         log(_ASKED[action])
         return action
 
-    def _config_loads(self) -> bool:
+    def _app_check_outcome(self) -> tuple[str, str] | None:
+        """The held reload once its check has passed (or given no answer in time);
+        None while it runs, or when it failed (said with the check's last lines)."""
+        check, action = self.app_check, self.checked_reload
+        assert check is not None and action is not None
+        if check.timed_out(time.monotonic()):
+            log(f"reload: the app check gave no answer in {APP_CHECK_TIMEOUT:.0f} s: "
+                "reloading without it")
+        elif not check.done:
+            return None
+        else:
+            failed = check.failure()
+            if failed is not None:
+                reason, lines = failed
+                for line in lines:
+                    log(f"app check: {line}")
+                log(f"reload refused, the app no longer loads: {reason}")
+                self._drop_app_check()
+                return None
+        self._drop_app_check()
+        log(_ASKED[action])
+        return action
+
+    def _drop_app_check(self) -> None:
+        check, self.app_check, self.checked_reload = self.app_check, None, None
+        if check is not None:
+            check.kill()
+            self._watch(check)  # (its fd is gone: unwatched)
+
+    def _config_loads(self) -> Config | None:
         """A reload re-executes the same command line: its config must still load (an
         ini file edited since with a mistake would take the service down: the next
         incarnation would stop at once). Read as at start, from the start directory;
@@ -248,19 +305,20 @@ class Master:
             refuse_unavailable(cfg)
             if cfg["chdir"] and not os.path.isdir(cfg["chdir"]):
                 raise OptionError(f"--chdir {cfg['chdir']}: no such directory")
+            check_start_options(cfg)
         except OptionError as exc:
             log(f"reload refused, the config no longer loads: {exc}")
-            return False
+            return None
         except OSError as exc:  # the start directory gone or closed to us: no re-exec
             log(f"reload refused: cannot read the config from {self.start_cwd}: "
                 f"{exc.strerror or exc}")
-            return False
+            return None
         finally:
             if here is not None:
                 with contextlib.suppress(OSError):
                     os.fchdir(here)
                 os.close(here)
-        return True
+        return cfg
 
     def _timeout(self, now: float, harakiri_at: float | None) -> float:
         due = [self.next_cycle]
@@ -271,6 +329,8 @@ class Master:
             if at is not None:
                 due.append(at)
         timeout = max(0.0, min(due) - now)
+        if self.app_check is not None:  # (its deadline is on the monotonic clock)
+            timeout = min(timeout, self.app_check.seconds_left(time.monotonic()))
         if not self.ready or (self.children and self.children.chain_active):
             timeout = min(timeout, 0.05)  # notice new workers accepting promptly
         return min(timeout, CYCLE)
@@ -296,8 +356,9 @@ class Master:
         for svc in self.plan.services:
             self._service_call(svc.tick, now)
         for path, before in self.touched.items():
-            if _mtime(path) != before:
+            if (mtime := _mtime(path)) != before:
                 log(f"*** {path} has been touched... grace them all !!! ***")
+                self.touched[path] = mtime  # a refused reload waits for the next touch
                 return GRACEFUL_RELOAD
         self.children.check_evil_rss(int(self.cfg["evil-reload-on-rss"] or 0))
         self.children.check_rss(now, int(self.cfg["reload-on-rss"] or 0), self._worker_mercy())
@@ -562,6 +623,19 @@ def _stronger(first: tuple[str, str] | None,
     if IMMEDIATE_SHUTDOWN in (first, second):
         return IMMEDIATE_SHUTDOWN
     return first or second
+
+
+def check_start_options(cfg: Config) -> None:
+    """What a fresh start refuses beyond loading the config (--log-format names, users
+    and groups, each router's options): checked before a reload re-executes into it."""
+    from brood.routers.plan import check_routers
+
+    if cfg["log-format"]:
+        from brood.workers.reqlog import compile_format
+
+        compile_format(str(cfg["log-format"]))
+    check_privileges(cfg["uid"], cfg["gid"])
+    check_routers(cfg)
 
 
 def _mtime(path: str) -> float | None:

@@ -140,6 +140,8 @@ class ChildTable:
         self.chain_victim: tuple[_Child, int] | None = None  # (child, its old pid)
         # Whether a signal waits for the master's loop (its SignalPipe.pending).
         self.signalled: Callable[[], bool] = lambda: False
+        # Other processes of the master's (pid -> told its wait status when reaped).
+        self.others: dict[int, Callable[[int], None]] = {}
 
     # -- spawning --------------------------------------------------------------------
 
@@ -204,6 +206,10 @@ class ChildTable:
                 break
             if pid == 0:
                 break
+            told = self.others.pop(pid, None)
+            if told is not None:
+                told(status)
+                continue
             gone = self.draining.pop(pid, None)
             if gone is not None:
                 log(f"{gone.name} (pid: {pid}) of the previous master exited "

@@ -93,13 +93,7 @@ def contribute_routers(cfg: Config, b: PlanBuilder) -> None:
             if own:
                 router_cfg = cfg.with_values(http_to=own)
                 router_cfg.embedded = True
-        if kind == "http":
-            from brood.routers.http.settings import HttpSettings
-
-            HttpSettings.from_config(router_cfg)  # a bad --http-* value stops the master here
-        if kind == "fastrouter":
-            _check_spool_dir(cfg)
-        _check_resolver(router_cfg, kind)
+        _check_kind(router_cfg, kind)
         count = max(1, int(cfg[f"{kind}-processes"] or 1))
         # The extras first: a subscription server is bound there, before the sockets
         # clients and nodes connect to (a node that announces as soon as the router's
@@ -173,13 +167,38 @@ def _check_resolver(cfg: Config, kind: str) -> None:
         raise OptionError(str(exc)) from exc
 
 
-def _target(kind: str, cfg: Config, listeners: list, extras: list) -> Callable[[int], int]:
+def _check_kind(cfg: Config, kind: str, resolver: bool = True) -> None:
+    """What stops the master at start-up for router ``kind``, before anything is
+    forked (no child dies for it): its options, its nodes' mapping (unless
+    ``resolver`` is False), its user."""
+    if kind == "http":
+        from brood.routers.http.settings import HttpSettings
+
+        HttpSettings.from_config(cfg)  # a bad --http-* value
+    if kind == "fastrouter":
+        _check_spool_dir(cfg)
+    if resolver:
+        _check_resolver(cfg, kind)
     uid, gid = cfg.get(f"{kind}-uid"), cfg.get(f"{kind}-gid")
-    check_privileges(uid, gid, f"{kind}-")  # at start-up: no child dies for it
+    check_privileges(uid, gid, f"{kind}-")
     if uid and cfg.get("uid") and user_id(uid) != user_id(cfg["uid"]):
         # The master drops to --uid before it forks: its children cannot switch again.
         raise OptionError(f"--{kind}-uid {uid}: the master runs as --uid {cfg['uid']} "
                           "by then; give one or the other")
+
+
+def check_routers(cfg: Config) -> None:
+    """The start-up checks of every router ``cfg`` asks for, without binding: a reload
+    runs them on the config it would re-execute into."""
+    for kind in KINDS:
+        if cfg[kind] or (kind == "http" and cfg["http-to-https"]):
+            # (embedded mode: the nodes are the instance's own workers, known once bound)
+            embedded = kind == "http" and not _has_mapping(cfg, kind) and _has_app(cfg)
+            _check_kind(cfg, kind, resolver=not embedded)
+
+
+def _target(kind: str, cfg: Config, listeners: list, extras: list) -> Callable[[int], int]:
+    uid, gid = cfg.get(f"{kind}-uid"), cfg.get(f"{kind}-gid")
 
     def run(index: int) -> int:
         from brood.routers.process import run_router

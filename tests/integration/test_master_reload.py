@@ -120,3 +120,83 @@ def test_a_reload_with_the_chdir_directory_deleted_still_happens(start_brood, he
                    r"directory")
     assert b.proc.poll() is None
     assert http_get(addr) == (200, b"Hello World")
+
+
+APP_V1 = '''
+def application(environ, start_response):
+    start_response("200 OK", [("Content-Type", "text/plain")])
+    return [b"v1"]
+'''
+
+
+def test_a_reload_whose_app_no_longer_imports_is_refused(start_brood, tmp_path) -> None:
+    """A deploy with a syntax error, then SIGHUP: the new code is imported by a check
+    first; it fails, the reload is refused with the app's own traceback, and the old
+    code serves on. Once fixed, the next SIGHUP reloads."""
+    app = tmp_path / "app.py"
+    app.write_text(APP_V1)
+    b = start_brood("--http-socket", "127.0.0.1:0", "--wsgi-file", str(app), "-p", "2")
+    addr = b.address_of("uwsgi socket 0")
+    app.write_text(APP_V1 + "def broken(:\n")
+    b.send_signal(signal.SIGHUP)
+    b.wait_for_log(r"reload refused, the app no longer loads: wsgi-file .*app\.py failed: "
+                   r"SyntaxError")
+    log = b.log()
+    assert f'app check:   File "{app}", line 5' in log
+    assert "loader.py" not in log  # brood's own frames are left out
+    assert b.proc.poll() is None and "binary reloading" not in log
+    assert http_get(addr) == (200, b"v1")
+    app.write_text(APP_V1.replace("v1", "v2"))
+    b.send_signal(signal.SIGHUP)
+    b.wait_ready(count=2)
+    assert http_get(addr) == (200, b"v2")
+
+
+def test_a_shutdown_during_the_app_check_stops_it(start_brood, tmp_path) -> None:
+    """SIGINT while the check imports a slow app: the master exits at once and the
+    check is killed, not left importing."""
+    marker = tmp_path / "slow"
+    app = tmp_path / "app.py"
+    app.write_text(f"import os, time\nif os.path.exists({str(marker)!r}):\n"
+                   f"    time.sleep(60)\n{APP_V1}")
+    b = start_brood("--http-socket", "127.0.0.1:0", "--wsgi-file", str(app))
+    marker.write_text("")
+    b.send_signal(signal.SIGHUP)
+    match = b.wait_for_log(r"checking that the app still loads \(pid: (\d+)\)")[0]
+    check = int(match.group(1))
+    b.send_signal(signal.SIGINT)
+    assert b.wait_exit(timeout=10) == 0
+    wait_until(lambda: not _alive(check), timeout=5, what="the check gone")
+    assert "binary reloading" not in b.log()
+
+
+def test_no_reload_app_check_reloads_without_it(start_brood, tmp_path) -> None:
+    app = tmp_path / "app.py"
+    app.write_text(APP_V1)
+    b = start_brood("--http-socket", "127.0.0.1:0", "--wsgi-file", str(app),
+                    "--no-reload-app-check")
+    app.write_text(APP_V1.replace("v1", "v2"))
+    b.send_signal(signal.SIGHUP)
+    b.wait_ready(count=2)
+    assert "checking that the app still loads" not in b.log()
+    assert http_get(b.address_of("uwsgi socket 0")) == (200, b"v2")
+
+
+def test_a_reload_into_a_bad_log_format_is_refused(start_brood, hello_app, tmp_path) -> None:
+    ini = tmp_path / "app.ini"
+    ini.write_text(f"[uwsgi]\nhttp-socket = 127.0.0.1:0\nwsgi-file = {hello_app}\n")
+    b = start_brood("--ini", str(ini))
+    ini.write_text(ini.read_text() + "log-format = %(nosuchvar)\n")
+    b.send_signal(signal.SIGHUP)
+    b.wait_for_log(r"reload refused, the config no longer loads: --log-format: .*nosuchvar")
+    assert b.proc.poll() is None
+    assert http_get(b.address_of("uwsgi socket 0")) == (200, b"Hello World")
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    with open(f"/proc/{pid}/stat") as fh:  # a zombie is not alive
+        return fh.read().rsplit(")", 1)[1].split()[0] != "Z"

@@ -40,6 +40,9 @@ OPTIONS: list[Option] = [
            metavar="PIDFILE"),
     Option("stop", "core", "action: stop the instance whose pid is in PIDFILE",
            metavar="PIDFILE"),
+    Option("no-reload-app-check", "core", "reload without first importing the app in a "
+           "separate process (that check refuses a reload whose app no longer loads, and "
+           "the old code serves on)", kind="bool"),
     Option("chdir", "core", "change to DIR before loading apps", metavar="DIR"),
     Option("env", "core", "set an environment variable", multi=True, metavar="KEY=VALUE"),
     Option("pythonpath", "core", "add DIR to sys.path", multi=True,
