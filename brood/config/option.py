@@ -7,6 +7,7 @@ derived from these declarations; nothing else names an option's type or default.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
@@ -30,16 +31,26 @@ def to_bool(raw: str) -> bool:
     return raw.strip().lower() not in _FALSE
 
 
+_INLINE_COMMENT = re.compile(r"\s+[;#].*\Z", re.DOTALL)
+
+
+def _number_text(raw: str) -> str:
+    """A number's text without a trailing comment (``processes = 4 ; web``): uWSGI
+    reads numbers with atoi, which stops there, so such ini files run on it."""
+    return _INLINE_COMMENT.sub("", raw.strip())
+
+
 def to_int(raw: str) -> int:
+    text = _number_text(raw)
     try:
-        return int(raw.strip(), 0) if raw.strip().lower().startswith("0x") else int(raw.strip())
+        return int(text, 0) if text.lower().startswith("0x") else int(text)
     except ValueError:
         raise ValueError(f"expected a whole number, got {raw!r}") from None
 
 
 def to_float(raw: str) -> float:
     try:
-        return float(raw.strip())
+        return float(_number_text(raw))
     except ValueError:
         raise ValueError(f"expected a number, got {raw!r}") from None
 
@@ -49,7 +60,7 @@ _SIZE_UNITS = {"": 1, "k": 1024, "m": 1024**2, "g": 1024**3}
 
 def to_size(raw: str) -> int:
     """A byte count, with an optional k/m/g suffix as uWSGI accepts (``64k``, ``1M``)."""
-    text = raw.strip().lower().removesuffix("b")
+    text = _number_text(raw).lower().removesuffix("b")
     unit = text[-1:] if text[-1:] in ("k", "m", "g") else ""
     number = text[: len(text) - len(unit)]
     try:

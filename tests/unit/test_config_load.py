@@ -230,3 +230,18 @@ def test_placeholders_filled_once_the_whole_load_is_read(tmp_path):
     assert cfg["processes"] == 3 and cfg.ignored == ()
     tpl = write(tmp_path, "tpl.ini", "[uwsgi]\nhttp-socket = :%(port)\n")
     assert load_config(["--ini", tpl, "--set-ph", "port=8005"])["http-socket"] == [":8005"]
+
+
+def test_numbers_may_carry_a_trailing_comment_as_uwsgi_reads_them(tmp_path):
+    """uWSGI reads numbers with atoi, so ``processes = 4 ; web`` runs there: it does
+    here too. Strings keep everything (uWSGI's do), and a number glued to text is
+    still refused."""
+    ini = write(tmp_path, "a.ini", "[uwsgi]\nprocesses = 4 ; web\nbuffer-size = 64k # heads\n"
+                "harakiri = 30\t;\nsocket = /tmp/x.sock ; not a comment\n")
+    cfg = load_config([ini])
+    assert (cfg["processes"], cfg["buffer-size"], cfg["harakiri"]) == (4, 65536, 30)
+    assert cfg["socket"] == ["/tmp/x.sock ; not a comment"]
+    bad = write(tmp_path, "b.ini", "[uwsgi]\nprocesses = 4;5\n")
+    with pytest.raises(OptionError) as info:
+        load_config([bad])
+    assert str(info.value) == f"{bad}:2: --processes: expected a whole number, got '4;5'"
