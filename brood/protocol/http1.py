@@ -84,9 +84,6 @@ _RESPONSE_SPECIAL_RE = re.compile(
     rb"\r\n(content-length|transfer-encoding|connection):[ \t]*([^\r\n]*)", re.IGNORECASE)
 # Request methods whose answers have a body framed by the answer's own headers.
 _BODY_METHODS = frozenset((b"GET", b"POST", b"PUT", b"DELETE", b"OPTIONS", b"PATCH"))
-# Request methods already in upper case (the common ones skip a bytes.upper()).
-_PLAIN_METHODS = frozenset((b"GET", b"HEAD", b"POST", b"PUT", b"DELETE", b"OPTIONS", b"PATCH",
-                            b"CONNECT"))
 # No "#": a fragment is never sent (RFC 9112 §3.2), and a proxy that passes one lets a
 # node see a path its access rules were not written for.
 _TARGET_RE = re.compile(rb"[\x21\x22\x24-\x7e\x80-\xff]+")
@@ -578,10 +575,10 @@ def _framing(http11: bool, status: int, lengths: list[bytes] | None,
         names = _tokens(codings)
         chunked = bool(names) and names[-1] == b"chunked" and http11
 
-    method = request_method if request_method in _PLAIN_METHODS else request_method.upper()
-    if method == b"HEAD" or status < 200 or status in (204, 304):
+    # Methods are case-sensitive (RFC 9110 §9.1): "head" is no HEAD, its answer has a body.
+    if request_method == b"HEAD" or status < 200 or status in (204, 304):
         body_kind = "none"
-    elif method == b"CONNECT" and status < 300:
+    elif request_method == b"CONNECT" and status < 300:
         body_kind = "close"
     elif codings:
         body_kind = "chunked" if chunked else "close"

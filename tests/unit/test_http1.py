@@ -238,6 +238,7 @@ def resp(*lines: str, status: str = "HTTP/1.1 200 OK", eol: str = "\r\n") -> byt
         (resp("Transfer-Encoding: gzip"), b"GET", "close", None, False),
         (resp("Content-Type: text/plain"), b"GET", "close", None, False),
         (resp("Content-Length: 9"), b"HEAD", "none", 9, True),
+        (resp("Content-Length: 9"), b"head", "length", 9, True),  # methods are case-sensitive
         (resp(status="HTTP/1.1 204 No Content"), b"GET", "none", None, True),
         (resp(status="HTTP/1.1 304 Not Modified"), b"GET", "none", None, True),
         (resp(status="HTTP/1.1 100 Continue"), b"POST", "none", None, True),
