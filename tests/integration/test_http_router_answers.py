@@ -156,3 +156,30 @@ async def test_a_coded_chunked_answer_to_an_http10_client_is_a_502():
                                 b"2\r\nGZ\r\n0\r\n\r\n"},
                          b"GET / HTTP/1.0\r\nHost: a\r\n\r\n")
     assert got.startswith(b"HTTP/1.1 502 ") and b"GZ" not in got
+
+
+@pytest.mark.parametrize("after", [b"garbage\r\n\r\n", b""])
+async def test_a_node_failing_after_an_interim_answer_still_gets_the_client_a_502(after):
+    """A 1xx is no answer: the final status still can be the router's own (as haproxy
+    does); the client was left with the 100 and a close."""
+    got = await exchange({b"/": b"HTTP/1.1 100 Continue\r\n\r\n" + after},
+                         b"GET / HTTP/1.1\r\nHost: a\r\n\r\n")
+    assert got.startswith(b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 502 Bad Gateway\r\n")
+
+
+async def test_a_node_silent_after_an_interim_answer_gets_the_client_a_504():
+    async def behave(conn, request):
+        await conn.send(b"HTTP/1.1 100 Continue\r\n\r\n")
+        await trio.sleep_forever()
+
+    async with trio.open_nursery() as nursery:
+        node = await nursery.start(node_server, behave)
+        async with http_router({b"a": [node.address]}, settings(timeout=0.3)) as router:
+            with await open_client(router.address) as sock:
+                await sock.send(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n")
+                got = b""
+                with trio.fail_after(5):
+                    while data := await sock.recv(65536):
+                        got += data
+        nursery.cancel_scope.cancel()
+    assert got.startswith(b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 504 Gateway Timeout\r\n")

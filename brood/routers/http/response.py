@@ -71,10 +71,16 @@ class Outcome:
     """What one exchange did, for keep-alive, the access log and error handling."""
 
     status: int = 0
-    sent: int = 0  # bytes written to the client (an error page is only possible at 0)
+    sent: int = 0  # bytes written to the client
+    interim: int = 0  # of which interim 1xx heads (a final 502/504 may still follow them)
     keep_alive: bool = False  # the node's answer allows another request
     complete: bool = False
     upgraded: bool = False
+
+    @property
+    def answered(self) -> bool:
+        """Some of the final answer reached the client: no error page can follow."""
+        return self.sent > self.interim
     # What the exchange waits on when its idle timeout fires: "read", the client's body;
     # "write", the client taking the answer; "" the node.
     waiting: str = ""
@@ -144,6 +150,7 @@ async def read_head(up: Upstream, method: bytes, client: Endpoint, touch: Callab
             if interim:
                 await _send(client, data[:head.size], touch, out)
                 out.sent += head.size
+                out.interim += head.size
             data = data[head.size:]
             head = parse_response_head(data, RESPONSE_HEAD_LIMIT, method) if data else None
         if head is not None:

@@ -255,7 +255,7 @@ class HttpRouter:
                       head: RequestHead, key: bytes, node: str, started: float) -> None:
         """A node failed mid-request: an error answer while the client has no byte of
         the node's answer yet, else only the log lines (the caller closes)."""
-        if out.sent:
+        if out.answered:
             self._log_access(client, head, out, key, node, started)
             self.engine.log_failure(peer, error)
         else:
@@ -469,9 +469,10 @@ class HttpRouter:
                     error = await self._exchange(upstream, client, Request(head, block, body),
                                                  out, conn, xsettings)
                 except ClientGone:
-                    if not out.sent and self.access.on:  # gone before the answer: 499, as
-                        self.access.write(client.remote_addr, client.remote_port, head,  # nginx
-                                          499, 0, key, node_name, time.monotonic() - started)
+                    if not out.answered and self.access.on:  # gone before the answer: 499,
+                        self.access.write(client.remote_addr, client.remote_port, head,  # as
+                                          499, out.sent, key, node_name,  # nginx
+                                          time.monotonic() - started)
                     raise
             if error is not None:
                 await self._failed(client, peer, out, error, head, key, node_name, started)
@@ -527,7 +528,7 @@ class HttpRouter:
                 f"client sent no body byte for {timeout:g}s", status=408))
         else:
             error = NodeTimeout(f"node {conn.node_name} silent for {timeout:g}s")
-        if conn.out is not None and conn.out.sent:
+        if conn.out is not None and conn.out.answered:
             self.engine.log_failure(peer, error)
         else:
             await self.fail(client, peer, error.status, error, conn.head, conn.key,
