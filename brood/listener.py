@@ -22,6 +22,7 @@ class Listener:
     proto: str
     shared: bool = False
     shared_index: int | None = None  # N of an "=N" reference to --shared-socket N
+    https_port: int | None = None  # --http-to-https ADDR,PORT: the port its 301s name
 
     def fileno(self) -> int:
         return self.sock.fileno()

@@ -27,6 +27,7 @@ from brood.config.option import OptionError
 from brood.log import log
 from brood.master_env import check_privileges, drop_privileges, user_id
 from brood.plan import ChildSpec, PlanBuilder, register_config_hook, register_contributor
+from brood.routers.http.settings import split_https_port
 from brood.routers.net.spread import SpreadTable
 from brood.routers.stats_share import stats_share_extras
 from brood.sockets import defer_accept, kernel_name
@@ -102,9 +103,12 @@ def contribute_routers(cfg: Config, b: PlanBuilder) -> None:
         listeners = [b.listen(addr, kind, kind, f"uWSGI {kind} socket {i}")
                      for i, addr in enumerate(addresses)]
         # --http-to-https: sockets of the HTTP router that answer every request with a 301.
-        listeners += [b.listen(addr, "http-to-https", "http-to-https",
-                               f"uWSGI http-to-https socket {i}")
-                      for i, addr in enumerate(redirects)]
+        for i, spec in enumerate(redirects):
+            addr, port = split_https_port(spec)
+            lst = b.listen(addr, "http-to-https", "http-to-https",
+                           f"uWSGI http-to-https socket {i}")
+            lst.https_port = port
+            listeners.append(lst)
         if kind != "rawrouter":  # (a rawrouter's node may speak first: uWSGI's neither)
             defer = 0 if cfg["no-defer-accept"] else DEFER_ACCEPT
             for lst in listeners:

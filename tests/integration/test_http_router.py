@@ -514,7 +514,8 @@ async def test_to_https_answers_301():
             await client.send(b"GET /a/b?c=1 HTTP/1.1\r\nHost: example.com:8080\r\n\r\n")
             head, body = await client.response()
             assert head.startswith(b"HTTP/1.1 301 ")
-            assert b"\r\nLocation: https://example.com:8080/a/b?c=1\r\n" in head
+            # as uWSGI: the plain port is dropped (https is not served there)
+            assert b"\r\nLocation: https://example.com/a/b?c=1\r\n" in head
             await client.send(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
             head, _ = await client.response()
             assert b"Location: https://x/\r\n" in head

@@ -111,3 +111,33 @@ def test_http_to_https_binds_its_socket_and_redirects(start_brood) -> None:
             answer += data
     assert answer.startswith(b"HTTP/1.1 301 ")
     assert b"\r\nLocation: https://example.com/a?b=1\r\n" in answer
+
+
+def test_http_to_https_with_a_port_names_it_in_its_redirects(start_brood) -> None:
+    """uWSGI's ``--http-to-https ADDR,PORT``: the Host's port replaced by PORT (IPv6
+    literal hosts keep their brackets)."""
+    import socket
+
+    b = start_brood("--master", "--http-to-https", "127.0.0.1:0,8443")
+    host, port = b.address_of("http-to-https socket 0").rsplit(":", 1)
+    for sent, location in ((b"example.com:8080", b"https://example.com:8443/a?b=1"),
+                           (b"[::1]:8080", b"https://[::1]:8443/a?b=1"),
+                           (b"example.com", b"https://example.com:8443/a?b=1")):
+        with socket.create_connection((host, int(port)), timeout=5) as sock:
+            sock.sendall(b"GET /a?b=1 HTTP/1.1\r\nHost: " + sent + b"\r\nConnection: close\r\n\r\n")
+            answer = b""
+            while data := sock.recv(4096):
+                answer += data
+        assert answer.startswith(b"HTTP/1.1 301 ")
+        assert b"\r\nLocation: " + location + b"\r\n" in answer
+
+
+def test_http_to_https_with_a_bad_port_is_refused(tmp_path) -> None:
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-m", "brood", "--http-to-https", "127.0.0.1:0,https"],
+                          capture_output=True, text=True, timeout=30, stdin=subprocess.DEVNULL)
+    assert done.returncode == 1
+    assert done.stderr.endswith("brood: --http-to-https 127.0.0.1:0,https: the port after the "
+                                "comma must be a number from 1 to 65535\n")

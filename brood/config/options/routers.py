@@ -137,7 +137,8 @@ def _http_options() -> list[Option]:
         opt("http-auto-gzip", "gzip answers carrying a uWSGI-Encoding: gzip header",
             kind="bool", default=False),
         opt("http-to-https", "add an http router on the address that redirects every "
-            "request to https", multi=True, metavar="ADDR"),
+            "request to https (301), to PORT if given, else with the Host's port dropped",
+            multi=True, metavar="ADDR[,PORT]"),
         opt("http-headers-timeout", "timeout for the request head in seconds "
             "(default: --http-timeout)", kind="int"),
         opt("http-manage-expect", "with a value over 1, answer 413 to an Expect: "

@@ -20,8 +20,9 @@ answers: 400/431/501/505 for the request, 413 for ``--http-manage-expect``, 503 
 502 node refused or answered garbage, 504 node silent, 408 head not complete in time.
 Each with a short text body and ``Connection: close``, and a log line with the reason.
 
-A ``--http-to-https`` socket answers every request with a 301 to ``https://`` + Host +
-the request target, and never contacts a node.
+A ``--http-to-https ADDR[,PORT]`` socket answers every request with a 301 to
+``https://`` + Host (its port replaced by PORT, or dropped) + the request target, and
+never contacts a node.
 """
 
 from __future__ import annotations
@@ -83,6 +84,14 @@ def _server_port(listener: Listener | None) -> bytes:
     except OSError:
         return b""
     return str(addr[1]).encode() if isinstance(addr, tuple) else b""
+
+
+def _without_port(host: bytes) -> bytes:
+    """``example.com:8080`` -> ``example.com``; ``[::1]:8080`` -> ``[::1]``."""
+    if host.startswith(b"["):
+        end = host.find(b"]")
+        return host[:end + 1] if end > 0 else host
+    return host.partition(b":")[0]
 
 
 _IDLE, _HEAD, _BODY, _NODE = range(4)
@@ -147,6 +156,7 @@ class HttpRouter:
         self.https = proto == "https"
         self.to_https = proto == "http-to-https" or (
             listener is not None and listener.name in settings.to_https)
+        self.https_port = listener.https_port if listener is not None else None
         self.headers_slack = deadline_slack(settings.headers_timeout)
         self.idle_slack = deadline_slack(settings.keepalive_idle)
         # The settings a SOURCE request is exchanged with (--http-manage-source).
@@ -536,9 +546,13 @@ class HttpRouter:
 
     async def redirect(self, client: Client, head: RequestHead, host: bytes,
                        started: float) -> bool:
-        """``--http-to-https``: 301 to the same host and target over https."""
+        """``--http-to-https``: 301 to the same host and target over https; as uWSGI,
+        the host's port is dropped and the socket's ``,PORT`` (if any) named instead."""
         target = head.target if head.target.startswith(b"/") else (
             head.path + (b"?" + head.query if head.query else b""))
+        host = _without_port(host)
+        if self.https_port is not None:
+            host += b":%d" % self.https_port
         keep = self.settings.keepalive and head.keep_alive and not (
             head.chunked or head.content_length)
         answer = simple_response(301, b"", [(b"Location", b"https://" + host + target)],

@@ -101,6 +101,18 @@ def _names(value: object) -> frozenset[str]:
     return frozenset(str(v) for v in value)  # type: ignore[attr-defined]
 
 
+def split_https_port(spec: str) -> tuple[str, int | None]:
+    """``--http-to-https ADDR[,PORT]`` as uWSGI reads it: the address to bind, and the
+    port its redirects name (None: none, the Host's own port dropped)."""
+    addr, comma, port = spec.rpartition(",")
+    if not comma:
+        return spec, None
+    if not port.strip().isdigit() or not 0 < int(port) < 65536:
+        raise OptionError(f"--http-to-https {spec}: the port after the comma must be a "
+                          "number from 1 to 65535")
+    return addr, int(port)
+
+
 def _stud_addresses(value: object) -> frozenset[str]:
     """``--http-stud-prefix`` addresses in the form peer addresses take (IPv6 compressed)."""
     out = set()
@@ -184,7 +196,8 @@ class HttpSettings:
             modifier1=_modifier(option(cfg, "http-modifier1", None), "http-modifier1"),
             modifier2=_modifier(option(cfg, "http-modifier2", None), "http-modifier2"),
             extra_vars=_vars(option(cfg, "http-var", []) or []),
-            to_https=_names(option(cfg, "http-to-https", [])),
+            to_https=_names(split_https_port(str(spec))[0]
+                            for spec in option(cfg, "http-to-https", []) or []),
             server_name=socket.gethostname().encode(),
             manage_source=bool(option(cfg, "http-manage-source", False)),
             stud_prefix=_stud_addresses(option(cfg, "http-stud-prefix", [])),
