@@ -183,3 +183,17 @@ async def test_a_node_silent_after_an_interim_answer_gets_the_client_a_504():
                         got += data
         nursery.cancel_scope.cancel()
     assert got.startswith(b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 504 Gateway Timeout\r\n")
+
+
+@pytest.mark.parametrize("coding, merged", [(b"identity", b"chunked"),
+                                            (b"gzip", b"gzip, chunked")])
+async def test_a_coded_close_delimited_answer_rechunked_has_one_transfer_encoding(coding,
+                                                                                  merged):
+    got = await exchange({b"/": b"HTTP/1.1 200 OK\r\nTransfer-Encoding: " + coding
+                                + b"\r\n\r\nhello"},
+                         b"GET / HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n",
+                         auto_chunked=True)
+    head, body = got.split(b"\r\n\r\n", 1)
+    assert [line for line in head.split(b"\r\n") if line.lower().startswith(b"transfer-")] \
+        == [b"Transfer-Encoding: " + merged]
+    assert body == b"5\r\nhello\r\n0\r\n\r\n"

@@ -308,12 +308,13 @@ async def _relay_reframed(up: Upstream, client: Endpoint, head: ResponseHead, da
                           chunk: bool) -> None:
     """A close-delimited answer, maybe gzipped, maybe re-framed chunked."""
     add = list(_GZIP_LINES) if gzip else []
-    if chunk:
-        add.append(b"Transfer-Encoding: chunked")
     # A Content-Length here (a CONNECT's 2xx) frames nothing: it never goes with chunked.
     drop = {_UWSGI_ENCODING, b"content-length"}
-    if chunk:
-        drop.add(b"connection")
+    if chunk:  # one Transfer-Encoding line, chunked last (a second line read as
+        # "identity, chunked" is no chunked framing to clients)
+        codings = [c for c in _codings(head) if c != b"identity"]
+        add.append(b"Transfer-Encoding: " + b", ".join([*codings, b"chunked"]))
+        drop |= {b"connection", b"transfer-encoding"}
     pending = rewrite_head(data[:head.size], drop, add)
     out.keep_alive = chunk
     compressor = zlib.compressobj(6, zlib.DEFLATED, 31) if gzip else None
