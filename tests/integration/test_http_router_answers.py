@@ -197,3 +197,18 @@ async def test_a_coded_close_delimited_answer_rechunked_has_one_transfer_encodin
     assert [line for line in head.split(b"\r\n") if line.lower().startswith(b"transfer-")] \
         == [b"Transfer-Encoding: " + merged]
     assert body == b"5\r\nhello\r\n0\r\n\r\n"
+
+
+@pytest.mark.parametrize("node_answer", [
+    b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok",  # the lane's own
+    b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nok\r\n0\r\n\r\n",  # general
+    b"HTTP/1.1 204 No Content\r\nConnection: keep-alive\r\n\r\n",
+])
+async def test_keepalive_off_tells_an_http11_client_the_connection_ends(node_answer):
+    """--http-keepalive=0: the router closes after each answer; a client that would
+    send its next request there is told so (RFC 9112 §9.6), not left to find it out."""
+    got = await exchange({b"/": node_answer}, b"GET / HTTP/1.1\r\nHost: a\r\n\r\n",
+                         keepalive=False)
+    head, body = got.split(b"\r\n\r\n", 1)
+    assert head.endswith(b"\r\nConnection: close")
+    assert body == node_answer.split(b"\r\n\r\n", 1)[1]

@@ -63,7 +63,7 @@ from brood.routers.engine import Upstream
 from brood.routers.errors import RoutingError
 from brood.routers.http.body import Client, peer_address
 from brood.routers.http.h1 import build_vars_block, has_forwarded_for
-from brood.routers.http.response import RESPONSE_HEAD_LIMIT
+from brood.routers.http.response import RESPONSE_HEAD_LIMIT, with_close
 from brood.routers.lane import (
     _HUP,
     _READ_EVENTS,
@@ -284,8 +284,8 @@ class HttpLane(Lane):
         size = len(data)
         conn.node.tx += size  # type: ignore[union-attr]
         answer = usual_answer(data, conn.head.method, RESPONSE_HEAD_LIMIT)  # type: ignore[union-attr]
-        if answer is None or (self.settings.auto_gzip
-                              and _GZIP_OPT_IN_RE.search(data, 0, answer[4])):
+        if answer is None or not self.keepalive or (
+                self.settings.auto_gzip and _GZIP_OPT_IN_RE.search(data, 0, answer[4])):
             # framed otherwise, its head not all here, or for the general path: relayed
             self._answer_read(conn, data)
             return
@@ -344,16 +344,20 @@ class HttpLane(Lane):
         conn.status = status
         conn.node_keep = keep_alive
         conn.state = BODY
+        # Keep-alive off (--http-keepalive=0): a client that expects to go on is told
+        # the connection ends (RFC 9112 §9.6), not left to find it closed.
+        closing = keep_alive and not self.keepalive and conn.head.keep_alive  # type: ignore[union-attr]
         if kind == "length":
             total = size + length  # type: ignore[operator]
             if len(data) >= total:
                 conn.remaining = 0
-                return data if len(data) == total else data[:total]
-            conn.remaining = total - len(data)
-            return data
+                data = data if len(data) == total else data[:total]
+            else:
+                conn.remaining = total - len(data)
+            return with_close(data, size) if closing else data
         if kind == "none":
             conn.remaining = 0
-            return data[:size]
+            return with_close(data[:size], size) if closing else data[:size]
         conn.remaining = -1
         conn.node_keep = False
         return data

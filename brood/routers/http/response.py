@@ -98,6 +98,15 @@ def rewrite_head(raw: bytes, drop: set[bytes], add: list[bytes]) -> bytes:
     return b"\r\n".join(out) + b"\r\n\r\n"
 
 
+def with_close(data: bytes, size: int) -> bytes:
+    """``data`` (an answer whose head is its first ``size`` bytes) with a
+    ``Connection: close`` line at the end of its head; with the node's own
+    ``Connection: keep-alive`` it reads "keep-alive, close": close wins (RFC 9112 §9.6)."""
+    if data[size - 4:size] == b"\r\n\r\n":
+        return data[:size - 2] + b"Connection: close\r\n" + data[size - 2:]
+    return data[:size - 1] + b"Connection: close\n" + data[size - 1:]  # a bare-LF head
+
+
 def wants_gzip(headers: list[tuple[bytes, bytes]]) -> bool:
     """The client's Accept-Encoding lists gzip (without q=0)."""
     for name, value in headers:
@@ -160,8 +169,11 @@ async def read_head(up: Upstream, method: bytes, client: Endpoint, touch: Callab
 
 async def relay_response(up: Upstream, client: Endpoint, *, request: RequestHead,
                          accepts_gzip: bool, auto_chunked: bool, auto_gzip: bool,
-                         touch: Callable[[], None], out: Outcome) -> None:
-    """Relay the node's answer to ``request`` to ``client``, filling ``out``."""
+                         touch: Callable[[], None], out: Outcome,
+                         closing: bool = False) -> None:
+    """Relay the node's answer to ``request`` to ``client``, filling ``out``.
+    ``closing``: the router closes the connection after it (keep-alive off), so a
+    client that expects to go on is told so."""
     client_http11 = request.version == b"HTTP/1.1"
     head, data = await read_head(up, request.method, client, touch, out, interim=client_http11)
     out.status = head.status
@@ -181,6 +193,10 @@ async def relay_response(up: Upstream, client: Endpoint, *, request: RequestHead
         # its GET would (RFC 9110 §9.3.2)
         new = rewrite_head(data[:size], {_UWSGI_ENCODING}, _GZIP_LINES if gzip else [])
         data, size = new + data[size:], len(new)
+    if closing and head.keep_alive and request.keep_alive and kind in ("length", "none",
+                                                                       "chunked"):
+        new = with_close(data, size)
+        data, size = new, size + len(new) - len(data)
     if kind == "length":
         await _relay_length(up, client, data, size + (head.content_length or 0), touch, out)
     elif kind == "none":
@@ -194,7 +210,9 @@ async def relay_response(up: Upstream, client: Endpoint, *, request: RequestHead
         await _relay_chunked(up, client, size, data, touch, out, dechunk=not client_http11)
     elif auto_gzip or auto_chunked:
         # chunked framing needs an HTTP/1.1 answer to an HTTP/1.1 client
-        chunk = client_http11 and head.version == b"HTTP/1.1" and (auto_chunked or gzip)
+        # (and not when the connection ends anyway: the close delimits it)
+        chunk = (client_http11 and head.version == b"HTTP/1.1" and (auto_chunked or gzip)
+                 and not closing)
         await _relay_reframed(up, client, head, data, touch, out, gzip=gzip, chunk=chunk)
     else:
         await _relay_until_close(up, client, data, touch, out)
