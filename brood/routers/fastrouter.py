@@ -38,14 +38,12 @@ from brood.routers.errors import (
 from brood.routers.net import sockio
 from brood.routers.net.backend import FirstPick
 from brood.routers.net.listen import ConnectionHandler
-from brood.routers.net.relay import linger, receive_some, send_all
+from brood.routers.net.relay import DROP_MAX, linger, receive_some, send_all
 from brood.routers.net.spool import Spool
 
 log = logging.getLogger("brood.routers")
 
 RECV_CHUNK = 65536
-# The most of a body read and dropped after an error answered before it (drop_body).
-DROP_MAX = 64 << 20
 # Vars of a request whose client may keep sending after its packet.
 _STREAMING = frozenset((b"HTTP_TRANSFER_ENCODING", b"HTTP_UPGRADE"))
 

@@ -57,6 +57,7 @@ from brood.routers.net.relay import (
     SLOW_TAKE,
     EndFailed,
     client_room,
+    linger,
     splice_pipeful,
 )
 from brood.routers.net.spread import DEFER
@@ -791,6 +792,18 @@ class Lane:
         tsock = trio.socket.from_stdlib_socket(self._release(conn))
         self.sessions.start_soon(run_connection, self.spread, handler, tsock, conn.peer, *args)
 
+    def _close_answered(self, conn: LaneConn) -> None:
+        """Close a connection whose answer went out whole. With request bytes left
+        unread (pipelined ones, read or not), the close would be a reset, and a reset
+        throws away the tail of the answer still on its way: the connection then leaves
+        the lane to half-close and drop what comes for a moment first (``linger``), as
+        nginx's lingering close."""
+        if conn.buf or conn.readable or sockio.unread(conn.fd):
+            self._close_node(conn)
+            self._hand_over(conn, _linger_then_close)
+        else:
+            self._drop(conn)
+
     def _release(self, conn: LaneConn) -> socket.socket:
         """Take the client socket out of the lane (it stays open), as a stdlib socket
         (trio's wrap needs one; the lane's own accepts are the C-level type)."""
@@ -899,3 +912,8 @@ def _strerror(err: int) -> str:
         return os.strerror(err)
     except ValueError:
         return str(err)
+
+
+async def _linger_then_close(sock: trio.socket.SocketType, peer: Any) -> None:
+    """A connection handed over by ``Lane._close_answered``: run_connection closes it."""
+    await linger(sock)

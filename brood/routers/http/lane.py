@@ -372,7 +372,10 @@ class HttpLane(Lane):
                            conn.sent, conn.key, node.name,  # type: ignore[arg-type, union-attr]
                            time.monotonic() - conn.started)
         if not (complete and conn.node_keep and head.keep_alive and self.keepalive):  # type: ignore[union-attr]
-            self._drop(conn)
+            if complete:
+                self._close_answered(conn)
+            else:
+                self._drop(conn)
             return
         conn.state = IDLE
         conn.head = None  # an idle connection holds no head

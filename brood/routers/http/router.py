@@ -55,9 +55,12 @@ from brood.routers.http.h1 import (
 )
 from brood.routers.http.response import Outcome
 from brood.routers.http.settings import HttpSettings
+from brood.routers.net import sockio
 from brood.routers.net.backend import FirstPick
 from brood.routers.net.listen import ConnectionHandler
 from brood.routers.net.relay import (
+    DROP_MAX,
+    LINGER_BYTES,
     Endpoint,
     deadline_slack,
     linger,
@@ -491,7 +494,25 @@ class HttpRouter:
             engine.session_closed()
         self._log_access(client, head, out, key, node_name, started)
         self._note_cut(peer, out, node_name)
-        return (settings.keepalive and head.keep_alive and out.keep_alive and out.complete)
+        if settings.keepalive and head.keep_alive and out.keep_alive and out.complete:
+            return True
+        if out.complete and not out.upgraded:
+            await self._linger_answered(client, body)
+        return False
+
+    async def _linger_answered(self, client: Client, body: BodyPlan) -> None:
+        """The connection ends after a whole answer: with request bytes left unread (a
+        body the node did not wait for, pipelined requests), the close would be a reset
+        that throws away the tail of the answer still on its way. Half-close and drop
+        what comes first (nginx's lingering close): a body being sent as long as it
+        comes, up to ``DROP_MAX`` (and what a client sends past it: ``LINGER_BYTES``);
+        anything else for a moment."""
+        if body.remaining or body.decoder is not None:
+            left = body.remaining if body.remaining else DROP_MAX
+            await linger(client.sock, min(left, DROP_MAX) + LINGER_BYTES,
+                         idle=self.settings.timeout)
+        elif client.buf or sockio.unread(client.sock.fileno()):
+            await linger(client.sock)
 
     def _note_cut(self, peer: Any, out: Outcome, node_name: str) -> None:
         """A node that closed inside a framed answer: said (the client sees a close)."""

@@ -153,24 +153,30 @@ async def send_eof(end: Endpoint) -> None:
 # close, with unread bytes, does not reset the connection and destroy the answer in flight.
 LINGER_TIME = 1.0
 LINGER_BYTES = 1 << 20
+# A peer that keeps sending within ``idle`` is dropped from no later than this (nginx's
+# lingering_time): a trickle must not hold the connection for ever.
+LINGER_MAX = 30.0
+# The most of a request body read and dropped after an answer that came before it.
+DROP_MAX = 64 << 20
 
 
 async def linger(sock: Endpoint, max_bytes: int = LINGER_BYTES,
                  idle: float | None = None) -> None:
     """Half-close, then drop what the peer still sends: up to ``max_bytes``, for a moment
     (``LINGER_TIME``) or, given ``idle``, for as long as each read comes within it (a
-    body the peer is known to be sending)."""
+    body the peer is known to be sending), up to ``LINGER_MAX`` in all."""
     if isinstance(sock, trio.socket.SocketType):
         try:
             sock.shutdown(socket.SHUT_WR)
         except OSError:
             return
     dropped = 0
+    end = trio.current_time() + LINGER_MAX
     with trio.move_on_after(LINGER_TIME if idle is None else math.inf) as overall:
         try:
             while dropped < max_bytes:
                 if idle is not None:
-                    overall.deadline = trio.current_time() + idle
+                    overall.deadline = min(trio.current_time() + idle, end)
                 data = await receive_some(sock, 65536)
                 if not data:
                     return

@@ -136,6 +136,15 @@ def send_queue(fd: int) -> int:
         return -1
 
 
+def unread(fd: int) -> int:
+    """Bytes the peer sent that were not read yet (FIONREAD); 0 when it cannot say.
+    A close with any is a reset, which throws away the answer still in the send queue."""
+    try:
+        return _OUTQ.unpack(fcntl.ioctl(fd, termios.FIONREAD, _OUTQ_BUF))[0]
+    except OSError:
+        return 0
+
+
 def close(sock: trio.socket.SocketType) -> None:
     """Close a socket that no task is waiting on, without ``trio.lowlevel.notify_closing``:
     that wakes waiters (there are none) at the price of an epoll_ctl per close. The
