@@ -361,7 +361,11 @@ class Master:
                 self.touched[path] = mtime  # a refused reload waits for the next touch
                 return GRACEFUL_RELOAD
         self.children.check_evil_rss(int(self.cfg["evil-reload-on-rss"] or 0))
-        self.children.check_rss(now, int(self.cfg["reload-on-rss"] or 0), self._worker_mercy())
+        self.children.check_rss(now, int(self.cfg["reload-on-rss"] or 0), self._worker_mercy(),
+                                int(self.cfg["min-worker-lifetime"] or 0))
+        self.children.check_lifetime(now, int(self.cfg["max-worker-lifetime"] or 0),
+                                     int(self.cfg["max-worker-lifetime-delta"] or 0),
+                                     self._worker_mercy())
         return None
 
     def _serve(self, svc: Any) -> None:

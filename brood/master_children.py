@@ -424,9 +424,11 @@ class ChildTable:
                 child.evil_killed = True
                 self._kill(child, signal.SIGKILL)
 
-    def check_rss(self, now: float, limit_mb: int, mercy: float) -> None:
+    def check_rss(self, now: float, limit_mb: int, mercy: float, min_lifetime: float = 0.0
+                  ) -> None:
         """Gracefully recycle workers above ``--reload-on-rss`` (backup to the worker's own
-        check), and SIGKILL a recycled worker that outlives ``mercy``."""
+        check) once they have run ``min_lifetime`` seconds, and SIGKILL a recycled worker
+        that outlives ``mercy``."""
         for child in self.alive():
             if child.evil_killed:
                 continue
@@ -437,7 +439,7 @@ class ChildTable:
                     child.stop_deadline = None
                 continue
             board = child.spec.scoreboard
-            if board is None or limit_mb <= 0:
+            if board is None or limit_mb <= 0 or now - child.started < min_lifetime:
                 continue
             # Now, from /proc: the slot only holds what the worker saw after its last
             # request, so it misses growth during a long request or between requests.
@@ -447,6 +449,21 @@ class ChildTable:
                     f"reload-on-rss {limit_mb} MB, recycling it")
                 self._kill(child, child.spec.graceful_signal)
                 child.stop_deadline = now + mercy
+
+    def check_lifetime(self, now: float, lifetime: int, delta: int, mercy: float) -> None:
+        """Gracefully recycle workers that have run ``--max-worker-lifetime`` seconds
+        (plus ``(index - 1) * delta``, so that a pool does not recycle all at once)."""
+        if lifetime <= 0:
+            return
+        for child in self.alive():
+            if (child.spec.scoreboard is None or child.reloading
+                    or child.stop_deadline is not None):
+                continue
+            lived = now - child.started
+            if lived >= lifetime + (child.index - 1) * delta:
+                log(f"{child.name} lifetime reached, it was running for {lived:.0f} "
+                    f"second(s)")
+                self._recycle(child, None, now, mercy)
 
     def stats_lines(self) -> list[str]:
         """One line per child for the log (FIFO ``s``): pid, and the scoreboard's figures."""

@@ -241,7 +241,7 @@ IGNORABLE = frozenset((
     "log-master", "log-master-bufsize", "log-maxsize", "log-micros", "log-reopen",
     "log-sendfile", "log-slow", "log-truncate", "log-x-forwarded-for", "log-zero",
     "logdate", "logformat-strftime", "logger", "logger-req", "master-as-root",
-    "max-worker-lifetime", "max-worker-lifetime-delta", "memory-report", "mode",
+    "memory-report", "mode",
     "need-app", "no-orphans", "offload-threads", "optimize", "pcre-jit",
     "post-buffering", "post-buffering-bufsize", "print", "py-autoreload",
     "py-tracebacker", "python-autoreload", "reaper", "reload-os-env", "req-logger",

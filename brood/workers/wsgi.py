@@ -148,7 +148,11 @@ class Worker:
         self.endpoints = [Endpoint(li) for li in listeners]
         self.threads = max(1, int(option(cfg, "threads", 1) or 1))
         self.max_requests = int(option(cfg, "max-requests", 0) or 0)
+        if self.max_requests:
+            self.max_requests += (worker_id - 1) * int(option(cfg, "max-requests-delta", 0) or 0)
         self.reload_on_rss = int(option(cfg, "reload-on-rss", 0) or 0) * 1024 * 1024
+        # --max-requests and --reload-on-rss recycle a worker only from this time on.
+        self.recyclable_at = time.time() + int(option(cfg, "min-worker-lifetime", 60) or 0)
         self.limit_post = int(option(cfg, "limit-post", 0) or 0)
         self.buffer_size = int(option(cfg, "buffer-size", 4096) or 4096)
         self._setup_request_log(cfg)
@@ -378,7 +382,8 @@ class Worker:
         (the parking lot is full)."""
         if self.stopping or len(self.parked) >= self.parked_cap:
             return False
-        return not self.max_requests or self.requests + 1 < self.max_requests
+        return (not self.max_requests or self.requests + 1 < self.max_requests
+                or time.time() < self.recyclable_at)
 
     def serve_request(self, core: Core, environ: dict[str, Any], vsize: int, nvars: int) -> bool:
         """Account, run and log one request; True when the connection may go on."""
@@ -407,7 +412,7 @@ class Worker:
                 self.requests += 1
         if self.logging:
             self.request_log(core, environ, start, end, vsize, nvars)
-        if self.max_requests and self.requests >= self.max_requests:
+        if self.max_requests and self.requests >= self.max_requests and end >= self.recyclable_at:
             self.log(f"worker {self.id} reached max-requests ({self.max_requests}), stopping")
             self.stop()
         elif self.reload_on_rss:
@@ -435,7 +440,7 @@ class Worker:
         vsz, rss = int(fields[0]) * _PAGE, int(fields[1]) * _PAGE
         self.slot.vsz = vsz
         self.slot.rss = rss
-        if rss > self.reload_on_rss:
+        if rss > self.reload_on_rss and time.time() >= self.recyclable_at:
             self.log(f"worker {self.id} rss {rss // 1048576} MB over reload-on-rss, stopping")
             self.stop()
 

@@ -34,11 +34,11 @@ class WorkerProcess:
     """One forked worker; ``protos`` lists the listeners ("http", "uwsgi", "unix-http")."""
 
     def __init__(self, app: Any, tmp_path: Path, protos: tuple[str, ...] = ("http",),
-                 **options: Any) -> None:  # fmt: skip
+                 worker_id: int = 1, **options: Any) -> None:  # fmt: skip
         self.cfg = Config.from_dict({k.replace("_", "-"): v for k, v in options.items()})
         self.log_path = tmp_path / "worker.log"
-        self.board = Scoreboard(1, cores=int(options.get("threads") or 1))
-        self.slot = self.board.slot(1)
+        self.board = Scoreboard(worker_id, cores=int(options.get("threads") or 1))
+        self.slot = self.board.slot(worker_id)
         self.listeners: list[Listener] = []
         self.addresses: list[Any] = []
         for i, proto in enumerate(protos):
@@ -61,7 +61,7 @@ class WorkerProcess:
             try:
                 fd = os.open(self.log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
                 os.dup2(fd, 2)
-                status = run_worker(1, self.listeners, app, self.cfg, self.slot)
+                status = run_worker(worker_id, self.listeners, app, self.cfg, self.slot)
             except BaseException as exc:  # noqa: BLE001
                 os.write(2, f"worker harness: {exc!r}\n".encode())
             finally:

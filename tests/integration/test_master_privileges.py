@@ -208,7 +208,8 @@ def test_a_router_uid_that_does_not_exist_stops_the_start(tmp_path) -> None:
 
 def test_reload_on_rss_recycles_the_worker_after_its_request(start_brood, tmp_path) -> None:
     b = start_brood("--http-socket", "127.0.0.1:0", "--wsgi-file", _grow_app(tmp_path),
-                    "--reload-on-rss", RSS_LIMIT_MB, "--stats", "127.0.0.1:0")
+                    "--reload-on-rss", RSS_LIMIT_MB, "--min-worker-lifetime", "0",
+                    "--stats", "127.0.0.1:0")
     address = b.address_of("uwsgi socket 0")
     first = _single_worker(b)
     assert http_get(address) == (200, str(first).encode())
@@ -227,7 +228,8 @@ def test_master_recycles_a_worker_that_grew_mid_request(start_brood, tmp_path) -
     grows during a long request gets the graceful signal, finishes that request, then
     is replaced."""
     b = start_brood("--http-socket", "127.0.0.1:0", "--wsgi-file", _grow_app(tmp_path),
-                    "--reload-on-rss", RSS_LIMIT_MB, "--stats", "127.0.0.1:0")
+                    "--reload-on-rss", RSS_LIMIT_MB, "--min-worker-lifetime", "0",
+                    "--stats", "127.0.0.1:0")
     address = b.address_of("uwsgi socket 0")
     host, port = address.rsplit(":", 1)
     first = _single_worker(b)

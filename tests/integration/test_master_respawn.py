@@ -86,7 +86,8 @@ def test_harakiri_kills_a_stuck_request(start_brood, hello_app) -> None:
 
 def test_max_requests_recycles_the_worker(start_brood, hello_app) -> None:
     b = start_brood("--http-socket", "127.0.0.1:0", "--wsgi-file", hello_app,
-                    "--max-requests", "3", "--stats", "127.0.0.1:0")
+                    "--max-requests", "3", "--min-worker-lifetime", "0",
+                    "--stats", "127.0.0.1:0")
     addr = b.address_of("uwsgi socket 0")
     first = worker_pids(b.stats())[0]
     for _ in range(3):
@@ -106,3 +107,16 @@ def test_crash_looping_app_backs_off(start_brood, tmp_path) -> None:
     # The master itself is alive and still answers signals.
     b.send_signal(signal.SIGINT)
     assert b.wait_exit() == 0
+
+
+def test_max_worker_lifetime_recycles_workers_one_delta_apart(start_brood, hello_app) -> None:
+    b = start_brood("--http-socket", "127.0.0.1:0", "--wsgi-file", hello_app, "-p", "2",
+                    "--max-worker-lifetime", "1", "--max-worker-lifetime-delta", "1",
+                    "--stats", "127.0.0.1:0")
+    first = worker_pids(b.stats())
+    lines = b.wait_for_log(r"worker (\d) lifetime reached, it was running for (\d+) second",
+                           count=2, timeout=20)
+    assert [(m.group(1), int(m.group(2))) for m in lines][:2] == [("1", 1), ("2", 2)]
+    wait_until(lambda: set(worker_pids(b.stats())).isdisjoint(first + [0]), what="respawns")
+    assert "died" not in b.log()  # recycled, not dead: no "too fast" count either
+    assert http_get(b.address_of("uwsgi socket 0")) == (200, b"Hello World")

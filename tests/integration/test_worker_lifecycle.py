@@ -73,7 +73,8 @@ def test_sigint_stops_at_once(tmp_path):
 
 
 def test_max_requests_exits_zero(tmp_path):
-    with WorkerProcess(app, tmp_path, max_requests=3, disable_logging=True) as w:
+    with WorkerProcess(app, tmp_path, max_requests=3, min_worker_lifetime=0,
+                       disable_logging=True) as w:
         with w.connect() as sock:
             conn = HttpConn(sock)
             for _ in range(3):
@@ -86,8 +87,36 @@ def test_max_requests_exits_zero(tmp_path):
         assert "max-requests" in w.log()
 
 
+def test_a_young_worker_outlives_max_requests(tmp_path):
+    """--min-worker-lifetime (60 s by default, as uWSGI): a worker that reaches
+    --max-requests sooner serves on; a busy pool would otherwise spend itself forking."""
+    with WorkerProcess(app, tmp_path, max_requests=3, disable_logging=True) as w:
+        with w.connect() as sock:
+            conn = HttpConn(sock)
+            for _ in range(6):
+                conn.send(b"GET / HTTP/1.1\r\nHost: t\r\n\r\n")
+                resp = conn.response()
+                assert resp.status == 200 and "connection" not in resp.headers
+        assert w.poll() is None and "max-requests" not in w.log()
+
+
+def test_max_requests_delta_adds_per_worker(tmp_path):
+    """Worker 3 of a pool with --max-requests 2 --max-requests-delta 2 goes at 2 + 2 * 2."""
+    with WorkerProcess(app, tmp_path, worker_id=3, max_requests=2, max_requests_delta=2,
+                       min_worker_lifetime=0, disable_logging=True) as w:
+        with w.connect() as sock:
+            conn = HttpConn(sock)
+            for i in range(6):
+                conn.send(b"GET / HTTP/1.1\r\nHost: t\r\n\r\n")
+                resp = conn.response()
+                assert ("connection" in resp.headers) == (i == 5)
+        assert w.wait() == 0
+        assert "worker 3 reached max-requests (6)" in w.log()
+
+
 def test_reload_on_rss_exits_after_request(tmp_path):
-    with WorkerProcess(app, tmp_path, reload_on_rss=1, disable_logging=True) as w:
+    with WorkerProcess(app, tmp_path, reload_on_rss=1, min_worker_lifetime=0,
+                       disable_logging=True) as w:
         assert http_get(w).status == 200
         assert w.wait() == 0
         assert w.slot.rss > 1024 * 1024

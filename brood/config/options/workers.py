@@ -30,6 +30,16 @@ OPTIONS: list[Option] = [
            kind="bool"),
     Option("max-requests", "workers", "recycle a worker after N requests (0 = off)", kind="int",
            default=0, short="R", metavar="N"),
+    Option("max-requests-delta", "workers", "add (worker id - 1) * N to each worker's "
+           "--max-requests, so that they do not all recycle at once", kind="int", default=0,
+           metavar="N"),
+    Option("min-worker-lifetime", "workers", "seconds a worker runs before --max-requests "
+           "or --reload-on-rss may recycle it (as uWSGI: default 60; a pool that recycles "
+           "faster spends its time forking)", kind="int", default=60, metavar="SECONDS"),
+    Option("max-worker-lifetime", "workers", "recycle a worker (gracefully) once it has run "
+           "this many seconds (0 = off)", kind="int", default=0, metavar="SECONDS"),
+    Option("max-worker-lifetime-delta", "workers", "add (worker id - 1) * N seconds to each "
+           "worker's --max-worker-lifetime", kind="int", default=0, metavar="N"),
     Option("reload-on-rss", "workers", "recycle a worker after its request if RSS exceeds MB (0 = off)",
            kind="int", default=0, metavar="MB"),
     Option("evil-reload-on-rss", "workers",
