@@ -72,7 +72,7 @@ class RouterSettings:
             kind=kind,
             # 0 is uWSGI's "not set" for these too: the default.
             timeout=float(option(cfg, f"{kind}-timeout", 60)) or 60.0,
-            gracetime=float(option(cfg, f"{kind}-gracetime", 30)),
+            gracetime=float(option(cfg, f"{kind}-gracetime", 30)) or 30.0,
             # 0 is uWSGI's "not set": the default (real uWSGI 2.0 tries 4 nodes with it).
             max_retries=int(option(cfg, f"{kind}-max-retries", 3)) or 3,
             max_age=float(option(cfg, f"{kind}-session-max-age", 0)),

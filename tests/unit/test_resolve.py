@@ -9,6 +9,7 @@ import pytest
 
 from brood.config.model import Config
 from brood.routers.balance import WeightedRoundRobin
+from brood.routers.engine import RouterSettings
 from brood.routers.node import Node
 from brood.routers.resolve import (
     BaseResolver,
@@ -204,6 +205,16 @@ def test_build_static_only() -> None:
     resolver.on_connect_failed(node, NOW)
     assert node.grace_until == NOW + 5
     assert resolver.subscriptions is None
+
+
+def test_gracetime_0_is_uwsgis_default_30() -> None:
+    """uWSGI's corerouter reads 0 as "not set": a refusing node is skipped for 30 s,
+    not retried on every request."""
+    resolver = build_resolver(_cfg(http_to=["A:1", "B:2"], http_gracetime=0), "http")
+    node = resolver.static_nodes[0]
+    resolver.on_connect_failed(node, NOW)
+    assert node.grace_until == NOW + 30
+    assert RouterSettings.from_config(_cfg(http_gracetime=0), "http").gracetime == 30.0
 
 
 def test_uwsgi_precedence_one_mapper_wins() -> None:

@@ -175,7 +175,7 @@ def build_resolver(
     receives the errors of a code-string mapper. ValueError for a bad configuration
     (code-string file, socket number, algorithm, a cache name ``caches`` lacks).
     """
-    gracetime = float(_get(cfg, f"{prefix}-gracetime", 30))
+    gracetime = float(_get(cfg, f"{prefix}-gracetime", 30)) or 30.0  # 0: uWSGI's "not set"
     algo = _get(cfg, f"{prefix}-algo")
     default_algo = _get(cfg, "subscription-algo", "wrr")
     pool = NodePool()
