@@ -284,6 +284,7 @@ class Engine:
             for attempt in failed:
                 log.warning("%s: node %s failed: %s", self.kind, attempt.node, attempt.reason)
         node.requests += 1
+        node.last_requests += 1  # since its last announce (reset there)
         node.ref += 1
         return Upstream(self, node, sock)
 

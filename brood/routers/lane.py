@@ -536,6 +536,7 @@ class Lane:
             return
         node = conn.node
         node.requests += 1  # type: ignore[union-attr]
+        node.last_requests += 1  # type: ignore[union-attr]
         node.ref += 1  # type: ignore[union-attr]
         node.rx += sent  # type: ignore[union-attr]
         if node.grace_until:  # type: ignore[union-attr]

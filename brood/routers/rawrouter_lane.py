@@ -154,6 +154,7 @@ class RawLane(Lane):
         starts."""
         node, up = conn.node, conn.up
         node.requests += 1  # type: ignore[union-attr]
+        node.last_requests += 1  # type: ignore[union-attr]
         node.ref += 1  # type: ignore[union-attr]
         if node.grace_until:  # type: ignore[union-attr]
             node.clear_grace()  # type: ignore[union-attr]

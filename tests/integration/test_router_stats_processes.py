@@ -155,3 +155,27 @@ def test_plan_binds_one_stats_socket_and_one_snapshot_dir() -> None:
             lst.sock.close()
         for svc in plan.services:
             svc.on_shutdown()
+
+
+def test_last_requests_counts_since_the_nodes_last_announce(start_brood, hello_app) -> None:
+    """As uWSGI: ``last_requests`` counts a subscribed node's requests since its last
+    announce, and starts again from 0 at each (it stayed 0)."""
+    router = start_brood("--master", "--fastrouter", "127.0.0.1:0",
+                         "--fastrouter-subscription-server", "127.0.0.1:0",
+                         "--fastrouter-stats", "127.0.0.1:0")
+    (m,) = router.wait_for_log(r"fastrouter subscription server bound on (\S+) fd")
+    pool = start_brood("--master", "--socket", "127.0.0.1:0", "--wsgi-file", hello_app,
+                       "--disable-logging", "--subscribe-to", f"{m[1]}:{KEY}",
+                       "--subscribe-freq", "3600")  # no announce between the requests below
+
+    def node() -> dict | None:
+        found = [n for s in stats(router, "fastrouter")["subscriptions"] if s["key"] == KEY
+                 for n in s["nodes"]]
+        return found[0] if found else None
+
+    wait_until(lambda: node() is not None, timeout=10, what="the pool subscribed")
+    front = router.address_of("fastrouter socket 0")
+    for _ in range(5):
+        assert uwsgi_request(front, "/") == (200, b"Hello World")
+    figures = wait_until(lambda: (n := node()) and n["requests"] == 5 and n, what="counted")
+    assert 0 < figures["last_requests"] <= 5  # (the announce right after start may reset it)
