@@ -164,7 +164,7 @@ def test_last_requests_counts_since_the_nodes_last_announce(start_brood, hello_a
                          "--fastrouter-subscription-server", "127.0.0.1:0",
                          "--fastrouter-stats", "127.0.0.1:0")
     (m,) = router.wait_for_log(r"fastrouter subscription server bound on (\S+) fd")
-    pool = start_brood("--master", "--socket", "127.0.0.1:0", "--wsgi-file", hello_app,
+    start_brood("--master", "--socket", "127.0.0.1:0", "--wsgi-file", hello_app,
                        "--disable-logging", "--subscribe-to", f"{m[1]}:{KEY}",
                        "--subscribe-freq", "3600")  # no announce between the requests below
 
