@@ -165,8 +165,8 @@ def test_last_requests_counts_since_the_nodes_last_announce(start_brood, hello_a
                          "--fastrouter-stats", "127.0.0.1:0")
     (m,) = router.wait_for_log(r"fastrouter subscription server bound on (\S+) fd")
     start_brood("--master", "--socket", "127.0.0.1:0", "--wsgi-file", hello_app,
-                       "--disable-logging", "--subscribe-to", f"{m[1]}:{KEY}",
-                       "--subscribe-freq", "3600")  # no announce between the requests below
+                "--disable-logging", "--subscribe-to", f"{m[1]}:{KEY}",
+                "--subscribe-freq", "3600")  # no announce between the requests below
 
     def node() -> dict | None:
         found = [n for s in stats(router, "fastrouter")["subscriptions"] if s["key"] == KEY
