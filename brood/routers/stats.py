@@ -23,6 +23,7 @@ the per-process totals of a router with several processes, see ``stats_merge``).
 from __future__ import annotations
 
 import json
+import operator
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
@@ -107,12 +108,10 @@ class StatsWriter:
             outer = inner = nl = ""
         else:
             outer, inner, nl = "\t" * self.tabs, "\t" * (self.tabs + 1), "\n"
-        heads = [inner + key + ":" for key in keys]
+        heads = [inner + key.replace("%", "%%") + ":" for key in keys]
         heads[1:] = ["," + nl + head for head in heads[1:]]
-        opening, closing = outer + "{" + nl, nl + outer + "}"
-        texts = [opening + "".join([h + v for h, v in zip(heads, row, strict=True)])
-                 + closing for row in rows]
-        self.parts.append(("," + nl).join(texts))
+        template = outer + "{" + nl + "%s".join(heads) + "%s" + nl + outer + "}"
+        self.parts.append(("," + nl).join([template % tuple(row) for row in rows]))
 
     def finish(self) -> bytes:
         self.tabs = 1
@@ -154,10 +153,14 @@ def _node_value(node: Any, name: str) -> Any:
 
 
 _NODE_KEYS = [_str(name) for name in NODE_FIELDS]
+_NODE_VALUES = operator.attrgetter(*NODE_FIELDS[1:])
+_NODE_ITEMS = operator.itemgetter(*NODE_FIELDS[1:])
 
 
 def _node_row(node: Node | Mapping[str, Any]) -> list[str]:
     """One node's values as JSON text, in ``NODE_FIELDS`` order."""
+    if type(node) is dict and len(node) == len(NODE_FIELDS) and "ref" in node:
+        return [_str(_text(node["name"])), *[str(int(v or 0)) for v in _NODE_ITEMS(node)]]
     if isinstance(node, dict | Mapping):
         get = node.get
         ref = get("ref")
@@ -172,6 +175,17 @@ def _node_row(node: Node | Mapping[str, Any]) -> list[str]:
 def node_record(node: Node | Mapping[str, Any]) -> dict[str, Any]:
     """One subscription node as a plain mapping with ``NODE_FIELDS`` (name a str, the
     rest ints), whether it is a Node or a mapping (``reference`` read as ``ref``)."""
+    # The common cases first (tens of thousands per snapshot): a Node, or the table's
+    # own record of one (``node_stats``: every field there).
+    if isinstance(node, Node):
+        values = _NODE_VALUES(node)
+    elif type(node) is dict and "ref" in node and len(node) == len(NODE_FIELDS):
+        values = _NODE_ITEMS(node)
+    else:
+        values = None
+    if values is not None:
+        return dict(zip(NODE_FIELDS, (_text(_field(node, "name", "")),
+                                      *[int(v or 0) for v in values]), strict=True))
     record: dict[str, Any] = {"name": _text(_field(node, "name", ""))}
     for name in NODE_FIELDS[1:]:
         record[name] = int(_node_value(node, name) or 0)

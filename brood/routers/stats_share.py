@@ -133,6 +133,10 @@ class StatsShare:
         self.directory = directory
         self.pid = os.getpid()
         self._failed = False
+        # The build under way (``document_off_loop``): stats clients that come
+        # meanwhile share it; one at a time.
+        self._building: trio.Event | None = None
+        self._built = b""
 
     @property
     def shared(self) -> bool:
@@ -210,8 +214,19 @@ class StatsShare:
 
     async def document_off_loop(self, engine: Any, socket_names: Sequence[str]) -> bytes:
         """``document`` in a worker thread: with a table of thousands of nodes it takes
-        a second or more, which the event loop would otherwise spend away from routing."""
-        return await _off_loop(self.document, engine, socket_names)
+        half a second or more, which the event loop would otherwise spend away from
+        routing. Clients that ask while one is being built get that one: forty at once
+        made forty threads that held the GIL against the loop for half a minute."""
+        if self._building is not None:
+            await self._building.wait()
+            return self._built
+        self._building = done = trio.Event()
+        try:
+            self._built = await _off_loop(self.document, engine, socket_names)
+        finally:
+            self._building = None
+            done.set()
+        return self._built
 
     async def publish_periodically(self, engine: Any) -> None:
         """Publish every ``PUBLISH_EVERY`` seconds until cancelled, then withdraw."""

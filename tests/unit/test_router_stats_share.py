@@ -210,3 +210,37 @@ def test_root_sweeps_the_directories_it_gave_to_router_users(tmp_path) -> None:
     os.chown(dead, 65534, 65534)
     stats_share._sweep(str(tmp_path))
     assert not dead.exists()
+
+
+async def test_clients_asking_during_a_build_share_it() -> None:
+    """Forty stats clients at once made forty builds (threads holding the GIL against
+    the loop); those that come while one is built get that one."""
+    share = StatsShare("http")
+    started, release = trio.Event(), trio.Event()
+    calls = []
+    real = share.document
+
+    def slow_document(engine, names):
+        calls.append(1)
+        trio.from_thread.run_sync(started.set)
+        trio.from_thread.run(release.wait)
+        return real(engine, names)
+
+    share.document = slow_document  # type: ignore[method-assign]
+    got = []
+    engine = FakeEngine(Node("n:1", requests=3))
+
+    async def ask() -> None:
+        got.append(await share.document_off_loop(engine, []))
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(ask)
+        await started.wait()
+        for _ in range(9):
+            nursery.start_soon(ask)
+        await trio.testing.wait_all_tasks_blocked()
+        release.set()
+    assert len(calls) == 1 and len(got) == 10 and len(set(got)) == 1
+    assert json.loads(got[0])["static_nodes"][0]["hits"] == 3
+    await share.document_off_loop(engine, [])  # the next one is built anew
+    assert len(calls) == 2
