@@ -188,6 +188,13 @@ class Engine:
         )
         self.active_sessions = 0
         self.sessions_total = 0
+        # A graceful stop under way: answers end their connections (no keep-alive into
+        # a process about to exit). ``drain_hooks``: each front's "serve what clients
+        # already sent on kept-alive connections, close the idle ones; True while such
+        # work is left" (``work_left``).
+        self.draining = False
+        self.drain_started = 0.0  # time.monotonic() when it began
+        self.drain_hooks: list[Callable[[], bool]] = []
         # This process's share of the kind's client connections (``serve_router`` gives
         # it the table of its siblings: ``brood.routers.net.spread``).
         self.spread = Spread()
@@ -255,6 +262,10 @@ class Engine:
         then the general path's): the older count goes, and it was one session."""
         self.active_sessions -= 1
         self.sessions_total -= 1
+
+    def work_left(self) -> bool:
+        """Run every drain hook (all of them: each closes its idle connections)."""
+        return any([hook() for hook in self.drain_hooks])
 
     async def wait_idle(self) -> None:
         """Return once no session is active (graceful stop waits here)."""

@@ -34,6 +34,7 @@ import importlib
 import logging
 import signal
 import socket
+import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -62,6 +63,9 @@ FRONTS = {
 PREFIX = {"https": "http", "http-to-https": "http"}
 
 IMMEDIATE = (signal.SIGINT, signal.SIGQUIT)
+# While a drain waits on requests clients sent on kept-alive connections: how often it
+# looks again whether they went out (they become sessions once they do).
+DRAIN_POLL = 0.01
 # --stats-http: how long to wait for the request bytes before answering anyway.
 STATS_HTTP_WAIT = 5.0
 
@@ -107,13 +111,20 @@ class RouterServer:
 
     def stop_accepting(self) -> None:
         self.accept_scope.cancel()
+        self.engine.draining = True
+        self.engine.drain_started = time.monotonic()
 
     async def drain(self, mercy: float) -> bool:
         """After ``stop_accepting``: wait for sessions to end, at most ``mercy`` seconds;
-        then cut the rest. True when every session ended by itself."""
+        then cut the rest. True when every session ended by itself. A request a client
+        sent on a kept-alive connection before its answer said "close" is served too
+        (the fronts' drain hooks), not dropped with the connection."""
         with trio.move_on_after(mercy):
-            await self.engine.wait_idle()
-            return True
+            while True:
+                await self.engine.wait_idle()
+                if not self.engine.work_left():
+                    return True
+                await trio.sleep(DRAIN_POLL)
         self.session_scope.cancel()
         return False
 

@@ -193,3 +193,46 @@ def test_children_die_with_a_killed_master(start_brood, hello_app) -> None:
     b.proc.wait(10)
     wait_until(lambda: all(_gone(pid) for pid in children), timeout=5,
                what="the children to die with the master")
+
+
+def _back_to_back(port: int, stop: threading.Event, outcome: list) -> None:
+    """GETs one after the other on one kept-alive connection until it is told to
+    close (``Connection: close``) or ``stop``; what ended it goes in ``outcome``."""
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        reader = sock.makefile("rb")
+        answers = 0
+        while not stop.is_set():
+            sock.sendall(b"GET /sleep?s=0 HTTP/1.1\r\nHost: x\r\n\r\n")  # (a length)
+            status = reader.readline()
+            if not status:
+                outcome.append(f"EOF with a request unanswered after {answers} answers")
+                return
+            head = [status]
+            while head[-1] not in (b"\r\n", b""):
+                head.append(reader.readline())
+            length = next(int(h.split(b":")[1]) for h in head
+                          if h.lower().startswith(b"content-length"))
+            reader.read(length)
+            answers += 1
+            if any(h.lower() == b"connection: close\r\n" for h in head):
+                outcome.append("close")
+                return
+        outcome.append("stopped")
+
+
+def test_a_graceful_reload_answers_every_kept_alive_request(start_brood, hello_app) -> None:
+    """Embedded mode, SIGHUP while a client sends GETs back to back on one connection:
+    the request it sent just as the router began to drain is answered (with
+    Connection: close), not lost with a connection closed under it."""
+    b = start_brood("--http", "127.0.0.1:0", "--wsgi-file", hello_app, "-p", "2",
+                    "--disable-logging")
+    port = int(b.address_of("http socket 0").rsplit(":", 1)[1])
+    for _ in range(3):
+        stop, outcome = threading.Event(), []
+        client = threading.Thread(target=_back_to_back, args=(port, stop, outcome))
+        client.start()
+        b.send_signal(signal.SIGHUP)
+        client.join(20)
+        stop.set()
+        assert outcome == ["close"]
+        b.wait_for_log(r"brood: ready", count=len(re.findall("binary reloading", b.log())) + 1)

@@ -110,7 +110,7 @@ async def exchange(up: Upstream, client: Client, request: Request, settings: Htt
     accepts_gzip = settings.auto_gzip and wants_gzip(head.headers)
     relay_args = dict(request=head, accepts_gzip=accepts_gzip, auto_chunked=settings.auto_chunked,
                       auto_gzip=settings.auto_gzip, touch=touch, out=out,
-                      closing=not settings.keepalive)
+                      closing=not settings.keepalive or up.engine.draining)
     await _with_body(up, client, request.body, touch, relay_args, out)
     if out.upgraded:
         scope.deadline = hard_deadline
@@ -133,7 +133,8 @@ async def _answer(up: Upstream, client: Client, head: RequestHead, settings: Htt
     await relay_response(up, client.sock, request=head,
                          accepts_gzip=settings.auto_gzip and wants_gzip(head.headers),
                          auto_chunked=settings.auto_chunked, auto_gzip=settings.auto_gzip,
-                         touch=touch, out=out, closing=not settings.keepalive)
+                         touch=touch, out=out,
+                         closing=not settings.keepalive or up.engine.draining)
     if out.upgraded:
         scope.deadline = hard_deadline
         await _raw_pipe(up, client, out, end_when_node_done=False)

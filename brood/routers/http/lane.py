@@ -77,6 +77,7 @@ from brood.routers.lane import (
     _read,
     _write,
 )
+from brood.routers.net import sockio
 from brood.routers.net.backend import FirstPick
 from brood.routers.node import Node
 
@@ -90,6 +91,10 @@ REST_WAIT = 1.0
 # An answer head carrying the router's --http-auto-gzip instruction: the general path
 # takes such an answer (the header never reaches the client).
 _GZIP_OPT_IN_RE = re.compile(rb"\nuwsgi-encoding[ \t]*:", re.IGNORECASE)
+
+# A graceful stop keeps idle kept-alive connections this long for a request their
+# clients may have sent just as it began (then each goes with its answer, or is closed).
+DRAIN_IDLE_GRACE = 1.0
 
 
 class HttpConn(LaneConn):
@@ -120,6 +125,7 @@ class HttpLane(Lane):
         super().__init__(router, sessions, timeout=settings.timeout,
                          first_timeout=settings.headers_timeout)
         self.settings = settings
+        self.engine.drain_hooks.append(self._drain_work)
         extra = settings.extra_vars
         self.extra_block = encode_vars(extra) if extra else b""
         self.head_limit = settings.head_limit
@@ -284,7 +290,7 @@ class HttpLane(Lane):
         size = len(data)
         conn.node.tx += size  # type: ignore[union-attr]
         answer = usual_answer(data, conn.head.method, RESPONSE_HEAD_LIMIT)  # type: ignore[union-attr]
-        if answer is None or not self.keepalive or (
+        if answer is None or not self.keepalive or self.engine.draining or (
                 self.settings.auto_gzip and _GZIP_OPT_IN_RE.search(data, 0, answer[4])):
             # framed otherwise, its head not all here, or for the general path: relayed
             self._answer_read(conn, data)
@@ -346,7 +352,8 @@ class HttpLane(Lane):
         conn.state = BODY
         # Keep-alive off (--http-keepalive=0): a client that expects to go on is told
         # the connection ends (RFC 9112 §9.6), not left to find it closed.
-        closing = keep_alive and not self.keepalive and conn.head.keep_alive  # type: ignore[union-attr]
+        closing = (keep_alive and (not self.keepalive or self.engine.draining)
+                   and conn.head.keep_alive)  # type: ignore[union-attr]
         if kind == "length":
             total = size + length  # type: ignore[operator]
             if len(data) >= total:
@@ -371,7 +378,8 @@ class HttpLane(Lane):
             access.request(conn.remote_addr, conn.remote_port, head, conn.status,  # type: ignore[arg-type]
                            conn.sent, conn.key, node.name,  # type: ignore[arg-type, union-attr]
                            time.monotonic() - conn.started)
-        if not (complete and conn.node_keep and head.keep_alive and self.keepalive):  # type: ignore[union-attr]
+        if not (complete and conn.node_keep and head.keep_alive and self.keepalive  # type: ignore[union-attr]
+                and not self.engine.draining):
             if complete:
                 self._close_answered(conn)
             else:
@@ -386,6 +394,26 @@ class HttpLane(Lane):
             self._start(conn)  # pipelined
         elif conn.readable:
             self._read_request(conn)
+
+    def _drain_work(self) -> bool:
+        """The engine's drain hook (a graceful stop): a kept-alive connection whose
+        client already sent its next request is served (its answer ends it); one with
+        nothing is closed, once ``DRAIN_IDLE_GRACE`` has passed (its client may have sent
+        the next request just as the drain began: it is served with a close, not lost on
+        a connection closed under it). True while any connection has work left."""
+        left = False
+        idle_kept = time.monotonic() - self.engine.drain_started < DRAIN_IDLE_GRACE
+        for conn in list(self.conns.values()):
+            if conn.state != IDLE or conn.buf:
+                left = True
+            elif conn.readable or sockio.unread(conn.fd):
+                left = True
+                self._read_request(conn)
+            elif idle_kept:
+                left = True
+            else:
+                self._drop(conn)
+        return left
 
     def _client_left(self, conn: HttpConn) -> None:  # type: ignore[override]
         """As ``Lane._client_left``; its request line says 499, as nginx's does for a

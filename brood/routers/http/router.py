@@ -494,7 +494,8 @@ class HttpRouter:
             engine.session_closed()
         self._log_access(client, head, out, key, node_name, started)
         self._note_cut(peer, out, node_name)
-        if settings.keepalive and head.keep_alive and out.keep_alive and out.complete:
+        if (settings.keepalive and head.keep_alive and out.keep_alive and out.complete
+                and not engine.draining):
             return True
         if out.complete and not out.upgraded:
             await self._linger_answered(client, body)
