@@ -166,6 +166,7 @@ async def serve_router(
     server = RouterServer(engine, names)
     stats_http = bool(option(cfg, "stats-http", False))
     share = stats_share or StatsShare(prefix)
+    share.minified = bool(option(cfg, "stats-minified", False))
 
     async def stats_handler(conn: trio.socket.SocketType, peer: Any) -> None:
         document = await share.document_off_loop(engine, server.socket_names)

@@ -133,6 +133,7 @@ class StatsShare:
         self.directory = directory
         self.pid = os.getpid()
         self._failed = False
+        self.minified = False  # --stats-minified: the document on one line
         # The build under way (``document_off_loop``): stats clients that come
         # meanwhile share it; one at a time.
         self._building: trio.Event | None = None
@@ -210,7 +211,7 @@ class StatsShare:
         merged = merge(own, self.collect(now), now)
         return render(self.kind, merged, pid=os.getpid(), uid=os.getuid(), gid=os.getgid(),
                       cwd=os.getcwd(), socket_names=list(socket_names), cheap=engine.cheap,
-                      now=now)
+                      now=now, minified=self.minified)
 
     async def document_off_loop(self, engine: Any, socket_names: Sequence[str]) -> bytes:
         """``document`` in a worker thread: with a table of thousands of nodes it takes

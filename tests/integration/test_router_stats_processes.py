@@ -179,3 +179,11 @@ def test_last_requests_counts_since_the_nodes_last_announce(start_brood, hello_a
         assert uwsgi_request(front, "/") == (200, b"Hello World")
     figures = wait_until(lambda: (n := node()) and n["requests"] == 5 and n, what="counted")
     assert 0 < figures["last_requests"] <= 5  # (the announce right after start may reset it)
+
+
+def test_stats_minified_puts_router_stats_on_one_line(start_brood) -> None:
+    router = start_brood("--master", "--http", "127.0.0.1:0", "--http-to", "127.0.0.1:1",
+                         "--http-stats", "127.0.0.1:0", "--stats-minified")
+    raw = read_stats(router.address_of("http stats server"))
+    assert b"\n" not in raw.rstrip(b"\n") and b"\t" not in raw
+    assert json.loads(raw)["static_nodes"][0]["name"] == "127.0.0.1:1"
