@@ -85,6 +85,9 @@ BODY_RECV = 1 << 18
 # Bytes one connection moves before the lane's other sockets get their turn (``later``).
 TURN = 4 * PIPE_SIZE
 SWEEP_EVERY = 1.0
+# Sweeps come no closer than this: a timeout fires within it of its time (a sweep walks
+# every connection; deadlines pushed on by traffic would otherwise wake it constantly).
+SWEEP_MIN = 0.05
 # A sweep woken for a deadline acts on deadlines this close too (timer granularity).
 _EARLY = 0.005
 _STREAM_NONBLOCK = socket.SOCK_STREAM | socket.SOCK_NONBLOCK
@@ -548,6 +551,8 @@ class Lane:
         conn.counted = True
         conn.buf = conn.buf[conn.used:]
         conn.deadline = now + self.timeout
+        if self.timeout < SWEEP_EVERY:  # (sooner than the next sweep may look)
+            self._sweep_within(self.timeout)
         if sent == len(packet):
             conn.packet = b""
             if conn.state == CONNECTING:
@@ -849,21 +854,35 @@ class Lane:
 
     # -- timeouts -------------------------------------------------------------------------
     async def _sweep_forever(self) -> None:
-        """Sweep once a second, and when a pending connect's timeout is due."""
+        """Sweep when the soonest deadline seen at the last sweep is due (at least
+        ``SWEEP_MIN`` apart, at most ``SWEEP_EVERY``), and when a pending connect's
+        timeout is (``_sweep_within``). A deadline set since is at least a second out
+        or a connect's: the next sweep sees it in time."""
+        delay = SWEEP_EVERY
         while True:
-            with trio.CancelScope(deadline=trio.current_time() + SWEEP_EVERY) as scope:
+            with trio.CancelScope(deadline=trio.current_time() + delay) as scope:
                 self.sweep_scope = scope
                 await trio.sleep_forever()
-            self.sweep(time.monotonic() + _EARLY)
+            now = time.monotonic()
+            soonest = self.sweep(now + _EARLY)
+            delay = min(SWEEP_EVERY, max(SWEEP_MIN, soonest - now))
 
-    def sweep(self, now: float) -> None:
-        """Act on every deadline passed."""
-        for conn in [c for c in self.conns.values() if c.deadline <= now or c.hard <= now]:
+    def sweep(self, now: float) -> float:
+        """Act on every deadline passed; the soonest of those still ahead."""
+        due, soonest = [], math.inf
+        for c in self.conns.values():
+            deadline = c.deadline if c.deadline < c.hard else c.hard
+            if deadline <= now:
+                due.append(c)
+            elif deadline < soonest:
+                soonest = deadline
+        for conn in due:
             try:
                 self._expire(conn, now)
             except Exception:  # as in run(): this connection goes, the lane stays
                 log.exception("%s: fast lane failed on %s", self.kind, conn.peer)
                 self._drop(conn)
+        return soonest
 
     def _expire(self, conn: LaneConn, now: float) -> None:
         """A deadline of ``conn`` passed."""

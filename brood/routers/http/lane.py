@@ -442,11 +442,12 @@ class HttpLane(Lane):
         finally:
             self.access.flush()
 
-    def sweep(self, now: float) -> None:
+    def sweep(self, now: float) -> float:
         """As ``Lane.sweep`` (once a second at least), and the request lines queued
         since the last one go out: a line waits a second at most."""
-        Lane.sweep(self, now)
+        soonest = Lane.sweep(self, now)
         self.access.flush()
+        return soonest
 
     # -- hand-overs -----------------------------------------------------------------------
     def _fail_over(self, conn: HttpConn, error: RoutingError) -> None:  # type: ignore[override]
