@@ -6,11 +6,16 @@ privileges are dropped, removed on reload and shutdown) and hands every router p
 ``StatsShare`` through ``ROUTER_EXTRAS``. Each process then:
 
 * publishes its snapshot as ``<dir>/<kind>.<index>.json`` once per ``PUBLISH_EVERY``
-  and right before it answers a stats client, atomically (a temp file, then
-  ``os.replace``: a reader sees a whole old or a whole new file, never half of one);
+  while stats are wanted (a client asked any process of the kind within
+  ``WANTED_FOR``: ``<dir>/<kind>.wanted``'s time), once at start, and right before it
+  answers a stats client, atomically (a temp file, then ``os.replace``: a reader sees
+  a whole old or a whole new file, never half of one). With no one asking, a table of
+  tens of thousands of nodes is not written out every second for nobody;
 * answering, merges its live figures with the siblings' files, leaving out a file whose
   process is gone or that is older than ``STALE_AFTER`` (a process that stopped
-  publishing; a respawned process at the same index overwrites it).
+  publishing; a respawned process at the same index overwrites it). The first answer
+  after a quiet spell marks stats wanted and waits for the siblings' next snapshots
+  (``FIRST_WAIT`` at most).
 
 Why files and not a live query of the siblings: a stats answer never waits on another
 process (a busy or dying sibling cannot stall it), and the figures are at most one
@@ -30,6 +35,7 @@ import os
 import re
 import shutil
 import tempfile
+import time
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -46,6 +52,12 @@ if TYPE_CHECKING:
 log = logging.getLogger("brood.routers")
 
 PUBLISH_EVERY = 1.0  # seconds between two snapshots of one process
+# The siblings publish while a stats client asked within this long.
+WANTED_FOR = 60.0
+# The first answer after a quiet spell waits this long at most for the siblings' fresh
+# snapshots (they look at the mark once per PUBLISH_EVERY; a large table takes a moment).
+FIRST_WAIT = 3.0
+_FIRST_POLL = 0.05
 # A snapshot older than this is left out: its process stopped publishing (hung, or
 # gone and its pid reused). A few publishing periods, so a busy loop is not mistaken.
 STALE_AFTER = 5.0
@@ -174,6 +186,45 @@ class StatsShare:
         else:
             self._failed = False
 
+    def _wanted_path(self) -> str:
+        assert self.directory is not None
+        return os.path.join(self.directory, f"{self.kind}.wanted")
+
+    def wanted_since(self) -> float:
+        """When stats were last asked of any process of the kind (Unix time; 0: never)."""
+        try:
+            return os.stat(self._wanted_path()).st_mtime
+        except OSError:
+            return 0.0
+
+    def mark_wanted(self) -> bool:
+        """Say that stats are wanted; whether they already were (the siblings publish)."""
+        was = time.time() - self.wanted_since() < WANTED_FOR
+        try:
+            with open(self._wanted_path(), "ab"):
+                pass
+            os.utime(self._wanted_path())
+        except OSError:
+            pass
+        return was
+
+    def _siblings_caught_up(self, since: float) -> bool:
+        """Every sibling's snapshot was written at ``since`` or later."""
+        try:
+            names = os.listdir(self.directory)  # type: ignore[arg-type]
+        except OSError:
+            return True
+        for name in names:
+            m = _FILE.fullmatch(name)
+            if m is None or m["kind"] != self.kind or int(m["index"]) == self.index:
+                continue
+            try:
+                if os.stat(os.path.join(self.directory, name)).st_mtime < since:  # type: ignore[arg-type]
+                    return False
+            except OSError:
+                continue
+        return True
+
     def withdraw(self) -> None:
         """Remove this process's file (it stops serving)."""
         if self.directory is not None:
@@ -223,6 +274,11 @@ class StatsShare:
             return self._built
         self._building = done = trio.Event()
         try:
+            if self.directory is not None and not self.mark_wanted():
+                since = time.time()
+                with trio.move_on_after(FIRST_WAIT):
+                    while not self._siblings_caught_up(since):
+                        await trio.sleep(_FIRST_POLL)
             self._built = await _off_loop(self.document, engine, socket_names)
         finally:
             self._building = None
@@ -234,8 +290,11 @@ class StatsShare:
         if self.directory is None:
             return
         try:
+            first = True
             while True:
-                await _off_loop(lambda: self.publish(self.snapshot(engine, engine.clock())))
+                if first or time.time() - self.wanted_since() < WANTED_FOR:
+                    await _off_loop(lambda: self.publish(self.snapshot(engine, engine.clock())))
+                first = False
                 await trio.sleep(PUBLISH_EVERY)
         finally:
             self.withdraw()

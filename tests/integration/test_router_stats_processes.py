@@ -99,7 +99,7 @@ def test_http_router_stats_merge_both_processes(start_brood, hello_app) -> None:
     doc = read_stats(router.address_of("http stats server"))
     assert re.search(rb'\t"cheap":0,\n\t"processes":\[\n\t\t\{\n\t\t\t"index":1,', doc)
     (snapdir,) = snapshot_dirs(router)
-    assert sorted(os.listdir(snapdir)) == ["http.1.json", "http.2.json"]
+    assert sorted(os.listdir(snapdir)) == ["http.1.json", "http.2.json", "http.wanted"]
     router.stop()
     assert not os.path.exists(snapdir)  # the master removes it on the way out
 

@@ -107,12 +107,18 @@ def test_alone_without_a_directory(tmp_path: Path) -> None:
     assert not share.shared and share.collect(NOW) == []
 
 
-def test_publishes_periodically_and_withdraws_when_cancelled(tmp_path: Path, monkeypatch) -> None:
+@pytest.mark.parametrize("wanted", [True, False])
+def test_publishes_periodically_and_withdraws_when_cancelled(tmp_path: Path, monkeypatch,
+                                                             wanted) -> None:
+    """Every period while a stats client asked lately (any process of the kind marks
+    it), else once at start only: a big table is not written out for nobody."""
     async def on_loop(fn, *args):  # a worker thread's real time and a mock clock don't mix
         return fn(*args)
 
     monkeypatch.setattr(stats_share, "_off_loop", on_loop)
     share = StatsShare("http", 3, str(tmp_path))
+    if wanted:
+        StatsShare("http", 1, str(tmp_path)).mark_wanted()  # a sibling was asked
     engine = FakeEngine(Node("n:1"))
     seen: list[int] = []
 
@@ -127,8 +133,8 @@ def test_publishes_periodically_and_withdraws_when_cancelled(tmp_path: Path, mon
             nursery.cancel_scope.cancel()
 
     trio.run(main, clock=trio.testing.MockClock(autojump_threshold=0))
-    assert seen == [0, 1, 2]
-    assert os.listdir(tmp_path) == []
+    assert seen == ([0, 1, 2] if wanted else [0, 0, 0])
+    assert os.listdir(tmp_path) == (["http.wanted"] if wanted else [])
 
 
 def test_snapshot_dir_lifecycle(tmp_path: Path) -> None:
