@@ -73,6 +73,9 @@ LOOP_WINDOW = 0.5
 MAX_RECENT = 65536
 # Datagrams read per readable event, so one busy socket cannot hold the master loop.
 MAX_PER_CALL = 256
+# The subscription socket's receive buffer: a burst of announces (a fleet restarting,
+# tens of thousands of nodes) waits there while the master is busy, not dropped.
+RECEIVE_BUFFER = 4 << 20
 
 
 class Forwarder:
@@ -350,6 +353,8 @@ class SubscriptionSocket:
 
     def __init__(self, sock: socket.socket, hub: SubscriptionHub) -> None:
         sock.setblocking(False)
+        with contextlib.suppress(OSError):  # the kernel caps it at net.core.rmem_max
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, RECEIVE_BUFFER)
         self.sock = sock
         self.hub = hub
         self.name = socket_name(sock)

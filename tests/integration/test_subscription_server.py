@@ -380,3 +380,20 @@ def test_a_snapshot_too_large_for_the_queue_goes_out_over_ticks(monkeypatch) -> 
     assert len(got) == 30001 and "gone" not in got and got["late"] == ["127.0.0.1:2"]
     channel.master.close()
     channel.child.close()
+
+
+def test_the_subscription_socket_has_room_for_a_burst() -> None:
+    """25,000 announces at once (a fleet restarting) lost half of them in the default
+    receive buffer while the master was busy."""
+    from types import SimpleNamespace
+
+    from brood.subscription.server import RECEIVE_BUFFER, SubscriptionSocket
+
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        default = sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF)
+        SubscriptionSocket(sock, SimpleNamespace(credentials=False))  # type: ignore[arg-type]
+        got = sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF)
+    with open("/proc/sys/net/core/rmem_max") as fh:
+        ceiling = int(fh.read())
+    assert got >= min(RECEIVE_BUFFER, ceiling) and (got > default or ceiling <= default // 2)
