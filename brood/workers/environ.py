@@ -25,16 +25,28 @@ _DEFAULTS = (
 def url_scheme(environ: dict[str, Any]) -> str:
     """The scheme the client used, from the vars a front end can send.
 
-    An explicit ``wsgi.url_scheme`` or ``UWSGI_SCHEME`` var wins; otherwise ``HTTPS``
-    set to ``on`` (or ``1``, as some fronts send) means https.
+    An explicit ``wsgi.url_scheme`` or ``UWSGI_SCHEME`` var wins; then, as uWSGI, an
+    ``X-Forwarded-Proto`` header (http or https: a TLS-terminating balancer's word);
+    then ``HTTPS`` or ``X-Forwarded-Ssl`` set to ``on`` (or ``1``) means https.
     """
     scheme = environ.get("wsgi.url_scheme") or environ.get("UWSGI_SCHEME")
     if scheme:
         return scheme
-    https = environ.get("HTTPS")
-    if https and https.lower() in ("on", "1"):
-        return "https"
-    return "http"
+    return forwarded_scheme(environ) or "http"
+
+
+def forwarded_scheme(environ: dict[str, Any]) -> str | None:
+    """What ``X-Forwarded-Proto``, ``HTTPS`` or ``X-Forwarded-Ssl`` say; None: nothing."""
+    proto = environ.get("HTTP_X_FORWARDED_PROTO")
+    if proto:
+        proto = proto.strip().lower()
+        if proto in ("http", "https"):
+            return proto
+    for name in ("HTTPS", "HTTP_X_FORWARDED_SSL"):
+        flag = environ.get(name)
+        if flag and flag.lower() in ("on", "1"):
+            return "https"
+    return None
 
 
 def build_environ(
@@ -152,6 +164,8 @@ def http_environ_on(
             environ[key] += ", " + value.decode("latin-1")
         else:
             environ[key] = value.decode("latin-1")
+    if "HTTP_X_FORWARDED_PROTO" in environ or "HTTP_X_FORWARDED_SSL" in environ:
+        environ["wsgi.url_scheme"] = forwarded_scheme(environ) or "http"
     return environ
 
 

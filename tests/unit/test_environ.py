@@ -48,6 +48,13 @@ def test_defaults_when_absent():
         ([(b"UWSGI_SCHEME", b"https")], "https"),
         ([(b"wsgi.url_scheme", b"https")], "https"),
         ([(b"HTTPS", b"on"), (b"UWSGI_SCHEME", b"http")], "http"),
+        # as uWSGI: a TLS-terminating balancer's X-Forwarded-Proto / X-Forwarded-Ssl
+        ([(b"HTTP_X_FORWARDED_PROTO", b"https")], "https"),
+        ([(b"HTTP_X_FORWARDED_PROTO", b" HTTPS ")], "https"),
+        ([(b"HTTP_X_FORWARDED_PROTO", b"http"), (b"HTTPS", b"on")], "http"),
+        ([(b"HTTP_X_FORWARDED_PROTO", b"ftp")], "http"),  # not a WSGI scheme: ignored
+        ([(b"HTTP_X_FORWARDED_SSL", b"on")], "https"),
+        ([(b"HTTP_X_FORWARDED_PROTO", b"https"), (b"UWSGI_SCHEME", b"http")], "http"),
     ],
 )
 def test_url_scheme(pairs, scheme):
@@ -69,6 +76,8 @@ HEADS = [
     b"X-Dup: 1\r\nx-dup: 2\r\nX-Lower_Under: z\r\nCookie: a=\xe9\r\n\r\n",
     b"POST /c HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\nExpect: 100-continue\r\n\r\n",
     b"GET http://example.com/abs?q HTTP/1.1\r\nHost: other\r\n\r\n",
+    b"GET / HTTP/1.1\r\nHost: a\r\nX-Forwarded-Proto: https\r\n\r\n",
+    b"GET / HTTP/1.1\r\nHost: a\r\nX-Forwarded-Ssl: on\r\n\r\n",
 ]
 
 
