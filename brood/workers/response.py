@@ -190,6 +190,15 @@ class Core:
             raise ClientGone(f"write to client failed: {exc}") from exc
 
     def _head(self, body_len: int | None) -> bytes:
+        """The encoded head; an HTTP answer that has no body by its status (1xx, 204,
+        304) sends none, whatever the app returns: on a kept-alive connection it would
+        be read as the start of the next answer."""
+        head = self._encoded_head(body_len)
+        if self.http and (self.code < 200 or self.code in (204, 304)):
+            self.head_only = True
+        return head
+
+    def _encoded_head(self, body_len: int | None) -> bytes:
         """The encoded head, from the cache when this exact head was built before."""
         key = None
         if not self.worker.stopping:

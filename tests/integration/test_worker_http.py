@@ -61,6 +61,9 @@ def app(environ, start_response):
 
             start_response("500 Oops", [], sys.exc_info())
         return [b"never"]
+    if path in ("/304", "/204"):  # a body the status forbids
+        start_response(f"{path[1:]} Nothing", [("Content-Type", "text/plain")])
+        return [b"should not be sent"]
     if path == "/crlf":
         start_response("200 OK", [("X-Bad", "a\r\nInjected: yes")])
         return [b"x"]
@@ -224,6 +227,19 @@ def test_head_sends_no_body(worker):
         assert "transfer-encoding" not in resp.headers
         conn.send(b"GET / HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
         assert conn.response().body == b"Hello World"  # nothing stray was sent
+
+
+def test_no_body_after_a_304_or_204_whatever_the_app_returns(worker):
+    """The body would be read as the start of the next answer on the connection."""
+    with worker.connect() as sock:
+        conn = HttpConn(sock)
+        for path in (b"/304", b"/204"):
+            conn.send(b"GET " + path + b" HTTP/1.1\r\nHost: t\r\n\r\n")
+            resp = conn.response(b"HEAD")  # (read as having no body, as a client does)
+            assert resp.status == int(path[1:]) and resp.body == b""
+        conn.send(b"GET / HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
+        resp = conn.response()
+        assert resp.status == 200 and resp.body == b"Hello World"
 
 
 def test_http10_gets_http10_and_close(worker):
