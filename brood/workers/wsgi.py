@@ -135,6 +135,11 @@ def _parked_cap() -> int:
 class Worker:
     """Per-process state shared by the serving threads."""
 
+    # --max-requests and --reload-on-rss recycle a worker only from this time on
+    # (--min-worker-lifetime); set per worker only with either (a 31st attribute would
+    # give every worker a real dict, slower on the per-request path).
+    recyclable_at = 0.0
+
     def __init__(
         self, worker_id: int, listeners: list[Listener], app: WSGIApp | None, cfg: Config,
         slot: WorkerSlot,
@@ -151,8 +156,8 @@ class Worker:
         if self.max_requests:
             self.max_requests += (worker_id - 1) * int(option(cfg, "max-requests-delta", 0) or 0)
         self.reload_on_rss = int(option(cfg, "reload-on-rss", 0) or 0) * 1024 * 1024
-        # --max-requests and --reload-on-rss recycle a worker only from this time on.
-        self.recyclable_at = time.time() + int(option(cfg, "min-worker-lifetime", 60) or 0)
+        if self.max_requests or self.reload_on_rss:  # (else the class's: see recyclable_at)
+            self.recyclable_at = time.time() + int(option(cfg, "min-worker-lifetime", 60) or 0)
         self.limit_post = int(option(cfg, "limit-post", 0) or 0)
         self.buffer_size = int(option(cfg, "buffer-size", 4096) or 4096)
         self._setup_request_log(cfg)
