@@ -154,6 +154,16 @@ def compile_format(fmt: str) -> LineFormat[Facts]:
     return LineFormat(parse_format(fmt, lookup, OPTION), lookup, empty="-")
 
 
+def line_bytes(line: str) -> bytes:
+    """A request line as bytes: environ values are the request's bytes read as latin-1
+    (PEP 3333), so latin-1 gives them back as sent (a UTF-8 path logs as UTF-8, not
+    twice encoded); a value an app set to other text goes out as UTF-8."""
+    try:
+        return line.encode("latin-1")
+    except UnicodeEncodeError:
+        return line.encode("utf-8", "replace")
+
+
 class RequestLog:
     """A worker's ``request_log`` when it is not the default one: a --log-format line,
     and/or only the statuses --log-4xx/--log-5xx want (under --disable-logging)."""
@@ -179,4 +189,4 @@ class RequestLog:
         facts = Facts(self.worker, core, environ, start, end, vsize, nvars)
         line = self.format.render(facts) + "\n"
         with contextlib.suppress(OSError):
-            os.write(2, line.encode("utf-8", "replace"))
+            os.write(2, line_bytes(line))

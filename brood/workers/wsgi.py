@@ -489,7 +489,7 @@ class Worker:
             f"(1 switches on core {core.id})\n"
         )
         with contextlib.suppress(OSError):
-            os.write(2, line.encode("utf-8", "replace"))
+            os.write(2, reqlog.line_bytes(line))
 
     request_log = _access_log  # a worker with --log-format or --log-4xx/5xx shadows it
 

@@ -119,3 +119,20 @@ def test_default_worker_logs_through_the_class_method_alone():
     quiet = _worker(disable_logging=True)
     assert not quiet.logging and "request_log" not in vars(quiet)
     assert "serve_request" in vars(_worker(harakiri_verbose=True))
+
+
+def test_a_utf8_uri_is_logged_as_sent(tmp_path):
+    """Environ values are the request's bytes read as latin-1: the line gives those
+    bytes back (``/café``), not their UTF-8 re-encoding (``/cafÃ©``), in the default
+    line and in a --log-format one."""
+    target = "/café?q=é".encode()
+    for options in ({}, {"log_format": "LOG %(uri)"}):
+        with WorkerProcess(app, tmp_path, **options) as w:
+            with w.connect() as sock:
+                sock.sendall(b"GET " + target + b" HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
+                while sock.recv(65536):
+                    pass
+            wait_for(lambda: b"GET " + target in w.log_path.read_bytes()
+                     or b"LOG " + target in w.log_path.read_bytes(), what="the line")
+            assert "Ã" not in w.log_path.read_bytes().decode("utf-8")
+        w.log_path.unlink()
