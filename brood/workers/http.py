@@ -108,7 +108,7 @@ def serve_http(core: Core, client: Conn) -> bool:
                 return False
             if head.chunked:
                 buf = inp.rest
-        if not keep or worker.stopping:
+        if not keep:
             return False
-        if not buf:
+        if not buf:  # (stopping: parked, and ``Worker._last_requests`` serves or closes it)
             return True

@@ -15,8 +15,9 @@ serving thread polls the listeners plus a wake-up pipe and keeps its connection.
 Accepted sockets inherit TCP_NODELAY and the read timeout from the listener, where
 they are set once at start.
 
-Signals: SIGHUP/SIGTERM ask for a graceful stop (finish the requests in progress, do
-not wait for idle keep-alive connections, return 0); SIGINT/SIGQUIT stop at once.
+Signals: SIGHUP/SIGTERM ask for a graceful stop (finish the requests in progress,
+serve a request already waiting on a parked keep-alive connection or coming within
+``STOP_GRACE``, with Connection: close, then return 0); SIGINT/SIGQUIT stop at once.
 In the single-threaded loop the handler only interrupts the loop while it is idle
 (waiting in epoll): it raises ``_Stop`` there and just sets a flag otherwise. In the
 threaded shape it writes the wake-up pipe, which every thread polls. The master kills
@@ -70,6 +71,9 @@ _EXCLUSIVE = getattr(select, "EPOLLEXCLUSIVE", 0)
 _PARKED_CAP = 4096
 # The epoll loop wakes at least this often (idle sweeps; a lost signal is noticed).
 _TICK = 1.0
+# A graceful stop keeps parked keep-alive connections this long for a request their
+# clients may have sent just as it began: served (its answer says close), not reset.
+STOP_GRACE = 0.25
 
 
 class _Stop(BaseException):
@@ -240,10 +244,14 @@ class Worker:
             while True:
                 flush()  # the counters reach the scoreboard before any wait
                 self.idle = True
-                if self.stopping:
-                    return
-                events = poll(_TICK)
+                try:
+                    events = [] if self.stopping else poll(_TICK)
+                except _Stop:  # a graceful signal while waiting
+                    events = []
                 self.idle = False
+                if self.stopping:
+                    self._last_requests(ep, listeners, core)
+                    return
                 now = monotonic()
                 for fd, _ in events:
                     endpoint = listeners.get(fd)
@@ -257,6 +265,7 @@ class Worker:
                         elif conn is not None:
                             conn.idle_since = now
                     if self.stopping:
+                        self._last_requests(ep, listeners, core)
                         return
                 if now >= next_sweep:
                     next_sweep = now + _TICK
@@ -267,6 +276,28 @@ class Worker:
                 conn.sock.close()
             parked.clear()
             ep.close()
+
+    def _last_requests(self, ep: Any, listeners: dict[int, Endpoint], core: Core) -> None:
+        """A graceful stop: each parked connection whose client already sent a request
+        (or sends one within ``STOP_GRACE``) gets it served, its answer saying close,
+        instead of a close that resets it and loses the request; then all are closed.
+        No new connection is taken meanwhile (they wait for the next worker)."""
+        for fd in listeners:
+            with contextlib.suppress(OSError, ValueError):
+                ep.unregister(fd)
+        parked = self.parked
+        deadline = time.monotonic() + STOP_GRACE
+        while parked:
+            left = deadline - time.monotonic()
+            events = ep.poll(max(left, 0.0)) if left > 0 else ep.poll(0)
+            if not events and left <= 0:
+                return
+            for fd, _ in events:
+                conn = parked.get(fd)
+                if conn is not None:
+                    self._serve(core, conn)
+                    self._unpark(ep, conn)
+                    conn.sock.close()
 
     def _accept_all(self, core: Core, endpoint: Endpoint, ep: Any, now: float) -> None:
         """Accept and serve new connections; go on while nothing else is parked."""
@@ -422,7 +453,9 @@ class Worker:
             self.stop()
         elif self.reload_on_rss:
             self._check_rss()
-        return keep and not self.stopping
+        # What the answer told the client: a stop after it was sent leaves the connection
+        # to ``_last_requests`` (the client may already be sending its next request).
+        return keep
 
     def _serve_request_published(self, core: Core, environ: dict[str, Any], vsize: int,
                                  nvars: int) -> bool:

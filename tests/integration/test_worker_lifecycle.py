@@ -180,3 +180,55 @@ def test_access_log_line(tmp_path):
         assert match, w.log()
         assert int(match[1]) == w.pid
         assert int(match[4]) == 3  # Content-Type, Content-Length, Connection: close
+
+
+def test_a_request_waiting_on_a_parked_connection_is_served_when_the_worker_stops(tmp_path):
+    """--max-requests ends the worker while client A's next request waits on its parked
+    keep-alive connection: A gets its answer, with Connection: close (the close used to
+    reset the connection and lose it)."""
+    with WorkerProcess(app, tmp_path, max_requests=2, min_worker_lifetime=0,
+                       disable_logging=True) as w:
+        with w.connect() as a_sock, w.connect() as b_sock:
+            a, b = HttpConn(a_sock), HttpConn(b_sock)
+            a.send(b"GET /sleep?s=0 HTTP/1.1\r\nHost: t\r\n\r\n")
+            assert a.response().status == 200  # request 1: A is parked
+            b.send(b"GET /sleep?s=0.3 HTTP/1.1\r\nHost: t\r\n\r\n")  # request 2, the last
+            wait_for(lambda: w.slot.status == STATUS_BUSY, what="B in progress")
+            a.send(b"GET /sleep?s=0 HTTP/1.1\r\nHost: t\r\n\r\n")  # waits in A's socket
+            assert b.response().headers["connection"] == "close"
+            answer = a.response()
+            assert answer.status == 200 and answer.headers["connection"] == "close"
+        assert w.wait() == 0
+
+
+def test_a_graceful_stop_answers_a_back_to_back_keep_alive_client(tmp_path):
+    """SIGHUP while a client sends requests back to back on one connection: every
+    request it sent is answered, the last one with Connection: close (an answer that
+    went out as keep-alive just before the stop used to be followed by a reset)."""
+    import os
+    import socket
+
+    def client(port: int, outcome: list[str]) -> None:
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+            conn = HttpConn(sock)
+            while True:
+                try:
+                    conn.send(b"GET /sleep?s=0 HTTP/1.1\r\nHost: t\r\n\r\n")
+                    resp = conn.response()
+                except Exception as exc:  # noqa: BLE001 - what the client saw
+                    outcome.append(repr(exc))
+                    return
+                if resp.headers.get("connection") == "close":
+                    outcome.append("close")
+                    return
+
+    for _ in range(3):
+        with WorkerProcess(app, tmp_path, disable_logging=True) as w:
+            outcome: list[str] = []
+            thread = threading.Thread(target=client, args=(w.port, outcome))
+            thread.start()
+            wait_for(lambda: w.slot.requests > 50, what="traffic")
+            os.kill(w.pid, signal.SIGHUP)
+            thread.join(20)
+            assert outcome == ["close"]
+            assert w.wait() == 0
