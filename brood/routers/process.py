@@ -161,8 +161,9 @@ async def serve_router(
     mine = [lst for lst in listeners if PREFIX.get(lst.proto, lst.proto) == prefix]
     stats = _stats_listeners(prefix, cfg, listeners)
     # The stats list every socket of the router, its subscription servers too (uWSGI).
-    names = [lst.name for lst in mine] + list(option(cfg, f"{prefix}-subscription-server", None)
-                                              or [])
+    servers = (getattr(feed, "server_names", None)  # as bound: ":0" resolved
+               or list(option(cfg, f"{prefix}-subscription-server", None) or []))
+    names = [lst.name for lst in mine] + servers
     server = RouterServer(engine, names)
     stats_http = bool(option(cfg, "stats-http", False))
     share = stats_share or StatsShare(prefix)

@@ -258,6 +258,8 @@ class RouterFeed:
         self.caches = caches
         self.clock = clock
         self.on_events = on_events  # e.g. the HTTPS router's SNI store (sni_added/removed)
+        # The subscription servers' names as bound (port 0 resolved), for the stats.
+        self.server_names: list[str] = []
         self.applied = 0
         self._snapshot: set[tuple[bytes, bytes]] | None = None
 

@@ -51,7 +51,9 @@ def subscription_extras(cfg: Config, b: PlanBuilder, kind: str,
         caches.add_sink(hub.push_cache)
     for spec in servers:
         sock = bind_datagram(spec, option)
-        log(f"uWSGI {kind} subscription server bound on {socket_name(sock)} fd {sock.fileno()}")
+        name = socket_name(sock)
+        log(f"uWSGI {kind} subscription server bound on {name} fd {sock.fileno()}")
+        hub.server_names.append(name)
         b.add_service(SubscriptionSocket(sock, hub))
     b.add_service(hub)
     for channel in hub.channels:

@@ -156,6 +156,7 @@ class SubscriptionHub:
         self.dropped = 0
         self._notify_sock: socket.socket | None = None
         self.subscriptions = True  # False: the kind has only a cache replica to feed
+        self.server_names: list[str] = []  # its bound servers (the routers' stats list them)
         self.caches: CacheHub | None = None  # the master's caches the kind reads
 
     @classmethod
@@ -273,9 +274,13 @@ class SubscriptionHub:
     def feed_kwargs(self, cfg: Config) -> Any:
         """For brood.routers.plan.ROUTER_EXTRAS: ``index -> {"feed": RouterFeed}``."""
         specs = [c.spec for c in self.caches.caches] if self.caches is not None else []
-        return lambda index: {"feed": feed_for(self.channels, index, cfg,
-                                               subscriptions=self.subscriptions,
-                                               caches=specs)}
+
+        def per_index(index: int) -> dict[str, Any]:
+            feed = feed_for(self.channels, index, cfg, subscriptions=self.subscriptions,
+                            caches=specs)
+            feed.server_names = list(self.server_names)
+            return {"feed": feed}
+        return per_index
 
     # -- MasterService --------------------------------------------------------------------
     def fileno(self) -> int | None:

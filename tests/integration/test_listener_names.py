@@ -45,3 +45,13 @@ def test_embedded_mode_routes_to_the_workers_real_address(start_brood, hello_app
     port = b.port_of("uwsgi socket 0")
     nodes = b.stats("http stats server")["static_nodes"]
     assert [n["name"] for n in nodes] == [f"127.0.0.1:{port}"]
+
+
+def test_router_stats_list_the_subscription_server_as_bound(start_brood) -> None:
+    """A subscription server written "127.0.0.1:0" is listed with the port it got (the
+    name a node must subscribe to), as the router's own sockets are."""
+    b = start_brood("--master", "--http", "127.0.0.1:0",
+                    "--http-subscription-server", "127.0.0.1:0", "--http-stats", "127.0.0.1:0")
+    (m,) = b.wait_for_log(r"http subscription server bound on (\S+) fd")
+    assert b.stats("http stats server")["http"] == [b.address_of("http socket 0"), m[1]]
+    assert not m[1].endswith(":0")
