@@ -97,12 +97,12 @@ class Endpoint:
         self.family, self.type, self.proto_num = (
             listener.sock.family, listener.sock.type, listener.sock.proto
         )  # fmt: skip
+        # SERVER_NAME: the host's name, as uWSGI's --http-socket gives it (and the HTTP
+        # router, for the requests it forwards), not the address bound.
+        self.server_name_str = socket.gethostname()
         if self.tcp:
-            host, port = listener.sock.getsockname()[:2]
-            self.server_name_str = host
-            self.server_port_str = str(port)
+            self.server_port_str = str(listener.sock.getsockname()[1])
         else:
-            self.server_name_str = listener.name
             self.server_port_str = ""
         self.environ_base: dict[str, Any] = {}  # set by the Worker (http listeners)
 

@@ -310,6 +310,7 @@ def test_environ_from_http_head(worker):
     assert env["HTTP_X_TWICE"] == "1, 2"
     assert env["REMOTE_ADDR"] == "127.0.0.1"
     assert env["SERVER_PORT"] == str(worker.port)
+    assert env["SERVER_NAME"] == socket.gethostname()  # as uWSGI, not the bound address
     assert env["wsgi.url_scheme"] == "http"
     assert env["wsgi.multithread"] is False
     assert "UWSGI_ROUTER" not in env
