@@ -130,6 +130,7 @@ class Master:
         self.exit_asked = False  # an exit was asked for while stopping: no re-exec
         self.app_check: AppCheck | None = None  # a reload waits for it (_checked)
         self.checked_reload: tuple[str, str] | None = None  # the reload it holds
+        self.reasked: tuple[str, str] | None = None  # a reload asked while it runs
         self.titles = Titles.from_config(cfg)
         self.set_title: Callable[[str], None] | None = None
         self._watched: dict[int, int] = {}  # id(service) -> the fd the selector watches
@@ -238,8 +239,10 @@ class Master:
             self._drop_app_check()
             return action
         if self.app_check is not None:
-            if action is not None:
-                log("reload asked again: the app check of the first is still running")
+            if action is not None:  # (the code may have changed again since it started)
+                self.reasked = _stronger_reload(self.reasked, action)
+                log("reload asked again while the app check runs: "
+                    "the app is checked again once it ends")
             return self._app_check_outcome()
         if action is None:
             return None
@@ -266,28 +269,41 @@ class Master:
     def _app_check_outcome(self) -> tuple[str, str] | None:
         """The held reload once its check has passed (or given no answer in time);
         None while it runs, or when it failed (said with the check's last lines)."""
-        check, action = self.app_check, self.checked_reload
+        check, action, reasked = self.app_check, self.checked_reload, self.reasked
         assert check is not None and action is not None
+        action = _stronger_reload(action, reasked)
         if check.timed_out(time.monotonic()):
             log(f"reload: the app check gave no answer in {APP_CHECK_TIMEOUT:.0f} s: "
                 "reloading without it")
         elif not check.done:
             return None
+        elif (why := check.inconclusive()) is not None:
+            log(f"reload: the app check cannot tell: {why}; reloading without it "
+                "(--no-reload-app-check skips the check)")
         else:
             failed = check.failure()
             if failed is not None:
                 reason, lines = failed
                 for line in lines:
                     log(f"app check: {line}")
-                log(f"reload refused, the app no longer loads: {reason}")
                 self._drop_app_check()
+                if reasked is not None:  # the reload asked since checks the code as it is now
+                    log(f"the app check failed ({reason}): checking again "
+                        "for the reload asked since")
+                    return self._checked(action)
+                log(f"reload refused, the app no longer loads: {reason}")
                 return None
+            if reasked is not None:
+                self._drop_app_check()
+                log("the app check passed: checking again for the reload asked since")
+                return self._checked(action)
         self._drop_app_check()
         log(_ASKED[action])
         return action
 
     def _drop_app_check(self) -> None:
-        check, self.app_check, self.checked_reload = self.app_check, None, None
+        check, self.app_check = self.app_check, None
+        self.checked_reload = self.reasked = None
         if check is not None:
             check.kill()
             self._watch(check)  # (its fd is gone: unwatched)
@@ -629,6 +645,14 @@ def _stronger(first: tuple[str, str] | None,
     return first or second
 
 
+def _stronger_reload(first: tuple[str, str] | None,
+                     second: tuple[str, str] | None) -> tuple[str, str] | None:
+    """Two reloads asked for: a brutal one wins (asked for explicitly, with SIGTERM)."""
+    if BRUTAL_RELOAD in (first, second):
+        return BRUTAL_RELOAD
+    return first or second
+
+
 def check_start_options(cfg: Config) -> None:
     """What a fresh start refuses beyond loading the config (--log-format names, users
     and groups, each router's options): checked before a reload re-executes into it."""
@@ -702,6 +726,7 @@ def run_master(cfg: Config, argv: list[str]) -> int:
         master.reexec()
     master.finish()
     return 0
+
 
 
 def _abort(master: Master) -> None:

@@ -14,7 +14,9 @@ it through the master's reap (``exited``), not through ``subprocess``.
 
 from __future__ import annotations
 
+import errno
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -29,6 +31,11 @@ TAIL_BYTES = 8192
 TAIL_LINES = 20
 # The last line the check writes when the app does not load.
 VERDICT = "brood app check: "
+# The check's exit status when its answer says nothing of the new code: the app binds an
+# address at import, which the running app holds (the reload releases it).
+INCONCLUSIVE = 3
+# Deaths by these come from outside (a kill, a session's hangup), not from the app.
+OUTSIDE_SIGNALS = frozenset({signal.SIGKILL, signal.SIGTERM, signal.SIGHUP, signal.SIGINT})
 
 
 class AppCheck:
@@ -37,10 +44,10 @@ class AppCheck:
     def __init__(self, argv: list[str], cwd: str, timeout: float = APP_CHECK_TIMEOUT) -> None:
         env = {k: v for k, v in os.environ.items()
                if k not in (FDS_ENV, RELOADS_ENV, DRAINING_ENV)}
-        self.proc = subprocess.Popen(
+        self.proc = subprocess.Popen(  # (its own session: a hangup of the master's is not its)
             [sys.executable, "-m", "brood.master_appcheck", *argv], cwd=cwd, env=env,
             stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-            close_fds=True)
+            close_fds=True, start_new_session=True)
         assert self.proc.stdout is not None
         self.out = self.proc.stdout
         os.set_blocking(self.out.fileno(), False)
@@ -83,6 +90,15 @@ class AppCheck:
     def timed_out(self, now: float) -> bool:
         return self.status is None and now >= self.deadline
 
+    def inconclusive(self) -> str | None:
+        """Why the check's answer says nothing of the new code, when it does not: the
+        reload then goes ahead as if unchecked."""
+        if self.status == INCONCLUSIVE:
+            return "the app binds an address at import that the running app holds"
+        if self.status is not None and -self.status in OUTSIDE_SIGNALS:
+            return f"the check was killed by signal {-self.status}"
+        return None
+
     def failure(self) -> tuple[str, list[str]] | None:
         """None when the app loaded; else (reason, the output's last lines before it)."""
         if self.status == 0:
@@ -118,27 +134,48 @@ def _ours(filename: str) -> bool:
 
 def main(argv: list[str]) -> int:
     """The check itself: load the config and import the app, as a fresh master would."""
-    import traceback
-
     from brood.config.load import load_config
     from brood.config.option import OptionError
     from brood.workers.loader import AppLoadError, load_app
 
     try:
         load_app(load_config(argv))
-    except (OptionError, AppLoadError) as exc:
-        if exc.__cause__ is not None:  # the app's own frames: brood's and importlib's are noise
-            shown = traceback.TracebackException.from_exception(exc.__cause__)
-            shown.stack = traceback.StackSummary.from_list(
-                [f for f in shown.stack if not _ours(f.filename)])
-            sys.stderr.write("".join(shown.format()))
-        sys.stdout.flush()
-        sys.stderr.write(f"{VERDICT}{exc}\n")
-        sys.stderr.flush()
-        os._exit(1)
+    except AppLoadError as exc:
+        if _address_in_use(exc):
+            os._exit(INCONCLUSIVE)
+        _say_failed(exc)
+    except OptionError as exc:
+        _say_failed(exc)
     sys.stdout.flush()
     sys.stderr.flush()
     os._exit(0)  # at once: threads the app started at import must not hold the check
+
+
+def _address_in_use(exc: BaseException) -> bool:
+    """The app failed binding an address (the running app holds it, as it should)."""
+    seen: set[int] = set()
+    cause: BaseException | None = exc
+    while cause is not None and id(cause) not in seen:
+        seen.add(id(cause))
+        if isinstance(cause, OSError) and cause.errno == errno.EADDRINUSE:
+            return True
+        cause = cause.__cause__ or cause.__context__
+    return False
+
+
+def _say_failed(exc: Exception) -> None:
+    """The app's traceback and the verdict line, then exit 1."""
+    import traceback
+
+    if exc.__cause__ is not None:  # the app's own frames: brood's and importlib's are noise
+        shown = traceback.TracebackException.from_exception(exc.__cause__)
+        shown.stack = traceback.StackSummary.from_list(
+            [f for f in shown.stack if not _ours(f.filename)])
+        sys.stderr.write("".join(shown.format()))
+    sys.stdout.flush()
+    sys.stderr.write(f"{VERDICT}{exc}\n")
+    sys.stderr.flush()
+    os._exit(1)
 
 
 if __name__ == "__main__":

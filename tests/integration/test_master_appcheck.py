@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import os
 import select
+import socket
 import time
 
-from brood.master_appcheck import TAIL_BYTES, AppCheck
+from brood.master_appcheck import INCONCLUSIVE, TAIL_BYTES, AppCheck
 from brood.master_children import ChildTable
 
 
@@ -82,3 +83,48 @@ def test_the_masters_reap_hands_the_status_to_the_check(tmp_path) -> None:
         time.sleep(0.02)
     assert check.pid not in table.others
     assert check.failure()[0] == f"wsgi-file {app} failed: SystemExit: 3"
+
+
+def test_an_app_binding_an_address_the_running_app_holds_is_inconclusive(tmp_path) -> None:
+    """The running app holds the port its import binds: the check cannot tell, and a
+    reload must not be refused for it forever."""
+    held = socket.socket()
+    held.bind(("127.0.0.1", 0))
+    held.listen()
+    port = held.getsockname()[1]
+    app = tmp_path / "app.py"
+    app.write_text(f"import socket\nsocket.socket().bind(('127.0.0.1', {port}))\n")
+    try:
+        check = AppCheck(["--wsgi-file", str(app)], str(tmp_path))
+        _run(check)
+    finally:
+        held.close()
+    assert check.status == INCONCLUSIVE
+    assert "binds an address" in check.inconclusive()
+
+
+def test_a_crash_at_import_is_a_failure_and_a_kill_from_outside_is_not(tmp_path) -> None:
+    app = tmp_path / "app.py"
+    app.write_text("import os, signal\nos.kill(os.getpid(), signal.SIGSEGV)\n")
+    check = AppCheck(["--wsgi-file", str(app)], str(tmp_path))
+    _run(check)
+    assert check.inconclusive() is None
+    assert check.failure() == ("the check was killed by signal 11", [])
+    app.write_text("import os, signal\nos.kill(os.getpid(), signal.SIGTERM)\n")
+    check = AppCheck(["--wsgi-file", str(app)], str(tmp_path))
+    _run(check)
+    assert check.inconclusive() == "the check was killed by signal 15"
+
+
+def test_the_check_runs_in_its_own_session(tmp_path) -> None:
+    """A hangup sent to the master's session (its terminal closing, ``kill -HUP -PGID``
+    as a reload) must not kill the check and turn the reload into a refusal."""
+    app = tmp_path / "app.py"
+    app.write_text("import time\ntime.sleep(60)\n")
+    check = AppCheck(["--wsgi-file", str(app)], str(tmp_path))
+    try:
+        assert os.getsid(check.pid) == check.pid != os.getsid(0)
+    finally:
+        check.kill()
+        _, status = os.waitpid(check.pid, 0)
+        check.exited(status)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import threading
 
 from _broodkit import http_get, uwsgi_request, wait_until, worker_pids
@@ -168,6 +169,69 @@ def test_a_shutdown_during_the_app_check_stops_it(start_brood, tmp_path) -> None
     assert b.wait_exit(timeout=10) == 0
     wait_until(lambda: not _alive(check), timeout=5, what="the check gone")
     assert "binary reloading" not in b.log()
+
+
+def _gated_app(tmp_path) -> tuple:
+    """An app whose import, once ``slow`` exists, says so in ``slow`` and waits for
+    ``gate``: a check held open, known to have read the file."""
+    slow, gate, app = tmp_path / "slow", tmp_path / "gate", tmp_path / "app.py"
+    app.write_text(f"import os, time\nif os.path.exists({str(slow)!r}):\n"
+                   f"    open({str(slow)!r}, 'w').write('importing')\n"
+                   f"    for _ in range(3000):\n"
+                   f"        if os.path.exists({str(gate)!r}):\n            break\n"
+                   f"        time.sleep(0.01)\n{APP_V1}")
+    return app, slow, gate
+
+
+def test_a_reload_asked_during_the_check_checks_the_newer_code(start_brood,
+                                                               tmp_path) -> None:
+    """SIGHUP starts a check of good code; a broken deploy lands and SIGHUP comes again
+    while it runs: the first check passing must not re-exec into the broken code."""
+    app, slow, gate = _gated_app(tmp_path)
+    b = start_brood("--http-socket", "127.0.0.1:0", "--wsgi-file", str(app))
+    slow.write_text("")
+    b.send_signal(signal.SIGHUP)
+    b.wait_for_log(r"checking that the app still loads")
+    wait_until(lambda: slow.read_text() == "importing", timeout=10, what="check importing")
+    app.write_text("raise RuntimeError('broken deploy')\n")
+    b.send_signal(signal.SIGHUP)
+    b.wait_for_log(r"reload asked again while the app check runs")
+    gate.write_text("")
+    b.wait_for_log(r"reload refused, the app no longer loads: .*broken deploy")
+    assert "the app check passed: checking again" in b.log()
+    assert "binary reloading" not in b.log() and b.proc.poll() is None
+    assert http_get(b.address_of("uwsgi socket 0")) == (200, b"v1")
+
+
+def test_sigterm_during_the_check_makes_the_reload_brutal(start_brood, tmp_path) -> None:
+    app, slow, gate = _gated_app(tmp_path)
+    b = start_brood("--http-socket", "127.0.0.1:0", "--wsgi-file", str(app))
+    slow.write_text("")
+    b.send_signal(signal.SIGHUP)
+    b.wait_for_log(r"checking that the app still loads")
+    b.send_signal(signal.SIGTERM)
+    b.wait_for_log(r"reload asked again while the app check runs")
+    gate.write_text("")
+    b.wait_ready(count=2)
+    assert "brutally killing workers" in b.log()
+    assert "gracefully killing workers" not in b.log()
+
+
+def test_an_app_binding_a_port_at_import_still_reloads(start_brood, tmp_path) -> None:
+    """A metrics endpoint bound at import: the running app holds the port, so the check's
+    import cannot bind it. That says nothing of the new code: the reload goes ahead."""
+    spare = socket.socket()
+    spare.bind(("127.0.0.1", 0))
+    port = spare.getsockname()[1]
+    spare.close()
+    app = tmp_path / "app.py"
+    app.write_text(f"import socket\nmetrics = socket.socket()\n"
+                   f"metrics.bind(('127.0.0.1', {port}))\n{APP_V1}")
+    b = start_brood("--http-socket", "127.0.0.1:0", "--wsgi-file", str(app))
+    b.send_signal(signal.SIGHUP)
+    b.wait_ready(count=2)
+    assert "the app check cannot tell: the app binds an address" in b.log()
+    assert "reload refused" not in b.log()
 
 
 def test_no_reload_app_check_reloads_without_it(start_brood, tmp_path) -> None:
