@@ -58,6 +58,7 @@ import os
 import selectors
 import signal
 import sys
+import threading
 import time
 from collections.abc import Callable
 from typing import Any
@@ -718,15 +719,26 @@ def run_master(cfg: Config, argv: list[str]) -> int:
         log(f"{exc}")
         log("no app could be loaded: giving up")
         _abort(master)
-        return 1
+        return _past_app_threads(1)
     how, then = master.loop()
     master.before_stop(graceful=how == "graceful", reload=then == "reload")
     master.stop_children(how, then)
     if then == "reload" and not master.exit_asked:
         master.reexec()
     master.finish()
-    return 0
+    return _past_app_threads(0)
 
+
+def _past_app_threads(status: int) -> int:
+    """The exit status, or the exit itself when threads the app started at import (in
+    the master, before the fork) would keep the process alive after its goodbye: once
+    shut down, nothing of brood's is left to wait for."""
+    if any(t is not threading.main_thread() and t.is_alive() and not t.daemon
+           for t in threading.enumerate()):
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(status)
+    return status
 
 
 def _abort(master: Master) -> None:

@@ -42,6 +42,21 @@ def test_sigint_stops_children_and_vacuums(start_brood, hello_app, tmp_path) -> 
     wait_until(lambda: not any(_alive(p) for p in children), timeout=5, what="children gone")
 
 
+def test_a_thread_the_app_started_at_import_does_not_hold_the_exit(start_brood,
+                                                                    tmp_path) -> None:
+    """The master imports the app before it forks: a non-daemon thread started there
+    must not keep the master alive after its goodbye."""
+    app = tmp_path / "app.py"
+    app.write_text("import threading, time\n"
+                   "threading.Thread(target=time.sleep, args=(3600,)).start()\n"
+                   "def application(environ, start_response):\n"
+                   "    start_response('200 OK', [])\n    return [b'ok']\n")
+    b = start_brood("--http-socket", "127.0.0.1:0", "--wsgi-file", str(app))
+    b.send_signal(signal.SIGINT)
+    assert b.wait_exit(timeout=10) == 0
+    assert "goodbye to uWSGI." in b.log()
+
+
 def test_without_vacuum_files_stay(start_brood, hello_app, tmp_path) -> None:
     sock, pidfile = tmp_path / "app.sock", tmp_path / "brood.pid"
     b = start_brood("--http-socket", str(sock), "--wsgi-file", hello_app,
