@@ -366,11 +366,13 @@ class Worker:
                     self._accept_failed(exc)
                     continue
                 try:
-                    while self._serve(core, conn) and not self.stopping:
+                    keep = self._serve(core, conn)
+                    while keep:  # (once stopping, the next answer says close)
                         data = self._recv_idle_poll(conn.sock)
                         if not data:
                             break
                         conn.buf = data
+                        keep = self._serve(core, conn)
                 except OSError:
                     pass  # the client went away while idle
                 finally:
@@ -394,15 +396,23 @@ class Worker:
             core.sock = None
 
     def _recv_idle_poll(self, conn: socket.socket) -> bytes:
-        """Threads: wait for the next keep-alive request; a graceful stop cuts the wait."""
-        if self.stopping:
-            return b""
-        self.flush_account()
-        poller = select.poll()
-        poller.register(conn.fileno(), select.POLLIN)
-        poller.register(self.wake_r, select.POLLIN)
-        events = poller.poll(READ_TIMEOUT * 1000)
-        if not events or self.stopping or any(fd == self.wake_r for fd, _ in events):
+        """Threads: wait for the next keep-alive request. A graceful stop cuts the wait
+        to ``STOP_GRACE``: a request the client already sent, or sends meanwhile, is
+        served (its answer saying close) rather than lost to the close."""
+        fd = conn.fileno()
+        if not self.stopping:
+            self.flush_account()
+            poller = select.poll()
+            poller.register(fd, select.POLLIN)
+            poller.register(self.wake_r, select.POLLIN)
+            events = poller.poll(READ_TIMEOUT * 1000)
+            if not events:
+                return b""  # idle for READ_TIMEOUT
+            if any(ready == fd for ready, _ in events):
+                return conn.recv(_RECV)
+        poller = select.poll()  # stopping: the last chance, without the wake-up pipe
+        poller.register(fd, select.POLLIN)
+        if not poller.poll(STOP_GRACE * 1000):
             return b""
         return conn.recv(_RECV)
 

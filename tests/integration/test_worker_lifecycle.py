@@ -9,6 +9,7 @@ import signal
 import threading
 import time
 
+import pytest
 from _workerkit import HttpConn, WorkerProcess, http_get, wait_for
 
 import brood.demo.hello
@@ -182,12 +183,14 @@ def test_access_log_line(tmp_path):
         assert int(match[4]) == 3  # Content-Type, Content-Length, Connection: close
 
 
-def test_a_request_waiting_on_a_parked_connection_is_served_when_the_worker_stops(tmp_path):
+@pytest.mark.parametrize("threads", [1, 2])
+def test_a_request_waiting_on_a_parked_connection_is_served_when_the_worker_stops(
+        tmp_path, threads):
     """--max-requests ends the worker while client A's next request waits on its parked
     keep-alive connection: A gets its answer, with Connection: close (the close used to
-    reset the connection and lose it)."""
+    reset the connection and lose it). With --threads, A's thread waits on A's socket."""
     with WorkerProcess(app, tmp_path, max_requests=2, min_worker_lifetime=0,
-                       disable_logging=True) as w:
+                       disable_logging=True, threads=threads) as w:
         with w.connect() as a_sock, w.connect() as b_sock:
             a, b = HttpConn(a_sock), HttpConn(b_sock)
             a.send(b"GET /sleep?s=0 HTTP/1.1\r\nHost: t\r\n\r\n")
@@ -201,7 +204,8 @@ def test_a_request_waiting_on_a_parked_connection_is_served_when_the_worker_stop
         assert w.wait() == 0
 
 
-def test_a_graceful_stop_answers_a_back_to_back_keep_alive_client(tmp_path):
+@pytest.mark.parametrize("threads", [1, 2])
+def test_a_graceful_stop_answers_a_back_to_back_keep_alive_client(tmp_path, threads):
     """SIGHUP while a client sends requests back to back on one connection: every
     request it sent is answered, the last one with Connection: close (an answer that
     went out as keep-alive just before the stop used to be followed by a reset)."""
@@ -223,7 +227,7 @@ def test_a_graceful_stop_answers_a_back_to_back_keep_alive_client(tmp_path):
                     return
 
     for _ in range(3):
-        with WorkerProcess(app, tmp_path, disable_logging=True) as w:
+        with WorkerProcess(app, tmp_path, disable_logging=True, threads=threads) as w:
             outcome: list[str] = []
             thread = threading.Thread(target=client, args=(w.port, outcome))
             thread.start()
