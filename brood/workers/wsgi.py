@@ -458,7 +458,8 @@ class Worker:
                 self.requests += 1
         if self.logging:
             self.request_log(core, environ, start, end, vsize, nvars)
-        if self.max_requests and self.requests >= self.max_requests and end >= self.recyclable_at:
+        if (self.max_requests and self.requests >= self.max_requests
+                and end >= self.recyclable_at and not self.stopping):  # (said once)
             self.log(f"worker {self.id} reached max-requests ({self.max_requests}), stopping")
             self.stop()
         elif self.reload_on_rss:

@@ -202,6 +202,7 @@ def test_a_request_waiting_on_a_parked_connection_is_served_when_the_worker_stop
             answer = a.response()
             assert answer.status == 200 and answer.headers["connection"] == "close"
         assert w.wait() == 0
+        assert w.log().count("reached max-requests") == 1  # not once more per last request
 
 
 @pytest.mark.parametrize("threads", [1, 2])
