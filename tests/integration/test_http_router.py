@@ -521,6 +521,18 @@ async def test_to_https_answers_301():
             assert b"Location: https://x/\r\n" in head
 
 
+@pytest.mark.parametrize("host", [b"", b"[::1", b"a/b", b"a b", b"a@b"])
+async def test_to_https_without_a_host_to_name_is_a_400(host):
+    """A Host that would make a broken Location (empty, an unclosed IPv6 bracket, a path
+    or userinfo in it) gets a 400, not a redirect somewhere odd."""
+    async with http_router({}, settings(), proto="http-to-https") as router:
+        with await open_client(router.address) as sock:
+            client = HttpClient(sock)
+            await client.send(b"GET /x HTTP/1.1\r\nHost: " + host + b"\r\n\r\n")
+            head, _ = await client.response()
+            assert head.startswith(b"HTTP/1.1 400 ") and b"Location" not in head
+
+
 async def test_raw_body_pipes_everything_after_the_head():
     async def behave(conn, request):
         more = await conn.recv(100)

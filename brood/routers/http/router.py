@@ -30,6 +30,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import math
+import re
 import socket
 import time
 from typing import Any
@@ -87,6 +88,12 @@ def _server_port(listener: Listener | None) -> bytes:
     except OSError:
         return b""
     return str(addr[1]).encode() if isinstance(addr, tuple) else b""
+
+
+# A Host a redirect can name: a reg-name or IPv4 (RFC 3986 unreserved, sub-delims and
+# %-escapes) or a bracketed IPv6 literal, then an optional port.
+_REDIRECTABLE_HOST = re.compile(
+    rb"(?:\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9\-._~!$&'()*+,;=%]+)(?::[0-9]*)?")
 
 
 def _without_port(host: bytes) -> bytes:
@@ -399,7 +406,7 @@ class HttpRouter:
         key = head.host if head.host is not None else settings.server_name
         conn.head, conn.key, conn.started = head, key, started
         if self.to_https:
-            return await self.redirect(client, head, key, started)
+            return await self.redirect(client, peer, head, key, started)
         has_body = head.chunked or bool(head.content_length)
         if has_body:
             if head.expect_continue:
@@ -566,10 +573,14 @@ class HttpRouter:
             await self.fail(client, peer, error.status, error, conn.head, conn.key,
                             node=conn.node_name, started=conn.started)
 
-    async def redirect(self, client: Client, head: RequestHead, host: bytes,
+    async def redirect(self, client: Client, peer: Any, head: RequestHead, host: bytes,
                        started: float) -> bool:
         """``--http-to-https``: 301 to the same host and target over https; as uWSGI,
         the host's port is dropped and the socket's ``,PORT`` (if any) named instead."""
+        if not _REDIRECTABLE_HOST.fullmatch(host):  # (a Location it would break)
+            await self.fail(client, peer, 400, "no host to redirect to", head, host,
+                            started=started)
+            return False
         target = head.target if head.target.startswith(b"/") else (
             head.path + (b"?" + head.query if head.query else b""))
         host = _without_port(host)
