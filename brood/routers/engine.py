@@ -39,6 +39,10 @@ from brood.routers.resolve import Resolver
 
 log = logging.getLogger("brood.routers")
 
+# A graceful stop keeps idle kept-alive connections this long for a request their
+# clients may have sent just as it began (then each goes with its answer, or is closed).
+DRAIN_IDLE_GRACE = 1.0
+
 
 def option(cfg: Config, name: str, default: Any) -> Any:
     """``cfg[name]``, or ``default`` when the option is unset or not declared in this
@@ -262,6 +266,11 @@ class Engine:
         then the general path's): the older count goes, and it was one session."""
         self.active_sessions -= 1
         self.sessions_total -= 1
+
+    def idle_kept(self) -> bool:
+        """During a drain: idle kept-alive connections still wait, for a request their
+        clients may have sent just as it began (``DRAIN_IDLE_GRACE``)."""
+        return time.monotonic() - self.drain_started < DRAIN_IDLE_GRACE
 
     def work_left(self) -> bool:
         """Run every drain hook (all of them: each closes its idle connections)."""

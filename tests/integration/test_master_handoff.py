@@ -236,3 +236,49 @@ def test_a_graceful_reload_answers_every_kept_alive_request(start_brood, hello_a
         stop.set()
         assert outcome == ["close"]
         b.wait_for_log(r"brood: ready", count=len(re.findall("binary reloading", b.log())) + 1)
+
+
+def _answer_head(sock: socket.socket) -> bytes:
+    """The head of one answer (what came up to its blank line)."""
+    data = b""
+    while b"\r\n\r\n" not in data:
+        chunk = sock.recv(4096)
+        if not chunk:
+            break
+        data += chunk
+    return data.partition(b"\r\n\r\n")[0]
+
+
+def test_a_head_still_coming_when_the_drain_begins_is_served(start_brood, hello_app) -> None:
+    """Half a head, SIGHUP, and the rest after the fast lane's REST_WAIT (the general
+    path holds it then): the request is answered, not cut with the draining process."""
+    from brood.routers.http.lane import REST_WAIT
+
+    b = start_brood("--http", "127.0.0.1:0", "--wsgi-file", hello_app, "--disable-logging")
+    port = int(b.address_of("http socket 0").rsplit(":", 1)[1])
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        sock.sendall(b"GET /sleep?s=0 HTTP/1.1\r\nHost: x\r\n")  # (an answer with a length)
+        b.send_signal(signal.SIGHUP)
+        b.wait_for_log(r"http SIGHUP: graceful stop")
+        time.sleep(REST_WAIT + 0.3)  # a slow client: the point of the test, not a wait
+        sock.sendall(b"X-Late: 1\r\n\r\n")
+        head = _answer_head(sock)
+    assert head.startswith(b"HTTP/1.1 200 ") and b"\r\nConnection: close" in head
+
+
+def test_a_request_on_a_kept_alive_general_path_connection_is_served_in_a_drain(
+        start_brood, hello_app) -> None:
+    """PROXY protocol connections never take the fast lane: one kept alive, SIGHUP, its
+    next request is answered with Connection: close, not lost as the process ends."""
+    b = start_brood("--http", "127.0.0.1:0", "--wsgi-file", hello_app, "--disable-logging",
+                    "--http-enable-proxy-protocol")
+    port = int(b.address_of("http socket 0").rsplit(":", 1)[1])
+    request = b"GET /sleep?s=0 HTTP/1.1\r\nHost: x\r\n\r\n"  # (an answer with a length)
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        sock.sendall(b"PROXY TCP4 192.0.2.1 192.0.2.2 1234 80\r\n" + request)
+        assert _answer_head(sock).startswith(b"HTTP/1.1 200 ")
+        b.send_signal(signal.SIGHUP)
+        b.wait_for_log(r"http SIGHUP: graceful stop")
+        sock.sendall(request)
+        head = _answer_head(sock)
+    assert head.startswith(b"HTTP/1.1 200 ") and b"\r\nConnection: close" in head

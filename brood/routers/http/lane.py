@@ -92,10 +92,6 @@ REST_WAIT = 1.0
 # takes such an answer (the header never reaches the client).
 _GZIP_OPT_IN_RE = re.compile(rb"\nuwsgi-encoding[ \t]*:", re.IGNORECASE)
 
-# A graceful stop keeps idle kept-alive connections this long for a request their
-# clients may have sent just as it began (then each goes with its answer, or is closed).
-DRAIN_IDLE_GRACE = 1.0
-
 
 class HttpConn(LaneConn):
     """A lane connection with what HTTP needs: the head in flight and the client's
@@ -402,7 +398,7 @@ class HttpLane(Lane):
         the next request just as the drain began: it is served with a close, not lost on
         a connection closed under it). True while any connection has work left."""
         left = False
-        idle_kept = time.monotonic() - self.engine.drain_started < DRAIN_IDLE_GRACE
+        idle_kept = self.engine.idle_kept()
         for conn in list(self.conns.values()):
             if conn.state != IDLE or conn.buf:
                 left = True

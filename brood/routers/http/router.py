@@ -177,6 +177,9 @@ class HttpRouter:
         self.lane_ok = not (self.https or self.to_https or settings.proxy_protocol
                             or settings.stud_prefix or settings.raw_body)
         self.lane: Any = None
+        # The general path's connections, for a graceful stop (``_drain_work``).
+        self.conns: set[_Conn] = set()
+        engine.drain_hooks.append(self._drain_work)
 
     async def __call__(self, sock: Endpoint, peer: Any) -> None:
         await self._serve_connection(Client(sock, *peer_address(peer)), peer, first=True)
@@ -300,6 +303,7 @@ class HttpRouter:
         conn.first_pick = first_pick
         conn.head_waited = head_waited
         settings = self.settings
+        self.conns.add(conn)
         try:
             with conn.scope:
                 if (first and settings.stud_prefix
@@ -330,8 +334,25 @@ class HttpRouter:
         except ClientGone as exc:
             log.debug("http: client %s gone: %s", peer, exc)
             return
+        finally:
+            self.conns.discard(conn)
         if conn.scope.cancelled_caught:
             await self.timed_out(client, peer, conn)
+
+    def _drain_work(self) -> bool:
+        """The engine's drain hook for the general path (a graceful stop): a connection
+        inside a request (its head begun, a body, a node's answer) has work left, as an
+        idle one does for ``DRAIN_IDLE_GRACE`` (its client may have sent its next
+        request as the drain began: served, its answer saying close); then idle ones
+        are closed, quietly. True while any has work left."""
+        left = False
+        idle_kept = self.engine.idle_kept()
+        for conn in self.conns:
+            if conn.phase != _IDLE or idle_kept:
+                left = True
+            else:
+                conn.scope.cancel()  # (an idle scope that fires is a quiet close)
+        return left
 
     # -- reading --------------------------------------------------------------------------
     async def read_proxy(self, client: Client, peer: Any, conn: _Conn) -> bool:
