@@ -267,10 +267,12 @@ class Engine:
         self.active_sessions -= 1
         self.sessions_total -= 1
 
-    def idle_kept(self) -> bool:
-        """During a drain: idle kept-alive connections still wait, for a request their
-        clients may have sent just as it began (``DRAIN_IDLE_GRACE``)."""
-        return time.monotonic() - self.drain_started < DRAIN_IDLE_GRACE
+    def idle_kept(self, idle_since: float = 0.0) -> bool:
+        """During a drain: an idle kept-alive connection (idle since ``idle_since``,
+        monotonic) still waits, ``DRAIN_IDLE_GRACE`` from the drain's start or from its
+        last answer (told keep-alive before the drain, it ended after it), for a request
+        its client may have sent meanwhile."""
+        return time.monotonic() - max(self.drain_started, idle_since) < DRAIN_IDLE_GRACE
 
     def work_left(self) -> bool:
         """Run every drain hook (all of them: each closes its idle connections)."""

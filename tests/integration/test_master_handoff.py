@@ -238,15 +238,19 @@ def test_a_graceful_reload_answers_every_kept_alive_request(start_brood, hello_a
         b.wait_for_log(r"brood: ready", count=len(re.findall("binary reloading", b.log())) + 1)
 
 
-def _answer_head(sock: socket.socket) -> bytes:
-    """The head of one answer (what came up to its blank line)."""
+def _answer_head(sock: socket.socket, rest: list[bytes] | None = None) -> bytes:
+    """The head of one answer (what came up to its blank line; what came after it
+    goes in ``rest``)."""
     data = b""
     while b"\r\n\r\n" not in data:
         chunk = sock.recv(4096)
         if not chunk:
             break
         data += chunk
-    return data.partition(b"\r\n\r\n")[0]
+    head, _, after = data.partition(b"\r\n\r\n")
+    if rest is not None:
+        rest.append(after)
+    return head
 
 
 def test_a_head_still_coming_when_the_drain_begins_is_served(start_brood, hello_app) -> None:
@@ -280,5 +284,59 @@ def test_a_request_on_a_kept_alive_general_path_connection_is_served_in_a_drain(
         b.send_signal(signal.SIGHUP)
         b.wait_for_log(r"http SIGHUP: graceful stop")
         sock.sendall(request)
+        head = _answer_head(sock)
+    assert head.startswith(b"HTTP/1.1 200 ") and b"\r\nConnection: close" in head
+
+
+SLOW_BODY_APP = '''
+import os, time
+
+def application(environ, start_response):
+    start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Length", "10")])
+    def body():
+        yield b"01234"
+        if environ["PATH_INFO"] == "/gated":
+            for _ in range(3000):
+                if os.path.exists({gate!r}):
+                    break
+                time.sleep(0.01)
+        yield b"56789"
+    return body()
+'''
+
+
+@pytest.mark.parametrize("path", ["lane", "general"])
+def test_an_answer_told_keep_alive_before_the_drain_keeps_its_connection(
+        start_brood, tmp_path, path) -> None:
+    """The answer's head went out keep-alive, then SIGHUP, then its body ended (after the
+    drain's DRAIN_IDLE_GRACE: the grace counts from the answer's end too): the
+    client's next request on that connection is answered (with Connection: close),
+    not met by a close (the router used to close it as the drain had begun)."""
+    from brood.routers.engine import DRAIN_IDLE_GRACE
+
+    gate = tmp_path / "gate"
+    app = tmp_path / "app.py"
+    app.write_text(SLOW_BODY_APP.format(gate=str(gate)))
+    extra = ["--http-enable-proxy-protocol"] if path == "general" else []
+    b = start_brood("--http", "127.0.0.1:0", "--wsgi-file", str(app), "-p", "2",
+                    "--disable-logging", *extra)
+    port = int(b.address_of("http socket 0").rsplit(":", 1)[1])
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        if extra:
+            sock.sendall(b"PROXY TCP4 192.0.2.1 192.0.2.2 1234 80\r\n")
+        sock.sendall(b"GET /gated HTTP/1.1\r\nHost: x\r\n\r\n")
+        first: list[bytes] = []
+        head = _answer_head(sock, first)
+        assert head.startswith(b"HTTP/1.1 200 ") and b"Connection: close" not in head
+        b.send_signal(signal.SIGHUP)
+        b.wait_for_log(r"http SIGHUP: graceful stop")
+        time.sleep(DRAIN_IDLE_GRACE + 0.2)  # the body ends past the drain's first grace
+        gate.write_text("")
+        body = first[0]
+        while len(body) < 10:
+            chunk = sock.recv(100)
+            assert chunk, "the answer was cut"
+            body += chunk
+        sock.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
         head = _answer_head(sock)
     assert head.startswith(b"HTTP/1.1 200 ") and b"\r\nConnection: close" in head

@@ -98,7 +98,7 @@ class HttpConn(LaneConn):
     constant vars."""
 
     __slots__ = ("remote_addr", "remote_port", "head", "status", "vars_mid", "addr_bytes",
-                 "head_since")
+                 "head_since", "idle_since")
 
     def __init__(self, sock: socket.socket, peer: Any) -> None:
         super().__init__(sock, peer)
@@ -108,6 +108,7 @@ class HttpConn(LaneConn):
         self.status = 0
         self.vars_mid = b""  # the encoded vars of this connection (encode_connection_vars)
         self.head_since = 0.0  # when the first part of a head still incomplete came
+        self.idle_since = 0.0  # when its last answer ended (monotonic), for a drain
 
 
 class HttpLane(Lane):
@@ -149,6 +150,7 @@ class HttpLane(Lane):
         it read past that request (the start of the next one, served at once). The
         socket is non-blocking with TCP_NODELAY already (``adopt`` made it so)."""
         conn = self._take(sock, peer, self.settings.keepalive_idle)
+        conn.idle_since = time.monotonic()
         if buf:
             conn.buf = bytes(buf)
             try:
@@ -350,6 +352,8 @@ class HttpLane(Lane):
         # the connection ends (RFC 9112 §9.6), not left to find it closed.
         closing = (keep_alive and (not self.keepalive or self.engine.draining)
                    and conn.head.keep_alive)  # type: ignore[union-attr]
+        if closing:
+            conn.node_keep = False  # (told: the connection ends after this answer)
         if kind == "length":
             total = size + length  # type: ignore[operator]
             if len(data) >= total:
@@ -374,8 +378,9 @@ class HttpLane(Lane):
             access.request(conn.remote_addr, conn.remote_port, head, conn.status,  # type: ignore[arg-type]
                            conn.sent, conn.key, node.name,  # type: ignore[arg-type, union-attr]
                            time.monotonic() - conn.started)
-        if not (complete and conn.node_keep and head.keep_alive and self.keepalive  # type: ignore[union-attr]
-                and not self.engine.draining):
+        # (an answer told keep-alive goes on, even once a drain has begun: the client
+        # may send its next request at once; ``_drain_work`` serves or closes it)
+        if not (complete and conn.node_keep and head.keep_alive and self.keepalive):  # type: ignore[union-attr]
             if complete:
                 self._close_answered(conn)
             else:
@@ -385,7 +390,8 @@ class HttpLane(Lane):
         conn.head = None  # an idle connection holds no head
         if self.harakiri:
             conn.hard = math.inf
-        conn.deadline = time.monotonic() + self.keepalive_idle
+        conn.idle_since = now = time.monotonic()
+        conn.deadline = now + self.keepalive_idle
         if conn.buf:
             self._start(conn)  # pipelined
         elif conn.readable:
@@ -398,14 +404,14 @@ class HttpLane(Lane):
         the next request just as the drain began: it is served with a close, not lost on
         a connection closed under it). True while any connection has work left."""
         left = False
-        idle_kept = self.engine.idle_kept()
+        idle_kept = self.engine.idle_kept
         for conn in list(self.conns.values()):
             if conn.state != IDLE or conn.buf:
                 left = True
             elif conn.readable or sockio.unread(conn.fd):
                 left = True
                 self._read_request(conn)
-            elif idle_kept:
+            elif idle_kept(conn.idle_since):
                 left = True
             else:
                 self._drop(conn)

@@ -197,6 +197,8 @@ async def relay_response(up: Upstream, client: Endpoint, *, request: RequestHead
                                                                        "chunked"):
         new = with_close(data, size)
         data, size = new, size + len(new) - len(data)
+    if closing:
+        out.keep_alive = False  # (the connection ends after it, said or not)
     if kind == "length":
         await _relay_length(up, client, data, size + (head.content_length or 0), touch, out)
     elif kind == "none":

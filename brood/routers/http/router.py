@@ -115,7 +115,7 @@ class _Conn:
     a timeout is still known, so the right answer (none, 408, 504) can follow."""
 
     __slots__ = ("scope", "phase", "head", "key", "out", "node_name", "hard_deadline",
-                 "first_pick", "head_waited", "started")
+                 "first_pick", "head_waited", "started", "idle_since")
 
     def __init__(self) -> None:
         self.scope = trio.CancelScope()
@@ -128,6 +128,7 @@ class _Conn:
         self.first_pick: FirstPick | None = None  # resume's
         self.head_waited = 0.0  # resume's: the time its head has waited in the fast lane
         self.started: float | None = None  # the request in flight's start (monotonic)
+        self.idle_since = 0.0  # its last answer's end (monotonic), for a drain
 
     def lift_deadline(self) -> None:
         """Only harakiri bounds this phase (a connect that has to wait)."""
@@ -317,6 +318,7 @@ class HttpRouter:
                                else (settings.keepalive_idle, self.idle_slack))
                 while True:
                     conn.phase = _IDLE
+                    conn.idle_since = time.monotonic()
                     push_deadline(conn.scope, trio.current_time() + wait, slack)
                     head = await self.read_head(client, conn, first)
                     if head is None:
@@ -346,9 +348,9 @@ class HttpRouter:
         request as the drain began: served, its answer saying close); then idle ones
         are closed, quietly. True while any has work left."""
         left = False
-        idle_kept = self.engine.idle_kept()
+        idle_kept = self.engine.idle_kept
         for conn in self.conns:
-            if conn.phase != _IDLE or idle_kept:
+            if conn.phase != _IDLE or idle_kept(conn.idle_since):
                 left = True
             else:
                 conn.scope.cancel()  # (an idle scope that fires is a quiet close)
@@ -522,8 +524,9 @@ class HttpRouter:
             engine.session_closed()
         self._log_access(client, head, out, key, node_name, started)
         self._note_cut(peer, out, node_name)
-        if (settings.keepalive and head.keep_alive and out.keep_alive and out.complete
-                and not engine.draining):
+        # (an answer told keep-alive goes on, even once a drain has begun: the client
+        # may send its next request at once; the drain hook serves or closes it)
+        if settings.keepalive and head.keep_alive and out.keep_alive and out.complete:
             return True
         if out.complete and not out.upgraded:
             await self._linger_answered(client, body)
