@@ -199,6 +199,9 @@ class Engine:
         self.draining = False
         self.drain_started = 0.0  # time.monotonic() when it began
         self.drain_hooks: list[Callable[[], bool]] = []
+        # Connections a fast lane handed to a task not started yet: in no table and no
+        # session count meanwhile, yet work for a drain (``Lane._hand_over``).
+        self.handing_over = 0
         # This process's share of the kind's client connections (``serve_router`` gives
         # it the table of its siblings: ``brood.routers.net.spread``).
         self.spread = Spread()
@@ -276,7 +279,7 @@ class Engine:
 
     def work_left(self) -> bool:
         """Run every drain hook (all of them: each closes its idle connections)."""
-        return any([hook() for hook in self.drain_hooks])
+        return any([hook() for hook in self.drain_hooks]) or self.handing_over > 0
 
     async def wait_idle(self) -> None:
         """Return once no session is active (graceful stop waits here)."""

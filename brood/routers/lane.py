@@ -794,9 +794,13 @@ class Lane:
         self._hand_over(conn, self.router.resume, conn.buf, first_pick)
 
     def _hand_over(self, conn: LaneConn, handler: Any, *args: Any) -> None:
-        """``conn`` leaves the lane for ``handler(sock, peer, *args)``, a task of its own."""
+        """``conn`` leaves the lane for ``handler(sock, peer, *args)``, a task of its own.
+        Until that task starts, the engine counts it as handed over: a drain ending in
+        between would cut it (the handler registers the connection as it starts)."""
         tsock = trio.socket.from_stdlib_socket(self._release(conn))
-        self.sessions.start_soon(run_connection, self.spread, handler, tsock, conn.peer, *args)
+        self.engine.handing_over += 1
+        self.sessions.start_soon(run_connection, self.spread, _taken_over, tsock, conn.peer,
+                                 self.engine, handler, *args)
 
     def _close_answered(self, conn: LaneConn) -> None:
         """Close a connection whose answer went out whole. With request bytes left
@@ -937,3 +941,9 @@ def _strerror(err: int) -> str:
 async def _linger_then_close(sock: trio.socket.SocketType, peer: Any) -> None:
     """A connection handed over by ``Lane._close_answered``: run_connection closes it."""
     await linger(sock)
+
+
+async def _taken_over(sock: Any, peer: Any, engine: Any, handler: Any, *args: Any) -> None:
+    """A handed-over connection's task has started: ``handler`` takes it from here."""
+    engine.handing_over -= 1
+    await handler(sock, peer, *args)
