@@ -10,8 +10,9 @@ parking, a keep-alive client would hold the worker to itself and every other cli
 would wait (with 64 clients and 2 workers, 62 of them for good). New connections are
 accepted without waiting (listeners are non-blocking, TCP ones accept only once the
 request has arrived: TCP_DEFER_ACCEPT, as uWSGI does) and served at once; while
-nothing is parked the loop keeps accepting without polling. With --threads, each
-serving thread polls the listeners plus a wake-up pipe and keeps its connection.
+nothing is parked the loop keeps accepting without polling. With --threads, the
+serving threads share one epoll set of listeners, parked connections and a wake-up
+pipe (``brood.workers.threaded``): an idle kept-alive client holds no thread.
 Accepted sockets inherit TCP_NODELAY and the read timeout from the listener, where
 they are set once at start.
 
@@ -58,6 +59,7 @@ from brood.workers.environ import http_base
 from brood.workers.http import serve_http
 from brood.workers.loader import AppLoadError, WSGIApp, load_app, option
 from brood.workers.response import Core, FileWrapper
+from brood.workers.threaded import SharedPoll
 from brood.workers.uwsgi import serve_uwsgi
 
 # Idle keep-alive connections and silent clients are dropped after this long.
@@ -571,10 +573,13 @@ class Worker:
         writes to as it ends: a signal interrupts the read, and a handler that raises
         (``_Abort``) leaves it cleanly, which ``Thread.join`` does not always do."""
         ended_r, ended_w = os.pipe()
+        shared = (SharedPoll(self, _EXCLUSIVE, _TICK, READ_TIMEOUT, _RECV)
+                  if hasattr(select, "epoll") else None)
+        serving = shared.serve if shared is not None else self.serve_polling
 
         def serve(core: int) -> None:
             try:
-                self.serve_polling(core)
+                serving(core)
             finally:
                 os.write(ended_w, b"x")
 
@@ -593,6 +598,11 @@ class Worker:
         # and a thread must not write into a number reused meanwhile.
         os.close(ended_r)
         os.close(ended_w)
+        if shared is not None:
+            try:
+                shared.last_requests()
+            finally:
+                shared.close()
 
 
 def _exit_now(signum: int, frame: Any) -> None:

@@ -237,3 +237,26 @@ def test_a_graceful_stop_answers_a_back_to_back_keep_alive_client(tmp_path, thre
             thread.join(20)
             assert outcome == ["close"]
             assert w.wait() == 0
+
+
+def test_idle_keep_alive_clients_hold_no_thread(tmp_path):
+    """--threads 2 and two idle kept-alive clients: a third client is served at once
+    (each thread used to wait on its own connection: the third waited READ_TIMEOUT),
+    and the idle ones still get their next answers."""
+    import socket
+
+    with WorkerProcess(app, tmp_path, threads=2, disable_logging=True) as w, \
+            w.connect() as a_sock, w.connect() as b_sock:
+        idle = [HttpConn(a_sock), HttpConn(b_sock)]
+        for conn in idle:
+            conn.send(b"GET / HTTP/1.1\r\nHost: t\r\n\r\n")
+            assert conn.response().status == 200
+        with socket.create_connection(("127.0.0.1", w.port), timeout=3) as sock:
+            third = HttpConn(sock)
+            third.send(b"GET / HTTP/1.1\r\nHost: t\r\n\r\n")
+            assert third.response().status == 200
+            third.send(b"GET / HTTP/1.1\r\nHost: t\r\n\r\n")
+            assert third.response().status == 200
+        for conn in idle:
+            conn.send(b"GET / HTTP/1.1\r\nHost: t\r\n\r\n")
+            assert conn.response().status == 200
