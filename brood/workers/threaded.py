@@ -87,12 +87,8 @@ class SharedPoll:
 
     def _accept_one(self, core: Core, endpoint: Endpoint) -> None:
         worker = self.worker
-        try:
-            conn = endpoint.accept()
-        except (BlockingIOError, InterruptedError):
-            return  # another thread or worker took it
-        except OSError as exc:
-            worker._accept_failed(exc)
+        conn = worker.accept_from(endpoint)
+        if conn is None:
             return
         try:
             data = conn.sock.recv(self.recv_size, socket.MSG_DONTWAIT)

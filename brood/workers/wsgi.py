@@ -305,12 +305,8 @@ class Worker:
         """Accept and serve new connections; go on while nothing else is parked."""
         parked = self.parked
         while True:
-            try:
-                conn = endpoint.accept()
-            except (BlockingIOError, InterruptedError):
-                return  # another worker took it, or the queue is empty
-            except OSError as exc:
-                self._accept_failed(exc)
+            conn = self.accept_from(endpoint)
+            if conn is None:
                 return
             try:
                 data = conn.sock.recv(_RECV, socket.MSG_DONTWAIT)
@@ -360,12 +356,8 @@ class Worker:
             for fd, _ in poller.poll():
                 if fd == self.wake_r or self.stopping:
                     return
-                try:
-                    conn = by_fd[fd].accept()
-                except (BlockingIOError, InterruptedError):
-                    continue  # another worker or thread took it
-                except OSError as exc:
-                    self._accept_failed(exc)
+                conn = self.accept_from(by_fd[fd])
+                if conn is None:
                     continue
                 try:
                     keep = self._serve(core, conn)
@@ -379,6 +371,17 @@ class Worker:
                     pass  # the client went away while idle
                 finally:
                     conn.sock.close()
+
+    def accept_from(self, endpoint: Endpoint) -> Conn | None:
+        """A new connection; None when none is queued (another worker or thread took
+        it) or the accept failed (said)."""
+        try:
+            return endpoint.accept()
+        except (BlockingIOError, InterruptedError):
+            return None
+        except OSError as exc:
+            self._accept_failed(exc)
+            return None
 
     def _accept_failed(self, exc: OSError) -> None:
         self.log(f"accept(): {exc}")
