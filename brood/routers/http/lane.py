@@ -463,8 +463,12 @@ class HttpLane(Lane):
     async def _fail(self, tsock: Any, peer: Any, error: RoutingError, head: RequestHead,
                     key: bytes, node: str, started: float) -> None:
         client = Client(tsock, *peer_address(peer))
-        await self.router.fail(client, peer, error.status, error, head, key, node=node,
-                               started=started)
+        self.engine.session_opened()  # (a drain waits for the answer to go out)
+        try:
+            await self.router.fail(client, peer, error.status, error, head, key, node=node,
+                                   started=started)
+        finally:
+            self.engine.session_closed()
 
     def _answer_to_general(self, conn: HttpConn, data: bytes) -> None:
         """Mid-answer: the general path relays the rest (``HttpRouter.resume_answer``)."""
