@@ -1,7 +1,7 @@
 """One accepted client connection as the worker loops see it (``Conn``).
 
-A connection outlives a request: between keep-alive requests the single-threaded loop
-parks it in its epoll set instead of waiting on it, so the bytes a client pipelined
+A connection outlives a request: between keep-alive requests the worker loops park it
+in their epoll set instead of waiting on it, so the bytes a client pipelined
 (``buf``) and what the environ needs about the peer are kept here, computed once per
 connection rather than once per request.
 """

@@ -36,21 +36,14 @@ _ARMED = select.EPOLLIN | select.EPOLLONESHOT
 class SharedPoll:
     """The epoll set the serving threads of one worker share."""
 
-    def __init__(self, worker: Worker, exclusive: int, tick: float, read_timeout: float,
+    def __init__(self, worker: Worker, tick: float, read_timeout: float,
                  recv_size: int) -> None:
         self.worker = worker
         self.tick = tick
         self.read_timeout = read_timeout
         self.recv_size = recv_size
-        self.ep = select.epoll()
-        self.listeners: dict[int, Endpoint] = {}
-        for endpoint in worker.endpoints:
-            fd = endpoint.sock.fileno()
-            try:
-                self.ep.register(fd, select.EPOLLIN | exclusive)
-            except OSError:  # a kernel without EPOLLEXCLUSIVE: every worker wakes
-                self.ep.register(fd, select.EPOLLIN)
-            self.listeners[fd] = endpoint
+        self.listeners: dict[int, Endpoint]
+        self.ep, self.listeners = worker.listening_epoll()
         self.ep.register(worker.wake_r, select.EPOLLIN)
         self.lock = threading.Lock()  # over worker.parked and the sweep's clock
         self.next_sweep = time.monotonic() + tick

@@ -185,12 +185,12 @@ class Worker:
         self.requests = 0
         self.stopping = False
         self.idle = False
-        # epoll loop: one thread (any number of listeners); else threads polling
-        self.events = self.threads == 1 and hasattr(select, "epoll")
+        # one thread: the epoll loop; more: threads sharing an epoll set, which a
+        # graceful stop wakes through a pipe
         self.lock = threading.Lock() if self.threads > 1 else None
         self.busy: dict[int, int] = {}  # core id -> request start (threaded mode)
-        self.wake_r, self.wake_w = (-1, -1) if self.events else os.pipe()
-        self.parked: dict[int, Conn] = {}  # fd -> connection (epoll loop)
+        self.wake_r, self.wake_w = (-1, -1) if self.threads == 1 else os.pipe()
+        self.parked: dict[int, Conn] = {}  # fd -> connection (parked keep-alive)
         self.parked_cap = _parked_cap()
         self._ctime_sec = -1
         self._ctime = ""
@@ -225,8 +225,8 @@ class Worker:
 
     # -- loops -----------------------------------------------------------------------
 
-    def serve_events(self) -> None:
-        """One thread: epoll over the listeners and the parked connections."""
+    def listening_epoll(self) -> tuple[Any, dict[int, Endpoint]]:
+        """A new epoll set watching the listeners, and the listeners by fd."""
         ep = select.epoll()
         listeners: dict[int, Endpoint] = {}
         for endpoint in self.endpoints:
@@ -236,6 +236,11 @@ class Worker:
             except OSError:  # a kernel without EPOLLEXCLUSIVE: every worker wakes
                 ep.register(fd, select.EPOLLIN)
             listeners[fd] = endpoint
+        return ep, listeners
+
+    def serve_events(self) -> None:
+        """One thread: epoll over the listeners and the parked connections."""
+        ep, listeners = self.listening_epoll()
         parked = self.parked
         core = Core(self, 0)
         poll = ep.poll
@@ -291,7 +296,7 @@ class Worker:
         deadline = time.monotonic() + STOP_GRACE
         while parked:
             left = deadline - time.monotonic()
-            events = ep.poll(max(left, 0.0)) if left > 0 else ep.poll(0)
+            events = ep.poll(max(left, 0.0))
             if not events and left <= 0:
                 return
             for fd, _ in events:
@@ -342,36 +347,6 @@ class Worker:
             self._unpark(ep, conn)
             conn.sock.close()
 
-    def serve_polling(self, core_id: int) -> None:
-        """Threads: poll the listeners and the wake-up pipe; keep each connection."""
-        poller = select.poll()
-        by_fd = {}
-        for endpoint in self.endpoints:
-            poller.register(endpoint.sock.fileno(), select.POLLIN)
-            by_fd[endpoint.sock.fileno()] = endpoint
-        poller.register(self.wake_r, select.POLLIN)
-        core = Core(self, core_id)
-        while not self.stopping:
-            self.flush_account()
-            for fd, _ in poller.poll():
-                if fd == self.wake_r or self.stopping:
-                    return
-                conn = self.accept_from(by_fd[fd])
-                if conn is None:
-                    continue
-                try:
-                    keep = self._serve(core, conn)
-                    while keep:  # (once stopping, the next answer says close)
-                        data = self._recv_idle_poll(conn.sock)
-                        if not data:
-                            break
-                        conn.buf = data
-                        keep = self._serve(core, conn)
-                except OSError:
-                    pass  # the client went away while idle
-                finally:
-                    conn.sock.close()
-
     def accept_from(self, endpoint: Endpoint) -> Conn | None:
         """A new connection; None when none is queued (another worker or thread took
         it) or the accept failed (said)."""
@@ -399,27 +374,6 @@ class Worker:
             return False
         finally:
             core.sock = None
-
-    def _recv_idle_poll(self, conn: socket.socket) -> bytes:
-        """Threads: wait for the next keep-alive request. A graceful stop cuts the wait
-        to ``STOP_GRACE``: a request the client already sent, or sends meanwhile, is
-        served (its answer saying close) rather than lost to the close."""
-        fd = conn.fileno()
-        if not self.stopping:
-            self.flush_account()
-            poller = select.poll()
-            poller.register(fd, select.POLLIN)
-            poller.register(self.wake_r, select.POLLIN)
-            events = poller.poll(READ_TIMEOUT * 1000)
-            if not events:
-                return b""  # idle for READ_TIMEOUT
-            if any(ready == fd for ready, _ in events):
-                return conn.recv(_RECV)
-        poller = select.poll()  # stopping: the last chance, without the wake-up pipe
-        poller.register(fd, select.POLLIN)
-        if not poller.poll(STOP_GRACE * 1000):
-            return b""
-        return conn.recv(_RECV)
 
     def flush_account(self) -> None:
         """Threads: store the scoreboard counters before this thread waits."""
@@ -551,10 +505,8 @@ class Worker:
         self.slot.status = STATUS_IDLE
         self.slot.accepting = 1
         try:
-            if self.events:
+            if self.threads == 1:
                 self.serve_events()
-            elif self.threads == 1:
-                self.serve_polling(0)
             else:
                 self._run_threads()
         except _Stop:
@@ -576,13 +528,11 @@ class Worker:
         writes to as it ends: a signal interrupts the read, and a handler that raises
         (``_Abort``) leaves it cleanly, which ``Thread.join`` does not always do."""
         ended_r, ended_w = os.pipe()
-        shared = (SharedPoll(self, _EXCLUSIVE, _TICK, READ_TIMEOUT, _RECV)
-                  if hasattr(select, "epoll") else None)
-        serving = shared.serve if shared is not None else self.serve_polling
+        shared = SharedPoll(self, _TICK, READ_TIMEOUT, _RECV)
 
         def serve(core: int) -> None:
             try:
-                serving(core)
+                shared.serve(core)
             finally:
                 os.write(ended_w, b"x")
 
@@ -601,11 +551,10 @@ class Worker:
         # and a thread must not write into a number reused meanwhile.
         os.close(ended_r)
         os.close(ended_w)
-        if shared is not None:
-            try:
-                shared.last_requests()
-            finally:
-                shared.close()
+        try:
+            shared.last_requests()
+        finally:
+            shared.close()
 
 
 def _exit_now(signum: int, frame: Any) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import select
 import socket
 import time
 from types import SimpleNamespace
@@ -17,8 +18,9 @@ class _Conn:
 
 def test_the_sweep_closes_only_connections_idle_past_the_read_timeout() -> None:
     wake_r, wake_w = os.pipe()
-    worker = SimpleNamespace(endpoints=[], wake_r=wake_r, parked={})
-    poll = SharedPoll(worker, 0, tick=0.0, read_timeout=5.0, recv_size=4096)
+    worker = SimpleNamespace(wake_r=wake_r, parked={},
+                             listening_epoll=lambda: (select.epoll(), {}))
+    poll = SharedPoll(worker, tick=0.0, read_timeout=5.0, recv_size=4096)
     pairs = [socket.socketpair() for _ in range(2)]
     try:
         old, fresh = (_Conn(pairs[0][0], 0.0), _Conn(pairs[1][0], 0.0))
