@@ -12,6 +12,11 @@ A record is the request's start (an 8-byte word, 0 when none), the text's length
 the text. The worker clears the start, writes the text and length, then sets the
 start; the master reads the start, the text, then the start again and drops a record
 that changed meanwhile.
+
+Last, one word for the whole instance: the requests served by all workers since the
+start, respawns included (uWSGI's ``workers[0].requests``, the second number of a
+request line's ``req: N/TOTAL``). Each worker adds to it without a lock, as uWSGI does:
+two workers ending a request at the same instant may count one.
 """
 
 from __future__ import annotations
@@ -61,13 +66,15 @@ class WorkerSlot:
     """One worker's counters, by attribute name (``slot.requests += 1`` works), and
     its cores' request records."""
 
-    __slots__ = ("_buf", "_base", "_records", "_cores")
+    __slots__ = ("_buf", "_base", "_records", "_cores", "_total")
 
-    def __init__(self, buf: mmap.mmap, index: int, records: int = -1, cores: int = 0) -> None:
+    def __init__(self, buf: mmap.mmap, index: int, records: int = -1, cores: int = 0,
+                 total: int = -1) -> None:  # fmt: skip
         object.__setattr__(self, "_buf", buf)
         object.__setattr__(self, "_base", index * _SLOT_SIZE)
         object.__setattr__(self, "_records", records)  # offset of core 0's record
         object.__setattr__(self, "_cores", cores if records >= 0 else 0)
+        object.__setattr__(self, "_total", total)  # offset of the instance's total
 
     def __getattr__(self, name: str) -> int:
         try:
@@ -100,6 +107,24 @@ class WorkerSlot:
         if sys.byteorder != "little":
             return None
         return memoryview(self._buf)[self._base : self._base + _SLOT_SIZE].cast("q")
+
+    def total_word(self) -> memoryview | None:
+        """The instance's request total as a writable one-word native view (see
+        ``words``), or None (no such word, or not little-endian)."""
+        if self._total < 0 or sys.byteorder != "little":
+            return None
+        return memoryview(self._buf)[self._total : self._total + _WORD.size].cast("q")
+
+    @property
+    def total_requests(self) -> int:
+        """Requests served by all workers of the instance since its start."""
+        if self._total < 0:
+            return self.requests
+        return _WORD.unpack_from(self._buf, self._total)[0]
+
+    def _count_total(self) -> None:
+        if self._total >= 0:
+            _WORD.pack_into(self._buf, self._total, self.total_requests + 1)
 
     # -- request records (--harakiri-verbose) ----------------------------------------
 
@@ -148,6 +173,7 @@ class WorkerSlot:
         """Account one finished request (``failed``: the app raised)."""
         elapsed = max(0, now_us - self.request_start)
         self.requests += 1
+        self._count_total()
         self.delta_requests += 1
         self.tx += tx
         self.running_time += elapsed
@@ -171,8 +197,8 @@ class Scoreboard:
         self.count = count
         self.cores = max(1, cores)
         self._records = max(1, count) * _SLOT_SIZE
-        size = self._records + max(1, count) * self.cores * _RECORD_SIZE
-        self._buf = mmap.mmap(-1, size, flags=mmap.MAP_SHARED)
+        self._total = self._records + max(1, count) * self.cores * _RECORD_SIZE
+        self._buf = mmap.mmap(-1, self._total + _WORD.size, flags=mmap.MAP_SHARED)
 
     def slot(self, worker_id: int) -> WorkerSlot:
         """Slot of worker ``worker_id`` (1-based, as uWSGI numbers workers)."""
@@ -180,7 +206,12 @@ class Scoreboard:
             raise IndexError(f"no worker {worker_id}")
         index = worker_id - 1
         return WorkerSlot(self._buf, index, self._records + index * self.cores * _RECORD_SIZE,
-                          self.cores)
+                          self.cores, self._total)
 
     def slots(self) -> list[WorkerSlot]:
         return [self.slot(i) for i in range(1, self.count + 1)]
+
+    @property
+    def total_requests(self) -> int:
+        """Requests served by all workers since the start, respawns included."""
+        return _WORD.unpack_from(self._buf, self._total)[0]

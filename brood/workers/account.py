@@ -12,6 +12,9 @@ request head. ``Account`` keeps the same books as ``WorkerSlot.begin_request`` a
   tx, running time, average, exceptions) are summed here and stored at most
   FLUSH_US later, and whenever the loop is about to wait (``flush``). Only the
   worker writes them, so nothing is lost; a stats reader may see them that late.
+
+The instance's total, which every worker adds to, is counted at once: the request line
+shows it.
 """
 
 from __future__ import annotations
@@ -39,13 +42,15 @@ def _slot_words(slot: WorkerSlot) -> tuple[memoryview, dict[str, int]] | None:
 class Account:
     """``begin``/``end`` of each request, ``flush`` before waiting, ``close`` at exit."""
 
-    __slots__ = ("slot", "words", "i_status", "i_start", "i_in", "index", "requests",
-                 "delta", "exceptions", "tx", "running", "avg", "dirty", "due")  # fmt: skip
+    __slots__ = ("slot", "words", "total", "i_status", "i_start", "i_in", "index",
+                 "requests", "delta", "exceptions", "tx", "running", "avg", "dirty",
+                 "due")  # fmt: skip
 
     def __init__(self, slot: WorkerSlot) -> None:
         self.slot = slot
         found = _slot_words(slot)
         self.words = found[0] if found else None
+        self.total = slot.total_word() if found else None
         self.index = found[1] if found else {}
         if found:
             self.i_status = self.index["status"]
@@ -81,6 +86,9 @@ class Account:
         if elapsed < 0:
             elapsed = 0
         self.requests += 1
+        total = self.total
+        if total is not None:
+            total[0] += 1
         self.delta += 1
         self.tx += tx
         self.running += elapsed
@@ -112,9 +120,15 @@ class Account:
         w[index["running_time"]] = self.running
         w[index["avg_rt"]] = self.avg
 
+    def total_requests(self) -> int:
+        """Requests served by all workers of the instance, this one's last included."""
+        total = self.total
+        return total[0] if total is not None else self.slot.total_requests
+
     def close(self) -> None:
         """Store what is pending and drop the view (a viewed mmap cannot be closed)."""
         self.flush()
-        if self.words is not None:
-            self.words.release()
-            self.words = None
+        for view in (self.words, self.total):
+            if view is not None:
+                view.release()
+        self.words = self.total = None

@@ -483,7 +483,7 @@ class Worker:
             self._ctime = time.ctime(sec)
         uri = environ.get("REQUEST_URI") or environ.get("PATH_INFO", "")
         line = (
-            f"[pid: {self.pid}|app: 0|req: {self.requests}/{self.requests}] "
+            f"[pid: {self.pid}|app: 0|req: {self.requests}/{self.account.total_requests()}] "
             f"{environ.get('REMOTE_ADDR', '')} ({environ.get('REMOTE_USER', '')}) "
             f"{{{nvars} vars in {vsize} bytes}} [{self._ctime}] "
             f"{environ.get('REQUEST_METHOD', '')} {uri} => generated {core.sent} bytes in "

@@ -36,6 +36,23 @@ def test_default_line_when_no_format(start_brood, hello_app) -> None:
                      line), line
 
 
+def test_request_lines_count_the_worker_and_the_whole_instance(start_brood, hello_app) -> None:
+    """``req: N/TOTAL`` as uWSGI: this worker's requests, then all workers' since the
+    start; a worker respawned by --max-requests starts again at 1, the total goes on."""
+    b = start_brood("--http-socket", "127.0.0.1:0", "--wsgi-file", hello_app, "-p", "2",
+                    "--max-requests", "2", "--min-worker-lifetime", "0")
+    address = b.address_of("uwsgi socket 0")
+    for _ in range(6):
+        assert http_get(address, "/")[0] == 200
+    found = b.wait_for_log(r"\[pid: (\d+)\|app: 0\|req: (\d+)/(\d+)\]", count=6)
+    assert sorted(int(m[3]) for m in found) == [1, 2, 3, 4, 5, 6]
+    seen: dict[str, int] = {}
+    for m in sorted(found, key=lambda m: int(m[3])):
+        seen[m[1]] = seen.get(m[1], 0) + 1
+        assert int(m[2]) == seen[m[1]] <= 2  # each process serves at most 2
+    assert len(seen) >= 3  # respawned processes started again at 1
+
+
 @pytest.mark.parametrize("spelling", ["--log-format", "--logformat"])
 def test_unknown_log_variable_stops_start_up(spelling, tmp_path) -> None:
     done = subprocess.run(

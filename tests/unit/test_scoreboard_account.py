@@ -53,6 +53,27 @@ def test_account_falls_back_to_the_slot_methods(monkeypatch):
     account.close()
 
 
+def test_the_instance_total_is_counted_by_every_worker_and_outlives_a_respawn(monkeypatch):
+    board = Scoreboard(2)
+    first, second = board.slot(1), board.slot(2)
+    first.pid, second.pid = 10, 11
+    fast = Account(first)
+    assert fast.total is not None
+    fast.begin(1)
+    fast.end(2, tx=1, failed=False)
+    monkeypatch.setattr(WorkerSlot, "words", lambda self: None)
+    slow = Account(second)  # through the slot's methods
+    slow.begin(1)
+    slow.end(2, tx=1, failed=False)
+    assert (fast.total_requests(), slow.total_requests(), board.total_requests) == (2, 2, 2)
+    first.reset()  # a respawn zeroes the worker's counters, not the instance's
+    fast.begin(3)
+    fast.end(4, tx=1, failed=False)
+    assert (board.total_requests, first.total_requests) == (3, 3)
+    fast.close()
+    assert fast.total is None
+
+
 def test_request_records_per_core():
     board = Scoreboard(2, cores=2)
     one, two = board.slot(1), board.slot(2)
