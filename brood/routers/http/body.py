@@ -116,7 +116,7 @@ class BodyPlan:
                 raise ClientGone(f"client closed with {self.remaining} body bytes missing")
             self.remaining -= len(data)
             touch()
-            await send_all(node, data)
+            await _send_owed(client, node, data)
             sent += len(data)
             await trio.lowlevel.checkpoint()  # the socket calls yield only when they wait
         decoder = self.decoder
@@ -133,10 +133,23 @@ class BodyPlan:
                 client.buf = decoder.rest
                 self.decoder = decoder = None
             if chunks:
-                await send_all(node, chunks)
+                await _send_owed(client, node, chunks)
                 sent += len(chunks)
             await trio.lowlevel.checkpoint()  # the socket calls yield only when they wait
         return sent
+
+
+async def _send_owed(client: Client, node: Endpoint, data: bytes) -> None:
+    """``data``, read off the client, to the node. Cancelled midway (a 101 answered before
+    the node read the whole body: the connection becomes a pipe), what the node has not
+    taken goes back in front of ``client.buf``, which the pipe sends first: dropping it
+    left a hole in the stream."""
+    owed = [data]
+    try:
+        await send_all(node, data, owed)
+    except trio.Cancelled:
+        client.buf = bytes(owed[0]) + client.buf
+        raise
 
 
 async def _from_client(client: Client, max_bytes: int) -> bytes:

@@ -115,11 +115,13 @@ def can_splice(a: Endpoint, b: Endpoint) -> bool:
     )
 
 
-async def send_all(end: Endpoint, data: bytes | bytearray | memoryview) -> None:
+async def send_all(end: Endpoint, data: bytes | bytearray | memoryview,
+                   owed: list | None = None) -> None:  # fmt: skip
     """Write every byte of ``data`` to a raw socket or a stream. On a raw socket this is
-    a checkpoint only when it has to wait (``sockio``): loops must yield themselves."""
+    a checkpoint only when it has to wait (``sockio``): loops must yield themselves, and
+    ``owed[0]`` follows what is left to send (a caller cancelled midway knows it)."""
     if isinstance(end, trio.socket.SocketType):
-        await sockio.send_all(end, data)
+        await sockio.send_all(end, data, owed)
     else:
         await end.send_all(data)
 

@@ -103,8 +103,11 @@ async def recv(sock: trio.socket.SocketType, max_bytes: int) -> bytes:
             pass
 
 
-async def send_all(sock: trio.socket.SocketType, data: bytes | bytearray | memoryview) -> None:
-    """Every byte of ``data``; waits (a checkpoint) only while the kernel buffer is full."""
+async def send_all(sock: trio.socket.SocketType, data: bytes | bytearray | memoryview,
+                   owed: list | None = None) -> None:  # fmt: skip
+    """Every byte of ``data``; waits (a checkpoint) only while the kernel buffer is full.
+    ``owed``: its first item is kept to what is not sent yet while waiting (a caller
+    cancelled there knows what the peer never got)."""
     s = sock._sock  # type: ignore[attr-defined]
     try:
         sent = s.send(data)
@@ -114,6 +117,8 @@ async def send_all(sock: trio.socket.SocketType, data: bytes | bytearray | memor
         return
     view = memoryview(data)[sent:]
     while view:
+        if owed is not None:
+            owed[0] = view
         await wait_writable(s)
         try:
             sent = s.send(view)
