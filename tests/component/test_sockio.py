@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import socket
 import struct
+from functools import partial
 
 import pytest
 import trio
@@ -162,6 +163,32 @@ async def test_pipe_pool_is_reused_across_relays():
     for _ in range(3):
         await _one_spliced_session()
         assert 1 <= len(relay_mod._PIPES) <= 2  # each direction took one and gave it back
+
+
+async def test_idle_relays_hold_no_pipe(monkeypatch):
+    """Sessions that moved a chunk and wait for the next hold no pipe: a pipe is taken
+    per chunk and given back before the relay yields (kept across the yield, each of a
+    thousand websockets echoing at once held one per direction: EMFILE for new clients)."""
+    relay_mod._drop_pipes()
+    opened = []
+    real_open = relay_mod._open_pipe
+    monkeypatch.setattr(relay_mod, "_open_pipe", lambda: opened.append(1) or real_open())
+    sessions = [(*await _pair(), *await _pair()) for _ in range(20)]
+    try:
+        async with trio.open_nursery() as nursery:
+            for _, router_a, router_b, _ in sessions:
+                nursery.start_soon(partial(relay, router_a, router_b, idle_timeout=60))
+            for client, _, _, _ in sessions:  # all at once: every relay wakes in one batch
+                await sockio.send_all(client, b"frame")
+            for _, _, _, node in sessions:
+                assert await node.recv(100) == b"frame"
+            await trio.testing.wait_all_tasks_blocked()
+            assert len(opened) <= 2 and len(relay_mod._PIPES) == len(opened)
+            nursery.cancel_scope.cancel()
+    finally:
+        for ends in sessions:
+            for sock in ends:
+                sock.close()
 
 
 async def test_relay_answer_is_one_way_until_the_node_closes():

@@ -622,7 +622,11 @@ async def _splice_copy(
                 moved -= out
                 counts[slot] += out
                 touch()  # each part the destination took: a slow reader is no idle one
-            # Yield between chunks so a fast pair cannot starve the other sessions.
+            # Yield between chunks so a fast pair cannot starve the other sessions; the
+            # empty pipe goes back first (kept across the yield, a thousand websockets
+            # echoing at once held two fds each: new clients met EMFILE).
+            give_pipe(pipe, True)
+            pipe = None
             await trio.lowlevel.checkpoint()
     finally:
         if pipe is not None:
