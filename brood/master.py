@@ -63,6 +63,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from brood import fdlimit
 from brood.config.load import load_config
 from brood.config.model import Config, refuse_unavailable
 from brood.config.option import OptionError
@@ -150,6 +151,7 @@ class Master:
         for line in cfg.ignored:  # ini keys that are no option (an ini file for uWSGI)
             log(line)
         log(f"master pid: {os.getpid()} (reloads: {self.reloads})")
+        log(f"detected max file descriptor number: {fdlimit.soft_limit()}")
         self._adopt_draining()
         self.plan = plan = build_plan(cfg, self.binder)
         self.binder.close_unclaimed()
@@ -687,6 +689,8 @@ def _process_setup(cfg: Config, first_start: bool) -> Config:
         daemonize(cfg["daemonize"])
     elif first_start and cfg["logto"]:
         logto(cfg["logto"])
+    if cfg["max-fd"]:
+        fdlimit.apply_max_fd(cfg["max-fd"])
     for item in cfg["env"]:
         key, _, value = str(item).partition("=")
         if key:

@@ -40,6 +40,7 @@ from typing import Any
 
 import trio
 
+from brood import fdlimit
 from brood.config.model import Config
 from brood.listener import Listener
 from brood.routers.engine import Engine, RouterSettings, option
@@ -302,6 +303,10 @@ def run_router(kind: str, index: int, cfg: Config, listeners: list[Listener],
     its end of the stats snapshots (``brood.routers.stats_share``); ``spread``: the
     kind's table of connections per process (``brood.routers.net.spread``)."""
     member = spread.member(index) if spread is not None else None
+    raised = fdlimit.raise_to_hard()
+    if raised:
+        log.warning("%s %d: open file limit raised from %d to %d (the hard limit)", kind,
+                    index, *raised)
     try:
         return trio.run(router_main, kind, cfg, listeners, feed, stats_share, member, index)
     except KeyboardInterrupt:

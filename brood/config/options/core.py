@@ -43,6 +43,9 @@ OPTIONS: list[Option] = [
     Option("no-reload-app-check", "core", "reload without first importing the app in a "
            "separate process (that check refuses a reload whose app no longer loads, and "
            "the old code serves on)", kind="bool"),
+    Option("max-fd", "core", "set the open file limit (soft and hard; raising the hard "
+           "limit needs root) for every process; routers otherwise raise their soft limit "
+           "to the hard one", kind="int", metavar="N"),
     Option("chdir", "core", "change to DIR before loading apps", metavar="DIR"),
     Option("env", "core", "set an environment variable", multi=True, metavar="KEY=VALUE"),
     Option("pythonpath", "core", "add DIR to sys.path", multi=True,
