@@ -118,7 +118,8 @@ class BodyPlan:
             touch()
             await _send_owed(client, node, data)
             sent += len(data)
-            await trio.lowlevel.checkpoint()  # the socket calls yield only when they wait
+            if self.remaining:  # (not after the last piece: see below)
+                await trio.lowlevel.checkpoint()  # the socket calls yield only when they wait
         decoder = self.decoder
         while decoder is not None:
             out.waiting = "read"
@@ -135,7 +136,11 @@ class BodyPlan:
             if chunks:
                 await _send_owed(client, node, chunks)
                 sent += len(chunks)
-            await trio.lowlevel.checkpoint()  # the socket calls yield only when they wait
+            if decoder is not None:
+                await trio.lowlevel.checkpoint()  # the socket calls yield only when they wait
+        # No checkpoint once the last byte went: an answer that ends meanwhile cancels
+        # the caller's relay there, and a body sent whole would be taken for one cut
+        # short (the client's kept-alive connection closed after a keep-alive answer).
         return sent
 
 
