@@ -8,6 +8,11 @@ REMOTE_ADDR; REMOTE_PORT; then one var per client header in arrival order
 Content-Type bare); then ``--http-var`` extras. The fixtures under
 shared/fixtures/requests/ are reproduced byte for byte by the tests.
 
+PATH_INFO is the target's path with its dot segments removed (RFC 3986 §5.2.4:
+``/static/../app.py`` is ``/app.py``), as uWSGI's HTTP router and --http-socket do,
+then percent-decoded, then rid of the dot segments the escapes made (``%2e%2e``:
+uWSGI leaves those, nginx removes them). REQUEST_URI stays as the client sent it.
+
 Only the real ``Content-Length`` / ``Content-Type`` headers become bare
 CONTENT_LENGTH / CONTENT_TYPE; ``Content_Length`` becomes
 HTTP_CONTENT_LENGTH, so no header can forge the var that frames the body.
@@ -41,6 +46,33 @@ MAX_KEY_SIZE = 255
 _BARE = {b"content-length": b"CONTENT_LENGTH", b"content-type": b"CONTENT_TYPE"}
 
 
+def path_info(path: bytes) -> bytes:
+    """PATH_INFO of a target's ``path``: dot segments removed, escapes decoded."""
+    if b"/." in path:
+        path = remove_dot_segments(path)
+    if _PERCENT in path:
+        path = unquote_to_bytes(path)
+        if b"/." in path:
+            path = remove_dot_segments(path)
+    return path
+
+
+def remove_dot_segments(path: bytes) -> bytes:
+    """RFC 3986 §5.2.4 for a path that starts with "/": "." goes, ".." takes the segment
+    before it, never past the root."""
+    segments = path.split(b"/")
+    kept = [segments[0]]
+    for segment in segments[1:]:
+        if segment == b"..":
+            if len(kept) > 1:
+                kept.pop()
+        elif segment != b".":
+            kept.append(segment)
+    if segments[-1] in (b".", b".."):
+        kept.append(b"")  # "/a/b/.." is the directory "/a/"
+    return b"/".join(kept)
+
+
 def header_var_name(name: bytes) -> bytes:
     """``x-lower_under`` -> ``HTTP_X_LOWER_UNDER``; Content-Length/-Type stay bare."""
     var = _name_cache.get(name)
@@ -71,9 +103,7 @@ def request_vars(
     HTTP_TRANSFER_ENCODING is dropped. ``router=None`` omits UWSGI_ROUTER
     (workers serving ``--http-socket``).
     """
-    path = head.path
-    if b"%" in path:
-        path = unquote_to_bytes(path)
+    path = path_info(head.path)
     out: list[tuple[bytes, bytes]] = [(b"REQUEST_METHOD", head.method)]
     if b"?" in head.target:
         out += ((b"PATH_INFO", path), (b"REQUEST_URI", head.target), (b"QUERY_STRING", head.query))
@@ -219,14 +249,13 @@ def line_vars(method: bytes, target: bytes, path: bytes, query: bytes, version: 
     method_pair = _METHOD_PAIRS.get(method) or _K_METHOD + u16(len(method)) + method
     protocol_pair = _PROTOCOLS.get(version) or _K_PROTOCOL + u16(len(version)) + version
     if _QUESTION in target:
-        if _PERCENT in path:
-            path = unquote_to_bytes(path)
+        path = path_info(path)
         return [method_pair, _K_PATH_INFO, u16(len(path)), path, _K_REQUEST_URI,
                 u16(len(target)), target, _K_QUERY_STRING, u16(len(query)), query,
                 protocol_pair, connection_vars]
-    if _PERCENT in path or len(path) != len(target):  # escapes, absolute-form, CONNECT
-        if _PERCENT in path:
-            path = unquote_to_bytes(path)
+    # escapes, dot segments, absolute-form, CONNECT
+    if _PERCENT in path or len(path) != len(target) or b"/." in path:
+        path = path_info(path)
         return [method_pair, _K_REQUEST_URI, u16(len(target)), target, _K_PATH_INFO,
                 u16(len(path)), path, _EMPTY_QUERY, protocol_pair, connection_vars]
     # The usual: PATH_INFO is the target itself (origin-form, no escapes).

@@ -9,10 +9,9 @@ last value, as uWSGI's python plugin does.
 from __future__ import annotations
 
 from typing import Any
-from urllib.parse import unquote_to_bytes
 
 from brood.protocol.http1 import RequestHead
-from brood.protocol.vars import header_var_name
+from brood.protocol.vars import header_var_name, path_info
 
 _DEFAULTS = (
     ("SCRIPT_NAME", ""),
@@ -139,8 +138,8 @@ def http_environ_on(
     target = head.target
     uri = environ["REQUEST_URI"] = target.decode("latin-1")
     path = head.path
-    if b"%" in path:
-        environ["PATH_INFO"] = unquote_to_bytes(path).decode("latin-1")
+    if b"%" in path or b"/." in path:  # escapes or dot segments (as the HTTP router)
+        environ["PATH_INFO"] = path_info(path).decode("latin-1")
     elif path is target:  # no query: the same bytes, decoded once
         environ["PATH_INFO"] = uri
     else:

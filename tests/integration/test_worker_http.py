@@ -103,6 +103,14 @@ def test_get_hello_adds_content_length(worker):
     assert resp.raw_head.startswith(b"HTTP/1.1 200 OK\r\n")
 
 
+@pytest.mark.parametrize("target", ["/static/../env", "/a/./b/../../env?q=1", "/a/%2e%2e/env"])
+def test_path_info_without_dot_segments(worker, target):
+    """As the HTTP router (and uWSGI's --http-socket): the app sees the path it names."""
+    resp = http_get(worker, target)
+    environ = json.loads(resp.body)
+    assert (environ["PATH_INFO"], environ["REQUEST_URI"]) == ("/env", target)
+
+
 def test_keep_alive_and_pipelining(worker):
     with worker.connect() as sock:
         conn = HttpConn(sock)

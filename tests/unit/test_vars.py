@@ -4,10 +4,12 @@ import os
 from pathlib import Path
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from brood.protocol.http1 import parse_request_head
-from brood.protocol.uwsgi import encode_packet, read_packet
-from brood.protocol.vars import header_var_name, request_vars, routing_key
+from brood.protocol.uwsgi import encode_packet, encode_vars, read_packet
+from brood.protocol.vars import header_var_name, line_vars, path_info, request_vars, routing_key
 
 REQUESTS = Path(os.environ.get("BROOD_FIXTURES", "/work/shared/fixtures")) / "requests"
 
@@ -132,6 +134,55 @@ def test_path_info_decoded_uri_raw():
     assert pairs[b"PATH_INFO"] == b"/a/b%zz"
     assert pairs[b"REQUEST_URI"] == b"/a%2Fb%zz"
     assert pairs[b"QUERY_STRING"] == b""
+
+
+# As real uWSGI 2.0's HTTP router gave them (dot segments removed before decoding),
+# except where an escape made a dot segment: uWSGI passed those on, brood removes them
+# too (as nginx does).
+@pytest.mark.parametrize("target, path", [
+    (b"/static/../../etc/passwd", b"/etc/passwd"),
+    (b"/static/../app.py", b"/app.py"),
+    (b"/a/./b", b"/a/b"),
+    (b"/a/..", b"/"),
+    (b"/a/.", b"/a/"),
+    (b"/../x", b"/x"),
+    (b"/a//b/../c", b"/a//c"),
+    (b"/a/b/..?x=/../", b"/a/"),
+    (b"/a/b/../", b"/a/"),
+    (b"//x/../y", b"//y"),
+    (b"/a/.../b", b"/a/.../b"),
+    (b"/a/..b/.c", b"/a/..b/.c"),
+    (b"/a/%252e%252e/b", b"/a/%2e%2e/b"),
+    (b"/..", b"/"),  # uWSGI: empty
+    (b"/a/%2e%2e/b", b"/b"),  # uWSGI: /a/../b
+    (b"/a%2f..%2fb", b"/b"),  # uWSGI: /a/../b
+])
+def test_path_info_has_no_dot_segments(target, path):
+    pairs = dict(_vars(b"GET %s HTTP/1.0\r\n\r\n" % target))
+    assert pairs[b"PATH_INFO"] == path
+    assert pairs[b"REQUEST_URI"] == target
+    assert b"".join(line_vars(b"GET", target, target.partition(b"?")[0],
+                              target.partition(b"?")[2], b"HTTP/1.0", b"")) == encode_vars(
+        pairs_in_line_order(target, path))  # the fast lane's encoder agrees
+
+
+def pairs_in_line_order(target: bytes, path: bytes) -> list[tuple[bytes, bytes]]:
+    """REQUEST_METHOD through SERVER_PROTOCOL as ``line_vars`` encodes them."""
+    query = target.partition(b"?")[2]
+    if b"?" in target:
+        middle = [(b"PATH_INFO", path), (b"REQUEST_URI", target), (b"QUERY_STRING", query)]
+    else:
+        middle = [(b"REQUEST_URI", target), (b"PATH_INFO", path), (b"QUERY_STRING", b"")]
+    return [(b"REQUEST_METHOD", b"GET"), *middle, (b"SERVER_PROTOCOL", b"HTTP/1.0")]
+
+
+@given(st.lists(st.sampled_from([b"a", b".", b"..", b"", b"%2e", b"%2E%2e", b".b", b"%2f"]),
+                max_size=8))
+def test_remove_dot_segments_leaves_none(parts):
+    path = path_info(b"/" + b"/".join(parts))
+    assert path.startswith(b"/")
+    assert not ({b".", b".."} & set(path.split(b"/")))
+    assert path_info(path) == path or b"%" in path
 
 
 @pytest.mark.parametrize(
