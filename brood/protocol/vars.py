@@ -103,7 +103,8 @@ def request_vars(
     HTTP_TRANSFER_ENCODING is dropped. ``router=None`` omits UWSGI_ROUTER
     (workers serving ``--http-socket``).
     """
-    path = path_info(head.path)
+    # A CONNECT's authority is its PATH_INFO, as uWSGI gives it.
+    path = head.target if head.method == b"CONNECT" else path_info(head.path)
     out: list[tuple[bytes, bytes]] = [(b"REQUEST_METHOD", head.method)]
     if b"?" in head.target:
         out += ((b"PATH_INFO", path), (b"REQUEST_URI", head.target), (b"QUERY_STRING", head.query))
@@ -253,9 +254,9 @@ def line_vars(method: bytes, target: bytes, path: bytes, query: bytes, version: 
         return [method_pair, _K_PATH_INFO, u16(len(path)), path, _K_REQUEST_URI,
                 u16(len(target)), target, _K_QUERY_STRING, u16(len(query)), query,
                 protocol_pair, connection_vars]
-    # escapes, dot segments, absolute-form, CONNECT
+    # escapes, dot segments, absolute-form, CONNECT (its authority is its PATH_INFO)
     if _PERCENT in path or len(path) != len(target) or b"/." in path:
-        path = path_info(path)
+        path = target if method == b"CONNECT" else path_info(path)
         return [method_pair, _K_REQUEST_URI, u16(len(target)), target, _K_PATH_INFO,
                 u16(len(path)), path, _EMPTY_QUERY, protocol_pair, connection_vars]
     # The usual: PATH_INFO is the target itself (origin-form, no escapes).

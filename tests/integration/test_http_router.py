@@ -483,6 +483,34 @@ async def test_websocket_upgrade_is_a_raw_pipe_with_half_close():
     assert packet_vars(node.requests[0])[0][b"HTTP_UPGRADE"] == b"websocket"
 
 
+async def test_a_2xx_to_connect_opens_a_tunnel_both_ways():
+    """RFC 9110 §9.3.6: the client's bytes after a CONNECT's 2xx reach the node (they
+    waited unread, and the node's silence was logged as a 504)."""
+    async def tunnel(conn, request):
+        await send_all(conn, b"HTTP/1.1 200 Connection established\r\n\r\n")
+        while data := await conn.recv(65536):
+            await send_all(conn, data.upper())
+
+    async with trio.open_nursery() as nursery:
+        node = await nursery.start(node_server, tunnel)
+        async with http_router({b"h.test:443": [node.address]}, settings()) as router:
+            with await open_client(router.address) as sock:
+                client = HttpClient(sock)
+                await client.send(b"CONNECT h.test:443 HTTP/1.1\r\nHost: h.test:443\r\n\r\n"
+                                  b"hello")
+                with trio.fail_after(5):
+                    while b"HELLO" not in client.buf:
+                        await client._more()
+                assert client.buf.startswith(b"HTTP/1.1 200 Connection established\r\n\r\n")
+                sock.shutdown(socket.SHUT_WR)
+                with trio.fail_after(5):
+                    while await client._more():
+                        pass
+        nursery.cancel_scope.cancel()
+    found = packet_vars(node.requests[0])[0]
+    assert (found[b"PATH_INFO"], found[b"REQUEST_URI"]) == (b"h.test:443", b"h.test:443")
+
+
 async def test_a_101_before_the_node_read_the_body_loses_no_body_byte():
     """The node answers 101 without reading the request's body, while the router waits
     on the node's full socket to send the next part of it: that part goes first through

@@ -340,7 +340,8 @@ class HttpLane(Lane):
         status, kind, length, keep_alive, size = answer
         settings = self.settings
         if status < 200 or kind == "chunked" or (
-                kind == "close" and (settings.auto_chunked or settings.auto_gzip)) or (
+                kind == "close" and (settings.auto_chunked or settings.auto_gzip
+                                     or method == b"CONNECT")) or (  # (a tunnel)
                 settings.auto_gzip and _GZIP_OPT_IN_RE.search(data, 0, size)):
             self._answer_to_general(conn, data)
             return None

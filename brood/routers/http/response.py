@@ -14,7 +14,8 @@ the bytes go to the client in one send. Then, by framing:
 
 Interim 1xx heads are relayed (to HTTP/1.1 clients only) and the next head read; 101
 hands the connection over to the caller (an upgrade), and is a bad answer to a request
-that asked for none. ``--http-auto-gzip`` follows uWSGI: a node opts in with the
+that asked for none. A 2xx to CONNECT opens a tunnel the same way (without it, the
+client's bytes waited unread behind an answer the node never ended). ``--http-auto-gzip`` follows uWSGI: a node opts in with the
 header ``uWSGI-Encoding: gzip`` on an answer that has no Content-Length,
 Transfer-Encoding nor Content-Encoding; the router compresses it when the client
 accepts gzip. The ``uWSGI-Encoding`` header is an instruction to the router and never
@@ -64,6 +65,7 @@ _FRAMING = {b"content-length", b"transfer-encoding", b"content-encoding"}
 # What an answer decoded for an HTTP/1.0 client loses: its framing and keep-alive.
 _DECHUNK_DROP = {b"transfer-encoding", b"trailer", b"connection", b"keep-alive"}
 _GZIP_LINES = [b"Content-Encoding: gzip", b"Vary: Accept-Encoding"]
+_TUNNEL_DROP = {b"content-length", b"transfer-encoding"}
 
 
 @dataclass(slots=True)
@@ -177,10 +179,13 @@ async def relay_response(up: Upstream, client: Endpoint, *, request: RequestHead
     client_http11 = request.version == b"HTTP/1.1"
     head, data = await read_head(up, request.method, client, touch, out, interim=client_http11)
     out.status = head.status
-    if head.status == 101:
-        if request.upgrade is None:  # RFC 9110 §15.2.2: only to a request that asked
+    tunnel = request.method == b"CONNECT" and 200 <= head.status < 300
+    if head.status == 101 or tunnel:  # (RFC 9110 §9.3.6: a CONNECT's 2xx opens a tunnel)
+        if request.upgrade is None and not tunnel:  # RFC 9110 §15.2.2: only if asked
             raise BadResponse("101 Switching Protocols to a request that asked for no upgrade")
         out.upgraded = True
+        if tunnel:  # (RFC 9110 §9.3.6: such an answer has no framing, and a client ignores it)
+            data = rewrite_head(data[:head.size], _TUNNEL_DROP, []) + data[head.size:]
         await _send(client, data, touch, out)
         out.sent += len(data)
         return
@@ -328,8 +333,7 @@ async def _relay_reframed(up: Upstream, client: Endpoint, head: ResponseHead, da
                           chunk: bool) -> None:
     """A close-delimited answer, maybe gzipped, maybe re-framed chunked."""
     add = list(_GZIP_LINES) if gzip else []
-    # A Content-Length here (a CONNECT's 2xx) frames nothing: it never goes with chunked.
-    drop = {_UWSGI_ENCODING, b"content-length"}
+    drop = {_UWSGI_ENCODING}
     if chunk:  # one Transfer-Encoding line, chunked last (a second line read as
         # "identity, chunked" is no chunked framing to clients)
         codings = [c for c in _codings(head) if c != b"identity"]
