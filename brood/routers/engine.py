@@ -128,17 +128,17 @@ class Upstream:
         return await self.receive_some(max_bytes)
 
     async def relay(self, client: Endpoint, *, end_when_node_done: bool = True,
-                    splice: bool | None = None,
-                    client_left_if_first: bool = False) -> RelayResult:
+                    splice: bool | None = None, client_left_if_first: bool = False,
+                    peek_node: int = 0) -> RelayResult:
         """Pipe client <-> node until done (the node closing its answer ends a uwsgi
         session; a raw TCP session waits for both sides), with the idle timeout.
         ``client_left_if_first``: the client's end of stream before the node's first
-        byte ends it (``a_left``)."""
+        byte ends it (``a_left``); ``peek_node``: ``relay``'s ``peek_b``."""
         result = RelayResult()
         try:
             await relay(client, self.sock, idle_timeout=self.engine.settings.timeout,
                         end_when_b_done=end_when_node_done, splice=splice, result=result,
-                        a_left_if_first=client_left_if_first)
+                        a_left_if_first=client_left_if_first, peek_b=peek_node)
         finally:
             self.node.rx += result.a_to_b
             self.node.tx += result.b_to_a

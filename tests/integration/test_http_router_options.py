@@ -9,6 +9,7 @@ import socket
 import subprocess
 import sys
 
+import pytest
 import trio
 import trio.testing
 from _httpkit import HttpClient, http_router, node_server, open_client, packet_vars
@@ -16,6 +17,7 @@ from _routerkit import send_all
 
 from brood.config.model import Config
 from brood.routers.http.accesslog import LineFormat
+from brood.routers.http.h1 import raw_answer_status
 from brood.routers.http.settings import HttpSettings
 
 
@@ -69,6 +71,37 @@ async def test_default_access_line_is_uwsgi_style(capfd):
         rf"\[pid: {os.getpid()}\|router: http\] 127\.0\.0\.1 \(\) \{{node {node.address}\}} "
         rf"\[\w{{3}} \w{{3}} [ \d]\d \d\d:\d\d:\d\d \d{{4}}\] GET /p\?q => generated "
         rf"{len(head) + len(body)} bytes in \d+ msecs \(HTTP/1\.0 200\)", line), line
+
+
+async def test_raw_body_request_line_has_the_nodes_status(capfd):
+    """--http-raw-body: the answer is piped unread, its status looked at in place for
+    the request line (it said 0), past an interim 100."""
+    async def behave(conn, request):
+        await send_all(conn, b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 418 Teapot\r\n\r\nx")
+
+    async with trio.open_nursery() as nursery:
+        node = await nursery.start(node_server, behave)
+        async with http_router({b"a": [node.address]}, settings(raw_body=True)) as router:
+            with await open_client(router.address) as sock:
+                await send_all(sock, b"GET /r HTTP/1.0\r\nHost: a\r\n\r\n")
+                got = b""
+                with trio.fail_after(5):
+                    while data := await sock.recv(1000):
+                        got += data
+                await trio.testing.wait_all_tasks_blocked()  # the line follows the close
+        nursery.cancel_scope.cancel()
+    assert got.endswith(b"418 Teapot\r\n\r\nx")
+    [line] = [ln for ln in capfd.readouterr().err.splitlines() if "|router: http]" in ln]
+    assert line.endswith(f"GET /r => generated {len(got)} bytes in 0 msecs (HTTP/1.0 418)")
+
+
+@pytest.mark.parametrize("first, status", [
+    (b"HTTP/1.1 200 OK\r\n", 200), (b"HTTP/1.0 404 Not Found\r\n\r\n", 404),
+    (b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 201 Created\r\n", 201),
+    (b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 2", 100), (b"SSH-2.0-x\r\n", 0), (b"", 0),
+])
+def test_raw_answer_status(first, status):
+    assert raw_answer_status(first) == status
 
 
 async def echo_source(conn, request):

@@ -32,6 +32,10 @@ from brood.routers.http.response import Outcome, relay_response, wants_gzip
 from brood.routers.http.settings import HttpSettings
 from brood.routers.net.relay import b_speaks_first, deadline_slack, push_deadline
 
+# --http-raw-body: the node's first bytes, looked at for the request line's status.
+_STATUS_PEEK = 1024
+_STATUS_LINE_RE = re.compile(rb"(?:\A|\r\n\r\n)HTTP/\d\.\d (\d\d\d)[ \r]")
+
 # A cheap C-level test for the rare header that needs a second pass over the vars.
 # X-Forwarded-For by the var it makes: X_Forwarded_For is HTTP_X_FORWARDED_FOR too, and
 # must not pass as the chain without the client appended.
@@ -192,6 +196,13 @@ async def _with_body(up: Upstream, client: Client, body: BodyPlan, touch, answer
         up.over = False  # part of the request is still owed: a reset would drop what is queued
 
 
+def raw_answer_status(first: bytes) -> int:
+    """The status of a raw answer's first bytes: its first final status line (interim
+    1xx heads may come before), or a lone interim one; 0 when they are no HTTP answer."""
+    found = [int(code) for code in _STATUS_LINE_RE.findall(first)]
+    return next((code for code in found if code >= 200), found[0] if found else 0)
+
+
 async def _raw_pipe(up: Upstream, client: Client, out: Outcome, *,
                     end_when_node_done: bool) -> None:
     """After a 101 (or with --http-raw-body): bytes both ways until done."""
@@ -199,7 +210,10 @@ async def _raw_pipe(up: Upstream, client: Client, out: Outcome, *,
     if client.buf:
         await up.send(client.buf)
         client.buf = b""
-    result = await up.relay(client.sock, end_when_node_done=end_when_node_done)
+    result = await up.relay(client.sock, end_when_node_done=end_when_node_done,
+                            peek_node=0 if out.status else _STATUS_PEEK)
+    if not out.status:  # --http-raw-body: the request line says what the node answered
+        out.status = raw_answer_status(result.b_first)
     out.sent += result.b_to_a
     out.complete = not result.timed_out and result.error is None
 

@@ -74,6 +74,7 @@ class RelayResult:
     # coming. A read error from b after that is the same close seen from the other side.
     b_stopped_reading: bool = False
     a_left: bool = False  # a hung up before b's first byte (``relay_answer(watch_a=True)``)
+    b_first: bytes = b""  # b's first bytes, when asked (``relay(peek_b=N)``)
 
 
 class EndFailed(Exception):
@@ -224,11 +225,14 @@ async def relay(
     splice: bool | None = None,
     result: RelayResult | None = None,
     a_left_if_first: bool = False,
+    peek_b: int = 0,
 ) -> RelayResult:
     """Copy a->b and b->a until both directions hit EOF (or b->a does, when
     ``end_when_b_done``: a uwsgi node closing its answer ends the session).
     ``a_left_if_first``: a's end of stream before b's first byte ends it (``a_left``):
-    a client gone, where a half-close has no meaning (a uwsgi request).
+    a client gone, where a half-close has no meaning (a uwsgi request). ``peek_b``: up
+    to that many of b's first bytes are kept in ``b_first`` (a raw socket's, looked at
+    in place before they are moved: what an answer's status line says).
 
     ``splice`` None means "whenever possible". The caller owns and closes both ends.
     A ``result`` passed in holds the byte counts even if the relay is cancelled.
@@ -249,6 +253,8 @@ async def relay(
     async def one_way(src: Endpoint, dst: Endpoint, slot: int, nursery: trio.Nursery,
                       last: bool) -> None:
         try:
+            if slot and peek_b and isinstance(src, trio.socket.SocketType):
+                result.b_first = await _peek(src, peek_b)
             await _copy_one_way(src, dst, counts, slot, touch, use_splice)
         except EndFailed as exc:
             result.error, result.failed = exc.error, exc.end
@@ -324,6 +330,16 @@ async def relay_answer(
         result.b_to_a = counts[1]
     result.timed_out = scope.cancelled_caught
     return result
+
+
+async def _peek(sock: trio.socket.SocketType, size: int) -> bytes:
+    """Up to ``size`` of the first bytes ``sock`` has, left in place (b"" at its end or
+    on an error, which the copy that follows meets and reports)."""
+    await trio.lowlevel.wait_readable(sock)
+    try:
+        return sockio.raw(sock).recv(size, socket.MSG_PEEK)
+    except OSError:
+        return b""
 
 
 async def b_speaks_first(a: Endpoint, b: Endpoint, *, eof_is_gone: bool = True) -> bool:
