@@ -126,6 +126,8 @@ class RouterServer:
                 if not self.engine.work_left():
                     return True
                 await trio.sleep(DRAIN_POLL)
+        log.warning("%s: reload mercy (%gs) is over: %d sessions cut", self.engine.kind,
+                    mercy, self.engine.active_sessions)
         self.session_scope.cancel()
         return False
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+import logging
 import socket
 import struct
 from functools import partial
@@ -481,6 +482,31 @@ async def test_websocket_upgrade_is_a_raw_pipe_with_half_close():
                 assert rest == b"TWOBYE"
         nursery.cancel_scope.cancel()
     assert packet_vars(node.requests[0])[0][b"HTTP_UPGRADE"] == b"websocket"
+
+
+async def test_an_idle_upgraded_connection_is_closed_with_a_reason(caplog):
+    async def ws(conn, request):
+        await send_all(conn, b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
+                             b"Connection: Upgrade\r\n\r\n")
+        await conn.recv(10)  # silent until the router closes
+
+    async with trio.open_nursery() as nursery:
+        node = await nursery.start(node_server, ws)
+        async with http_router({b"a": [node.address]}, settings(timeout=0.2),
+                               timeout=0.2) as router:
+            with await open_client(router.address) as sock:
+                client = HttpClient(sock)
+                await client.send(b"GET /ws HTTP/1.1\r\nHost: a\r\nUpgrade: websocket\r\n"
+                                  b"Connection: Upgrade\r\n\r\n")
+                with caplog.at_level(logging.WARNING, "brood.routers"):
+                    with trio.fail_after(5):
+                        while await client._more():
+                            pass  # until the router closes it
+                    await trio.testing.wait_all_tasks_blocked()
+        nursery.cancel_scope.cancel()
+    assert client.buf.startswith(b"HTTP/1.1 101 ")
+    assert any(m.endswith(": upgraded connection idle for 0.2s, closed")
+               for m in caplog.messages), caplog.messages
 
 
 async def test_a_2xx_to_connect_opens_a_tunnel_both_ways():

@@ -360,6 +360,20 @@ async def test_graceful_stop_waits_for_an_open_connection(lanes):
         nursery.cancel_scope.cancel()
 
 
+async def test_a_drain_past_its_mercy_says_how_many_sessions_it_cuts(lanes, caplog):
+    async with trio.open_nursery() as nursery:
+        backend = await nursery.start(tcp_backend, echo)
+        address, server, _ = await start_raw(nursery, backend)
+        sock = await connect(address)
+        with sock:
+            await wait_for(lambda: server.engine.active_sessions == 1)
+            server.stop_accepting()
+            with caplog.at_level(logging.WARNING, "brood.routers"):
+                assert not await server.drain(0.2)
+        nursery.cancel_scope.cancel()
+    assert "rawrouter: reload mercy (0.2s) is over: 1 sessions cut" in caplog.messages
+
+
 async def test_a_stray_event_while_connecting_moves_nothing(lanes):
     full, fillers = full_backlog()
     try:

@@ -214,6 +214,12 @@ async def _raw_pipe(up: Upstream, client: Client, out: Outcome, *,
                             peek_node=0 if out.status else _STATUS_PEEK)
     if not out.status:  # --http-raw-body: the request line says what the node answered
         out.status = raw_answer_status(result.b_first)
+    if result.timed_out:  # (the request line alone said nothing of the cut)
+        engine = up.engine
+        what = "upgraded connection" if out.upgraded else "raw body"
+        engine.log_failure((client.remote_addr, client.remote_port) if client.remote_addr
+                           else None,
+                           f"{what} idle for {engine.settings.timeout:g}s, closed")
     out.sent += result.b_to_a
     out.complete = not result.timed_out and result.error is None
 
