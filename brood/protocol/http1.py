@@ -275,6 +275,8 @@ def _split_target(method: bytes, target: bytes) -> tuple[bytes, bytes, bytes | N
     """(path, query, authority) from the four request-target forms (RFC 9112 §3.2)."""
     if target[:1] == b"/":
         path, _, query = target.partition(b"?")
+        if b"%00" in path:  # (nginx refuses it too: a C string ends there, a file name fails)
+            raise BadRequest("a NUL byte (%00) in the request path")
         return path, query, None
     if target == b"*":
         if method != b"OPTIONS":
@@ -290,6 +292,8 @@ def _split_target(method: bytes, target: bytes) -> tuple[bytes, bytes, bytes | N
     authority = match[1]
     if b"@" in authority or not _HOST_RE.fullmatch(authority):
         raise BadRequest("invalid authority in request target")
+    if match[2] and b"%00" in match[2]:
+        raise BadRequest("a NUL byte (%00) in the request path")
     return match[2] or b"/", match[3] or b"", authority
 
 
@@ -353,7 +357,7 @@ def _parse_common(buf: bytes | bytearray, match: re.Match[bytes]) -> RequestHead
     version = b"HTTP/1.1" if http11 else b"HTTP/1.0"
     if special is None:
         special = _NO_SPECIAL
-    elif len(special) == 1 and target[:1] == b"/":
+    elif len(special) == 1 and target[:1] == b"/" and b"%00" not in target:
         hosts = special.get(b"host")
         if hosts is not None and len(hosts) == 1 and not hosts[0].translate(None, _HOST_CHARS):
             # The usual head: an origin-form target and one valid Host, nothing else to

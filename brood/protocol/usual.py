@@ -131,6 +131,8 @@ def _request_line(line: bytes) -> tuple[RequestLine | bool, bool]:
     if match is not None:
         method, target, version = match.groups()
         path, _, query = target.partition(b"?")
+        if b"%00" in path:
+            return False, True  # refused: the parser says why
         try:
             encoded = b"".join(line_vars(method, target, path, query, version, b""))
             entry = (method, target, path, query, version, encoded)

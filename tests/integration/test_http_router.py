@@ -484,6 +484,18 @@ async def test_websocket_upgrade_is_a_raw_pipe_with_half_close():
     assert packet_vars(node.requests[0])[0][b"HTTP_UPGRADE"] == b"websocket"
 
 
+async def test_an_escaped_nul_in_the_path_is_a_400_on_the_fast_lane_too():
+    async with trio.open_nursery() as nursery:
+        node = await nursery.start(node_server)
+        async with http_router({b"a": [node.address]}, settings()) as router:
+            with await open_client(router.address) as sock:
+                client = HttpClient(sock)
+                await client.send(b"GET /c%00d HTTP/1.1\r\nHost: a\r\n\r\n")
+                head, body = await client.response()
+        nursery.cancel_scope.cancel()
+    assert head.startswith(b"HTTP/1.1 400 ") and not node.requests
+
+
 async def test_an_idle_upgraded_connection_is_closed_with_a_reason(caplog):
     async def ws(conn, request):
         await send_all(conn, b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"

@@ -26,6 +26,11 @@ def req(*lines: str, version: str = "HTTP/1.1", first: str = "GET / ") -> bytes:
     )
 
 
+def test_an_escaped_nul_in_the_query_is_the_apps_business():
+    head = parse_request_head(b"GET /p?x=%00 HTTP/1.1\r\nHost: a\r\n\r\n", 65535)
+    assert (head.path, head.query) == (b"/p", b"x=%00")
+
+
 def test_get_with_query():
     data = b"GET /path/x?a=1&b=2 HTTP/1.0\r\nHost: www.example.test\r\nX-Custom:  v1 \r\nCookie: c=1\r\n\r\n"
     head = parse_request_head(data + b"NEXT", LIMIT)
@@ -143,6 +148,8 @@ SMUGGLING = [
     ("bare LF request line", b"GET / HTTP/1.1\nHost: a\r\n\r\n", 400),
     ("bare CR request line", b"GET /\r HTTP/1.1\r\nHost: a\r\n\r\n", 400),
     ("NUL in value", b"GET / HTTP/1.1\r\nHost: a\r\nX: a\x00b\r\n\r\n", 400),
+    ("escaped NUL in path", b"GET /c%00d?x HTTP/1.1\r\nHost: a\r\n\r\n", 400),
+    ("escaped NUL, absolute", b"GET http://a/c%00 HTTP/1.1\r\nHost: a\r\n\r\n", 400),
     ("DEL in value", b"GET / HTTP/1.1\r\nHost: a\r\nX: a\x7fb\r\n\r\n", 400),
     ("bad name char", req("Host: a", "X(y): 1"), 400),
     ("empty name", req("Host: a", ": 1"), 400),
