@@ -54,6 +54,7 @@ no behaviour a user could want from losing them).
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import selectors
 import signal
@@ -80,6 +81,7 @@ from brood.master_env import (
     drop_privileges,
     export_draining,
     logto,
+    socket_owner,
     take_draining,
     write_pidfile,
 )
@@ -119,7 +121,7 @@ class Master:
         self.draining: dict[int, Draining] = {}
         self.stop_signalled = 0.0  # when stop_children signalled the children
         self.binder = Binder(int(cfg["listen"] or 100), bool(cfg["reuse-port"]),
-                             cfg["chmod-socket"])
+                             cfg["chmod-socket"], socket_owner(cfg["uid"], cfg["gid"]))
         self.sigpipe: SignalPipe | None = None
         self.selector: selectors.BaseSelector | None = None
         self.plan: Plan | None = None
@@ -160,7 +162,7 @@ class Master:
         if not plan.children and not plan.services:
             raise OptionError("nothing to do: give --socket, --http-socket or a router option")
         if cfg["pidfile"]:
-            write_pidfile(cfg["pidfile"])
+            write_pidfile(cfg["pidfile"], reload=bool(self.reloads))
         drop_privileges(cfg["uid"], cfg["gid"])
         for hook in plan.prepare:
             hook()
@@ -256,6 +258,12 @@ class Master:
             try:
                 self.app_check = AppCheck(list(self.argv), self.start_cwd)
             except OSError as exc:
+                if exc.errno in (errno.EACCES, errno.ENOENT, errno.EPERM):
+                    # the re-exec would fail the same way, with nothing left serving
+                    log(f"reload refused: cannot run {sys.executable} "
+                        f"({exc.strerror or exc}; with --uid, that user must be able to "
+                        "run it and read brood): the running code serves on")
+                    return None
                 log(f"reload: cannot run the app check ({exc.strerror or exc}): "
                     "reloading without it")
             else:
@@ -628,7 +636,10 @@ class Master:
         args = [sys.executable, "-m", "brood", *self.argv]
         try:
             os.execve(sys.executable, args, env)
-        finally:  # (only when the exec failed)
+        except OSError as exc:  # (only when the exec failed)
+            raise OptionError(f"reload: cannot re-execute {sys.executable}: "
+                              f"{exc.strerror or exc}") from None
+        finally:
             release_stops()
 
 
@@ -728,7 +739,12 @@ def run_master(cfg: Config, argv: list[str]) -> int:
     master.before_stop(graceful=how == "graceful", reload=then == "reload")
     master.stop_children(how, then)
     if then == "reload" and not master.exit_asked:
-        master.reexec()
+        try:
+            master.reexec()
+        except OptionError as exc:  # (the app check said so beforehand when it could)
+            log(f"{exc}: brood stops")
+            master.finish()
+            return _past_app_threads(1)
     master.finish()
     return _past_app_threads(0)
 

@@ -46,12 +46,23 @@ DRAINING_ENV = "BROOD_DRAINING"
 
 # -- pidfiles and the --reload / --stop actions ---------------------------------------
 
-def write_pidfile(path: str) -> None:
+def write_pidfile(path: str, *, reload: bool = False) -> None:
+    """Our pid in ``path``; OptionError when it cannot be written. After a ``reload``
+    (the same pid, re-executed) the file is left alone when it says so already, and a
+    failure is logged, not fatal: with --uid the master re-executes unprivileged, and
+    the file root wrote at start stopped every reload (uWSGI leaves it alone too)."""
+    if reload:
+        with contextlib.suppress(OptionError):  # (no file, or another pid: written)
+            if read_pidfile(path, "pidfile") == os.getpid():
+                return
     try:
         with open(path, "w") as fh:
             fh.write(f"{os.getpid()}\n")
     except OSError as exc:
-        raise OptionError(f"--pidfile {path}: cannot write: {exc.strerror}")
+        error = OptionError(f"--pidfile {path}: cannot write: {exc.strerror}")
+        if not reload:
+            raise error from None
+        log(f"{error} (after a reload: left as it was)")
 
 
 def read_pidfile(path: str, option: str) -> int:
@@ -239,14 +250,36 @@ def chmod_socket(listener: Listener, mode: int) -> None:
     log(f"chmod() socket {path} to {mode:o}")
 
 
+def socket_owner(uid: str | None, gid: str | None) -> tuple[int, int] | None:
+    """(uid, gid) a unix socket file bound as root is given, -1 for "unchanged": those
+    --uid/--gid name (uWSGI binds after dropping, so its socket files are the user's,
+    and a web server of that user or group may connect); None when there is nothing to
+    give, or no root to give it."""
+    if os.geteuid() != 0 or not (uid or gid):
+        return None
+    return (_user(uid)[0] if uid else -1, _group_id(gid) if gid else -1)
+
+
+def chown_socket(listener: Listener, owner: tuple[int, int]) -> None:
+    path = unix_path(listener)
+    if path is None:
+        return
+    try:
+        os.chown(path, *owner)
+    except OSError as exc:
+        raise OptionError(f"--uid/--gid: cannot chown {path}: {exc.strerror or exc}")
+    log(f"chown() socket {path} to {owner[0]}:{owner[1]}")
+
+
 class Binder:
     """Binds sockets for the plan; adopts fds inherited across re-exec when keys match."""
 
     def __init__(self, backlog: int = DEFAULT_BACKLOG, reuse_port: bool = False,
-                 chmod: str | None = None) -> None:
+                 chmod: str | None = None, owner: tuple[int, int] | None = None) -> None:
         self.backlog = backlog
         self.reuse_port = reuse_port
         self.chmod = socket_mode(chmod) if chmod is not None else None  # --chmod-socket
+        self.owner = owner  # --uid/--gid: ``socket_owner``
         self.inherited: dict[str, list[int]] = {}
         self.bound: list[tuple[str, Listener]] = []
         raw = os.environ.pop(FDS_ENV, "")
@@ -266,6 +299,8 @@ class Binder:
         else:
             lst = bind_listener(spec, proto, self.backlog, self.reuse_port, option)
             how = "bound to"
+            if self.owner is not None:
+                chown_socket(lst, self.owner)
             if self.chmod is not None:
                 chmod_socket(lst, self.chmod)
         log(f"{label} {how} {address_family_label(lst.sock)} address {lst.name} "

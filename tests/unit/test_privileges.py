@@ -107,3 +107,29 @@ def test_unknown_names_are_refused(calls):
     with pytest.raises(OptionError, match="^--gid nogroup-here: no such group$"):
         master_env.drop_privileges(None, "nogroup-here")
     assert _ops(calls) == []
+
+
+def test_a_reload_leaves_a_pidfile_that_names_it_alone(tmp_path, capfd):
+    """After a re-exec (the same pid) under --uid, the root-written pidfile cannot be
+    written again: one that names this pid is left as it is, one that cannot be written
+    is logged, and neither stops the reload (it stopped the instance)."""
+    pidfile = tmp_path / "brood.pid"
+    pidfile.write_text(f"{master_env.os.getpid()}\n")
+    master_env.os.utime(pidfile, ns=(1, 1))
+    master_env.write_pidfile(str(pidfile), reload=True)
+    assert pidfile.stat().st_mtime_ns == 1  # not written again
+    unwritable = str(tmp_path / "gone" / "brood.pid")
+    master_env.write_pidfile(unwritable, reload=True)
+    assert f"--pidfile {unwritable}: cannot write: No such file or directory (after a " \
+           "reload: left as it was)" in capfd.readouterr().err
+    with pytest.raises(OptionError, match="cannot write"):
+        master_env.write_pidfile(unwritable)  # at start it still stops everything
+
+
+def test_unix_sockets_are_given_to_the_uid_and_gid(monkeypatch):
+    monkeypatch.setattr(master_env.os, "geteuid", lambda: 0)
+    assert master_env.socket_owner("65534", "65533") == (65534, 65533)
+    assert master_env.socket_owner("65534", None) == (65534, -1)
+    assert master_env.socket_owner(None, None) is None
+    monkeypatch.setattr(master_env.os, "geteuid", lambda: 1000)
+    assert master_env.socket_owner("65534", "65533") is None  # no root: nothing to give
