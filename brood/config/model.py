@@ -81,6 +81,7 @@ class Config(Mapping[str, Any]):
         """A copy with some options replaced (keyword names use ``_`` for ``-``)."""
         kept = [(n, v) for n, v in self._order if n.replace("-", "_") not in overrides]
         cfg = Config(kept, argv=self.argv, ini_files=self.ini_files)
+        cfg.ignored = self.ignored  # (lost, the lines for a mistyped key went unsaid)
         for key, value in overrides.items():
             opt = _require(key.replace("_", "-"))
             cfg._values.pop(opt.name, None)

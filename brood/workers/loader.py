@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import glob
 import importlib
+import importlib.machinery
 import importlib.util
 import os
 import site
@@ -96,7 +97,10 @@ def from_file(path: str, callable_name: str = "application") -> WSGIApp:
     if not os.path.isfile(full):
         raise AppLoadError(f"wsgi-file {path} not found")
     name = "uwsgi_file_" + "".join(c if c.isalnum() else "_" for c in full)
-    spec = importlib.util.spec_from_file_location(name, full)
+    # Read as Python source whatever its name ends with: app.wsgi (mod_wsgi's naming,
+    # in the uWSGI manual's examples) has no suffix importlib would know.
+    loader = importlib.machinery.SourceFileLoader(name, full)
+    spec = importlib.util.spec_from_file_location(name, full, loader=loader)
     if spec is None or spec.loader is None:
         raise AppLoadError(f"wsgi-file {path} cannot be loaded as Python")
     mod = importlib.util.module_from_spec(spec)

@@ -65,6 +65,7 @@ def test_unknown_key_in_ini_is_ignored_with_a_line_or_refused_with_strict(tmp_pa
         f"{ini}:2: unknown option --proceses (did you mean --processes?): ignored "
         "(--strict refuses it)",
         f"{ini}:3: unknown option --thunder-lock: ignored (--strict refuses it)")
+    assert cfg.with_values(chdir="/").ignored == cfg.ignored  # (--chdir lost them)
     with pytest.raises(OptionError) as info:
         load_config([ini, "--strict"])
     assert str(info.value) == f"{ini}:2: unknown option --proceses (did you mean --processes?)"

@@ -32,6 +32,13 @@ def test_wsgi_file_default_callable(tmp_path):
     assert app({}, None) == [b"x"]
 
 
+@pytest.mark.parametrize("name", ["app.wsgi", "application", "app.py3"])
+def test_wsgi_file_of_any_name_is_python(tmp_path, name):
+    """As uWSGI: mod_wsgi's app.wsgi, the uWSGI manual's examples, loads."""
+    app = load_app(Config.from_dict({"wsgi-file": write(tmp_path / name, APP)}))
+    assert app.__name__ == "application"
+
+
 def test_wsgi_file_named_callable(tmp_path):
     cfg = Config.from_dict({"wsgi-file": write(tmp_path / "a.py", APP), "callable": "other"})
     assert load_app(cfg)({}, None) == [b"o"]
