@@ -243,7 +243,9 @@ IGNORABLE = frozenset((
     "logdate", "logformat-strftime", "logger", "logger-req", "master-as-root",
     "memory-report", "mode",
     "need-app", "no-orphans", "offload-threads", "optimize", "pcre-jit",
+    "plugin-dir", "plugins-dir", "autoload",  # (every part brood has is built in)
     "post-buffering", "post-buffering-bufsize", "print", "py-autoreload",
+    "py-auto-reload", "py-auto-reload-ignore", "python-auto-reload",
     "py-tracebacker", "python-autoreload", "reaper", "reload-os-env", "req-logger",
     "show-config", "single-interpreter", "so-keepalive", "socket-timeout",
     "stats-no-cores", "stats-no-metrics", "stats-pusher-default-freq",

@@ -17,6 +17,8 @@ REFUSED = {
     "sslrouter": "127.0.0.1:0,a.crt,a.key", "sslrouter2": "addr=127.0.0.1:0",
     "sslrouter-sni": None, "sslrouter-session-context": "ctx", "http-manage-rtsp": None,
     "yaml": "site.yaml", "json": "site.json", "xml": "site.xml",
+    "zerg": "/tmp/zerg.sock", "zerg-server": "/tmp/zerg.sock", "zerg-fallback": None,
+    "zergpool": "/tmp/zergpool:127.0.0.1:3031",
 }
 
 

@@ -1,6 +1,7 @@
 """Options read by the core part: the master, process identity, logging, config files."""
 
 from brood.config.option import Option
+from brood.config.options.routers import NO_ZERG
 
 OPTIONS: list[Option] = [
     Option("ini", "core", "load options from an ini file ([uwsgi] section, or FILE:SECTION)",
@@ -43,6 +44,14 @@ OPTIONS: list[Option] = [
     Option("no-reload-app-check", "core", "reload without first importing the app in a "
            "separate process (that check refuses a reload whose app no longer loads, and "
            "the old code serves on)", kind="bool"),
+    *(Option(name, "core", f"{what} (uWSGI); refused: {NO_ZERG}", metavar=metavar,
+             multi=True, aliases=aliases, refused=NO_ZERG)
+      for name, what, metavar, aliases in (
+          ("zerg", "attach the workers to a zerg server", "PATH", ()),
+          ("zerg-server", "run a zerg server on a unix socket", "PATH", ()),
+          ("zergpool", "run a zerg pool", "PATH:ADDR", ("zerg-pool",)))),
+    Option("zerg-fallback", "core", "fall back to the workers' own sockets when the zerg "
+           f"server is gone (uWSGI); refused: {NO_ZERG}", kind="bool", refused=NO_ZERG),
     Option("max-fd", "core", "set the open file limit (soft and hard; raising the hard "
            "limit needs root) for every process; routers otherwise raise their soft limit "
            "to the hard one", kind="int", metavar="N"),
