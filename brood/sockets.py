@@ -192,8 +192,11 @@ def _new_socket(addr: Address, socktype: int, spec: str, option: str) -> tuple[s
         family, sockaddr = _resolve(addr, socktype, spec, option)
         sock = socket.socket(family, socktype)
         if family == socket.AF_INET6:
+            # [::] takes IPv4 clients too, as uWSGI's does (a socket = [::]:3031 behind
+            # an IPv4 nginx); any other IPv6 address is that address only.
             with contextlib.suppress(OSError):
-                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY,
+                                0 if sockaddr[0] == "::" else 1)
         return sock, sockaddr
     if addr.kind == "unix":
         if socktype == socket.SOCK_STREAM:

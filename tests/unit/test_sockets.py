@@ -108,6 +108,19 @@ def test_inherited_socket_keeps_its_written_name(tmp_path) -> None:
             sock.close()
 
 
+def test_the_ipv6_wildcard_takes_ipv4_clients_too() -> None:
+    """As uWSGI's [::]:PORT (the system's dual stack): 127.0.0.1 connects."""
+    if not socket.has_ipv6:
+        pytest.skip("no IPv6")
+    try:
+        lst = bind_listener("[::]:0", "http")
+    except OptionError:
+        pytest.skip("IPv6 not configured")
+    with lst.sock, socket.create_connection(("127.0.0.1", lst.sock.getsockname()[1]),
+                                            timeout=5):
+        pass
+
+
 def test_ipv6_name_is_bracketed_with_the_real_port_and_labelled_tcp6() -> None:
     if not socket.has_ipv6:
         pytest.skip("no IPv6")
