@@ -241,7 +241,7 @@ IGNORABLE = frozenset((
     "log-master", "log-master-bufsize", "log-maxsize", "log-micros", "log-reopen",
     "log-sendfile", "log-slow", "log-truncate", "log-x-forwarded-for", "log-zero",
     "logdate", "logformat-strftime", "logger", "logger-req", "master-as-root",
-    "memory-report", "mode",
+    "mode",
     "need-app", "no-orphans", "offload-threads", "optimize", "pcre-jit",
     "plugin-dir", "plugins-dir", "autoload",  # (every part brood has is built in)
     "post-buffering", "post-buffering-bufsize", "print", "py-autoreload",

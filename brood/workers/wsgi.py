@@ -167,6 +167,8 @@ class Worker:
         self.limit_post = int(option(cfg, "limit-post", 0) or 0)
         self.buffer_size = int(option(cfg, "buffer-size", 4096) or 4096)
         self._setup_request_log(cfg)
+        if option(cfg, "memory-report", False):
+            self._setup_memory_report()
         self.multithread = self.threads > 1
         self.multiprocess = int(option(cfg, "processes", 1) or 1) > 1
         self.errors = sys.stderr
@@ -442,12 +444,17 @@ class Worker:
         finally:
             slot.clear_request(core.id)
 
-    def _check_rss(self) -> None:
+    def _read_memory(self) -> tuple[int, int]:
+        """(address space, resident set) in bytes, also stored for the stats."""
         with open("/proc/self/statm", "rb") as f:
             fields = f.read().split()
         vsz, rss = int(fields[0]) * _PAGE, int(fields[1]) * _PAGE
         self.slot.vsz = vsz
         self.slot.rss = rss
+        return vsz, rss
+
+    def _check_rss(self) -> None:
+        rss = self._read_memory()[1]
         if rss > self.reload_on_rss and time.time() >= self.recyclable_at:
             self.log(f"worker {self.id} rss {rss // 1048576} MB over reload-on-rss, stopping")
             self.stop()
@@ -475,15 +482,36 @@ class Worker:
                 self, self._access_log, str(fmt) if fmt else None, everything, log_4xx,
                 log_5xx)
 
+    def _setup_memory_report(self) -> None:
+        """--memory-report: each request reads the worker's memory for the stats
+        (uwsgitop's RSS and VSZ columns) and, as uWSGI, starts the default request line
+        with it; a --log-format line has %(rss) and %(vsz) for that."""
+        default = self.logging and self.request_log == self._access_log
+        lines = self.request_log if self.logging else None
+
+        def report(core: Core, environ: dict[str, Any], start: float, end: float,
+                   vsize: int, nvars: int) -> None:  # fmt: skip
+            vsz, rss = self._read_memory()
+            if default:
+                self._access_log(core, environ, start, end, vsize, nvars,
+                                 f"{{address space usage: {vsz} bytes/{vsz >> 20}MB}} "
+                                 f"{{rss usage: {rss} bytes/{rss >> 20}MB}} ")
+            elif lines is not None:
+                lines(core, environ, start, end, vsize, nvars)
+
+        self.request_log = report  # type: ignore[method-assign]
+        self.logging = True
+
     def _access_log(self, core: Core, environ: dict[str, Any], start: float, end: float,
-                    vsize: int, nvars: int) -> None:  # fmt: skip
+                    vsize: int, nvars: int, prefix: str = "") -> None:  # fmt: skip
         sec = int(start)
         if sec != self._ctime_sec:
             self._ctime_sec = sec
             self._ctime = time.ctime(sec)
         uri = environ.get("REQUEST_URI") or environ.get("PATH_INFO", "")
         line = (
-            f"[pid: {self.pid}|app: 0|req: {self.requests}/{self.account.total_requests()}] "
+            f"{prefix}[pid: {self.pid}|app: 0|req: {self.requests}/"
+            f"{self.account.total_requests()}] "
             f"{environ.get('REMOTE_ADDR', '')} ({environ.get('REMOTE_USER', '')}) "
             f"{{{nvars} vars in {vsize} bytes}} [{self._ctime}] "
             f"{environ.get('REQUEST_METHOD', '')} {uri} => generated {core.sent} bytes in "

@@ -8,7 +8,7 @@ import subprocess
 import sys
 
 import pytest
-from _broodkit import http_get, uwsgi_request, worker_pids
+from _broodkit import http_get, uwsgi_request, wait_until, worker_pids
 
 
 def test_logformat_with_disable_logging_and_log_5xx(start_brood, hello_app) -> None:
@@ -51,6 +51,25 @@ def test_request_lines_count_the_worker_and_the_whole_instance(start_brood, hell
         seen[m[1]] = seen.get(m[1], 0) + 1
         assert int(m[2]) == seen[m[1]] <= 2  # each process serves at most 2
     assert len(seen) >= 3  # respawned processes started again at 1
+
+
+@pytest.mark.parametrize("quiet", [False, True])
+def test_memory_report_in_the_line_and_the_stats(start_brood, hello_app, quiet) -> None:
+    """As uWSGI's --memory-report: the request line starts with the worker's memory,
+    and the stats have it (uwsgitop's RSS and VSZ columns were 0), logging or not."""
+    b = start_brood("--http-socket", "127.0.0.1:0", "--wsgi-file", hello_app,
+                    "--memory-report", "--stats", "127.0.0.1:0",
+                    *(["--disable-logging"] if quiet else []))
+    assert http_get(b.address_of("uwsgi socket 0"), "/")[0] == 200
+    wait_until(lambda: b.stats()["workers"][0]["rss"] > 0, what="rss in the stats")
+    worker = b.stats()["workers"][0]
+    assert worker["vsz"] > worker["rss"] > 1 << 20
+    if quiet:
+        assert "address space usage" not in b.log()
+        return
+    [m] = b.wait_for_log(r"\{address space usage: (\d+) bytes/(\d+)MB\} "
+                         r"\{rss usage: (\d+) bytes/(\d+)MB\} \[pid: \d+\|app: 0\|req: 1/1\]")
+    assert int(m[1]) >> 20 == int(m[2]) and int(m[3]) >> 20 == int(m[4]) > 0
 
 
 @pytest.mark.parametrize("spelling", ["--log-format", "--logformat"])

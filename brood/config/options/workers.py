@@ -40,6 +40,9 @@ OPTIONS: list[Option] = [
            "this many seconds (0 = off)", kind="int", default=0, metavar="SECONDS"),
     Option("max-worker-lifetime-delta", "workers", "add (worker id - 1) * N seconds to each "
            "worker's --max-worker-lifetime", kind="int", default=0, metavar="N"),
+    Option("memory-report", "workers", "read each worker's memory after every request: "
+           "the stats (uwsgitop's RSS/VSZ) and the start of each request line show it",
+           kind="bool"),
     Option("reload-on-rss", "workers", "recycle a worker after its request if RSS exceeds MB (0 = off)",
            kind="int", default=0, metavar="MB"),
     Option("evil-reload-on-rss", "workers",
