@@ -207,7 +207,7 @@ def test_a_uwsgi_option_brood_lacks_stops_the_start_unless_harmless(tmp_path):
                                               "does not have"):
             load_config([ini])
     ini = write(tmp_path, "ok.ini", "[uwsgi]\nhttp-socket = :0\nthunder-lock = true\n"
-                                    "memory-report = true\nsingle-interpreter = true\n")
+                                    "cpu-affinity = 1\nsingle-interpreter = true\n")
     assert len(load_config([ini]).ignored) == 3
 
 
