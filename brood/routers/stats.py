@@ -27,9 +27,9 @@ import operator
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
-from brood import __version__
 from brood.routers.health import grace_stat
 from brood.routers.node import Node
+from brood.stats import VERSION
 
 # Field order of one subscription node, as uWSGI writes it.
 NODE_FIELDS: tuple[str, ...] = (
@@ -230,7 +230,7 @@ def router_stats(
     subscriptions: Iterable[Any] | None,
     cheap: bool,
     now: float,
-    version: str = __version__,
+    version: str = VERSION,  # (the workers' stats say the same)
     minified: bool = False,
     extra: Mapping[str, int | str] | None = None,
     processes: Sequence[Mapping[str, int]] | None = None,
