@@ -27,11 +27,12 @@ def _error(message: str) -> int:
 def main(argv: list[str] | None = None) -> int:
     """Entry point of ``brood`` and ``python -m brood``; returns the exit status."""
     args = list(sys.argv[1:] if argv is None else argv)
-    if not args:
+    from brood.config.load import env_options, load_config
+
+    if not args and not env_options(os.environ):  # (UWSGI_* variables may say it all)
         sys.stderr.write(USAGE + "\n")
         return 1
     try:
-        from brood.config.load import load_config
 
         cfg = load_config(args)
         if cfg["help"]:

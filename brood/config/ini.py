@@ -62,7 +62,8 @@ class IniEntry:
 
     @property
     def where(self) -> str:
-        return f"{self.path}:{self.line}"
+        """``file:line``, or the variable's name for an ``UWSGI_*`` one (line 0)."""
+        return f"{self.path}:{self.line}" if self.line else self.path
 
 
 @dataclass

@@ -29,11 +29,32 @@ from brood.config.option import Option, OptionError, lookup
 from brood.config.uwsgi_names import IGNORABLE, UWSGI_OPTIONS
 
 _PLACEHOLDER_RE = re.compile(r"%\(([^()]*)\)")
+_ENV_PREFIX = "UWSGI_"
+# Variables uWSGI sets for itself or for its apps (reloads, the emperor's vassals):
+# no options.
+_ENV_NOT_OPTIONS = frozenset(("UWSGI_RELOADS", "UWSGI_ORIGINAL_PROC_NAME",
+                              "UWSGI_VASSAL_CONFIG", "UWSGI_EMPEROR_FD",
+                              "UWSGI_EMPEROR_FD_CONFIG", "UWSGI_EMPEROR_PROXY"))
+
+
+def env_options(environ: Mapping[str, str]) -> list[tuple[str, str, str]]:
+    """(variable, option name, value) of each ``UWSGI_<NAME>`` variable, sorted: uWSGI
+    reads them as options before the command line (``UWSGI_PROCESSES=4``, how Docker
+    images are often configured); those uWSGI sets for itself are not options."""
+    found = []
+    for var in sorted(environ):
+        if var.startswith(_ENV_PREFIX) and var not in _ENV_NOT_OPTIONS and var != _ENV_PREFIX:
+            found.append((var, var[len(_ENV_PREFIX):].lower().replace("_", "-"),
+                          environ[var]))
+    return found
 
 
 def load_config(argv: list[str], environ: Mapping[str, str] | None = None) -> Config:
-    """Parse ``argv`` (without the program name); OptionError with one line on a mistake."""
+    """Parse ``argv`` (without the program name), after the ``UWSGI_*`` variables of
+    ``environ``; OptionError with one line on a mistake."""
     loader = _Loader(os.environ if environ is None else environ)
+    for var, name, value in env_options(loader.environ):
+        loader.take(name, value or None, f"${var}")
     for opt, value in parse_argv(argv):
         loader.give(opt, value)
     cfg = Config(loader.late_placeholders(), argv=argv, ini_files=loader.ini_files)
@@ -125,19 +146,24 @@ class _Loader:
         self.referenced |= parsed.referenced
 
     def _entry(self, entry: IniEntry) -> None:
-        opt = lookup(entry.key)
+        self.take(entry.key, entry.value, entry.where, entry)
+
+    def take(self, key: str, text: str | None, where: str,
+             entry: IniEntry | None = None) -> None:  # fmt: skip
+        """One ``key = text`` of a file (``entry``) or a variable, ``where`` it was
+        written; ``text`` None: the key alone."""
+        opt = lookup(key)
         if opt is None:
-            name = entry.key.replace("_", "-")
+            name = key.replace("_", "-")
             if name in UWSGI_OPTIONS and name not in IGNORABLE:
                 # A uWSGI feature brood does not have (route, https, static-map...):
                 # running without it would serve what the file meant to stop.
-                raise OptionError(f"{entry.where}: --{name} is a uWSGI option brood does "
+                raise OptionError(f"{where}: --{name} is a uWSGI option brood does "
                                   "not have (run this file with uWSGI, or remove it)")
-            self.unknown.append(entry)
+            self.unknown.append(entry or IniEntry(key, text, where, 0))
             return
         try:
-            bare = entry.value is None
-            value = bare_value(opt, entry.key) if bare else opt.convert(entry.value)
+            value = bare_value(opt, key) if text is None else opt.convert(text)
         except OptionError as exc:
-            raise OptionError(f"{entry.where}: {exc}") from None
+            raise OptionError(f"{where}: {exc}") from None
         self.give(opt, value)

@@ -246,3 +246,29 @@ def test_numbers_may_carry_a_trailing_comment_as_uwsgi_reads_them(tmp_path):
     with pytest.raises(OptionError) as info:
         load_config([bad])
     assert str(info.value) == f"{bad}:2: --processes: expected a whole number, got '4;5'"
+
+
+def test_uwsgi_variables_are_options_before_the_command_line():
+    """As uWSGI: UWSGI_<NAME>=value is --name value, read first (the command line
+    overrides it); those uWSGI sets for itself are not options."""
+    env = {"UWSGI_PROCESSES": "3", "UWSGI_MASTER": "", "UWSGI_RELOADS": "2",
+           "UWSGI_HTTP_SOCKET": "127.0.0.1:0", "UWSGI_PYTHONPATH": "/a", "PATH": "/bin"}
+    cfg = load_config([], environ=env)
+    assert (cfg["processes"], cfg["master"], cfg["http-socket"]) == (3, True, ["127.0.0.1:0"])
+    assert cfg.ignored == ()
+    cfg = load_config(["-p", "5", "--pythonpath", "/b"], environ=env)
+    assert (cfg["processes"], cfg["pythonpath"]) == (5, ["/a", "/b"])
+    cfg = load_config([], environ={"UWSGI_PROCESES": "4"})
+    assert cfg.ignored == ("$UWSGI_PROCESES: unknown option --proceses (did you mean "
+                           "--processes?): ignored (--strict refuses it)",)
+    with pytest.raises(OptionError, match=r"^\$UWSGI_PROCESSES: --processes: "):
+        load_config([], environ={"UWSGI_PROCESSES": "four"})
+
+
+def test_variables_alone_are_a_command_line(monkeypatch, capsys):
+    """brood with no argument but UWSGI_* variables runs them, not the usage."""
+    from brood.cli import main
+
+    monkeypatch.setenv("UWSGI_VERSION", "1")
+    assert main([]) == 0
+    assert capsys.readouterr().out.startswith("brood ")
