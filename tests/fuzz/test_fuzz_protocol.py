@@ -114,9 +114,11 @@ host_st = st.text(alphabet="abcdefghijklmnopqrstuvwxyz0123456789.-:", max_size=2
 @st.composite
 def requests(draw):
     method = draw(token)
-    # target bytes: visible ASCII without "#" (a fragment is refused); no "?" in the path
+    # target bytes: visible ASCII without "#" (a fragment is refused); no "?" in the path,
+    # nor an escaped NUL (refused too)
     path = b"/" + draw(st.binary(max_size=20).map(
-        lambda b: bytes(c for c in b if 0x21 <= c <= 0x7E and c not in (0x23, 0x3F))))
+        lambda b: bytes(c for c in b if 0x21 <= c <= 0x7E and c not in (0x23, 0x3F))
+        .replace(b"%00", b"%01")))
     query = draw(st.none() | st.binary(max_size=10).map(
         lambda b: bytes(c for c in b if 0x21 <= c <= 0x7E and c != 0x23)))
     target = path if query is None else path + b"?" + query
