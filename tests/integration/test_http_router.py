@@ -51,7 +51,8 @@ def normalised(captured: bytes, fixture: bytes) -> bytes:
 
 async def one_request(raw: bytes, *, host: bytes = HOST, proto: str = "http",
                       **kw) -> tuple[bytes, bytes, bytes]:
-    """Send ``raw`` through a router to a capture node: (head, body, what the node got)."""
+    """Send ``raw`` through a router to a capture node: (head, body, what the node got,
+    b"" when nothing)."""
     async with trio.open_nursery() as nursery:
         node = await nursery.start(node_server)
         async with http_router({host: [node.address]}, settings(**kw), proto=proto) as router:
@@ -60,7 +61,19 @@ async def one_request(raw: bytes, *, host: bytes = HOST, proto: str = "http",
                 await client.send(raw)
                 head, body = await client.response()
         nursery.cancel_scope.cancel()
-    return head, body, node.requests[0]
+    return head, body, node.requests[0] if node.requests else b""
+
+
+def upper_echo_after(answer: bytes, then: bytes = b""):
+    """A node that sends ``answer``, echoes what comes upper-cased until the client's
+    end of stream, then sends ``then`` (a half-closed client still hears from it)."""
+    async def behave(conn, request):
+        await send_all(conn, answer)
+        while data := await conn.recv(65536):
+            await send_all(conn, data.upper())
+        if then:
+            await send_all(conn, then)
+    return behave
 
 
 FIXTURE_REQUESTS = {
@@ -451,12 +464,8 @@ async def test_auto_gzip_when_the_node_opts_in():
 
 
 async def test_websocket_upgrade_is_a_raw_pipe_with_half_close():
-    async def ws(conn, request):
-        await send_all(conn, b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
-                             b"Connection: Upgrade\r\n\r\n")
-        while data := await conn.recv(65536):
-            await send_all(conn, data.upper())
-        await send_all(conn, b"BYE")  # the client half-closed; we still talk
+    ws = upper_echo_after(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
+                          b"Connection: Upgrade\r\n\r\n", then=b"BYE")
 
     async with trio.open_nursery() as nursery:
         node = await nursery.start(node_server, ws)
@@ -485,15 +494,8 @@ async def test_websocket_upgrade_is_a_raw_pipe_with_half_close():
 
 
 async def test_an_escaped_nul_in_the_path_is_a_400_on_the_fast_lane_too():
-    async with trio.open_nursery() as nursery:
-        node = await nursery.start(node_server)
-        async with http_router({b"a": [node.address]}, settings()) as router:
-            with await open_client(router.address) as sock:
-                client = HttpClient(sock)
-                await client.send(b"GET /c%00d HTTP/1.1\r\nHost: a\r\n\r\n")
-                head, body = await client.response()
-        nursery.cancel_scope.cancel()
-    assert head.startswith(b"HTTP/1.1 400 ") and not node.requests
+    head, _, seen = await one_request(b"GET /c%00d HTTP/1.1\r\nHost: " + HOST + b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 400 ") and seen == b""
 
 
 async def test_an_idle_upgraded_connection_is_closed_with_a_reason(caplog):
@@ -524,10 +526,7 @@ async def test_an_idle_upgraded_connection_is_closed_with_a_reason(caplog):
 async def test_a_2xx_to_connect_opens_a_tunnel_both_ways():
     """RFC 9110 §9.3.6: the client's bytes after a CONNECT's 2xx reach the node (they
     waited unread, and the node's silence was logged as a 504)."""
-    async def tunnel(conn, request):
-        await send_all(conn, b"HTTP/1.1 200 Connection established\r\n\r\n")
-        while data := await conn.recv(65536):
-            await send_all(conn, data.upper())
+    tunnel = upper_echo_after(b"HTTP/1.1 200 Connection established\r\n\r\n")
 
     async with trio.open_nursery() as nursery:
         node = await nursery.start(node_server, tunnel)
