@@ -33,7 +33,6 @@ def main(argv: list[str] | None = None) -> int:
         sys.stderr.write(USAGE + "\n")
         return 1
     try:
-
         cfg = load_config(args)
         if cfg["help"]:
             from brood.config.help import render_help

@@ -15,7 +15,9 @@ the bytes go to the client in one send. Then, by framing:
 Interim 1xx heads are relayed (to HTTP/1.1 clients only) and the next head read; 101
 hands the connection over to the caller (an upgrade), and is a bad answer to a request
 that asked for none. A 2xx to CONNECT opens a tunnel the same way (without it, the
-client's bytes waited unread behind an answer the node never ended). ``--http-auto-gzip`` follows uWSGI: a node opts in with the
+client's bytes waited unread behind an answer the node never ended).
+
+``--http-auto-gzip`` follows uWSGI: a node opts in with the
 header ``uWSGI-Encoding: gzip`` on an answer that has no Content-Length,
 Transfer-Encoding nor Content-Encoding; the router compresses it when the client
 accepts gzip. The ``uWSGI-Encoding`` header is an instruction to the router and never
