@@ -203,7 +203,11 @@ def _back_to_back(port: int, stop: threading.Event, outcome: list) -> None:
         answers = 0
         while not stop.is_set():
             sock.sendall(b"GET /sleep?s=0 HTTP/1.1\r\nHost: x\r\n\r\n")  # (a length)
-            status = reader.readline()
+            try:
+                status = reader.readline()
+            except OSError as exc:
+                outcome.append(f"{exc!r} after {answers} answers")
+                return
             if not status:
                 outcome.append(f"EOF with a request unanswered after {answers} answers")
                 return
@@ -217,7 +221,7 @@ def _back_to_back(port: int, stop: threading.Event, outcome: list) -> None:
             if any(h.lower() == b"connection: close\r\n" for h in head):
                 outcome.append("close")
                 return
-        outcome.append("stopped")
+        outcome.append(f"stopped after {answers} answers")
 
 
 def test_a_graceful_reload_answers_every_kept_alive_request(start_brood, hello_app) -> None:
@@ -234,6 +238,7 @@ def test_a_graceful_reload_answers_every_kept_alive_request(start_brood, hello_a
         b.send_signal(signal.SIGHUP)
         client.join(20)
         stop.set()
+        client.join(5)
         assert outcome == ["close"]
         b.wait_for_log(r"brood: ready", count=len(re.findall("binary reloading", b.log())) + 1)
 
