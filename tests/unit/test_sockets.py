@@ -108,26 +108,26 @@ def test_inherited_socket_keeps_its_written_name(tmp_path) -> None:
             sock.close()
 
 
-def test_the_ipv6_wildcard_takes_ipv4_clients_too() -> None:
-    """As uWSGI's [::]:PORT (the system's dual stack): 127.0.0.1 connects."""
+def _ipv6_listener(spec: str):
+    """``bind_listener(spec)``, or a skip where this machine has no such IPv6 address."""
     if not socket.has_ipv6:
         pytest.skip("no IPv6")
     try:
-        lst = bind_listener("[::]:0", "http")
+        return bind_listener(spec, "http")
     except OptionError:
-        pytest.skip("IPv6 not configured")
+        pytest.skip(f"{spec} not configured")
+
+
+def test_the_ipv6_wildcard_takes_ipv4_clients_too() -> None:
+    """As uWSGI's [::]:PORT (the system's dual stack): 127.0.0.1 connects."""
+    lst = _ipv6_listener("[::]:0")
     with lst.sock, socket.create_connection(("127.0.0.1", lst.sock.getsockname()[1]),
                                             timeout=5):
         pass
 
 
 def test_ipv6_name_is_bracketed_with_the_real_port_and_labelled_tcp6() -> None:
-    if not socket.has_ipv6:
-        pytest.skip("no IPv6")
-    try:
-        lst = bind_listener("[::1]:0", "http")
-    except OptionError:
-        pytest.skip("::1 not configured")
+    lst = _ipv6_listener("[::1]:0")
     try:
         assert lst.name == f"[::1]:{lst.sock.getsockname()[1]}"
         assert address_family_label(lst.sock) == "TCP6"  # uWSGI: "bound to TCP6 address"
