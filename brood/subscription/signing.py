@@ -42,58 +42,63 @@ from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
-
-from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec, ed25519, padding, rsa
+from typing import TYPE_CHECKING, Any
 
 from brood.subscription.packet import Subscription, signing_base
+
+if TYPE_CHECKING:
+    from cryptography.hazmat.primitives import hashes
 
 DEFAULT_DIGEST = "SHA256"  # brood: a bare --subscriptions-sign-check directory
 DEFAULT_TOLERANCE = 86400  # --subscriptions-sign-check-tolerance (uWSGI init.c)
 
-# Digest names as OpenSSL and hashlib spell them, compared without case, '-' and '_'.
-_DIGESTS: dict[str, Any] = {
-    "MD5": hashes.MD5,
-    "SHA1": hashes.SHA1,
-    "SHA224": hashes.SHA224,
-    "SHA256": hashes.SHA256,
-    "SHA384": hashes.SHA384,
-    "SHA512": hashes.SHA512,
-    "SHA2224": hashes.SHA224,
-    "SHA2256": hashes.SHA256,
-    "SHA2384": hashes.SHA384,
-    "SHA2512": hashes.SHA512,
-    "SHA512224": hashes.SHA512_224,
-    "SHA512256": hashes.SHA512_256,
-    "SHA3224": hashes.SHA3_224,
-    "SHA3256": hashes.SHA3_256,
-    "SHA3384": hashes.SHA3_384,
-    "SHA3512": hashes.SHA3_512,
-    "SM3": hashes.SM3,
-    "BLAKE2B512": lambda: hashes.BLAKE2b(64),
-    "BLAKE2S256": lambda: hashes.BLAKE2s(32),
+# Digest names as OpenSSL and hashlib spell them, compared without case, '-' and '_',
+# with cryptography's class for each (and its digest size where it takes one).
+# cryptography itself is imported only once a key is used: it adds about 8 MiB to
+# every process, and most routers and nodes sign nothing.
+_DIGESTS: dict[str, tuple[str, ...] | tuple[str, int]] = {
+    "MD5": ("MD5",),
+    "SHA1": ("SHA1",),
+    "SHA224": ("SHA224",),
+    "SHA256": ("SHA256",),
+    "SHA384": ("SHA384",),
+    "SHA512": ("SHA512",),
+    "SHA2224": ("SHA224",),
+    "SHA2256": ("SHA256",),
+    "SHA2384": ("SHA384",),
+    "SHA2512": ("SHA512",),
+    "SHA512224": ("SHA512_224",),
+    "SHA512256": ("SHA512_256",),
+    "SHA3224": ("SHA3_224",),
+    "SHA3256": ("SHA3_256",),
+    "SHA3384": ("SHA3_384",),
+    "SHA3512": ("SHA3_512",),
+    "SM3": ("SM3",),
+    "BLAKE2B512": ("BLAKE2b", 64),
+    "BLAKE2S256": ("BLAKE2s", 32),
 }
+
+
+def _digest_entry(name: str) -> tuple[str, ...] | tuple[str, int] | None:
+    norm = name.strip().upper()
+    norm = norm.removeprefix("RSA-")
+    norm = norm.replace("-", "").replace("_", "")
+    return _DIGESTS.get(norm)
 
 
 def digest_by_name(name: str) -> hashes.HashAlgorithm:
     """The hash called ``name`` (``SHA1``, ``sha256``, ``SHA-512``, ``sha3_256``...)."""
-    norm = name.strip().upper()
-    norm = norm.removeprefix("RSA-")
-    norm = norm.replace("-", "").replace("_", "")
-    factory = _DIGESTS.get(norm)
-    if factory is None:
+    entry = _digest_entry(name)
+    if entry is None:
         raise ValueError(f"unknown digest {name!r}")
-    return factory()
+    from cryptography.hazmat.primitives import hashes
+
+    cls_name, *args = entry
+    return getattr(hashes, cls_name)(*args)
 
 
 def is_digest_name(name: str) -> bool:
-    try:
-        digest_by_name(name)
-    except ValueError:
-        return False
-    return True
+    return _digest_entry(name) is not None
 
 
 _UNSAFE = re.compile(rb"[^A-Za-z0-9._-]")
@@ -113,6 +118,8 @@ class Verdict:
 
 
 def _sign_with(key: Any, digest: hashes.HashAlgorithm, data: bytes) -> bytes:
+    from cryptography.hazmat.primitives.asymmetric import ec, ed25519, padding, rsa
+
     if isinstance(key, rsa.RSAPrivateKey):
         return key.sign(data, padding.PKCS1v15(), digest)
     if isinstance(key, ed25519.Ed25519PrivateKey):
@@ -123,6 +130,9 @@ def _sign_with(key: Any, digest: hashes.HashAlgorithm, data: bytes) -> bytes:
 
 
 def _verify_with(key: Any, digest: hashes.HashAlgorithm, sig: bytes, data: bytes) -> bool:
+    from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
+    from cryptography.hazmat.primitives.asymmetric import ec, ed25519, padding, rsa
+
     try:
         if isinstance(key, rsa.RSAPublicKey):
             key.verify(sig, data, padding.PKCS1v15(), digest)
@@ -139,6 +149,9 @@ def _verify_with(key: Any, digest: hashes.HashAlgorithm, sig: bytes, data: bytes
 
 def load_private_key(data: bytes) -> Any:
     """A PEM (PKCS#8 or PKCS#1) or OpenSSH private key, without passphrase."""
+    from cryptography.exceptions import UnsupportedAlgorithm
+    from cryptography.hazmat.primitives import serialization
+
     try:
         return serialization.load_pem_private_key(data, password=None)
     except (ValueError, TypeError, UnsupportedAlgorithm):
@@ -147,6 +160,8 @@ def load_private_key(data: bytes) -> Any:
 
 def load_public_key(data: bytes) -> Any:
     """A PEM ``PUBLIC KEY`` (SPKI/PKCS#8) or ``RSA PUBLIC KEY``, or an OpenSSH line."""
+    from cryptography.hazmat.primitives import serialization
+
     text = data.strip()
     if text.startswith(b"ssh-") or text.startswith(b"ecdsa-"):
         return serialization.load_ssh_public_key(text)
@@ -236,6 +251,8 @@ class SignChecker:
             cached = self._keys.get(path)
             if cached is not None and cached[0] == stamp:
                 return digest, cached[1]
+            from cryptography.exceptions import UnsupportedAlgorithm
+
             try:
                 public = load_public_key(path.read_bytes())
             except (OSError, ValueError, UnsupportedAlgorithm) as exc:

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import os
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -256,3 +258,19 @@ def test_signer_from_spec() -> None:
     assert signer.digest_name == "SHA1"
     with pytest.raises(ValueError):
         Signer.from_spec("nocolon")
+
+
+def test_a_process_that_signs_nothing_never_loads_cryptography() -> None:
+    """cryptography costs every router and node process about 8 MiB: loaded on first use."""
+    probe = (
+        "import sys, brood.master, brood.cli, brood.subscription.server, "
+        "brood.subscription.announcer, brood.subscription.spec\n"
+        "from brood.subscription.signing import is_digest_name, parse_sign_check\n"
+        "assert is_digest_name('sha-256') and not is_digest_name('rot13')\n"
+        "assert parse_sign_check('SHA1:/d') == ('SHA1', '/d')\n"
+        "print(sorted(m for m in sys.modules if m.startswith('cryptography')))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[]"
+    assert digest_by_name("BLAKE2b-512").digest_size == 64
