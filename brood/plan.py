@@ -133,14 +133,52 @@ _WORKER_SOCKET_PROTO = {"socket": "uwsgi", "http-socket": "http"}
 
 
 def socket_specs(cfg: Config) -> list[SocketSpec]:
-    """Shared sockets first, then worker sockets in the order they were given."""
+    """Shared sockets first, then worker sockets in the order they were given.
+
+    A worker socket written exactly as an earlier one is that socket, bound once with
+    the first one's protocol, as uWSGI does (an ini and the command line that starts it
+    often both name it); ``repeated_sockets`` says which were dropped. Each ``:0`` is
+    its own ephemeral port, as there.
+    """
     shared = [SocketSpec("shared-socket", v, "shared", i)
               for i, v in enumerate(cfg["shared-socket"])]
     workers: list[SocketSpec] = []
-    for name, value in cfg.ordered():
-        if name in _WORKER_SOCKET_PROTO:
+    for name, value, again in _worker_socket_values(cfg):
+        if again is None:
             workers.append(SocketSpec(name, value, _WORKER_SOCKET_PROTO[name], len(workers)))
     return shared + workers
+
+
+def repeated_sockets(cfg: Config) -> list[str]:
+    """A line for each worker socket ``socket_specs`` dropped as written twice."""
+    lines = []
+    for name, value, first in _worker_socket_values(cfg):
+        if first is not None:
+            how = ("" if first == name else
+                   f", speaking {_WORKER_SOCKET_PROTO[first]} as its first --{first} says")
+            lines.append(f"--{name} {value}: given before, bound once{how}")
+    return lines
+
+
+def _worker_socket_values(cfg: Config) -> list[tuple[str, str, str | None]]:
+    """(option, value, option that gave the same value first, else None) in order."""
+    firsts: dict[str, str] = {}
+    found = []
+    for name, raw in cfg.ordered():
+        if name in _WORKER_SOCKET_PROTO:
+            value = str(raw)
+            found.append((name, value, firsts.get(value)))
+            if not _ephemeral(value):
+                firsts.setdefault(value, name)
+    return found
+
+
+def _ephemeral(value: str) -> bool:
+    try:
+        addr = parse_address(value)
+    except OptionError:
+        return False  # its bind says what is wrong with it
+    return addr.kind == "tcp" and addr.port == 0
 
 
 @dataclass
@@ -233,6 +271,8 @@ def register_contributor(fn: Contributor) -> Contributor:
 
 def contribute_workers(cfg: Config, b: PlanBuilder) -> None:
     """Worker sockets and the prefork WSGI workers serving them."""
+    for line in repeated_sockets(cfg):
+        log(line)
     listeners = [b.listen(s.spec, s.proto, s.option, f"uwsgi socket {s.number}")
                  for s in socket_specs(cfg) if s.option != "shared-socket"]
     if not listeners:

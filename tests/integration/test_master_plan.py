@@ -12,7 +12,14 @@ from brood.config.model import Config
 from brood.config.option import OptionError
 from brood.listener import Listener
 from brood.master_env import Binder
-from brood.plan import ChildSpec, PlanBuilder, build_plan, register_contributor, socket_specs
+from brood.plan import (
+    ChildSpec,
+    PlanBuilder,
+    build_plan,
+    register_contributor,
+    repeated_sockets,
+    socket_specs,
+)
 from brood.sockets import bind_listener
 from brood.stats import HTTP_HEAD, StatsServer
 
@@ -27,6 +34,30 @@ def test_socket_order_shared_first_then_option_order() -> None:
         ("http-socket", "127.0.0.1:0", "http", 0),
         ("socket", "=0", "uwsgi", 1),
         ("http-socket", "/tmp/x.sock", "http", 2),
+    ]
+
+
+def test_a_worker_socket_written_twice_is_bound_once_with_its_first_protocol() -> None:
+    # uWSGI 2.0.21: "--socket X --socket X" and "--socket X --http-socket X" bind X once,
+    # as uwsgi; two ":0" are two ephemeral ports; shared sockets are never merged.
+    cfg = Config([("socket", "127.0.0.1:3031"), ("http-socket", "/tmp/h.sock"),
+                  ("socket", "127.0.0.1:3031"), ("http-socket", "127.0.0.1:3031"),
+                  ("socket", "127.0.0.1:0"), ("socket", "127.0.0.1:0"),
+                  ("http-socket", "/tmp/h.sock"), ("shared-socket", "@s"),
+                  ("shared-socket", "@s")])
+    assert [(s.option, s.spec, s.proto, s.number) for s in socket_specs(cfg)] == [
+        ("shared-socket", "@s", "shared", 0),
+        ("shared-socket", "@s", "shared", 1),
+        ("socket", "127.0.0.1:3031", "uwsgi", 0),
+        ("http-socket", "/tmp/h.sock", "http", 1),
+        ("socket", "127.0.0.1:0", "uwsgi", 2),
+        ("socket", "127.0.0.1:0", "uwsgi", 3),
+    ]
+    assert repeated_sockets(cfg) == [
+        "--socket 127.0.0.1:3031: given before, bound once",
+        "--http-socket 127.0.0.1:3031: given before, bound once, speaking uwsgi as its "
+        "first --socket says",
+        "--http-socket /tmp/h.sock: given before, bound once",
     ]
 
 
