@@ -46,6 +46,9 @@ def subscription_extras(cfg: Config, b: PlanBuilder, kind: str,
         return _no_extras
     hub = SubscriptionHub.from_config(cfg, kind, count)
     hub.subscriptions = bool(servers)
+    # Bound after the extras (see contribute_routers); asked once datagrams come.
+    hub.router_address = lambda: next(
+        (lst.name for lst in b.plan.listeners if lst.proto == kind), None)
     if caches is not None:
         hub.caches = caches
         caches.add_sink(hub.push_cache)

@@ -17,19 +17,24 @@ router kind does the work once:
 4. push the datagram, with its sender's credentials, to every router process of the
    kind (``feed``), whose replica applies it without re-verifying; a respawned process
    gets a snapshot (credentials included) first;
-5. forward it to the ``--X-resubscribe`` servers (a unix resubscribe target sees this
-   master as the sender: credentials are the kernel's, they cannot be forwarded).
+5. tell the ``--X-resubscribe`` servers, as uWSGI 2.0 does, that this router serves
+   the key: the datagram sent on names the key, the router's first socket of its kind
+   and the node's modifiers (an upper router then routes the key to this one, which
+   picks the node: the nodes' own addresses may mean nothing there). Signatures, SNI
+   and notify stay here. An unsubscribe goes on only once no node of the key is left
+   (uWSGI sends one on for every node that leaves: the upper router dropped a key this
+   one still served). A unix resubscribe target sees this master as the sender.
 
 Each master cycle ``tick`` expires silent nodes (active expiry, uWSGI's is lazy) and
 pushes the removals, so replicas and stats agree on who is alive.
 
 Resubscribe loops: two routers that resubscribe to each other bounce a datagram
-forever in uWSGI (100% CPU). A packet cannot be marked as forwarded (a signed packet's
-``sign`` must stay the last pair, and uWSGI routers downstream must read it unchanged),
-so the hub keeps a digest of every datagram it forwarded and does not forward the same
-bytes again within ``LOOP_WINDOW`` seconds. A loop comes back within milliseconds; a
-node's identical re-announces are at least a master cycle (1 s) apart, so they still
-go through. Signed packets stop by themselves anyway: the copy coming back is a replay.
+forever in uWSGI (100% CPU). A packet cannot be marked as forwarded (uWSGI routers
+upstream must read it as theirs), so the hub keeps a digest of every datagram it sent
+on and does not send the same bytes again within ``LOOP_WINDOW`` seconds. A loop comes
+back within milliseconds; the key's next announce is at least a master cycle (1 s)
+later, so it still goes through, and several nodes of one key announcing at once make
+one datagram upstream, which is all it needs.
 """
 
 from __future__ import annotations
@@ -38,7 +43,7 @@ import contextlib
 import hashlib
 import os
 import socket
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from brood.cache.hub import CacheHub
@@ -79,7 +84,7 @@ RECEIVE_BUFFER = 4 << 20
 
 
 class Forwarder:
-    """``--X-resubscribe``: sends accepted datagrams on, unchanged, never in a loop."""
+    """``--X-resubscribe``: sends datagrams on to the upper servers, never in a loop."""
 
     def __init__(self, servers: Sequence[str], bind: str | None = None,
                  option: str = "resubscribe") -> None:
@@ -144,8 +149,10 @@ class SubscriptionHub:
     def __init__(self, kind: str, table: SubscriptionTable, *,
                  checker: SignChecker | None = None, channels: Sequence[Channel] = (),
                  forwarder: Forwarder | None = None, credentials: bool = False,
-                 sign_skip_uids: frozenset[int] = frozenset()) -> None:
+                 sign_skip_uids: frozenset[int] = frozenset(),
+                 router_address: Callable[[], str | None] = lambda: None) -> None:
         self.kind = kind
+        self.router_address = router_address  # the first socket of the kind, once bound
         self.table = table
         self.checker = checker
         self.channels = list(channels)
@@ -204,8 +211,24 @@ class SubscriptionHub:
         if events or not sub.unsubscribe:
             self.push([(data, creds)])
         if self.forwarder is not None:
-            self.forwarder.forward(data, now)
+            onward = self._onward(sub)
+            if onward is not None:
+                self.forwarder.forward(onward, now)
         return events
+
+    def _onward(self, sub: Subscription) -> bytes | None:
+        """The ``--X-resubscribe`` datagram for an accepted ``sub``: this router as the
+        node of the key; None when nothing is to go on."""
+        address = self.router_address()
+        if address is None:
+            return None
+        if sub.unsubscribe:
+            slot = self.table.slot(sub.key)
+            if slot is not None and any(not node.death_mark for node in slot.nodes):
+                return None  # the key is still served here
+        mine = Subscription(sub.key, address.encode("utf-8", "surrogateescape"),
+                            sub.modifier1, sub.modifier2, command=sub.command)
+        return encode_subscription(mine)
 
     def _drop(self, message: str) -> list[Event]:
         self.dropped += 1

@@ -12,7 +12,12 @@ import pytest
 
 from brood.subscription import feed as feed_module
 from brood.subscription.feed import Channel, RouterFeed, table_from_config
-from brood.subscription.packet import Subscription, encode_subscription
+from brood.subscription.packet import (
+    UNSUBSCRIBE,
+    Subscription,
+    decode_subscription,
+    encode_subscription,
+)
 from brood.subscription.server import (
     ChannelService,
     Forwarder,
@@ -193,26 +198,55 @@ def test_notify_ack_sent_once(tmp_path: Path) -> None:
         hub.close()
 
 
-def test_resubscribe_forwards_accepted_packets_unchanged() -> None:
-    downstream = udp()
-    hub = SubscriptionHub("fastrouter", SubscriptionTable(),
-                          forwarder=Forwarder([addr(downstream)]))
-    data = (SUBS / "sub_plain.bin").read_bytes()
-    hub.receive(data, NOW)
+def test_resubscribe_announces_this_router_for_the_key_as_uwsgi_does() -> None:
+    # uWSGI 2.0.21, --fastrouter :19142 --fastrouter-resubscribe, a node announcing
+    # 127.0.0.1:3031 with modifiers 5/2, weight 7 and more: the upper server got
+    # key, the router's first socket, the modifiers and zero cores/load/weight.
+    upper = udp()
+    hub = SubscriptionHub("fastrouter", SubscriptionTable(), forwarder=Forwarder([addr(upper)]),
+                          router_address=lambda: ":19142")
+    node = Subscription(b"example.com", b"127.0.0.1:3031", 5, 2, cores=4, load=3, weight=7,
+                        notify=b"/tmp/n", backup=1)
+    hub.receive(encode_subscription(node), NOW)
     hub.receive(b"garbage!", NOW)
-    assert downstream.recv(4096) == data
+    uwsgi_sent = (b"\xe0]\x00\x00\x03\x00key\x0b\x00example.com\x07\x00address\x06\x00:19142"
+                  b"\t\x00modifier1\x01\x005\t\x00modifier2\x01\x002\x05\x00cores\x01\x000"
+                  b"\x04\x00load\x01\x000\x06\x00weight\x01\x000")
+    assert upper.recv(4096) == uwsgi_sent
     with pytest.raises(BlockingIOError):
-        downstream.recv(4096)
-    hub.receive(data, NOW + 1)  # the node's next announce, a cycle later: forwarded
-    assert downstream.recv(4096) == data
+        upper.recv(4096)
+    hub.receive(encode_subscription(node), NOW + 1)  # the node's next announce: sent on
+    assert upper.recv(4096) == uwsgi_sent
     hub.close()
-    downstream.close()
+    upper.close()
+
+
+def test_resubscribe_sends_an_unsubscribe_on_once_the_last_node_of_the_key_left() -> None:
+    upper = udp()
+    hub = SubscriptionHub("http", SubscriptionTable(), forwarder=Forwarder([addr(upper)]),
+                          router_address=lambda: "10.0.0.1:8080")
+    one = Subscription(b"example.com", b"127.0.0.1:3031")
+    two = Subscription(b"example.com", b"127.0.0.1:3032")
+    hub.receive(encode_subscription(one), NOW)
+    hub.receive(encode_subscription(two), NOW + 1)
+    assert decode_subscription(upper.recv(4096)).address == b"10.0.0.1:8080"
+    assert not decode_subscription(upper.recv(4096)).unsubscribe
+    hub.receive(encode_subscription(one, UNSUBSCRIBE), NOW + 2)
+    with pytest.raises(BlockingIOError):  # 3032 still serves the key here
+        upper.recv(4096)
+    hub.receive(encode_subscription(two, UNSUBSCRIBE), NOW + 3)
+    gone = decode_subscription(upper.recv(4096))
+    assert (gone.key, gone.address, gone.unsubscribe) == (b"example.com", b"10.0.0.1:8080", True)
+    hub.close()
+    upper.close()
 
 
 def test_two_servers_resubscribing_to_each_other_do_not_loop() -> None:
     sock_a, sock_b = udp(), udp()
-    hub_a = SubscriptionHub("fastrouter", SubscriptionTable(), forwarder=Forwarder([addr(sock_b)]))
-    hub_b = SubscriptionHub("fastrouter", SubscriptionTable(), forwarder=Forwarder([addr(sock_a)]))
+    hub_a = SubscriptionHub("fastrouter", SubscriptionTable(), forwarder=Forwarder([addr(sock_b)]),
+                            router_address=lambda: "127.0.0.1:1")
+    hub_b = SubscriptionHub("fastrouter", SubscriptionTable(), forwarder=Forwarder([addr(sock_a)]),
+                            router_address=lambda: "127.0.0.1:2")
     svc_a, svc_b = SubscriptionSocket(sock_a, hub_a), SubscriptionSocket(sock_b, hub_b)
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as node:
         node.sendto((SUBS / "sub_plain.bin").read_bytes(), sock_a.getsockname())
@@ -222,7 +256,7 @@ def test_two_servers_resubscribing_to_each_other_do_not_loop() -> None:
     assert (hub_a.received, hub_b.received) == (2, 1)
     assert hub_a.forwarder.forwarded == 1 and hub_b.forwarder.forwarded == 1  # type: ignore[union-attr]
     assert hub_a.forwarder.suppressed == 1  # type: ignore[union-attr]
-    assert nodes(hub_b.table) == {"example.com": ["127.0.0.1:27091"]}
+    assert nodes(hub_b.table) == {"example.com": ["127.0.0.1:1"]}
     for svc in (svc_a, svc_b):
         svc.close()
         svc.hub.close()

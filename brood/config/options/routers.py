@@ -109,7 +109,8 @@ def shared_options(prefix: str) -> list[Option]:
             multi=True, metavar="ADDR"),
         opt("subscription-fallback-key", "use the nodes of this key when a key has none",
             metavar="KEY"),
-        opt("resubscribe", "forward subscriptions to the specified subscription server",
+        opt("resubscribe", "announce this router, for the keys its nodes subscribe, to the "
+            "specified subscription server (a tier above)",
             multi=True, metavar="ADDR"),
         opt("resubscribe-bind", "bind to the specified address when re-subscribing",
             metavar="ADDR"),
