@@ -8,10 +8,12 @@ which is fine for counters.
 
 After the slots, one request record per worker core (serving thread): what the core
 is serving now (``--harakiri-verbose``: the master logs it when it kills the worker).
-A record is the request's start (an 8-byte word, 0 when none), the text's length, then
-the text. The worker clears the start, writes the text and length, then sets the
+A record is the request's start (an 8-byte word, 0 when none), the text's length, the
+requests the core has served (kept with ``--threads`` only: one core is its worker),
+then the text. The worker clears the start, writes the text and length, then sets the
 start; the master reads the start, the text, then the start again and drops a record
-that changed meanwhile.
+that changed meanwhile. With ``--threads`` each core also sets its start (without
+text) for its requests, so the stats say which threads are busy, as uWSGI's cores do.
 
 Last, one word for the whole instance: the requests served by all workers since the
 start, respawns included (uWSGI's ``workers[0].requests``, the second number of a
@@ -51,9 +53,11 @@ _SLOT_SIZE = _WORD.size * len(_FIELDS)
 _OFFSET = {name: i * _WORD.size for i, name in enumerate(_FIELDS)}
 # Each field's index among a slot's 8-byte words (see ``WorkerSlot.words``).
 FIELD_INDEX = {name: i for i, name in enumerate(_FIELDS)}
-# One request record: start and length words, then the text (longer text is cut).
+# One request record: start, length and requests words, then the text (longer text
+# is cut).
 _RECORD_SIZE = 512
-_RECORD_TEXT = _RECORD_SIZE - 2 * _WORD.size
+_RECORD_HEAD = 3 * _WORD.size
+_RECORD_TEXT = _RECORD_SIZE - _RECORD_HEAD
 
 STATUS_IDLE = 0
 STATUS_BUSY = 1
@@ -136,7 +140,7 @@ class WorkerSlot:
         buf = self._buf
         text = text[:_RECORD_TEXT]
         _WORD.pack_into(buf, off, 0)
-        buf[off + 16 : off + 16 + len(text)] = text
+        buf[off + _RECORD_HEAD : off + _RECORD_HEAD + len(text)] = text
         _WORD.pack_into(buf, off + 8, len(text))
         _WORD.pack_into(buf, off, start_us)
 
@@ -148,6 +152,31 @@ class WorkerSlot:
     def clear_requests(self) -> None:
         for core in range(self._cores):
             self.clear_request(core)
+            _WORD.pack_into(self._buf, self._records + core * _RECORD_SIZE + 16, 0)
+
+    def begin_core(self, core: int, start_us: int) -> None:
+        """Core ``core`` (a ``--threads`` thread) began a request at ``start_us``."""
+        if 0 <= core < self._cores:
+            off = self._records + core * _RECORD_SIZE
+            if not _WORD.unpack_from(self._buf, off)[0]:  # (else published with its text)
+                _WORD.pack_into(self._buf, off + 8, 0)
+                _WORD.pack_into(self._buf, off, start_us)
+
+    def end_core(self, core: int) -> None:
+        """Core ``core`` ended its request: one more served."""
+        if 0 <= core < self._cores:
+            off = self._records + core * _RECORD_SIZE
+            _WORD.pack_into(self._buf, off, 0)
+            _WORD.pack_into(self._buf, off + 16, _WORD.unpack_from(self._buf, off + 16)[0] + 1)
+
+    def core_stats(self) -> list[tuple[int, bool]]:
+        """(requests served, in a request now) of each core; a worker of one thread
+        is its only core."""
+        if self._cores <= 1:
+            return [(self.requests, bool(self.in_request))]
+        buf = self._buf
+        return [(_WORD.unpack_from(buf, off + 16)[0], _WORD.unpack_from(buf, off)[0] != 0)
+                for off in (self._records + c * _RECORD_SIZE for c in range(self._cores))]
 
     def current_requests(self) -> list[tuple[int, int, str]]:
         """(core, start in Unix microseconds, text) of each core serving a request."""
@@ -159,7 +188,7 @@ class WorkerSlot:
             if not start:
                 continue
             size = min(max(0, _WORD.unpack_from(buf, off + 8)[0]), _RECORD_TEXT)
-            text = bytes(buf[off + 16 : off + 16 + size])
+            text = bytes(buf[off + _RECORD_HEAD : off + _RECORD_HEAD + size])
             if _WORD.unpack_from(buf, off)[0] == start:  # not rewritten meanwhile
                 found.append((core, start, text.decode("utf-8", "replace")))
         return found

@@ -96,7 +96,11 @@ def listen_queue(sock: socket.socket) -> int:
         return 0
 
 
-def _worker(slot_id: int, s: dict[str, int]) -> dict[str, Any]:
+def _worker(slot_id: int, s: dict[str, int],
+            cores: list[tuple[int, bool]] | None = None) -> dict[str, Any]:
+    """One worker's stats; ``cores``: (requests, busy) of each of its threads."""
+    if cores is None:
+        cores = [(s["requests"], bool(s["in_request"]))]
     return {
         "id": slot_id, "pid": s["pid"], "accepting": s["accepting"], "requests": s["requests"],
         "delta_requests": s["delta_requests"], "exceptions": s["exceptions"],
@@ -106,17 +110,18 @@ def _worker(slot_id: int, s: dict[str, int]) -> dict[str, Any]:
         "respawn_count": s["respawn_count"], "tx": s["tx"], "avg_rt": s["avg_rt"],
         "apps": [{"id": 0, "modifier1": 0, "mountpoint": "", "startup_time": 0,
                   "requests": s["requests"], "exceptions": s["exceptions"], "chdir": ""}],
-        "cores": [{"id": 0, "requests": s["requests"], "static_requests": 0,
+        "cores": [{"id": i, "requests": requests, "static_requests": 0,
                    "routed_requests": 0, "offloaded_requests": 0, "write_errors": 0,
-                   "read_errors": 0, "in_request": s["in_request"], "vars": [],
-                   "req_info": {}}],
+                   "read_errors": 0, "in_request": int(busy), "vars": [],
+                   "req_info": {}} for i, (requests, busy) in enumerate(cores)],
     }
 
 
 def worker_stats(listeners: list[Listener], board: Scoreboard | None, backlog: int,
                  pid: int | None = None) -> dict[str, Any]:
     """A stats snapshot in uWSGI's key order; reads the scoreboard and the process."""
-    slots = [s.as_dict() for s in board.slots()] if board else []
+    slot_objects = board.slots() if board else []
+    slots = [s.as_dict() for s in slot_objects]
     queues = [listen_queue(lst.sock) for lst in listeners]
     return {
         "version": VERSION,
@@ -134,7 +139,8 @@ def worker_stats(listeners: list[Listener], board: Scoreboard | None, backlog: i
              "shared": int(lst.shared), "can_offload": 0}
             for lst, q in zip(listeners, queues, strict=True)
         ],
-        "workers": [_worker(i, s) for i, s in enumerate(slots, start=1)],
+        "workers": [_worker(i, s, o.core_stats())
+                    for i, (s, o) in enumerate(zip(slots, slot_objects, strict=True), start=1)],
     }
 
 

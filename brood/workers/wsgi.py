@@ -404,6 +404,7 @@ class Worker:
             with lock:
                 self.busy[core.id] = start_us
                 account.begin(min(self.busy.values()))
+                self.slot.begin_core(core.id, start_us)
         keep, failed = core.serve(environ)
         end = time.time()
         sent = core.sent + core.hsize
@@ -413,6 +414,7 @@ class Worker:
         else:
             with lock:
                 del self.busy[core.id]
+                self.slot.end_core(core.id)
                 account.end(int(end * 1000000), sent, failed)
                 if self.busy:  # another thread is still in a request: the oldest one
                     account.begin(min(self.busy.values()))

@@ -15,6 +15,7 @@ from _workerkit import HttpConn, WorkerProcess, http_get, wait_for
 import brood.demo.hello
 from brood.demo.hello import application as app
 from brood.scoreboard import STATUS_BUSY, STATUS_IDLE
+from brood.stats import worker_stats
 
 
 def _start_slow(worker: WorkerProcess, seconds: float) -> tuple[HttpConn, object]:
@@ -142,6 +143,29 @@ def test_threads_serve_concurrently(tmp_path):
         assert time.monotonic() - started < 1.9
         wait_for(lambda: w.slot.requests == 3, what="3 requests")
         assert w.slot.status == STATUS_IDLE
+
+
+def test_threads_are_the_workers_cores_in_the_stats(tmp_path):
+    # uWSGI's stats list a worker's threads as its cores, each with its requests and
+    # whether it is in one now (uwsgitop's per-core view): brood showed one core.
+    with WorkerProcess(app, tmp_path, threads=3, disable_logging=True) as w:
+        slow = [_start_slow(w, 1.0)]
+        wait_for(lambda: sum(busy for _, busy in w.slot.core_stats()) == 1, what="1 busy core")
+        slow.append(_start_slow(w, 1.0))
+        wait_for(lambda: sum(busy for _, busy in w.slot.core_stats()) == 2,
+                 what="2 busy cores")
+        for conn, sock in slow:
+            assert conn.response().status == 200
+            sock.close()
+        assert http_get(w, "/").status == 200
+        wait_for(lambda: w.slot.requests == 3, what="3 requests")
+        cores = w.slot.core_stats()
+        assert len(cores) == 3 and not any(busy for _, busy in cores)
+        assert sum(requests for requests, _ in cores) == 3
+        assert sum(1 for requests, _ in cores if requests) >= 2  # the two slow ones overlapped
+        doc = worker_stats([], w.board, backlog=100)["workers"][0]["cores"]
+        assert [core["id"] for core in doc] == [0, 1, 2]
+        assert [core["requests"] for core in doc] == [requests for requests, _ in cores]
 
 
 def test_threads_graceful_stop(tmp_path):
