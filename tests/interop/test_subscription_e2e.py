@@ -252,3 +252,37 @@ def test_brood_pool_subscribes_to_a_uwsgi_router(kind: str, start_brood, start_u
     with contextlib.suppress(OSError, EOFError):  # uWSGI closes when no node is left
         assert request(front, "brood.example")[0] != 200
     router.stop()
+
+
+def test_a_brood_fastrouter_resubscribes_to_a_uwsgi_http_router(start_brood, start_uwsgi,
+                                                                app_file: str) -> None:
+    """Tiers: uWSGI's HTTP router -> brood's fastrouter (--fastrouter-resubscribe) ->
+    a brood pool. The fastrouter announces itself, so uWSGI routes to it, not to the
+    pool it may not reach."""
+    need_uwsgi("http")
+    upper_ss = sub_port()
+    router = start_uwsgi(
+        lambda front_port: ["--plugins", "http", "--master", "--http",
+                            f"127.0.0.1:{front_port}",
+                            "--http-subscription-server", f"127.0.0.1:{upper_ss}"],
+        probe=tcp_open)
+    front = f"127.0.0.1:{router.port}"
+    lower_ss = sub_port()
+    lower = start_brood("--master", "--fastrouter", "127.0.0.1:0",
+                        "--fastrouter-subscription-server", f"127.0.0.1:{lower_ss}",
+                        "--fastrouter-resubscribe", f"127.0.0.1:{upper_ss}")
+    pool = brood_pool(start_brood, app_file, "--subscribe-to",
+                      f"127.0.0.1:{lower_ss}:tier.example")
+
+    def logs() -> str:
+        return (f"--- uWSGI's HTTP router\n{router.log()}\n--- brood fastrouter\n"
+                f"{lower.log()}\n--- brood pool\n{pool.log()}")
+
+    poll_answer(lambda: http(front, host="tier.example", timeout=3), b"brood-node",
+                "tier.example through both tiers", logs)
+    fastrouter = lower.address_of("fastrouter socket 0")
+    assert f"tier.example => new node: {fastrouter}" in router.log()
+    assert pool.address_of("uwsgi socket 0") not in router.log()
+    # the pool leaves: the fastrouter has no node of the key left and says so upstream
+    pool.stop()
+    router_saw(router, f"tier.example => marking {fastrouter} as failed", logs)
