@@ -8,13 +8,16 @@ A positional argument naming an ini file (``*.ini``, ``file.ini:section`` or any
 file) means ``--ini`` with it. ``--`` ends the options.
 
 This module does no file I/O beyond asking whether a positional names a file; ``--ini``
-entries come back as ``("ini", spec)`` pairs for ``load`` to expand in place.
+entries come back like any other for ``load`` to read in place. ``read_argv`` gives the
+raw strings, each under the name as written (uWSGI's --show-config prints that one);
+``parse_argv`` the typed values.
 """
 
 from __future__ import annotations
 
 import difflib
 import os
+from dataclasses import dataclass
 from typing import Any
 
 from brood.config.option import Option, OptionError, all_names, lookup, lookup_short
@@ -49,9 +52,31 @@ def _is_bool_word(word: str) -> bool:
     return word.strip().lower() in {"1", "0", "true", "false", "yes", "no", "on", "off"}
 
 
+@dataclass(frozen=True)
+class Given:
+    """One option of the command line, before its value is typed."""
+
+    opt: Option
+    key: str  # as written: a long name or alias; a short letter gives the option's name
+    value: str | None  # None: given bare
+    shown: bool = True  # False for a positional file.ini: read, not an option given
+
+    def typed(self) -> Any:
+        """The value as the option's kind reads it (OptionError naming it)."""
+        if self.value is None:
+            return bare_value(self.opt, f"--{self.key}")
+        return self.opt.convert(self.value)
+
+
 def parse_argv(argv: list[str]) -> list[tuple[Option, Any]]:
     """(option, typed value) in command-line order; OptionError on the first mistake."""
-    given: list[tuple[Option, Any]] = []
+    return [(given.opt, given.typed()) for given in read_argv(argv)]
+
+
+def read_argv(argv: list[str]) -> list[Given]:
+    """Each option of ``argv`` with its raw value, in order; OptionError on an unknown
+    option or a missing value."""
+    given: list[Given] = []
     words = list(argv)
     i = 0
     only_positionals = False
@@ -69,39 +94,39 @@ def parse_argv(argv: list[str]) -> list[tuple[Option, Any]]:
     return given
 
 
-def _long(body: str, words: list[str], i: int, given: list[tuple[Option, Any]]) -> int:
+def _long(body: str, words: list[str], i: int, given: list[Given]) -> int:
     name, eq, value = body.partition("=")
     opt = lookup(name)
     if opt is None:
         raise unknown_option(name)
     if eq:
-        given.append((opt, opt.convert(value)))
+        given.append(Given(opt, name, value))
     elif opt.extra.get("value_follows") and i < len(words) and _is_bool_word(words[i]):
-        given.append((opt, opt.convert(words[i])))
+        given.append(Given(opt, name, words[i]))
         i += 1
     elif not opt.takes_value:
-        given.append((opt, bare_value(opt, f"--{name}")))
+        given.append(Given(opt, name, None))
     elif i < len(words) and not _names_option(words[i]):
-        given.append((opt, opt.convert(words[i])))
+        given.append(Given(opt, name, words[i]))
         i += 1
     else:
         raise OptionError(f"--{name} needs a value")
     return i
 
 
-def _shorts(letters: str, words: list[str], i: int, given: list[tuple[Option, Any]]) -> int:
+def _shorts(letters: str, words: list[str], i: int, given: list[Given]) -> int:
     for pos, letter in enumerate(letters):
         opt = lookup_short(letter)
         if opt is None:
             raise OptionError(f"unknown option -{_printable(letter)}")
         if not opt.takes_value:
-            given.append((opt, bare_value(opt, f"-{letter}")))
+            given.append(Given(opt, opt.name, None))
             continue
         rest = letters[pos + 1 :]
         if rest:
-            given.append((opt, opt.convert(rest)))
+            given.append(Given(opt, opt.name, rest))
         elif i < len(words) and not _names_option(words[i]):
-            given.append((opt, opt.convert(words[i])))
+            given.append(Given(opt, opt.name, words[i]))
             i += 1
         else:
             raise OptionError(f"-{letter} (--{opt.name}) needs a value")
@@ -118,12 +143,12 @@ def _names_option(word: str) -> bool:
 OTHER_FORMATS = (".yaml", ".yml", ".json", ".js", ".xml")
 
 
-def _positional(word: str) -> tuple[Option, Any]:
+def _positional(word: str) -> Given:
     ini = lookup("ini")
     path = word.rpartition(":")[0] if ".ini:" in word else word
     if path.lower().endswith(OTHER_FORMATS):
         raise OptionError(f"{word}: brood reads ini files only (uWSGI's YAML, JSON and XML "
                           "configs are not read): write it as an ini file")
     if ini is not None and (path.endswith(".ini") or os.path.isfile(word)):
-        return ini, word
+        return Given(ini, "ini", word, shown=False)
     raise OptionError(f"unexpected argument {word!r} (options start with --)")

@@ -1,59 +1,58 @@
-"""uWSGI-style ini files: read one section into raw (key, value) entries.
+"""uWSGI-style ini files: the text of one file -> the raw lines of one ``[section]``.
 
-This module knows nothing about which options exist: it only applies the file-level
-syntax, so any uWSGI ini parses here and unknown keys are judged later, by ``load``.
+Only the file syntax lives here, as uWSGI 2.0 reads it; config logic (``for``, ``if-*``),
+includes and the expansion of ``$(VAR)``, ``@(...)`` and ``%(name)`` are the load's
+(``brood.config.assemble``): uWSGI expands those once the whole config is assembled.
 
-How it works: lines are read in order; only lines inside ``[section]`` (``uwsgi`` by
-default; a section may appear several times) count. Blank lines and lines starting with
-``#`` or ``;`` are comments. ``key = value`` gives one entry per occurrence (repeated keys
-are repeated options); ``key`` alone gives an entry whose value is None (a bare flag).
-Values are expanded once, left to right:
+How it works: the magic variables are replaced in the whole text first, as uWSGI does
+(so they work in keys and section names too): ``%d`` the file's directory with a
+trailing slash, ``%p`` its real path, ``%s`` its name, ``%n`` the name up to its last
+dot, ``%e`` what follows the last dot of the path as given, ``%c`` the directory's own
+name, ``%0``..``%9`` the parts of the directory's path, ``%o`` the path as given, ``%i``
+the inode, ``%j`` a hash of the path (uWSGI's djb33x, hex), ``%v`` the working
+directory, ``%h`` the host name, ``%k`` the CPU count, ``%u``/``%U`` the user id/name,
+``%g``/``%G`` the group's, ``%t``/``%T`` the start time in seconds/microseconds, ``%V``
+brood's version, ``%b`` the interpreter running brood, ``%[`` an ESC, ``%%`` a ``%``.
+The capitals ``%D %P %S %N %C %E %O %I %J`` are the same letters of the first config
+file of the load. ``%x``/``%X`` (``path:section``, uWSGI 2.1's) are kept as brood's
+addition. ``%(`` stays for the placeholders; any other ``%`` and the character after it
+are dropped, a line break included (so a ``%`` ending a line joins the next one):
+uWSGI 2.0's table is empty for every other character.
 
-  ``%d`` directory of the file with a trailing slash, ``%p`` absolute path of the file,
-  ``%s`` file name, ``%n`` file name without extension, ``%e`` its extension, ``%c`` name
-  of the directory holding the file, ``%0``..``%9`` the parts of that directory's path,
-  ``%o`` the path as given, ``%x`` it and the section, ``%i`` the file's inode, ``%v``
-  the working directory, ``%h`` the host name, ``%k`` the CPU count, ``%u``/``%U`` the
-  user id/name, ``%g``/``%G`` the group's, ``%t``/``%T`` the start time in seconds or
-  microseconds, ``%V`` brood's version, ``%[`` an ESC (uWSGI's letters; the capitals
-  ``%D %P %S %N %C %E %X %I %O`` are the same here), ``%%`` a literal ``%``, ``$(VAR)`` the environment (empty if unset),
-  ``%(name)`` the first value given to ``name`` (an option or any key, in this file, one
-  read or included before, a ``set-placeholder``/``set``, or the command line: uWSGI's
-  placeholders; one given later is filled in by ``load`` once everything is read), or
-  ``_``: the value an enclosing ``if-*`` matched. Anything else, such as log-format's
-  ``%(method)``, is left as written.
-
-Conditional blocks ``if-exists``/``if-not-exists``, ``if-file``/``if-not-file``,
-``if-dir``/``if-not-dir``, ``if-env``/``if-not-env`` and ``if-opt``/``if-not-opt`` (an option
-given earlier in this file, ``name`` or ``name=value``) run to the matching ``endif`` and
-nest. Lines in a skipped block are not expanded.
+Then lines are cut at ``\\n`` and trimmed of spaces, tabs and ``\\r``. ``[name]`` starts a
+section (compared as written: ``[ uwsgi ]`` is another one); blank lines and lines
+starting with ``#`` or ``;`` are comments. ``key = value`` gives one entry per line
+(repeated keys are repeated options); ``key`` alone gives value None (a bare flag).
 """
 
 from __future__ import annotations
 
-import contextlib
 import grp
 import os
 import pwd
 import re
 import socket
+import struct
+import sys
 import time
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Mapping
+from dataclasses import dataclass
 
 from brood import __version__
 from brood.config.option import OptionError
 
 DEFAULT_SECTION = "uwsgi"
-_SECTION = re.compile(r"^\[([^\]]*)\]$")
-# %(name), %X (any single character) or $(VAR)
-_MAGIC = re.compile(r"%\(([^()]*)\)|%(.)|\$\(([^()]*)\)", re.DOTALL)
-_PLACEHOLDER_KEYS = ("set-placeholder", "set-ph")
+# The largest config read: far more than any real one.
+MAX_INI = 4 << 20
+# A byte that was not UTF-8 (decoded with surrogateescape).
+UNDECODED_RE = re.compile("[\udc80-\udcff]")
+# What uWSGI trims around a line, a key and a value (not every Unicode space).
+_TRIM = " \t\r"
 
 
 @dataclass(frozen=True)
 class IniEntry:
-    """One ``key = value`` line that survived conditionals, with where it was written."""
+    """One ``key = value`` line of the section read, with where it was written."""
 
     key: str
     value: str | None  # None: the key was alone on its line
@@ -66,163 +65,150 @@ class IniEntry:
         return f"{self.path}:{self.line}" if self.line else self.path
 
 
-@dataclass
-class IniFile:
-    """What one section of one file gives: entries in order, and the names that other
-    values referred to as ``%(name)`` (custom keys used that way are placeholders, not typos)."""
-
-    path: str
-    section: str
-    entries: list[IniEntry] = field(default_factory=list)
-    referenced: set[str] = field(default_factory=set)
-
-
 def split_spec(spec: str) -> tuple[str, str]:
-    """``file.ini:section`` -> (path, section); a plain path reads ``[uwsgi]``."""
+    """``file.ini:section`` -> (path, section); a plain path reads ``[uwsgi]``;
+    ``:section`` -> ("", section): the last file read (``brood.config.assemble``)."""
     path, colon, section = spec.rpartition(":")
+    if colon and not path and section:
+        return "", section
     if colon and path and section and "/" not in section and not os.path.isfile(spec):
         return path, section
     return spec, DEFAULT_SECTION
 
 
-def read_ini(
-    path: str, section: str = DEFAULT_SECTION, environ: Mapping[str, str] | None = None
-) -> list[tuple[str, str]]:
-    """Raw (key, value) pairs of ``[section]`` after magic and conditionals.
-
-    A key alone on its line reads as value ``""`` here; ``read_ini_file`` keeps the
-    difference for callers that need it.
-    """
-    parsed = read_ini_file(path, section, environ)
-    return [(e.key, e.value if e.value is not None else "") for e in parsed.entries]
-
-
-# The largest config read: far more than any real one.
-MAX_INI = 4 << 20
-# A byte that was not UTF-8 (decoded with surrogateescape).
-_UNDECODED_RE = re.compile("[\udc80-\udcff]")
-
-
-def read_ini_file(
-    path: str, section: str = DEFAULT_SECTION, environ: Mapping[str, str] | None = None,
-    seen: dict[str, str] | None = None,
-    on_entry: Callable[[IniEntry], None] | None = None,
-) -> IniFile:
-    """Read and parse ``path``; OptionError (one line) when it is missing, unreadable or
+def read_text(path: str) -> str:
+    """The text of ``path``; OptionError (one line) when it is missing, unreadable or
     larger than ``MAX_INI`` (``/dev/zero`` is no config, ``<(...)`` is one). Bytes that
-    are not UTF-8 are refused where they would be read: in a comment, another section
-    or a skipped block they do no harm (as uWSGI reads them). ``seen``: the values and
-    placeholders known so far, shared by every file of one load (uWSGI's placeholders
-    are the instance's, not a file's); this file's go into it. ``on_entry``: called
-    with each entry as its line is read."""
+    are not UTF-8 come back as surrogates: refused only where a line is read."""
     try:
         with open(path, "rb") as fh:
             data = fh.read(MAX_INI + 1)
     except FileNotFoundError:
-        raise OptionError(f"--ini: no such file: {path}")
+        raise OptionError(f"--ini: no such file: {path}") from None
     except OSError as exc:
-        raise OptionError(f"--ini: cannot read {path}: {exc.strerror or exc}")
+        raise OptionError(f"--ini: cannot read {path}: {exc.strerror or exc}") from None
     if len(data) > MAX_INI:
         raise OptionError(f"--ini: {path} is larger than {MAX_INI >> 20} MiB: not a config")
-    text = data.decode("utf-8", "surrogateescape")  # (lines read are checked: _Parser)
-    return parse_ini(text, path, section, os.environ if environ is None else environ, seen,
-                     on_entry)
+    return data.decode("utf-8", "surrogateescape")
 
 
-def parse_ini(text: str, path: str, section: str, environ: Mapping[str, str],
-              seen: dict[str, str] | None = None,
-              on_entry: Callable[[IniEntry], None] | None = None) -> IniFile:
-    """Parse ini ``text`` as if read from ``path`` (which the magic variables describe)."""
-    parser = _Parser(path, section, environ, {} if seen is None else seen, on_entry)
-    for number, raw in enumerate(text.splitlines(), 1):
-        parser.feed(raw, number)
-    return parser.finish()
+def read_ini_file(path: str, section: str = DEFAULT_SECTION,
+                  first: Mapping[str, str] | None = None) -> list[IniEntry]:
+    """The lines of ``[section]`` of ``path`` after magic; ``first``: the magic table
+    of the load's first file (its capitals), None when this file is the first."""
+    table = magic_table(path, section, first)
+    return parse_ini(read_text(path), path, section, table)
 
 
-def _if_exists(arg: str, env: Mapping[str, str], seen: Mapping[str, str]) -> bool:
-    return os.path.exists(arg)
+def parse_ini(text: str, path: str, section: str,
+              table: Mapping[str, str] | None = None) -> list[IniEntry]:
+    """Parse ini ``text`` as if read from ``path``; OptionError when it has no
+    ``[section]`` or a line of it has no key."""
+    if table is None:
+        table = magic_table(path, section, None)
+    entries: list[IniEntry] = []
+    current: str | None = None
+    found = False
+    for number, raw in magic_lines(text, table):
+        line = raw.strip(_TRIM)
+        if not line or line[0] in "#;":
+            continue
+        if line[0] == "[":
+            current = line[1:-1]
+            found = found or current == section
+            continue
+        if current != section:
+            continue
+        key, eq, value = line.partition("=")
+        key = key.rstrip(_TRIM)
+        if not key:
+            raise OptionError(f"{path}:{number}: line has no option name")
+        entries.append(IniEntry(key, value.strip(_TRIM) if eq else None, path, number))
+    if not found:
+        raise OptionError(f"--ini: {path} has no [{section}] section")
+    return entries
 
 
-def _if_file(arg: str, env: Mapping[str, str], seen: Mapping[str, str]) -> bool:
-    return os.path.isfile(arg)
-
-
-def _if_dir(arg: str, env: Mapping[str, str], seen: Mapping[str, str]) -> bool:
-    return os.path.isdir(arg)
-
-
-def _if_env(arg: str, env: Mapping[str, str], seen: Mapping[str, str]) -> bool:
-    return arg in env
-
-
-def _if_opt(arg: str, env: Mapping[str, str], seen: Mapping[str, str]) -> bool:
-    name, eq, want = arg.partition("=")
-    value = recall(seen, name.strip())
-    return value is not None and (not eq or value == want.strip())
-
-
-_Check = Callable[[str, Mapping[str, str], Mapping[str, str]], bool]
-_CONDITIONS: dict[str, _Check] = {
-    "exists": _if_exists,
-    "file": _if_file,
-    "dir": _if_dir,
-    "env": _if_env,
-    "opt": _if_opt,
-}
-
-
-def _condition(key: str) -> tuple[_Check, bool] | None:
-    """(check, wanted result) for ``if-X`` / ``if-not-X`` keys, else None."""
-    if not key.startswith("if-"):
-        return None
-    rest = key[3:]
-    negate = rest.startswith("not-")
-    check = _CONDITIONS.get(rest[4:] if negate else rest)
-    return (check, not negate) if check else None
-
-
-def recall(seen: Mapping[str, str], name: str) -> str | None:
-    """The value of placeholder ``name`` (``_`` and ``-`` alike), None when unknown."""
-    if name in seen:
-        return seen[name]
-    return seen.get(name.replace("_", "-"))
-
-
-@dataclass
-class _Block:
-    line: int
-    was_active: bool
-    context: str | None
+def magic_lines(text: str, table: Mapping[str, str]) -> list[tuple[int, str]]:
+    """(line number, text) of each line after the magic variables, numbered as in the
+    file: a line that a ``%`` joined to the next keeps the first one's number."""
+    lines: list[tuple[int, str]] = []
+    current: list[str] = []
+    number = start = 1
+    i, size = 0, len(text)
+    while i < size:
+        char = text[i]
+        if char == "%" and i + 1 < size:
+            after = text[i + 1]
+            if after == "\n":
+                number += 1
+            current.append(table.get(after, ""))
+            i += 2
+            continue
+        if char == "\n":
+            lines.append((start, "".join(current)))
+            current = []
+            number += 1
+            start = number
+        else:
+            current.append(char)
+        i += 1
+    if current:
+        lines.append((start, "".join(current)))
+    return lines
 
 
 # When this instance started (%t, %T): the same in every file it reads.
 _STARTED = time.time()
+# The letters of the first file that its capitals repeat in every later one.
+_FILE_LETTERS = "dpsnceoij"
 
 
-def _magic(path: str, absolute: str, section: str) -> dict[str, str]:
-    """uWSGI's magic variables of one config file, by letter (``%X`` in a value)."""
-    directory = os.path.dirname(absolute)
-    filename = os.path.basename(absolute)
-    name, ext = os.path.splitext(filename)
-    magic = {
-        "d": directory.rstrip("/") + "/", "p": absolute, "s": filename, "n": name,
-        "c": os.path.basename(directory), "e": ext.lstrip("."), "o": path,
-        "x": f"{path}:{section}", "v": os.getcwd(), "V": __version__,
+def magic_table(path: str, section: str, first: Mapping[str, str] | None) -> dict[str, str]:
+    """uWSGI's magic variables of one config file, by the character after ``%``."""
+    full = _full_path(path)
+    directory = full[: full.rfind("/") + 1]
+    filename = full[len(directory):]
+    table = {
+        "o": path, "p": full, "s": filename, "d": directory,
+        "c": os.path.basename(directory.rstrip("/")),
+        "e": path[path.rfind(".") + 1:] if "." in path else "",
+        "n": filename[: filename.rfind(".")] if "." in filename else "",
+        "j": _path_hash(full), "x": f"{path}:{section}",
+        "v": os.getcwd(), "V": __version__, "b": sys.executable,
         "h": socket.gethostname(), "k": str(os.cpu_count() or 1),
         "u": str(os.getuid()), "U": _user_name(), "g": str(os.getgid()), "G": _group_name(),
         "t": str(int(_STARTED)), "T": str(int(_STARTED * 1_000_000)),
-        "[": "\033", "%": "%",
+        "[": "\033", "%": "%", "(": "%(",
     }
-    with contextlib.suppress(OSError):
-        magic["i"] = str(os.stat(absolute).st_ino)
+    try:
+        table["i"] = str(os.stat(full).st_ino)
+    except OSError:
+        table["i"] = ""
     for index, part in enumerate([p for p in directory.split("/") if p][:10]):
-        magic[str(index)] = part  # %0..%9: the directory's path, a part each
-    # The capitals name the first file of a chain of templates; brood has no templates.
-    for letter in "dpsncexi":
-        if letter in magic:
-            magic[letter.upper()] = magic[letter]
-    magic["O"] = path
-    return magic
+        table[str(index)] = part  # %0..%9: the directory's path, a part each
+    origin = first if first is not None else table
+    for letter in _FILE_LETTERS:
+        table[letter.upper()] = origin[letter]
+    table["X"] = origin["x"]
+    return table
+
+
+def _full_path(path: str) -> str:
+    """uWSGI's ``%p``: the real path, except for a symlink, kept as named (made
+    absolute), so ``%d`` is where the link is."""
+    if os.path.islink(path):
+        return path if path.startswith("/") else f"{os.getcwd()}/{path}"
+    return os.path.realpath(path)
+
+
+def _path_hash(path: str) -> str:
+    """uWSGI's ``%j``: the djb33x hash of the path, its four bytes in memory order (as
+    x86 stores them) in hex; bytes past 0x7f count as C's signed chars."""
+    value = 5381
+    for byte in os.fsencode(path):
+        value = ((value * 33) ^ (byte - 256 if byte > 127 else byte)) & 0xFFFFFFFF
+    return struct.pack("<I", value).hex().upper()
 
 
 def _user_name() -> str:
@@ -237,117 +223,3 @@ def _group_name() -> str:
         return grp.getgrgid(os.getgid()).gr_name
     except KeyError:
         return str(os.getgid())
-
-
-class _Parser:
-    """Line-by-line state: current section, open if-blocks, values seen so far."""
-
-    def __init__(self, path: str, section: str, environ: Mapping[str, str],
-                 seen: dict[str, str], on_entry: Callable[[IniEntry], None] | None) -> None:
-        self.result = IniFile(path, section)
-        self.on_entry = on_entry
-        self.environ = environ
-        absolute = os.path.abspath(path)
-        self.magic = _magic(path, absolute, section)
-        self.in_section = False
-        self.section_found = False
-        self.active = True
-        self.blocks: list[_Block] = []
-        self.context: str | None = None  # %(_)
-        self.seen = seen
-
-    def feed(self, raw: str, number: int) -> None:
-        line = raw.strip()
-        if not line or line[0] in "#;":
-            return
-        header = _SECTION.match(line)
-        if header:
-            self.in_section = header.group(1).strip() == self.result.section
-            self.section_found = self.section_found or self.in_section
-            return
-        if not self.in_section:
-            return
-        key, eq, value = line.partition("=")
-        key = key.strip()
-        if not key:
-            raise OptionError(f"{self.result.path}:{number}: line has no option name")
-        if key == "endif":
-            self._endif(number)
-            return
-        cond = _condition(key)
-        if cond is not None:
-            self._open(key, value.strip() if eq else None, cond, number)
-            return
-        if not self.active:
-            return
-        if _UNDECODED_RE.search(line):  # a line read, not one of another section
-            raise OptionError(f"{self.result.path}:{number}: not UTF-8 text")
-        expanded = self.expand(value.strip()) if eq else None
-        if key in _PLACEHOLDER_KEYS:
-            self._placeholder(key, expanded, number)
-            return
-        if key == "set":  # a placeholder for what follows here (and an option, if one)
-            self._placeholder(key, expanded, number)
-        # The first value of a name is its %(name), as uWSGI looks placeholders up (a
-        # bare key reads as empty, as there).
-        self.seen.setdefault(key, "" if expanded is None else expanded)
-        entry = IniEntry(key, expanded, self.result.path, number)
-        self.result.entries.append(entry)
-        if self.on_entry is not None:
-            self.on_entry(entry)
-
-    def finish(self) -> IniFile:
-        if self.blocks:
-            line = self.blocks[-1].line
-            raise OptionError(f"{self.result.path}:{line}: if-block is never closed by endif")
-        if not self.section_found:
-            raise OptionError(f"--ini: {self.result.path} has no [{self.result.section}] section")
-        return self.result
-
-    def expand(self, value: str) -> str:
-        """Apply the magic variables of this file to one value."""
-        if "%" not in value and "$(" not in value:
-            return value
-
-        def one(match: re.Match[str]) -> str:
-            name, letter, env = match.groups()
-            if env is not None:
-                return self.environ.get(env, "")
-            if letter is not None:
-                return self.magic.get(letter, match.group(0))
-            if name == "_" and self.context is not None:
-                return self.context
-            known = recall(self.seen, name)
-            if known is None:
-                return match.group(0)
-            self.result.referenced.add(name)
-            return known
-
-        return _MAGIC.sub(one, value)
-
-    def _open(self, key: str, arg: str | None, cond: tuple[_Check, bool], number: int) -> None:
-        self.blocks.append(_Block(number, self.active, self.context))
-        if not self.active:
-            return
-        if not arg:
-            raise OptionError(f"{self.result.path}:{number}: {key} needs a value")
-        target = self.expand(arg)
-        check, wanted = cond
-        if check is _if_opt:  # a key read only by if-opt is a placeholder too
-            self.result.referenced.add(target.partition("=")[0].strip())
-        self.active = check(target, self.environ, self.seen) == wanted
-        if self.active and wanted:
-            self.context = self.environ.get(target, "") if key == "if-env" else target
-
-    def _endif(self, number: int) -> None:
-        if not self.blocks:
-            raise OptionError(f"{self.result.path}:{number}: endif without a matching if-*")
-        block = self.blocks.pop()
-        self.active = block.was_active
-        self.context = block.context
-
-    def _placeholder(self, key: str, value: str | None, number: int) -> None:
-        name, eq, text = (value or "").partition("=")
-        if not eq or not name.strip():
-            raise OptionError(f"{self.result.path}:{number}: {key} wants NAME=VALUE")
-        self.seen.setdefault(name.strip(), text.strip())

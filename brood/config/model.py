@@ -30,8 +30,11 @@ class Config(Mapping[str, Any]):
         self.argv: tuple[str, ...] = tuple(argv)
         #: absolute paths of every ini file read, includes too, in reading order
         self.ini_files: tuple[str, ...] = tuple(ini_files)
-        #: a line for each ini key that is no option, ignored (``load_config``)
+        #: lines the master logs at start: each ini key that is no option, ignored, and
+        #: what the load went on without (``load_config``)
         self.ignored: tuple[str, ...] = ()
+        #: (key, value) of the assembled config, as --show-config prints it
+        self.assembled: tuple[tuple[str, str], ...] = ()
         #: the HTTP router routes to this instance's own workers (embedded mode: set by
         #: ``brood.routers.plan`` on the routers' config)
         self.embedded = False
@@ -82,6 +85,7 @@ class Config(Mapping[str, Any]):
         kept = [(n, v) for n, v in self._order if n.replace("-", "_") not in overrides]
         cfg = Config(kept, argv=self.argv, ini_files=self.ini_files)
         cfg.ignored = self.ignored  # (lost, the lines for a mistyped key went unsaid)
+        cfg.assembled = self.assembled
         for key, value in overrides.items():
             opt = _require(key.replace("_", "-"))
             cfg._values.pop(opt.name, None)

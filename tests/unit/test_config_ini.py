@@ -1,4 +1,7 @@
-"""Ini files: syntax, magic variables, conditionals, and the real vassal file."""
+"""Ini files: syntax, magic variables, conditionals, and the real vassal file.
+
+``read_ini`` here is what one file alone assembles to (logic run, values expanded):
+brood.config.ini only parses; the load's Assembler does the rest."""
 
 import grp
 import os
@@ -9,7 +12,8 @@ from pathlib import Path
 import pytest
 
 from brood import __version__
-from brood.config.ini import parse_ini, read_ini, read_ini_file, split_spec
+from brood.config.assemble import Assembler
+from brood.config.ini import parse_ini, read_ini_file, split_spec
 from brood.config.option import OptionError
 
 VASSAL = Path("/work/shared/fixtures/fifo/zerg_dance_vassal.ini")
@@ -19,6 +23,19 @@ def write(tmp_path, text, name="app.ini"):
     path = tmp_path / name
     path.write_text(text)
     return str(path)
+
+
+def assemble(path, section="uwsgi", environ=None):
+    asm = Assembler({} if environ is None else environ)
+    asm.read(path if section == "uwsgi" else f"{path}:{section}", "")
+    asm.finish()
+    return asm
+
+
+def read_ini(path, section="uwsgi", environ=None):
+    """(key, value) of the options one file assembles to ("" for a bare key)."""
+    return [(e.key, "" if e.value is None else e.value)
+            for e in assemble(path, section, environ).entries if e.option]
 
 
 def test_basic_syntax_and_repeated_keys(tmp_path):
@@ -40,7 +57,7 @@ socket = :9
 
 def test_bare_key_keeps_none_in_entries(tmp_path):
     path = write(tmp_path, "[uwsgi]\nmaster\nvacuum =\n")
-    entries = read_ini_file(path).entries
+    entries = read_ini_file(path)
     assert [(e.key, e.value, e.line) for e in entries] == [("master", None, 2), ("vacuum", "", 3)]
 
 
@@ -70,6 +87,8 @@ def test_split_spec(tmp_path):
     assert split_spec("a/b.ini:prod") == ("a/b.ini", "prod")
     assert split_spec("a/b.ini") == ("a/b.ini", "uwsgi")
     assert split_spec("/x:y/b.ini") == ("/x:y/b.ini", "uwsgi")
+    assert split_spec(":prod") == ("", "prod")  # the last file read (the load's)
+    assert split_spec("a/b.ini:") == ("a/b.ini:", "uwsgi")
 
 
 def test_file_magic(tmp_path):
@@ -92,8 +111,10 @@ def test_socket_from_file_name(tmp_path):
 
 
 def test_env_magic(tmp_path):
+    """An unset variable is kept as written, as uWSGI keeps it."""
     path = write(tmp_path, "[uwsgi]\nchdir = $(HOME)/app\nx = [$(UNSET_ONE)]\n")
-    assert read_ini(path, environ={"HOME": "/home/u"}) == [("chdir", "/home/u/app"), ("x", "[]")]
+    assert read_ini(path, environ={"HOME": "/home/u"}) == [
+        ("chdir", "/home/u/app"), ("x", "[$(UNSET_ONE)]")]
 
 
 def test_placeholders_from_earlier_keys(tmp_path):
@@ -105,7 +126,7 @@ chdir = %(base)/%(my_domain)
 socket = :%(port)
 """)
     assert read_ini(path)[-2:] == [("chdir", "/srv/example.org"), ("socket", ":8001")]
-    assert read_ini_file(path).referenced == {"base", "my_domain", "port"}
+    assert assemble(path).referenced == {"base", "my_domain", "port"}
 
 
 def test_placeholder_uses_first_value_and_unknown_ones_stay(tmp_path):
@@ -114,10 +135,10 @@ def test_placeholder_uses_first_value_and_unknown_ones_stay(tmp_path):
     assert read_ini(path)[2:] == [("b", "1"), ("log-format", "%(method) %(uri)")]
 
 
-def test_placeholder_of_a_later_line_waits_for_the_whole_load(tmp_path):
-    """A file alone leaves it (``load_config`` fills it once every file is read)."""
+def test_placeholder_of_a_later_line_is_filled(tmp_path):
+    """uWSGI expands once the whole config is read: a later line counts."""
     path = write(tmp_path, "[uwsgi]\nb = %(a)\na = 1\n")
-    assert read_ini(path)[0] == ("b", "%(a)")
+    assert read_ini(path)[0] == ("b", "1")
 
 
 def test_bad_set_placeholder(tmp_path):
@@ -202,7 +223,10 @@ endif
     assert [k for k, _ in read_ini(path)][1:] == ["a", "b", "d"]
 
 
-def test_nested_conditionals_skip_inner_blocks(tmp_path):
+def test_nested_blocks_are_refused_as_uwsgi_cannot_run_them(tmp_path):
+    """uWSGI's logic is flat: an opener inside a block stops it ("recursive logic")
+    when the block lets it through, and in a false one the first endif ends the
+    outer block. brood refuses both, naming the two lines."""
     path = write(tmp_path, """[uwsgi]
 if-env = NOPE
   if-env = YES
@@ -210,14 +234,12 @@ if-env = NOPE
   endif
   b = 1
 endif
-if-env = YES
-  if-not-env = NOPE
-    c = %(_)
-  endif
-  d = %(_)
-endif
 """)
-    assert read_ini(path, environ={"YES": "y"}) == [("c", "y"), ("d", "y")]
+    with pytest.raises(OptionError) as info:
+        read_ini(path, environ={"YES": "y"})
+    assert str(info.value) == (
+        f"{path}:3: if-env inside the if-env block opened at {path}:2: uWSGI does not "
+        "nest config logic (it stops there too): close the block first")
 
 
 def test_skipped_lines_are_not_expanded(tmp_path):
@@ -227,13 +249,13 @@ def test_skipped_lines_are_not_expanded(tmp_path):
 
 def test_unclosed_if(tmp_path):
     path = write(tmp_path, "[uwsgi]\nx = 1\nif-env = A\ny = 1\n")
-    with pytest.raises(OptionError, match=r"app.ini:3: if-block is never closed by endif"):
+    with pytest.raises(OptionError, match=r"app.ini:3: if-env is never closed \(by endif\)$"):
         read_ini(path)
 
 
 def test_stray_endif(tmp_path):
     path = write(tmp_path, "[uwsgi]\nendif =\n")
-    with pytest.raises(OptionError, match=r"app.ini:2: endif without a matching if-\*"):
+    with pytest.raises(OptionError, match=r"app.ini:2: endif without a for or if-\* block open$"):
         read_ini(path)
 
 
@@ -249,8 +271,8 @@ def test_line_without_key(tmp_path):
 
 
 def test_parse_ini_is_pure_text():
-    got = parse_ini("[uwsgi]\nsocket = %d%n.sock\n", "/etc/brood/x.ini", "uwsgi", {})
-    assert [(e.key, e.value) for e in got.entries] == [("socket", "/etc/brood/x.sock")]
+    got = parse_ini("[uwsgi]\nsocket = %d%n.sock\n", "/etc/brood/x.ini", "uwsgi")
+    assert [(e.key, e.value) for e in got] == [("socket", "/etc/brood/x.sock")]
 
 
 @pytest.mark.skipif(not VASSAL.exists(), reason="shared fixture not present")
@@ -274,14 +296,17 @@ def test_a_comment_in_a_local_encoding_is_read_a_value_is_refused(tmp_path) -> N
     its line, never read as something else."""
     ok = tmp_path / "gbk.ini"
     ok.write_bytes(b"[uwsgi]\n# \xc4\xe3\xba\xc3 comment\nhttp = :0\n")
-    assert [(e.key, e.value) for e in read_ini_file(str(ok)).entries] == [("http", ":0")]
+    assert read_ini(str(ok)) == [("http", ":0")]
     other = tmp_path / "other.ini"  # a section not read: as uWSGI, no matter
     other.write_bytes(b"[uwsgi]\nhttp = :0\n[other]\nprocname = caf\xe9\n")
-    assert [(e.key, e.value) for e in read_ini_file(str(other)).entries] == [("http", ":0")]
+    assert read_ini(str(other)) == [("http", ":0")]
+    skipped = tmp_path / "skipped.ini"  # nor a block not read
+    skipped.write_bytes(b"[uwsgi]\nif-env = NOPE\nprocname = caf\xe9\nendif =\n")
+    assert read_ini(str(skipped)) == []
     bad = tmp_path / "value.ini"
     bad.write_bytes(b"[uwsgi]\nhttp = :0\nprocname = caf\xe9\n")
     with pytest.raises(OptionError, match=r"value\.ini:3: not UTF-8 text"):
-        read_ini_file(str(bad))
+        read_ini(str(bad))
 
 
 def test_an_endless_file_is_no_config(tmp_path) -> None:
@@ -292,18 +317,19 @@ def test_an_endless_file_is_no_config(tmp_path) -> None:
 
 def test_uwsgi_magic_variables_beyond_the_file_ones(tmp_path, monkeypatch) -> None:
     """%h %k %u %U %e %0.. %o %x %V and the rest of uWSGI's letters (they were left as
-    written: a subscribe-to or procname with %h came out wrong, silently)."""
+    written: a subscribe-to or procname with %h came out wrong, silently); any other
+    letter goes with its % (uWSGI 2.0's table is empty there)."""
     conf = tmp_path / "conf"
     conf.mkdir()
     (conf / "site.ini").write_text(
         "[uwsgi]\nprocname = %h|%k|%u|%U|%g|%G|%e|%o|%x|%V|%c|%C|%Q\n")
     monkeypatch.chdir(tmp_path)
-    [entry] = read_ini_file("conf/site.ini").entries
+    [entry] = read_ini_file("conf/site.ini")
     parts = entry.value.split("|")
     assert parts == [socket.gethostname(), str(os.cpu_count()), str(os.getuid()),
                      pwd.getpwuid(os.getuid()).pw_name, str(os.getgid()),
                      grp.getgrgid(os.getgid()).gr_name, "ini", "conf/site.ini",
-                     "conf/site.ini:uwsgi", __version__, "conf", "conf", "%Q"]
+                     "conf/site.ini:uwsgi", __version__, "conf", "conf", ""]
     components = [p for p in str(conf).split("/") if p]
     (conf / "parts.ini").write_text("[uwsgi]\nchdir = %0/%1\n")
-    assert read_ini_file(str(conf / "parts.ini")).entries[0].value == "/".join(components[:2])
+    assert read_ini_file(str(conf / "parts.ini"))[0].value == "/".join(components[:2])

@@ -272,3 +272,120 @@ def test_variables_alone_are_a_command_line(monkeypatch, capsys):
     monkeypatch.setenv("UWSGI_VERSION", "1")
     assert main([]) == 0
     assert capsys.readouterr().out.startswith("brood ")
+
+
+def test_include_reads_at_once_inherit_reads_a_template_last_unexpanded(tmp_path):
+    """As uWSGI 2.0.21: include = is read in place; inherit = once everything else is
+    read, after the expansion (its %(name) stay as written, said in a line), with the
+    first file's capitals; an inherit value is itself expanded."""
+    write(tmp_path, "base.ini", "[uwsgi]\nbase = 1\nshared = from-base\n")
+    write(tmp_path, "tpl.ini", "[uwsgi]\nx = %(first)\nw = %n-%N\n")
+    main = write(tmp_path, "main.ini", "[uwsgi]\nfirst = F\ninherit = %(dir)/tpl.ini\n"
+                                       "mid = %(base)\ninclude = %dbase.ini\nlast = %(shared)\n"
+                                       f"dir = {tmp_path}\n")
+    cfg = load_config(["--ini", main, "--procname", "zz"], environ={})
+    assert cfg.assembled == (
+        ("ini", main), ("first", "F"), ("inherit", f"{tmp_path}/tpl.ini"), ("mid", "1"),
+        ("include", f"{tmp_path}/base.ini"), ("base", "1"), ("shared", "from-base"),
+        ("last", "from-base"), ("dir", str(tmp_path)), ("procname", "zz"),
+        ("x", "%(first)"), ("w", "tpl-main"))
+    assert cfg.ini_files == (main, f"{tmp_path}/base.ini", f"{tmp_path}/tpl.ini")
+    assert f"{tmp_path}/tpl.ini:2: x = %(first): not expanded (a template read by " \
+           "inherit comes after the expansion, as in uWSGI)" in cfg.ignored
+
+
+def test_a_template_read_from_itself_is_a_loop(tmp_path):
+    a = write(tmp_path, "a.ini", "[uwsgi]\ninherit = %db.ini\n")
+    write(tmp_path, "b.ini", "[uwsgi]\ninherit = %da.ini\n")
+    with pytest.raises(OptionError, match=r"^--ini: include loop: .*a\.ini -> .*b\.ini -> "):
+        load_config([a], environ={})
+
+
+def test_ini_colon_section_reads_the_last_file_read(tmp_path):
+    """``ini = :other`` and ``--ini :other``: the last file read, an include's if one
+    came since (uWSGI's last_file)."""
+    write(tmp_path, "base.ini", "[uwsgi]\nb = 1\n[other]\nsec = other-%n\n")
+    main = write(tmp_path, "main.ini", "[uwsgi]\ninclude = %dbase.ini\nini = :other\n"
+                                       "[other]\nsec = other-%n\n")
+    cfg = load_config(["--ini", main, "--ini", ":other"], environ={})
+    assert [v for k, v in cfg.assembled if k == "sec"] == ["other-base", "other-base"]
+    with pytest.raises(OptionError, match=r"^ini :x: no file was read before to take \[x\]"):
+        load_config(["--ini", ":x"], environ={})
+
+
+def test_expansion_order_is_env_then_files_then_placeholders(tmp_path):
+    """$(VAR) first, @() second, %(name) last (uWSGI's ParsingOrder): a file named by a
+    variable is read; a file's $(VAR) stays, its %(name) is filled; a placeholder
+    holding $(VAR) gets it expanded (the value it names went through the first pass)."""
+    (tmp_path / "val").write_text("v=%(foo)$(HOME)\n")
+    ini = write(tmp_path, "a.ini", "[uwsgi]\nfoo = 1\nf = @($(DIR)/val)\nh = $(HOME)\n"
+                                   "g = %(h)\n")
+    cfg = load_config([ini], environ={"DIR": str(tmp_path), "HOME": "/home/u"})
+    assert dict(cfg.assembled)["f"] == "v=1$(HOME)"
+    assert dict(cfg.assembled)["g"] == "/home/u"
+
+
+def test_a_bad_source_names_the_file_and_line(tmp_path):
+    ini = write(tmp_path, "a.ini", "[uwsgi]\n\nx = @(exec://exit 4)\n")
+    with pytest.raises(OptionError) as info:
+        load_config([ini], environ={})
+    assert str(info.value) == f"{ini}:3: @(exec://exit 4): the command exited with status 4"
+    ini = write(tmp_path, "b.ini", "[uwsgi]\nx = [@(/nonexistent/x)]\n")
+    with pytest.raises(OptionError, match=rf"^{ini}:2: @\(/nonexistent/x\): cannot read"):
+        load_config([ini], environ={})
+    ini = write(tmp_path, "c.ini", "[uwsgi]\nx = @(sym://foo)\n")
+    with pytest.raises(OptionError, match=rf"^{ini}:2: @\(sym://foo\): sym:// reads a symbol"):
+        load_config([ini], environ={})
+
+
+def test_options_uwsgi_applies_at_once_are_not_expanded(tmp_path):
+    """uWSGI applies ini, listen, set-ph... as it reads them, before any expansion: a
+    %(name) there is text, and brood says why a number then does not read."""
+    ini = write(tmp_path, "a.ini", "[uwsgi]\nbacklog = 64\nlisten = %(backlog)\n")
+    with pytest.raises(OptionError) as info:
+        load_config([ini], environ={})
+    assert str(info.value) == (
+        f"{ini}:3: --listen: expected a whole number, got '%(backlog)' (uWSGI reads "
+        "--listen as written, at once: no $(VAR), @() or %(name) in it)")
+    ini = write(tmp_path, "b.ini", "[uwsgi]\nset-ph = a=$(HOME)\nb = %(a)\ne = $(HOME)\n")
+    assert load_config([ini], environ={"HOME": "/h"}).assembled == (
+        ("set-ph", "a=$(HOME)"), ("a", "$(HOME)"), ("b", "$(HOME)"), ("e", "/h"))
+
+
+def test_set_ph_of_an_option_is_refused_as_uwsgi_refuses_it():
+    with pytest.raises(OptionError) as info:
+        load_config(["--set-ph", "processes=3"], environ={})
+    assert str(info.value) == ("--set-ph processes=3: processes is an option, not a "
+                               "placeholder (uWSGI refuses it too): use set")
+
+
+def test_assembled_config_as_show_config_prints_it(tmp_path):
+    """Keys as written (an alias stays an alias, a short letter gives the long name),
+    a bare command-line flag as true, a bare ini key empty, no line for a positional
+    file, set and set-ph with the key they make."""
+    from brood.config.assemble import show_config
+
+    ini = write(tmp_path, "a.ini", "[uwsgi]\nmaster\nvacuum =\nfoo = bar\n")
+    cfg = load_config(["-p", "4", "-M", "--workers", "2", ini, "--ini", ini, "-S", "x=1",
+                       "--set-ph", "y=2", "--show-config"], environ={"UWSGI_THREADS": "2"})
+    assert show_config(list(cfg.assembled)) == (
+        "\n;uWSGI instance configuration\n[uwsgi]\nthreads = 2\nprocesses = 4\nmaster = true\n"
+        f"workers = 2\nini = {ini}\nmaster = \nvacuum = \nfoo = bar\n"
+        "set = x=1\nx = 1\nset-ph = y=2\ny = 2\nshow-config = true\n"
+        "master = \nvacuum = \nfoo = bar\n;end of configuration\n\n")
+    assert cfg["show-config"] is True and cfg["processes"] == 2
+
+
+def test_positional_files_are_read_after_every_option(tmp_path):
+    """As getopt hands them to uWSGI: ``brood app.ini -p 8`` runs the file's value."""
+    ini = write(tmp_path, "a.ini", "[uwsgi]\nprocesses = 3\n")
+    assert load_config([ini, "-p", "8"], environ={})["processes"] == 3
+    assert load_config(["--ini", ini, "-p", "8"], environ={})["processes"] == 8
+
+
+def test_a_bare_command_line_flag_is_no_placeholder_value(tmp_path):
+    """uWSGI: %(master) of --master stays as written; of a bare ini key it is empty."""
+    ini = write(tmp_path, "a.ini", "[uwsgi]\nx = [%(master)] [%(vacuum)] [%(processes)]\n"
+                                   "vacuum\n")
+    cfg = load_config(["--master", "-p", "3", ini], environ={})
+    assert dict(cfg.assembled)["x"] == "[%(master)] [] [3]"

@@ -3,6 +3,38 @@
 from brood.config.option import Option
 from brood.config.options.routers import NO_ZERG
 
+# Config logic (brood.config.logic): read as the config is assembled, never options of
+# the running instance. On the command line they work as in a file:
+# --for "a b" --socket /tmp/%(_).sock --endfor.
+_FORS = (("for", "repeat what follows up to endfor for each space-separated item, "
+                 "%(_) being the item", "ITEMS"),
+         ("for-glob", "... for each path a glob matches", "GLOB"),
+         ("for-times", "... N times, %(_) being 1..N", "N"),
+         ("for-readline", "... for each line of FILE", "FILE"))
+_IFS = (("exists", "PATH is readable", "PATH", ("ifexists",)),
+        ("file", "PATH is a file", "PATH", ()),
+        ("dir", "PATH is a directory", "PATH", ("ifdir", "if-directory")),
+        ("env", "the environment variable is set (to VALUE)", "NAME[=VALUE]", ("ifenv",)),
+        ("opt", "the option or placeholder was given before (as VALUE)", "NAME[=VALUE]", ()),
+        ("hostname", "the host name is NAME", "NAME", ()),
+        ("hostname-match", "the host name matches the regular expression", "REGEXP", ()),
+        ("plugin", "uWSGI would have the plugin: brood has python, http, corerouter, "
+                   "fastrouter, rawrouter and cache", "NAME", ("ifplugin",)))
+LOGIC_OPTIONS = [
+    *(Option(name, "core", text, multi=True, metavar=metavar) for name, text, metavar in _FORS),
+    *(Option(f"if-{name}", "core", f"read what follows up to endif only if {text}",
+             multi=True, metavar=metavar, aliases=aliases)
+      for name, text, metavar, aliases in _IFS),
+    *(Option(f"if-not-{name}", "core", f"... only if not: {text}", multi=True,
+             metavar=metavar) for name, text, metavar, _ in _IFS),
+    Option("if-reload", "core", "read what follows up to endif only in a master "
+           "re-executed by a reload", kind="bool"),
+    Option("if-not-reload", "core", "... only at the first start (not on a reload)",
+           kind="bool"),
+    Option("endfor", "core", "end a for block", kind="bool", aliases=("end-for",)),
+    Option("endif", "core", "end an if-* block", kind="bool", aliases=("end-if",)),
+]
+
 OPTIONS: list[Option] = [
     Option("ini", "core", "load options from an ini file ([uwsgi] section, or FILE:SECTION)",
            multi=True, metavar="FILE[:SECTION]"),
@@ -17,6 +49,13 @@ OPTIONS: list[Option] = [
              "files only", metavar="FILE", aliases=aliases, multi=True,
              refused="brood reads ini files only: write the config as an ini file")
       for name, aliases in (("yaml", ("yml",)), ("json", ("js",)), ("xml", ("xmlconfig",)))),
+    Option("include", "core", "read an ini file here, as --ini does (uWSGI's name)",
+           multi=True, metavar="FILE[:SECTION]"),
+    Option("inherit", "core", "read an ini file as a template once everything else is read "
+           "(its values are not expanded, as in uWSGI)", multi=True, metavar="FILE[:SECTION]"),
+    Option("show-config", "core", "print the assembled configuration (uWSGI's format) on "
+           "the log, then start", kind="bool"),
+    *LOGIC_OPTIONS,
     Option("strict", "core", "refuse ini keys that are no brood option (without it they "
            "are logged and ignored, as uWSGI keeps them as placeholders)", kind="bool"),
     Option("plugins", "core", "accepted so uWSGI ini files load; brood has everything built in",
