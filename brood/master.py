@@ -328,7 +328,9 @@ class Master:
         try:
             here = os.open(".", os.O_RDONLY | os.O_DIRECTORY)
             os.chdir(self.start_cwd)
-            cfg = load_config(list(self.argv))
+            # (read as the re-executed master will read it: if-reload is true there)
+            cfg = load_config(list(self.argv),
+                              {**os.environ, RELOADS_ENV: str(self.reloads + 1)})
             refuse_unavailable(cfg)
             if cfg["chdir"] and not os.path.isdir(cfg["chdir"]):
                 raise OptionError(f"--chdir {cfg['chdir']}: no such directory")
@@ -724,6 +726,10 @@ def run_master(cfg: Config, argv: list[str]) -> int:
     start_cwd = os.getcwd()
     first_start = not os.environ.get(RELOADS_ENV)
     cfg = _process_setup(cfg, first_start)
+    if cfg["show-config"]:  # on the log (as uWSGI), before the start
+        from brood.config.assemble import show_config
+
+        plain(show_config(list(cfg.assembled))[:-1])
     master = Master(cfg, argv, start_cwd)
     try:
         master.start()

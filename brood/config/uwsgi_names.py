@@ -247,7 +247,7 @@ IGNORABLE = frozenset((
     "post-buffering", "post-buffering-bufsize", "print", "py-autoreload",
     "py-auto-reload", "py-auto-reload-ignore", "python-auto-reload",
     "py-tracebacker", "python-autoreload", "reaper", "reload-os-env", "req-logger",
-    "show-config", "single-interpreter", "so-keepalive", "socket-timeout",
+    "single-interpreter", "so-keepalive", "socket-timeout",
     "stats-no-cores", "stats-no-metrics", "stats-pusher-default-freq",
     "thread-stacksize", "threads-stacksize", "thunder-lock",
 ))
