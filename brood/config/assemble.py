@@ -91,6 +91,8 @@ class Assembler:
         self.last_file: str | None = None
         self.first_magic: dict[str, str] | None = None
         self.referenced: set[str] = set()  # names some %(name) or if-opt looked up
+        self._first: dict[str, Entry] = {}  # key -> its first entry (placeholder lookups)
+        self._first_alike: dict[str, Entry] = {}  # the same with "_" read as "-"
         self.ctx = LogicContext(environ, self._if_opt)
 
     @property
@@ -192,7 +194,7 @@ class Assembler:
         if entry.origin == "ini" and UNDECODED_RE.search(f"{entry.key}{entry.value or ''}"):
             raise OptionError(f"{entry.where}: not UTF-8 text")  # (only lines taken)
         entry.chain = tuple(self.reading)
-        self.entries.append(entry)
+        self._append(entry)
         key = entry.key
         if key in OPENERS:
             entry.expand = entry.option = False
@@ -219,27 +221,27 @@ class Assembler:
             raise OptionError(f"{entry.where}: {entry.key} wants NAME=VALUE" if entry.where
                               else f"{shown}: expected NAME=VALUE")
         if entry.key == "set":
-            self.entries.append(Entry(name, text, entry.where or f"--{entry.key}",
+            self._append(Entry(name, text, entry.where or f"--{entry.key}",
                                       entry.origin, from_set=True, chain=entry.chain))
             return
         if lookup(name) is not None or name in UWSGI_OPTIONS:
             said = _at(entry.where) or "--"
             raise OptionError(f"{said}{entry.key} {name}={text}: {name} is an option, not "
                               "a placeholder (uWSGI refuses it too): use set")
-        self.entries.append(Entry(name, text, entry.where, entry.origin, expand=False,
-                                  option=False, chain=entry.chain))
+        self._append(Entry(name, text, entry.where, entry.origin, expand=False,
+                           option=False, chain=entry.chain))
+
+    def _append(self, entry: Entry) -> None:
+        self.entries.append(entry)
+        if entry.shown:  # (a positional file is no option uWSGI was given)
+            self._first.setdefault(entry.key, entry)
+            self._first_alike.setdefault(entry.key.replace("_", "-"), entry)
 
     def find(self, name: str) -> Entry | None:
         """The first entry named ``name`` (uWSGI's lookup; ``_`` and ``-`` alike when
         the name as written is not there, as brood reads option names)."""
-        for entry in self.entries:
-            if entry.key == name and entry.shown:
-                return entry
-        alike = name.replace("_", "-")
-        for entry in self.entries:
-            if entry.key.replace("_", "-") == alike and entry.shown:
-                return entry
-        return None
+        found = self._first.get(name)
+        return found if found is not None else self._first_alike.get(name.replace("_", "-"))
 
     # -- expansion and templates ----------------------------------------------------------
 

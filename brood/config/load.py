@@ -63,12 +63,12 @@ def load_config(argv: list[str], environ: Mapping[str, str] | None = None) -> Co
     # Keys some value took as placeholders (%(name), if-opt) are no mistake, wherever
     # they were given: judged once everything is read.
     strict = bool(cfg["strict"])
-    lines = [unknown_option(e.key, e.where) for e in unknown
-             if e.key not in asm.referenced and (strict or not e.from_set)]
+    judged = dict.fromkeys((e.key, e.where) for e in unknown  # (a loop's key: once)
+                           if e.key not in asm.referenced and (strict or not e.from_set))
+    lines = [unknown_option(key, where) for key, where in judged]
     if lines and strict:
         raise lines[0]
-    said = dict.fromkeys(f"{exc}: ignored (--strict refuses it)" for exc in lines)
-    cfg.ignored = (*said, *asm.notes)  # (a key a for loop repeats is said once)
+    cfg.ignored = (*(f"{exc}: ignored (--strict refuses it)" for exc in lines), *asm.notes)
     return cfg
 
 
