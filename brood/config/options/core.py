@@ -41,8 +41,9 @@ OPTIONS: list[Option] = [
     Option("help", "core", "show this help and exit", kind="bool", short="h",
            aliases=("usage",)),
     Option("version", "core", "print the version and exit", kind="bool"),
-    Option("set-placeholder", "core", "set a placeholder for the ini files read after it, "
-           "%(NAME) in them", multi=True, aliases=("set-ph",), metavar="NAME=VALUE"),
+    Option("set-placeholder", "core", "set a placeholder: %(NAME) in any value (its own "
+           "value is kept as written, as uWSGI keeps it)", multi=True, aliases=("set-ph",),
+           metavar="NAME=VALUE"),
     Option("set", "core", "set an option (NAME is one) or a placeholder", multi=True,
            short="S", metavar="NAME=VALUE"),
     *(Option(name, "core", f"load a {name.upper()} config (uWSGI); refused: brood reads ini "
