@@ -40,7 +40,9 @@ from brood.config.option import OptionError
 # brood has no --route), nor any other.
 PLUGINS = frozenset({"python", "http", "corerouter", "fastrouter", "rawrouter", "cache"})
 # Set by the master in the process it re-executes on a reload (brood.master_env's
-# RELOADS_ENV; a test keeps them equal): if-reload is true there.
+# RELOADS_ENV; a test keeps them equal): if-reload is true there, and in the config
+# check the master makes before it. The reload's app check (brood.master_appcheck)
+# imports the app of a first start: an app chosen under if-reload is not the one checked.
 RELOADS_VAR = "BROOD_RELOADS"
 ENDS = frozenset({"endfor", "end-for", "endif", "end-if"})
 # "end" ends a block too, but with none open it is a plain key (a placeholder), as in

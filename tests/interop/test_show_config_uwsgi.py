@@ -386,3 +386,19 @@ def test_the_cases_mean_something(config_dir, descriptor) -> None:
     got = dict(line.split(" = ", 1) for line in lines if " = " in line)
     assert (got["total"], got["cat"], got["late"]) == ("100", "1731", "9")
     assert int(got["k"]) == 3 * (os.cpu_count() or 1)
+
+
+def test_the_config_goes_to_the_log(tmp_path) -> None:
+    """uWSGI 2.0.21 writes the block on its log: with --logto, into that file (checked
+    there by hand: nothing of it on stderr). brood alone, so this runs without uWSGI."""
+    ini = tmp_path / "a.ini"
+    ini.write_text("[uwsgi]\nfoo = 17\ntotal = %(foo + 3)\n")
+    log = tmp_path / "brood.log"
+    proc = subprocess.run([sys.executable, "-m", "brood", "--ini", str(ini), "--show-config",
+                           "--logto", str(log)], capture_output=True, timeout=60,
+                          stdin=subprocess.DEVNULL, start_new_session=True)
+    assert proc.returncode == 1
+    assert BEGIN.encode() not in proc.stderr
+    assert _block(log.read_text().splitlines()) == [
+        "[uwsgi]", f"ini = {ini}", "foo = 17", "total = 20", "show-config = true",
+        f"logto = {log}"]
