@@ -23,7 +23,7 @@ from pathlib import Path
 
 import pytest
 from _broodkit import stop_session
-from _interop import need_uwsgi
+from _interop import HELLO_APP, need_uwsgi
 
 pytestmark = pytest.mark.interop
 
@@ -402,3 +402,18 @@ def test_the_config_goes_to_the_log(tmp_path) -> None:
     assert _block(log.read_text().splitlines()) == [
         "[uwsgi]", f"ini = {ini}", "foo = 17", "total = 20", "show-config = true",
         f"logto = {log}"]
+
+
+def test_if_reload_is_true_in_the_master_a_reload_re_executes(start_brood, tmp_path) -> None:
+    """if-reload reads the reload as uWSGI's does: the re-executed master reads the
+    same file with the other branch (its --show-config block says which)."""
+    ini = tmp_path / "r.ini"
+    ini.write_text(f"[uwsgi]\nhttp-socket = 127.0.0.1:0\nwsgi-file = {HELLO_APP}\n"
+                   "show-config = true\nif-reload =\nreloaded = yes\nendif =\n"
+                   "if-not-reload =\nfirst-start = yes\nendif =\n")
+    brood = start_brood("--ini", str(ini))
+    assert "first-start = yes" in brood.log() and "reloaded = yes" not in brood.log()
+    brood.send_signal(signal.SIGHUP)
+    brood.wait_ready(count=2)
+    second = brood.log().rpartition(BEGIN)[2]
+    assert "reloaded = yes" in second and "first-start = yes" not in second
