@@ -133,7 +133,14 @@ class Assembler:
         table = magic_table(path, section, self.first_magic)
         if self.first_magic is None:
             self.first_magic = table
-        lines = parse_ini(read_text(path), path, section, table)
+        try:
+            text = read_text(path)
+        except OptionError as exc:
+            if any(f"{s}(" in path for s in "$@%"):  # (earlier brood releases expanded them)
+                raise OptionError(f"{exc} (uWSGI reads ini/include as written, at once: "
+                                  "no $(VAR), @() or %(name) there; inherit is expanded)") from None
+            raise
+        lines = parse_ini(text, path, section, table)
         self.ini_files.append(os.path.abspath(path))
         self.last_file = path
         self.reading.append((real, section))

@@ -389,3 +389,15 @@ def test_a_bare_command_line_flag_is_no_placeholder_value(tmp_path):
                                    "vacuum\n")
     cfg = load_config(["--master", "-p", "3", ini], environ={})
     assert dict(cfg.assembled)["x"] == "[%(master)] [] [3]"
+
+
+def test_an_include_named_with_a_placeholder_says_why_it_is_not_found(tmp_path):
+    """uWSGI applies ini/include as it reads them: %(dir) there is text (brood used to
+    expand it); the line says so."""
+    write(tmp_path, "x.ini", "[uwsgi]\nx = 1\n")
+    ini = write(tmp_path, "a.ini", f"[uwsgi]\ndir = {tmp_path}\nini = %(dir)/x.ini\n")
+    with pytest.raises(OptionError) as info:
+        load_config([ini], environ={})
+    assert str(info.value) == ("--ini: no such file: %(dir)/x.ini (uWSGI reads ini/include "
+                               "as written, at once: no $(VAR), @() or %(name) there; "
+                               "inherit is expanded)")
