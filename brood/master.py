@@ -68,7 +68,10 @@ from brood import fdlimit
 from brood.config.load import load_config
 from brood.config.model import Config, refuse_unavailable
 from brood.config.option import OptionError
-from brood.log import log, plain, redirect_output
+from brood.log import log, plain, redirect_output, stamp
+from brood.logs.master import LogMaster, setup_logging
+from brood.logs.sinks import backup_name
+from brood.logs.spec import LogPlan
 from brood.master_appcheck import APP_CHECK_TIMEOUT, AppCheck
 from brood.master_children import ChildTable, Draining, adopt_draining
 from brood.master_env import (
@@ -77,10 +80,8 @@ from brood.master_env import (
     RELOADS_ENV,
     Binder,
     check_privileges,
-    daemonize,
     drop_privileges,
     export_draining,
-    logto,
     socket_owner,
     take_draining,
     write_pidfile,
@@ -88,6 +89,7 @@ from brood.master_env import (
 from brood.plan import ChildSpec, Plan, build_plan
 from brood.proctitle import Titles, title_setter
 from brood.signals import STOPS, SignalPipe, release_stops
+from brood.touch import TouchWatch
 from brood.workers.loader import AppLoadError
 
 CYCLE = 1.0  # seconds per master cycle, as uWSGI's
@@ -127,7 +129,10 @@ class Master:
         self.plan: Plan | None = None
         self.children: ChildTable | None = None
         self.ready = False
-        self.touched: dict[str, float | None] = {}
+        self.touch_reload = TouchWatch(())
+        self.touch_logrotate = TouchWatch(())
+        self.touch_logreopen = TouchWatch(())
+        self.logs: LogMaster | None = None  # the log master, when an option needs it
         self.next_cycle = 0.0
         self.requested: tuple[str, str] | None = None  # by a service, picked up by loop()
         self.stopping = False  # a reload or shutdown is stopping the children
@@ -171,8 +176,13 @@ class Master:
             if attach is not None:
                 attach(self)
             self._watch(svc)
-        self.touched = {path: _mtime(path) for path in cfg["touch-reload"]}
+        self.touch_reload = TouchWatch(cfg["touch-reload"])
+        self.touch_logrotate = TouchWatch(cfg["touch-logrotate"])
+        self.touch_logreopen = TouchWatch(cfg["touch-logreopen"])
         self.children = ChildTable(plan.children, self._in_child, self.draining)
+        if self.logs is not None:
+            self.children.output = self.logs
+            self.logs.watch(self.children.others.__setitem__)
         log(f"spawned uWSGI master process (pid: {os.getpid()})")
         self.children.signalled = self.sigpipe.pending
         self.children.spawn_all(time.time())
@@ -384,11 +394,17 @@ class Master:
         assert self.plan is not None and self.children is not None
         for svc in self.plan.services:
             self._service_call(svc.tick, now)
-        for path, before in self.touched.items():
-            if (mtime := _mtime(path)) != before:
-                log(f"*** {path} has been touched... grace them all !!! ***")
-                self.touched[path] = mtime  # a refused reload waits for the next touch
-                return GRACEFUL_RELOAD
+        if self.logs is not None:
+            self.logs.tick()
+        if (path := self.touch_logrotate.touched()) is not None:
+            log(f"*** {path} has been touched... rotating the log ***")
+            self.rotate_log()
+        elif (path := self.touch_logreopen.touched()) is not None:
+            log(f"*** {path} has been touched... reopening the log ***")
+            self.reopen_log()
+        if (path := self.touch_reload.touched()) is not None:
+            log(f"*** {path} has been touched... grace them all !!! ***")
+            return GRACEFUL_RELOAD  # (a refused reload waits for the next touch)
         self.children.check_evil_rss(int(self.cfg["evil-reload-on-rss"] or 0))
         self.children.check_rss(now, int(self.cfg["reload-on-rss"] or 0), self._worker_mercy(),
                                 int(self.cfg["min-worker-lifetime"] or 0))
@@ -581,9 +597,14 @@ class Master:
             log("no workers to chain-reload")
 
     def reopen_log(self) -> None:
-        """Point the master's stdout/stderr at a fresh open of --daemonize/--logto's file
-        (after logrotate moved it). Children keep the file they inherited until they are
-        respawned: follow with ``w`` (workers) or ``r`` (everything)."""
+        """Reopen the log files after logrotate moved them: with the log master every
+        file it writes, for every process; without it the master's stdout/stderr only
+        get a fresh open of --daemonize/--logto's file, as in uWSGI (children keep the
+        file they inherited until they are respawned: follow with ``w`` or ``r``)."""
+        if self.logs is not None:
+            self.logs.reopen()
+            log("log master: reopening the log files")
+            return
         path = self.cfg["daemonize"] or self.cfg["logto"]
         if not path:
             log("log reopen ignored: no --logto or --daemonize file")
@@ -594,6 +615,37 @@ class Master:
             log(f"cannot reopen log file {path}: {exc.strerror}")
             return
         log(f"log file {path} reopened by the master (pid: {os.getpid()})")
+
+    def rotate_log(self) -> None:
+        """Rotate the log files (FIFO ``L``, --touch-logrotate): renamed to
+        --log-backupname or NAME.EPOCH, a fresh file opened at each path. With the log
+        master, every file it writes; without it --logto's file, for the master's own
+        output (children keep theirs until respawned), as in uWSGI."""
+        if self.logs is not None:
+            self.logs.rotate()
+            log("log master: rotating the log files")
+            return
+        path = self.cfg["daemonize"] or self.cfg["logto"]
+        if not path:
+            log("log rotation ignored: no --logto or --daemonize file")
+            return
+        now = time.time()
+        target = backup_name(path, self.cfg["log-backupname"], now)
+        if not self.cfg["log-backupname"] and os.path.lexists(target):
+            log(f"log rotation: {target} exists already, try again in a second")
+            return
+        try:
+            size = os.lseek(2, 0, os.SEEK_END)
+        except OSError:
+            size = 0
+        with contextlib.suppress(OSError):
+            os.write(2, f"{stamp(now)} - logsize: {size}, triggering rotation to "
+                        f"{target}...\n".encode())
+        try:
+            os.rename(path, target)
+            redirect_output(path, truncate=True)
+        except OSError as exc:
+            log(f"cannot rotate log file {path} to {target}: {exc.strerror}")
 
     def update_pidfile(self) -> None:
         path = self.cfg["pidfile"]
@@ -619,6 +671,8 @@ class Master:
         env = dict(os.environ)
         env[FDS_ENV] = self.binder.export()
         env[RELOADS_ENV] = str(self.reloads + 1)
+        if self.logs is not None:
+            self.logs.hand_over(env)
         if self.children is not None:
             kill_at = self.stop_signalled + self._reload_mercy() + HANDOFF_SLACK
             draining = self.children.hand_off(kill_at)
@@ -680,13 +734,7 @@ def check_start_options(cfg: Config) -> None:
         compile_format(str(cfg["log-format"]))
     check_privileges(cfg["uid"], cfg["gid"])
     check_routers(cfg)
-
-
-def _mtime(path: str) -> float | None:
-    try:
-        return os.stat(path).st_mtime_ns / 1e9
-    except OSError:
-        return None
+    LogPlan.from_config(cfg)
 
 
 def _version() -> str:
@@ -695,13 +743,13 @@ def _version() -> str:
     return __version__
 
 
-def _process_setup(cfg: Config, first_start: bool) -> Config:
-    """Log redirection and the process environment; returns cfg with --chdir absolute
-    (the app loader applies --chdir again and must land in the same place)."""
-    if first_start and cfg["daemonize"]:
-        daemonize(cfg["daemonize"])
-    elif first_start and cfg["logto"]:
-        logto(cfg["logto"])
+def _process_setup(cfg: Config, first_start: bool) -> tuple[Config, LogMaster | None]:
+    """Log redirection (and the log master) and the process environment; returns cfg
+    with --chdir absolute (the app loader applies --chdir again and must land in the
+    same place)."""
+    titles = Titles.from_config(cfg)
+    logs = setup_logging(cfg, first_start,
+                         None if titles is None else titles.child("uWSGI log master", 1))
     if cfg["max-fd"]:
         fdlimit.apply_max_fd(cfg["max-fd"])
     for item in cfg["env"]:
@@ -716,7 +764,7 @@ def _process_setup(cfg: Config, first_start: bool) -> Config:
             raise OptionError(f"--chdir {cfg['chdir']}: {exc.strerror}")
         log(f"chdir() to {target}")
         cfg = cfg.with_values(chdir=target)
-    return cfg
+    return cfg, logs
 
 
 def run_master(cfg: Config, argv: list[str]) -> int:
@@ -725,12 +773,23 @@ def run_master(cfg: Config, argv: list[str]) -> int:
     refuse_unavailable(cfg)  # before anything is bound, forked or detached
     start_cwd = os.getcwd()
     first_start = not os.environ.get(RELOADS_ENV)
-    cfg = _process_setup(cfg, first_start)
-    if cfg["show-config"]:  # on the log (as uWSGI), before the start
-        from brood.config.assemble import show_config
+    logs: LogMaster | None = None
+    try:
+        cfg, logs = _process_setup(cfg, first_start)
+        if cfg["show-config"]:  # on the log (as uWSGI), before the start
+            from brood.config.assemble import show_config
 
-        plain(show_config(list(cfg.assembled))[:-1])
-    master = Master(cfg, argv, start_cwd)
+            plain(show_config(list(cfg.assembled))[:-1])
+        status = _run(Master(cfg, argv, start_cwd), logs)
+    finally:
+        if logs is not None:  # (what the pipes hold gets out first)
+            logs.stop()
+    return _past_app_threads(status)
+
+
+def _run(master: Master, logs: LogMaster | None) -> int:
+    """Start, serve, stop: the exit status (a reload re-executes from here)."""
+    master.logs = logs
     try:
         master.start()
     except OptionError:
@@ -740,7 +799,7 @@ def run_master(cfg: Config, argv: list[str]) -> int:
         log(f"{exc}")
         log("no app could be loaded: giving up")
         _abort(master)
-        return _past_app_threads(1)
+        return 1
     how, then = master.loop()
     master.before_stop(graceful=how == "graceful", reload=then == "reload")
     master.stop_children(how, then)
@@ -750,9 +809,9 @@ def run_master(cfg: Config, argv: list[str]) -> int:
         except OptionError as exc:  # (the app check said so beforehand when it could)
             log(f"{exc}: brood stops")
             master.finish()
-            return _past_app_threads(1)
+            return 1
     master.finish()
-    return _past_app_threads(0)
+    return 0
 
 
 def _past_app_threads(status: int) -> int:

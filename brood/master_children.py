@@ -41,6 +41,7 @@ import sys
 import traceback
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from typing import Any
 
 from brood.log import log
 from brood.plan import ChildSpec
@@ -142,6 +143,9 @@ class ChildTable:
         self.signalled: Callable[[], bool] = lambda: False
         # Other processes of the master's (pid -> told its wait status when reaped).
         self.others: dict[int, Callable[[int], None]] = {}
+        # The log master (``brood.logs.master.LogMaster``), when there is one: each
+        # child's output goes into pipes of its own that it reads.
+        self.output: Any = None
 
     # -- spawning --------------------------------------------------------------------
 
@@ -163,10 +167,13 @@ class ChildTable:
         sys.stdout.flush()
         sys.stderr.flush()
         master_pid = os.getpid()
+        pipes = self._pipes(child)
         with stops_blocked():  # the child releases them (brood.signals.release_stops)
             pid = os.fork()
             if pid == 0:
-                self._run_child(child, master_pid)
+                self._run_child(child, master_pid, pipes)
+        if pipes is not None:
+            self.output.spawned(pipes, pid, child.name)
         child.pid, child.started, child.respawn_at = pid, now, None
         child.harakiri_for, child.stop_deadline, child.reloading = 0, None, False
         child.evil_killed = False
@@ -174,11 +181,28 @@ class ChildTable:
             spec.scoreboard.slot(child.index).pid = pid
         log(f"spawned {spec.label} {child.index} (pid: {pid}, cores: 1)")
 
-    def _run_child(self, child: _Child, master_pid: int) -> None:
+    def _pipes(self, child: _Child) -> Any:
+        """The child's output pipes, when the log master runs (None: it writes where the
+        master does, into the master's own pipe, when they cannot be made)."""
+        if self.output is None:
+            return None
+        try:
+            return self.output.pipes()
+        except OSError as exc:
+            log(f"{child.name}: no output pipe of its own ({exc.strerror or exc}): it "
+                "writes through the master's")
+            return None
+
+    def _run_child(self, child: _Child, master_pid: int, pipes: Any = None) -> None:
         """In the forked child: never returns into the master's code."""
         status = 1
         try:
             die_with_master(master_pid)
+            if self.output is not None:
+                if pipes is not None:
+                    self.output.in_child(pipes)
+                else:
+                    self.output.close_in_child()
             self.in_child(child.spec, child.index)
             status = int(child.spec.target(child.index) or 0)
         except SystemExit as exc:
@@ -210,6 +234,8 @@ class ChildTable:
             if told is not None:
                 told(status)
                 continue
+            if self.output is not None:
+                self.output.reaped(pid)
             gone = self.draining.pop(pid, None)
             if gone is not None:
                 log(f"{gone.name} (pid: {pid}) of the previous master exited "

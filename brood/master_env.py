@@ -93,8 +93,9 @@ def signal_pidfile(path: str, signum: int, option: str) -> None:
 
 # -- daemonizing and privileges --------------------------------------------------------
 
-def daemonize(logfile: str) -> None:
-    """Detach: fork, setsid, fork again; stdin from /dev/null, stdout/stderr to logfile.
+def daemonize(logfile: str, truncate: bool = False) -> None:
+    """Detach: fork, setsid, fork again; stdin from /dev/null, stdout/stderr to logfile
+    (emptied first with ``truncate``, --log-truncate).
 
     The log file is opened before forking so a bad path fails in the foreground.
     """
@@ -108,13 +109,13 @@ def daemonize(logfile: str) -> None:
     null = os.open(os.devnull, os.O_RDONLY)
     os.dup2(null, 0)
     os.close(null)
-    redirect_output(logfile)
+    redirect_output(logfile, truncate)
 
 
-def logto(logfile: str) -> None:
+def logto(logfile: str, truncate: bool = False) -> None:
     """--logto: the same redirection without detaching."""
     os.close(_open_log(logfile))
-    redirect_output(logfile)
+    redirect_output(logfile, truncate)
 
 
 def _open_log(path: str) -> int:

@@ -27,7 +27,7 @@ active slot is 0 again, as in uWSGI. At shutdown the FIFO is removed, when still
 
 The commands are uWSGI 2.0's letters (``COMMANDS``); each calls the master through
 ``MasterControl``. Those of uWSGI features brood does not have (``UNSUPPORTED``: cheaper
-mode, the Emperor, re-forking the master, pausing, log rotation) are logged as such.
+mode, the Emperor, re-forking the master, pausing) are logged as such.
 """
 
 from __future__ import annotations
@@ -77,6 +77,7 @@ COMMANDS: dict[str, tuple[str, Command]] = {
     "W": ("brutal reload of the workers", lambda c: c.reload_workers(graceful=False)),
     "c": ("chain reload of the workers", lambda c: c.chain_reload()),
     "l": ("reopen the log file", lambda c: c.reopen_log()),
+    "L": ("rotate the log file", lambda c: c.rotate_log()),
     "P": ("rewrite the pidfile", lambda c: c.update_pidfile()),
     "s": ("log the stats", lambda c: c.log_stats()),
     "S": ("block/unblock subscriptions", _toggle_subscriptions),
@@ -84,7 +85,7 @@ COMMANDS: dict[str, tuple[str, Command]] = {
 UNSUPPORTED: dict[str, str] = {
     "+": "cheaper mode", "-": "cheaper mode", "C": "cheap mode",
     "B": "the Emperor", "E": "the Emperor", "f": "re-forking the master",
-    "p": "pausing the instance", "L": "log rotation",
+    "p": "pausing the instance",
 }
 
 

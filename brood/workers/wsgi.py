@@ -47,6 +47,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from brood import log as brood_log
 from brood.config.model import Config
 from brood.listener import Listener
 from brood.scoreboard import STATUS_IDLE, WorkerSlot
@@ -522,7 +523,7 @@ class Worker:
             f"(1 switches on core {core.id})\n"
         )
         with contextlib.suppress(OSError):
-            os.write(2, reqlog.line_bytes(line))
+            os.write(brood_log.REQUEST_FD, reqlog.line_bytes(line))
 
     request_log = _access_log  # a worker with --log-format or --log-4xx/5xx shadows it
 

@@ -45,6 +45,9 @@ class FakeControl:
     def reopen_log(self) -> None:
         self.calls.append(("reopen_log",))
 
+    def rotate_log(self) -> None:
+        self.calls.append(("rotate_log",))
+
     def update_pidfile(self) -> None:
         self.calls.append(("update_pidfile",))
 
@@ -94,8 +97,8 @@ def test_decode_skips_blanks_and_keeps_order() -> None:
     ("r", ("reload", True)), ("R", ("reload", False)),
     ("q", ("shutdown", True)), ("Q", ("shutdown", False)),
     ("w", ("reload_workers", True)), ("W", ("reload_workers", False)),
-    ("c", ("chain_reload",)), ("l", ("reopen_log",)), ("P", ("update_pidfile",)),
-    ("s", ("log_stats",)),
+    ("c", ("chain_reload",)), ("l", ("reopen_log",)), ("L", ("rotate_log",)),
+    ("P", ("update_pidfile",)), ("s", ("log_stats",)),
 ])
 def test_each_letter_reaches_the_master(letter: str, call: tuple) -> None:
     control = FakeControl()

@@ -139,7 +139,8 @@ OPTIONS: list[Option] = [
            kind="bool"),
     Option("master-fifo", "core",
            "read one-letter commands from this FIFO (r/R reload, q/Q stop, w/W/c reload "
-           "workers, s stats, l reopen log, P pidfile, S subscriptions); repeat for several, "
+           "workers, s stats, l/L reopen/rotate the log, P pidfile, S subscriptions); "
+           "repeat for several, "
            "the first is active, '0'..'9' switch",
            multi=True, metavar="PATH"),
 ]

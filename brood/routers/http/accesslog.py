@@ -31,7 +31,8 @@ fd 2 once it holds ``FLUSH_AT`` bytes (so lines from sibling router processes on
 pipe never interleave), at the lane's sweep (once a second) and as the lane ends
 (``AccessLog.flush``); the general path writes its line, after any queued, at once. fd
 2 is where the rest of brood's log goes (``--logto`` and ``--daemonize`` redirect it,
-``brood.log``). A line waits a second at most, and a stop (SIGINT, SIGTERM, a reload)
+``brood.log``), unless --req-logger gives request lines a pipe of their own
+(``brood.log.REQUEST_FD``). A line waits a second at most, and a stop (SIGINT, SIGTERM, a reload)
 loses none: the lane flushes as it ends; only a SIGKILL loses that second's lines.
 """
 
@@ -43,6 +44,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from brood import log as brood_log
 from brood import logformat
 from brood.config.model import Config
 from brood.logformat import Var
@@ -141,7 +143,7 @@ class AccessLog:
 
     def __init__(self, fmt: LineFormat | None = None, *, everything: bool = True,
                  log_4xx: bool = False, log_5xx: bool = False, node_answers: bool = True,
-                 fd: int = 2) -> None:
+                 fd: int | None = None) -> None:
         self.format = fmt
         self.everything = everything
         self.log_4xx = log_4xx
@@ -149,7 +151,7 @@ class AccessLog:
         # Whether any of the router's own answers gets a line, and any of the nodes'.
         self.own = everything or log_4xx or log_5xx
         self.on = self.own and node_answers
-        self.fd = fd
+        self.fd = brood_log.REQUEST_FD if fd is None else fd
         # The default line's template, pid in: made in the router process (after the fork).
         self.line = b"[pid: %d|router: http] " % os.getpid() + _LINE
         self.pending: list[bytes] = []
