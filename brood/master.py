@@ -158,6 +158,8 @@ class Master:
         for line in cfg.ignored:  # ini keys that are no option (an ini file for uWSGI)
             log(line)
         log(f"master pid: {os.getpid()} (reloads: {self.reloads})")
+        if self.logs is not None:
+            self.logs.say()
         log(f"detected max file descriptor number: {fdlimit.soft_limit()}")
         self._adopt_draining()
         self.plan = plan = build_plan(cfg, self.binder)

@@ -94,6 +94,7 @@ class LogMaster:
         self.stopping = False
         self.kept: dict[int, list[tuple[int, str, bool]]] = {}  # pid -> (fd, name, req)
         self.pending: list[tuple[dict, list[int]]] = []
+        self.notes: list[str] = []  # for the master's log, once its banner is out
         self.on_pid: Callable[[int, Callable[[int], None]], None] | None = None
 
     # -- start ---------------------------------------------------------------------------
@@ -151,6 +152,7 @@ class LogMaster:
         theirs.close()
         ours.setblocking(False)
         self.pid, self.ctl, self.alive = pid, ours, True
+        self.notes.append(f"log master started (pid: {pid})")
         if self.on_pid is not None:
             self.on_pid(pid, self.exited)
 
@@ -169,13 +171,21 @@ class LogMaster:
                 "respawning")
 
     def tick(self) -> None:
-        """Once per master cycle: respawn a dead log master, send what waited."""
+        """Once per master cycle: respawn a dead log master, send what waited, say what
+        there is to say."""
         if not self.alive and not self.stopping:
             if self.ctl is not None:
                 self.ctl.close()
             self.pending.clear()  # (the new one is given every read end at its fork)
             self._spawn()
         self._flush_pending()
+        self.say()
+
+    def say(self) -> None:
+        """The notes so far, into the master's log."""
+        notes, self.notes = self.notes, []
+        for note in notes:
+            log(note)
 
     # -- children ------------------------------------------------------------------------
 
@@ -394,12 +404,17 @@ def setup_logging(cfg: Config, first_start: bool, title: str | None = None
         previous, same = LogMaster.from_env(plan)
     if previous is not None and same and plan.needs_master:
         previous.title = title
+        if previous.alive:
+            previous.notes.append(f"log master (pid: {previous.pid}) carries on")
         previous.tick()  # (respawned now if it died meanwhile: the pipes fill otherwise)
         if cfg["log-reopen"]:
             previous.reopen()
         return previous
+    notes = []
     if previous is not None:
         previous.retire()
+        notes.append(f"log master (pid: {previous.pid}) retires: the logging options "
+                     "changed")
     owner = _owner(cfg)
     path = cfg["daemonize"] or cfg["logto"]
     truncate = bool(cfg["log-truncate"])
@@ -414,7 +429,9 @@ def setup_logging(cfg: Config, first_start: bool, title: str | None = None
     if not plan.needs_master:
         return None
     _probe(plan)
-    return LogMaster.start(plan, cfg["uid"], cfg["gid"], owner, title)
+    lm = LogMaster.start(plan, cfg["uid"], cfg["gid"], owner, title)
+    lm.notes[:0] = notes
+    return lm
 
 
 def _date_option(cfg: Config) -> str | None:
