@@ -12,6 +12,7 @@ Plain blocking clients for the two worker protocols: ``uwsgi_request`` and ``htt
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
 import re
@@ -201,6 +202,24 @@ def wait_until(predicate, timeout: float = 20.0, interval: float = 0.05, what: s
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out waiting for {what or predicate}")
         time.sleep(interval)
+
+
+def write_fifo(path: Path, data: bytes, timeout: float = 20.0) -> None:
+    """Write ``data`` once a master reads ``path`` (polls: it may be re-executing)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_NONBLOCK)
+        except OSError as exc:  # not there yet / nobody reading it yet
+            if exc.errno not in (errno.ENOENT, errno.ENXIO) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.02)
+            continue
+        try:
+            os.write(fd, data)
+        finally:
+            os.close(fd)
+        return
 
 
 def worker_pids(stats: dict) -> list[int]:

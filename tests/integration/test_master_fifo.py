@@ -2,32 +2,18 @@
 
 from __future__ import annotations
 
-import errno
-import os
 import stat
 import threading
-import time
 from pathlib import Path
 
-from _broodkit import BroodProcess, http_get, uwsgi_request, wait_until, worker_pids
-
-
-def write_fifo(path: Path, data: bytes, timeout: float = 20.0) -> None:
-    """Write ``data`` once a master reads ``path`` (polls: it may be re-executing)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            fd = os.open(path, os.O_WRONLY | os.O_NONBLOCK)
-        except OSError as exc:  # not there yet / nobody reading it yet
-            if exc.errno not in (errno.ENOENT, errno.ENXIO) or time.monotonic() > deadline:
-                raise
-            time.sleep(0.02)
-            continue
-        try:
-            os.write(fd, data)
-        finally:
-            os.close(fd)
-        return
+from _broodkit import (
+    BroodProcess,
+    http_get,
+    uwsgi_request,
+    wait_until,
+    worker_pids,
+    write_fifo,
+)
 
 
 def _is_fifo(path: Path) -> bool:
