@@ -607,7 +607,7 @@ class Master:
             self.logs.reopen()
             log("log master: reopening the log files")
             return
-        path = self.cfg["daemonize"] or self.cfg["logto"]
+        path = self._log_file()
         if not path:
             log("log reopen ignored: no --logto or --daemonize file")
             return
@@ -627,7 +627,7 @@ class Master:
             self.logs.rotate()
             log("log master: rotating the log files")
             return
-        path = self.cfg["daemonize"] or self.cfg["logto"]
+        path = self._log_file()
         if not path:
             log("log rotation ignored: no --logto or --daemonize file")
             return
@@ -648,6 +648,10 @@ class Master:
             redirect_output(path, truncate=True)
         except OSError as exc:
             log(f"cannot rotate log file {path} to {target}: {exc.strerror}")
+
+    def _log_file(self) -> str | None:
+        """--daemonize/--logto's file (None: none, or a HOST:PORT it sends to)."""
+        return LogPlan.from_config(self.cfg).logfile
 
     def update_pidfile(self) -> None:
         path = self.cfg["pidfile"]

@@ -23,6 +23,8 @@ import json
 import os
 import pwd
 import signal
+import socket
+import sys
 from collections.abc import Mapping
 from typing import Any
 
@@ -95,12 +97,13 @@ def signal_pidfile(path: str, signum: int, option: str) -> None:
 
 def daemonize(logfile: str, truncate: bool = False) -> None:
     """Detach: fork, setsid, fork again; stdin from /dev/null, stdout/stderr to logfile
-    (emptied first with ``truncate``, --log-truncate).
+    (emptied first with ``truncate``, --log-truncate; HOST:PORT: over UDP, as uWSGI).
 
     The log file is opened before forking so a bad path fails in the foreground.
     """
-    fd = _open_log(logfile)
-    os.close(fd)
+    udp = _udp_log(logfile)
+    if udp is None:
+        os.close(_open_log(logfile))
     if os.fork():
         os._exit(0)
     os.setsid()
@@ -109,13 +112,46 @@ def daemonize(logfile: str, truncate: bool = False) -> None:
     null = os.open(os.devnull, os.O_RDONLY)
     os.dup2(null, 0)
     os.close(null)
-    redirect_output(logfile, truncate)
+    if udp is None:
+        redirect_output(logfile, truncate)
+    else:
+        _redirect_to(udp)
 
 
 def logto(logfile: str, truncate: bool = False) -> None:
     """--logto: the same redirection without detaching."""
+    udp = _udp_log(logfile)
+    if udp is not None:
+        _redirect_to(udp)
+        return
     os.close(_open_log(logfile))
     redirect_output(logfile, truncate)
+
+
+def _udp_log(value: str) -> socket.socket | None:
+    """A UDP socket connected to --logto/--daemonize's HOST:PORT (uWSGI logs there);
+    None for a file; OptionError when the address does not resolve."""
+    from brood.logs.spec import udp_address
+
+    address = udp_address(value)
+    if address is None:
+        return None
+    try:
+        family, kind, proto, _, target = socket.getaddrinfo(*address, type=socket.SOCK_DGRAM)[0]
+        sock = socket.socket(family, kind, proto)
+        sock.connect(target)
+    except OSError as exc:
+        raise OptionError(f"cannot log to {value}: {exc.strerror or exc}") from None
+    return sock
+
+
+def _redirect_to(sock: socket.socket) -> None:
+    """fds 1 and 2 to a connected datagram socket: each write one datagram."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.dup2(sock.fileno(), 1)
+    os.dup2(sock.fileno(), 2)
+    sock.close()
 
 
 def _open_log(path: str) -> int:

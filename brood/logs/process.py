@@ -38,7 +38,7 @@ from dataclasses import dataclass, field
 from brood.log import stamp
 from brood.logs import control
 from brood.logs.lines import LineBuffer, Routing, split_lines
-from brood.logs.sinks import FdSink, FileSink, Sink, open_sink
+from brood.logs.sinks import DatagramSink, FdSink, FileSink, Sink, open_sink
 from brood.logs.spec import LogPlan
 
 READ_SIZE = 65536
@@ -75,8 +75,9 @@ class LogProcess:
             self.raw: Sink = FileSink(plan.logfile, fd=raw_fd, maxsize=plan.maxsize,
                                       backupname=plan.backupname, mode=plan.chmod,
                                       owner=owner, label=plan.logfile)
-        else:
-            self.raw = FdSink(raw_fd, "the terminal")
+        else:  # the terminal, a pipe, or --logto HOST:PORT's UDP socket
+            self.raw = DatagramSink.connected(raw_fd, "the log socket") or \
+                FdSink(raw_fd, "the terminal")
         self.sinks: list[Sink] = []
         names: dict[str, int] = {}
         for spec in plan.loggers:

@@ -198,19 +198,38 @@ def _is_regular(fd: int) -> bool:
 
 class DatagramSink(Sink):
     """One datagram per line to ``address`` ((host, port): UDP; a path, or ``@name`` for
-    an abstract one: unix). ``packet(line, now)`` frames each line."""
+    an abstract one: unix; None: ``sock`` is connected already, as --logto HOST:PORT's).
+    ``packet(line, now)`` frames each line."""
 
-    def __init__(self, address: tuple[str, int] | str, label: str) -> None:
+    def __init__(self, address: tuple[str, int] | str | None, label: str,
+                 sock: socket.socket | None = None) -> None:
         super().__init__()
         self.label = label
-        if isinstance(address, tuple):
+        self.address: tuple[str, int] | str | None = None
+        if sock is not None:
+            family = sock.family
+        elif isinstance(address, tuple):
             family, self.address = _inet(address)
         else:
+            assert address is not None
             family = socket.AF_UNIX
             self.address = "\0" + address[1:] if address.startswith("@") else address
-        self.sock = socket.socket(family, socket.SOCK_DGRAM)
+        self.sock = sock if sock is not None else socket.socket(family, socket.SOCK_DGRAM)
         self.sock.setblocking(False)
+        self.unix = family == socket.AF_UNIX
         self.retry_at = 0.0
+
+    @classmethod
+    def connected(cls, fd: int, label: str) -> DatagramSink | None:
+        """A sink over a copy of ``fd`` when it is a datagram socket, else None."""
+        try:
+            sock = socket.socket(fileno=os.dup(fd))
+        except OSError:
+            return None
+        if sock.type != socket.SOCK_DGRAM:
+            sock.close()
+            return None
+        return cls(None, label, sock)
 
     def packet(self, line: bytes, now: float) -> bytes:
         return line
@@ -220,10 +239,15 @@ class DatagramSink(Sink):
             if now < self.retry_at:
                 self.lost(line, self.reason)
                 continue
+            packet = self.packet(line, now)[:MAX_DATAGRAM]
             try:
-                self.sock.sendto(self.packet(line, now)[:MAX_DATAGRAM], self.address)
+                if self.address is None:
+                    self.sock.send(packet)
+                else:
+                    self.sock.sendto(packet, self.address)
             except (FileNotFoundError, ConnectionRefusedError) as exc:
-                self.retry_at = now + RECONNECT_EVERY  # nobody listens there (yet)
+                if self.unix:  # nobody listens there (yet); (UDP: an ICMP said it once)
+                    self.retry_at = now + RECONNECT_EVERY
                 self.lost(line, exc.strerror or str(exc))
             except OSError as exc:  # EAGAIN/ENOBUFS: the receiver is behind
                 reason = "socket buffer full" if exc.errno in (errno.EAGAIN, errno.ENOBUFS) \

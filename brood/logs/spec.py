@@ -164,6 +164,17 @@ def _regexp(text: str, option: str) -> str:
     return text
 
 
+def udp_address(value: str | None) -> tuple[str, int] | None:
+    """--logto/--daemonize HOST:PORT (uWSGI sends the log there over UDP); None for a
+    file name."""
+    if not value or ":" not in value or "/" in value:
+        return None
+    host, _, port = str(value).rpartition(":")
+    if not host or not port.isdigit() or int(port) > 65535:
+        return None
+    return host.strip("[]"), int(port)
+
+
 def file_mode(value: str | None) -> int | None:
     """--logfile-chmod's octal mode; OptionError naming it."""
     if value in (None, ""):
@@ -210,7 +221,7 @@ class LogPlan:
             req_routes=tuple(_route(v, "log-req-route", names) for v in cfg["log-req-route"]),
             drains=tuple(_regexp(v, "log-drain") for v in cfg["log-drain"]),
             filters=tuple(_regexp(v, "log-filter") for v in cfg["log-filter"]),
-            logfile=cfg["daemonize"] or cfg["logto"] or None,
+            logfile=_logfile(cfg["daemonize"] or cfg["logto"]),
             maxsize=int(cfg["log-maxsize"] or 0),
             backupname=cfg["log-backupname"] or None,
             chmod=file_mode(cfg["logfile-chmod"]),
@@ -237,3 +248,8 @@ class LogPlan:
         data.pop("touch_rotate")
         data.pop("touch_reopen")
         return json.dumps(data, sort_keys=True)
+
+
+def _logfile(value: str | None) -> str | None:
+    """The file --logto/--daemonize name (None for none, or a HOST:PORT)."""
+    return None if not value or udp_address(value) else value

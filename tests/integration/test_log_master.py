@@ -385,3 +385,21 @@ def test_without_log_reopen_a_reload_keeps_the_moved_file(start_brood, app, tmp_
     b.send_signal(signal.SIGHUP)
     wait_file(moved, r"brood: ready", count=2)
     assert not log.exists()
+
+
+@pytest.mark.parametrize("log_master", [False, True])
+def test_logto_host_port_logs_over_udp(start_brood, app, udp, tmp_path, log_master) -> None:
+    """uWSGI's --logto HOST:PORT: the log goes there as datagrams (brood made a file of
+    that name); through the log master one datagram per whole line."""
+    sock = udp()
+    start_brood("--http-socket", "127.0.0.1:0", "--wsgi-file", app,
+                "--logto", f"127.0.0.1:{sock.getsockname()[1]}",
+                *(["--log-master"] if log_master else []), wait=False, cwd=str(tmp_path))
+    got = datagrams_until(sock, b"brood: ready")
+    address = bound(b"".join(got).decode(), "uwsgi socket 0")
+    get_all(address, ["/over-udp"])
+    got = datagrams_until(sock, b"GET /over-udp")
+    assert WORKER_LINE.fullmatch(got[-1].decode().rstrip("\n"))
+    if log_master:
+        assert b"APP /over-udp\n" in got
+    assert not list(tmp_path.glob("127.0.0.1*"))

@@ -107,3 +107,15 @@ def test_signature_tells_plans_apart_but_not_their_touch_files() -> None:
     b = _plan(logger=["file:/tmp/a.log"], **{"touch-logrotate": ["/tmp/t2"]})
     c = _plan(logger=["file:/tmp/b.log"], **{"touch-logrotate": ["/tmp/t1"]})
     assert a.signature() == b.signature() != c.signature()
+
+
+def test_logto_host_port_is_an_address_not_a_file_name() -> None:
+    from brood.logs.spec import udp_address
+
+    assert udp_address("127.0.0.1:1717") == ("127.0.0.1", 1717)
+    assert udp_address("logs.example:514") == ("logs.example", 514)
+    assert udp_address("[::1]:514") == ("::1", 514)
+    for value in ("/var/log/app.log", "app.log", "/var/log/a:1.log", "host:port", None):
+        assert udp_address(value) is None, value
+    assert _plan(logto="127.0.0.1:1717").logfile is None
+    assert _plan(logto="/tmp/x.log").logfile == "/tmp/x.log"
