@@ -88,6 +88,7 @@ class LogMaster:
         self.raw_fd = raw_fd  # the plain log, where fds 1 and 2 go back at the end
         self.own_read = own_read  # (copy) the read end of the master's own pipe
         self.owner = owner  # --logfile-chown
+        self.cwd = os.getcwd()  # relative log paths mean the same to a respawned one
         self.pid = 0
         self.ctl: socket.socket | None = None
         self.alive = False
@@ -129,6 +130,7 @@ class LogMaster:
             status = 1
             try:
                 ours.close()
+                os.chdir(self.cwd)
                 if self.title is not None:
                     from brood.proctitle import title_setter
 
@@ -163,12 +165,15 @@ class LogMaster:
             on_pid(self.pid, self.exited)
 
     def exited(self, status: int) -> None:
+        """Our process ended (reaped by the master): respawned at once, before the
+        master writes anything more into a pipe nobody reads."""
         self.alive = False
         if not self.stopping:
             from brood.master_children import describe_status
 
-            log(f"log master (pid: {self.pid}) died ({describe_status(status)}), "
-                "respawning")
+            self.notes.append(f"log master (pid: {self.pid}) died "
+                              f"({describe_status(status)}), respawning")
+            self.tick()
 
     def tick(self) -> None:
         """Once per master cycle: respawn a dead log master, send what waited, say what
@@ -176,8 +181,12 @@ class LogMaster:
         if not self.alive and not self.stopping:
             if self.ctl is not None:
                 self.ctl.close()
+                self.ctl = None
             self.pending.clear()  # (the new one is given every read end at its fork)
-            self._spawn()
+            try:
+                self._spawn()
+            except OSError as exc:  # (fork failed: the next cycle tries again)
+                self.notes.append(f"log master: cannot fork ({exc.strerror or exc})")
         self._flush_pending()
         self.say()
 
@@ -317,7 +326,7 @@ class LogMaster:
             "raw": self.raw_fd, "own": self.own_read,
             "kept": {str(pid): items for pid, items in self.kept.items()},
             "plan": self.plan.signature(),
-            "owner": self.owner,
+            "owner": self.owner, "cwd": self.cwd,
         })
 
     @classmethod
@@ -331,6 +340,7 @@ class LogMaster:
             data = json.loads(raw)
             lm = cls(plan, int(data["raw"]), int(data["own"]),
                      tuple(data["owner"]) if data.get("owner") else None)
+            lm.cwd = str(data.get("cwd") or lm.cwd)
             lm.kept = {int(pid): [(int(fd), str(name), bool(req)) for fd, name, req in items]
                        for pid, items in data["kept"].items()}
             ctl, pid = int(data["ctl"]), int(data["pid"])

@@ -337,9 +337,11 @@ def test_long_lines_of_concurrent_workers_arrive_whole(start_brood, app, tmp_pat
 
 def test_a_log_master_that_dies_is_respawned_on_the_same_pipes(start_brood, app,
                                                                tmp_path) -> None:
+    """... and its relative paths still name the same files after --chdir."""
     every = tmp_path / "all.log"
+    (tmp_path / "elsewhere").mkdir()
     b = start_brood("--http-socket", "127.0.0.1:0", "--wsgi-file", app, "--logger", "stdio",
-                    "--logger", f"file:{every}")
+                    "--logger", "file:all.log", "--chdir", "elsewhere", cwd=str(tmp_path))
     pid = log_master_pid(b.log())
     os.kill(pid, signal.SIGKILL)
     b.wait_for_log(rf"log master \(pid: {pid}\) died \(killed by signal 9\), respawning")
@@ -348,6 +350,7 @@ def test_a_log_master_that_dies_is_respawned_on_the_same_pipes(start_brood, app,
     get_all(b.address_of("uwsgi socket 0"), ["/after-kill"])
     wait_file(every, "APP /after-kill")
     assert new in children_of(b.pid)
+    assert not (tmp_path / "elsewhere" / "all.log").exists()
 
 
 def test_plain_logto_runs_no_log_master(start_brood, app, tmp_path) -> None:
