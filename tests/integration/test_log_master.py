@@ -406,3 +406,44 @@ def test_logto_host_port_logs_over_udp(start_brood, app, udp, tmp_path, log_mast
     if log_master:
         assert b"APP /over-udp\n" in got
     assert not list(tmp_path.glob("127.0.0.1*"))
+
+
+def test_a_stalled_log_master_makes_writers_wait_and_loses_nothing(start_brood, app,
+                                                                   tmp_path) -> None:
+    """Between a process and the log master nothing is dropped: with the log master
+    stopped, a worker fills its pipe (1 MiB) and waits; once it reads again every line
+    arrives."""
+    every = tmp_path / "all.log"
+    b = start_brood("--http-socket", "127.0.0.1:0", "--wsgi-file", app, "--logger", "stdio",
+                    "--logger", f"file:{every}")
+    address = b.address_of("uwsgi socket 0")
+    pid = log_master_pid(b.log())
+    os.kill(pid, signal.SIGSTOP)
+    done = threading.Event()
+    thread = threading.Thread(target=lambda: (get_all(address, ["/big/100000"] * 20),
+                                              done.set()))
+    try:
+        thread.start()
+        assert not done.wait(2.0)  # 2 MB of lines: the worker waits on its full pipe
+    finally:
+        os.kill(pid, signal.SIGCONT)
+    thread.join(30)
+    assert done.is_set()
+    output = wait_file(every, r"BIG \d+ x+ END\n", count=20)
+    assert len(re.findall(r"^BIG \d+ x{100000} END$", output, re.M)) == 20
+
+
+def test_lines_a_datagram_logger_cannot_send_are_counted_and_said(start_brood, app,
+                                                                   tmp_path) -> None:
+    """A datagram logger never makes anyone wait: what it cannot send is counted and the
+    plain log says so (every 10 s, and at the end)."""
+    b = start_brood("--http-socket", "127.0.0.1:0", "--wsgi-file", app, "--logger", "stdio",
+                    "--logger", f"socket:{tmp_path / 'nobody-reads.sock'}")
+    get_all(b.address_of("uwsgi socket 0"), ["/x"] * 3)
+    b.wait_for_log("APP /x", count=3)
+    b.send_signal(signal.SIGINT)
+    assert b.wait_exit() == 0
+    log, report, _ = re.split(r"(.* - log master: \d+ line\(s\) lost on socket:\S+ "
+                              r"\(No such file or directory\)\n)", b.log())
+    # every line the plain log got (stdio), the socket logger lost, and said so
+    assert re.search(rf"log master: {len(log.splitlines())} line", report), (report, log)
