@@ -244,6 +244,11 @@ class LogMaster:
     def reopen(self) -> None:
         self._send({"op": "reopen"})
 
+    def reloaded(self, logfile: bool) -> None:
+        """After the re-exec: the file loggers follow their paths (--logto's too with
+        ``logfile``, --log-reopen)."""
+        self._send({"op": "reload", "logfile": logfile})
+
     def _send(self, message: dict, fds: list[int] = ()) -> None:
         if self.pending:
             self._flush_pending()
@@ -417,8 +422,7 @@ def setup_logging(cfg: Config, first_start: bool, title: str | None = None
         if previous.alive:
             previous.notes.append(f"log master (pid: {previous.pid}) carries on")
         previous.tick()  # (respawned now if it died meanwhile: the pipes fill otherwise)
-        if cfg["log-reopen"]:
-            previous.reopen()
+        previous.reloaded(bool(cfg["log-reopen"]))
         return previous
     notes = []
     if previous is not None:

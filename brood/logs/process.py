@@ -13,8 +13,11 @@ tail as a last line and is closed.
 
 The master speaks over the control socket (``brood.logs.control``): ``add`` brings the
 read ends of a new child's pipes (SCM_RIGHTS), ``rotate`` and ``reopen`` act on every
-file sink, ``stop`` reads what is there to read and exits, ``retire`` (the next master
-started a log master of its own) reads on until every source has ended. The control
+file sink, ``reload`` (the master re-executed) opens again, silently, the file loggers
+whose path names another file now (and --logto's with --log-reopen), as a new uWSGI
+master opens its loggers, ``stop`` reads what is there to read and exits, ``retire``
+(the next master started a log master of its own) reads on until every source has
+ended. The control
 socket at end of file without either means the master died: read what is there, exit.
 
 The loop never waits on anything but the selector and the sinks' writes, so it keeps
@@ -246,6 +249,12 @@ class LogProcess:
         elif op == "reopen":
             for sink in self._files():
                 sink.reopen(now)
+        elif op == "reload":  # (the master re-executed: as a new uWSGI master opens them)
+            for sink in dict.fromkeys(self.sinks):
+                if sink is not self.raw:
+                    sink.follow()
+            if message.get("logfile"):
+                self.raw.follow()
         elif op == "stop":
             self.stopping = True
         elif op == "retire":

@@ -57,6 +57,9 @@ class Sink:
     def reopen(self, now: float) -> None:
         pass
 
+    def follow(self) -> None:
+        pass
+
     def due(self) -> bool:
         """Whether a rotation by size is waiting."""
         return False
@@ -172,6 +175,18 @@ class FileSink(Sink):
         self._replace(fd)
         with contextlib.suppress(OSError):
             _write_all(self.fd, f"[{int(now)}] {self.path} reopened.\n".encode())
+
+    def follow(self) -> None:
+        """Open the path again, without a word, when it no longer names our file (a
+        reload: uWSGI's new master opens its loggers afresh)."""
+        try:
+            path, ours = os.stat(self.path), os.fstat(self.fd)
+            same = (path.st_dev, path.st_ino) == (ours.st_dev, ours.st_ino)
+        except OSError:
+            same = False
+        if not same:
+            with contextlib.suppress(OSError):
+                self._replace(self._open(truncate=False))
 
     def _replace(self, fd: int) -> None:
         with contextlib.suppress(OSError):

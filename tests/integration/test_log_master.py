@@ -447,3 +447,23 @@ def test_lines_a_datagram_logger_cannot_send_are_counted_and_said(start_brood, a
                               r"\(No such file or directory\)\n)", b.log())
     # every line the plain log got (stdio), the socket logger lost, and said so
     assert re.search(rf"log master: {len(log.splitlines())} line", report), (report, log)
+
+
+@pytest.mark.parametrize("log_reopen", [False, True])
+def test_a_reload_opens_moved_logger_files_again_as_uwsgi(start_brood, app, tmp_path,
+                                                          log_reopen) -> None:
+    """uWSGI's new master opens its loggers afresh, and --logto's file only with
+    --log-reopen: after logrotate's mv and a SIGHUP, new lines go to the new files."""
+    log, every = tmp_path / "main.log", tmp_path / "all.log"
+    b, _ = _start_logto(start_brood, app, log, "--logger", f"file:{every}", "--logger",
+                        "stdio", *(["--log-reopen"] if log_reopen else []))
+    wait_file(every, "brood: ready")
+    every.rename(tmp_path / "all.moved")
+    log.rename(tmp_path / "main.moved")
+    b.send_signal(signal.SIGHUP)
+    wait_file(every, "brood: ready")
+    assert "binary reloading brood" in text(tmp_path / "all.moved")
+    plain = log if log_reopen else tmp_path / "main.moved"
+    assert wait_file(plain, "brood: ready", count=1 if log_reopen else 2)
+    assert log.exists() == log_reopen
+    assert "reopened" not in text(every) + text(plain)  # (silently, as a new process)

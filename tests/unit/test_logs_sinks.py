@@ -135,3 +135,16 @@ def test_syslog_frames_as_glibc_and_counts_lines_nobody_reads(tmp_path: Path) ->
     finally:
         server.close()
         sink.close()
+
+
+def test_follow_reopens_silently_only_when_the_path_names_another_file(tmp_path: Path) -> None:
+    path = tmp_path / "app.log"
+    sink = FileSink(str(path))
+    fd = sink.fd
+    sink.follow()
+    assert sink.fd == fd  # same file: left alone
+    path.rename(tmp_path / "moved.log")
+    sink.follow()
+    sink.write(b"new\n", NOW)
+    assert path.read_bytes() == b"new\n" and (tmp_path / "moved.log").read_bytes() == b""
+    sink.close()
