@@ -49,11 +49,13 @@ from brood.log import log
 from brood.logs import control
 from brood.logs.spec import LogPlan
 from brood.master_env import daemonize, logto
+from brood.signals import stops_blocked
 
 ENV = "BROOD_LOG_MASTER"
 PIPE_SIZE = 1 << 20  # the default Linux ceiling for an unprivileged F_SETPIPE_SZ
 REQUEST_FD_MIN = 64  # the request channel's fd in a child: away from the low numbers
 STOP_WAIT = 5.0  # seconds the log master gets to write out what the pipes hold
+RESPAWN_YOUNG = 1.0  # a log master dead this soon is respawned at the next cycle
 F_SETPIPE_SZ = getattr(fcntl, "F_SETPIPE_SZ", 1031)
 
 
@@ -92,6 +94,7 @@ class LogMaster:
         self.pid = 0
         self.ctl: socket.socket | None = None
         self.alive = False
+        self.started = 0.0  # (monotonic) when it was forked
         self.stopping = False
         self.kept: dict[int, list[tuple[int, str, bool]]] = {}  # pid -> (fd, name, req)
         self.pending: list[tuple[dict, list[int]]] = []
@@ -125,7 +128,8 @@ class LogMaster:
         ours, theirs = control.pair()
         sys.stdout.flush()
         sys.stderr.flush()
-        pid = os.fork()
+        with stops_blocked():  # (until its own handlers are in: LogProcess.run)
+            pid = os.fork()
         if pid == 0:  # the log master: never returns
             status = 1
             try:
@@ -154,6 +158,7 @@ class LogMaster:
         theirs.close()
         ours.setblocking(False)
         self.pid, self.ctl, self.alive = pid, ours, True
+        self.started = time.monotonic()
         self.notes.append(f"log master started (pid: {pid})")
         if self.on_pid is not None:
             self.on_pid(pid, self.exited)
@@ -166,14 +171,16 @@ class LogMaster:
 
     def exited(self, status: int) -> None:
         """Our process ended (reaped by the master): respawned at once, before the
-        master writes anything more into a pipe nobody reads."""
+        master writes anything more into a pipe nobody reads; one that died young waits
+        for the next master cycle (no fork loop)."""
         self.alive = False
         if not self.stopping:
             from brood.master_children import describe_status
 
             self.notes.append(f"log master (pid: {self.pid}) died "
                               f"({describe_status(status)}), respawning")
-            self.tick()
+            if time.monotonic() - self.started >= RESPAWN_YOUNG:
+                self.tick()
 
     def tick(self) -> None:
         """Once per master cycle: respawn a dead log master, send what waited, say what

@@ -43,6 +43,7 @@ from brood.logs import control
 from brood.logs.lines import LineBuffer, Routing, split_lines
 from brood.logs.sinks import DatagramSink, FdSink, FileSink, Sink, open_sink
 from brood.logs.spec import LogPlan
+from brood.signals import release_stops
 
 READ_SIZE = 65536
 READS_PER_WAKE = 16  # per source and wakeup: one chatty process cannot starve the rest
@@ -167,6 +168,7 @@ class LogProcess:
         signal.signal(signal.SIGCHLD, signal.SIG_DFL)
         for signum in (signal.SIGINT, signal.SIGHUP, signal.SIGTERM, signal.SIGQUIT):
             signal.signal(signum, signal.SIG_IGN)
+        release_stops()  # (held since the fork)
         next_tick = time.time() + TICK
         while True:
             for key, _ in self.selector.select(max(0.0, next_tick - time.time())):
