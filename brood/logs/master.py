@@ -291,11 +291,8 @@ class LogMaster:
         sys.stderr.flush()
         os.dup2(self.raw_fd, 1)
         os.dup2(self.raw_fd, 2)
-        self._flush_pending()
         if self.ctl is not None:
-            with contextlib.suppress(OSError):
-                self.ctl.setblocking(True)
-                control.send(self.ctl, {"op": "stop"})
+            self._send_all({"op": "stop"}, wait)
             self.ctl.close()
             self.ctl = None
         if self.alive:
@@ -313,18 +310,31 @@ class LogMaster:
         os.dup2(self.raw_fd, 1)
         os.dup2(self.raw_fd, 2)
         if self.ctl is not None:
-            with contextlib.suppress(OSError):
-                self.ctl.setblocking(True)
-                control.send(self.ctl, {"op": "retire"})
+            self._send_all({"op": "retire"}, STOP_WAIT)
             self.ctl.close()
             self.ctl = None
         _close(self.raw_fd, self.own_read,
                *(fd for items in self.kept.values() for fd, _, _ in items))
         self.kept = {}
 
+    def _send_all(self, last: dict | None, wait: float) -> None:
+        """What waited to be sent, then ``last``, waiting up to ``wait`` seconds for room
+        (the process is about to end or to re-execute: nothing may stay behind)."""
+        if self.ctl is None:
+            return
+        with contextlib.suppress(OSError):
+            self.ctl.settimeout(wait)
+            for message, fds in self.pending:
+                control.send(self.ctl, message, fds)
+            self.pending.clear()
+            if last is not None:
+                control.send(self.ctl, last)
+        with contextlib.suppress(OSError):
+            self.ctl.setblocking(False)
+
     def hand_over(self, env: dict[str, str]) -> None:
         """Before the re-exec: what the next master needs to adopt it, in ``env``."""
-        self._flush_pending()
+        self._send_all(None, STOP_WAIT)
         fds = [self.raw_fd, self.own_read,
                *(fd for items in self.kept.values() for fd, _, _ in items)]
         if self.ctl is not None:
