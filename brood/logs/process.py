@@ -81,11 +81,12 @@ class LogProcess:
                                       owner=owner, label=plan.logfile)
         else:  # the terminal, a pipe, or --logto HOST:PORT's UDP socket
             self.raw = DatagramSink.connected(raw_fd, "the log socket") or \
-                FdSink(raw_fd, "the terminal")
+                FdSink(raw_fd, "stderr")
         self.sinks: list[Sink] = []
         names: dict[str, int] = {}
         for spec in plan.loggers:
-            names.setdefault(spec.name or "", len(self.sinks))
+            if spec.name:  # (uWSGI routes to the first of a name)
+                names.setdefault(spec.name, len(self.sinks))
             self.sinks.append(open_sink(spec, self.raw, plan.chmod, owner))
         main_defaults = [i for i, s in enumerate(plan.loggers) if s.name is None]
         first_req = len(self.sinks)
