@@ -69,7 +69,7 @@ from brood.config.load import load_config
 from brood.config.model import Config, refuse_unavailable
 from brood.config.option import OptionError
 from brood.log import log, plain, redirect_output, stamp
-from brood.logs.master import LogMaster, setup_logging
+from brood.logs.master import LogMaster, probe, setup_logging
 from brood.logs.sinks import backup_name
 from brood.logs.spec import LogPlan
 from brood.master_appcheck import APP_CHECK_TIMEOUT, AppCheck
@@ -740,7 +740,7 @@ def check_start_options(cfg: Config) -> None:
         compile_format(str(cfg["log-format"]))
     check_privileges(cfg["uid"], cfg["gid"])
     check_routers(cfg)
-    LogPlan.from_config(cfg)
+    probe(LogPlan.from_config(cfg))
 
 
 def _version() -> str:

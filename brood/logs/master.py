@@ -459,7 +459,7 @@ def setup_logging(cfg: Config, first_start: bool, title: str | None = None
         _chmod_chown(1, plan.chmod, owner)
     if not plan.needs_master:
         return None
-    _probe(plan)
+    probe(plan)
     lm = LogMaster.start(plan, cfg["uid"], cfg["gid"], owner, title)
     lm.notes[:0] = notes
     return lm
@@ -492,9 +492,10 @@ def _chmod_chown(fd: int, mode: int | None, owner: tuple[int, int] | None) -> No
             os.fchown(fd, *owner)
 
 
-def _probe(plan: LogPlan) -> None:
-    """Each file logger opens and each fd logger is open, or the start stops here,
-    naming it (the log master opens them again, after the fork)."""
+def probe(plan: LogPlan) -> None:
+    """Each file logger opens and each fd logger is open, or the start (or a reload,
+    beforehand) stops here, naming it (the log master opens them again, after the
+    fork)."""
     for spec in plan.loggers + plan.req_loggers:
         if spec.kind == "file":
             try:

@@ -467,3 +467,16 @@ def test_a_reload_opens_moved_logger_files_again_as_uwsgi(start_brood, app, tmp_
     assert wait_file(plain, "brood: ready", count=1 if log_reopen else 2)
     assert log.exists() == log_reopen
     assert "reopened" not in text(every) + text(plain)  # (silently, as a new process)
+
+
+def test_a_reload_to_a_logger_that_cannot_open_is_refused(start_brood, app, tmp_path) -> None:
+    ini = tmp_path / "app.ini"
+    body = f"[uwsgi]\nhttp-socket = 127.0.0.1:0\nwsgi-file = {app}\nlogger = stdio\n"
+    ini.write_text(body + f"logger = file:{tmp_path / 'a.log'}\n")
+    b = start_brood(str(ini))
+    ini.write_text(body + "logger = file:/nonexistent/dir/b.log\n")
+    b.send_signal(signal.SIGHUP)
+    b.wait_for_log(r"reload refused, the config no longer loads: --logger "
+                   r"file:/nonexistent/dir/b.log: cannot open")
+    get_all(b.address_of("uwsgi socket 0"), ["/still"])
+    wait_file(tmp_path / "a.log", "APP /still")
