@@ -286,15 +286,7 @@ class LogMaster:
     def stop(self, wait: float = STOP_WAIT) -> None:
         """At exit: fds 1 and 2 back to the plain log, then the log master writes out
         what the pipes hold and exits (SIGKILL after ``wait`` seconds)."""
-        self.stopping = True
-        sys.stdout.flush()
-        sys.stderr.flush()
-        os.dup2(self.raw_fd, 1)
-        os.dup2(self.raw_fd, 2)
-        if self.ctl is not None:
-            self._send_all({"op": "stop"}, wait)
-            self.ctl.close()
-            self.ctl = None
+        self._let_go("stop", wait)
         if self.alive:
             _wait_for(self.pid, wait)
             self.alive = False
@@ -304,18 +296,22 @@ class LogMaster:
     def retire(self) -> None:
         """This master will not use it (its options changed): it reads on until the
         processes it serves have ended, then exits by itself."""
+        self._let_go("retire", STOP_WAIT)
+        _close(self.raw_fd, self.own_read,
+               *(fd for items in self.kept.values() for fd, _, _ in items))
+        self.kept = {}
+
+    def _let_go(self, op: str, wait: float) -> None:
+        """fds 1 and 2 back to the plain log, then the last word to the log master."""
         self.stopping = True
         sys.stdout.flush()
         sys.stderr.flush()
         os.dup2(self.raw_fd, 1)
         os.dup2(self.raw_fd, 2)
         if self.ctl is not None:
-            self._send_all({"op": "retire"}, STOP_WAIT)
+            self._send_all({"op": op}, wait)
             self.ctl.close()
             self.ctl = None
-        _close(self.raw_fd, self.own_read,
-               *(fd for items in self.kept.values() for fd, _, _ in items))
-        self.kept = {}
 
     def _send_all(self, last: dict | None, wait: float) -> None:
         """What waited to be sent, then ``last``, waiting up to ``wait`` seconds for room
