@@ -28,7 +28,7 @@ import sys
 from collections.abc import Mapping
 from typing import Any
 
-from brood.config.option import OptionError
+from brood.config.option import OptionError, to_mode
 from brood.listener import Listener
 from brood.log import log, redirect_output
 from brood.sockets import (
@@ -265,13 +265,7 @@ def take_draining() -> list[tuple[int, str, float]]:
 
 def socket_mode(value: str) -> int:
     """--chmod-socket's octal mode; OptionError naming it."""
-    try:
-        mode = int(str(value).strip(), 8)
-    except ValueError:
-        mode = -1
-    if not 0 <= mode <= 0o7777:
-        raise OptionError(f"--chmod-socket {value}: expected an octal mode such as 660")
-    return mode
+    return to_mode(value, "chmod-socket", "660")
 
 
 def chmod_socket(listener: Listener, mode: int) -> None:

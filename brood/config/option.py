@@ -69,6 +69,17 @@ def to_size(raw: str) -> int:
         raise ValueError(f"expected a size such as 4096, 64k or 1m, got {raw!r}") from None
 
 
+def to_mode(raw: str, option: str, example: str) -> int:
+    """An octal file mode (``660``) given to ``--option``; OptionError naming it."""
+    try:
+        mode = int(str(raw).strip(), 8)
+    except ValueError:
+        mode = -1
+    if not 0 <= mode <= 0o7777:
+        raise OptionError(f"--{option} {raw}: expected an octal mode such as {example}")
+    return mode
+
+
 def to_str(raw: str) -> str:
     return raw
 

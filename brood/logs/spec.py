@@ -17,7 +17,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from brood.config.model import Config
-from brood.config.option import OptionError
+from brood.config.option import OptionError, to_mode
 
 # Syslog facility numbers (RFC 5424, as glibc names them); uWSGI's default is daemon.
 FACILITIES = {
@@ -179,13 +179,7 @@ def file_mode(value: str | None) -> int | None:
     """--logfile-chmod's octal mode; OptionError naming it."""
     if value in (None, ""):
         return None
-    try:
-        mode = int(str(value).strip(), 8)
-    except ValueError:
-        mode = -1
-    if not 0 <= mode <= 0o7777:
-        raise OptionError(f"--logfile-chmod {value}: expected an octal mode such as 640")
-    return mode
+    return to_mode(value, "logfile-chmod", "640")
 
 
 @dataclass(frozen=True)
