@@ -41,12 +41,15 @@ import sys
 import traceback
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING
 
 from brood.log import log
 from brood.plan import ChildSpec
 from brood.scoreboard import STATUS_NAMES, WorkerSlot
 from brood.signals import stops_blocked
+
+if TYPE_CHECKING:
+    from brood.logs.master import ChildPipes, LogMaster
 
 FAST_DEATH = 1.0  # a child that dies younger than this counts as dying "too fast"
 MAX_BACKOFF = 8.0  # ceiling for the respawn delay of a crash-looping child
@@ -145,7 +148,7 @@ class ChildTable:
         self.others: dict[int, Callable[[int], None]] = {}
         # The log master (``brood.logs.master.LogMaster``), when there is one: each
         # child's output goes into pipes of its own that it reads.
-        self.output: Any = None
+        self.output: LogMaster | None = None
 
     # -- spawning --------------------------------------------------------------------
 
@@ -181,7 +184,7 @@ class ChildTable:
             spec.scoreboard.slot(child.index).pid = pid
         log(f"spawned {spec.label} {child.index} (pid: {pid}, cores: 1)")
 
-    def _pipes(self, child: _Child) -> Any:
+    def _pipes(self, child: _Child) -> ChildPipes | None:
         """The child's output pipes, when the log master runs (None: it writes where the
         master does, into the master's own pipe, when they cannot be made)."""
         if self.output is None:
@@ -193,7 +196,8 @@ class ChildTable:
                 "writes through the master's")
             return None
 
-    def _run_child(self, child: _Child, master_pid: int, pipes: Any = None) -> None:
+    def _run_child(self, child: _Child, master_pid: int,
+                   pipes: ChildPipes | None = None) -> None:
         """In the forked child: never returns into the master's code."""
         status = 1
         try:

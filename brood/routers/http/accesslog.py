@@ -32,8 +32,9 @@ pipe never interleave), at the lane's sweep (once a second) and as the lane ends
 (``AccessLog.flush``); the general path writes its line, after any queued, at once. fd
 2 is where the rest of brood's log goes (``--logto`` and ``--daemonize`` redirect it,
 ``brood.log``), unless --req-logger gives request lines a pipe of their own
-(``brood.log.REQUEST_FD``). A line waits a second at most, and a stop (SIGINT, SIGTERM, a reload)
-loses none: the lane flushes as it ends; only a SIGKILL loses that second's lines.
+(``brood.log.REQUEST_FD``). A line waits a second at most, and a stop (SIGINT, SIGTERM,
+a reload) loses none: the lane flushes as it ends; only a SIGKILL loses that second's
+lines.
 """
 
 from __future__ import annotations
