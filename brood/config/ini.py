@@ -76,19 +76,33 @@ def split_spec(spec: str) -> tuple[str, str]:
     return spec, DEFAULT_SECTION
 
 
+class TooLarge(ValueError):
+    """A config file, ``@()`` source or ``for-readline`` list over ``MAX_INI`` bytes."""
+
+
+def read_bounded(path: str) -> bytes:
+    """At most ``MAX_INI`` bytes of ``path`` (``/dev/zero`` is no config, ``<(...)`` is
+    one); OSError as opening or reading raises it, TooLarge past the bound."""
+    with open(path, "rb") as fh:
+        data = fh.read(MAX_INI + 1)
+    if len(data) > MAX_INI:
+        raise TooLarge(path)
+    return data
+
+
 def read_text(path: str) -> str:
     """The text of ``path``; OptionError (one line) when it is missing, unreadable or
-    larger than ``MAX_INI`` (``/dev/zero`` is no config, ``<(...)`` is one). Bytes that
-    are not UTF-8 come back as surrogates: refused only where a line is read."""
+    larger than ``MAX_INI``. Bytes that are not UTF-8 come back as surrogates: refused
+    only where a line is read."""
     try:
-        with open(path, "rb") as fh:
-            data = fh.read(MAX_INI + 1)
+        data = read_bounded(path)
     except FileNotFoundError:
         raise OptionError(f"--ini: no such file: {path}") from None
     except OSError as exc:
         raise OptionError(f"--ini: cannot read {path}: {exc.strerror or exc}") from None
-    if len(data) > MAX_INI:
-        raise OptionError(f"--ini: {path} is larger than {MAX_INI >> 20} MiB: not a config")
+    except TooLarge:
+        raise OptionError(f"--ini: {path} is larger than {MAX_INI >> 20} MiB: "
+                          "not a config") from None
     return data.decode("utf-8", "surrogateescape")
 
 

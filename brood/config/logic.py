@@ -29,6 +29,7 @@ import socket
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
+from brood.config.ini import MAX_INI, TooLarge, read_bounded
 from brood.config.option import OptionError
 
 # What if-plugin finds. uWSGI answers it by the names of the plugins loaded (its
@@ -51,7 +52,7 @@ END_ANY = "end"
 # for-readline reads lines as fgets into 1024 bytes does, from a file of at most (far
 # more than any list of backends; /dev/zero is none):
 _READLINE_PIECE = 1023
-MAX_LINES_FILE = 4 << 20
+MAX_LINES_FILE = MAX_INI
 
 
 @dataclass
@@ -89,15 +90,15 @@ def _for_times(arg: str, ctx: LogicContext) -> Runs:
 
 def _for_readline(arg: str, ctx: LogicContext) -> Runs:
     try:
-        with open(arg, "rb") as fh:
-            data = fh.read(MAX_LINES_FILE + 1)
+        data = read_bounded(arg)
     except OSError as exc:
         note = f"for-readline {arg}: {exc.strerror or exc}: no lines (as uWSGI)"
         if note not in ctx.notes:
             ctx.notes.append(note)
         return []
-    if len(data) > MAX_LINES_FILE:
-        raise OptionError(f"{arg} is larger than {MAX_LINES_FILE >> 20} MiB: no list of lines")
+    except TooLarge:
+        raise OptionError(f"{arg} is larger than {MAX_LINES_FILE >> 20} MiB: "
+                          "no list of lines") from None
     lines: Runs = []
     at = 0
     while at < len(data):  # as fgets: through a newline, or 1023 bytes of a longer line

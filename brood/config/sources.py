@@ -28,10 +28,11 @@ import sys
 import time
 import urllib.parse
 
+from brood.config.ini import MAX_INI, TooLarge, read_bounded
 from brood.config.option import OptionError
 
 # More than any value of a config; what an endless source (/dev/zero, `yes`) is cut at.
-MAX_SOURCE = 4 << 20
+MAX_SOURCE = MAX_INI
 # A config command or URL that has not answered by then will not: the start stops
 # with a line rather than hanging (uWSGI waits forever).
 EXEC_TIMEOUT = 60.0
@@ -83,13 +84,11 @@ def _too_big(spec: str) -> OptionError:
 
 def _read_file(path: str) -> bytes:
     try:
-        with open(path, "rb") as fh:
-            data = fh.read(MAX_SOURCE + 1)
+        return read_bounded(path)
     except OSError as exc:
         raise OptionError(f"@({path}): cannot read {path}: {exc.strerror or exc}") from None
-    if len(data) > MAX_SOURCE:
-        raise _too_big(path)
-    return data
+    except TooLarge:
+        raise _too_big(path) from None
 
 
 def _read_fd(fd: int, spec: str) -> bytes:
