@@ -68,9 +68,9 @@ from brood import fdlimit
 from brood.config.load import load_config
 from brood.config.model import Config, refuse_unavailable
 from brood.config.option import OptionError
-from brood.log import log, plain, redirect_output, stamp
+from brood.log import log, plain, redirect_output
 from brood.logs.master import LogMaster, probe, setup_logging
-from brood.logs.sinks import backup_name
+from brood.logs.sinks import backup_name, rotation_notice
 from brood.logs.spec import LogPlan
 from brood.master_appcheck import APP_CHECK_TIMEOUT, AppCheck
 from brood.master_children import ChildTable, Draining, adopt_draining
@@ -641,8 +641,7 @@ class Master:
         except OSError:
             size = 0
         with contextlib.suppress(OSError):
-            os.write(2, f"{stamp(now)} - logsize: {size}, triggering rotation to "
-                        f"{target}...\n".encode())
+            os.write(2, rotation_notice(size, target, now))
         try:
             os.rename(path, target)
             redirect_output(path, truncate=True)

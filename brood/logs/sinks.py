@@ -146,9 +146,8 @@ class FileSink(Sink):
         target = self.backup_name(now)
         if self.backupname is None and os.path.lexists(target):
             return False  # an epoch name taken this second: next second, never over it
-        notice = f"{stamp(now)} - logsize: {self.size()}, triggering rotation to {target}...\n"
         with contextlib.suppress(OSError):
-            _write_all(self.fd, notice.encode())
+            _write_all(self.fd, rotation_notice(self.size(), target, now))
         try:
             os.rename(self.path, target)
             fd = self._open(truncate=True)
@@ -202,6 +201,11 @@ class FileSink(Sink):
 def backup_name(path: str, backupname: str | None, now: float) -> str:
     """The rotated file's name: --log-backupname, or uWSGI's ``PATH.EPOCH``."""
     return backupname if backupname else f"{path}.{int(now)}"
+
+
+def rotation_notice(size: int, target: str, now: float) -> bytes:
+    """The last line of a rotated file, as uWSGI writes it."""
+    return f"{stamp(now)} - logsize: {size}, triggering rotation to {target}...\n".encode()
 
 
 def _is_regular(fd: int) -> bool:
