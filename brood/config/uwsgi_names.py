@@ -237,9 +237,8 @@ IGNORABLE = frozenset((
     "cache-expire-freq", "cache-report-freed-items", "catch-exceptions", "cheaper",
     "cheaper-algo", "cheaper-initial", "cheaper-overload", "cheaper-step",
     "cpu-affinity", "disable-write-exception", "ignore-sigpipe", "ignore-write-errors",
-    "log-big", "log-format-strftime", "log-ioerror",
+    "log-format-strftime",
     "log-master-bufsize", "log-master-stream", "log-master-req-stream",  # (brood.logs)
-    "log-micros", "log-sendfile", "log-slow", "log-x-forwarded-for", "log-zero",
     "logformat-strftime", "master-as-root",
     "mode",
     "need-app", "no-orphans", "offload-threads", "optimize", "pcre-jit",

@@ -1,7 +1,15 @@
 """The worker's request log: which requests get a line, and ``--log-format`` lines.
 
-Which requests: every one, unless ``--disable-logging``; then only those answered 4xx
-with ``--log-4xx`` and 5xx with ``--log-5xx`` (``wanted``), as uWSGI decides.
+Which requests (``LogRules``, shared with the HTTP router's line): every one, unless
+``--disable-logging``; then only those one of uWSGI's exceptions asks for, checked in
+uWSGI's order: an empty body (``--log-zero``), at least N msecs (``--log-slow``), a 4xx
+(``--log-4xx``) or 5xx (``--log-5xx``) status, a body of at least N bytes
+(``--log-big``), a file sent with sendfile (``--log-sendfile``), a client that went away
+mid-request (``--log-ioerror``).
+
+How the default line says it: ``--log-micros`` gives the time in micros, and
+``--log-x-forwarded-for`` the request's X-Forwarded-For as the address (``%(addr)``
+too) when it has one, as uWSGI does.
 
 ``--log-format`` (alias ``--logformat``) replaces the worker's default line with a
 template of uWSGI's request log variables, ``%(name)``, from ``VARIABLES`` below, plus
@@ -22,10 +30,12 @@ import contextlib
 import os
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from brood import log as brood_log
 from brood.logformat import Getter, LineFormat, parse_format
+from brood.workers.loader import option
 
 if TYPE_CHECKING:
     from brood.workers.response import Core
@@ -36,16 +46,51 @@ _PAGE = os.sysconf("SC_PAGE_SIZE")
 _MB = 1024 * 1024
 
 
-def wanted(status: int, everything: bool, log_4xx: bool, log_5xx: bool) -> bool:
-    """Whether a request answered ``status`` gets a line: all of them when request
-    logging is on (``everything``), else only 4xx with --log-4xx and 5xx with --log-5xx."""
-    if everything:
-        return True
-    if 400 <= status <= 499:
-        return log_4xx
-    if 500 <= status <= 599:
-        return log_5xx
-    return False
+@dataclass(frozen=True, slots=True)
+class LogRules:
+    """Which finished requests get a request line: all of them, unless
+    --disable-logging (``everything`` False); then only those one of uWSGI's exceptions
+    asks for (uWSGI's ``log_request``, in its order). ``slow`` is in msecs and ``big``
+    in bytes, 0 for off; sizes are body bytes."""
+
+    everything: bool = True
+    log_4xx: bool = False
+    log_5xx: bool = False
+    zero: bool = False
+    slow: int = 0
+    big: int = 0
+    sendfile: bool = False
+    ioerror: bool = False
+
+    @classmethod
+    def from_config(cls, cfg: Any) -> LogRules:
+        """The core options, as the workers and the HTTP router read them."""
+        return cls(everything=not option(cfg, "disable-logging", False),
+                   log_4xx=bool(option(cfg, "log-4xx", False)),
+                   log_5xx=bool(option(cfg, "log-5xx", False)),
+                   zero=bool(option(cfg, "log-zero", False)),
+                   slow=int(option(cfg, "log-slow", 0)), big=int(option(cfg, "log-big", 0)),
+                   sendfile=bool(option(cfg, "log-sendfile", False)),
+                   ioerror=bool(option(cfg, "log-ioerror", False)))
+
+    @property
+    def any(self) -> bool:
+        """Whether any request may get a line."""
+        return (self.everything or self.log_4xx or self.log_5xx or self.zero
+                or self.slow > 0 or self.big > 0 or self.sendfile or self.ioerror)
+
+    def wants(self, status: int, size: int, msecs: int, sendfile: bool = False,
+              ioerror: bool = False) -> bool:
+        """Whether a request answered ``status`` with ``size`` body bytes in ``msecs``
+        gets a line."""
+        return (self.everything
+                or (self.zero and size == 0)
+                or (self.slow > 0 and msecs >= self.slow)
+                or (self.log_4xx and 400 <= status <= 499)
+                or (self.log_5xx and 500 <= status <= 599)
+                or (self.big > 0 and size >= self.big)
+                or (self.sendfile and sendfile)
+                or (self.ioerror and ioerror))
 
 
 class Facts:
@@ -83,6 +128,15 @@ def _env(key: str) -> Getter:
     return get
 
 
+def _addr(f: Facts) -> str:
+    """REMOTE_ADDR, or with --log-x-forwarded-for the X-Forwarded-For sent, as uWSGI."""
+    environ = f.environ
+    addr = environ.get("REMOTE_ADDR", "")
+    if f.worker.log_x_forwarded_for:
+        addr = environ.get("HTTP_X_FORWARDED_FOR", addr)
+    return "" if addr is None else str(addr)
+
+
 def _uri(f: Facts) -> str:
     return f.environ.get("REQUEST_URI") or f.environ.get("PATH_INFO", "")
 
@@ -109,7 +163,7 @@ VARIABLES: dict[str, Callable[[Facts], str]] = {
     "uri": _uri,
     "method": _env("REQUEST_METHOD"),
     "user": _env("REMOTE_USER"),
-    "addr": _env("REMOTE_ADDR"),
+    "addr": _addr,
     "host": _env("HTTP_HOST"),
     "proto": _env("SERVER_PROTOCOL"),
     "uagent": _env("HTTP_USER_AGENT"),
@@ -168,22 +222,22 @@ def line_bytes(line: str) -> bytes:
 
 class RequestLog:
     """A worker's ``request_log`` when it is not the default one: a --log-format line,
-    and/or only the statuses --log-4xx/--log-5xx want (under --disable-logging)."""
+    and/or only the requests ``LogRules`` wants (under --disable-logging)."""
 
-    __slots__ = ("worker", "default_line", "format", "everything", "log_4xx", "log_5xx")
+    __slots__ = ("worker", "default_line", "format", "rules")
 
     def __init__(self, worker: Worker, default_line: Callable[..., None], fmt: str | None,
-                 everything: bool, log_4xx: bool, log_5xx: bool) -> None:
+                 rules: LogRules) -> None:
         self.worker = worker
         self.default_line = default_line  # the worker's own line, used without a format
         self.format = compile_format(fmt) if fmt else None
-        self.everything = everything
-        self.log_4xx = log_4xx
-        self.log_5xx = log_5xx
+        self.rules = rules
 
     def __call__(self, core: Core, environ: dict[str, Any], start: float, end: float,
                  vsize: int, nvars: int) -> None:
-        if not self.everything and not wanted(core.code, False, self.log_4xx, self.log_5xx):
+        rules = self.rules
+        if not rules.everything and not rules.wants(
+                core.code, core.sent, int((end - start) * 1000), core.sendfile, core.broken):
             return
         if self.format is None:
             self.default_line(core, environ, start, end, vsize, nvars)

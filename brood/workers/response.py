@@ -95,7 +95,7 @@ class Core:
     __slots__ = (
         "worker", "id", "sock", "version", "http", "keep", "head_only", "status",
         "headers", "head_sent", "chunked", "sent", "code", "cl", "hsize", "hcount",
-        "broken", "start_response", "write",
+        "broken", "sendfile", "start_response", "write",
     )  # fmt: skip
 
     def __init__(self, worker: Worker, core_id: int) -> None:
@@ -122,6 +122,7 @@ class Core:
         self.hsize = 0
         self.hcount = 0
         self.broken = False
+        self.sendfile = False  # the body went out with os.sendfile (the request line says so)
 
     # -- PEP 3333 callables -------------------------------------------------------------
 
@@ -355,6 +356,7 @@ class Core:
             return True
         out = self.sock.fileno()
         end = offset + count
+        self.sendfile = True
         try:
             while offset < end:
                 n = os.sendfile(out, fd, offset, min(end - offset, _SENDFILE_MAX))

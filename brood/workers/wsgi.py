@@ -26,9 +26,10 @@ hung workers (harakiri) with SIGKILL itself; with --harakiri-verbose each core p
 the request it serves in the scoreboard, for the master to log then.
 
 Request lines (``_setup_request_log``): the default uWSGI-style line, or a --log-format
-one (``reqlog``), for every request or, with --disable-logging, only the 4xx/5xx ones
---log-4xx/--log-5xx ask for; chosen once, so a request pays one call at most and the
-default worker exactly what it paid before these options existed.
+one (``reqlog``), for every request or, with --disable-logging, only those uWSGI's
+exceptions ask for (--log-4xx, --log-slow... ``reqlog.LogRules``); chosen once, so a
+request pays one call at most and the default worker what it paid before these options
+existed, plus the two attribute loads of --log-micros and --log-x-forwarded-for.
 """
 
 from __future__ import annotations
@@ -472,18 +473,20 @@ class Worker:
     def _setup_request_log(self, cfg: Config) -> None:
         """Whether requests are logged and how. The default line needs nothing more
         (``request_log`` is the class's ``_access_log``); a --log-format, or
-        --disable-logging with --log-4xx/--log-5xx, sets a ``reqlog.RequestLog`` as this
-        worker's ``request_log`` instead. Nothing else is stored: the default worker
-        keeps its attributes (and so its attribute loads) as they were."""
-        everything = not option(cfg, "disable-logging", False)
-        log_4xx = bool(option(cfg, "log-4xx", False))
-        log_5xx = bool(option(cfg, "log-5xx", False))
+        --disable-logging with one of uWSGI's exceptions (--log-4xx, --log-slow...), sets
+        a ``reqlog.RequestLog`` as this worker's ``request_log`` instead. --log-micros
+        and --log-x-forwarded-for set what the line says. Nothing else is stored: the
+        default worker keeps its attributes (and so its attribute loads) as they were."""
+        rules = reqlog.LogRules.from_config(cfg)
         fmt = option(cfg, "log-format", None)
-        self.logging = everything or log_4xx or log_5xx
-        if fmt or (self.logging and not everything):
+        if option(cfg, "log-micros", False):
+            self._time_scale, self._time_unit = 1_000_000, "micros"
+        if option(cfg, "log-x-forwarded-for", False):
+            self.log_x_forwarded_for = True
+        self.logging = rules.any
+        if fmt or (self.logging and not rules.everything):
             self.request_log = reqlog.RequestLog(  # type: ignore[method-assign]
-                self, self._access_log, str(fmt) if fmt else None, everything, log_4xx,
-                log_5xx)
+                self, self._access_log, str(fmt) if fmt else None, rules)
 
     def _setup_memory_report(self) -> None:
         """--memory-report: each request reads the worker's memory for the stats
@@ -512,20 +515,29 @@ class Worker:
             self._ctime_sec = sec
             self._ctime = time.ctime(sec)
         uri = environ.get("REQUEST_URI") or environ.get("PATH_INFO", "")
+        addr = environ.get("REMOTE_ADDR", "")
+        if self.log_x_forwarded_for:
+            addr = environ.get("HTTP_X_FORWARDED_FOR", addr)
+        # uWSGI's words for a file sent with sendfile: "via sendfile()", no switches
+        via, switches = (" via sendfile() ", 0) if core.sendfile else (" ", 1)
         line = (
             f"{prefix}[pid: {self.pid}|app: 0|req: {self.requests}/"
             f"{self.account.total_requests()}] "
-            f"{environ.get('REMOTE_ADDR', '')} ({environ.get('REMOTE_USER', '')}) "
+            f"{addr} ({environ.get('REMOTE_USER', '')}) "
             f"{{{nvars} vars in {vsize} bytes}} [{self._ctime}] "
             f"{environ.get('REQUEST_METHOD', '')} {uri} => generated {core.sent} bytes in "
-            f"{int((end - start) * 1000)} msecs ({environ.get('SERVER_PROTOCOL', 'HTTP/1.0')} "
+            f"{int((end - start) * self._time_scale)} {self._time_unit}{via}"
+            f"({environ.get('SERVER_PROTOCOL', 'HTTP/1.0')} "
             f"{core.code}) {core.hcount} headers in {core.hsize} bytes "
-            f"(1 switches on core {core.id})\n"
+            f"({switches} switches on core {core.id})\n"
         )
         with contextlib.suppress(OSError):
             os.write(brood_log.REQUEST_FD, reqlog.line_bytes(line))
 
-    request_log = _access_log  # a worker with --log-format or --log-4xx/5xx shadows it
+    request_log = _access_log  # a worker with --log-format or --log-4xx... shadows it
+    # What the default line says, unless --log-micros / --log-x-forwarded-for
+    _time_scale, _time_unit = 1000, "msecs"
+    log_x_forwarded_for = False
 
     # -- lifecycle -------------------------------------------------------------------
 

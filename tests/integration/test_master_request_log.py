@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import re
+import socket
 import subprocess
 import sys
 
@@ -81,3 +82,20 @@ def test_unknown_log_variable_stops_start_up(spelling, tmp_path) -> None:
     assert done.returncode == 1
     assert done.stderr.splitlines()[-1] == "brood: --log-format: unknown variable %(bogus)"
     assert "Traceback" not in done.stderr
+
+
+def test_log_ioerror_keeps_the_line_of_a_client_gone_mid_body(start_brood, hello_app) -> None:
+    """-L --log-ioerror: a request whose client left before its whole body came still
+    gets a line (uWSGI's "log requests with io errors"); a whole one does not."""
+    b = start_brood("--http-socket", "127.0.0.1:0", "--wsgi-file", hello_app, "-L",
+                    "--log-ioerror")
+    address = b.address_of("uwsgi socket 0")
+    assert http_get(address, "/")[0] == 200
+    host, port = address.rsplit(":", 1)
+    with socket.create_connection((host, int(port)), timeout=10) as sock:
+        sock.sendall(b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n0123456789")
+        sock.shutdown(socket.SHUT_WR)
+        sock.recv(65536)  # the worker gives up on the body and closes
+    [line] = [m[0] for m in b.wait_for_log(r"\[pid: \d+\|app: 0\|req: \d+/\d+\][^\n]*")]
+    assert " POST /echo => generated " in line, line
+    assert " GET / " not in b.log()

@@ -26,6 +26,7 @@ from brood.routers.http.accesslog import (
 )
 from brood.routers.http.router import parse_stud
 from brood.routers.http.settings import HttpSettings
+from brood.workers.reqlog import LogRules
 
 RAW = (b"POST /a/b?c=1 HTTP/1.1\r\nHost: example.com\r\nReferer: http://r.test/\r\n"
        b"User-Agent: curl/8.0\r\nContent-Length: 5\r\n\r\n")
@@ -115,21 +116,40 @@ def test_a_write_never_passes_flush_at(monkeypatch):
 
 
 def test_disable_logging_keeps_only_the_statuses_asked_for(pipe):
-    log = AccessLog(fd=pipe[1], everything=False, log_5xx=True)
+    log = AccessLog(fd=pipe[1], rules=LogRules(everything=False, log_5xx=True))
     assert log.on
     for status in (200, 301, 404, 500, 502):
         queue(log, status)
     log.flush()
     data = b"".join(reads(pipe[0]))
     assert [line.rsplit(b" ", 1)[1] for line in data.splitlines()] == [b"500)", b"502)"]
-    assert not AccessLog(everything=False).on
+    assert not AccessLog(rules=LogRules(everything=False)).on
+
+
+def test_slow_and_big_exceptions_micros_and_forwarded_for(pipe):
+    """--log-slow/--log-big under --disable-logging pick lines as in the workers (the
+    size is what the client got); --log-micros and --log-x-forwarded-for shape them."""
+    log = AccessLog(fd=pipe[1], rules=LogRules(everything=False, slow=100, big=2000),
+                    micros=True, forwarded_for=True)
+    queue(log, elapsed=0.05)  # 50 ms, 1234 bytes: no line
+    queue(log, elapsed=0.25)  # slow
+    head = parse_request_head(RAW.replace(b"Host:", b"X-Forwarded-For: 203.0.113.9\r\nHost:"))
+    log.request("192.0.2.1", 4242, head, 200, 5000, b"example.com", "n", 0.001)  # big
+    log.flush()
+    lines = b"".join(reads(pipe[0])).splitlines()
+    assert len(lines) == 2
+    assert b" 192.0.2.1 () " in lines[0] and b" in 250000 micros (" in lines[0]
+    assert b" 203.0.113.9 () " in lines[1] and b" in 1000 micros (" in lines[1]
 
 
 def test_from_config_reads_the_workers_options():
     log = AccessLog.from_config(Config.from_dict({"disable-logging": True, "log-4xx": True}),
                                 None)
-    assert (log.everything, log.log_4xx, log.log_5xx, log.on) == (False, True, False, True)
-    assert AccessLog.from_config(Config(), None).everything
+    assert log.rules == LogRules(everything=False, log_4xx=True) and log.on
+    assert AccessLog.from_config(Config(), None).rules.everything
+    log = AccessLog.from_config(Config.from_dict({"log-micros": True,
+                                                  "log-x-forwarded-for": True}), None)
+    assert log.forwarded_for and b" micros (" in log.line
 
 
 def test_a_format_line_is_rendered_and_ends_the_line(pipe):

@@ -13,7 +13,7 @@ from brood.config.option import OptionError
 from brood.logformat import LineFormat, Var, parse_format
 from brood.plan import contribute_workers
 from brood.workers import reqlog
-from brood.workers.reqlog import VARIABLES, Facts, compile_format, lookup, wanted
+from brood.workers.reqlog import VARIABLES, Facts, LogRules, compile_format, lookup
 
 TABLE = {"a": lambda r: r["a"], "b": lambda r: r["b"]}
 
@@ -35,8 +35,8 @@ def test_shared_line_format_renders_and_optionally_fills_empty_values():
     assert dashed.names() == {"a", "b"}
 
 
-def _facts(environ=None, **core) -> Facts:
-    worker = SimpleNamespace(pid=4321, id=3)
+def _facts(environ=None, forwarded_for=False, **core) -> Facts:
+    worker = SimpleNamespace(pid=4321, id=3, log_x_forwarded_for=forwarded_for)
     values = dict(code=404, sent=100, hsize=60, hcount=2, id=1)
     values.update(core)
     env = {"REQUEST_METHOD": "POST", "REQUEST_URI": "/a?b=1", "PATH_INFO": "/a",
@@ -70,6 +70,14 @@ def test_every_worker_variable_renders():
     assert int(fields["rssM"]) == int(fields["rss"]) // (1024 * 1024)
     assert time.ctime(1700000000) in line
     assert time.strftime("%d/%b/%Y:%H:%M:%S %z", time.localtime(1700000000)) in line
+
+
+def test_addr_is_the_forwarded_for_with_log_x_forwarded_for():
+    fmt = compile_format("%(addr)")
+    sent = {"HTTP_X_FORWARDED_FOR": "203.0.113.7, 10.0.0.1"}
+    assert fmt.render(_facts(sent)) == "192.0.2.7"
+    assert fmt.render(_facts(sent, forwarded_for=True)) == "203.0.113.7, 10.0.0.1"
+    assert fmt.render(_facts(forwarded_for=True)) == "192.0.2.7"  # none sent
 
 
 def test_request_vars_and_missing_values():
@@ -132,6 +140,38 @@ def test_master_refuses_a_bad_log_format_before_forking():
     (600, False, True, True, False),
     (0, False, True, True, False),  # no answer at all
 ])
-def test_which_requests_are_logged(status, everything, log_4xx, log_5xx, expected):
-    assert wanted(status, everything, log_4xx, log_5xx) is expected
+def test_which_statuses_are_logged(status, everything, log_4xx, log_5xx, expected):
+    rules = LogRules(everything=everything, log_4xx=log_4xx, log_5xx=log_5xx)
+    assert rules.wants(status, 10, 0) is expected
+
+
+QUIET = LogRules(everything=False)
+
+
+@pytest.mark.parametrize("rules, size, msecs, sendfile, ioerror, expected", [
+    (QUIET, 0, 1000, True, True, False),  # no exception asked for: nothing
+    (LogRules(everything=False, zero=True), 0, 0, False, False, True),
+    (LogRules(everything=False, zero=True), 1, 0, False, False, False),
+    (LogRules(everything=False, slow=100), 5, 100, False, False, True),  # at least N msecs
+    (LogRules(everything=False, slow=100), 5, 99, False, False, False),
+    (LogRules(everything=False, big=4000), 4000, 0, False, False, True),  # at least N bytes
+    (LogRules(everything=False, big=4000), 3999, 0, False, False, False),
+    (LogRules(everything=False, sendfile=True), 5, 0, True, False, True),
+    (LogRules(everything=False, sendfile=True), 5, 0, False, False, False),
+    (LogRules(everything=False, ioerror=True), 5, 0, False, True, True),
+    (LogRules(everything=False, ioerror=True), 5, 0, False, False, False),
+])
+def test_which_requests_the_exceptions_want(rules, size, msecs, sendfile, ioerror, expected):
+    assert rules.wants(200, size, msecs, sendfile, ioerror) is expected
+
+
+def test_rules_from_config_and_whether_any_request_gets_a_line():
+    assert LogRules.from_config(Config()) == LogRules() and LogRules().any
+    assert not QUIET.any
+    rules = LogRules.from_config(Config.from_dict({
+        "disable-logging": True, "log-zero": True, "log-slow": "150", "log-big": "4000",
+        "log-sendfile": True, "log-ioerror": True}))
+    assert rules == LogRules(everything=False, zero=True, slow=150, big=4000,
+                             sendfile=True, ioerror=True)
+    assert rules.any and LogRules(everything=False, slow=1).any
 

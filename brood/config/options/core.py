@@ -137,6 +137,22 @@ OPTIONS: list[Option] = [
            kind="bool"),
     Option("log-5xx", "core", "with --disable-logging, still log the requests answered 5xx",
            kind="bool"),
+    Option("log-zero", "core", "with --disable-logging, still log the requests answered "
+           "with an empty body", kind="bool"),
+    Option("log-slow", "core", "with --disable-logging, still log the requests that took "
+           "at least N msecs", kind="int", default=0, metavar="MSECS"),
+    Option("log-big", "core", "with --disable-logging, still log the requests answered "
+           "with a body of at least N bytes", kind="int", default=0, metavar="BYTES"),
+    # uWSGI 2.0 declares these two with a value: a boolean word after them is theirs
+    Option("log-sendfile", "core", "with --disable-logging, still log the requests whose "
+           "file went out with sendfile", kind="bool", extra={"value_follows": True}),
+    Option("log-ioerror", "core", "with --disable-logging, still log the requests whose "
+           "client went away (a failed read or write; uWSGI asks for both)", kind="bool",
+           extra={"value_follows": True}),
+    Option("log-micros", "core", "request lines give the time in micros, not msecs",
+           kind="bool"),
+    Option("log-x-forwarded-for", "core", "request lines give the X-Forwarded-For the "
+           "request came with as its address, instead of REMOTE_ADDR", kind="bool"),
     Option("master-fifo", "core",
            "read one-letter commands from this FIFO (r/R reload, q/Q stop, w/W/c reload "
            "workers, s stats, l/L reopen/rotate the log, P pidfile, S subscriptions); "

@@ -14,8 +14,11 @@ every byte written to the client, head included (a router relays the answer whol
 does not split it); the status is the one the client got (502/503/504 the router's own).
 
 Which requests get a line: every one, unless ``--disable-logging``; then only those
-answered 4xx with ``--log-4xx`` and 5xx with ``--log-5xx`` (``brood.workers.reqlog.wanted``,
-as workers and uWSGI decide). A request refused before its head was read (400, 408, 431)
+uWSGI's exceptions ask for (``--log-4xx``, ``--log-5xx``, ``--log-zero``, ``--log-slow``,
+``--log-big``: ``brood.workers.reqlog.LogRules``, as workers and uWSGI decide; sizes are
+the bytes written to the client). ``--log-micros`` gives the time in micros and
+``--log-x-forwarded-for`` the client's X-Forwarded-For as its address, as in the workers'
+lines. A request refused before its head was read (400, 408, 431)
 gets one too, with ``-`` for its method, target and protocol. In embedded mode (the
 router routes to this instance's own workers, ``Config.embedded``), they write the line
 of each request they answer, as uWSGI's do, and the router writes only those of its
@@ -51,13 +54,16 @@ from brood.config.model import Config
 from brood.logformat import Var
 from brood.protocol.http1 import RequestHead
 from brood.routers.engine import option
-from brood.workers.reqlog import wanted
+from brood.workers.reqlog import LogRules
 
 # Bytes of lines written at most in one write: a write to a pipe up to PIPE_BUF (4096 on
 # Linux) is atomic, so the lines of the router processes sharing fd 2 stay whole.
 FLUSH_AT = 4096
-# The default line after its "[pid: N|router: http] " (see the module's docstring).
+# The default line after its "[pid: N|router: http] " (see the module's docstring), and
+# with --log-micros.
 _LINE = b"%s () {node %s} [%s] %s %s => generated %d bytes in %d msecs (%s %d)\n"
+_LINE_MICROS = _LINE.replace(b"msecs", b"micros")
+EVERY_REQUEST = LogRules()
 # What the line says of a request refused before its head was read.
 UNPARSED = RequestHead(b"-", b"-", b"-", b"", b"-", [], None, False, False, False, None, None, 0)
 
@@ -84,6 +90,14 @@ def _header(name: bytes) -> Callable[[Entry], str]:
                 return value.decode("latin-1")
         return ""
     return get
+
+
+def _forwarded_for(head: RequestHead) -> str:
+    """The X-Forwarded-For the client sent (latin-1, as sent), or ""."""
+    for name, value in head.headers:
+        if name.lower() == b"x-forwarded-for":
+            return value.decode("latin-1")
+    return ""
 
 
 def _ltime(e: Entry) -> str:
@@ -136,25 +150,26 @@ class LineFormat(logformat.LineFormat[Entry]):
 
 
 class AccessLog:
-    """One router's request lines: which statuses get one, their format, and the lines
-    of the current lane pass not written yet (``flush``)."""
+    """One router's request lines: which requests get one (``LogRules``), their format,
+    and the lines of the current lane pass not written yet (``flush``)."""
 
-    __slots__ = ("format", "everything", "log_4xx", "log_5xx", "own", "on", "fd", "line",
+    __slots__ = ("format", "rules", "forwarded_for", "own", "on", "fd", "line", "scale",
                  "pending", "size", "_sec", "_ctime")
 
-    def __init__(self, fmt: LineFormat | None = None, *, everything: bool = True,
-                 log_4xx: bool = False, log_5xx: bool = False, node_answers: bool = True,
-                 fd: int | None = None) -> None:
+    def __init__(self, fmt: LineFormat | None = None, *, rules: LogRules = EVERY_REQUEST,
+                 node_answers: bool = True, micros: bool = False,
+                 forwarded_for: bool = False, fd: int | None = None) -> None:
         self.format = fmt
-        self.everything = everything
-        self.log_4xx = log_4xx
-        self.log_5xx = log_5xx
+        self.rules = rules
+        self.forwarded_for = forwarded_for  # --log-x-forwarded-for
         # Whether any of the router's own answers gets a line, and any of the nodes'.
-        self.own = everything or log_4xx or log_5xx
+        self.own = rules.any
         self.on = self.own and node_answers
         self.fd = brood_log.REQUEST_FD if fd is None else fd
         # The default line's template, pid in: made in the router process (after the fork).
-        self.line = b"[pid: %d|router: http] " % os.getpid() + _LINE
+        self.line = b"[pid: %d|router: http] " % os.getpid() + (_LINE_MICROS if micros
+                                                               else _LINE)
+        self.scale = 1_000_000 if micros else 1000
         self.pending: list[bytes] = []
         self.size = 0
         self._sec = -1
@@ -162,18 +177,22 @@ class AccessLog:
 
     @classmethod
     def from_config(cls, cfg: Config, fmt: LineFormat | None) -> AccessLog:
-        """The core options --disable-logging, --log-4xx, --log-5xx, as workers read them;
-        in embedded mode the workers write the lines of the requests they answer."""
-        return cls(fmt, everything=not option(cfg, "disable-logging", False),
-                   log_4xx=bool(option(cfg, "log-4xx", False)),
-                   log_5xx=bool(option(cfg, "log-5xx", False)),
-                   node_answers=not getattr(cfg, "embedded", False))
+        """The core options (--disable-logging, --log-4xx, --log-micros...), as workers
+        read them; in embedded mode the workers write the lines of the requests they
+        answer."""
+        return cls(fmt, rules=LogRules.from_config(cfg),
+                   node_answers=not getattr(cfg, "embedded", False),
+                   micros=bool(option(cfg, "log-micros", False)),
+                   forwarded_for=bool(option(cfg, "log-x-forwarded-for", False)))
 
     def request(self, remote_addr: str, remote_port: int, head: RequestHead, status: int,
                 sent: int, key: bytes, node: str, elapsed: float) -> None:
-        """Queue the line of one request (if its status gets one) until ``flush``."""
-        if not self.everything and not wanted(status, False, self.log_4xx, self.log_5xx):
+        """Queue the line of one request (if the rules give it one) until ``flush``."""
+        rules = self.rules
+        if not rules.everything and not rules.wants(status, sent, int(elapsed * 1000)):
             return
+        if self.forwarded_for:
+            remote_addr = _forwarded_for(head) or remote_addr
         started = time.time() - elapsed
         fmt = self.format
         if fmt is None:
@@ -182,7 +201,7 @@ class AccessLog:
                 self._sec, self._ctime = sec, time.ctime(sec).encode()
             line = self.line % (remote_addr.encode(), (node or "-").encode("utf-8", "replace"),
                                 self._ctime, head.method, head.target, sent,
-                                int(elapsed * 1000), head.version, status)
+                                int(elapsed * self.scale), head.version, status)
         else:
             entry = Entry(remote_addr, remote_port, head, status, sent, key, node, started,
                           elapsed)
