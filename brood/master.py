@@ -268,7 +268,8 @@ class Master:
             return None
         if (cfg["wsgi-file"] or cfg["module"]) and not cfg["no-reload-app-check"]:
             try:
-                self.app_check = AppCheck(list(self.argv), self.start_cwd)
+                self.app_check = AppCheck(list(self.argv), self.start_cwd,
+                                          reloads=self.reloads + 1)
             except OSError as exc:
                 if exc.errno in (errno.EACCES, errno.ENOENT, errno.EPERM):
                     # the re-exec would fail the same way, with nothing left serving

@@ -41,9 +41,13 @@ OUTSIDE_SIGNALS = frozenset({signal.SIGKILL, signal.SIGTERM, signal.SIGHUP, sign
 class AppCheck:
     """One running check, watched by the master loop (``fileno``/``on_readable``)."""
 
-    def __init__(self, argv: list[str], cwd: str, timeout: float = APP_CHECK_TIMEOUT) -> None:
+    def __init__(self, argv: list[str], cwd: str, timeout: float = APP_CHECK_TIMEOUT,
+                 reloads: int = 1) -> None:
         env = {k: v for k, v in os.environ.items()
                if k not in (FDS_ENV, RELOADS_ENV, DRAINING_ENV)}
+        # As the re-executed master will read the config: ``reloads`` (its count) makes
+        # if-reload true there, so the app under if-reload is the one checked.
+        env[RELOADS_ENV] = str(reloads)
         self.proc = subprocess.Popen(  # (its own session: a hangup of the master's is not its)
             [sys.executable, "-m", "brood.master_appcheck", *argv], cwd=cwd, env=env,
             stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,

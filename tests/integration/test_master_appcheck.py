@@ -128,3 +128,15 @@ def test_the_check_runs_in_its_own_session(tmp_path) -> None:
         check.kill()
         _, status = os.waitpid(check.pid, 0)
         check.exited(status)
+
+
+def test_the_app_chosen_under_if_reload_is_the_one_checked(tmp_path) -> None:
+    """The check reads the config as the re-executed master will: if-reload is true."""
+    (tmp_path / "first.py").write_text("def application(environ, start_response):\n"
+                                       "    return []\n")
+    (tmp_path / "later.py").write_text("import no_such_module_on_reload\n")
+    (tmp_path / "app.ini").write_text("[uwsgi]\nif-reload =\nwsgi-file = later.py\nendif =\n"
+                                      "if-not-reload =\nwsgi-file = first.py\nendif =\n")
+    check = AppCheck(["app.ini"], str(tmp_path))
+    _run(check)
+    assert check.failure()[0].startswith("wsgi-file later.py failed: ModuleNotFoundError")
