@@ -281,9 +281,12 @@ def contribute_workers(cfg: Config, b: PlanBuilder) -> None:
     b.plan.worker_listeners = listeners
     count = max(1, int(cfg["processes"] or 1))
     if cfg["log-format"]:
-        from brood.workers.reqlog import compile_format
+        from brood.workers.reqlog import compile_format, logvars
 
         compile_format(str(cfg["log-format"]))  # a bad --log-format stops the master here
+        for name in logvars(str(cfg["log-format"])):
+            log(f"--log-format: %({name}) is no request variable brood knows: written as - "
+                "(a uWSGI logvar, which apps set through uWSGI's uwsgi module)")
     board = Scoreboard(count, cores=max(1, int(cfg["threads"] or 1)))
     loaded: dict[str, Any] = {}
     if not (cfg["lazy-apps"] or cfg["lazy"]):

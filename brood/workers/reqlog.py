@@ -13,10 +13,12 @@ too) when it has one, as uWSGI does.
 
 ``--log-format`` (alias ``--logformat``) replaces the worker's default line with a
 template of uWSGI's request log variables, ``%(name)``, from ``VARIABLES`` below, plus
-``%(var.NAME)``, the request variable NAME (``%(var.REMOTE_ADDR)``). It is parsed and
-compiled once (``brood.logformat``): at start-up in the master, so an unknown name stops
-it with one line naming it, and again in each worker. As in uWSGI, a variable with no
-value is written as ``-`` and the line ends with a newline, written with one ``write``
+``%(var.NAME)``, the request variable NAME (``%(var.REMOTE_ADDR)``). Any other name is,
+as uWSGI reads it, a logvar (a value the app sets through uWSGI's ``uwsgi`` module, which
+brood does not have): written as ``-``, and said once at start-up, since it may be a typo.
+It is parsed and compiled once (``brood.logformat``): at start-up in the master, so an
+unclosed ``%(`` stops it with one line naming it, and again in each worker. As in uWSGI,
+a variable with no value is written as ``-`` and the line ends with a newline, written with one ``write``
 to fd 2 (``brood.log.REQUEST_FD``: a pipe of its own with --req-logger). A line renders
 a ``Facts`` record, built only when a format is set.
 
@@ -34,7 +36,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from brood import log as brood_log
-from brood.logformat import Getter, LineFormat, parse_format
+from brood.logformat import Getter, LineFormat, Var, parse_format
 from brood.workers.loader import option
 
 if TYPE_CHECKING:
@@ -205,9 +207,28 @@ def lookup(name: str) -> Getter | None:
     return get
 
 
+def _logvar(f: Facts) -> str:
+    """A uWSGI logvar: a value the app sets for the line through uWSGI's ``uwsgi``
+    module (``set_logvar``), which brood does not have, so there is never one."""
+    return ""
+
+
+def lookup_or_logvar(name: str) -> Getter:
+    """As uWSGI reads a --log-format: a name that is no variable is a logvar."""
+    return lookup(name) or _logvar
+
+
 def compile_format(fmt: str) -> LineFormat[Facts]:
-    """``--log-format`` compiled; OptionError naming an unknown or unclosed variable."""
-    return LineFormat(parse_format(fmt, lookup, OPTION), lookup, empty="-")
+    """``--log-format`` compiled; OptionError for an unclosed ``%(``."""
+    return LineFormat(parse_format(fmt, lookup_or_logvar, OPTION), lookup_or_logvar,
+                      empty="-")
+
+
+def logvars(fmt: str) -> list[str]:
+    """The names of ``fmt`` that are logvars (no variable brood knows): written as
+    ``-``, as uWSGI writes a logvar nobody set; said at start-up, as they may be typos."""
+    return [p.name for p in parse_format(fmt, lookup_or_logvar, OPTION)
+            if isinstance(p, Var) and lookup(p.name) is None]
 
 
 def line_bytes(line: str) -> bytes:

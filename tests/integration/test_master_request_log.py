@@ -74,14 +74,24 @@ def test_memory_report_in_the_line_and_the_stats(start_brood, hello_app, quiet) 
 
 
 @pytest.mark.parametrize("spelling", ["--log-format", "--logformat"])
-def test_unknown_log_variable_stops_start_up(spelling, tmp_path) -> None:
+def test_an_unclosed_log_variable_stops_start_up(spelling, tmp_path) -> None:
     done = subprocess.run(
         [sys.executable, "-m", "brood", "--socket", "127.0.0.1:0",
-         "--wsgi-file", str(tmp_path / "never-loaded.py"), spelling, "%(uri) %(bogus)"],
+         "--wsgi-file", str(tmp_path / "never-loaded.py"), spelling, "%(uri) %(bogus"],
         capture_output=True, text=True, timeout=30, stdin=subprocess.DEVNULL)
     assert done.returncode == 1
-    assert done.stderr.splitlines()[-1] == "brood: --log-format: unknown variable %(bogus)"
+    assert done.stderr.splitlines()[-1] == "brood: --log-format: unclosed %( at offset 7"
     assert "Traceback" not in done.stderr
+
+
+def test_a_logvar_is_said_at_start_and_written_as_a_dash(start_brood, hello_app) -> None:
+    """A uWSGI ini's --log-format with a logvar (set by apps through uWSGI's uwsgi
+    module) runs: the start says the name, the lines write "-" there, as uWSGI does."""
+    b = start_brood("--http-socket", "127.0.0.1:0", "--wsgi-file", hello_app,
+                    "--log-format", "REQ %(uri) user=%(user_id) %(status)")
+    assert "--log-format: %(user_id) is no request variable brood knows" in b.log()
+    assert http_get(b.address_of("uwsgi socket 0"), "/x")[0] == 200
+    assert b.wait_for_log(r"REQ [^\n]*")[0][0] == "REQ /x user=- 200"
 
 
 def test_log_ioerror_keeps_the_line_of_a_client_gone_mid_body(start_brood, hello_app) -> None:

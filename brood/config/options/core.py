@@ -131,7 +131,8 @@ OPTIONS: list[Option] = [
            "http router's)", kind="bool", short="L"),
     Option("log-format", "core", "workers' request log line, with uWSGI's %(var) names: "
            "%(addr) %(user) %(ltime) %(method) %(uri) %(proto) %(status) %(size) %(referer) "
-           "%(uagent) %(host) %(msecs) %(var.NAME)...; an unknown name stops start-up",
+           "%(uagent) %(host) %(msecs) %(var.NAME)...; another name is a uWSGI logvar, "
+           "written as -",
            aliases=("logformat",), metavar="FORMAT"),
     Option("log-4xx", "core", "with --disable-logging, still log the requests answered 4xx",
            kind="bool"),
