@@ -30,6 +30,8 @@ from __future__ import annotations
 
 import contextlib
 import os
+import select
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -241,6 +243,18 @@ def line_bytes(line: str) -> bytes:
         return line.encode("utf-8", "replace")
 
 
+def write_line(data: bytes, lock: threading.Lock | None) -> None:
+    """One request line out in one write. Up to PIPE_BUF bytes a write to a pipe is
+    whole; a longer one from a --threads worker takes the worker's lock, so two threads'
+    long lines (long URIs) do not mix in the log master's pipe."""
+    with contextlib.suppress(OSError):
+        if lock is None or len(data) <= select.PIPE_BUF:
+            os.write(brood_log.REQUEST_FD, data)
+        else:
+            with lock:
+                os.write(brood_log.REQUEST_FD, data)
+
+
 class RequestLog:
     """A worker's ``request_log`` when it is not the default one: a --log-format line,
     and/or only the requests ``LogRules`` wants (under --disable-logging)."""
@@ -264,6 +278,4 @@ class RequestLog:
             self.default_line(core, environ, start, end, vsize, nvars)
             return
         facts = Facts(self.worker, core, environ, start, end, vsize, nvars)
-        line = self.format.render(facts) + "\n"
-        with contextlib.suppress(OSError):
-            os.write(brood_log.REQUEST_FD, line_bytes(line))
+        write_line(line_bytes(self.format.render(facts) + "\n"), self.worker.lock)

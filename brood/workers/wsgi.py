@@ -48,7 +48,6 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from brood import log as brood_log
 from brood.config.model import Config
 from brood.listener import Listener
 from brood.scoreboard import STATUS_IDLE, WorkerSlot
@@ -531,8 +530,7 @@ class Worker:
             f"{core.code}) {core.hcount} headers in {core.hsize} bytes "
             f"({switches} switches on core {core.id})\n"
         )
-        with contextlib.suppress(OSError):
-            os.write(brood_log.REQUEST_FD, reqlog.line_bytes(line))
+        reqlog.write_line(reqlog.line_bytes(line), self.lock)
 
     request_log = _access_log  # a worker with --log-format or --log-4xx... shadows it
     # What the default line says, unless --log-micros / --log-x-forwarded-for

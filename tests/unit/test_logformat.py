@@ -179,3 +179,30 @@ def test_rules_from_config_and_whether_any_request_gets_a_line():
                              sendfile=True, ioerror=True)
     assert rules.any and LogRules(everything=False, slow=1).any
 
+
+
+class _CountingLock:
+    def __init__(self) -> None:
+        self.taken = 0
+
+    def __enter__(self):
+        self.taken += 1
+
+    def __exit__(self, *exc):
+        return False
+
+
+def test_a_long_line_of_a_threaded_worker_takes_its_lock(monkeypatch):
+    """Over PIPE_BUF a pipe write may be split and mix with another thread's: such a
+    line is written under the worker's lock; short ones and one-thread workers skip it."""
+    import select
+
+    written = []
+    monkeypatch.setattr(reqlog.os, "write", lambda fd, data: written.append(data))
+    lock = _CountingLock()
+    reqlog.write_line(b"x" * select.PIPE_BUF, lock)
+    assert lock.taken == 0
+    reqlog.write_line(b"x" * (select.PIPE_BUF + 1), lock)
+    assert lock.taken == 1
+    reqlog.write_line(b"x" * 10000, None)
+    assert [len(w) for w in written] == [select.PIPE_BUF, select.PIPE_BUF + 1, 10000]
