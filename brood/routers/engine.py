@@ -21,7 +21,7 @@ import functools
 import logging
 import os
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -129,16 +129,20 @@ class Upstream:
 
     async def relay(self, client: Endpoint, *, end_when_node_done: bool = True,
                     splice: bool | None = None, client_left_if_first: bool = False,
-                    peek_node: int = 0) -> RelayResult:
+                    peek_node: int = 0,
+                    owed: Callable[[Callable[[], None]], Awaitable[int]] | None = None,
+                    ) -> RelayResult:
         """Pipe client <-> node until done (the node closing its answer ends a uwsgi
         session; a raw TCP session waits for both sides), with the idle timeout.
         ``client_left_if_first``: the client's end of stream before the node's first
-        byte ends it (``a_left``); ``peek_node``: ``relay``'s ``peek_b``."""
+        byte ends it (``a_left``); ``peek_node``: ``relay``'s ``peek_b``; ``owed``:
+        ``relay``'s ``a_owed`` (what the node gets before the client's next bytes)."""
         result = RelayResult()
         try:
             await relay(client, self.sock, idle_timeout=self.engine.settings.timeout,
                         end_when_b_done=end_when_node_done, splice=splice, result=result,
-                        a_left_if_first=client_left_if_first, peek_b=peek_node)
+                        a_left_if_first=client_left_if_first, peek_b=peek_node,
+                        a_owed=owed)
         finally:
             self.node.rx += result.a_to_b
             self.node.tx += result.b_to_a

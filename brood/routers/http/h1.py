@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 import trio
@@ -118,7 +118,7 @@ async def exchange(up: Upstream, client: Client, request: Request, settings: Htt
     await _with_body(up, client, request.body, touch, relay_args, out)
     if out.upgraded:
         scope.deadline = hard_deadline
-        await _raw_pipe(up, client, out, end_when_node_done=False)
+        await _raw_pipe(up, client, out, end_when_node_done=False, body=request.body)
 
 
 async def answer(up: Upstream, client: Client, head: RequestHead, settings: HttpSettings,
@@ -196,6 +196,28 @@ async def _with_body(up: Upstream, client: Client, body: BodyPlan, touch, answer
         up.over = False  # part of the request is still owed: a reset would drop what is queued
 
 
+def _owed(up: Upstream, client: Client, body: BodyPlan | None
+          ) -> Callable[[Callable[[], None]], Awaitable[int]] | None:
+    """What the node is owed before the client's next bytes, as ``relay``'s ``a_owed``
+    (None: nothing): the rest of a spooled ``body`` a 101 cut short (the node answered
+    before reading it all: up to --limit-post bytes, so not sent before the relay, which
+    reads the node meanwhile), then the bytes read past the request (``client.buf``)."""
+    spool = body.spool if body is not None else None
+    if not client.buf and (spool is None or not spool.unsent):
+        return None
+
+    async def send(touch: Callable[[], None]) -> int:
+        sent = 0
+        if spool is not None and spool.unsent:
+            sent += await spool.send_to(up.sock, None, touch)
+        if client.buf:
+            data, client.buf = client.buf, b""
+            await up.send(data)
+            sent += len(data)
+        return sent
+    return send
+
+
 def raw_answer_status(first: bytes) -> int:
     """The status of a raw answer's first bytes: its first final status line (interim
     1xx heads may come before), or a lone interim one; 0 when they are no HTTP answer."""
@@ -204,14 +226,13 @@ def raw_answer_status(first: bytes) -> int:
 
 
 async def _raw_pipe(up: Upstream, client: Client, out: Outcome, *,
-                    end_when_node_done: bool) -> None:
-    """After a 101 (or with --http-raw-body): bytes both ways until done."""
+                    end_when_node_done: bool, body: BodyPlan | None = None) -> None:
+    """After a 101 (or with --http-raw-body): bytes both ways until done. The node gets
+    what it is still owed first (``_owed``) while its own bytes already flow back."""
     out.keep_alive = False
-    if client.buf:
-        await up.send(client.buf)
-        client.buf = b""
     result = await up.relay(client.sock, end_when_node_done=end_when_node_done,
-                            peek_node=0 if out.status else _STATUS_PEEK)
+                            peek_node=0 if out.status else _STATUS_PEEK,
+                            owed=_owed(up, client, body))
     if not out.status:  # --http-raw-body: the request line says what the node answered
         out.status = raw_answer_status(result.b_first)
     if result.timed_out:  # (the request line alone said nothing of the cut)

@@ -226,13 +226,17 @@ async def relay(
     result: RelayResult | None = None,
     a_left_if_first: bool = False,
     peek_b: int = 0,
+    a_owed: Callable[[Callable[[], None]], Awaitable[int]] | None = None,
 ) -> RelayResult:
     """Copy a->b and b->a until both directions hit EOF (or b->a does, when
     ``end_when_b_done``: a uwsgi node closing its answer ends the session).
     ``a_left_if_first``: a's end of stream before b's first byte ends it (``a_left``):
     a client gone, where a half-close has no meaning (a uwsgi request). ``peek_b``: up
     to that many of b's first bytes are kept in ``b_first`` (a raw socket's, looked at
-    in place before they are moved: what an answer's status line says).
+    in place before they are moved: what an answer's status line says). ``a_owed``:
+    what b is owed of a's stream before a's next bytes (``await a_owed(touch)`` writes
+    it to b and says how many bytes), sent in the a->b direction while b->a already
+    flows: b may not read it all before its own output is read.
 
     ``splice`` None means "whenever possible". The caller owns and closes both ends.
     A ``result`` passed in holds the byte counts even if the relay is cancelled.
@@ -255,6 +259,11 @@ async def relay(
         try:
             if slot and peek_b and isinstance(src, trio.socket.SocketType):
                 result.b_first = await _peek(src, peek_b)
+            if not slot and a_owed is not None:
+                try:
+                    counts[0] += await a_owed(touch)
+                except _GONE as exc:
+                    raise EndFailed(b, exc) from exc
             await _copy_one_way(src, dst, counts, slot, touch, use_splice)
         except EndFailed as exc:
             result.error, result.failed = exc.error, exc.end

@@ -28,6 +28,7 @@ class Spool:
         self.memory = bytearray()
         self.file: Any = None
         self.size = 0
+        self.sent = 0  # bytes ``send_to`` got out so far
 
     def write(self, data: bytes) -> None:
         self.size += len(data)
@@ -42,10 +43,12 @@ class Spool:
 
     async def send_to(self, sock: trio.socket.SocketType, timeout: float | None,
                       touch: Callable[[], None] | None = None) -> int:
-        """Write the spooled bytes to ``sock`` (sendfile(2) for the file case); the bytes
-        sent. OSError when the peer fails; trio.TooSlowError when it takes no byte for
-        ``timeout`` (None: the caller's own deadline bounds the waits, ``touch`` is
-        called at each progress)."""
+        """Write the spooled bytes not sent yet to ``sock`` (sendfile(2) for the file
+        case); the bytes sent by this call. OSError when the peer fails;
+        trio.TooSlowError when it takes no byte for ``timeout`` (None: the caller's own
+        deadline bounds the waits, ``touch`` is called at each progress). ``sent``
+        follows the file's progress, so a caller cancelled midway can send the rest
+        later (an HTTP router whose node answered 101 before reading it all)."""
         async def writable(sock: trio.socket.SocketType) -> None:
             if timeout is None:
                 await trio.lowlevel.wait_writable(sock)
@@ -55,17 +58,23 @@ class Spool:
             if touch is not None:
                 touch()
 
+        start = self.sent
         if self.file is None:
-            await send_patiently(sock, self.memory, writable)
-            return self.size
+            await send_patiently(sock, memoryview(self.memory)[start:], writable)
+            self.sent = self.size
+            return self.size - start
         self.file.flush()
-        fd, offset = self.file.fileno(), 0
-        while offset < self.size:
+        fd = self.file.fileno()
+        while self.sent < self.size:
             try:
-                offset += os.sendfile(sock.fileno(), fd, offset, self.size - offset)
+                self.sent += os.sendfile(sock.fileno(), fd, self.sent, self.size - self.sent)
             except BlockingIOError:
                 await writable(sock)
-        return self.size
+        return self.size - start
+
+    @property
+    def unsent(self) -> bool:
+        return self.sent < self.size
 
     def close(self) -> None:
         if self.file is not None:
