@@ -442,6 +442,41 @@ async def test_an_early_answer_while_the_body_comes_closes_the_node_cleanly():
     assert seen == ["close"]
 
 
+async def test_an_early_answer_to_a_chunked_body_held_in_memory_is_relayed():
+    """A chunked body held whole in memory (under --http-chunked-buffer, so it once went
+    with the head in one send) that the node answers 413 and closes without reading:
+    the client gets the 413, not a 502 from the send the node never took."""
+    body = b"z" * 900_000
+
+    async def answer_early(task_status=trio.TASK_STATUS_IGNORED):
+        with trio.socket.socket() as lsock:
+            lsock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 16)
+            await lsock.bind(("127.0.0.1", 0))
+            lsock.listen(1)
+            task_status.started(f"127.0.0.1:{lsock.getsockname()[1]}")
+            conn, _ = await lsock.accept()
+            with conn:
+                buf = b""
+                while len(buf) < 4 or len(buf) < 4 + int.from_bytes(buf[1:3], "little"):
+                    buf += await conn.recv(4 if len(buf) < 4 else
+                                           4 + int.from_bytes(buf[1:3], "little") - len(buf))
+                await send_all(conn, b"HTTP/1.1 413 Content Too Large\r\nContent-Length: 4"
+                                     b"\r\nConnection: close\r\n\r\nbig\n")
+            # closed with the body unread: a reset
+
+    async with trio.open_nursery() as nursery:
+        address = await nursery.start(answer_early)
+        async with http_router({b"a": [address]}, settings()) as router:
+            with await open_client(router.address) as sock:
+                client = HttpClient(sock)
+                await client.send(b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked"
+                                  b"\r\n\r\n%x\r\n%s\r\n0\r\n\r\n" % (len(body), body))
+                with trio.fail_after(10):
+                    head, answer = await client.response()
+                assert head.startswith(b"HTTP/1.1 413 ") and answer == b"big\n"
+        nursery.cancel_scope.cancel()
+
+
 async def test_auto_gzip_when_the_node_opts_in():
     text = b"hello gzip " * 200
     opted = b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nuWSGI-Encoding: gzip\r\n\r\n" + text

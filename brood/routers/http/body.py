@@ -91,10 +91,23 @@ class BodyPlan:
     remaining: int = 0
     decoder: ChunkedDecoder | None = None
     spool: Spool | None = None
+    lead: bytes = b""  # a prefix too large to go with the head: ``stream`` sends it first
 
     @property
     def pending(self) -> bool:
-        return self.remaining > 0 or self.decoder is not None or self.spool is not None
+        return (self.remaining > 0 or self.decoder is not None or self.spool is not None
+                or bool(self.lead))
+
+    def with_head(self, limit: int) -> bytes:
+        """What of the body goes with the request head, in its send: the prefix, unless
+        it is over ``limit`` bytes (a chunked body held in memory, up to a MiB). Then it
+        is the first thing ``stream`` sends, while the answer is read: a node that
+        answers early (a 413) and closes without reading it gets its answer relayed,
+        not a 502 from a head send blocked on it."""
+        if len(self.prefix) <= limit:
+            return self.prefix
+        self.lead, self.prefix = self.prefix, b""
+        return b""
 
     def close(self) -> None:
         if self.spool is not None:
@@ -106,8 +119,13 @@ class BodyPlan:
         the client stops sending; OSError when the node stops reading. ``out.waiting`` is
         "read" while the client's next bytes are awaited (the idle timeout's culprit)."""
         sent = 0
+        if self.lead:
+            lead, self.lead = self.lead, b""
+            await _send_owed(client, node, lead)
+            sent += len(lead)
+            touch()
         if self.spool is not None:
-            sent = await self.spool.send_to(node, None, touch)  # type: ignore[arg-type]
+            sent += await self.spool.send_to(node, None, touch)  # type: ignore[arg-type]
         while self.remaining:
             out.waiting = "read"
             data = await _from_client(client, min(RECV, self.remaining))

@@ -56,6 +56,12 @@ def has_forwarded_for(buf: bytes, head_size: int) -> bool:
     return _XFF_RE.search(buf, 0, head_size) is not None
 
 
+# The most body bytes sent with the request head in its one send: the kernel takes this
+# much at once on loopback; a larger held body goes while the answer is read (see
+# ``BodyPlan.with_head``).
+PREFIX_WITH_HEAD = 64 * 1024
+
+
 def build_vars_block(head: RequestHead, client: Client, settings: HttpSettings, *,
                      server_port: bytes, https: bool, content_length: int | None,
                      forwarded_for: bool) -> bytes:
@@ -94,7 +100,8 @@ async def exchange(up: Upstream, client: Client, request: Request, settings: Htt
     head = request.head
     m1 = node.modifier1 if settings.modifier1 is None else settings.modifier1
     m2 = node.modifier2 if settings.modifier2 is None else settings.modifier2
-    packet = encode_header(m1, len(request.block), m2) + request.block + request.body.prefix
+    packet = (encode_header(m1, len(request.block), m2) + request.block
+              + request.body.with_head(PREFIX_WITH_HEAD))
     touch = _toucher(scope, settings.timeout, hard_deadline)
     touch()
     if settings.raw_body:
