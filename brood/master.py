@@ -13,9 +13,11 @@ The loop: ``select`` over the signal pipe and the services' fds with a timeout o
 most one master cycle (1 s), shorter when a harakiri deadline or a delayed respawn is
 due. Each turn: handle signals and what services asked for, serve readable services,
 reap with ``WNOHANG`` and respawn (delayed when a child keeps dying young), harakiri,
-the next step of a chain reload, then once per cycle the service ticks,
-``--touch-reload`` mtimes, ``--evil-reload-on-rss`` (SIGKILL, even mid-request) and the
-``--reload-on-rss`` backup check. ``brood: ready`` is logged once every worker says it
+the next step of a chain reload, then once per cycle the service ticks, the touch
+files' mtimes (``--touch-reload``, then ``--touch-workers-reload``,
+``--touch-chain-reload`` and ``--touch-exec``, in uWSGI's order),
+``--evil-reload-on-rss`` (SIGKILL, even mid-request) and the ``--reload-on-rss``
+backup check. ``brood: ready`` is logged once every worker says it
 is accepting.
 
 Signals, as uWSGI 2.0: SIGHUP graceful reload (children get their graceful signal and
@@ -89,7 +91,8 @@ from brood.master_env import (
 from brood.plan import ChildSpec, Plan, build_plan
 from brood.proctitle import Titles, title_setter
 from brood.signals import STOPS, SignalPipe, release_stops
-from brood.touch import TouchWatch
+from brood.sockets import StreamOptions
+from brood.touch import TouchWatch, exec_touches, spawn_command
 from brood.workers.loader import AppLoadError
 
 CYCLE = 1.0  # seconds per master cycle, as uWSGI's
@@ -123,13 +126,20 @@ class Master:
         self.draining: dict[int, Draining] = {}
         self.stop_signalled = 0.0  # when stop_children signalled the children
         self.binder = Binder(int(cfg["listen"] or 100), bool(cfg["reuse-port"]),
-                             cfg["chmod-socket"], socket_owner(cfg["uid"], cfg["gid"]))
+                             cfg["chmod-socket"], socket_owner(cfg["uid"], cfg["gid"]),
+                             StreamOptions(int(cfg["socket-sndbuf"] or 0),
+                                           int(cfg["socket-rcvbuf"] or 0),
+                                           int(cfg["socket-send-timeout"] or 0)))
         self.sigpipe: SignalPipe | None = None
         self.selector: selectors.BaseSelector | None = None
         self.plan: Plan | None = None
         self.children: ChildTable | None = None
         self.ready = False
         self.touch_reload = TouchWatch(())
+        self.touch_workers = TouchWatch(())
+        self.touch_chain = TouchWatch(())
+        self.touch_exec = TouchWatch(())
+        self.touch_commands: dict[str, list[str]] = {}  # --touch-exec: file -> commands
         self.touch_logrotate = TouchWatch(())
         self.touch_logreopen = TouchWatch(())
         self.logs: LogMaster | None = None  # the log master, when an option needs it
@@ -179,6 +189,10 @@ class Master:
                 attach(self)
             self._watch(svc)
         self.touch_reload = TouchWatch(cfg["touch-reload"])
+        self.touch_workers = TouchWatch(cfg["touch-workers-reload"])
+        self.touch_chain = TouchWatch(cfg["touch-chain-reload"])
+        self.touch_commands = exec_touches(cfg["touch-exec"])
+        self.touch_exec = TouchWatch(self.touch_commands)
         self.touch_logrotate = TouchWatch(cfg["touch-logrotate"])
         self.touch_logreopen = TouchWatch(cfg["touch-logreopen"])
         self.children = ChildTable(plan.children, self._in_child, self.draining)
@@ -408,6 +422,7 @@ class Master:
         if (path := self.touch_reload.touched()) is not None:
             log(f"*** {path} has been touched... grace them all !!! ***")
             return GRACEFUL_RELOAD  # (a refused reload waits for the next touch)
+        self._worker_touches()
         self.children.check_evil_rss(int(self.cfg["evil-reload-on-rss"] or 0))
         self.children.check_rss(now, int(self.cfg["reload-on-rss"] or 0), self._worker_mercy(),
                                 int(self.cfg["min-worker-lifetime"] or 0))
@@ -415,6 +430,36 @@ class Master:
                                      int(self.cfg["max-worker-lifetime-delta"] or 0),
                                      self._worker_mercy())
         return None
+
+    def _worker_touches(self) -> None:
+        """--touch-workers-reload, --touch-chain-reload, --touch-exec, in uWSGI's order:
+        a reload of the workers leaves the later ones to the next cycle, as there."""
+        assert self.children is not None
+        if (path := self.touch_workers.touched()) is not None:
+            log(f"*** {path} has been touched... workers reload !!! ***")
+            self.reload_workers(graceful=True)
+            return
+        if (path := self.touch_chain.touched()) is not None:
+            if self.children.chain_active:
+                log(f"*** {path} has been touched... but chain reload is already running ***")
+            else:
+                log(f"*** {path} has been touched... chain reload !!! ***")
+                self.chain_reload()
+        if (path := self.touch_exec.touched()) is not None:
+            for command in self.touch_commands.get(path, ()):
+                self._run_touch_command(command)
+
+    def _run_touch_command(self, command: str) -> None:
+        """Start a --touch-exec command; the reap says how it ended."""
+        assert self.children is not None
+        try:
+            pid = spawn_command(command)
+        except OSError as exc:
+            log(f"[uwsgi-touch-exec] cannot run {command}: {exc.strerror or exc}")
+            return
+        self.children.others[pid] = lambda status: log(
+            f"subprocess {pid} {_ended(status)}")
+        log(f"[uwsgi-touch-exec] running {command}")
 
     def _serve(self, svc: Any) -> None:
         self._service_call(svc.on_readable, time.time())
@@ -711,6 +756,13 @@ _ASKED = {
     GRACEFUL_SHUTDOWN: "graceful shutdown triggered...",
     IMMEDIATE_SHUTDOWN: "...killing workers...",
 }
+
+
+def _ended(status: int) -> str:
+    """How a subprocess ended, in uWSGI's words."""
+    if os.WIFSIGNALED(status):
+        return f"exited by signal {os.WTERMSIG(status)}"
+    return f"exited with code {os.waitstatus_to_exitcode(status)}"
 
 
 def _stronger(first: tuple[str, str] | None,

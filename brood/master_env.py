@@ -33,6 +33,7 @@ from brood.listener import Listener
 from brood.log import log, redirect_output
 from brood.sockets import (
     DEFAULT_BACKLOG,
+    StreamOptions,
     address_family_label,
     adopt_fd,
     bind_listener,
@@ -306,8 +307,10 @@ class Binder:
     """Binds sockets for the plan; adopts fds inherited across re-exec when keys match."""
 
     def __init__(self, backlog: int = DEFAULT_BACKLOG, reuse_port: bool = False,
-                 chmod: str | None = None, owner: tuple[int, int] | None = None) -> None:
+                 chmod: str | None = None, owner: tuple[int, int] | None = None,
+                 options: StreamOptions | None = None) -> None:
         self.backlog = backlog
+        self.options = options  # --socket-sndbuf/-rcvbuf/-send-timeout (fresh binds)
         self.reuse_port = reuse_port
         self.chmod = socket_mode(chmod) if chmod is not None else None  # --chmod-socket
         self.owner = owner  # --uid/--gid: ``socket_owner``
@@ -328,7 +331,8 @@ class Binder:
             lst = Listener(sock, socket_name(sock), proto)
             how = "inherited"
         else:
-            lst = bind_listener(spec, proto, self.backlog, self.reuse_port, option)
+            lst = bind_listener(spec, proto, self.backlog, self.reuse_port, option,
+                                self.options)
             how = "bound to"
             if self.owner is not None:
                 chown_socket(lst, self.owner)

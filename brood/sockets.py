@@ -24,6 +24,7 @@ import contextlib
 import os
 import socket
 import stat
+import struct
 import weakref
 from dataclasses import dataclass
 
@@ -209,9 +210,36 @@ def _new_socket(addr: Address, socktype: int, spec: str, option: str) -> tuple[s
     raise OptionError(f"--{option} {spec}: cannot bind this kind of address")
 
 
+@dataclass(frozen=True)
+class StreamOptions:
+    """--socket-sndbuf, --socket-rcvbuf (every stream socket) and --socket-send-timeout
+    (TCP ones): set before bind, as uWSGI sets them, so that the connections accepted
+    inherit them (and SO_RCVBUF is in place before the window scale is chosen)."""
+
+    sndbuf: int = 0
+    rcvbuf: int = 0
+    send_timeout: int = 0  # seconds
+
+    def apply(self, sock: socket.socket, tcp: bool) -> None:
+        """OptionError naming the option the kernel refused."""
+        for option, level, value in (
+                ("socket-sndbuf", socket.SO_SNDBUF, self.sndbuf),
+                ("socket-rcvbuf", socket.SO_RCVBUF, self.rcvbuf),
+                ("socket-send-timeout", socket.SO_SNDTIMEO, self.send_timeout if tcp else 0)):
+            if not value:
+                continue
+            raw = struct.pack("ll", value, 0) if level == socket.SO_SNDTIMEO else value
+            try:
+                sock.setsockopt(socket.SOL_SOCKET, level, raw)
+            except OSError as exc:
+                raise OptionError(f"--{option} {value}: {exc.strerror or exc}") from None
+
+
 def bind_listener(spec: str, proto: str, backlog: int = DEFAULT_BACKLOG,
-                  reuse_port: bool = False, option: str = "socket") -> Listener:
-    """Bind and listen on ``spec`` (or adopt ``fd://N``); the Listener names the real address.
+                  reuse_port: bool = False, option: str = "socket",
+                  options: StreamOptions | None = None) -> Listener:
+    """Bind and listen on ``spec`` (or adopt ``fd://N``, left as it is); the Listener
+    names the real address.
 
     ``=N`` is not bindable: the plan resolves it to shared socket N.
     """
@@ -230,6 +258,8 @@ def bind_listener(spec: str, proto: str, backlog: int = DEFAULT_BACKLOG,
             # Before listen(): every connection it queues gets it (no Nagle wait on
             # answers), and whoever accepts them need not set it one by one.
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        if options is not None:
+            options.apply(sock, addr.kind == "tcp")
         sock.bind(sockaddr)
         sock.listen(backlog)
     except OSError as exc:

@@ -383,6 +383,9 @@ class Core:
             self.worker.log(f"error in {req}:\n{tb.rstrip()}")
         else:
             self.worker.log(f"{req}: {exc}")
+        rule = self.worker.exception_rule
+        if rule is not None and rule(exc):  # --reload-on-exception*: after this request
+            self.worker.recycle_after_exception(exc)
         if not self.head_sent:
             self.head_sent = True
             self.code = code

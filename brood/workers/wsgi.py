@@ -59,10 +59,13 @@ from brood.workers.conn import Conn
 from brood.workers.environ import http_base
 from brood.workers.http import serve_http
 from brood.workers.loader import AppLoadError, WSGIApp, load_app, option
+from brood.workers.recycle import MB, ExceptionRule, exception_rule, memory_over
 from brood.workers.response import Core, FileWrapper
 from brood.workers.threaded import SharedPoll
 from brood.workers.uwsgi import serve_uwsgi
 
+_EXCEPTION_FILTERS = ("reload-on-exception-type", "reload-on-exception-value",
+                      "reload-on-exception-repr")
 # Idle keep-alive connections and silent clients are dropped after this long.
 READ_TIMEOUT = 15
 _PAGE = os.sysconf("SC_PAGE_SIZE")
@@ -142,10 +145,13 @@ def _parked_cap() -> int:
 class Worker:
     """Per-process state shared by the serving threads."""
 
-    # --max-requests and --reload-on-rss recycle a worker only from this time on
-    # (--min-worker-lifetime); set per worker only with either (a 31st attribute would
-    # give every worker a real dict, slower on the per-request path).
+    # --max-requests, --reload-on-rss and --reload-on-as recycle a worker only from this
+    # time on (--min-worker-lifetime); set per worker only with one of them (a 31st
+    # attribute would give every worker a real dict, slower on the per-request path).
     recyclable_at = 0.0
+    # --reload-on-exception*: whether an exception the app raised recycles the worker
+    # (brood.workers.recycle); asked by Core only when the app raised.
+    exception_rule: ExceptionRule | None = None
 
     def __init__(
         self, worker_id: int, listeners: list[Listener], app: WSGIApp | None, cfg: Config,
@@ -162,8 +168,11 @@ class Worker:
         self.max_requests = int(option(cfg, "max-requests", 0) or 0)
         if self.max_requests:
             self.max_requests += (worker_id - 1) * int(option(cfg, "max-requests-delta", 0) or 0)
-        self.reload_on_rss = int(option(cfg, "reload-on-rss", 0) or 0) * 1024 * 1024
-        if self.max_requests or self.reload_on_rss:  # (else the class's: see recyclable_at)
+        rss_limit = int(option(cfg, "reload-on-rss", 0) or 0) * MB
+        as_limit = int(option(cfg, "reload-on-as", 0) or 0) * MB
+        # (rss, address space) in bytes, read after each request; () when neither is on
+        self.memory_limits = (rss_limit, as_limit) if rss_limit or as_limit else ()
+        if self.max_requests or self.memory_limits:  # (else the class's: see recyclable_at)
             self.recyclable_at = time.time() + int(option(cfg, "min-worker-lifetime", 60) or 0)
         self.limit_post = int(option(cfg, "limit-post", 0) or 0)
         self.buffer_size = int(option(cfg, "buffer-size", 4096) or 4096)
@@ -197,6 +206,11 @@ class Worker:
         self.parked_cap = _parked_cap()
         self._ctime_sec = -1
         self._ctime = ""
+        rule = exception_rule(bool(option(cfg, "reload-on-exception", False)),
+                              [str(v) for name in _EXCEPTION_FILTERS
+                               for v in option(cfg, name, None) or ()])
+        if rule is not None:  # (else the class's None: the default worker stores nothing)
+            self.exception_rule = rule
         if option(cfg, "harakiri-verbose", False):
             # the master logs what each core serves when it kills the worker; only
             # then is it published (an instance attribute: no test per request)
@@ -426,8 +440,8 @@ class Worker:
                 and end >= self.recyclable_at and not self.stopping):  # (said once)
             self.log(f"worker {self.id} reached max-requests ({self.max_requests}), stopping")
             self.stop()
-        elif self.reload_on_rss:
-            self._check_rss()
+        elif self.memory_limits:
+            self._check_memory()
         # What the answer told the client: a stop after it was sent leaves the connection
         # to ``_last_requests`` (the client may already be sending its next request).
         return keep
@@ -456,10 +470,21 @@ class Worker:
         self.slot.rss = rss
         return vsz, rss
 
-    def _check_rss(self) -> None:
-        rss = self._read_memory()[1]
-        if rss > self.reload_on_rss and time.time() >= self.recyclable_at:
-            self.log(f"worker {self.id} rss {rss // 1048576} MB over reload-on-rss, stopping")
+    def _check_memory(self) -> None:
+        """--reload-on-rss / --reload-on-as, after a request."""
+        vsz, rss = self._read_memory()
+        why = memory_over(rss, vsz, *self.memory_limits)
+        if why is not None and time.time() >= self.recyclable_at:
+            self.log(f"worker {self.id} {why}, stopping")
+            self.stop()
+
+    def recycle_after_exception(self, exc: BaseException) -> None:
+        """The app raised an exception --reload-on-exception* names: this request's
+        answer closes its connection, and the worker stops once its requests are done
+        (uWSGI's exits at once, the client getting no answer)."""
+        if not self.stopping:
+            self.log(f"... monitored exception detected ({type(exc).__name__}), worker "
+                     f"{self.id} (pid: {self.pid}) stops after this request ...")
             self.stop()
 
     # -- logging ---------------------------------------------------------------------

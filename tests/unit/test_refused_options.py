@@ -19,6 +19,7 @@ REFUSED = {
     "yaml": "site.yaml", "json": "site.json", "xml": "site.xml",
     "zerg": "/tmp/zerg.sock", "zerg-server": "/tmp/zerg.sock", "zerg-fallback": None,
     "zergpool": "/tmp/zergpool:127.0.0.1:3031",
+    "http-socket-modifier1": "5",  # (0 passes: a WSGI app's own modifier1)
 }
 
 

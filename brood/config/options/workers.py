@@ -5,7 +5,18 @@ from brood.config.option import MAX_WORKERS, Option
 OPTIONS: list[Option] = [
     Option("socket", "workers", "serve the uwsgi protocol on ADDR (host:port, /path, @abstract, =N)",
            short="s", aliases=("uwsgi-socket",), multi=True, metavar="ADDR"),
-    Option("http-socket", "workers", "serve plain HTTP/1.1 on ADDR", multi=True, metavar="ADDR"),
+    Option("http-socket", "workers", "serve plain HTTP/1.1 on ADDR, with keep-alive (each "
+           "answer framed by Content-Length or chunked; uWSGI's --http-socket closes after "
+           "each answer, its --http11-socket keeps even unframed ones open)", multi=True,
+           metavar="ADDR", aliases=("http11-socket",)),
+    # 0 == False: refuse_unavailable lets 0 through and refuses any other number
+    Option("http-socket-modifier1", "workers", "the uWSGI plugin HTTP socket requests go "
+           "to: 0 (Python/WSGI), the only one brood has", kind="int", metavar="N", high=255,
+           refused="brood serves WSGI apps only, which are modifier1 0 (uWSGI answers "
+           "every request with an error for a plugin it has not loaded)"),
+    Option("http-socket-modifier2", "workers", "accepted for uWSGI compatibility, no "
+           "effect: uWSGI's Python plugin does not read it either", kind="int", metavar="N",
+           high=255),
     Option("processes", "workers", "number of worker processes", kind="int", default=1,
            short="p", aliases=("workers",), metavar="N", high=MAX_WORKERS),
     Option("threads", "workers", "threads per worker", kind="int", default=1, metavar="N",
@@ -45,12 +56,45 @@ OPTIONS: list[Option] = [
            kind="bool"),
     Option("reload-on-rss", "workers", "recycle a worker after its request if RSS exceeds MB (0 = off)",
            kind="int", default=0, metavar="MB"),
+    Option("reload-on-as", "workers", "recycle a worker after its request if its address "
+           "space (VSZ) is MB or more (0 = off; once it has run --min-worker-lifetime)",
+           kind="int", default=0, metavar="MB"),
+    Option("reload-on-exception", "workers", "recycle a worker after a request whose app "
+           "raised (the client gets its 500; uWSGI's worker exits at once, answering "
+           "nothing)", kind="bool"),
+    *(Option(f"reload-on-exception-{what}", "workers", "recycle a worker after a request "
+             "whose app raised an exception whose message (str(exc)) is TEXT: as uWSGI "
+             f"2.0, which compares its {what} filters with the message too", multi=True,
+             metavar="TEXT") for what in ("type", "repr")),
+    Option("reload-on-exception-value", "workers", "recycle a worker after a request whose "
+           "app raised an exception whose message (str(exc)) is TEXT", multi=True,
+           metavar="TEXT"),
     Option("evil-reload-on-rss", "workers",
            "SIGKILL a worker (then respawn it) as soon as its RSS reaches MB, even "
            "mid-request; the master checks every second (0 = off)",
            kind="int", default=0, metavar="MB"),
     Option("limit-post", "workers", "largest request body accepted (0 = no limit)",
            kind="size", default=0),
+    Option("touch-workers-reload", "workers", "reload the workers alone (gracefully, as "
+           "the master FIFO's w) when FILE's mtime changes", multi=True, metavar="FILE"),
+    Option("touch-chain-reload", "workers", "chain-reload the workers (one at a time, as "
+           "the master FIFO's c) when FILE's mtime changes", multi=True, metavar="FILE"),
+    Option("touch-exec", "workers", "run COMMAND (/bin/sh -c, in the background) when "
+           "FILE's mtime changes; without a COMMAND, FILE itself is run, as uWSGI does",
+           multi=True, metavar="FILE COMMAND"),
+    # uWSGI sets these on every stream socket it binds (worker, router, stats), before
+    # bind: accepted connections inherit them
+    Option("socket-sndbuf", "workers", "SO_SNDBUF of every stream socket brood binds "
+           "(the connections accepted on it inherit it; 0 = the system's)", kind="int",
+           default=0, metavar="BYTES", high=(1 << 31) - 1),
+    Option("socket-rcvbuf", "workers", "SO_RCVBUF of every stream socket brood binds "
+           "(the connections accepted on it inherit it; 0 = the system's)", kind="int",
+           default=0, metavar="BYTES", high=(1 << 31) - 1),
+    Option("socket-send-timeout", "workers", "SO_SNDTIMEO of every TCP socket brood binds, "
+           "in seconds: a worker's write to a client that stops reading fails after it "
+           "(bare: 1, as uWSGI's flag)", kind="int", optional=True, implicit="1",
+           metavar="SECONDS", high=(1 << 31) - 1,
+           aliases=("socket-write-timeout", "so-send-timeout", "so-write-timeout")),
     Option("reload-mercy", "workers", "seconds to wait for processes to finish on reload/stop",
            kind="int", default=60, metavar="SECONDS"),
     Option("worker-reload-mercy", "workers", "seconds a worker may take to finish on reload",
