@@ -62,8 +62,12 @@ class LineBuffer:
 
 
 def split_lines(chunk: bytes) -> list[bytes]:
-    """``chunk`` (whole lines) as a list of lines, each with its newline."""
-    return chunk.splitlines(keepends=True)
+    """``chunk`` (whole lines) as a list of lines, each with its newline. Only a newline
+    ends a line (``bytes.splitlines`` also cuts at a carriage return, and a line with
+    one inside would go to its loggers in two pieces)."""
+    lines = [line + b"\n" for line in chunk.split(b"\n")]
+    lines[-1] = lines[-1][:-1]  # (what follows the last newline: b"" for whole lines)
+    return lines if lines[-1] else lines[:-1]
 
 
 class Routing:

@@ -59,3 +59,12 @@ def test_request_routing_has_no_drains() -> None:
     r = Routing.for_requests([], routes=[(3, "POST")])
     assert r.targets(b"GET /\n") == (Routing.RAW,)
     assert r.targets(b"POST /\n") == (3,)
+
+
+def test_only_a_newline_ends_a_line() -> None:
+    """A carriage return (a progress bar, an app's \\r\\n) stays inside its line: routes
+    match the whole line and an encoder makes one message of it."""
+    assert split_lines(b"a\rb\nc\r\n\n") == [b"a\rb\n", b"c\r\n", b"\n"]
+    assert split_lines(b"") == []
+    routing = Routing([0], [(1, "^a.b$")])
+    assert [routing.targets(line) for line in split_lines(b"a\rb\nab\n")] == [(1,), (0,)]
