@@ -28,6 +28,7 @@ import json
 import os
 import re
 import shlex
+import shutil
 import signal
 import socket
 import subprocess
@@ -295,8 +296,8 @@ class Bench(contextlib.ExitStack):
 
     def __init__(self, keep_logs: bool = False) -> None:
         super().__init__()
-        self._tmp = tempfile.TemporaryDirectory(prefix="brood-bench-")
-        self.dir = Path(self._tmp.name)
+        # (mkdtemp: a TemporaryDirectory removes itself at exit, --keep-logs or not)
+        self.dir = Path(tempfile.mkdtemp(prefix="brood-bench-"))
         self.keep = keep_logs
         self.servers: list[Server] = []
 
@@ -309,7 +310,7 @@ class Bench(contextlib.ExitStack):
         if self.keep:
             sys.stderr.write(f"bench: logs kept in {self.dir}\n")
         else:
-            self._tmp.cleanup()
+            shutil.rmtree(self.dir, ignore_errors=True)
 
     def start(self, name: str, argv: list[str], **kw: object) -> Server:
         srv = Server(name, argv, self.dir, **kw)  # type: ignore[arg-type]

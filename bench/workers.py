@@ -5,7 +5,12 @@ Same app (brood/demo/hello.py: 11 bytes at /, 64 KiB at /big), 2 worker processe
 wrk -t2 -c64: first a new connection per request (``Connection: close``, PERF.md's anchor
 pattern), then keep-alive.  Interleaved, median of --rounds.  Default run: about 70 s.
 
-    python bench/workers.py [--duration 5] [--rounds 1] [-v]
+Request lines are off by default (``--disable-logging``). ``--request-log logto`` writes
+them to a file in each server's own way (``--logto``; gunicorn ``--access-logfile``),
+``--request-log log-master`` the same through brood's and uWSGI's log master
+(``--log-master``; gunicorn has none): what a line costs, and what the log master adds.
+
+    python bench/workers.py [--duration 5] [--rounds 1] [--request-log off|logto|log-master] [-v]
 """
 
 from __future__ import annotations
@@ -34,30 +39,38 @@ from common import (  # noqa: E402
 HELLO, BIG = 11, 65536
 
 
-def servers() -> list[tuple[str, str, callable, str | None]]:
+def servers(request_log: str, logdir: Path) -> list[tuple[str, str, callable, str | None]]:
     """(name, role, argv for a port, log line that means ready)."""
+    def lines(name: str) -> list[str]:
+        if request_log == "off":
+            return ["--disable-logging"]
+        out = ["--logto", str(logdir / f"{name}-requests.log")]
+        return out + (["--log-master"] if request_log == "log-master" else [])
+
+    gunicorn_log = ([] if request_log == "off"
+                    else ["--access-logfile", str(logdir / "gunicorn-requests.log")])
     return [
         (
             "brood workers",
             "brood",
             lambda p: [PY, "-m", "brood", "--http-socket", f"127.0.0.1:{p}",
-                       "--module", "brood.demo.hello", "--processes", "2",
-                       "--disable-logging", "--master"],
-            "brood: ready",
+                       "--module", "brood.demo.hello", "--processes", "2", "--master",
+                       *lines("brood")],
+            "brood: ready" if request_log == "off" else None,  # (else in the --logto file)
         ),
         (
             "uWSGI workers",
             "anchor",
             lambda p: ["uwsgi", "--plugins", "python3", "--http-socket", f"127.0.0.1:{p}",
                        "--wsgi-file", "brood/demo/hello.py", "--master", "--processes", "2",
-                       "--disable-logging"],
+                       *lines("uwsgi")],
             None,
         ),
         (
             "gunicorn sync",
             "anchor",
             lambda p: [PY, "-m", "gunicorn", "-w", "2", "-b", f"127.0.0.1:{p}",
-                       "brood.demo.hello:application"],
+                       *gunicorn_log, "brood.demo.hello:application"],
             None,
         ),
     ]
@@ -75,7 +88,7 @@ def run(args) -> int:
     ]
     with Bench(args.keep_logs) as bench:
         targets = []
-        for name, role, make_argv, ready_line in servers():
+        for name, role, make_argv, ready_line in servers(args.request_log, bench.dir):
             t = Target(name, role)
 
             def ready(srv, port, ready_line=ready_line):
@@ -89,12 +102,23 @@ def run(args) -> int:
             except BenchError as exc:
                 t.error = str(exc)
             targets.append(t)
-        m = Matrix("workers: 2 processes, plain HTTP on loopback", targets, loads, args)
+        title = "workers: 2 processes, plain HTTP on loopback"
+        if args.request_log != "off":
+            title += f", request lines: {args.request_log}"
+        m = Matrix(title, targets, loads, args)
         m.run()
     rows = m.print()
     write_json(args.json, rows)
     return 1 if any("failed" in r for r in rows) else 0
 
 
+def parser():
+    p = arg_parser(__doc__.split("\n")[0])
+    p.add_argument("--request-log", choices=("off", "logto", "log-master"), default="off",
+                   help="request lines: off (--disable-logging, the default), to a file "
+                        "(--logto), or to a file through the log master (--log-master)")
+    return p
+
+
 if __name__ == "__main__":
-    main_wrapper(run, arg_parser(__doc__.split("\n")[0]))
+    main_wrapper(run, parser())
