@@ -18,9 +18,10 @@ as uWSGI reads it, a logvar (a value the app sets through uWSGI's ``uwsgi`` modu
 brood does not have): written as ``-``, and said once at start-up, since it may be a typo.
 It is parsed and compiled once (``brood.logformat``): at start-up in the master, so an
 unclosed ``%(`` stops it with one line naming it, and again in each worker. As in uWSGI,
-a variable with no value is written as ``-`` and the line ends with a newline, written with one ``write``
-to fd 2 (``brood.log.REQUEST_FD``: a pipe of its own with --req-logger). A line renders
-a ``Facts`` record, built only when a format is set.
+a variable with no value is written as ``-`` and the line ends with a newline, written
+with one ``write`` to fd 2 (``brood.log.REQUEST_FD``: a pipe of its own with
+--req-logger; ``write_line``). A line renders a ``Facts`` record, built only when a
+format is set.
 
 A worker logging the default line to every request uses none of this module per
 request; otherwise its ``request_log`` is a ``RequestLog``.
