@@ -458,6 +458,7 @@ def setup_logging(cfg: Config, first_start: bool, title: str | None = None
     probe(plan)
     lm = LogMaster.start(plan, cfg["uid"], cfg["gid"], owner, title)
     lm.notes[:0] = notes
+    lm.notes.extend(plan.notes())  # (encoders that will not do what they seem to)
     return lm
 
 

@@ -7,9 +7,11 @@ One ``selectors`` loop over the control socket and the sources: the read end of 
 process's pipe (``Source``: the master's own, and one, or two with --req-logger, per
 child). A readable source is read in chunks of ``READ_SIZE``; its ``LineBuffer`` keeps
 what is not a whole line yet; the whole lines go through ``Routing`` to the sinks (one
-write per sink for a plain setup, whatever the number of lines). A source at end of
-file (its process, and every process that inherited the pipe, has exited) gives its
-tail as a last line and is closed.
+write per sink for a plain setup, whatever the number of lines). With log encoders,
+each line is encoded for each logger it goes to (``brood.logs.encoders``: a logger's
+chain depends on its name) and a logger gets its lines as messages (one datagram each).
+A source at end of file (its process, and every process that inherited the pipe, has
+exited) gives its tail as a last line and is closed.
 
 The master speaks over the control socket (``brood.logs.control``): ``add`` brings the
 read ends of a new child's pipes (SCM_RIGHTS), ``rotate`` and ``reopen`` act on every
@@ -36,13 +38,15 @@ import selectors
 import signal
 import socket
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from brood.log import stamp
 from brood.logs import control
+from brood.logs.encoders import Chain, EncoderSpec, chain_for
 from brood.logs.lines import LineBuffer, Routing, split_lines
 from brood.logs.sinks import DatagramSink, FdSink, FileSink, Sink, open_sink
-from brood.logs.spec import LogPlan
+from brood.logs.spec import LoggerSpec, LogPlan
 from brood.signals import release_stops
 
 READ_SIZE = 65536
@@ -98,6 +102,10 @@ class LogProcess:
                             plan.drains, plan.filters)
         self.requests = Routing.for_requests(req_defaults,
                                              [(names[n], e) for n, e in plan.req_routes])
+        # Each logger's encoder chain, by target (empty: no encoder on that channel).
+        self.chains = _chains(plan.encoders, plan.loggers, 0)
+        self.req_chains = {**_chains(plan.req_encoders, plan.loggers, 0),
+                           **_chains(plan.req_encoders, plan.req_loggers, first_req)}
         self.selector.register(ctl, selectors.EVENT_READ, None)
         for source in sources:
             self.add(source)
@@ -148,6 +156,10 @@ class LogProcess:
         """Whole lines to their loggers: at once when every line goes to the same ones,
         else gathered per logger (each still gets its lines in order, in one write)."""
         routing = self.requests if requests else self.main
+        chains = self.req_chains if requests else self.chains
+        if chains:
+            self._encoded(chunk, routing, chains, now)
+            return
         if routing.plain:
             for target in routing.defaults:
                 self.sink(target).write(chunk, now)
@@ -158,6 +170,20 @@ class LogProcess:
                 batches.setdefault(target, []).append(line)
         for target, lines in batches.items():
             self.sink(target).write(b"".join(lines), now)
+
+    def _encoded(self, chunk: bytes, routing: Routing, chains: dict[int, Chain],
+                 now: float) -> None:
+        """Each line through the chain of each logger it goes to, then each logger's
+        messages at once (an empty one is not written)."""
+        batches: dict[int, list[bytes]] = {}
+        for line in split_lines(chunk):
+            for target in routing.targets(line):
+                chain = chains.get(target)
+                message = chain.encode(line, now) if chain is not None else line
+                if message:
+                    batches.setdefault(target, []).append(message)
+        for target, messages in batches.items():
+            self.sink(target).write_messages(messages, now)
 
     def _files(self) -> list[Sink]:
         return list(dict.fromkeys([self.raw, *self.sinks]))
@@ -265,3 +291,15 @@ class LogProcess:
             for sink in self._files():
                 if isinstance(sink, FileSink):
                     sink.maxsize = 0  # the next log master rotates from now on
+
+
+def _chains(specs: Sequence[EncoderSpec], loggers: Sequence[LoggerSpec], first: int
+            ) -> dict[int, Chain]:
+    """The encoder chain of each logger (index ``first`` on) and, for ``first`` 0, of
+    the plain log; only the ones that encode."""
+    if not specs:
+        return {}
+    found = {Routing.RAW: chain_for(specs, None)} if first == 0 else {}
+    for i, spec in enumerate(loggers):
+        found[first + i] = chain_for(specs, spec.name)
+    return {target: chain for target, chain in found.items() if chain}

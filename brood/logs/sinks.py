@@ -1,12 +1,14 @@
 """The log master's destinations: files (rotated and reopened), file descriptors, and
 datagram loggers (syslog, a remote syslog server, any UDP or unix datagram socket).
 
-Each sink takes whole lines (``write(chunk, now)``, a chunk of one or more lines) and
-never raises: a line it cannot deliver is counted in ``dropped`` with the reason, and
-the log master reports the count (``brood.logs.process``). Files block like any file
-write; datagram sockets are non-blocking, so a stuck or absent syslog daemon or a full
-socket buffer costs lines, counted, never the log master's time (and so never the
-pipes of the processes writing into it). Datagram loggers send one datagram per line.
+Each sink takes whole lines (``write(chunk, now)``, a chunk of one or more lines), or
+the messages log encoders made of them (``write_messages``: any bytes, one datagram
+each), and never raises: a line it cannot deliver is counted in ``dropped`` with the
+reason, and the log master reports the count (``brood.logs.process``). Files block
+like any file write; datagram sockets are non-blocking, so a stuck or absent syslog
+daemon or a full socket buffer costs lines, counted, never the log master's time (and
+so never the pipes of the processes writing into it). Datagram loggers send one
+datagram per line (per message).
 
 Rotation, as uWSGI 2.0.21 does it: the file's last line says ``logsize: N, triggering
 rotation to NAME...``, the file is renamed to NAME (--log-backupname, or the file's
@@ -27,6 +29,7 @@ import stat
 import time
 
 from brood.log import stamp
+from brood.logs.lines import split_lines
 from brood.logs.spec import LoggerSpec
 
 MAX_DATAGRAM = 65000  # a longer line is cut to this in a datagram (UDP's ceiling is 65507)
@@ -45,6 +48,14 @@ class Sink:
 
     def write(self, chunk: bytes, now: float) -> None:
         raise NotImplementedError
+
+    def write_messages(self, messages: list[bytes], now: float) -> None:
+        """Encoded lines, written one after the other (a message lost counts as one
+        line, whatever newlines an encoder left in it)."""
+        before = self.dropped
+        self.write(b"".join(messages), now)
+        if self.dropped != before:
+            self.dropped = before + len(messages)
 
     def lost(self, chunk: bytes, reason: str) -> None:
         self.dropped += max(1, chunk.count(b"\n"))
@@ -254,11 +265,16 @@ class DatagramSink(Sink):
         return line
 
     def write(self, chunk: bytes, now: float) -> None:
-        for line in chunk.splitlines(keepends=True):
+        self.write_messages(split_lines(chunk), now)
+
+    def write_messages(self, messages: list[bytes], now: float) -> None:
+        """One datagram per message (a line, or what encoders made of one); each one
+        lost counts as one line."""
+        for message in messages:
             if now < self.retry_at:
-                self.lost(line, self.reason)
+                self._lost_one(self.reason)
                 continue
-            packet = self.packet(line, now)[:MAX_DATAGRAM]
+            packet = self.packet(message, now)[:MAX_DATAGRAM]
             try:
                 if self.address is None:
                     self.sock.send(packet)
@@ -267,11 +283,15 @@ class DatagramSink(Sink):
             except (FileNotFoundError, ConnectionRefusedError) as exc:
                 if self.unix:  # nobody listens there (yet); (UDP: an ICMP said it once)
                     self.retry_at = now + RECONNECT_EVERY
-                self.lost(line, exc.strerror or str(exc))
+                self._lost_one(exc.strerror or str(exc))
             except OSError as exc:  # EAGAIN/ENOBUFS: the receiver is behind
                 reason = "socket buffer full" if exc.errno in (errno.EAGAIN, errno.ENOBUFS) \
                     else (exc.strerror or str(exc))
-                self.lost(line, reason)
+                self._lost_one(reason)
+
+    def _lost_one(self, reason: str) -> None:
+        self.dropped += 1
+        self.reason = reason
 
     def close(self) -> None:
         self.sock.close()

@@ -1,9 +1,10 @@
 """What the logging options ask for, checked and frozen (pure: no files, no sockets).
 
 ``LogPlan.from_config`` reads every option of ``brood.config.options.logs`` plus
---logto/--daemonize, parses each logger as uWSGI 2.0 does (``parse_logger``) and
-compiles the route and filter expressions, so a mistake stops the start (and a reload)
-with one line naming the option. ``needs_master`` says whether the log master process
+--logto/--daemonize, parses each logger as uWSGI 2.0 does (``parse_logger``) and each
+log encoder (``brood.logs.encoders.parse_encoder``), and compiles the route and filter
+expressions, so a mistake stops the start (and a reload) with one line naming the
+option. ``needs_master`` says whether the log master process
 runs at all: only for the options that need it, as uWSGI's (so the default path, fd 2
 straight to the terminal or the --logto file, costs nothing more than it did).
 """
@@ -18,6 +19,8 @@ from typing import Any
 
 from brood.config.model import Config
 from brood.config.option import OptionError, to_mode
+from brood.logs.encoders import EncoderSpec, parse_encoder
+from brood.logs.encoders import notes as encoder_notes
 
 # Syslog facility numbers (RFC 5424, as glibc names them); uWSGI's default is daemon.
 FACILITIES = {
@@ -193,6 +196,8 @@ class LogPlan:
     req_routes: tuple[tuple[str, str], ...] = ()
     drains: tuple[str, ...] = ()
     filters: tuple[str, ...] = ()
+    encoders: tuple[EncoderSpec, ...] = ()  # --log-encoder, in order
+    req_encoders: tuple[EncoderSpec, ...] = ()  # --log-req-encoder
     logfile: str | None = None  # --logto/--daemonize: what rotate and reopen act on
     maxsize: int = 0
     backupname: str | None = None
@@ -215,6 +220,9 @@ class LogPlan:
             req_routes=tuple(_route(v, "log-req-route", names) for v in cfg["log-req-route"]),
             drains=tuple(_regexp(v, "log-drain") for v in cfg["log-drain"]),
             filters=tuple(_regexp(v, "log-filter") for v in cfg["log-filter"]),
+            encoders=tuple(parse_encoder(v) for v in cfg["log-encoder"]),
+            req_encoders=tuple(parse_encoder(v, "log-req-encoder")
+                               for v in cfg["log-req-encoder"]),
             logfile=_logfile(cfg["daemonize"] or cfg["logto"]),
             maxsize=int(cfg["log-maxsize"] or 0),
             backupname=cfg["log-backupname"] or None,
@@ -228,7 +236,15 @@ class LogPlan:
     @property
     def needs_master(self) -> bool:
         return bool(self.loggers or self.req_loggers or self.maxsize or self.forced
-                    or self.routes or self.req_routes or self.drains or self.filters)
+                    or self.routes or self.req_routes or self.drains or self.filters
+                    or self.encoders or self.req_encoders)
+
+    def notes(self) -> list[str]:
+        """Lines for the master's log about encoders that will change nothing or not
+        what they seem to (the start goes on, as uWSGI's)."""
+        names = {lg.name for lg in self.loggers if lg.name}
+        return (encoder_notes(self.encoders, names, "log-encoder")
+                + encoder_notes(self.req_encoders, names, "log-req-encoder"))
 
     @property
     def split_requests(self) -> bool:

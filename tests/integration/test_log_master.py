@@ -4,6 +4,7 @@ own failures, and what stays as cheap as before (no log master without an option
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
@@ -11,6 +12,7 @@ import socket
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -305,6 +307,9 @@ def test_syslog_and_socket_loggers_send_a_datagram_per_line(start_brood, app, ud
      "cannot open /nonexistent/dir/a.log"),
     (["--log-route", "nobody ^x", "--logger", "file:/tmp/x"], "no --logger is named 'nobody'"),
     (["--req-logger", "syslog:app,nofacility"], "unknown syslog facility 'nofacility'"),
+    (["--log-encoder", "base64 x"], "--log-encoder base64 x: no log encoder 'base64'"),
+    (["--log-req-encoder", "msgpack"], "--log-req-encoder msgpack: the msgpack encoder "
+     "comes with uWSGI's msgpack plugin, which brood does not have"),
 ])
 def test_what_brood_cannot_log_to_stops_the_start(args, says, tmp_path) -> None:
     done = subprocess.run(
@@ -480,3 +485,33 @@ def test_a_reload_to_a_logger_that_cannot_open_is_refused(start_brood, app, tmp_
                    r"file:/nonexistent/dir/b.log: cannot open")
     get_all(b.address_of("uwsgi socket 0"), ["/still"])
     wait_file(tmp_path / "a.log", "APP /still")
+
+
+def test_log_encoders_shape_each_loggers_lines(start_brood, app, tmp_path) -> None:
+    """--log-encoder on every general line, in order, those bound to the routed logger
+    ``js`` on its lines only (JSON, one record a line), --log-req-encoder on the request
+    lines of the --req-logger; the log master starts for them."""
+    js, req = tmp_path / "js.log", tmp_path / "req.log"
+    b = start_brood("--http-socket", "127.0.0.1:0", "--wsgi-file", app, "--processes", "2",
+                    "--logger", f"js file:{js}", "--log-route", "js ^APP",
+                    "--log-encoder", "prefix [app] ",
+                    "--log-encoder", 'json:js {"msg":"${msg}","t":${unix}}',
+                    "--log-encoder", "nl:js",
+                    "--req-logger", f"file:{req}",
+                    "--log-req-encoder", "format ${unix} ${msg}", "--log-req-encoder", "nl")
+    paths = ["/r0", '/q"x', "/tab%09x"]
+    get_all(b.address_of("uwsgi socket 0"), [p.replace('"', "%22") for p in paths])
+    records = [json.loads(line) for line in
+               wait_file(js, r"\n", count=len(paths)).splitlines()]
+    assert [r["msg"] for r in records] == ["[app] APP /r0", '[app] APP /q"x',
+                                           "[app] APP /tab\tx"]
+    assert all(abs(r["t"] - time.time()) < 60 for r in records)
+    lines = wait_file(req, r"\n", count=len(paths)).splitlines()
+    for line, path in zip(lines, paths, strict=True):
+        epoch, _, rest = line.partition(" ")
+        assert abs(int(epoch) - time.time()) < 60
+        m = WORKER_LINE.fullmatch(rest)
+        assert m and m[1] == path.replace('"', "%22").replace("\t", "%09"), line
+    plain = b.log().splitlines()  # (the log master starts before the first line)
+    assert all(line.startswith("[app] ") for line in plain), plain
+    assert "[app] *** Starting brood" in plain[0] and "APP /" not in b.log()

@@ -127,3 +127,59 @@ def test_log_date_prefix(value, shape, monkeypatch) -> None:
     monkeypatch.setattr(brood_log, "_date_format", None)
     brood_log.set_date(value)
     assert re.fullmatch(shape, brood_log.prefix()), brood_log.prefix()
+
+
+def test_encoders_per_logger_and_per_channel(tmp_path: Path, ctl) -> None:
+    """--log-encoder on the general lines (the plain log's chain leaves out the one bound
+    to a name), ``:NAME`` on the routed logger's; --log-req-encoder on a --req-logger's
+    lines; a carriage return inside a line keeps it one line."""
+    out_r, out_w = os.pipe()
+    req_r, req_w = os.pipe()
+    app, reqs = tmp_path / "app.log", tmp_path / "req.log"
+    proc, raw = _process(
+        tmp_path, ctl[1], [Source(out_r, "w"), Source(req_r, "w", requests=True)],
+        logger=[f"app file:{app}"], **{
+            "req-logger": [f"file:{reqs}"], "log-route": ["app ^APP"],
+            "log-encoder": ["format <${msg}>", "json:app {\"m\":\"${msg}\"}", "nl"],
+            "log-req-encoder": ["prefix [req] "]})
+    os.write(out_w, b"APP a\"b\nplain\rline\n")
+    os.write(req_w, b"GET /\n")
+    proc._read(proc.sources[out_r], time.time())
+    proc._read(proc.sources[req_r], time.time())
+    assert app.read_bytes() == b'{"m":"<APP a\\"b>"}\n'
+    assert raw.read_bytes() == b"<plain\rline>\n"
+    assert reqs.read_bytes() == b"[req] GET /\n"
+    for fd in (out_w, req_w):
+        os.close(fd)
+    proc.drain(time.time())
+
+
+def test_a_datagram_logger_gets_one_datagram_per_encoded_line(tmp_path: Path, ctl) -> None:
+    import gzip
+
+    receiver = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    receiver.bind(("127.0.0.1", 0))
+    receiver.settimeout(5)
+    port = receiver.getsockname()[1]
+    out_r, out_w = os.pipe()
+    proc, _ = _process(tmp_path, ctl[1], [Source(out_r, "w")],
+                       logger=[f"socket:127.0.0.1:{port}"],
+                       **{"log-encoder": ["format ${msg}", "gzip"]})
+    os.write(out_w, b"one\ntwo\n")
+    proc._read(proc.sources[out_r], time.time())
+    assert [gzip.decompress(receiver.recv(65536)) for _ in range(2)] == [b"one", b"two"]
+    os.close(out_w)
+    proc.drain(time.time())
+    receiver.close()
+
+
+def test_an_encoder_that_makes_nothing_writes_nothing(tmp_path: Path, ctl) -> None:
+    """``json`` without a template: uWSGI's loggers get 0 bytes for every line."""
+    out_r, out_w = os.pipe()
+    proc, raw = _process(tmp_path, ctl[1], [Source(out_r, "w")],
+                         **{"log-encoder": ["json"]})
+    os.write(out_w, b"gone\n")
+    proc._read(proc.sources[out_r], time.time())
+    assert raw.read_bytes() == b""
+    os.close(out_w)
+    proc.drain(time.time())

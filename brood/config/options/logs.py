@@ -24,6 +24,15 @@ OPTIONS: list[Option] = [
            metavar="REGEXP"),
     Option("log-filter", "logging", "keep only the log lines matching one of these REGEXPs",
            multi=True, metavar="REGEXP"),
+    Option("log-encoder", "logging", "pass each log line through this encoder (repeat to "
+           "chain them, in order): prefix STR, suffix STR, nl, format TEMPLATE, json "
+           "TEMPLATE (${msg} ${msgnl} ${unix} ${micros} ${millis} ${strftime:FORMAT}; json "
+           "escapes the line), gzip, compress; NAME:LOGGER encodes for the --logger named "
+           "LOGGER only; written as encoded (after format/json no newline unless ${msgnl} or "
+           "an nl encoder: as uWSGI's); starts the log master", multi=True,
+           metavar="NAME[:LOGGER] [ARGS]"),
+    Option("log-req-encoder", "logging", "the same for the request lines of a --req-logger; "
+           "starts the log master", multi=True, metavar="NAME[:LOGGER] [ARGS]"),
     Option("log-master", "logging", "write every process's output through the log master "
            "process (implied by the options that need it)", kind="bool"),
     Option("threaded-logger", "logging", "accepted for uWSGI compatibility: brood's log "
