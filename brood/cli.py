@@ -52,6 +52,14 @@ def main(argv: list[str] | None = None) -> int:
         if cfg["stop"]:
             signal_pidfile(cfg["stop"], signal.SIGINT, "stop")
             return 0
+        if cfg["loggers-list"]:  # (uWSGI prints its list, then starts as usual)
+            from brood.logs.spec import KINDS
+
+            sys.stderr.write(
+                "\n*** brood loggers ***\n"
+                + "".join(f"{k}\n" for k in KINDS)
+                + "--- end of loggers list ---\n\n"
+            )
         from brood.master import run_master
 
         return run_master(cfg, args)

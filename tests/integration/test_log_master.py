@@ -515,3 +515,10 @@ def test_log_encoders_shape_each_loggers_lines(start_brood, app, tmp_path) -> No
     plain = b.log().splitlines()  # (the log master starts before the first line)
     assert all(line.startswith("[app] ") for line in plain), plain
     assert "[app] *** Starting brood" in plain[0] and "APP /" not in b.log()
+
+
+def test_loggers_list_prints_brood_s_and_starts_as_uwsgi_does(start_brood, app) -> None:
+    b = start_brood("--http-socket", "127.0.0.1:0", "--wsgi-file", app, "--loggers-list")
+    assert "\n*** brood loggers ***\nfile\nfd\nstdio\nsyslog\nrsyslog\nsocket\n--- end " \
+        "of loggers list ---\n" in b.log()
+    assert http_get(b.address_of("uwsgi socket 0"), "/")[0] == 200

@@ -33,6 +33,8 @@ OPTIONS: list[Option] = [
            metavar="NAME[:LOGGER] [ARGS]"),
     Option("log-req-encoder", "logging", "the same for the request lines of a --req-logger; "
            "starts the log master", multi=True, metavar="NAME[:LOGGER] [ARGS]"),
+    Option("loggers-list", "logging", "print the logger types brood has, then start as "
+           "usual (as uWSGI)", kind="bool", aliases=("logger-list",)),
     Option("log-master", "logging", "write every process's output through the log master "
            "process (implied by the options that need it)", kind="bool"),
     Option("threaded-logger", "logging", "accepted for uWSGI compatibility: brood's log "
