@@ -149,27 +149,31 @@ def magic_lines(text: str, table: Mapping[str, str]) -> list[tuple[int, str]]:
     lines: list[tuple[int, str]] = []
     current: list[str] = []
     number = start = 1
-    i, size = 0, len(text)
-    while i < size:
-        char = text[i]
-        if char == "%" and i + 1 < size:
-            after = text[i + 1]
-            if after == "\n":
-                number += 1
-            current.append(table.get(after, ""))
-            i += 2
-            continue
-        if char == "\n":
+    at = 0
+    for special in _SPECIAL_RE.finditer(text):  # (plain text between them: sliced)
+        if at < special.start():
+            current.append(text[at:special.start()])
+        at = special.end()
+        found = special.group()
+        if found == "\n":
             lines.append((start, "".join(current)))
             current = []
             number += 1
             start = number
-        else:
-            current.append(char)
-        i += 1
-    if current:
+            continue
+        if found == "%\n":
+            number += 1
+        current.append(table.get(found[1], ""))
+    if at < len(text):
+        current.append(text[at:])
+    if current:  # (a last line without its end; one of only magic that gave nothing too)
         lines.append((start, "".join(current)))
     return lines
+
+
+# What magic_lines stops at: a line end, or a % and the character after it (a % ending
+# the text is kept as written).
+_SPECIAL_RE = re.compile(r"\n|%[\s\S]")
 
 
 # When this instance started (%t, %T): the same in every file it reads.
