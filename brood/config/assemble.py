@@ -17,7 +17,9 @@ Where brood is stricter than uWSGI (each would run a file that means something e
 than it seems, or nothing): a block opened inside another (uWSGI stops only when the
 outer one lets the inner opener through: it never nests blocks), a block a file leaves
 open (uWSGI carries it into what it reads next), an ``endif``/``endfor`` with no block
-open (uWSGI ignores it), a condition with no argument, an include loop.
+open (uWSGI ignores it), a condition with no argument, an include loop, more than
+``MAX_KEYS`` keys or ``MAX_TEXT`` of text in one config (uWSGI grows until the memory
+runs out).
 """
 
 from __future__ import annotations
@@ -27,10 +29,11 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 from brood.config.expand import placeholder, scan
-from brood.config.ini import UNDECODED_RE, magic_table, parse_ini, read_text, split_spec
+from brood.config.ini import MAX_INI, UNDECODED_RE, magic_table, parse_ini, read_text, split_spec
 from brood.config.logic import (
     END_ANY,
     ENDS,
+    MAX_KEYS,
     NO_ARGUMENT,
     OPENERS,
     Block,
@@ -48,6 +51,10 @@ IMMEDIATE = frozenset((
     "usage", "version",
 ))
 _PLACEHOLDER_KEYS = ("set-placeholder", "set-ph")
+# The most text (keys and values) one load assembles: 16 ini files at their largest. A
+# loop of includes, or values that double each other through %(name), stop here with a
+# line instead of taking the memory (uWSGI grows until it runs out).
+MAX_TEXT = 16 * MAX_INI
 
 
 @dataclass
@@ -93,6 +100,7 @@ class Assembler:
         self.referenced: set[str] = set()  # names some %(name) or if-opt looked up
         self._first: dict[str, Entry] = {}  # key -> its first entry (placeholder lookups)
         self._first_alike: dict[str, Entry] = {}  # the same with "_" read as "-"
+        self.size = 0  # the characters of every key and value (MAX_TEXT)
         self.ctx = LogicContext(environ, self._if_opt)
 
     @property
@@ -239,10 +247,21 @@ class Assembler:
                            option=False, chain=entry.chain))
 
     def _append(self, entry: Entry) -> None:
+        if len(self.entries) >= MAX_KEYS:
+            raise OptionError(f"{_at(entry.where)}more than {MAX_KEYS} keys in one config "
+                              "(a loop or include that keeps adding them?)")
+        self._grow(len(entry.key) + len(entry.value or ""), entry.where)
         self.entries.append(entry)
         if entry.shown:  # (a positional file is no option uWSGI was given)
             self._first.setdefault(entry.key, entry)
             self._first_alike.setdefault(entry.key.replace("_", "-"), entry)
+
+    def _grow(self, size: int, where: str) -> None:
+        self.size += size
+        if self.size > MAX_TEXT:
+            raise OptionError(f"{_at(where)}more than {MAX_TEXT >> 20} MiB of keys and "
+                              "values in one config (a loop, include or value that keeps "
+                              "growing?)")
 
     def find(self, name: str) -> Entry | None:
         """The first entry named ``name`` (uWSGI's lookup; ``_`` and ``-`` alike when
@@ -269,10 +288,12 @@ class Assembler:
         opening = symbol + "("
         for entry in self.entries:
             if entry.expand and entry.value is not None and opening in entry.value:
+                before = len(entry.value)
                 try:
                     entry.value = scan(entry.value, symbol, hook)
                 except OptionError as exc:
                     raise OptionError(f"{_at(entry.where)}{exc}") from None
+                self._grow(len(entry.value) - before, entry.where)
 
     def _templates(self) -> None:
         """``inherit = file`` read last, in the order named (uWSGI applies them after

@@ -13,11 +13,12 @@ Arguments are read as written: uWSGI runs logic as each line arrives, before any
 ``for`` splits on spaces; ``for-glob`` lists what a glob matches (sorted, directories
 with a trailing ``/``; the pattern itself when nothing does); ``for-times = N`` counts
 1..N; ``for-readline`` yields the lines of a file (read in pieces of at most 1023 bytes,
-line ends dropped). ``if-exists`` (readable), ``if-file``, ``if-dir``, ``if-env``
-(``NAME`` or ``NAME=VALUE``), ``if-opt`` (an option or placeholder given before, same
-forms), ``if-hostname``, ``if-hostname-match`` (a regular expression searched in the
-host name), ``if-plugin`` and ``if-reload`` each have an ``if-not-`` twin; ``ifenv``,
-``ifexists``, ``ifdir``, ``if-directory`` and ``ifplugin`` are uWSGI's other spellings.
+line ends dropped); a loop of more than ``MAX_KEYS`` items is refused. ``if-exists``
+(readable), ``if-file``, ``if-dir``, ``if-env`` (``NAME`` or ``NAME=VALUE``), ``if-opt``
+(an option or placeholder given before, same forms), ``if-hostname``,
+``if-hostname-match`` (a regular expression searched in the host name), ``if-plugin``
+and ``if-reload`` each have an ``if-not-`` twin; ``ifenv``, ``ifexists``, ``ifdir``,
+``if-directory`` and ``ifplugin`` are uWSGI's other spellings.
 """
 
 from __future__ import annotations
@@ -53,6 +54,10 @@ END_ANY = "end"
 # more than any list of backends; /dev/zero is none):
 _READLINE_PIECE = 1023
 MAX_LINES_FILE = MAX_INI
+# The most keys one load assembles (far more than any real config; loops are what could
+# make more): ``for-times = 10000000`` is refused before counting, not after 10 million
+# keys took the memory (uWSGI adds them until it runs out).
+MAX_KEYS = 100_000
 
 
 @dataclass
@@ -85,7 +90,11 @@ def _for_glob(arg: str, ctx: LogicContext) -> Runs:
 
 
 def _for_times(arg: str, ctx: LogicContext) -> Runs:
-    return [str(n) for n in range(1, _atoi(arg) + 1)]
+    count = _atoi(arg)
+    if count > MAX_KEYS:
+        raise OptionError(f"{count} times is more than the {MAX_KEYS} keys a config may "
+                          "have")
+    return [str(n) for n in range(1, count + 1)]
 
 
 def _for_readline(arg: str, ctx: LogicContext) -> Runs:
@@ -101,7 +110,9 @@ def _for_readline(arg: str, ctx: LogicContext) -> Runs:
                           "no list of lines") from None
     lines: Runs = []
     at = 0
-    while at < len(data):  # as fgets: through a newline, or 1023 bytes of a longer line
+    # as fgets: through a newline, or 1023 bytes of a longer line (one past the most
+    # keys is enough to refuse the loop)
+    while at < len(data) and len(lines) <= MAX_KEYS:
         newline = data.find(b"\n", at, at + _READLINE_PIECE)
         stop = newline + 1 if newline >= 0 else min(at + _READLINE_PIECE, len(data))
         piece = data[at:stop].split(b"\0")[0].rstrip(b"\r\n")
@@ -199,7 +210,10 @@ class Block:
 
     def runs(self, ctx: LogicContext) -> Runs:
         """How the next key of the block is yielded (asked again for each key)."""
-        return OPENERS[self.key](self.arg, ctx)
+        runs = OPENERS[self.key](self.arg, ctx)
+        if len(runs) > MAX_KEYS:
+            raise OptionError(f"more items than the {MAX_KEYS} keys a config may have")
+        return runs
 
 
 def substitute(value: str | None, item: str | None) -> str | None:

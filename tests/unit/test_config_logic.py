@@ -297,3 +297,37 @@ def test_for_readline_of_an_endless_file_is_one_line(tmp_path):
     with pytest.raises(OptionError, match=r"app\.ini:2: for-readline: /dev/zero is larger "
                                           r"than 4 MiB: no list of lines$"):
         assembled(path)
+
+
+def test_a_loop_of_more_keys_than_a_config_may_have_is_refused_before_counting(tmp_path):
+    """uWSGI adds them until the memory runs out; brood says so on one line."""
+    path = write(tmp_path, "[uwsgi]\nfor-times = 10000000\nt = %(_)\nendfor =\n")
+    with pytest.raises(OptionError, match=r"app\.ini:2: for-times: 10000000 times is more "
+                                          r"than the 100000 keys a config may have$"):
+        assembled(path)
+    lines = tmp_path / "lines.txt"
+    lines.write_bytes(b"\n" * (logic.MAX_KEYS + 1))
+    path = write(tmp_path, f"[uwsgi]\nfor-readline = {lines}\nr = %(_)\nendfor =\n")
+    with pytest.raises(OptionError, match=r"app\.ini:2: for-readline: more items than the "
+                                          r"100000 keys a config may have$"):
+        assembled(path)
+
+
+def test_keys_that_keep_coming_stop_at_the_most_a_config_may_have(tmp_path):
+    path = write(tmp_path, "[uwsgi]\nfor-times = 60000\na = %(_)\nb = %(_)\nendfor =\n")
+    with pytest.raises(OptionError, match=r"app\.ini:4: more than 100000 keys in one "
+                                          r"config \(a loop or include"):
+        assembled(path)
+    big = write(tmp_path, "[uwsgi]\nbig = " + "x" * (1 << 20) + "\n", "big.ini")
+    path = write(tmp_path, f"[uwsgi]\nfor-times = 100\ninclude = {big}\nendfor =\n")
+    with pytest.raises(OptionError, match=r"big\.ini:2: more than 64 MiB of keys and values"):
+        assembled(path)
+
+
+def test_values_that_double_each_other_stop_at_the_most_text_a_config_may_have(tmp_path):
+    doubling = "".join(f"a{n + 1} = %(a{n})%(a{n})\n" for n in range(9))
+    path = write(tmp_path, f"[uwsgi]\na0 = {'x' * 1000}\n{doubling}for-times = 200\n"
+                           "v = %(a9)\nendfor =\n")
+    with pytest.raises(OptionError, match=r"app\.ini:13: more than 64 MiB of keys and "
+                                          r"values in one config"):
+        assembled(path)
