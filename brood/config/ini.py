@@ -19,10 +19,12 @@ addition. ``%(`` stays for the placeholders; any other ``%`` and the character a
 are dropped, a line break included (so a ``%`` ending a line joins the next one):
 uWSGI 2.0's table is empty for every other character.
 
-Then lines are cut at ``\\n`` and trimmed of spaces, tabs and ``\\r``. ``[name]`` starts a
-section (compared as written: ``[ uwsgi ]`` is another one); blank lines and lines
-starting with ``#`` or ``;`` are comments. ``key = value`` gives one entry per line
-(repeated keys are repeated options); ``key`` alone gives value None (a bare flag).
+Then lines are cut at ``\\n``, each ends at its first NUL byte (uWSGI reads a line as a C
+string: ``fo\\0o = 1`` is a bare ``fo``), and they are trimmed of spaces, tabs and
+``\\r``. ``[name]`` starts a section (compared as written: ``[ uwsgi ]`` is another
+one); blank lines and lines starting with ``#`` or ``;`` are comments. ``key = value``
+gives one entry per line (repeated keys are repeated options); ``key`` alone gives value
+None (a bare flag).
 """
 
 from __future__ import annotations
@@ -124,7 +126,7 @@ def parse_ini(text: str, path: str, section: str,
     current: str | None = None
     found = False
     for number, raw in magic_lines(text, table):
-        line = raw.strip(_TRIM)
+        line = raw.partition("\0")[0].strip(_TRIM)
         if not line or line[0] in "#;":
             continue
         if line[0] == "[":

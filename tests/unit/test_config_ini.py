@@ -63,6 +63,16 @@ def test_bare_key_keeps_none_in_entries(tmp_path):
     assert [(e.key, e.value, e.line) for e in entries] == [("master", None, 2), ("vacuum", "", 3)]
 
 
+def test_a_line_ends_at_its_first_nul_as_uwsgi_reads_it(tmp_path):
+    """uWSGI 2.0.21: ``foo = a\\0b`` is ``foo = a``, ``fo\\0o = 1`` a bare ``fo``, and
+    ``[\\0x]`` a section named nothing (brood kept the NUL: a path with it failed with
+    a ValueError traceback)."""
+    (tmp_path / "app.ini").write_bytes(b"[uwsgi]\nfoo = a\0b\nfo\0o = 1\nbar = 2\n"
+                                       b"[\0x]\nc = 1\n")
+    entries = read_ini_file(str(tmp_path / "app.ini"))
+    assert [(e.key, e.value) for e in entries] == [("foo", "a"), ("fo", None), ("bar", "2")]
+
+
 def test_named_section_and_repeated_sections(tmp_path):
     path = write(tmp_path, "[a]\nx = 1\n[uwsgi]\ny = 2\n[a]\nz = 3\n")
     assert read_ini(path, "a") == [("x", "1"), ("z", "3")]
