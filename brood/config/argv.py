@@ -32,8 +32,9 @@ def unknown_option(name: str, where: str = "") -> OptionError:
 
 
 def _printable(text: str) -> str:
-    """Keep error messages on one line whatever the user typed."""
-    return text if text.isprintable() else repr(text)
+    """Keep error messages on one line whatever the user typed (and a space at either
+    end seen: uWSGI's ``set = processes = 3`` makes the name ``processes ``)."""
+    return text if text.isprintable() and text == text.strip() else repr(text)
 
 
 def bare_value(opt: Option, shown: str) -> Any:

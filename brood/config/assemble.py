@@ -228,9 +228,9 @@ class Assembler:
             entry.expand = False
 
     def _set(self, entry: Entry) -> None:
+        # (as written around the "=": uWSGI's set = processes = 3 sets "processes ")
         name, eq, text = (entry.value or "").partition("=")
-        name, text = name.strip(), text.strip()
-        if not eq or not name:
+        if not eq or not name.strip():
             opt = lookup(entry.key)
             shown = f"--{opt.name if opt else entry.key} {entry.value or ''}".rstrip()
             raise OptionError(f"{entry.where}: {entry.key} wants NAME=VALUE" if entry.where

@@ -63,8 +63,10 @@ def load_config(argv: list[str], environ: Mapping[str, str] | None = None) -> Co
     # Keys some value took as placeholders (%(name), if-opt) are no mistake, wherever
     # they were given: judged once everything is read.
     strict = bool(cfg["strict"])
+    # A set key is a placeholder, unless a space kept around its "=" made it so.
     judged = dict.fromkeys((e.key, e.where) for e in unknown  # (a loop's key: once)
-                           if e.key not in asm.referenced and (strict or not e.from_set))
+                           if e.key not in asm.referenced
+                           and (strict or not e.from_set or lookup(e.key.strip())))
     lines = [unknown_option(key, where) for key, where in judged]
     if lines and strict:
         raise lines[0]

@@ -219,6 +219,19 @@ def test_set_of_a_name_no_file_uses_is_refused_under_strict():
 
 
 
+def test_set_keeps_the_spaces_around_its_equals_sign_as_uwsgi(tmp_path):
+    """uWSGI 2.0.21 reads ``set = processes = 3`` as the key ``processes `` (no option:
+    one worker) and ``set-ph = ph = 1`` as the placeholder ``ph ``: brood ran 3."""
+    ini = write(tmp_path, "set.ini", "[uwsgi]\nset = processes = 3\nset-ph = ph = 1\n"
+                                     "v = [%(ph)]\n")
+    cfg = load_config([ini], environ={})
+    assert cfg["processes"] == 1
+    assert ("processes ", " 3") in cfg.assembled and ("ph ", " 1") in cfg.assembled
+    assert ("v", "[%(ph)]") in cfg.assembled
+    assert cfg.ignored[0] == (f"{ini}:2: unknown option --'processes ' (did you mean "
+                              "--processes?): ignored (--strict refuses it)")
+
+
 def test_placeholders_filled_once_the_whole_load_is_read(tmp_path):
     """As uWSGI: a name given on a later line or after the file on the command line,
     an option given on the command line (%(procname-prefix)), and if-opt seeing a
