@@ -32,9 +32,10 @@ from collections.abc import Callable
 
 from brood.config.option import OptionError
 
-# A pass that keeps finding names (``a = x%(a)`` refers to itself) ends here: uWSGI
-# grows the value until memory runs out.
-MAX_REPLACEMENTS = 10_000
+# A value that keeps finding names (``a = x%(a)`` refers to itself) ends here: uWSGI
+# grows it until memory runs out. Each replacement rescans the value from its start
+# (uWSGI's quirk), so this bounds the work as much as the size: 1000 of 1 MiB.
+MAX_REPLACEMENTS = 1000
 MAX_VALUE = 1 << 20
 
 _INT64 = 1 << 64
@@ -47,38 +48,46 @@ Hook = Callable[[str], "str | None"]
 
 def scan(value: str, symbol: str, hook: Hook) -> str:
     """``value`` with every ``<symbol>(name)`` replaced by ``hook(name)`` (kept as
-    written when the hook gives None); OptionError when it never ends."""
-    state = depth = start = replaced = 0
-    j = 0
-    while j < len(value):
-        char = value[j]
-        if char == symbol:
-            state = 1
-        elif char == "(" and state == 1:
-            state, depth, start = 2, 0, j + 1
-        elif state > 1:
+    written when the hook gives None); OptionError when it never ends.
+
+    uWSGI's scan reads a character at a time; this one jumps to the next opening, and
+    inside a name to the next parenthesis or symbol, with the same outcome."""
+    opening = symbol + "("
+    inside = re.compile(f"[(){re.escape(symbol)}]")
+    replaced = 0
+    j = value.find(opening)
+    while j >= 0:
+        start = j + 2
+        depth = 0
+        at = start
+        while (found := inside.search(value, at)) is not None:
+            at = found.end()
+            char = found.group()
+            if char == symbol:  # starts over from there
+                break
             if char == "(":
-                state += 1
                 depth += 1
-            elif char == ")" and depth:
-                state += 1
+            elif depth:
                 depth -= 1
-            elif char == ")":
-                found = hook(value[start:start + state - 2]) if state > 2 else None
-                state = 0
-                if found is not None:
-                    value = value[:start - 2] + found + value[j + 1:]
-                    replaced += 1
-                    if replaced > MAX_REPLACEMENTS or len(value) > MAX_VALUE:
-                        raise OptionError(f"{symbol}(...) keeps expanding (a value that "
-                                          "refers to itself?)")
-                    j = 1  # uWSGI starts again past the first character
-                    continue
             else:
-                state += 1
+                break
         else:
-            state = 0
-        j += 1
+            return value  # a name that never closes: nothing further is replaced
+        if char == symbol:
+            j = value.find(opening, at - 1)
+            continue
+        name = value[start:at - 1]
+        result = hook(name) if name else None
+        if result is None:
+            j = value.find(opening, at)
+            continue
+        value = value[:j] + result + value[at:]
+        replaced += 1
+        if replaced > MAX_REPLACEMENTS or len(value) > MAX_VALUE:
+            raise OptionError(f"{symbol}(...) keeps expanding (more than "
+                              f"{MAX_REPLACEMENTS} replacements or {MAX_VALUE >> 20} MiB: "
+                              "a value that refers to itself?)")
+        j = value.find(opening, 1)  # uWSGI starts again past the first character
     return value
 
 

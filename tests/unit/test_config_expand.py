@@ -83,8 +83,50 @@ def test_a_result_is_searched_again_past_the_first_character() -> None:
 
 
 def test_a_value_that_keeps_growing_is_an_error() -> None:
-    with pytest.raises(OptionError, match=r"keeps expanding \(a value that refers to itself"):
+    with pytest.raises(OptionError, match=r"keeps expanding \(more than 1000 replacements "
+                                          r"or 1 MiB: a value that refers to itself"):
         expand("x%(a)", {"a": "x%(a)"})
+    # (each replacement rescans from the start: 10000 of them took seconds a value)
+    with pytest.raises(OptionError, match=r"more than 1000 replacements"):
+        expand("q%(a)", {"a": "y%(a)"})
+    assert expand("%(a)" * 1000, {"a": "1"}) == "1" * 1000
+
+
+def _scan_by_character(value, symbol, hook):
+    """uWSGI's scan as its loop reads it, a character at a time (the reference)."""
+    state = depth = start = 0
+    j = 0
+    while j < len(value):
+        char = value[j]
+        if char == symbol:
+            state = 1
+        elif char == "(" and state == 1:
+            state, depth, start = 2, 0, j + 1
+        elif state > 1 and char in "()" and (char == "(" or depth):
+            state, depth = state + 1, depth + (1 if char == "(" else -1)
+        elif state > 1 and char == ")":
+            found = hook(value[start:start + state - 2]) if state > 2 else None
+            state = 0
+            if found is not None:
+                value = value[:start - 2] + found + value[j + 1:]
+                j = 1
+                continue
+        elif state > 1:
+            state += 1
+        else:
+            state = 0
+        j += 1
+    return value
+
+
+SCANNED = {"a": "A", "b": "%(a)", "ab": "(", "a(b)": "P", "$(x)": "D", "x y": "S"}
+
+
+@given(st.text(alphabet=st.sampled_from([*"%$()ab x"]), max_size=30),
+       st.sampled_from("%$"))
+def test_scan_replaces_as_uwsgis_character_by_character_loop(value, symbol) -> None:
+    assert scan(value, symbol, SCANNED.get) == _scan_by_character(value, symbol,
+                                                                  SCANNED.get)
 
 
 def test_each_symbol_is_its_own_pass() -> None:
