@@ -584,67 +584,16 @@ async def test_a_2xx_to_connect_opens_a_tunnel_both_ways():
     assert (found[b"PATH_INFO"], found[b"REQUEST_URI"]) == (b"h.test:443", b"h.test:443")
 
 
-async def test_a_101_before_the_node_read_the_body_loses_no_body_byte():
-    """The node answers 101 without reading the request's body, while the router waits
-    on the node's full socket to send the next part of it: that part goes first through
-    the pipe (it was dropped, a hole of up to 64 KiB in the stream)."""
-    body = bytes(range(256)) * (32 << 12)  # 32 MiB: more than the sockets between hold
+async def _upgrade_before_the_body_is_read(request: bytes) -> tuple[bytes, list]:
+    """``request`` (head, body, then more bytes) through a router to a node that reads
+    only the vars, answers 101 while the router waits on its full socket to send the
+    body, then echoes all it gets; (what the client got, the CONTENT_LENGTH var)."""
     lsock = trio.socket.socket()
     lsock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 16)
     await lsock.bind(("127.0.0.1", 0))
     lsock.listen(4)
     echoed = bytearray()
-
-    async def node() -> None:
-        conn, _ = await lsock.accept()
-        with conn:
-            buf = b""
-            while len(buf) < 4:
-                buf += await conn.recv(4 - len(buf))
-            size = 4 + int.from_bytes(buf[1:3], "little")
-            while len(buf) < size:  # the vars only: the body stays unread
-                buf += await conn.recv(size - len(buf))
-            await trio.testing.wait_all_tasks_blocked()  # the router waits on this socket
-            await send_all(conn, b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: x\r\n"
-                                 b"Connection: Upgrade\r\n\r\n")
-            while data := await conn.recv(1 << 16):
-                await send_all(conn, data)
-
-    async def client(sock: trio.socket.SocketType) -> None:
-        await send_all(sock, b"POST /up HTTP/1.1\r\nHost: a\r\nUpgrade: x\r\n"
-                             b"Connection: Upgrade\r\nContent-Length: %d\r\n\r\n" % len(body)
-                             + body + b"FRAMES")
-        sock.shutdown(socket.SHUT_WR)
-
-    async with trio.open_nursery() as nursery:
-        nursery.start_soon(node)
-        address = f"127.0.0.1:{lsock.getsockname()[1]}"
-        async with http_router({b"a": [address]}, settings()) as router:
-            with await open_client(router.address) as sock:
-                nursery.start_soon(client, sock)
-                with trio.fail_after(20):
-                    while data := await sock.recv(1 << 20):
-                        echoed += data
-        nursery.cancel_scope.cancel()
-    lsock.close()
-    head, _, rest = bytes(echoed).partition(b"\r\n\r\n")
-    assert head.startswith(b"HTTP/1.1 101")
-    assert len(rest) == len(body) + 6 and rest == body + b"FRAMES"
-
-
-async def test_a_101_before_the_node_read_a_spooled_chunked_body_loses_no_byte():
-    """A chunked body held whole in a temporary file (over --http-chunked-buffer) that
-    the node answers 101 before reading: the rest of the file goes first through the
-    pipe, then what the client sent after the body (it was dropped)."""
-    body = bytes(range(256)) * (16 << 12)  # 16 MiB: more than the sockets between hold
-    chunked = b"".join(b"%x\r\n%s\r\n" % (1 << 16, body[i:i + (1 << 16)])
-                       for i in range(0, len(body), 1 << 16)) + b"0\r\n\r\n"
-    lsock = trio.socket.socket()
-    lsock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 16)
-    await lsock.bind(("127.0.0.1", 0))
-    lsock.listen(4)
-    echoed = bytearray()
-    content_length = []
+    content_length: list = []
 
     async def node() -> None:
         conn, _ = await lsock.accept()
@@ -663,9 +612,7 @@ async def test_a_101_before_the_node_read_a_spooled_chunked_body_loses_no_byte()
                 await send_all(conn, data)
 
     async def client(sock: trio.socket.SocketType) -> None:
-        await send_all(sock, b"POST /up HTTP/1.1\r\nHost: a\r\nUpgrade: x\r\n"
-                             b"Connection: Upgrade\r\nTransfer-Encoding: chunked\r\n\r\n"
-                             + chunked + b"FRAMES")
+        await send_all(sock, request)
         sock.shutdown(socket.SHUT_WR)
 
     async with trio.open_nursery() as nursery:
@@ -679,8 +626,34 @@ async def test_a_101_before_the_node_read_a_spooled_chunked_body_loses_no_byte()
                         echoed += data
         nursery.cancel_scope.cancel()
     lsock.close()
+    return bytes(echoed), content_length
+
+
+async def test_a_101_before_the_node_read_the_body_loses_no_body_byte():
+    """The node answers 101 without reading the request's body, while the router waits
+    on the node's full socket to send the next part of it: that part goes first through
+    the pipe (it was dropped, a hole of up to 64 KiB in the stream)."""
+    body = bytes(range(256)) * (32 << 12)  # 32 MiB: more than the sockets between hold
+    echoed, _ = await _upgrade_before_the_body_is_read(
+        b"POST /up HTTP/1.1\r\nHost: a\r\nUpgrade: x\r\nConnection: Upgrade\r\n"
+        b"Content-Length: %d\r\n\r\n" % len(body) + body + b"FRAMES")
+    head, _, rest = echoed.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 101")
+    assert len(rest) == len(body) + 6 and rest == body + b"FRAMES"
+
+
+async def test_a_101_before_the_node_read_a_spooled_chunked_body_loses_no_byte():
+    """A chunked body held whole in a temporary file (over --http-chunked-buffer) that
+    the node answers 101 before reading: the rest of the file goes first through the
+    pipe, then what the client sent after the body (it was dropped)."""
+    body = bytes(range(256)) * (16 << 12)  # 16 MiB: more than the sockets between hold
+    chunked = b"".join(b"%x\r\n%s\r\n" % (1 << 16, body[i:i + (1 << 16)])
+                       for i in range(0, len(body), 1 << 16)) + b"0\r\n\r\n"
+    echoed, content_length = await _upgrade_before_the_body_is_read(
+        b"POST /up HTTP/1.1\r\nHost: a\r\nUpgrade: x\r\nConnection: Upgrade\r\n"
+        b"Transfer-Encoding: chunked\r\n\r\n" + chunked + b"FRAMES")
     assert content_length == [str(len(body)).encode()]  # held whole: a plain body
-    head, _, rest = bytes(echoed).partition(b"\r\n\r\n")
+    head, _, rest = echoed.partition(b"\r\n\r\n")
     assert head.startswith(b"HTTP/1.1 101")
     assert len(rest) == len(body) + 6 and rest == body + b"FRAMES"
 
