@@ -29,10 +29,12 @@ None (a bare flag).
 
 from __future__ import annotations
 
+import errno
 import grp
 import os
 import pwd
 import re
+import select
 import socket
 import struct
 import sys
@@ -82,14 +84,48 @@ class TooLarge(ValueError):
     """A config file, ``@()`` source or ``for-readline`` list over ``MAX_INI`` bytes."""
 
 
+# A FIFO, a pipe or a terminal that has not given its end by then will not: the start
+# stops with a line instead of waiting (uWSGI waits for a FIFO's writer forever).
+READ_TIMEOUT = 60.0
+
+
 def read_bounded(path: str) -> bytes:
     """At most ``MAX_INI`` bytes of ``path`` (``/dev/zero`` is no config, ``<(...)`` is
-    one); OSError as opening or reading raises it, TooLarge past the bound."""
-    with open(path, "rb") as fh:
-        data = fh.read(MAX_INI + 1)
-    if len(data) > MAX_INI:
-        raise TooLarge(path)
-    return data
+    one), in ``READ_TIMEOUT``; OSError as opening or reading raises it (TimeoutError
+    past the time), TooLarge past the bound."""
+    # (O_NONBLOCK: opening a FIFO waits for a writer otherwise)
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    try:
+        return read_until_end(fd)
+    finally:
+        os.close(fd)
+
+
+def read_until_end(fd: int, deadline: float | None = None) -> bytes:
+    """What ``fd`` gives up to its end, at most ``MAX_INI`` bytes, by ``deadline``
+    (``time.monotonic``; ``READ_TIMEOUT`` from now by default); TimeoutError, TooLarge,
+    or OSError as reading raises it."""
+    if deadline is None:
+        deadline = time.monotonic() + READ_TIMEOUT
+    chunks: list[bytes] = []
+    size = 0
+    while True:
+        # (a FIFO no writer opened yet is not readable: select waits, read would say
+        # "end" at once)
+        left = deadline - time.monotonic()
+        if left <= 0 or not select.select([fd], [], [], left)[0]:
+            raise TimeoutError(errno.ETIMEDOUT, "no end of it within "
+                               f"{READ_TIMEOUT:g} s (a FIFO or pipe nobody writes?)")
+        try:
+            chunk = os.read(fd, MAX_INI + 1 - size)
+        except BlockingIOError:  # (another reader took it first)
+            continue
+        if not chunk:
+            return b"".join(chunks)
+        chunks.append(chunk)
+        size += len(chunk)
+        if size > MAX_INI:
+            raise TooLarge(size)
 
 
 def read_text(path: str) -> str:

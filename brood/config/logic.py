@@ -100,6 +100,8 @@ def _for_times(arg: str, ctx: LogicContext) -> Runs:
 def _for_readline(arg: str, ctx: LogicContext) -> Runs:
     try:
         data = read_bounded(arg)
+    except TimeoutError as exc:  # (uWSGI waits for a FIFO's writer: no "no lines" here)
+        raise OptionError(f"{arg}: {exc.strerror}") from None
     except OSError as exc:
         note = f"for-readline {arg}: {exc.strerror or exc}: no lines (as uWSGI)"
         if note not in ctx.notes:

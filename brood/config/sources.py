@@ -9,9 +9,12 @@ uWSGI's C strings do.
 
 Where brood stops the start and uWSGI goes on: a command that exits with another
 status than 0 (uWSGI uses whatever it wrote), one that runs past ``EXEC_TIMEOUT``, a
-text that is not UTF-8 or larger than ``MAX_SOURCE``. uWSGI's schemes that read from
-its own binary (``sym://``, ``data://``, ``section://``, ``call://``, ``callint://``) or
-from its emperor (``emperor://``) mean nothing for brood and stop the start too.
+text that is not UTF-8 or larger than ``MAX_SOURCE``. Where brood stops and uWSGI
+waits: an http:// answer not whole within ``HTTP_TIMEOUT``, a FIFO, pipe, descriptor
+or terminal with no end within ``brood.config.ini.READ_TIMEOUT``. uWSGI's schemes that
+read from its own binary (``sym://``, ``data://``, ``section://``, ``call://``,
+``callint://``) or from its emperor (``emperor://``) mean nothing for brood and stop
+the start too.
 """
 
 from __future__ import annotations
@@ -20,15 +23,15 @@ import contextlib
 import http.client
 import os
 import re
-import select
 import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.parse
 
-from brood.config.ini import MAX_INI, TooLarge, read_bounded
+from brood.config.ini import MAX_INI, TooLarge, read_bounded, read_until_end
 from brood.config.option import OptionError
 
 # More than any value of a config; what an endless source (/dev/zero, `yes`) is cut at.
@@ -92,18 +95,13 @@ def _read_file(path: str) -> bytes:
 
 
 def _read_fd(fd: int, spec: str) -> bytes:
-    chunks: list[bytes] = []
-    size = 0
     try:
-        while chunk := os.read(fd, 65536):
-            chunks.append(chunk)
-            size += len(chunk)
-            if size > MAX_SOURCE:
-                raise _too_big(spec)
+        return read_until_end(fd)
     except OSError as exc:
         raise OptionError(f"@({spec}): cannot read descriptor {fd}: "
                           f"{exc.strerror or exc}") from None
-    return b"".join(chunks)
+    except TooLarge:
+        raise _too_big(spec) from None
 
 
 def _atoi(text: str) -> int:
@@ -123,14 +121,17 @@ def _run(command: str) -> bytes:
     assert proc.stdout is not None
     deadline = time.monotonic() + EXEC_TIMEOUT
     try:
-        data = _read_until_end(proc.stdout.fileno(), spec, deadline)
+        data = read_until_end(proc.stdout.fileno(), deadline)
         status = proc.wait(timeout=max(0.0, deadline - time.monotonic()))
-    except (OptionError, subprocess.TimeoutExpired) as exc:
+    except (OSError, TooLarge, subprocess.TimeoutExpired) as exc:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(proc.pid, signal.SIGKILL)
         proc.wait()
-        if isinstance(exc, OptionError):
-            raise
+        if isinstance(exc, TooLarge):
+            raise _too_big(spec) from None
+        if isinstance(exc, OSError) and not isinstance(exc, TimeoutError):
+            raise OptionError(f"@({spec}): cannot read its output: "
+                              f"{exc.strerror or exc}") from None
         raise OptionError(f"@({spec}): still running after {EXEC_TIMEOUT:g} s") from None
     finally:
         proc.stdout.close()
@@ -140,44 +141,49 @@ def _run(command: str) -> bytes:
     return data
 
 
-def _read_until_end(fd: int, spec: str, deadline: float) -> bytes:
-    chunks: list[bytes] = []
-    size = 0
-    while True:
-        left = deadline - time.monotonic()
-        if left <= 0 or not select.select([fd], [], [], left)[0]:
-            raise OptionError(f"@({spec}): still running after {EXEC_TIMEOUT:g} s")
-        chunk = os.read(fd, 65536)
-        if not chunk:
-            return b"".join(chunks)
-        chunks.append(chunk)
-        size += len(chunk)
-        if size > MAX_SOURCE:
-            raise _too_big(spec)
-
-
 def _http_get(rest: str, spec: str) -> bytes:
     """The body of ``GET /path`` (HTTP/1.1, no redirect followed, as uWSGI follows none);
-    an answer other than 2xx stops the start, as it stops uWSGI."""
+    an answer other than 2xx stops the start, as it stops uWSGI. The whole exchange has
+    ``HTTP_TIMEOUT``: a server trickling a byte at a time is cut there (the socket's
+    own timeout is per read)."""
     host, slash, path = rest.partition("/")
     if not slash or not host:
         raise OptionError(f"@({spec}): not an http://host[:port]/path address")
     parsed = urllib.parse.urlsplit(f"http://{host}")
+    late = threading.Event()
     try:
         conn = http.client.HTTPConnection(parsed.hostname or host, parsed.port or 80,
                                           timeout=HTTP_TIMEOUT)
         try:
-            conn.request("GET", "/" + path, headers={
-                "Host": host, "User-Agent": f"brood on {socket.gethostname()}"})
-            answer = conn.getresponse()
-            body = answer.read(MAX_SOURCE + 1)
+            conn.connect()
+            timer = threading.Timer(HTTP_TIMEOUT, _cut, (conn.sock, late))
+            timer.start()
+            try:
+                conn.request("GET", "/" + path, headers={
+                    "Host": host, "User-Agent": f"brood on {socket.gethostname()}"})
+                answer = conn.getresponse()
+                body = answer.read(MAX_SOURCE + 1)
+            finally:
+                timer.cancel()
+                timer.join()
         finally:
             conn.close()
     except (OSError, http.client.HTTPException, ValueError) as exc:
+        if late.is_set():
+            raise OptionError(f"@({spec}): no whole answer within {HTTP_TIMEOUT:g} s") from None
         reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else exc
         raise OptionError(f"@({spec}): {reason or type(exc).__name__}") from None
+    if late.is_set():  # (cut just as the body's last byte came)
+        raise OptionError(f"@({spec}): no whole answer within {HTTP_TIMEOUT:g} s")
     if not 200 <= answer.status < 300:
         raise OptionError(f"@({spec}): answered {answer.status} {answer.reason}")
     if len(body) > MAX_SOURCE:
         raise _too_big(spec)
     return body
+
+
+def _cut(sock: socket.socket, late: threading.Event) -> None:
+    """The deadline of an http:// read: the blocked read ends (as the peer closing)."""
+    late.set()
+    with contextlib.suppress(OSError):
+        sock.shutdown(socket.SHUT_RDWR)

@@ -6,11 +6,13 @@ Trailing line ends and NUL bytes as uWSGI 2.0.21 gives them (checked there with
 
 import http.server
 import os
+import socket
 import threading
 
 import pytest
 
-from brood.config import sources
+from brood.config import ini, sources
+from brood.config.load import load_config
 from brood.config.option import OptionError
 from brood.config.sources import read_source
 
@@ -44,6 +46,52 @@ def test_a_file_that_cannot_be_a_value_is_one_line(tmp_path, make, message) -> N
 def test_an_endless_file_is_cut_short() -> None:
     with pytest.raises(OptionError, match=r"^@\(/dev/zero\): more than 4 MiB"):
         read_source("/dev/zero")
+
+
+def test_a_fifo_nobody_writes_is_one_line_not_a_wait(tmp_path, monkeypatch) -> None:
+    """uWSGI waits for a writer (opening a FIFO blocks): brood gives up after
+    READ_TIMEOUT, for @(), --ini/include and for-readline alike."""
+    monkeypatch.setattr(ini, "READ_TIMEOUT", 0.2)
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    late = rf"{fifo}: no end of it within 0.2 s \(a FIFO or pipe nobody writes\?\)$"
+    with pytest.raises(OptionError, match=rf"^@\({fifo}\): cannot read {late}"):
+        read_source(str(fifo))
+    with pytest.raises(OptionError, match=rf"^--ini: cannot read {late}"):
+        load_config(["--ini", str(fifo)], environ={})
+    conf = _write(tmp_path / "a.ini", f"[uwsgi]\nfor-readline = {fifo}\nx = %(_)\n"
+                                      "endfor =\n".encode())
+    with pytest.raises(OptionError, match=rf"a\.ini:2: for-readline: {late}"):
+        load_config([conf], environ={})
+
+
+def test_a_fifo_read_once_its_writer_closes(tmp_path) -> None:
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+
+    def write() -> None:
+        with open(fifo, "wb") as fh:
+            fh.write(b"from a fifo\n")
+
+    writer = threading.Thread(target=write)
+    writer.start()
+    try:
+        assert read_source(str(fifo)) == "from a fifo"
+    finally:
+        writer.join()
+
+
+def test_a_pipe_that_never_ends_is_one_line(monkeypatch) -> None:
+    monkeypatch.setattr(ini, "READ_TIMEOUT", 0.2)
+    read_end, write_end = os.pipe()
+    os.write(write_end, b"more to come")
+    try:
+        with pytest.raises(OptionError, match=rf"^@\(fd://{read_end}\): cannot read "
+                                              r"descriptor \d+: no end of it within 0.2 s"):
+            read_source(f"fd://{read_end}")
+    finally:
+        os.close(read_end)
+        os.close(write_end)
 
 
 def _write(path, data: bytes) -> str:
@@ -148,3 +196,53 @@ def test_http_without_a_path_or_server_is_one_line() -> None:
         read_source("http://127.0.0.1:1")
     with pytest.raises(OptionError, match=r"^@\(http://127\.0\.0\.1:1/x\): "):
         read_source("http://127.0.0.1:1/x")  # nothing listens on port 1
+
+
+@pytest.fixture
+def slow_server():
+    """Answers 200 with a 1 MB Content-Length, then a byte every 20 ms (for 10 s at
+    most): every read comes within the socket's timeout, the whole never does."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    stop = threading.Event()
+
+    def serve() -> None:
+        conn, _ = listener.accept()
+        with conn:
+            conn.recv(65536)
+            conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 1000000\r\n\r\n")
+            for _ in range(500):
+                if stop.wait(0.02):
+                    return
+                try:
+                    conn.sendall(b"x")
+                except OSError:
+                    return
+
+    thread = threading.Thread(target=serve)
+    thread.start()
+    try:
+        yield f"127.0.0.1:{listener.getsockname()[1]}"
+    finally:
+        stop.set()
+        with socket.create_connection(listener.getsockname()):  # (if never accepted)
+            pass
+        thread.join()
+        listener.close()
+
+
+def test_http_that_trickles_is_cut_at_the_timeout(slow_server, monkeypatch) -> None:
+    """HTTP_TIMEOUT is the whole answer's, not each read's (a byte every 20 ms kept
+    brood reading for 1 MB)."""
+    monkeypatch.setattr(sources, "HTTP_TIMEOUT", 0.5)
+    with pytest.raises(OptionError) as info:
+        read_source(f"http://{slow_server}/value")
+    assert str(info.value) == f"@(http://{slow_server}/value): no whole answer within 0.5 s"
+
+
+def test_http_that_never_answers_is_one_line(monkeypatch) -> None:
+    monkeypatch.setattr(sources, "HTTP_TIMEOUT", 0.3)
+    with socket.create_server(("127.0.0.1", 0)) as silent:  # (the kernel accepts)
+        where = f"127.0.0.1:{silent.getsockname()[1]}"
+        with pytest.raises(OptionError) as info:
+            read_source(f"http://{where}/value")
+    assert str(info.value) == f"@(http://{where}/value): no whole answer within 0.3 s"
