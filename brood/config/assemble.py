@@ -206,8 +206,11 @@ class Assembler:
     # -- recording, and the options uWSGI applies at once ---------------------------------
 
     def _record(self, entry: Entry) -> None:
-        if entry.origin == "ini" and UNDECODED_RE.search(f"{entry.key}{entry.value or ''}"):
-            raise OptionError(f"{entry.where}: not UTF-8 text")  # (only lines taken)
+        if UNDECODED_RE.search(f"{entry.key}{entry.value or ''}"):  # (only keys taken)
+            # (a word of the command line or the environment too: a procname of latin-1
+            # bytes stopped the master with a traceback)
+            where = entry.where or f"--{entry.key}"
+            raise OptionError(f"{where}: not UTF-8 text")
         entry.chain = tuple(self.reading)
         self._append(entry)
         key = entry.key

@@ -414,3 +414,18 @@ def test_an_include_named_with_a_placeholder_says_why_it_is_not_found(tmp_path):
     assert str(info.value) == ("--ini: no such file: %(dir)/x.ini (uWSGI reads ini/include "
                                "as written, at once: no $(VAR), @() or %(name) there; "
                                "inherit is expanded)")
+
+
+def test_words_that_are_not_utf8_are_refused_wherever_they_come_from(tmp_path):
+    """As an ini file's values are: a --procname of latin-1 bytes from the shell, or
+    from a UWSGI_ variable, stopped the master with a UnicodeEncodeError traceback."""
+    latin = "caf\udce9"  # (b"caf\xe9" as Python gives a command-line word)
+    with pytest.raises(OptionError, match=r"^--procname: not UTF-8 text$"):
+        load_config(["--procname", latin], environ={})
+    with pytest.raises(OptionError, match=r"^\$UWSGI_PROCNAME: not UTF-8 text$"):
+        load_config([], environ={"UWSGI_PROCNAME": latin})
+    lines = tmp_path / "lines.txt"
+    lines.write_bytes(b"caf\xe9\n")
+    with pytest.raises(OptionError, match=r"^--procname: not UTF-8 text$"):
+        load_config(["--for-readline", str(lines), "--procname", "%(_)", "--endfor"],
+                    environ={})
