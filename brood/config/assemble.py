@@ -171,7 +171,7 @@ class Assembler:
 
     def _end(self, key: str, value: str | None, where: str, origin: str) -> None:
         if self.block is None:
-            raise OptionError(f"{_at(where)}{key} without a for or if-* block open")
+            raise OptionError(f"{_named(where, key)} without a for or if-* block open")
         self.block = None
         self._record(Entry(key, value, where, origin, expand=False, option=False))
 
@@ -195,7 +195,7 @@ class Assembler:
         if self.block is not None:
             raise _nested(entry.key, entry.where, self.block)
         if not entry.value and entry.key not in NO_ARGUMENT:
-            raise OptionError(f"{_at(entry.where)}{entry.key} needs a value")
+            raise OptionError(f"{_named(entry.where, entry.key)} needs a value")
         self.block = Block(entry.key, entry.value or "", entry.where)
 
     def _if_opt(self, name: str) -> str | None:
@@ -220,7 +220,7 @@ class Assembler:
         elif key in ("ini", "include"):
             entry.expand, entry.option = False, key == "ini"
             if not entry.value:
-                raise OptionError(f"{_at(entry.where)}{key} needs a file")
+                raise OptionError(f"{_named(entry.where, key)} needs a file")
             self.read(entry.value, entry.where)
         elif key == "inherit":
             entry.option = False  # read by finish(), its value expanded by then
@@ -309,7 +309,7 @@ class Assembler:
             if entry.key != "inherit" or entry.option:
                 continue
             if not entry.value:
-                raise OptionError(f"{_at(entry.where)}inherit needs a file")
+                raise OptionError(f"{_named(entry.where, 'inherit')} needs a file")
             saved, self.reading = self.reading, list(entry.chain)
             try:
                 self.read(entry.value, entry.where)
@@ -324,6 +324,11 @@ class Assembler:
 
 def _at(where: str) -> str:
     return f"{where}: " if where else ""
+
+
+def _named(where: str, key: str) -> str:
+    """``file:line: key``, or ``--key`` for the command line."""
+    return f"{where}: {key}" if where else f"--{key}"
 
 
 def _opened(block: Block) -> str:

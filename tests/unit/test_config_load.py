@@ -429,3 +429,15 @@ def test_words_that_are_not_utf8_are_refused_wherever_they_come_from(tmp_path):
     with pytest.raises(OptionError, match=r"^--procname: not UTF-8 text$"):
         load_config(["--for-readline", str(lines), "--procname", "%(_)", "--endfor"],
                     environ={})
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--ini="], "--ini needs a file"),
+    (["--endif"], "--endif without a for or if-* block open"),
+    (["--for-glob=", "--endfor"], "--for-glob needs a value"),
+])
+def test_a_command_line_mistake_names_the_option_as_written_there(argv, message):
+    """(the line said "ini needs a file", as if of an ini file without its name)"""
+    with pytest.raises(OptionError) as info:
+        load_config(argv, environ={})
+    assert str(info.value) == message
