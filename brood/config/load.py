@@ -38,11 +38,12 @@ _ENV_NOT_OPTIONS = frozenset(("UWSGI_RELOADS", "UWSGI_ORIGINAL_PROC_NAME",
 
 
 def env_options(environ: Mapping[str, str]) -> list[tuple[str, str, str]]:
-    """(variable, option name, value) of each ``UWSGI_<NAME>`` variable, sorted: uWSGI
-    reads them as options before the command line (``UWSGI_PROCESSES=4``, how Docker
-    images are often configured); those uWSGI sets for itself are not options."""
+    """(variable, option name, value) of each ``UWSGI_<NAME>`` variable, in the
+    environment's order: uWSGI reads them so, as options before the command line
+    (``UWSGI_PROCESSES=4``, how Docker images are often configured); those uWSGI sets
+    for itself are not options."""
     found = []
-    for var in sorted(environ):
+    for var in environ:
         if var.startswith(_ENV_PREFIX) and var not in _ENV_NOT_OPTIONS and var != _ENV_PREFIX:
             found.append((var, var[len(_ENV_PREFIX):].lower().replace("_", "-"),
                           environ[var]))

@@ -278,6 +278,17 @@ def test_uwsgi_variables_are_options_before_the_command_line():
         load_config([], environ={"UWSGI_PROCESSES": "four"})
 
 
+def test_uwsgi_variables_are_read_in_the_environments_order(tmp_path):
+    """uWSGI 2.0.21 walks its environ in order (env MASTER PROCESSES FOO_BAR INI shows
+    master, processes, foo-bar, ini): a later one overrides an earlier one. brood
+    sorted them, so UWSGI_PROCESSES=3 before UWSGI_INI's processes = 2 ran 3."""
+    ini = write(tmp_path, "e.ini", "[uwsgi]\nprocesses = 2\n")
+    env = {"UWSGI_PROCESSES": "3", "UWSGI_FOO_BAR": "x", "UWSGI_INI": ini}
+    cfg = load_config([], environ=env)
+    assert [k for k, _ in cfg.assembled] == ["processes", "foo-bar", "ini", "processes"]
+    assert cfg["processes"] == 2
+
+
 def test_variables_alone_are_a_command_line(monkeypatch, capsys):
     """brood with no argument but UWSGI_* variables runs them, not the usage."""
     from brood.cli import main
