@@ -7,7 +7,7 @@ includes and the expansion of ``$(VAR)``, ``@(...)`` and ``%(name)`` are the loa
 How it works: the magic variables are replaced in the whole text first, as uWSGI does
 (so they work in keys and section names too): ``%d`` the file's directory with a
 trailing slash, ``%p`` its real path, ``%s`` its name, ``%n`` the name up to its last
-dot, ``%e`` what follows the last dot of the path as given, ``%c`` the directory's own
+dot (all of it without one), ``%e`` what follows that dot, ``%c`` the directory's own
 name, ``%0``..``%9`` the parts of the directory's path, ``%o`` the path as given, ``%i``
 the inode, ``%j`` a hash of the path (uWSGI's djb33x, hex), ``%v`` the working
 directory, ``%h`` the host name, ``%k`` the CPU count, ``%u``/``%U`` the user id/name,
@@ -228,8 +228,8 @@ def magic_table(path: str, section: str, first: Mapping[str, str] | None) -> dic
     table = {
         "o": path, "p": full, "s": filename, "d": directory,
         "c": os.path.basename(directory.rstrip("/")),
-        "e": path[path.rfind(".") + 1:] if "." in path else "",
-        "n": filename[: filename.rfind(".")] if "." in filename else "",
+        "e": filename[filename.rfind(".") + 1:] if "." in filename else "",
+        "n": filename[: filename.rfind(".")] if "." in filename else filename,
         "j": _path_hash(full), "x": f"{path}:{section}",
         "v": os.getcwd(), "V": __version__, "b": sys.executable,
         "h": socket.gethostname(), "k": str(os.cpu_count() or 1),

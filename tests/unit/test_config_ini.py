@@ -117,6 +117,18 @@ def test_file_magic(tmp_path):
     assert got["pct"] == "100%"
 
 
+@pytest.mark.parametrize("directory, name, e, n", [
+    ("d.y", "noext", "", "noext"), ("plain", "noext", "", "noext"),
+    ("plain", "two.dots.ini", "ini", "two.dots"), ("d.y", "f.ini", "ini", "f"),
+])
+def test_extension_and_name_are_the_file_names(tmp_path, directory, name, e, n):
+    """As uWSGI 2.0.21 gives them: a name without a dot is all %n and no %e (brood gave
+    no %n, and the %e of d.y/noext was y/noext)."""
+    (tmp_path / directory).mkdir()
+    path = write(tmp_path / directory, "[uwsgi]\ne = %e\nn = %n\n", name=name)
+    assert dict(read_ini(path)) == {"e": e, "n": n}
+
+
 def test_socket_from_file_name(tmp_path):
     path = write(tmp_path, "[uwsgi]\nsocket = /tmp/%n.sock\n", name="shop.ini")
     assert read_ini(path) == [("socket", "/tmp/shop.sock")]
