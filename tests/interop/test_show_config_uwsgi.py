@@ -1,6 +1,7 @@
 """The same config files through real uWSGI and brood: ``--show-config`` must print the
 same assembled config, line for line (placeholder math, @() sources, for/if logic,
-include/inherit/:section, magic variables, the expansion order, command-line logic).
+include/inherit/:section, magic variables, the expansion order, command-line logic, the
+ini syntax's corners, UWSGI_* variables in the environment's order).
 
 uWSGI prints the block on its log before it starts: it is read up to ``;end of
 configuration`` and then stopped with SIGINT (SIGTERM would reload it). brood prints it
@@ -238,6 +239,38 @@ f = %(e)
 x = [%(procname)] [%(vacuum)] [%(myvar)]
 vacuum
 """,
+    "syntax.ini": """# a comment before any section
+[uwsgi]
+a = 1 ; not a comment
+b = "quoted value"
+c = 'single'
+d =
+e=
+  f  =   spaced\t
+key with spaces = x
+g = a = b
+ # indented comment
+; comment
+h = #not a comment
+crlf = 1\r
+nul = a\0b
+fo\0o = 1
+joined = 1%
+2
+set = processes = 3
+set-ph = ph = 1
+ph-value = [%(ph)] [%(ph )]
+set = y=
+[other]
+z = 1
+[uwsgi]
+i = second [uwsgi]
+[ uwsgi ]
+j = not this one
+[\0x]
+k = nor this one
+""",
+    "d.y/noext": "[uwsgi]\nm = %e|%n|%s|%c|%E|%N\n",
     "lines.txt": "l1\r\n\nl3\n" + "x" * 1030 + "\nlast",
     "hostname.txt": "vm\n",
     "two.txt": "a\n\n",
@@ -263,6 +296,13 @@ CASES = {
                            "--if-exists", "/nope", "--procname-append", "y", "--end-if",
                            "--for-times", "2", "--ini", "base.ini", "--endfor", "-M"],
     "positional files come last": ["base.ini", "-L", "--ini", "base.ini:other"],
+    "ini syntax": ["--ini", "syntax.ini", "--set", "x = 1", "--ini", "d.y/noext"],
+    "environment order": ["-p", "2"],
+}
+# UWSGI_* variables of a case, after the others, in this order (uWSGI walks environ)
+CASE_ENV = {
+    "environment order": {"UWSGI_PROCESSES": "3", "UWSGI_FOO_BAR": "x",
+                          "UWSGI_INI": "base.ini", "UWSGI_MASTER": ""},
 }
 
 
@@ -372,7 +412,7 @@ def descriptor(config_dir):
 def test_brood_assembles_the_config_uwsgi_assembles(config_dir, descriptor, case) -> None:
     need_uwsgi("python3", "http", "fastrouter", "rawrouter", "cache")
     root, port = config_dir
-    env = _environ(root, port)
+    env = {**_environ(root, port), **CASE_ENV.get(case, {})}
     expected = uwsgi_config(CASES[case], root, env, descriptor)
     got = brood_config(CASES[case], root, env, descriptor)
     assert got == expected
