@@ -177,7 +177,11 @@ def parse_ini(text: str, path: str, section: str,
             raise OptionError(f"{path}:{number}: line has no option name")
         entries.append(IniEntry(key, value.strip(_TRIM) if eq else None, path, number))
     if not found:
-        raise OptionError(f"--ini: {path} has no [{section}] section")
+        # (uWSGI reads a byte order mark as part of the first line: it runs such a
+        # file with nothing of it)
+        bom = " (it starts with a byte order mark: save it without one)" if (
+            text.startswith("\ufeff")) else ""
+        raise OptionError(f"--ini: {path} has no [{section}] section{bom}")
     return entries
 
 

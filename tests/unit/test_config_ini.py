@@ -84,6 +84,15 @@ def test_missing_section_is_an_error(tmp_path):
         read_ini(path, "nope")
 
 
+def test_a_byte_order_mark_is_named_when_it_hides_the_section(tmp_path):
+    """uWSGI 2.0.21 reads "\\ufeff[uwsgi]" as no section and runs without the file;
+    brood refuses it, saying why."""
+    path = write(tmp_path, "\ufeff[uwsgi]\r\nprocesses = 2\r\n")
+    with pytest.raises(OptionError, match=r"has no \[uwsgi\] section \(it starts with a "
+                                          r"byte order mark: save it without\)$"):
+        read_ini(path)
+
+
 def test_empty_section_is_fine(tmp_path):
     assert read_ini(write(tmp_path, "[uwsgi]\n")) == []
 
