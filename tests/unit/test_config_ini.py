@@ -89,7 +89,7 @@ def test_a_byte_order_mark_is_named_when_it_hides_the_section(tmp_path):
     brood refuses it, saying why."""
     path = write(tmp_path, "\ufeff[uwsgi]\r\nprocesses = 2\r\n")
     with pytest.raises(OptionError, match=r"has no \[uwsgi\] section \(it starts with a "
-                                          r"byte order mark: save it without\)$"):
+                                          r"byte order mark: save it without one\)$"):
         read_ini(path)
 
 
