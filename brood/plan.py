@@ -287,6 +287,10 @@ def contribute_workers(cfg: Config, b: PlanBuilder) -> None:
         for name in logvars(str(cfg["log-format"])):
             log(f"--log-format: %({name}) is no request variable brood knows: written as - "
                 "(a uWSGI logvar, which apps set through uWSGI's uwsgi module)")
+    from brood.workers.static import check_options
+
+    for line in check_options(cfg):  # a bad --static-map, --add-header... stops it here
+        log(line)
     board = Scoreboard(count, cores=max(1, int(cfg["threads"] or 1)))
     loaded: dict[str, Any] = {}
     if not (cfg["lazy-apps"] or cfg["lazy"]):

@@ -61,6 +61,7 @@ from brood.workers.http import serve_http
 from brood.workers.loader import AppLoadError, WSGIApp, load_app, option
 from brood.workers.recycle import MB, ExceptionRule, exception_rule, memory_over
 from brood.workers.response import Core, FileWrapper
+from brood.workers.static import STATIC_KEY, StaticFront, header_rules, static_from_config
 from brood.workers.threaded import SharedPoll
 from brood.workers.uwsgi import serve_uwsgi
 
@@ -152,6 +153,9 @@ class Worker:
     # --reload-on-exception*: whether an exception the app raised recycles the worker
     # (brood.workers.recycle); asked by Core only when the app raised.
     exception_rule: ExceptionRule | None = None
+    # --static-map & co., --add-header, --del-header: the app runs behind it (set per
+    # worker only with one of them)
+    front: StaticFront | None = None
 
     def __init__(
         self, worker_id: int, listeners: list[Listener], app: WSGIApp | None, cfg: Config,
@@ -211,6 +215,12 @@ class Worker:
                                for v in option(cfg, name, None) or ()])
         if rule is not None:  # (else the class's None: the default worker stores nothing)
             self.exception_rule = rule
+        static = static_from_config(cfg, self.log)
+        added, dropped = header_rules(cfg)
+        if static is not None or added or dropped:
+            self.front = StaticFront(None, static, added, dropped)
+            if static is not None and self.request_log == self._access_log:
+                self.request_log = self._static_access_log  # type: ignore[method-assign]
         if option(cfg, "harakiri-verbose", False):
             # the master logs what each core serves when it kills the worker; only
             # then is it published (an instance attribute: no test per request)
@@ -532,8 +542,16 @@ class Worker:
         self.request_log = report  # type: ignore[method-assign]
         self.logging = True
 
+    def _static_access_log(self, core: Core, environ: dict[str, Any], start: float,
+                           end: float, vsize: int, nvars: int) -> None:  # fmt: skip
+        """The default line, said as uWSGI says it for a static file: app -1, req -1,
+        0 switches, and 200 for a 206."""
+        self._access_log(core, environ, start, end, vsize, nvars,
+                         static=STATIC_KEY in environ)
+
     def _access_log(self, core: Core, environ: dict[str, Any], start: float, end: float,
-                    vsize: int, nvars: int, prefix: str = "") -> None:  # fmt: skip
+                    vsize: int, nvars: int, prefix: str = "",
+                    static: bool = False) -> None:  # fmt: skip
         sec = int(start)
         if sec != self._ctime_sec:
             self._ctime_sec = sec
@@ -544,15 +562,20 @@ class Worker:
             addr = environ.get("HTTP_X_FORWARDED_FOR", addr)
         # uWSGI's words for a file sent with sendfile: "via sendfile()", no switches
         via, switches = (" via sendfile() ", 0) if core.sendfile else (" ", 1)
+        code = core.code
+        if static:
+            app_req, switches, code = "-1|req: -1", 0, 200 if code == 206 else code
+        else:
+            app_req = f"0|req: {self.requests}"
         line = (
-            f"{prefix}[pid: {self.pid}|app: 0|req: {self.requests}/"
+            f"{prefix}[pid: {self.pid}|app: {app_req}/"
             f"{self.account.total_requests()}] "
             f"{addr} ({environ.get('REMOTE_USER', '')}) "
             f"{{{nvars} vars in {vsize} bytes}} [{self._ctime}] "
             f"{environ.get('REQUEST_METHOD', '')} {uri} => generated {core.sent} bytes in "
             f"{int((end - start) * self._time_scale)} {self._time_unit}{via}"
             f"({environ.get('SERVER_PROTOCOL', 'HTTP/1.0')} "
-            f"{core.code}) {core.hcount} headers in {core.hsize} bytes "
+            f"{code}) {core.hcount} headers in {core.hsize} bytes "
             f"({switches} switches on core {core.id})\n"
         )
         reqlog.write_line(reqlog.line_bytes(line), self.lock)
@@ -565,6 +588,10 @@ class Worker:
     # -- lifecycle -------------------------------------------------------------------
 
     def run(self) -> int:
+        front = self.front
+        if front is not None and front.app is None:  # the app behind static files
+            front.app = self.app
+            self.app = front
         defer = not option(self.cfg, "no-defer-accept", False)
         for endpoint in self.endpoints:
             endpoint.prepare(defer)

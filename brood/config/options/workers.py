@@ -99,4 +99,56 @@ OPTIONS: list[Option] = [
            kind="int", default=60, metavar="SECONDS"),
     Option("worker-reload-mercy", "workers", "seconds a worker may take to finish on reload",
            kind="int", default=60, metavar="SECONDS"),
+    # uWSGI's static file serving (brood.workers.static) and its response header rules
+    Option("static-map", "workers", "serve files under DIR for paths starting with MOUNT "
+           "(the rest of the path appended; a mapped file is served as it is), before the "
+           "app; GET and HEAD only, a missing file goes to the app", multi=True,
+           metavar="MOUNT=DIR"),
+    Option("static-map2", "workers", "like --static-map, the whole path appended to DIR",
+           multi=True, metavar="MOUNT=DIR"),
+    Option("check-static", "workers", "serve DIR + PATH_INFO when that file exists, "
+           "before the app", multi=True, metavar="DIR", aliases=("static-check",)),
+    Option("static-index", "workers", "a static directory is answered with this file in "
+           "it (in order; none: the app answers)", multi=True, metavar="NAME"),
+    Option("static-skip-ext", "workers", "never serve static files ending in EXT",
+           multi=True, metavar="EXT"),
+    Option("static-safe", "workers", "a static file may also resolve (symlinks, ..) under "
+           "DIR", multi=True, metavar="DIR"),
+    Option("mime-file", "workers", "mime.types file(s) giving static files their "
+           "Content-Type (default /etc/mime.types)", multi=True, metavar="FILE",
+           aliases=("mimefile",)),
+    Option("honour-range", "workers", "answer a static file's Range header (206, 416)",
+           kind="bool"),
+    Option("static-expires-type", "workers", "Expires: now + SECONDS for static files of "
+           "this mime type", multi=True, metavar="TYPE=SECONDS"),
+    Option("static-expires-type-mtime", "workers", "Expires: mtime + SECONDS for static "
+           "files of this mime type", multi=True, metavar="TYPE=SECONDS"),
+    Option("static-expires", "workers", "Expires: now + SECONDS for static files whose "
+           "path matches REGEXP", multi=True, metavar="REGEXP SECONDS"),
+    Option("static-expires-mtime", "workers", "Expires: mtime + SECONDS for static files "
+           "whose path matches REGEXP", multi=True, metavar="REGEXP SECONDS"),
+    Option("static-expires-uri", "workers", "Expires: now + SECONDS for static files whose "
+           "REQUEST_URI matches REGEXP", multi=True, metavar="REGEXP SECONDS"),
+    Option("static-expires-uri-mtime", "workers", "Expires: mtime + SECONDS for static "
+           "files whose REQUEST_URI matches REGEXP", multi=True, metavar="REGEXP SECONDS"),
+    Option("static-expires-path-info", "workers", "Expires: now + SECONDS for static files "
+           "whose PATH_INFO matches REGEXP", multi=True, metavar="REGEXP SECONDS"),
+    Option("static-expires-path-info-mtime", "workers", "Expires: mtime + SECONDS for "
+           "static files whose PATH_INFO matches REGEXP", multi=True,
+           metavar="REGEXP SECONDS"),
+    Option("static-gzip-all", "workers", "serve FILE.gz (when it exists) for every static "
+           "FILE to clients accepting gzip", kind="bool"),
+    Option("static-gzip-dir", "workers", "serve FILE.gz for static files whose path starts "
+           "with PREFIX", multi=True, metavar="PREFIX", aliases=("static-gzip-prefix",)),
+    Option("static-gzip-ext", "workers", "serve FILE.gz for static files whose name ends "
+           "with SUFFIX", multi=True, metavar="SUFFIX", aliases=("static-gzip-suffix",)),
+    Option("static-gzip", "workers", "serve FILE.gz for static files whose path matches "
+           "REGEXP", multi=True, metavar="REGEXP"),
+    Option("file-serve-mode", "workers", "answer a static file with a header naming it "
+           "instead of its bytes: x-sendfile (X-Sendfile), x-accel-redirect or nginx "
+           "(X-Accel-Redirect)", metavar="MODE"),
+    Option("add-header", "workers", "add this header to every answer of the workers "
+           "(app and static files)", multi=True, metavar="'NAME: VALUE'"),
+    Option("del-header", "workers", "remove headers of this name from every answer of the "
+           "workers", multi=True, metavar="NAME", aliases=("rem-header",)),
 ]
