@@ -76,6 +76,7 @@ from brood.logs.sinks import backup_name, rotation_notice
 from brood.logs.spec import LogPlan
 from brood.master_appcheck import APP_CHECK_TIMEOUT, AppCheck
 from brood.master_children import ChildTable, Draining, adopt_draining
+from brood.master_daemons import STOP_MERCY, Daemons, daemon_specs
 from brood.master_env import (
     DRAINING_ENV,
     FDS_ENV,
@@ -143,6 +144,7 @@ class Master:
         self.touch_logrotate = TouchWatch(())
         self.touch_logreopen = TouchWatch(())
         self.logs: LogMaster | None = None  # the log master, when an option needs it
+        self.daemons: Daemons | None = None  # --attach-daemon and kin
         self.next_cycle = 0.0
         self.requested: tuple[str, str] | None = None  # by a service, picked up by loop()
         self.stopping = False  # a reload or shutdown is stopping the children
@@ -172,6 +174,7 @@ class Master:
             self.logs.say()
         log(f"detected max file descriptor number: {fdlimit.soft_limit()}")
         self._adopt_draining()
+        daemons = daemon_specs(cfg)  # (a mistake in them stops the start before any fork)
         self.plan = plan = build_plan(cfg, self.binder)
         self.binder.close_unclaimed()
         self.selector = selectors.DefaultSelector()  # created after binding: sockets get fd 3...
@@ -202,6 +205,10 @@ class Master:
         log(f"spawned uWSGI master process (pid: {os.getpid()})")
         self.children.signalled = self.sigpipe.pending
         self.children.spawn_all(time.time())
+        self.daemons = Daemons(daemons, self.children.others,
+                               lambda: self.shutdown(graceful=True),
+                               bool(cfg["daemons-honour-stdin"]))
+        self.daemons.spawn_all(time.time())
 
     def _adopt_draining(self) -> None:
         """The previous incarnation's routers still finishing their sessions: ours to
@@ -413,6 +420,8 @@ class Master:
             self._service_call(svc.tick, now)
         if self.logs is not None:
             self.logs.tick()
+        if self.daemons is not None:
+            self.daemons.tick(now)
         if (path := self.touch_logrotate.touched()) is not None:
             log(f"*** {path} has been touched... rotating the log ***")
             self.rotate_log()
@@ -534,6 +543,13 @@ class Master:
                 how = "brutal"
                 table.signal_all(signal.SIGINT)
                 deadline = min(deadline, time.time() + IMMEDIATE_MERCY)
+
+    def stop_daemons(self, reload: bool) -> None:
+        """The attached daemons first, as uWSGI stops them (``Daemons.stop``)."""
+        if self.daemons is not None and self.children is not None:
+            mercy = self.cfg["reload-mercy"] if self.cfg.is_set("reload-mercy") else None
+            self.daemons.stop(reload, float(mercy) if mercy else STOP_MERCY,
+                              self.children.reap, self._serve_while_stopping)
 
     def _serve_while_stopping(self, timeout: float) -> None:
         """Wait up to ``timeout`` serving services and noting SIGINT/SIGQUIT (the
@@ -791,6 +807,7 @@ def check_start_options(cfg: Config) -> None:
 
         compile_format(str(cfg["log-format"]))
     check_privileges(cfg["uid"], cfg["gid"])
+    daemon_specs(cfg)
     check_routers(cfg)
     probe(LogPlan.from_config(cfg))
 
@@ -860,6 +877,7 @@ def _run(master: Master, logs: LogMaster | None) -> int:
         return 1
     how, then = master.loop()
     master.before_stop(graceful=how == "graceful", reload=then == "reload")
+    master.stop_daemons(reload=then == "reload")
     master.stop_children(how, then)
     if then == "reload" and not master.exit_asked:
         try:

@@ -5,9 +5,18 @@ exposes ``OPTIONS: list[Option]``; the order here is the order of ``brood --help
 """
 
 from brood.config.option import all_options, declare, lookup, lookup_short
-from brood.config.options import cache, core, logs, routers, stats, subscription, workers
+from brood.config.options import (
+    cache,
+    core,
+    daemons,
+    logs,
+    routers,
+    stats,
+    subscription,
+    workers,
+)
 
-PARTS = (core, workers, stats, routers, subscription, cache, logs)
+PARTS = (core, daemons, workers, stats, routers, subscription, cache, logs)
 
 for _part in PARTS:
     declare(_part.OPTIONS)
