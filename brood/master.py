@@ -67,6 +67,7 @@ from collections.abc import Callable
 from typing import Any
 
 from brood import fdlimit
+from brood import master_hooks as hooks
 from brood.config.load import load_config
 from brood.config.model import Config, refuse_unavailable
 from brood.config.option import OptionError
@@ -175,6 +176,7 @@ class Master:
         log(f"detected max file descriptor number: {fdlimit.soft_limit()}")
         self._adopt_draining()
         daemons = daemon_specs(cfg)  # (a mistake in them stops the start before any fork)
+        was_root = hooks.as_root(cfg)
         self.plan = plan = build_plan(cfg, self.binder)
         self.binder.close_unclaimed()
         self.selector = selectors.DefaultSelector()  # created after binding: sockets get fd 3...
@@ -183,9 +185,13 @@ class Master:
             raise OptionError("nothing to do: give --socket, --http-socket or a router option")
         if cfg["pidfile"]:
             write_pidfile(cfg["pidfile"], reload=bool(self.reloads))
+        hooks.pidfiles_before_drop(cfg)
         drop_privileges(cfg["uid"], cfg["gid"])
+        hooks.as_user(cfg, was_root)
+        hooks.before_app(cfg)
         for hook in plan.prepare:
             hook()
+        hooks.after_app(cfg)
         for svc in plan.services:
             attach = getattr(svc, "attach", None)
             if attach is not None:
@@ -573,11 +579,13 @@ class Master:
         if self.cfg["vacuum"]:
             self.vacuum()
         log("goodbye to uWSGI.")
+        hooks.at_exit(self.cfg)
 
     def vacuum(self) -> None:
         paths = self.binder.unix_paths()
         if self.cfg["pidfile"]:
             paths.append(self.cfg["pidfile"])
+        paths.extend(hooks.pidfile_paths(self.cfg))
         for path in paths:
             with contextlib.suppress(OSError):
                 os.unlink(path)
@@ -752,6 +760,7 @@ class Master:
         signal.pthread_sigmask(signal.SIG_BLOCK, STOPS)
         if self.sigpipe is not None:
             self.sigpipe.close()
+        hooks.at_exit(self.cfg)
         os.chdir(self.start_cwd)
         log("binary reloading brood...")
         sys.stdout.flush()
@@ -808,6 +817,8 @@ def check_start_options(cfg: Config) -> None:
         compile_format(str(cfg["log-format"]))
     check_privileges(cfg["uid"], cfg["gid"])
     daemon_specs(cfg)
+    if cfg["umask"]:
+        hooks.parse_umask(cfg["umask"])
     check_routers(cfg)
     probe(LogPlan.from_config(cfg))
 
@@ -846,6 +857,8 @@ def run_master(cfg: Config, argv: list[str]) -> int:
     """Run the master until shutdown (re-execs in place on reload). User errors raise
     OptionError; an app that does not load is logged and gives exit status 1."""
     refuse_unavailable(cfg)  # before anything is bound, forked or detached
+    hooks.apply_umask(cfg)
+    hooks.run_commands(cfg["exec-asap"], "(asap)...")
     start_cwd = os.getcwd()
     first_start = not os.environ.get(RELOADS_ENV)
     logs: LogMaster | None = None

@@ -200,7 +200,7 @@ def test_a_uwsgi_option_brood_lacks_stops_the_start_unless_harmless(tmp_path):
     second review: GET /admin answered 200); thunder-lock and the like change nothing
     served and are ignored with a line."""
     for line in ("route = ^/admin break:403 Forbidden", "https = :443,a.crt,a.key",
-                 "static_cache_paths = 30", "umask = 027"):
+                 "static_cache_paths = 30", "chroot = /srv"):
         ini = write(tmp_path, "sec.ini", f"[uwsgi]\nhttp-socket = :0\n{line}\n")
         name = line.split(" ")[0].replace("_", "-")
         with pytest.raises(OptionError, match=rf"^{ini}:3: --{name} is a uWSGI option brood "

@@ -9,6 +9,7 @@ from brood.config.options import (
     cache,
     core,
     daemons,
+    hooks,
     logs,
     routers,
     stats,
@@ -16,7 +17,7 @@ from brood.config.options import (
     workers,
 )
 
-PARTS = (core, daemons, workers, stats, routers, subscription, cache, logs)
+PARTS = (core, daemons, hooks, workers, stats, routers, subscription, cache, logs)
 
 for _part in PARTS:
     declare(_part.OPTIONS)
