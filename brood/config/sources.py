@@ -169,7 +169,7 @@ def _http_get(rest: str, spec: str) -> bytes:
         finally:
             conn.close()
     except (OSError, http.client.HTTPException, ValueError) as exc:
-        if late.is_set():
+        if late.is_set() or isinstance(exc, TimeoutError):  # (the socket's own, first)
             raise OptionError(f"@({spec}): no whole answer within {HTTP_TIMEOUT:g} s") from None
         reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else exc
         raise OptionError(f"@({spec}): {reason or type(exc).__name__}") from None
