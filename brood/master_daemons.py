@@ -41,6 +41,7 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
+from brood.config.kvlist import split_kvlist
 from brood.config.option import OptionError
 from brood.log import log
 from brood.signals import stops_blocked
@@ -106,27 +107,9 @@ def parse_daemon(option: str, value: str) -> DaemonSpec:
 
 
 def split_keyvals(value: str) -> list[tuple[str, str]]:
-    """``k=v,k=v`` as uWSGI's kvlist reads it: a backslash keeps the next character
-    (``cmd=echo a\\,b``); an item without ``=`` is an error (ValueError)."""
-    items, current, escaped = [], [], False
-    for char in value + ",":
-        if escaped:
-            current.append(char)
-            escaped = False
-        elif char == "\\":
-            escaped = True
-        elif char == ",":
-            item = "".join(current)
-            current = []
-            if not item:
-                continue
-            key, eq, val = item.partition("=")
-            if not eq:
-                raise ValueError(item)
-            items.append((key, val))
-        else:
-            current.append(char)
-    return items
+    """``k=v,k=v`` as uWSGI's kvlist reads it (``brood.config.kvlist``); an item without
+    ``=`` is an error (ValueError)."""
+    return split_kvlist(value)
 
 
 def parse_daemon2(value: str, option: str = "attach-daemon2") -> DaemonSpec:

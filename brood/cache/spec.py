@@ -26,6 +26,8 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
+from brood.config.kvlist import split_kvlist
+
 DEFAULT_BLOCKSIZE = 65536
 DEFAULT_KEYSIZE = 2048
 MAX_KEYSIZE = 65535  # uWSGI refuses keysize >= UMAX16
@@ -64,30 +66,9 @@ class CacheSpec:
 
 
 def split_kv(text: str) -> list[tuple[str, str]]:
-    """uWSGI's kvlist: ``,``-separated ``key=value``; ``\\`` escapes; items without
-    ``=`` are dropped (uWSGI ignores them too)."""
-    items: list[str] = []
-    current: list[str] = []
-    escaped = False
-    for char in text:
-        if escaped:
-            current.append(char)
-            escaped = False
-        elif char == "\\":
-            escaped = True
-        elif char == ",":
-            items.append("".join(current))
-            current = []
-        else:
-            current.append(char)
-    if current:
-        items.append("".join(current))
-    pairs = []
-    for item in items:
-        key, sep, value = item.partition("=")
-        if sep:
-            pairs.append((key.strip(), value))
-    return pairs
+    """uWSGI's kvlist (``brood.config.kvlist``), keys stripped; items without ``=`` are
+    dropped (uWSGI ignores them too)."""
+    return [(key.strip(), value) for key, value in split_kvlist(text, strict=False)]
 
 
 def _number(key: str, value: str) -> int:

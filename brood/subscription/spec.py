@@ -29,6 +29,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from brood.config.kvlist import split_kvlist
 from brood.config.option import OptionError
 from brood.subscription.packet import MAX_KEY
 from brood.subscription.signing import is_digest_name
@@ -180,13 +181,12 @@ def parse_subscribe2(value: str, option: str = "subscribe2") -> Target:
     """One ``--subscribe2 key=value,...`` value."""
     pairs: dict[str, str] = {}
     ignored: list[str] = []
-    for item in value.split(","):
-        if not item.strip():
-            continue
-        name, sep, val = item.partition("=")
+    try:
+        items = split_kvlist(value)
+    except ValueError as exc:
+        raise _fail(option, value, f"expected key=value, got {exc.args[0]!r}") from None
+    for name, val in items:
         name = name.strip()
-        if not sep:
-            raise _fail(option, value, f"expected key=value, got {item!r}")
         if name == "sign" and val and ":" not in val:
             raise _fail(option, value, "sign= needs DIGEST:KEYFILE")
         if name in SUBSCRIBE2_KEYS:
