@@ -224,3 +224,12 @@ def write_fifo(path: Path, data: bytes, timeout: float = 20.0) -> None:
 
 def worker_pids(stats: dict) -> list[int]:
     return [w["pid"] for w in stats["workers"]]
+
+
+def pid_alive(pid: int) -> bool:
+    """True while ``pid`` exists and is not a zombie (exited, not reaped yet)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rpartition(")")[2].split()[0] != "Z"

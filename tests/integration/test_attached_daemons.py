@@ -9,17 +9,7 @@ import signal
 import subprocess
 import sys
 
-from _broodkit import wait_until
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    with contextlib.suppress(OSError), open(f"/proc/{pid}/stat") as fh:
-        return fh.read().rsplit(")", 1)[1].split()[0] != "Z"  # a zombie is gone
-    return True
+from _broodkit import pid_alive, wait_until
 
 
 def _pids(path) -> list[int]:
@@ -48,7 +38,7 @@ def test_a_daemon_killed_starts_again_and_stops_with_brood(start_brood, hello_ap
     b.send_signal(signal.SIGINT)
     assert b.wait_exit(timeout=10) == 0
     assert f"[uwsgi-daemons] stopping daemon (pid: {second})" in b.log()
-    assert not _alive(first) and not _alive(second)
+    assert not pid_alive(first) and not pid_alive(second)
 
 
 def test_a_control_daemon_ending_shuts_brood_down(start_brood, hello_app, tmp_path) -> None:
@@ -75,15 +65,15 @@ def test_reload_stops_and_restarts_dumb_daemons_and_keeps_smart_ones(
         b.send_signal(signal.SIGHUP)
         b.wait_ready(count=2, timeout=10)
         second = wait_until(lambda: _pids(pids)[1:], timeout=5, what="restarted")[0]
-        assert not _alive(first) and _alive(second)
+        assert not pid_alive(first) and pid_alive(second)
         assert len(_pids(pids)) == 2  # (once per incarnation: never doubled)
         b.wait_for_log(rf"found valid/active pidfile for \"exec sleep 1001\" "
                        rf"\(pid: {smart}\)", timeout=5)
-        assert _pids(smart_pid) == [smart] and _alive(smart)
+        assert _pids(smart_pid) == [smart] and pid_alive(smart)
         b.send_signal(signal.SIGINT)
         assert b.wait_exit(timeout=10) == 0
-        assert not _alive(second)
-        assert _alive(smart)  # a smart daemon outlives the master, as in uWSGI
+        assert not pid_alive(second)
+        assert pid_alive(smart)  # a smart daemon outlives the master, as in uWSGI
     finally:
         if smart:
             with contextlib.suppress(ProcessLookupError):
@@ -109,4 +99,4 @@ def test_a_daemon_deaf_to_its_stop_signal_is_killed_after_the_mercy(
     b.send_signal(signal.SIGINT)
     assert b.wait_exit(timeout=10) == 0
     assert f"[uwsgi-daemons] daemon did not die in time, killing (pid: {pid})" in b.log()
-    assert not _alive(pid)
+    assert not pid_alive(pid)

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
-from _broodkit import read_stats, wait_until
+from _broodkit import pid_alive, read_stats, wait_until
 
 READY = re.compile(r"brood demo ready: http://127\.0\.0\.1:(\d+)/")
 STATS = re.compile(r"router .* stats (\S+)")
@@ -45,21 +45,12 @@ def descendants(root: int) -> set[int]:
     return found
 
 
-def alive(pid: int) -> bool:
-    """True while ``pid`` exists and is not a zombie."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return False
-    return stat.rpartition(")")[2].split()[0] != "Z"
-
-
 def wait_gone(pids: set[int], timeout: float = 10.0) -> list[int]:
     """The pids still alive after waiting up to ``timeout`` for all of them to end."""
     deadline = time.monotonic() + timeout
-    while any(alive(p) for p in pids) and time.monotonic() < deadline:
+    while any(pid_alive(p) for p in pids) and time.monotonic() < deadline:
         time.sleep(0.05)
-    return [p for p in pids if alive(p)]
+    return [p for p in pids if pid_alive(p)]
 
 
 def get(port: int, path: str, host: str) -> tuple[int, bytes]:
@@ -108,7 +99,7 @@ def demo(tmp_path: Path) -> Iterator[Demo]:
             with contextlib.suppress(subprocess.TimeoutExpired):
                 proc.wait(15)
         for pid in [proc.pid, *d.tree]:
-            if alive(pid):
+            if pid_alive(pid):
                 with contextlib.suppress(OSError):
                     os.kill(pid, signal.SIGKILL)
         proc.wait()

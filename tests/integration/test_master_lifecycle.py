@@ -10,23 +10,12 @@ import sys
 import time
 
 import pytest
-from _broodkit import http_get, wait_until, worker_pids
+from _broodkit import http_get, pid_alive, wait_until, worker_pids
 
 
 def _brood(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, "-m", "brood", *args], capture_output=True,
                           text=True, timeout=30, stdin=subprocess.DEVNULL)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    # A zombie (exited, not yet reaped by its parent) counts as gone.
-    with contextlib.suppress(OSError), open(f"/proc/{pid}/stat") as fh:
-        return fh.read().rsplit(")", 1)[1].split()[0] != "Z"
-    return True
 
 
 def test_sigint_stops_children_and_vacuums(start_brood, hello_app, tmp_path) -> None:
@@ -39,7 +28,7 @@ def test_sigint_stops_children_and_vacuums(start_brood, hello_app, tmp_path) -> 
     assert b.wait_exit() == 0
     assert not sock.exists() and not pidfile.exists()
     assert "goodbye to uWSGI." in b.log()
-    wait_until(lambda: not any(_alive(p) for p in children), timeout=5, what="children gone")
+    wait_until(lambda: not any(pid_alive(p) for p in children), timeout=5, what="children gone")
 
 
 def test_a_thread_the_app_started_at_import_does_not_hold_the_exit(start_brood,
@@ -131,16 +120,16 @@ def test_daemonize_detaches(hello_app, tmp_path) -> None:
         addr = port[0].split("address ")[1].split()[0]
         assert http_get(addr) == (200, b"Hello World")
         assert _brood("--stop", str(pidfile)).returncode == 0
-        wait_until(lambda: not _alive(pid), what="daemon gone")
+        wait_until(lambda: not pid_alive(pid), what="daemon gone")
         assert not pidfile.exists()
     finally:
         if not pid and pidfile.exists():  # failed before reading it: still stop the daemon
             with contextlib.suppress(ValueError):
                 pid = int(pidfile.read_text())
-        if pid and _alive(pid):
+        if pid and pid_alive(pid):
             os.kill(pid, signal.SIGKILL)
             deadline = time.monotonic() + 5
-            while _alive(pid) and time.monotonic() < deadline:
+            while pid_alive(pid) and time.monotonic() < deadline:
                 time.sleep(0.05)
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.killpg(pid, signal.SIGKILL)

@@ -7,7 +7,7 @@ import signal
 import socket
 import threading
 
-from _broodkit import http_get, uwsgi_request, wait_until, worker_pids
+from _broodkit import http_get, pid_alive, uwsgi_request, wait_until, worker_pids
 from test_master_respawn import _load
 
 
@@ -167,7 +167,7 @@ def test_a_shutdown_during_the_app_check_stops_it(start_brood, tmp_path) -> None
     check = int(match.group(1))
     b.send_signal(signal.SIGINT)
     assert b.wait_exit(timeout=10) == 0
-    wait_until(lambda: not _alive(check), timeout=5, what="the check gone")
+    wait_until(lambda: not pid_alive(check), timeout=5, what="the check gone")
     assert "binary reloading" not in b.log()
 
 
@@ -256,11 +256,3 @@ def test_a_reload_into_a_bad_log_format_is_refused(start_brood, hello_app, tmp_p
     assert b.proc.poll() is None
     assert http_get(b.address_of("uwsgi socket 0")) == (200, b"Hello World")
 
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    with open(f"/proc/{pid}/stat") as fh:  # a zombie is not alive
-        return fh.read().rsplit(")", 1)[1].split()[0] != "Z"
