@@ -226,9 +226,7 @@ class Static:
             real = os.path.realpath(name, strict=True)
         except (OSError, ValueError):  # missing, a loop, a NUL byte
             return None
-        if not real.startswith(root) and not any(real.startswith(s) for s in self.safe):
-            self.log(f"[uwsgi-fileserve] security error: {os.fsdecode(real)} is not under "
-                     f"{os.fsdecode(root)} or a safe path")
+        if not self._allowed(real, root):
             return None
         try:
             st = os.stat(real)
@@ -238,10 +236,13 @@ class Static:
             for idx in self.index:
                 cand = real + idx if real.endswith(b"/") else real + b"/" + idx
                 try:
+                    cand = os.path.realpath(cand, strict=True)
                     st = os.stat(cand)
-                except OSError:
+                except (OSError, ValueError):
                     continue
                 if stat.S_ISREG(st.st_mode):
+                    if not self._allowed(cand, root):  # (an index linked elsewhere)
+                        return None
                     real = cand
                     break
             else:
@@ -252,6 +253,16 @@ class Static:
             if real.endswith(sk):
                 return None
         return Found(real, st, real)
+
+    def _allowed(self, real: bytes, root: bytes) -> bool:
+        """``real`` is ``root`` or below it, or below a --static-safe directory; else it
+        is said, as uWSGI says it. Below means a whole path component: uWSGI's plain
+        prefix test let /srv/static's symlink to /srv/static-private through."""
+        if _under(real, root) or any(_under(real, s) for s in self.safe):
+            return True
+        self.log(f"[uwsgi-fileserve] security error: {os.fsdecode(real)} is not under "
+                 f"{os.fsdecode(root)} or a safe path")
+        return False
 
     def want_gzip(self, found: Found, accept_encoding: str) -> Found:
         """FILE.gz in place of FILE when the client takes gzip and a rule says so."""
@@ -313,6 +324,12 @@ class Static:
             headers.append(("Content-Range", f"bytes {offset}-{offset + length - 1}/{size}"))
         headers.append(("Last-Modified", http_date(mtime)))
         return status, headers, offset, length
+
+
+def _under(path: bytes, base: bytes) -> bool:
+    """``path`` is ``base`` or inside it (whole components)."""
+    base = base.rstrip(b"/")
+    return path == base or path.startswith(base + b"/") or base == b""
 
 
 def _expires(headers: list[tuple[str, str]], rules: list[Rule], hit: Callable[[Rule], Any],

@@ -159,3 +159,23 @@ def test_headers_added_and_removed() -> None:
                                                       "del-header": ["x-del"]})))
     front({"REQUEST_METHOD": "GET"}, lambda s, h, e=None: got.append(h))
     assert got == [[("Server", "x"), ("X-A", "1")]]
+
+
+def test_a_sibling_whose_name_starts_like_the_root_is_no_way_out(tree: Path) -> None:
+    """Below the root means whole path components: a link to root-private (a plain
+    string prefix of root's path, as uWSGI tests it) and an index file linked out of
+    the root are refused."""
+    private = tree / "root-private"
+    private.mkdir()
+    (private / "k.txt").write_bytes(b"key")
+    (tree / "root" / "priv").symlink_to(private)
+    (tree / "root" / "ix").mkdir()
+    (tree / "root" / "ix" / "index.html").symlink_to(tree / "other" / "s.txt")
+    said: list[str] = []
+    s = static_from_config(Cfg({"static-map": [f"/static={tree / 'root'}"],
+                                "static-index": ["index.html"]}), log=said.append)
+    assert s is not None
+    assert s.lookup(b"/static/priv/k.txt") is None
+    assert s.lookup(b"/static/ix/") is None
+    assert len(said) == 2 and all("security error" in line for line in said)
+    assert s.lookup(b"/static/sub/") is not None  # an index inside the root still serves
