@@ -807,14 +807,17 @@ def _stronger_reload(first: tuple[str, str] | None,
 
 
 def check_start_options(cfg: Config) -> None:
-    """What a fresh start refuses beyond loading the config (--log-format names, users
-    and groups, each router's options): checked before a reload re-executes into it."""
+    """What a fresh start refuses beyond loading the config (--log-format names, static
+    files and headers, users and groups, daemons, each router's options): checked before
+    a reload re-executes into it."""
     from brood.routers.plan import check_routers
+    from brood.workers.static import check_options as check_static
 
     if cfg["log-format"]:
         from brood.workers.reqlog import compile_format
 
         compile_format(str(cfg["log-format"]))
+    check_static(cfg)
     check_privileges(cfg["uid"], cfg["gid"])
     daemon_specs(cfg)
     if cfg["umask"]:
