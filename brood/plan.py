@@ -291,8 +291,20 @@ def contribute_workers(cfg: Config, b: PlanBuilder) -> None:
 
     for line in check_options(cfg):  # a bad --static-map, --add-header... stops it here
         log(line)
+    from brood.workers.mount import mount_lines
+
+    for line in mount_lines(cfg["mount"] or ()):  # a --mount without "=" stops it here
+        log(line)
     board = Scoreboard(count, cores=max(1, int(cfg["threads"] or 1)))
     loaded: dict[str, Any] = {}
+    if cfg["shared-import"]:
+        def shared_import() -> None:
+            from brood.workers.loader import import_modules, prepare_process
+
+            prepare_process(cfg)  # (the imports see --pythonpath, --chdir...)
+            import_modules(cfg["shared-import"], log)
+
+        b.add_prepare(shared_import)
     if not (cfg["lazy-apps"] or cfg["lazy"]):
         def preload() -> None:
             from brood.workers.loader import load_app
@@ -327,6 +339,13 @@ def build_plan(cfg: Config, binder: Binder) -> Plan:
         importlib.import_module(module)
     for hook in _config_hooks:
         cfg = hook(cfg)
+    from brood.config.logic import missing_plugins
+
+    missing = missing_plugins(cfg["need-plugins"] or ())
+    if missing:  # uWSGI stops when a plugin it needs will not load
+        raise OptionError(f"--need-plugin {missing[0]}: a uWSGI plugin brood does not "
+                          "have (it has python, http, corerouter, fastrouter, rawrouter "
+                          "and cache built in)")
     b = PlanBuilder(cfg, binder)
     try:
         b.bind_shared()

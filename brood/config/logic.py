@@ -27,7 +27,7 @@ import glob as _glob
 import os
 import re
 import socket
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 
 from brood.config.ini import MAX_INI, TooLarge, read_bounded
@@ -41,6 +41,16 @@ from brood.config.option import OptionError
 # sslrouter (refused in this release), nor router_* (uWSGI's internal routing actions:
 # brood has no --route), nor any other.
 PLUGINS = frozenset({"python", "http", "corerouter", "fastrouter", "rawrouter", "cache"})
+# What --need-plugin loads is a file name: python3_plugin.so (Debian's python3,
+# python311...) is the python plugin.
+_PYTHON_PLUGIN = re.compile(r"python\d*")
+
+
+def missing_plugins(lists: Iterable[str]) -> list[str]:
+    """The names in --need-plugin's comma-separated LISTs brood has not built in."""
+    names = (name.strip() for item in lists for name in str(item).split(","))
+    return [name for name in names
+            if name and name not in PLUGINS and not _PYTHON_PLUGIN.fullmatch(name)]
 # Set by the master in the process it re-executes on a reload (brood.master_env's
 # RELOADS_ENV; a test keeps them equal): if-reload is true there, and in the config
 # check the master makes before it. The reload's app check (brood.master_appcheck)

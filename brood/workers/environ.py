@@ -75,7 +75,8 @@ def build_environ(
     environ["wsgi.multithread"] = multithread
     environ["wsgi.multiprocess"] = multiprocess
     environ["wsgi.run_once"] = run_once
-    environ["wsgi.file_wrapper"] = file_wrapper
+    if file_wrapper is not None:  # (None: --wsgi-disable-file-wrapper)
+        environ["wsgi.file_wrapper"] = file_wrapper
     if extra:
         environ.update(extra)
     return environ
@@ -108,8 +109,9 @@ def http_base(
         "wsgi.multithread": multithread,
         "wsgi.multiprocess": multiprocess,
         "wsgi.run_once": False,
-        "wsgi.file_wrapper": file_wrapper,
     }
+    if file_wrapper is not None:  # (None: --wsgi-disable-file-wrapper)
+        base["wsgi.file_wrapper"] = file_wrapper
     if extra:
         base.update(extra)  # server keys only: no header var can collide with them
     return base

@@ -186,7 +186,8 @@ class Worker:
         self.multithread = self.threads > 1
         self.multiprocess = int(option(cfg, "processes", 1) or 1) > 1
         self.errors = sys.stderr
-        self.file_wrapper = FileWrapper
+        self.file_wrapper = (None if option(cfg, "wsgi-disable-file-wrapper", False)
+                             else FileWrapper)
         self.extra_environ = {"wsgi.input_terminated": True}
         for endpoint in self.endpoints:
             endpoint.environ_base = http_base(

@@ -61,6 +61,10 @@ OPTIONS: list[Option] = [
            "are logged and ignored, as uWSGI keeps them as placeholders)", kind="bool"),
     Option("plugins", "core", "accepted so uWSGI ini files load; brood has everything built in",
            multi=True, aliases=("plugin",), metavar="LIST"),
+    Option("need-plugins", "core", "stop unless brood has these uWSGI plugins (LIST: "
+           "names separated by commas): it has python (python3...), http, corerouter, "
+           "fastrouter, rawrouter and cache built in", multi=True, metavar="LIST",
+           aliases=("need-plugin",)),
     Option("master", "core", "accepted for uWSGI compatibility, no effect: brood always runs "
            "its master, which supervises and respawns the other processes", kind="bool",
            short="M"),

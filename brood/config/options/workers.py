@@ -34,6 +34,39 @@ OPTIONS: list[Option] = [
            kind="bool"),
     Option("lazy", "workers", "load the app in each worker and reload workers on every reload",
            kind="bool"),
+    # uWSGI's python plugin: more apps, the process the apps see (brood.workers.loader,
+    # brood.workers.mount)
+    Option("mount", "workers", "also load APP (a .py/.wsgi file or module:callable) for "
+           "requests whose SCRIPT_NAME is MOUNTPOINT (see --manage-script-name)",
+           multi=True, metavar="MOUNTPOINT=APP"),
+    Option("manage-script-name", "workers", "pick the --mount app by the longest "
+           "mountpoint starting PATH_INFO, and move that part of PATH_INFO to SCRIPT_NAME",
+           kind="bool"),
+    Option("no-default-app", "workers", "a request whose SCRIPT_NAME is no app's "
+           "mountpoint gets a 500 instead of going to the first app loaded", kind="bool"),
+    Option("pyargv", "workers", "the apps' sys.argv: 'uwsgi' then these words (split at "
+           "spaces and tabs)", metavar="ARGS"),
+    Option("pyimport", "workers", "import MODULE (or a .py file) before loading the app: "
+           "in the master, or in each worker with --lazy-apps (a failure is said, the "
+           "start goes on)", multi=True, metavar="MODULE",
+           aliases=("py-import", "python-import", "import")),
+    Option("shared-import", "workers", "import MODULE (or a .py file) in the master "
+           "before forking, also with --lazy-apps", multi=True, metavar="MODULE",
+           aliases=("shared-pyimport", "shared-py-import", "shared-python-import")),
+    Option("py-sys-executable", "workers", "the apps' sys.executable", metavar="PATH",
+           aliases=("py-executable",)),
+    Option("wsgi-disable-file-wrapper", "workers", "no wsgi.file_wrapper in the environ",
+           kind="bool"),
+    Option("wsgi-env-behaviour", "workers", "accepted for uWSGI compatibility, no effect: "
+           "every request gets a new environ dict (uWSGI's holy; its default, cheat, "
+           "reuses one dict, emptied after each request)", metavar="cheat|holy",
+           choices=("cheat", "holy"), aliases=("wsgi-env-behavior",)),
+    Option("py-call-osafterfork", "workers", "accepted for uWSGI compatibility, no "
+           "effect: brood forks with os.fork, which always runs the os.register_at_fork "
+           "hooks (and Python's own after-fork work) in its children", kind="bool"),
+    Option("py-call-uwsgi-fork-hooks", "workers", "accepted for uWSGI compatibility, no "
+           "effect: the os.register_at_fork hooks always run around brood's forks",
+           kind="bool"),
     Option("harakiri", "workers", "kill a worker stuck on one request longer than N seconds (0 = off)",
            kind="int", default=0, short="t", metavar="SECONDS"),
     Option("harakiri-verbose", "workers", "when harakiri kills a worker, log the requests "
