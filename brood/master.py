@@ -807,10 +807,12 @@ def _stronger_reload(first: tuple[str, str] | None,
 
 
 def check_start_options(cfg: Config) -> None:
-    """What a fresh start refuses beyond loading the config (--log-format names, static
-    files and headers, users and groups, daemons, each router's options): checked before
-    a reload re-executes into it."""
+    """What a fresh start refuses beyond loading the config (--log-format, static files
+    and headers, mounts, plugins, users and groups, daemons, each router's options):
+    checked before a reload re-executes into it."""
+    from brood.config.logic import check_plugins
     from brood.routers.plan import check_routers
+    from brood.workers.mount import mount_lines
     from brood.workers.static import check_options as check_static
 
     if cfg["log-format"]:
@@ -818,6 +820,8 @@ def check_start_options(cfg: Config) -> None:
 
         compile_format(str(cfg["log-format"]))
     check_static(cfg)
+    mount_lines(cfg["mount"] or ())
+    check_plugins(cfg["need-plugins"] or ())
     check_privileges(cfg["uid"], cfg["gid"])
     daemon_specs(cfg)
     if cfg["umask"]:

@@ -339,13 +339,9 @@ def build_plan(cfg: Config, binder: Binder) -> Plan:
         importlib.import_module(module)
     for hook in _config_hooks:
         cfg = hook(cfg)
-    from brood.config.logic import missing_plugins
+    from brood.config.logic import check_plugins
 
-    missing = missing_plugins(cfg["need-plugins"] or ())
-    if missing:  # uWSGI stops when a plugin it needs will not load
-        raise OptionError(f"--need-plugin {missing[0]}: a uWSGI plugin brood does not "
-                          "have (it has python, http, corerouter, fastrouter, rawrouter "
-                          "and cache built in)")
+    check_plugins(cfg["need-plugins"] or ())
     b = PlanBuilder(cfg, binder)
     try:
         b.bind_shared()

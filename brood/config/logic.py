@@ -51,6 +51,16 @@ def missing_plugins(lists: Iterable[str]) -> list[str]:
     names = (name.strip() for item in lists for name in str(item).split(","))
     return [name for name in names
             if name and name not in PLUGINS and not _PYTHON_PLUGIN.fullmatch(name)]
+
+
+def check_plugins(lists: Iterable[str]) -> None:
+    """OptionError naming the first --need-plugin brood has not built in (uWSGI stops
+    when a plugin it needs will not load)."""
+    missing = missing_plugins(lists)
+    if missing:
+        raise OptionError(f"--need-plugin {missing[0]}: a uWSGI plugin brood does not "
+                          "have (it has python, http, corerouter, fastrouter, rawrouter "
+                          "and cache built in)")
 # Set by the master in the process it re-executes on a reload (brood.master_env's
 # RELOADS_ENV; a test keeps them equal): if-reload is true there, and in the config
 # check the master makes before it. The reload's app check (brood.master_appcheck)

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import os
+import re
 import signal
 import socket
 import threading
 
+import pytest
 from _broodkit import http_get, pid_alive, uwsgi_request, wait_until, worker_pids
 from test_master_respawn import _load
 
@@ -246,15 +248,21 @@ def test_no_reload_app_check_reloads_without_it(start_brood, tmp_path) -> None:
     assert http_get(b.address_of("uwsgi socket 0")) == (200, b"v2")
 
 
-def test_a_reload_into_a_bad_static_map_is_refused(start_brood, hello_app, tmp_path) -> None:
+@pytest.mark.parametrize("line, said", [
+    ("static-map = /static", "--static-map /static: "),
+    ("mount = /app", "--mount"),
+    ("need-plugin = php", "--need-plugin php: "),
+])
+def test_a_reload_into_what_the_start_refuses_is_refused(start_brood, hello_app, tmp_path,
+                                                         line, said) -> None:
     """The reload's config check refuses what the re-executed master would (it went
     ahead, and the new master stopped at its start: nothing served)."""
     ini = tmp_path / "app.ini"
     ini.write_text(f"[uwsgi]\nhttp-socket = 127.0.0.1:0\nwsgi-file = {hello_app}\n")
     b = start_brood("--ini", str(ini))
-    ini.write_text(ini.read_text() + "static-map = /static\n")
+    ini.write_text(ini.read_text() + line + "\n")
     b.send_signal(signal.SIGHUP)
-    b.wait_for_log(r"reload refused, the config no longer loads: --static-map /static: ")
+    b.wait_for_log("reload refused, the config no longer loads: " + re.escape(said))
     assert b.proc.poll() is None
     assert http_get(b.address_of("uwsgi socket 0")) == (200, b"Hello World")
 
