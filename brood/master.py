@@ -16,7 +16,7 @@ reap with ``WNOHANG`` and respawn (delayed when a child keeps dying young), hara
 the next step of a chain reload, then once per cycle the service ticks, the touch
 files' mtimes (``--touch-reload``, then ``--touch-workers-reload``,
 ``--touch-chain-reload`` and ``--touch-exec``, in uWSGI's order),
-``--evil-reload-on-rss`` (SIGKILL, even mid-request) and the ``--reload-on-rss``
+``--evil-reload-on-rss``/``-as`` (SIGKILL, even mid-request) and the ``--reload-on-rss``
 backup check. ``brood: ready`` is logged once every worker says it
 is accepting.
 
@@ -438,7 +438,8 @@ class Master:
             log(f"*** {path} has been touched... grace them all !!! ***")
             return GRACEFUL_RELOAD  # (a refused reload waits for the next touch)
         self._worker_touches()
-        self.children.check_evil_rss(int(self.cfg["evil-reload-on-rss"] or 0))
+        self.children.check_evil_memory(int(self.cfg["evil-reload-on-rss"] or 0),
+                                        int(self.cfg["evil-reload-on-as"] or 0))
         self.children.check_rss(now, int(self.cfg["reload-on-rss"] or 0), self._worker_mercy(),
                                 int(self.cfg["min-worker-lifetime"] or 0))
         self.children.check_lifetime(now, int(self.cfg["max-worker-lifetime"] or 0),

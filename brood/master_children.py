@@ -437,22 +437,29 @@ class ChildTable:
                 soonest = at if soonest is None else min(soonest, at)
         return soonest
 
-    def check_evil_rss(self, limit_mb: int) -> None:
-        """SIGKILL workers whose RSS (from /proc, now) is ``limit_mb`` or more, even in
-        the middle of a request (--evil-reload-on-rss); the usual reap respawns them."""
-        if limit_mb <= 0:
+    def check_evil_memory(self, rss_mb: int, as_mb: int) -> None:
+        """SIGKILL workers whose RSS (from /proc, now) is ``rss_mb`` or more
+        (--evil-reload-on-rss), or whose address space is ``as_mb`` or more
+        (--evil-reload-on-as), even in the middle of a request; the usual reap respawns
+        them. uWSGI checks the address space first, then the RSS."""
+        if rss_mb <= 0 and as_mb <= 0:
             return
-        limit = limit_mb * 1024 * 1024
         for child in self.alive():
             if child.spec.scoreboard is None or child.evil_killed:
                 continue
-            rss = _proc_rss(child.pid)
-            if rss >= limit:
+            vsz, rss = _proc_memory(child.pid)
+            if as_mb > 0 and vsz >= as_mb * 1024 * 1024:
+                log(f"*** EVIL RELOAD ON WORKER {child.index} ADDRESS SPACE: {vsz} "
+                    f"(pid: {child.pid}) *** address space {vsz // (1024 * 1024)} MB is "
+                    f"above evil-reload-on-as {as_mb} MB, SIGKILL")
+            elif rss_mb > 0 and rss >= rss_mb * 1024 * 1024:
                 log(f"*** EVIL RELOAD ON WORKER {child.index} RSS: {rss} (pid: {child.pid}) "
                     f"*** rss {rss // (1024 * 1024)} MB is above evil-reload-on-rss "
-                    f"{limit_mb} MB, SIGKILL")
-                child.evil_killed = True
-                self._kill(child, signal.SIGKILL)
+                    f"{rss_mb} MB, SIGKILL")
+            else:
+                continue
+            child.evil_killed = True
+            self._kill(child, signal.SIGKILL)
 
     def check_rss(self, now: float, limit_mb: int, mercy: float, min_lifetime: float = 0.0
                   ) -> None:
@@ -547,10 +554,17 @@ def _harakiri_details(child: _Child, slot: WorkerSlot) -> None:
             log(f"HARAKIRI: -- {name}> {value}")
 
 
-def _proc_rss(pid: int) -> int:
-    """Resident set size of ``pid`` in bytes from /proc (0 when unavailable)."""
+def _proc_memory(pid: int) -> tuple[int, int]:
+    """(address space, resident set) of ``pid`` in bytes from /proc ((0, 0) when
+    unavailable)."""
     try:
         with open(f"/proc/{pid}/statm") as fh:
-            return int(fh.read().split()[1]) * _PAGE
+            fields = fh.read().split()
+        return int(fields[0]) * _PAGE, int(fields[1]) * _PAGE
     except (OSError, ValueError, IndexError):
-        return 0
+        return 0, 0
+
+
+def _proc_rss(pid: int) -> int:
+    """Resident set size of ``pid`` in bytes from /proc (0 when unavailable)."""
+    return _proc_memory(pid)[1]

@@ -248,11 +248,19 @@ def test_master_recycles_a_worker_that_grew_mid_request(start_brood, tmp_path) -
     assert "ignored the reload request" not in b.log()
 
 
-def test_evil_reload_on_rss_kills_the_worker_mid_request(start_brood, tmp_path) -> None:
-    """The master SIGKILLs a worker whose RSS reaches the limit while it still serves a
-    request (that client gets no answer), logs why, and respawns it."""
+@pytest.mark.parametrize("option, said", [
+    ("--evil-reload-on-rss", r"RSS: \d+ \(pid: {pid}\) \*\*\* rss \d+ MB is above "
+                             r"evil-reload-on-rss {mb} MB"),
+    ("--evil-reload-on-as", r"ADDRESS SPACE: \d+ \(pid: {pid}\) \*\*\* address space \d+ "
+                            r"MB is above evil-reload-on-as {mb} MB"),
+])
+def test_evil_reload_kills_the_worker_mid_request(start_brood, tmp_path, option,
+                                                  said) -> None:
+    """The master SIGKILLs a worker whose RSS (or address space: a fresh worker's is
+    about 40 MB) reaches the limit while it still serves a request (that client gets no
+    answer), logs why, and respawns it."""
     b = start_brood("--http-socket", "127.0.0.1:0", "--wsgi-file", _grow_app(tmp_path),
-                    "--evil-reload-on-rss", RSS_LIMIT_MB, "--stats", "127.0.0.1:0")
+                    option, RSS_LIMIT_MB, "--stats", "127.0.0.1:0")
     address = b.address_of("uwsgi socket 0")
     host, port = address.rsplit(":", 1)
     first = _single_worker(b)
@@ -260,8 +268,8 @@ def test_evil_reload_on_rss_kills_the_worker_mid_request(start_brood, tmp_path) 
     never = tmp_path / "never-created"
     with socket.create_connection((host, int(port)), timeout=30) as held:
         held.sendall(f"GET /hold?{GROWTH_MB}&{never} HTTP/1.0\r\n\r\n".encode())
-        b.wait_for_log(rf"\*\*\* EVIL RELOAD ON WORKER 1 RSS: \d+ \(pid: {first}\) \*\*\* "
-                       rf"rss \d+ MB is above evil-reload-on-rss {RSS_LIMIT_MB} MB", timeout=20)
+        b.wait_for_log(r"\*\*\* EVIL RELOAD ON WORKER 1 "
+                       + said.format(pid=first, mb=RSS_LIMIT_MB), timeout=20)
         try:
             answer = b"".join(iter(lambda: held.recv(65536), b""))
         except ConnectionResetError:

@@ -106,6 +106,10 @@ OPTIONS: list[Option] = [
            "SIGKILL a worker (then respawn it) as soon as its RSS reaches MB, even "
            "mid-request; the master checks every second (0 = off)",
            kind="int", default=0, metavar="MB"),
+    Option("evil-reload-on-as", "workers",
+           "SIGKILL a worker (then respawn it) as soon as its address space reaches MB, "
+           "even mid-request; the master checks every second (0 = off)",
+           kind="int", default=0, metavar="MB"),
     Option("limit-post", "workers", "largest request body accepted (0 = no limit)",
            kind="size", default=0),
     Option("touch-workers-reload", "workers", "reload the workers alone (gracefully, as "
