@@ -233,3 +233,12 @@ def pid_alive(pid: int) -> bool:
     except OSError:
         return False
     return stat.rpartition(")")[2].split()[0] != "Z"
+
+
+def listen_buffers(port: int) -> tuple[int, int]:
+    """(rb, tb) of the listening TCP socket on ``port``, as ``ss -m`` shows them."""
+    out = subprocess.run(["ss", "-ltnmH", f"sport = :{port}"], capture_output=True,
+                         text=True, timeout=10).stdout
+    found = re.search(r"rb(\d+),t\d+,tb(\d+)", out)
+    assert found, out
+    return int(found[1]), int(found[2])

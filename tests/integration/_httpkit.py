@@ -51,6 +51,19 @@ async def read_request(conn: trio.socket.SocketType, *, chunked_body: bool = Fal
         buf += data
 
 
+async def read_vars(conn: trio.socket.SocketType) -> bytes:
+    """The uwsgi packet (header and vars) and not one byte more: a body stays unread,
+    as a node that answers before reading it leaves it."""
+    buf = b""
+    while len(buf) < 4 or len(buf) < 4 + int.from_bytes(buf[1:3], "little"):
+        want = 4 - len(buf) if len(buf) < 4 else 4 + int.from_bytes(buf[1:3], "little") - len(buf)
+        data = await conn.recv(want)
+        if not data:
+            break
+        buf += data
+    return buf
+
+
 Behaviour = Callable[[trio.socket.SocketType, bytes], Awaitable[None]]
 
 

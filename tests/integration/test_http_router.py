@@ -21,6 +21,7 @@ from _httpkit import (
     node_server,
     open_client,
     packet_vars,
+    read_vars,
 )
 from _routerkit import DictResolver, bind_listener, send_all
 
@@ -411,9 +412,7 @@ async def test_an_early_answer_while_the_body_comes_closes_the_node_cleanly():
             task_status.started(f"127.0.0.1:{lsock.getsockname()[1]}")
             conn, _ = await lsock.accept()
             with conn:
-                buf = b""
-                while len(buf) < 4 or len(buf) < 4 + int.from_bytes(buf[1:3], "little"):
-                    buf += await conn.recv(65536)
+                await read_vars(conn)
                 await send_all(conn, b"HTTP/1.1 413 Content Too Large\r\nContent-Length: 0"
                                      b"\r\n\r\n")
                 conn.shutdown(socket.SHUT_WR)
@@ -457,10 +456,7 @@ async def test_an_early_answer_to_a_chunked_body_held_in_memory_is_relayed():
             task_status.started(f"127.0.0.1:{lsock.getsockname()[1]}")
             conn, _ = await lsock.accept()
             with conn:
-                buf = b""
-                while len(buf) < 4 or len(buf) < 4 + int.from_bytes(buf[1:3], "little"):
-                    buf += await conn.recv(4 if len(buf) < 4 else
-                                           4 + int.from_bytes(buf[1:3], "little") - len(buf))
+                await read_vars(conn)
                 await send_all(conn, b"HTTP/1.1 413 Content Too Large\r\nContent-Length: 4"
                                      b"\r\nConnection: close\r\n\r\nbig\n")
             # closed with the body unread: a reset
@@ -598,13 +594,8 @@ async def _upgrade_before_the_body_is_read(request: bytes) -> tuple[bytes, list]
     async def node() -> None:
         conn, _ = await lsock.accept()
         with conn:
-            buf = b""
-            while len(buf) < 4:
-                buf += await conn.recv(4 - len(buf))
-            size = 4 + int.from_bytes(buf[1:3], "little")
-            while len(buf) < size:  # the vars only: the body stays unread
-                buf += await conn.recv(size - len(buf))
-            content_length.append(packet_vars(buf[:size])[0].get(b"CONTENT_LENGTH"))
+            packet = await read_vars(conn)  # the vars only: the body stays unread
+            content_length.append(packet_vars(packet)[0].get(b"CONTENT_LENGTH"))
             await trio.testing.wait_all_tasks_blocked()  # the router waits on this socket
             await send_all(conn, b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: x\r\n"
                                  b"Connection: Upgrade\r\n\r\n")

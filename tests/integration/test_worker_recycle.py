@@ -5,11 +5,9 @@ message filters), --reload-on-as, --touch-workers-reload, --touch-chain-reload,
 from __future__ import annotations
 
 import os
-import re
 import socket
-import subprocess
 
-from _broodkit import http_get, wait_until, worker_pids
+from _broodkit import http_get, listen_buffers, wait_until, worker_pids
 
 
 def _touch(path) -> None:
@@ -116,20 +114,11 @@ def test_http11_socket_keeps_alive_with_framed_answers(start_brood, hello_app) -
     assert b"Transfer-Encoding: chunked" in second
 
 
-def _skmem(port: int) -> tuple[int, int]:
-    """(rb, tb) of the listening TCP socket on ``port``, as ``ss -m`` shows them."""
-    out = subprocess.run(["ss", "-ltnmH", f"sport = :{port}"], capture_output=True,
-                         text=True, timeout=10).stdout
-    found = re.search(r"rb(\d+),t\d+,tb(\d+)", out)
-    assert found, out
-    return int(found[1]), int(found[2])
-
-
 def test_socket_buffers_on_every_bound_socket(start_brood, hello_app) -> None:
     b = start_brood("--http-socket", "127.0.0.1:0", "--wsgi-file", hello_app,
                     "--stats", "127.0.0.1:0", "--socket-sndbuf", "65536",
                     "--socket-rcvbuf", "32768", "--socket-send-timeout=5")
     # the kernel doubles the values it is given
-    assert _skmem(b.port_of("uwsgi socket 0")) == (65536, 131072)
-    assert _skmem(b.port_of("stats server")) == (65536, 131072)
+    assert listen_buffers(b.port_of("uwsgi socket 0")) == (65536, 131072)
+    assert listen_buffers(b.port_of("stats server")) == (65536, 131072)
     assert http_get(b.address_of("uwsgi socket 0")) == (200, b"Hello World")

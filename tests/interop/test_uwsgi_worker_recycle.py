@@ -13,11 +13,10 @@ from __future__ import annotations
 import os
 import re
 import socket
-import subprocess
 from pathlib import Path
 
 import pytest
-from _broodkit import wait_until
+from _broodkit import listen_buffers, wait_until
 from _interop import need_uwsgi
 
 pytestmark = pytest.mark.interop
@@ -98,14 +97,6 @@ def _pid(port: int) -> int:
     return int(answer[1])
 
 
-def _skmem(port: int) -> tuple[int, int]:
-    out = subprocess.run(["ss", "-ltnmH", f"sport = :{port}"], capture_output=True,
-                         text=True, timeout=10).stdout
-    found = re.search(r"rb(\d+),t\d+,tb(\d+)", out)
-    assert found, out
-    return int(found[1]), int(found[2])
-
-
 def _touch(path: Path) -> None:
     st = path.stat()
     os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns + 5_000_000_000))
@@ -130,7 +121,7 @@ def _exercise(port: int, touch: Path, log) -> dict[str, object]:
     facts["touch line"] = bool(re.search(
         rf"\*\*\* {re.escape(str(touch))} has been touched\.\.\. workers reload !!! \*\*\*",
         log()))
-    facts["skmem"] = _skmem(port)
+    facts["skmem"] = listen_buffers(port)
     return facts
 
 
